@@ -1,0 +1,43 @@
+# Set-up and everyday commands. `make demo` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# The CPU build of this torch release is on disk here; installing it first keeps pip
+# from pulling a multi-GB CUDA build for the permissive `torch>=2.2` in pyproject.toml.
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: venv install install-bench demo test bench lint clean
+
+$(VENV)/.stamp-base:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_PIN)
+	touch $@
+
+$(VENV)/.stamp-dev: $(VENV)/.stamp-base pyproject.toml
+	$(PIP) install -q -e ".[dev,studies]"
+	touch $@
+
+$(VENV)/.stamp-bench: $(VENV)/.stamp-dev
+	$(PIP) install -q -e ".[dev,studies,bench]"
+	touch $@
+
+venv: $(VENV)/.stamp-base
+install: $(VENV)/.stamp-dev
+install-bench: $(VENV)/.stamp-bench
+
+demo: install
+	$(PY) examples/quick_tour.py
+
+test: install
+	$(PY) -m pytest -q tests tensornet --doctest-modules
+
+bench: install-bench
+	$(PY) -m pytest bench --benchmark-only --benchmark-columns=min,median,mean,stddev,rounds
+
+lint: install
+	$(PY) -m ruff check tensornet tests bench examples
+
+clean:
+	rm -rf $(VENV) .pytest_cache .benchmarks build *.egg-info

@@ -1,0 +1,31 @@
+"""The graph core: nodes, networks, planned contraction, splits and the truncation policy."""
+
+from .contract import Plan, cache_info, clear_cache, plan_contraction, set_cache_size
+from .linalg import qr, svd, svdvals, truncated_svd
+from .network import Bond, TensorNetwork, contract
+from .node import Node, as_tensor
+from .split import SplitInfo, qr_split, split, truncation_error
+from .truncation import Truncation, as_truncation
+
+__all__ = [
+    "Bond",
+    "Node",
+    "Plan",
+    "SplitInfo",
+    "TensorNetwork",
+    "Truncation",
+    "as_tensor",
+    "as_truncation",
+    "cache_info",
+    "clear_cache",
+    "contract",
+    "plan_contraction",
+    "qr",
+    "qr_split",
+    "set_cache_size",
+    "split",
+    "svd",
+    "svdvals",
+    "truncated_svd",
+    "truncation_error",
+]

@@ -1,0 +1,77 @@
+import pytest
+import torch
+from torch.autograd import gradcheck
+
+from tensornet import Truncation, qr, svd, truncated_svd
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (4, 6), (5, 5), (3, 4, 6)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+def test_gradcheck_distinct_values(shape, dtype):
+    torch.manual_seed(0)
+    a = torch.randn(*shape, dtype=dtype, requires_grad=True)
+
+    def gauge_invariant(a):
+        u, s, vh = svd(a)
+        k = 2
+        low_rank = (u[..., :k] * s[..., None, :k].to(u.dtype)) @ vh[..., :k, :]
+        return low_rank, s, (u.abs() ** 2)[..., :k].sum(-1)
+
+    assert gradcheck(gauge_invariant, (a,))
+
+
+def test_forward_matches_torch_and_reconstructs(device):
+    a = torch.randn(7, 5, dtype=torch.float64, device=device, requires_grad=True)
+    u, s, vh = svd(a)
+    torch.testing.assert_close(s, torch.linalg.svdvals(a.detach()))
+    torch.testing.assert_close(u @ torch.diag(s) @ vh, a.detach())
+
+
+@pytest.mark.parametrize(
+    "matrix",
+    [
+        torch.eye(4, dtype=torch.float64),  # every value repeated
+        torch.zeros(3, 5, dtype=torch.float64),  # every value zero
+        torch.diag(torch.tensor([2.0, 1.0, 1.0, 0.0], dtype=torch.float64)),
+        torch.ones(4, 6, dtype=torch.float32),  # rank one, zeros below
+    ],
+)
+def test_degenerate_and_zero_values_give_finite_gradients(matrix):
+    a = matrix.clone().requires_grad_(True)
+    u, s, vh = svd(a)
+    loss = (u[..., :2] @ vh[:2]).sum() + u.sum() + vh.sum() + s.sum()
+    loss.backward()
+    assert torch.isfinite(a.grad).all()
+    # torch's own backward is not finite here: that is what the broadening is for
+    b = matrix.clone().requires_grad_(True)
+    u, s, vh = torch.linalg.svd(b, full_matrices=False)
+    (u.sum() + vh.sum()).backward()
+    assert not torch.isfinite(b.grad).all()
+
+
+def test_gradient_of_singular_values_is_uv():
+    a = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    u, s, vh = svd(a)
+    s[0].backward()
+    torch.testing.assert_close(a.grad, torch.outer(u[:, 0], vh[0]).detach())
+
+
+def test_truncated_svd_keeps_policy_rank():
+    a = torch.randn(8, 6, dtype=torch.float64)
+    u, s, vh, full = truncated_svd(a, Truncation(max_rank=3))
+    assert u.shape == (8, 3) and s.shape == (3,) and vh.shape == (3, 6) and full.shape == (6,)
+
+
+def test_qr_is_exact_and_q_orthonormal():
+    for shape in [(6, 4), (4, 6)]:
+        a = torch.randn(*shape, dtype=torch.float64)
+        q, r = qr(a)
+        torch.testing.assert_close(q @ r, a)
+        torch.testing.assert_close(q.mT @ q, torch.eye(q.shape[1], dtype=a.dtype))
+
+
+def test_svd_rejects_vectors_and_ints():
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):
+        svd(torch.ones(3))
+    with pytest.raises(TypeError, match="floating-point"):
+        svd(torch.ones(3, 3, dtype=torch.int64))
