@@ -25,7 +25,9 @@ def mps_tensors(seed: int = 0) -> list[torch.Tensor]:
     tensors = []
     for i in range(SITES):
         shape = ([] if i == 0 else [CHI]) + [PHYS] + ([] if i == SITES - 1 else [CHI])
-        tensors.append(torch.randn(*shape, generator=g, dtype=torch.float64) / math.sqrt(CHI * PHYS))
+        tensors.append(
+            torch.randn(*shape, generator=g, dtype=torch.float64) / math.sqrt(CHI * PHYS)
+        )
     return tensors
 
 

@@ -1,4 +1,4 @@
-"""A five-minute tour of tensornet's graph core. Run: `make demo` or `python examples/quick_tour.py`."""
+"""A five-minute tour of the graph core. Run: `make demo` or `python examples/quick_tour.py`."""
 
 import torch
 
@@ -27,8 +27,10 @@ t = tn.Node(result.tensor, result.legs, name="T")
 left, right, info = tn.split(t, ["l"], trunc=tn.Truncation(rel_tol=0.5, max_rank=6))
 approx = tn.contract(left, right, output=t.legs).tensor
 measured = float(torch.linalg.norm(approx - t.tensor) / torch.linalg.norm(t.tensor))
-print(f"kept rank {info.rank} of {len(info.singular_values)}; "
-      f"reported error {info.error:.6f}, measured {measured:.6f}")
+print(
+    f"kept rank {info.rank} of {len(info.singular_values)}; "
+    f"reported error {info.error:.6f}, measured {measured:.6f}"
+)
 
 # 4. Gradients flow through contraction and splits (the SVD backward is stable even for
 #    repeated singular values).
@@ -49,6 +51,8 @@ for i in range(sites):
         legs += [] if i == sites - 1 else [f"{side}{i + 1}"]
         nodes.append(tn.Node(core, legs))
 mps_norm = tn.TensorNetwork(nodes)
-print(f"<psi|psi> of a 64-site MPS: {float(mps_norm.contract().tensor):.6g}; "
-      f"plan flops {mps_norm.plan().flops:.3g}")
+print(
+    f"<psi|psi> of a 64-site MPS: {float(mps_norm.contract().tensor):.6g}; "
+    f"plan flops {mps_norm.plan().flops:.3g}"
+)
 print("plan cache:", tn.cache_info())
