@@ -4,6 +4,7 @@ from .contract import Plan, cache_info, clear_cache, plan_contraction, set_cache
 from .linalg import qr, svd, svdvals, truncated_svd
 from .network import Bond, TensorNetwork, contract
 from .node import Node, as_tensor
+from .spectrum import Spectrum, cuts
 from .split import SplitInfo, qr_split, split, truncation_error
 from .truncation import Truncation, as_truncation
 
@@ -12,6 +13,7 @@ __all__ = [
     "Node",
     "Plan",
     "SplitInfo",
+    "Spectrum",
     "TensorNetwork",
     "Truncation",
     "as_tensor",
@@ -19,6 +21,7 @@ __all__ = [
     "cache_info",
     "clear_cache",
     "contract",
+    "cuts",
     "plan_contraction",
     "qr",
     "qr_split",

@@ -21,6 +21,7 @@ import torch
 from . import split as _split
 from .contract import Optimize, Plan, compiled
 from .node import Node
+from .spectrum import Spectrum
 from .truncation import Truncation
 
 __all__ = ["Bond", "TensorNetwork", "contract"]
@@ -432,6 +433,49 @@ class TensorNetwork:
         for part in parts:
             if part.name is not None and part.name != replaced and part.name in self._nodes:
                 raise ValueError(f"a node named {part.name!r} is already in the network")
+
+    # -- gauges, spectra and truncation on trees -------------------------------------------
+    def canonicalize(self, towards: str) -> TensorNetwork:
+        """A new network of equal value whose nodes other than ``towards`` are all isometries
+        pointing at it (QR sweeps from the leaves). Trees only; a loop raises ValueError naming
+        the bond that closes it. ``towards`` may also be a bond (centre at its first node)."""
+        from . import gauge
+
+        return gauge.canonicalize(self, towards)
+
+    def spectrum(self, bond: str) -> Spectrum:
+        """Exact singular values of the dense tensor across the cut that bond ``bond`` induces,
+        computed through the gauge without contracting the network (trees only)."""
+        from . import gauge
+
+        return gauge.bond_spectrum(self, bond)
+
+    def truncate(
+        self, bond: str, trunc: Truncation | int
+    ) -> tuple[TensorNetwork, _split.SplitInfo]:
+        """Optimally truncate ``bond`` (equal to truncating the dense tensor along the induced
+        cut); return the new network and a ``SplitInfo`` with the error (trees only)."""
+        from . import gauge
+
+        return gauge.truncate_bond(self, bond, trunc)
+
+    def cut(self, left_legs: Sequence[str], max_elements: int = 2**26) -> Spectrum:
+        """Spectrum of any bipartition of the open legs: through the gauge when a bond induces
+        it, otherwise by contracting (ValueError above ``max_elements``)."""
+        from . import gauge
+
+        return gauge.cut(self, left_legs, max_elements=max_elements)
+
+    @property
+    def is_tree(self) -> bool:
+        """True for a connected network without loops."""
+        from . import gauge
+
+        try:
+            gauge.check_tree(self)
+        except ValueError:
+            return False
+        return True
 
     # -- conversions -----------------------------------------------------------------------
     def to(

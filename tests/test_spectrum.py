@@ -1,0 +1,134 @@
+"""Dense spectra: every cut against numpy's SVD; entropies and errors against their formulas."""
+
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tensornet as tn
+
+
+def numpy_svdvals(array, left_axes):
+    right = [i for i in range(array.ndim) if i not in left_axes]
+    rows = int(np.prod([array.shape[i] for i in left_axes]))
+    m = np.transpose(array, list(left_axes) + right).reshape(rows, -1)
+    return np.linalg.svd(m, compute_uv=False)
+
+
+@given(
+    shape=st.lists(st.integers(1, 4), min_size=3, max_size=6),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_every_cut_matches_numpy_svd(shape, seed):
+    a = np.random.default_rng(seed).standard_normal(shape)
+    legs = [f"l{i}" for i in range(len(shape))]
+    all_cuts = tn.cuts(legs)
+    assert len(all_cuts) == 2 ** (len(shape) - 1) - 1
+    for left, _ in all_cuts:
+        sp = tn.spectrum(torch.from_numpy(a), left, legs=legs)
+        ref = numpy_svdvals(a, [legs.index(x) for x in left])
+        np.testing.assert_allclose(sp.values.numpy(), ref, rtol=1e-6, atol=1e-12 * ref.max())
+        p = ref**2 / (ref**2).sum()
+        nz = p[p > 0]
+        assert sp.entropy() == pytest.approx(-(nz * np.log(nz)).sum(), abs=1e-9)
+        assert sp.entropy(alpha=2) == pytest.approx(-np.log((p**2).sum()), abs=1e-9)
+        assert sp.entropy(base=2) == pytest.approx(sp.entropy() / math.log(2), abs=1e-9)
+        for chi in range(len(ref) + 1):
+            assert sp.relative_error(chi) == pytest.approx(math.sqrt(p[chi:].sum()), abs=1e-9)
+        assert sp.effective_rank() == pytest.approx(math.exp(sp.entropy()))
+        assert sp.rank_for(tn.Truncation(rel_tol=0.3)) == tn.Truncation(rel_tol=0.3).rank(
+            torch.from_numpy(ref)
+        )
+
+
+def test_spectrum_edge_cases():
+    sp = tn.Spectrum(torch.zeros(3), ("a",), ("b",))
+    assert sp.entropy() == 0.0 and sp.relative_error(0) == 0.0 and sp.norm == 0.0
+    flat = tn.Spectrum(torch.ones(4), ("a",), ("b",))
+    assert flat.entropy(alpha=0) == pytest.approx(math.log(4))
+    assert flat.entropy(alpha=float("inf")) == pytest.approx(math.log(4))
+    with pytest.raises(ValueError, match="chi must be"):
+        flat.relative_error(-1)
+    with pytest.raises(ValueError, match="alpha"):
+        flat.entropy(alpha=-1)
+    assert flat.as_dict()["cut"] == "a|b"
+
+
+def test_kernel_spectra_seven_cuts_match_float64_svd_and_gram_is_accurate():
+    torch.manual_seed(0)
+    weights = {
+        "a": torch.randn(64, 32, 3, 3),
+        "b": torch.randn(64, 32, 3, 3),
+        "c": torch.randn(10, 20),
+    }
+    spectra = tn.kernel_spectra(weights)
+    assert len(spectra) == 7 + 7 + 1
+    for sp in spectra:
+        w = weights[sp.name].double().numpy()
+        legs = tn.KERNEL_LEGS[w.ndim]
+        ref = numpy_svdvals(w, [legs.index(x) for x in sp.left_legs])
+        big = ref > 1e-3 * ref[0]
+        np.testing.assert_allclose(sp.values.numpy()[big], ref[big], rtol=1e-4)
+
+
+def test_weight_and_model_spectra_table(tmp_path):
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 4, 1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 2),
+    )
+    table = tn.model_spectra(model)
+    assert table.layers == ["0", "2", "4"] and len(table) == 7 + 7 + 1
+    layers, cut_labels, e = table.entropy_matrix()
+    assert e.shape == (3, 8) and np.isnan(e[2, 0]) and not np.isnan(e[2, -1])
+    assert table.get("2", "kh|out,in,kw").chi_max == 1
+    assert len(tn.model_spectra(model, layers="[02]")) == 14
+    with pytest.raises(ValueError, match="no weight matching 'nothing'"):
+        tn.weight_spectra(model.state_dict(), layers="nothing")
+    path = tmp_path / "spectra.csv"
+    table.to_csv(path)
+    rows = list(csv.DictReader(path.open()))
+    assert len(rows) == len(table)
+    assert float(rows[0]["entropy"]) == pytest.approx(table.spectra[0].entropy(), rel=1e-9)
+
+
+def test_truncate_one_cut_is_eckart_young_and_keeps_shape():
+    torch.manual_seed(1)
+    w = torch.randn(6, 5, 3, 3, dtype=torch.float64)
+    out = tn.truncate(w, ["out", "kh"], tn.Truncation(max_rank=4))
+    assert out.tensor.shape == w.shape
+    ref = numpy_svdvals(w.numpy(), [0, 2])
+    expected = math.sqrt((ref[4:] ** 2).sum() / (ref**2).sum())
+    assert out.error == pytest.approx(expected, rel=1e-9)
+    assert out.step_errors[0] == pytest.approx(expected, rel=1e-9)
+    after = numpy_svdvals(out.tensor.numpy(), [0, 2])
+    assert np.all(after[4:] < 1e-10 * after[0])  # rank along the cut is now 4
+
+
+def test_truncate_several_cuts_reports_total_error():
+    torch.manual_seed(2)
+    w = torch.randn(8, 6, 3, 3, dtype=torch.float64)
+    out = tn.truncate(w, [["out"], ["in"], ["out", "in"]], 3)
+    assert len(out.spectrum) == 3 and len(out.step_errors) == 3
+    actual = float(torch.linalg.norm(out.tensor - w) / torch.linalg.norm(w))
+    assert out.error == pytest.approx(actual, rel=1e-12)
+    # each step's squared error adds up to at most the total (errors are orthogonal projections)
+    assert out.error <= math.sqrt(sum(e**2 for e in out.step_errors)) + 1e-12
+    for left in (["out"], ["in"], ["out", "in"]):
+        s = numpy_svdvals(out.tensor.numpy(), [tn.KERNEL_LEGS[4].index(x) for x in left])
+        assert np.all(s[3:] < 1e-9 * s[0])
+
+
+def test_bad_cut_is_named():
+    with pytest.raises(ValueError, match="has no leg 'q'"):
+        tn.spectrum(torch.ones(2, 3, 4), ["q"])
+    with pytest.raises(ValueError, match="proper subset"):
+        tn.spectrum(torch.ones(2, 3), ["out", "in"])
+    with pytest.raises(ValueError, match="trunc must be given"):
+        tn.truncate(torch.ones(2, 3), ["out"], None)
