@@ -1,0 +1,350 @@
+"""Truncation studies on any model: sweep layers x cuts x chi with your own evaluation function.
+
+Every cell (one layer, one cut, one chi) truncates that layer's weight along that cut to ``chi``
+singular values, calls ``evaluate(model)``, and restores the weight. Results go to a JSON-lines
+file one finished cell at a time (each row is a single appended, fsync'ed line; a torn last line
+from a killed run is discarded), so a rerun skips the finished cells and returns the same table.
+
+Examples
+--------
+>>> import torch
+>>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten())
+>>> x = torch.randn(8, 1, 5, 5)
+>>> reference = model(x).detach()
+>>> @torch.no_grad()
+... def evaluate(m):
+...     return {"output_error": float((m(x) - reference).norm() / reference.norm())}
+>>> rows = truncation_sweep(model, evaluate, chis=[1, 4], progress=False)
+>>> [(r["cut"], r["chi"]) for r in rows][:3]
+[('out|in,kh,kw', 1), ('out|in,kh,kw', 4), ('in|out,kh,kw', 1)]
+>>> rows[1]["rel_error"] < 1e-6 and rows[1]["output_error"] < 1e-6  # chi = full rank
+True
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .core.node import Node
+from .core.spectrum import Spectrum, cuts
+from .core.truncation import Truncation
+from .spectrum import KERNEL_LEGS, _matches, spectrum, truncate
+
+__all__ = [
+    "Cell",
+    "ResultStore",
+    "chi_grid",
+    "truncatable_layers",
+    "truncation_sweep",
+    "truncate_layers",
+    "replaced_weight",
+]
+
+Metrics = Mapping[str, float] | float
+Evaluate = Callable[[torch.nn.Module], Metrics]
+
+
+def chi_grid(chi_max: int, points: int | None = None) -> list[int]:
+    """Bond dimensions to try: powers of two up to ``chi_max``, plus ``chi_max`` itself.
+
+    With ``points``, that many roughly geometrically spaced values in ``[1, chi_max]`` instead.
+
+    >>> chi_grid(12), chi_grid(64, points=4)
+    ([1, 2, 4, 8, 12], [1, 4, 16, 64])
+    """
+    if chi_max < 1:
+        raise ValueError(f"chi_max must be >= 1, got {chi_max}")
+    if points is None:
+        grid = [2**k for k in range(int(math.log2(chi_max)) + 1)]
+    else:
+        if points < 1:
+            raise ValueError(f"points must be >= 1, got {points}")
+        grid = [round(chi_max ** (k / max(points - 1, 1))) for k in range(points)]
+    return sorted({max(1, min(c, chi_max)) for c in grid} | {chi_max})
+
+
+def truncatable_layers(
+    model: torch.nn.Module, layers: str | Sequence[str] | None = None
+) -> list[str]:
+    """Names of conv and linear layers of ``model`` (filtered by glob/regex or an explicit list).
+
+    Raises ValueError when a requested name or pattern matches nothing.
+    """
+    kinds = (torch.nn.modules.conv._ConvNd, torch.nn.Linear)
+    found = [n for n, m in model.named_modules() if isinstance(m, kinds)]
+    if layers is None:
+        chosen = found
+    elif isinstance(layers, str):
+        chosen = [n for n in found if _matches(n, layers)]
+    else:
+        missing = [n for n in layers if n not in found]
+        if missing:
+            raise ValueError(f"layers {missing} are not conv/linear layers; found {found}")
+        chosen = list(layers)
+    if not chosen:
+        raise ValueError(f"no conv/linear layer matches {layers!r}; found {found}")
+    return chosen
+
+
+@contextmanager
+def replaced_weight(model: torch.nn.Module, layer: str, weight: torch.Tensor):
+    """Temporarily copy ``weight`` into ``model.<layer>.weight`` (restored on exit)."""
+    param = model.get_submodule(layer).weight
+    if tuple(weight.shape) != tuple(param.shape):
+        raise ValueError(
+            f"layer {layer!r}: weight shape {tuple(weight.shape)} != {tuple(param.shape)}"
+        )
+    saved = param.detach().clone()
+    with torch.no_grad():
+        param.copy_(weight)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            param.copy_(saved)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of a sweep: truncate ``layer`` along ``left_legs`` to ``chi`` values."""
+
+    layer: str
+    left_legs: tuple[str, ...]
+    cut: str
+    chi: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.layer}\t{self.cut}\t{self.chi}"
+
+
+class ResultStore:
+    """Append-only JSON-lines results: one row per finished cell, with a header row of config.
+
+    Rerunning with a different ``config`` raises instead of mixing results.
+    """
+
+    def __init__(self, path: str | os.PathLike, config: Mapping[str, Any] | None = None) -> None:
+        self.path = os.fspath(path)
+        self.config = json.loads(json.dumps(dict(config or {}), sort_keys=True, default=str))
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        rows = self._read()
+        if rows and rows[0].get("kind") == "config":
+            if rows[0]["config"] != self.config:
+                raise ValueError(
+                    f"{self.path} holds results of another configuration ({rows[0]['config']}); "
+                    "use another results path or delete it"
+                )
+            self.rows = rows[1:]
+        else:
+            if rows:
+                raise ValueError(f"{self.path} is not a tensornet results file (no config header)")
+            self._append({"kind": "config", "config": self.config})
+            self.rows = []
+        self.done = {row["key"] for row in self.rows if "key" in row}
+
+    def _read(self) -> list[dict]:
+        if not os.path.exists(self.path):
+            return []
+        with open(self.path, "rb") as f:
+            data = f.read()
+        complete, _, torn = data.rpartition(b"\n")
+        if torn:  # a killed run left half a line: drop it so the next append starts clean
+            with open(self.path, "r+b") as f:
+                f.truncate(len(complete) + (1 if complete else 0))
+        return [json.loads(line) for line in complete.decode().splitlines() if line.strip()]
+
+    def _append(self, row: Mapping[str, Any]) -> None:
+        line = (json.dumps(row, sort_keys=True) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        """Record one finished cell (its ``key`` marks it done)."""
+        self._append(row)
+        self.rows.append(dict(row))
+        if "key" in row:
+            self.done.add(row["key"])
+
+
+def _as_metrics(value: Metrics) -> dict[str, float]:
+    if isinstance(value, Mapping):
+        return {str(k): float(v) for k, v in value.items()}
+    return {"metric": float(value)}
+
+
+def _layer_cuts(
+    weight: torch.Tensor, cut_spec: Sequence[Sequence[str]] | None
+) -> list[tuple[str, ...]]:
+    legs = KERNEL_LEGS[weight.ndim]
+    if cut_spec is None:
+        return [left for left, _ in cuts(legs)]
+    out = []
+    for left in cut_spec:
+        left = (left,) if isinstance(left, str) else tuple(left)
+        if all(leg in legs for leg in left) and 0 < len(left) < len(legs):
+            out.append(left)
+    return out
+
+
+def _evaluate_cell(model: torch.nn.Module, evaluate: Evaluate, cell: Cell) -> dict[str, Any]:
+    weight = model.get_submodule(cell.layer).weight.detach()
+    legs = KERNEL_LEGS[weight.ndim]
+    result = truncate(Node(weight, legs), cell.left_legs, Truncation(max_rank=cell.chi))
+    sp = result.spectrum
+    with replaced_weight(model, cell.layer, result.tensor):
+        metrics = _as_metrics(evaluate(model))
+    err = sp.relative_error(cell.chi)
+    return {
+        "kind": "cell",
+        "key": cell.key,
+        "layer": cell.layer,
+        "cut": cell.cut,
+        "chi": cell.chi,
+        "chi_max": sp.chi_max,
+        "rel_error": err,
+        "discarded_weight": sp.discarded_weight(cell.chi),
+        "norm_kept": math.sqrt(max(0.0, 1.0 - err**2)),
+        "entropy": sp.entropy(),
+        **metrics,
+    }
+
+
+def truncation_sweep(
+    model: torch.nn.Module,
+    evaluate: Evaluate,
+    *,
+    layers: str | Sequence[str] | None = None,
+    cuts: Sequence[Sequence[str]] | None = None,
+    chis: Sequence[int] | Callable[[Spectrum], Sequence[int]] | None = None,
+    results: str | os.PathLike | None = None,
+    config: Mapping[str, Any] | None = None,
+    executor: Executor | None = None,
+    progress: bool | None = None,
+) -> list[dict[str, Any]]:
+    """Evaluate ``model`` with one layer truncated along one cut at a time, for each chi.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Left unchanged (every weight is restored after its cell).
+    evaluate : callable
+        ``evaluate(model) -> float or {name: float}`` (e.g. test accuracy).
+    layers : glob/regex or list of names, optional
+        Conv/linear layers to sweep (default all).
+    cuts : sequence of left-leg tuples, optional
+        Cuts to sweep, e.g. ``[("out",), ("out", "in")]``, with legs named as in
+        :data:`tensornet.KERNEL_LEGS`; cuts that do not apply to a layer are skipped. Default:
+        every cut of each weight.
+    chis : sequence of int, or callable(Spectrum) -> sequence of int, optional
+        Bond dimensions; default :func:`chi_grid` of each cut's full rank. Values above a cut's
+        full rank are clipped to it.
+    results : path, optional
+        JSON-lines file for resuming: finished cells are skipped on rerun.
+    config : mapping, optional
+        Stored with the results; a rerun with another config raises ValueError.
+    executor : concurrent.futures.Executor, optional
+        Runs cells through ``executor.map``, each on its own deep copy of the model (threads,
+        processes, or a Dask/Ray executor with that interface). Default: in this process.
+    progress : bool, optional
+        tqdm bar; default on when stderr is a terminal.
+
+    Returns
+    -------
+    list of dict
+        One row per cell, in layer, cut, chi order: ``layer, cut, chi, chi_max, rel_error,
+        discarded_weight, norm_kept, entropy`` and the evaluation's metrics.
+    """
+    names = truncatable_layers(model, layers)
+    plan: list[Cell] = []
+    for name in names:
+        weight = model.get_submodule(name).weight.detach()
+        legs = KERNEL_LEGS[weight.ndim]
+        for left in _layer_cuts(weight, cuts):
+            sp = spectrum(Node(weight, legs), left)
+            grid = chi_grid(sp.chi_max) if chis is None else (chis(sp) if callable(chis) else chis)
+            for chi in sorted({min(int(c), sp.chi_max) for c in grid}):
+                if chi < 1:
+                    raise ValueError(f"chis must be >= 1, got {chi}")
+                plan.append(Cell(name, left, sp.label, chi))
+    store = ResultStore(results, config) if results is not None else None
+    todo = [cell for cell in plan if store is None or cell.key not in store.done]
+    rows: dict[str, dict[str, Any]] = {}
+    if store is not None:
+        rows.update({row["key"]: row for row in store.rows if "key" in row})
+    for row in _run(model, evaluate, todo, executor, progress):
+        if store is not None:
+            store.add(row)
+        rows[row["key"]] = row
+    return [rows[cell.key] for cell in plan]
+
+
+def _run(
+    model: torch.nn.Module,
+    evaluate: Evaluate,
+    cells: Sequence[Cell],
+    executor: Executor | None,
+    progress: bool | None,
+) -> Iterable[dict[str, Any]]:
+    show = sys.stderr.isatty() if progress is None else progress
+    if executor is None:
+        results: Iterable[dict[str, Any]] = (_evaluate_cell(model, evaluate, c) for c in cells)
+    else:
+        results = executor.map(_CopyingTask(model, evaluate), cells)
+    yield from tqdm(results, total=len(cells), disable=not show, desc="truncation sweep")
+
+
+class _CopyingTask:
+    """Picklable callable that evaluates a cell on a private copy of the model."""
+
+    def __init__(self, model: torch.nn.Module, evaluate: Evaluate) -> None:
+        self.model, self.evaluate = model, evaluate
+
+    def __call__(self, cell: Cell) -> dict[str, Any]:
+        return _evaluate_cell(copy.deepcopy(self.model), self.evaluate, cell)
+
+
+def truncate_layers(
+    model: torch.nn.Module,
+    plan: Mapping[str, Sequence[tuple[Sequence[str], Truncation | int]]],
+) -> dict[str, dict[str, Any]]:
+    """Truncate several layers in place, each along several cuts in turn.
+
+    ``plan`` maps a layer name to ``[(left_legs, trunc), ...]``. Returns, per layer, the total
+    relative error, the kept norm fraction and each step's error.
+    """
+    report = {}
+    for layer, steps in plan.items():
+        param = model.get_submodule(layer).weight
+        legs = KERNEL_LEGS[param.ndim]
+        current = param.detach().clone()
+        step_errors = []
+        for left, trunc in steps:
+            res = truncate(Node(current, legs), left, trunc)
+            current = res.tensor
+            step_errors.append(res.step_errors[0])
+        original = param.detach()
+        norm = float(original.norm())
+        error = float((current - original).norm()) / norm if norm > 0 else 0.0
+        kept = float(current.norm()) / norm if norm > 0 else 1.0
+        with torch.no_grad():
+            param.copy_(current)
+        report[layer] = {"error": error, "norm_kept": kept, "step_errors": step_errors}
+    return report

@@ -1,0 +1,138 @@
+"""Truncation sweeps: values against theory, resumability, executors."""
+
+import json
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+import tensornet as tn
+from tensornet.analysis import ResultStore, chi_grid, truncate_layers, truncation_sweep
+
+
+@pytest.fixture()
+def setup():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 6, 3), torch.nn.ReLU(), torch.nn.Conv2d(6, 4, 3), torch.nn.Flatten()
+    ).double()
+    x = torch.randn(16, 2, 7, 7, dtype=torch.float64)
+    reference = model(x).detach()
+
+    def evaluate(m):
+        with torch.no_grad():
+            return {"output_error": float((m(x) - reference).norm() / reference.norm())}
+
+    return model, evaluate
+
+
+def test_rows_follow_theory(setup):
+    model, evaluate = setup
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rows = truncation_sweep(model, evaluate, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # restored
+    assert len({r["key"] for r in rows}) == len(rows)
+    for (layer, cut), group in _groups(rows).items():
+        weight = model.get_submodule(layer).weight.detach()
+        sp = tn.spectrum(weight, group[0]["cut"].split("|")[0].split(","))
+        for row in group:
+            assert row["rel_error"] == pytest.approx(sp.relative_error(row["chi"]), abs=1e-12)
+            assert row["norm_kept"] ** 2 + row["rel_error"] ** 2 == pytest.approx(1.0)
+        errors = [r["rel_error"] for r in group]
+        assert errors == sorted(errors, reverse=True)  # errors fall as chi grows
+        full = group[-1]
+        assert full["chi"] == full["chi_max"] and full["rel_error"] < 1e-7
+        assert full["output_error"] < 1e-7  # full rank leaves the model unchanged
+
+
+def _groups(rows):
+    out = {}
+    for r in rows:
+        out.setdefault((r["layer"], r["cut"]), []).append(r)
+    return out
+
+
+def test_resume_after_interruption_gives_identical_rows(setup, tmp_path):
+    model, evaluate = setup
+    path = tmp_path / "results.jsonl"
+    calls = {"n": 0}
+
+    def flaky(m):
+        calls["n"] += 1
+        if calls["n"] == 9:
+            raise KeyboardInterrupt
+        return evaluate(m)
+
+    with pytest.raises(KeyboardInterrupt):
+        truncation_sweep(model, flaky, results=path, config={"seed": 1}, progress=False)
+    assert len(path.read_text().splitlines()) == 1 + 8  # config header + 8 finished cells
+    with path.open("ab") as f:  # a torn half-line from a killed writer
+        f.write(b'{"kind": "cell", "key": "x')
+    calls["n"] = -(10**9)
+    resumed = truncation_sweep(model, flaky, results=path, config={"seed": 1}, progress=False)
+    fresh = truncation_sweep(model, evaluate, progress=False)
+    assert calls["n"] == -(10**9) + len(fresh) - 8  # only the unfinished cells ran
+    assert [r["key"] for r in resumed] == [r["key"] for r in fresh]
+    for a, b in zip(resumed, fresh):
+        assert {k: a[k] for k in b} == pytest.approx(b)
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    keys = [x["key"] for x in lines if x["kind"] == "cell"]
+    assert len(keys) == len(set(keys)) == len(fresh)  # no duplicated rows
+    # a third run does nothing
+    calls["n"] = 0
+    truncation_sweep(model, flaky, results=path, config={"seed": 1}, progress=False)
+    assert calls["n"] == 0
+
+
+def test_config_mismatch_refuses_to_mix(tmp_path):
+    path = tmp_path / "r.jsonl"
+    ResultStore(path, {"a": 1})
+    with pytest.raises(ValueError, match="another configuration"):
+        ResultStore(path, {"a": 2})
+
+
+def test_executor_matches_local(setup):
+    model, evaluate = setup
+    local = truncation_sweep(
+        model, evaluate, cuts=[("out",), ("out", "in")], chis=[1, 3], progress=False
+    )
+    with ThreadPoolExecutor(2) as pool:
+        pooled = truncation_sweep(
+            model,
+            evaluate,
+            cuts=[("out",), ("out", "in")],
+            chis=[1, 3],
+            executor=pool,
+            progress=False,
+        )
+    assert [r["key"] for r in pooled] == [r["key"] for r in local]
+    assert [r["output_error"] for r in pooled] == pytest.approx([r["output_error"] for r in local])
+    assert {r["cut"] for r in local} == {"out|in,kh,kw", "out,in|kh,kw"}
+
+
+def test_bad_layers_are_named(setup):
+    model, evaluate = setup
+    with pytest.raises(ValueError, match="no conv/linear layer matches 'zzz'"):
+        truncation_sweep(model, evaluate, layers="zzz")
+    with pytest.raises(ValueError, match=r"layers \['9'\] are not conv/linear layers"):
+        truncation_sweep(model, evaluate, layers=["9"])
+
+
+def test_chi_grid():
+    assert chi_grid(1) == [1]
+    assert chi_grid(9) == [1, 2, 4, 8, 9]
+    with pytest.raises(ValueError, match="chi_max"):
+        chi_grid(0)
+
+
+def test_truncate_layers_in_place_reports_errors(setup):
+    model, _ = setup
+    w = model[0].weight.detach().clone()
+    report = truncate_layers(model, {"0": [(("out",), 2), (("out", "in"), 3)]})
+    expected = tn.truncate(w, [["out"], ["out", "in"]], tn.Truncation(max_rank=2))
+    assert report["0"]["step_errors"][0] == pytest.approx(expected.step_errors[0])
+    new = model[0].weight.detach()
+    assert report["0"]["error"] == pytest.approx(float((new - w).norm() / w.norm()))
+    assert report["0"]["norm_kept"] == pytest.approx(float(new.norm() / w.norm()))
+    assert math.isclose(tn.spectrum(new, ["out"]).values[2:].max().item(), 0.0, abs_tol=1e-10)
