@@ -33,7 +33,7 @@ def test_rows_follow_theory(setup):
     rows = truncation_sweep(model, evaluate, progress=False)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # restored
     assert len({r["key"] for r in rows}) == len(rows)
-    for (layer, cut), group in _groups(rows).items():
+    for (layer, _cut), group in _groups(rows).items():
         weight = model.get_submodule(layer).weight.detach()
         sp = tn.spectrum(weight, group[0]["cut"].split("|")[0].split(","))
         for row in group:
