@@ -36,6 +36,7 @@ from .core import (
 )
 from .spectrum import (
     KERNEL_LEGS,
+    NoMatchingLayer,
     SpectrumTable,
     TruncationResult,
     kernel_spectra,
@@ -50,6 +51,7 @@ __version__ = "0.1.0"
 __all__ = [
     "KERNEL_LEGS",
     "Bond",
+    "NoMatchingLayer",
     "Node",
     "Plan",
     "SplitInfo",

@@ -27,6 +27,7 @@ from .core.spectrum import Spectrum, cuts
 from .core.truncation import Truncation, as_truncation
 
 __all__ = [
+    "NoMatchingLayer",
     "Spectrum",
     "SpectrumTable",
     "TruncationResult",
@@ -274,10 +275,21 @@ class SpectrumTable:
         return f"SpectrumTable({len(self.layers)} layers, {len(self.cuts)} cuts, {len(self)} rows)"
 
 
+class NoMatchingLayer(ValueError):
+    """A layer name or pattern matched no weight."""
+
+
 def _matches(name: str, pattern: str | None) -> bool:
-    if pattern is None:
+    """Glob match, or regular-expression search when ``pattern`` is a valid regex.
+
+    Globs such as ``"*conv*"`` are not valid regexes; they are then matched as globs only.
+    """
+    if pattern is None or fnmatch.fnmatchcase(name, pattern):
         return True
-    return fnmatch.fnmatchcase(name, pattern) or re.search(pattern, name) is not None
+    try:
+        return re.search(pattern, name) is not None
+    except re.error:
+        return False
 
 
 def weight_spectra(
@@ -299,7 +311,9 @@ def weight_spectra(
             chosen[layer] = w
     if not chosen:
         what = f"matching {layers!r}" if layers else "with 2-5 dimensions"
-        raise ValueError(f"no weight {what}; names are {list(weights)[:20]}")
+        names = list(weights)
+        shown = ", ".join(names[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
+        raise NoMatchingLayer(f"no weight {what}; names are: {shown}")
     return SpectrumTable(kernel_spectra(chosen, method=method))
 
 

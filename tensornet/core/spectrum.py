@@ -113,7 +113,7 @@ class Spectrum:
             h = math.log(p.numel())
         else:
             h = float(torch.log((p**alpha).sum()) / (1 - alpha))
-        return max(h, 0.0) / math.log(base)
+        return max(h, 0.0) / math.log(base) + 0.0  # + 0.0 turns -0.0 into 0.0
 
     def effective_rank(self) -> float:
         """``exp`` of the von Neumann entropy: 1 for rank one, ``n`` for ``n`` equal values."""

@@ -1,0 +1,311 @@
+"""The ``tensornet`` command line.
+
+``tensornet spectra CHECKPOINT`` reads a state_dict (safetensors, or ``torch.save`` loaded with
+``weights_only=True``), computes the spectrum of every cut of every weight, writes a CSV and three
+figures, and prints a summary. Errors the user can fix (a missing or unreadable file, a pattern
+that matches nothing) end with one line ``tensornet: error: ...`` on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import pickle
+import struct
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .core.spectrum import Spectrum
+from .spectrum import NoMatchingLayer, SpectrumTable, weight_spectra
+
+__all__ = ["CLIError", "load_state_dict", "main"]
+
+PROG = "tensornet"
+NESTED_KEYS = ("state_dict", "model_state_dict")
+PLOTS = ("bond_spectra.png", "entropy_heatmap.png", "truncation_curves.png")
+
+
+class CLIError(Exception):
+    """A problem with the user's input, reported as one line and exit status 2."""
+
+
+# -- loading ---------------------------------------------------------------------------------
+def _looks_like_safetensors(path: Path) -> bool:
+    """safetensors files start with an 8-byte little-endian header length, then a JSON object."""
+    with path.open("rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] > 1
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except SafetensorError as e:
+        raise CLIError(f"cannot read {path} as safetensors: {e}") from None
+
+
+def _load_torch(path: Path) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch words every failure of the restricted unpickler alike; a disallowed global is
+        # what a pickled Python object (as opposed to a corrupt file) produces.
+        if "Unsupported global" in f"{e} {e.__context__}":
+            raise CLIError(
+                f"{path} contains pickled Python objects; refusing to unpickle an untrusted file "
+                "(only tensors and plain containers are loaded, with weights_only=True)"
+            ) from None
+        raise CLIError(f"cannot read {path}: not a PyTorch checkpoint (corrupt file?)") from None
+    except (RuntimeError, EOFError, ValueError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CLIError(f"cannot read {path}: not a PyTorch checkpoint ({reason})") from None
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state_dict from a safetensors file or a ``torch.save`` file, without unpickling
+    arbitrary objects.
+
+    A checkpoint holding the weights under ``"state_dict"`` or ``"model_state_dict"`` (Lightning,
+    training loops) is unwrapped; values that are not tensors are dropped.
+
+    Raises
+    ------
+    CLIError
+        The file is missing, unreadable, holds pickled objects, or is not a mapping of tensors.
+
+    Examples
+    --------
+    >>> import tempfile, os, torch
+    >>> path = os.path.join(tempfile.mkdtemp(), "ckpt.pt")
+    >>> torch.save({"epoch": 3, "state_dict": {"fc.weight": torch.ones(2, 3)}}, path)
+    >>> {k: tuple(v.shape) for k, v in load_state_dict(path).items()}
+    {'fc.weight': (2, 3)}
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CLIError(f"no such file: {path}")
+    try:
+        if path.suffix == ".safetensors" or _looks_like_safetensors(path):
+            obj: object = _load_safetensors(path)
+        else:
+            obj = _load_torch(path)
+    except OSError as e:  # a folder, no permission, ...
+        raise CLIError(f"cannot read {path}: {e.strerror or e}") from None
+    if not isinstance(obj, Mapping):
+        raise CLIError(f"{path} holds a {type(obj).__name__}, not a state_dict (names -> tensors)")
+    for key in NESTED_KEYS:
+        if isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+            break
+    state = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not state:
+        raise CLIError(f"{path} holds no tensors; expected a state_dict (names -> tensors)")
+    return state
+
+
+# -- report ----------------------------------------------------------------------------------
+def _layer_shapes(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    """Shapes by layer name, named as :func:`weight_spectra` names layers."""
+    return {
+        (name[: -len(".weight")] if name.endswith(".weight") else name): tuple(w.shape)
+        for name, w in state.items()
+        if 2 <= w.ndim <= 5
+    }
+
+
+def _summary(
+    table: SpectrumTable, shapes: Mapping[str, tuple[int, ...]], chi: int | None = None
+) -> str:
+    """Plain aligned text: per layer its shape, the lowest-entropy cut, the entropy range and the
+    effective rank of that cut (and its relative error at ``chi``)."""
+    by_layer: dict[str, list[Spectrum]] = {}
+    for sp in table:
+        by_layer.setdefault(str(sp.name), []).append(sp)
+    header = ["layer", "shape", "lowest-entropy cut", "S min", "S max", "eff. rank"]
+    if chi is not None:
+        header.append(f"err@chi={chi}")
+    rows = [header]
+    for layer, spectra in by_layer.items():
+        entropies = [sp.entropy() for sp in spectra]
+        best = spectra[int(np.argmin(entropies))]
+        row = [layer, "x".join(map(str, shapes.get(layer, ()))) or "?", best.label,
+               f"{min(entropies):.3f}", f"{max(entropies):.3f}", f"{best.effective_rank():.2f}"]
+        if chi is not None:
+            row.append(f"{best.relative_error(chi):.3g}")
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    numeric = range(3, len(header))
+    lines = [
+        "  ".join(cell.rjust(w) if i in numeric else cell.ljust(w)
+                  for i, (cell, w) in enumerate(zip(r, widths))).rstrip()
+        for r in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _panels(table: SpectrumTable) -> dict[str, list[Spectrum]]:
+    """One-vs-rest spectra grouped by the single leg on the left (out, in, kh, ...)."""
+    groups: dict[str, list[Spectrum]] = {}
+    for sp in table:
+        if len(sp.left_legs) == 1:
+            groups.setdefault(sp.left_legs[0], []).append(sp)
+    return groups
+
+
+def _overview(
+    table: SpectrumTable, draw: Callable[..., Any], path: Path, title: str, chi: int | None
+) -> None:
+    """A grid with one panel per one-vs-rest cut, every layer overlaid, colours fixed per layer."""
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import ListedColormap, Normalize
+    from matplotlib.figure import Figure
+
+    groups = _panels(table)
+    layers = table.layers
+    many = len(layers) > 10
+    if many:  # depth along a colormap: a 50-entry legend would be unreadable
+        cmap = colormaps["viridis"]
+        colour = {layer: cmap(0.9 * i / (len(layers) - 1)) for i, layer in enumerate(layers)}
+    else:
+        colour = {layer: f"C{i}" for i, layer in enumerate(layers)}
+    cols = min(len(groups), 2)
+    rows = math.ceil(len(groups) / cols)
+    fig = Figure(figsize=(5.0 * cols + (1.6 if many else 2.2), 3.6 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, (leg, spectra) in zip(axes, groups.items()):
+        # a marker beyond every rank in the panel only squeezes the curves
+        marker = chi if chi is not None and chi < max(sp.chi_max for sp in spectra) else None
+        draw(spectra, chi=marker, labels=[str(sp.name) for sp in spectra], legend=False, ax=ax,
+             title=f"{leg} | rest")
+        for line, sp in zip(ax.lines, spectra):
+            line.set_color(colour[str(sp.name)])
+    for ax in axes[len(groups):]:
+        ax.remove()
+    if many:
+        steps = ListedColormap([colour[layer] for layer in layers])
+        mappable = ScalarMappable(Normalize(-0.5, len(layers) - 0.5), cmap=steps)
+        bar = fig.colorbar(mappable, ax=list(axes[: len(groups)]), shrink=0.7, aspect=30)
+        bar.set_ticks([0, len(layers) - 1], labels=[layers[0], layers[-1]])
+        bar.ax.set_title("layer", fontsize="small")
+    else:
+        handles = [
+            next(line for ax in axes[: len(groups)] for line in ax.lines
+                 if line.get_label() == layer)
+            for layer in layers
+        ]
+        handles += [line for line in axes[0].lines if line.get_label().startswith("χ")]
+        fig.legend(handles=handles, loc="outside right upper", fontsize="small")
+    fig.suptitle(title)
+    fig.savefig(path, dpi=150)
+
+
+def _write_outputs(table: SpectrumTable, out: Path, chi: int | None, plots: bool) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "spectra.csv"]
+    table.to_csv(paths[0])
+    if not plots:
+        return paths
+    from . import plot
+
+    paths += [out / name for name in PLOTS]
+    _overview(table, plot.bond_spectra, paths[1], "Normalised singular values, one leg | rest",
+              chi)
+    plot.entropy_heatmap(table, path=paths[2], title="Entanglement entropy of every cut")
+    _overview(table, plot.truncation_curves, paths[3],
+              "Relative error of the best rank-χ approximation, one leg | rest", chi)
+    return paths
+
+
+# -- commands --------------------------------------------------------------------------------
+def _spectra(args: argparse.Namespace) -> int:
+    path = Path(args.checkpoint)
+    state = load_state_dict(path)
+    try:
+        table = weight_spectra(state, layers=args.layers)
+    except NoMatchingLayer as e:
+        raise CLIError(str(e)) from None
+    out = Path(args.out) if args.out else Path(f"spectra-{path.stem}")
+    try:
+        written = _write_outputs(table, out, args.chi, plots=not args.no_plots)
+    except OSError as e:
+        raise CLIError(f"cannot write to {out}: {e.strerror or e}") from None
+    print(_summary(table, _layer_shapes(state), args.chi))
+    print()
+    print(f"{_count(len(table.layers), 'layer')}, {_count(len(table), 'cut')}; wrote "
+          + ", ".join(str(p) for p in written))
+    return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _chi(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (subcommands: ``spectra``)."""
+    parser = argparse.ArgumentParser(prog=PROG, description="Tensor-network tools for PyTorch.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    spectra = sub.add_parser(
+        "spectra",
+        help="entanglement spectra of every weight in a checkpoint",
+        description="Spectrum of every cut of every 2-5 dimensional weight in a state_dict: "
+        "writes spectra.csv, bond_spectra.png, entropy_heatmap.png and truncation_curves.png "
+        "to DIR, and prints a summary.",
+    )
+    spectra.add_argument("checkpoint", metavar="CHECKPOINT",
+                         help="a .safetensors file, or a state_dict saved with torch.save")
+    spectra.add_argument("--layers", metavar="PATTERN",
+                         help="only layers whose name matches this glob or regular expression")
+    spectra.add_argument("--out", metavar="DIR",
+                         help="output folder (default: ./spectra-<checkpoint stem>)")
+    spectra.add_argument("--chi", metavar="CHI", type=_chi,
+                         help="bond dimension to mark in the plots; the summary then shows the "
+                         "relative error of keeping CHI values at each layer's lowest-entropy cut")
+    spectra.add_argument("--no-plots", action="store_true",
+                         help="write only spectra.csv (much faster for large models)")
+    spectra.set_defaults(run=_spectra)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return its exit status.
+
+    Examples
+    --------
+    >>> main(["--help"])  # doctest: +ELLIPSIS
+    usage: tensornet [-h] COMMAND ...
+    ...
+    0
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse exits on --help and on usage errors
+        return e.code if isinstance(e.code, int) else 2
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return args.run(args)
+    except CLIError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
