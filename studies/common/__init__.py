@@ -1,0 +1,1 @@
+"""Plumbing shared by the studies: datasets, training loops, checkpoints."""

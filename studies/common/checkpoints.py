@@ -1,0 +1,137 @@
+"""Safetensors checkpoints keyed by a hash of their configuration, so trained models are reused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .data import DatasetSplits
+from .training import evaluate, train
+
+# train() arguments that change where or how visibly training runs, not its result.
+_UNKEYED = ("device", "progress")
+
+
+def config_key(config: Mapping[str, Any]) -> str:
+    """A stable 12-hex-digit hash of a JSON-serialisable configuration (key order irrelevant)."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def save_checkpoint(model: nn.Module, path: str | Path, metadata: Mapping[str, Any]) -> None:
+    """Write ``model.state_dict()`` to ``path`` as safetensors, atomically.
+
+    Each metadata value is stored JSON-encoded (safetensors metadata is str -> str); the file is
+    written next to its destination and moved into place, so readers never see a partial file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Cloning breaks storage sharing between entries, which safetensors refuses to write.
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    meta = {str(k): json.dumps(v, sort_keys=True, default=str) for k, v in metadata.items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The decoded metadata of a checkpoint written by :func:`save_checkpoint`."""
+    with safe_open(str(path), framework="pt") as f:
+        raw = f.metadata() or {}
+    return {k: json.loads(v) for k, v in raw.items()}
+
+
+def load_checkpoint(model: nn.Module, path: str | Path) -> dict[str, Any]:
+    """Load weights from ``path`` into ``model`` (strict: keys and shapes must match).
+
+    Returns
+    -------
+    dict
+        The checkpoint's metadata, JSON-decoded.
+    """
+    state = load_file(str(path))
+    model.load_state_dict(state, strict=True)
+    return read_metadata(path)
+
+
+def _fingerprint(data: DatasetSplits) -> dict[str, Any]:
+    """Name, sizes and a hash of the labels in split order: a different seed or limit shows."""
+    digest = hashlib.sha256()
+    for split in (data.train, data.val, data.test):
+        digest.update(split.tensors[1].numpy().tobytes())
+    sizes = [len(data.train), len(data.val), len(data.test)]
+    return {"name": data.name, "sizes": sizes, "labels": digest.hexdigest()[:16]}
+
+
+def train_or_load(
+    build: Callable[[], nn.Module],
+    config: Mapping[str, Any],
+    data: DatasetSplits,
+    cache_dir: str | Path,
+    train_kwargs: Mapping[str, Any],
+) -> tuple[nn.Module, dict[str, Any], bool]:
+    """Train a model once per configuration and reuse the checkpoint afterwards.
+
+    The checkpoint is ``cache_dir/<name>-<key>.safetensors`` where ``name`` is ``config["model"]``
+    (or ``"model"``) and ``key`` hashes ``config``, ``train_kwargs`` (bar ``device`` and
+    ``progress``) and a fingerprint of ``data`` (name, split sizes, labels). ``build`` must create
+    the same initial model every call (seed inside it) for the cache to be meaningful.
+
+    Parameters
+    ----------
+    build
+        Creates the untrained model.
+    config
+        JSON-serialisable description of the run, stored in the metadata.
+    data
+        Splits to train on; the test accuracy is recorded.
+    cache_dir
+        Where checkpoints live.
+    train_kwargs
+        Keyword arguments for :func:`studies.common.training.train` (``epochs`` required).
+
+    Returns
+    -------
+    model, metadata, reused
+        The trained model in eval mode (on ``train_kwargs["device"]``, CPU by default); metadata
+        with ``config``, ``train_kwargs``, ``data``, ``history``, ``test_accuracy``,
+        ``train_seconds``; and whether an existing checkpoint was loaded instead of training.
+    """
+    keyed = {k: v for k, v in train_kwargs.items() if k not in _UNKEYED}
+    key = config_key({"config": config, "train": keyed, "data": _fingerprint(data)})
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(config.get("model", "model")))
+    path = Path(cache_dir) / f"{name}-{key}.safetensors"
+    device = train_kwargs.get("device", "cpu")
+    model = build()
+    if path.is_file():
+        metadata = load_checkpoint(model, path)
+        return model.to(device).eval(), metadata, True
+    start = time.perf_counter()
+    history = train(model, data, **train_kwargs)
+    metadata = {
+        "key": key,
+        "config": dict(config),
+        "train_kwargs": keyed,
+        "data": _fingerprint(data),
+        "history": history,
+        "test_accuracy": evaluate(model, data.test, device=device),
+        "train_seconds": time.perf_counter() - start,
+    }
+    save_checkpoint(model, path, metadata)
+    return model.eval(), metadata, False

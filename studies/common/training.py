@@ -1,0 +1,147 @@
+"""Supervised training and evaluation loops shared by the studies (seeded, CPU-deterministic)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+from tqdm.auto import tqdm
+
+from .data import DatasetSplits
+
+
+def _batches(
+    dataset: Dataset, batch_size: int, generator: torch.Generator | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (images, labels) batches, shuffled when a generator is given."""
+    if isinstance(dataset, TensorDataset):
+        # Slicing the tensors directly avoids DataLoader's per-sample collation overhead.
+        x, y = dataset.tensors[0], dataset.tensors[1]
+        n = len(x)
+        order = torch.randperm(n, generator=generator) if generator is not None else None
+        for start in range(0, n, batch_size):
+            if order is None:
+                yield x[start : start + batch_size], y[start : start + batch_size]
+            else:
+                idx = order[start : start + batch_size]
+                yield x[idx], y[idx]
+        return
+    yield from DataLoader(
+        dataset, batch_size=batch_size, shuffle=generator is not None, generator=generator
+    )
+
+
+def evaluate(
+    model: nn.Module, dataset: Dataset, device: str | torch.device = "cpu", batch_size: int = 512
+) -> float:
+    """Classification accuracy of ``model`` on ``dataset``, in [0, 1].
+
+    The model is run in eval mode without gradients; its previous train/eval mode is restored.
+    """
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    try:
+        with torch.no_grad():
+            for x, y in _batches(dataset, batch_size):
+                logits = model(x.to(device))
+                correct += int((logits.argmax(dim=1).cpu() == y).sum())
+                total += len(y)
+    finally:
+        model.train(was_training)
+    return correct / total if total else float("nan")
+
+
+def _optimizer(
+    model: nn.Module, name: str, lr: float, momentum: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
+        )
+    raise ValueError(f"optimizer must be 'adam' or 'sgd', got {name!r}")
+
+
+def train(
+    model: nn.Module,
+    data: DatasetSplits,
+    epochs: int,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    optimizer: str = "adam",
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    progress: bool | None = None,
+) -> list[dict[str, float]]:
+    """Train ``model`` in place with cross-entropy on ``data.train``, validating each epoch.
+
+    Parameters
+    ----------
+    model
+        The network; it is moved to ``device`` and left in its previous train/eval mode.
+    data
+        Splits to train on (``train``) and validate on (``val``).
+    epochs, lr, batch_size
+        Passes over the training set, learning rate and mini-batch size.
+    optimizer, momentum, weight_decay
+        ``"adam"`` or ``"sgd"`` (``momentum`` applies to SGD only) and L2 weight decay.
+    device
+        Where to train.
+    seed
+        Seeds the shuffling and any randomness inside the model (e.g. dropout), without touching
+        the global RNG state: two runs from the same initial weights are identical on CPU.
+    progress
+        Show a tqdm progress bar; ``None`` shows it only when stdout is a terminal.
+
+    Returns
+    -------
+    list of dict
+        Per epoch: ``epoch`` (from 1), ``train_loss`` (mean over samples), ``train_accuracy``,
+        ``val_accuracy`` and ``seconds``.
+    """
+    if progress is None:
+        progress = sys.stdout.isatty()
+    device = torch.device(device)
+    model.to(device)
+    was_training = model.training
+    opt = _optimizer(model, optimizer, lr, momentum, weight_decay)
+    loss_fn = nn.CrossEntropyLoss()
+    generator = torch.Generator().manual_seed(seed)
+    history: list[dict[str, float]] = []
+    fork_devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(seed)
+        bar = tqdm(range(1, epochs + 1), desc="train", unit="epoch", disable=not progress)
+        for epoch in bar:
+            start = time.perf_counter()
+            model.train()
+            loss_sum, correct, seen = 0.0, 0, 0
+            for x, y in _batches(data.train, batch_size, generator):
+                x, y = x.to(device), y.to(device)
+                opt.zero_grad(set_to_none=True)
+                logits = model(x)
+                loss = loss_fn(logits, y)
+                loss.backward()
+                opt.step()
+                loss_sum += loss.item() * len(y)
+                correct += int((logits.argmax(dim=1) == y).sum())
+                seen += len(y)
+            row = {
+                "epoch": epoch,
+                "train_loss": loss_sum / max(seen, 1),
+                "train_accuracy": correct / max(seen, 1),
+                "val_accuracy": evaluate(model, data.val, device=device),
+                "seconds": time.perf_counter() - start,
+            }
+            history.append(row)
+            bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{row['val_accuracy']:.4f}")
+    model.train(was_training)
+    return history
