@@ -27,8 +27,9 @@ venv: $(VENV)/.stamp-base
 install: $(VENV)/.stamp-dev
 install-bench: $(VENV)/.stamp-bench
 
+# The main job: the truncation study on the embedded digits data (about 1-2 minutes on 2 cores).
 demo: install
-	$(PY) examples/quick_tour.py
+	$(PY) -m studies truncation --out runs/demo
 
 test: install
 	$(PY) -m pytest -q tests tensornet --doctest-modules
@@ -37,7 +38,7 @@ bench: install-bench
 	$(PY) -m pytest bench --benchmark-only --benchmark-columns=min,median,mean,stddev,rounds
 
 lint: install
-	$(PY) -m ruff check tensornet tests bench examples
+	$(PY) -m ruff check tensornet models studies tests bench examples
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks build *.egg-info
