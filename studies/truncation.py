@@ -383,9 +383,10 @@ class Study:
             "",
             f"**1. Kernels can be truncated along cuts, losing much norm but little accuracy: "
             f"{'holds' if f1 else 'does not hold'}.** In {len(much)} of {len(pairs)} "
-            f"non-trivial (layer, cut) pairs at least 10% of the kernel norm can be removed along that cut "
-            f"while the accuracy drops by less than {tol_pts:.0f} point. Truncating every layer "
-            f"along {len(cfg.combined_cuts)} cuts at once, each at its own tolerated level, "
+            f"non-trivial (layer, cut) pairs at least 10% of the kernel norm can be removed "
+            f"along that cut while the accuracy drops by less than {tol_pts:.0f} point. "
+            f"Truncating every layer along {len(cfg.combined_cuts)} cuts at once, each at its "
+            "own tolerated level, "
             f"removes on average {pct(mean_lost(safe))} of the kernel norm and gives accuracy "
             f"{safe['accuracy']:.4f} ({100 * (safe['accuracy'] - base):+.1f} points).",
             "",
