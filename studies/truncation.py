@@ -356,6 +356,8 @@ class Study:
         safe = combined["safe"]
         recovered = max(agg["retrain_accuracy"]) if agg["retrain_accuracy"] else agg["accuracy"]
         f3 = recovered >= base - cfg.tolerance and agg["accuracy"] < base - cfg.tolerance
+        lost = base - agg["accuracy"]
+        regained = (recovered - agg["accuracy"]) / lost if lost > 0 else 1.0
 
         def pct(x: float) -> str:
             return f"{100 * x:.1f}%"
@@ -408,7 +410,9 @@ class Study:
             f"after each of {cfg.retrain_epochs} epoch(s) of re-training (the truncation "
             "re-applied after every epoch, so the model stays truncated) it is "
             + ", ".join(f"{a:.4f}" for a in agg["retrain_accuracy"])
-            + " (epoch by epoch).",
+            + f" (epoch by epoch), recovering {pct(regained)} of the accuracy lost; the finding "
+            f"counts as holding when re-training ends within {tol_pts:.0f} point of the "
+            f"original accuracy, here {100 * (recovered - base):+.1f} points.",
             "",
             f"## Norm removable within {tol_pts:.0f} point of accuracy, per layer and cut",
             "",
