@@ -34,6 +34,7 @@ from .core import (
     truncated_svd,
     truncation_error,
 )
+from .formats import CP, HT, TT, DimensionTree, Format, TTMatrix, Tucker, balanced_factors
 from .spectrum import (
     KERNEL_LEGS,
     NoMatchingLayer,
@@ -49,7 +50,15 @@ from .spectrum import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "CP",
+    "HT",
     "KERNEL_LEGS",
+    "TT",
+    "TTMatrix",
+    "Tucker",
+    "DimensionTree",
+    "Format",
+    "balanced_factors",
     "Bond",
     "NoMatchingLayer",
     "Node",

@@ -1,0 +1,311 @@
+"""What every tensor format shares: dense legs, the network, sizes, errors and rank budgets.
+
+A format object is immutable; `truncate`, `to` and friends return new objects. The factors live
+as :class:`~tensornet.Node` objects in a :class:`~tensornet.TensorNetwork` whose open legs are the
+dense tensor's legs, so contraction, cuts and spectra work on ``fmt.network`` unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import torch
+
+from ..core.linalg import qr, truncated_svd
+from ..core.network import TensorNetwork
+from ..core.node import Node, as_tensor
+from ..core.truncation import Truncation, as_truncation
+
+__all__ = ["Format", "budget_rank"]
+
+F = TypeVar("F", bound="Format")
+
+
+class Format:
+    """Base class of the tensor formats (TT, TT-matrix, HT, Tucker, CP).
+
+    Subclasses set ``_network`` (the factors), ``_legs`` (dense leg order) and ``_error``, and
+    define :attr:`ranks`. Everything else is shared.
+    """
+
+    _network: TensorNetwork
+    _legs: tuple[str, ...]
+    _error: float | None
+
+    # -- shared read-only views ------------------------------------------------------------
+    @property
+    def network(self) -> TensorNetwork:
+        """The factors as a network; its open legs are the dense legs."""
+        return self._network
+
+    @property
+    def legs(self) -> tuple[str, ...]:
+        """Names of the dense tensor's legs, in the order :meth:`to_dense` returns them."""
+        return self._legs
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the dense tensor."""
+        return tuple(self._network.dim(leg) for leg in self._legs)
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    @property
+    def num_params(self) -> int:
+        """Number of stored parameters (elements of all factors)."""
+        return self._network.num_params
+
+    @property
+    def dense_size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def compression(self) -> float:
+        """Dense size divided by :attr:`num_params`."""
+        return self.dense_size / self.num_params
+
+    @property
+    def error(self) -> float | None:
+        """Relative Frobenius error made when this object was computed (``None`` if unknown).
+
+        For :meth:`from_dense` it is ``||X - X_approx|| / ||X||``; for :meth:`truncate` it is
+        measured against the format object that was truncated.
+        """
+        return self._error
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._network.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self._network.device
+
+    def to_dense(self) -> torch.Tensor:
+        """Contract the network into the dense tensor (legs in :attr:`legs` order)."""
+        return self._network.contract(output=self._legs).tensor
+
+    def to(
+        self: F, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> F:
+        """The same format with every factor moved and/or cast."""
+        return self._replace(network=self._network.to(device=device, dtype=dtype))
+
+    def truncate(self: F, trunc: Truncation | int | None) -> F:
+        raise NotImplementedError
+
+    def _replace(self: F, **changes: Any) -> F:
+        new = self.__class__.__new__(self.__class__)
+        new.__dict__.update(self.__dict__)
+        for key, value in changes.items():
+            setattr(new, "_" + key, value)
+        return new
+
+    def __repr__(self) -> str:
+        err = "" if self._error is None else f", error={self._error:.3g}"
+        return (
+            f"{type(self).__name__}(shape={self.shape}, legs={self._legs}, ranks={self.ranks}, "
+            f"params={self.num_params:,}, compression={self.compression:.3g}{err})"
+        )
+
+
+# -- helpers shared by the formats -----------------------------------------------------------
+def dense_input(x: Any, legs: Sequence[str] | None, what: str) -> tuple[torch.Tensor, tuple]:
+    """The input as a floating tensor plus its leg names (default ``d0, d1, ...``)."""
+    if isinstance(x, Node):
+        if legs is not None:
+            raise ValueError(f"{what}: legs= is taken from the Node; do not pass both")
+        return x.tensor, x.legs
+    x = as_tensor(x)
+    if not (x.is_floating_point() or x.is_complex()):
+        x = x.to(torch.get_default_dtype())
+    if x.ndim == 0:
+        raise ValueError(f"{what}: x must have at least one dimension")
+    if legs is None:
+        return x, tuple(f"d{i}" for i in range(x.ndim))
+    if isinstance(legs, str):
+        raise ValueError(f"{what}: legs must be a sequence of names, got the string {legs!r}")
+    legs = tuple(legs)
+    if len(legs) != x.ndim:
+        raise ValueError(f"{what}: legs has {len(legs)} names for a {x.ndim}-way tensor")
+    if len(set(legs)) != len(legs) or not all(isinstance(leg, str) and leg for leg in legs):
+        raise ValueError(f"{what}: legs must be unique non-empty strings, got {legs}")
+    return x, legs
+
+
+def choose(
+    trunc: Truncation | int | None, ranks: Any, fraction: float | None, what: str
+) -> Truncation | None:
+    """Check that at most one of trunc / ranks / fraction is given; validate fraction."""
+    given = [
+        name
+        for name, v in (("trunc", trunc), ("ranks", ranks), ("fraction", fraction))
+        if v is not None
+    ]
+    if len(given) > 1:
+        raise ValueError(f"{what}: give at most one of trunc, ranks, fraction; got {given}")
+    if fraction is not None:
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+            raise ValueError(f"{what}: fraction must be a number in (0, 1], got {fraction!r}")
+        if not (0 < fraction <= 1):
+            raise ValueError(f"{what}: fraction must be in (0, 1], got {fraction}")
+    return as_truncation(trunc)
+
+
+def check_ranks(ranks: Any, count: int, what: str) -> tuple[int, ...]:
+    """``ranks`` as a tuple of ``count`` positive ints (an int is repeated)."""
+    if isinstance(ranks, int) and not isinstance(ranks, bool):
+        ranks = (ranks,) * count
+    try:
+        ranks = tuple(ranks)
+    except TypeError:
+        raise ValueError(f"{what}: ranks must be an int or a sequence of ints") from None
+    if len(ranks) != count:
+        raise ValueError(f"{what}: ranks must have {count} entries, got {len(ranks)}: {ranks}")
+    for r in ranks:
+        if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+            raise ValueError(f"{what}: ranks must be positive ints, got {ranks}")
+    return ranks
+
+
+def budget_rank(count: Callable[[int], int], budget: float, high: int, what: str) -> int:
+    """Largest cap ``r`` in ``[1, high]`` with ``count(r) <= budget`` (``count`` nondecreasing).
+
+    Raising the cap by one (``r + 1``) would go over the budget unless ``r == high``, which is what
+    "within one rank step" means for ``fraction``.
+
+    Examples
+    --------
+    >>> budget_rank(lambda r: 10 * r, budget=55, high=100, what="demo")
+    5
+    """
+    if count(1) > budget:
+        raise ValueError(
+            f"{what}: fraction too small: even rank 1 needs {count(1):,} parameters, "
+            f"above the budget of {budget:,.0f}"
+        )
+    lo, hi = 1, high
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if count(mid) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def fresh_names(bases: Sequence[str], taken: Sequence[str]) -> tuple[str, ...]:
+    """``bases`` made unique against ``taken`` (and each other) by appending ``_``."""
+    used = set(taken)
+    out = []
+    for base in bases:
+        name = base
+        while name in used:
+            name += "_"
+        used.add(name)
+        out.append(name)
+    return tuple(out)
+
+
+def error_limit(trunc: Truncation | None, norm: float) -> float | None:
+    """All tolerances of ``trunc`` as one absolute Frobenius limit (``None``: no tolerance)."""
+    if trunc is None:
+        return None
+    limits = []
+    if trunc.rel_tol is not None:
+        limits.append(trunc.rel_tol * norm)
+    if trunc.abs_tol is not None:
+        limits.append(trunc.abs_tol)
+    if trunc.keep_energy is not None:
+        limits.append(math.sqrt(1.0 - trunc.keep_energy) * norm)
+    return min(limits) if limits else None
+
+
+def step_truncation(max_rank: int | None, limit: float | None) -> Truncation | None:
+    """The truncation of one step: a rank cap and/or an absolute error limit."""
+    if max_rank is None and limit is None:
+        return None
+    return Truncation(max_rank=max_rank, abs_tol=None if limit is None else max(limit, 0.0))
+
+
+def relative_error(x: torch.Tensor, approx: torch.Tensor) -> float:
+    """``||x - approx|| / ||x||`` as a Python float (0 when ``x`` is zero)."""
+    norm = float(torch.linalg.vector_norm(x))
+    diff = float(torch.linalg.vector_norm(x - approx))
+    return diff / norm if norm > 0 else diff
+
+
+def tail_norm(s: torch.Tensor, rank: int) -> float:
+    """Frobenius norm of the singular values after the first ``rank``."""
+    return float(torch.linalg.vector_norm(s[rank:].detach())) if rank < s.shape[0] else 0.0
+
+
+def mode_product(x: torch.Tensor, m: torch.Tensor, axis: int) -> torch.Tensor:
+    """``x`` with ``axis`` multiplied by the matrix ``m`` (new size ``m.shape[0]``)."""
+    out = torch.tensordot(m, x, dims=([1], [axis]))
+    return torch.movedim(out, 0, axis)
+
+
+def unfold(x: torch.Tensor, axes: Sequence[int]) -> torch.Tensor:
+    """The matricisation with ``axes`` (in order) as rows and the other axes as columns."""
+    axes = list(axes)
+    rest = [i for i in range(x.ndim) if i not in axes]
+    rows = math.prod(x.shape[i] for i in axes)
+    return x.permute(axes + rest).reshape(rows, -1)
+
+
+def left_vectors(m: torch.Tensor, step: Truncation | None) -> torch.Tensor:
+    """Leading left singular vectors of the matrix ``m`` (how many: ``step``)."""
+    return left_svd(m, step)[0]
+
+
+# Below this relative tolerance the Gram route cannot resolve the singular values it would cut.
+GRAM_MIN_TOL = 1e-6
+
+
+def left_svd(m: torch.Tensor, step: Truncation | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(U_k, S)`` of ``m``: the kept left singular vectors and the whole spectrum.
+
+    Three routes, all giving an orthonormal ``U_k`` (so projections stay exact):
+
+    - ``rows <= cols`` and no tolerance finer than ``GRAM_MIN_TOL * ||m||``: eigenvectors of
+      ``m m^H``, several times faster than an SVD; singular values come out accurate to about
+      ``sqrt(eps) * ||m||``, which such a tolerance (or a plain rank cap) never needs;
+    - wide matrices otherwise: ``m = R^T Q^T`` and the SVD of the small square ``R^T``;
+    - else the SVD of ``m``.
+    """
+    rows, cols = m.shape
+    if rows <= cols and _gram_is_enough(m, step):
+        evals, evecs = torch.linalg.eigh(m @ m.mH)
+        s = evals.flip(0).clamp_min(0).sqrt()
+        k = s.shape[0] if step is None else step.rank(s)
+        return evecs.flip(1)[:, :k], s
+    if 2 * rows <= cols:
+        _, r = qr(m.mT)
+        m = r.mT
+    u, _, _, s = truncated_svd(m, step)
+    return u, s
+
+
+def _gram_is_enough(m: torch.Tensor, step: Truncation | None) -> bool:
+    if step is None or (step.abs_tol is None and step.rel_tol is None and step.keep_energy is None):
+        return True
+    if step.rel_tol is not None or step.keep_energy is not None:
+        return False
+    return step.abs_tol >= GRAM_MIN_TOL * float(torch.linalg.vector_norm(m))
+
+
+def inner(a: TensorNetwork, b: TensorNetwork) -> torch.Tensor:
+    """``<a, b>`` of two networks with the same open legs (bonds of ``b`` renamed apart)."""
+    if sorted(a.open_legs) != sorted(b.open_legs):
+        raise ValueError(f"inner: open legs differ: {a.open_legs} vs {b.open_legs}")
+    taken = set(a.legs) | set(b.legs)
+    bonds = [bd.leg for bd in b.bonds]
+    new = fresh_names([leg + "~" for leg in bonds], tuple(taken))
+    b = b.conj().rename(dict(zip(bonds, new)))
+    nodes = list(a) + [node.with_name(f"{node.name}~") for node in b]
+    return TensorNetwork(nodes).contract(output=()).tensor

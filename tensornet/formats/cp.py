@@ -1,0 +1,313 @@
+"""CP (CANDECOMP/PARAFAC) format fitted by alternating least squares.
+
+A CP tensor ``sum_r w_r a_r o b_r o c_r ...`` shares one rank index between all factors, which a
+network (every leg on at most two nodes) cannot express directly. The network is therefore the
+exact equivalent chain: ``A0 - A1 - ... - A{d-1}`` whose inner nodes are diagonal in the rank
+(``A_k[r, i, r'] = delta_{r r'} a_k[i, r]``) and whose first node carries the weights.
+:attr:`CP.num_params` counts the CP parameters (``R * sum(n_k)``, plus ``R`` weights when
+normalised), not the padded chain.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+
+from ..core.network import TensorNetwork
+from ..core.node import Node
+from ..core.truncation import Truncation
+from .base import Format, budget_rank, choose, dense_input, fresh_names, relative_error, unfold
+from .tucker import leading_vectors
+
+__all__ = ["CP", "khatri_rao"]
+
+Init = Literal["svd", "random"]
+
+
+def khatri_rao(mats: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Column-wise Kronecker product; row index of the first matrix varies slowest.
+
+    Examples
+    --------
+    >>> import torch
+    >>> khatri_rao([torch.tensor([[1.0], [2.0]]), torch.tensor([[3.0], [4.0]])]).flatten()
+    tensor([3., 4., 6., 8.])
+    """
+    out = mats[0]
+    for m in mats[1:]:
+        out = (out[:, None, :] * m[None, :, :]).reshape(-1, out.shape[1])
+    return out
+
+
+def _solve_gram(gram: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """``rhs @ gram^{-1}`` for a symmetric PSD ``gram`` (pseudo-inverse when singular)."""
+    try:
+        chol, info = torch.linalg.cholesky_ex(gram)
+        if int(info) == 0:
+            return torch.cholesky_solve(rhs.mT, chol).mT
+    except RuntimeError:
+        pass
+    return rhs @ torch.linalg.pinv(gram, hermitian=True)
+
+
+def _initial_factors(x: torch.Tensor, rank: int, init: Init, seed: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    factors = []
+    for k, n in enumerate(x.shape):
+        noise = torch.randn(n, rank, generator=g, dtype=torch.float64).to(x.device, x.dtype)
+        if init == "random":
+            factors.append(noise)
+            continue
+        u = leading_vectors(x, k, Truncation(max_rank=rank))
+        if u.shape[1] < rank:  # more components than the mode's size: pad with noise
+            u = torch.cat([u, noise[:, u.shape[1] :]], dim=1)
+        factors.append(u)
+    return factors
+
+
+def cp_als(
+    x: torch.Tensor,
+    rank: int,
+    init: Init = "svd",
+    max_iter: int = 100,
+    tol: float = 1e-8,
+    normalize: bool = False,
+    seed: int = 0,
+) -> tuple[torch.Tensor, list[torch.Tensor], list[float]]:
+    """CP-ALS. Returns (weights, factors, relative error after each sweep).
+
+    Stops after ``max_iter`` sweeps or when the error changes by less than ``tol``. The error is
+    tracked with ``||x||^2 - 2 <x, y> + ||y||^2`` from quantities ALS computes anyway.
+    """
+    d = x.ndim
+    factors = _initial_factors(x, rank, init, seed)
+    weights = x.new_ones(rank)
+    norm2 = float(torch.linalg.vector_norm(x)) ** 2
+    grams = [f.mH @ f for f in factors]
+    unfoldings = [unfold(x, [k]) for k in range(d)]
+    history: list[float] = []
+    for _ in range(max_iter):
+        for k in range(d):
+            others = [factors[m] for m in range(d) if m != k]
+            gram = math.prod(grams[m] for m in range(d) if m != k)
+            mttkrp = unfoldings[k] @ khatri_rao(others).conj()
+            a = _solve_gram(gram.conj(), mttkrp)
+            if normalize:
+                weights = torch.linalg.vector_norm(a, dim=0)
+                weights = torch.where(weights > 0, weights, torch.ones_like(weights))
+                a = a / weights
+            factors[k] = a
+            grams[k] = a.mH @ a
+        full_gram = gram * grams[d - 1]
+        w = weights.to(full_gram.dtype)
+        rec2 = float((w.conj() @ full_gram @ w).real)
+        inner = float((mttkrp.conj() * factors[d - 1] * w).sum().real)
+        err = math.sqrt(max(norm2 - 2 * inner + rec2, 0.0) / norm2) if norm2 > 0 else 0.0
+        history.append(err)
+        if len(history) > 1 and abs(history[-2] - err) < tol:
+            break
+    return weights, factors, history
+
+
+class CP(Format):
+    """A tensor as a sum of ``R`` rank-one terms, ``sum_r w_r a_r o b_r o ...``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> g = torch.Generator().manual_seed(0)
+    >>> a, b, c = (torch.randn(n, 2, generator=g, dtype=torch.float64) for n in (4, 5, 6))
+    >>> x = torch.einsum("ir,jr,kr->ijk", a, b, c)
+    >>> cp = CP.from_dense(x, ranks=2, max_iter=500, tol=1e-14)
+    >>> cp.ranks, cp.num_params, cp.error < 1e-6
+    ((2,), 30, True)
+    """
+
+    _weights: torch.Tensor
+    _factors: tuple[torch.Tensor, ...]
+    _normalized: bool
+    _history: tuple[float, ...]
+
+    def __init__(
+        self,
+        factors: Sequence[torch.Tensor],
+        weights: torch.Tensor | None = None,
+        legs: Sequence[str] | None = None,
+        error: float | None = None,
+        history: Sequence[float] = (),
+    ) -> None:
+        factors = tuple(factors)
+        if not factors:
+            raise ValueError("CP: needs at least one factor")
+        rank = factors[0].shape[1]
+        if any(f.ndim != 2 or f.shape[1] != rank for f in factors):
+            raise ValueError(
+                f"CP: factors must be (n_k, R) with one R, got {[tuple(f.shape) for f in factors]}"
+            )
+        legs = tuple(f"d{i}" for i in range(len(factors))) if legs is None else tuple(legs)
+        if len(legs) != len(factors):
+            raise ValueError(f"CP: legs has {len(legs)} names for {len(factors)} factors")
+        self._normalized = weights is not None
+        self._weights = factors[0].new_ones(rank) if weights is None else weights
+        self._factors = factors
+        self._legs = legs
+        self._error = error
+        self._history = tuple(history)
+        self._network = self._chain()
+
+    def _chain(self) -> TensorNetwork:
+        d = len(self._factors)
+        bonds = fresh_names([f"c{k + 1}" for k in range(d - 1)], self._legs)
+        first = self._factors[0] * self._weights.to(self._factors[0].dtype)
+        if d == 1:
+            return TensorNetwork([Node(first.sum(dim=1), self._legs, name="A0")])
+        nodes = [Node(first, (self._legs[0], bonds[0]), name="A0")]
+        for k in range(1, d - 1):
+            f = self._factors[k]
+            diag = torch.diag_embed(f).permute(1, 0, 2)  # (R, n, R), diagonal in the ranks
+            nodes.append(Node(diag, (bonds[k - 1], self._legs[k], bonds[k]), name=f"A{k}"))
+        nodes.append(Node(self._factors[-1].mT, (bonds[-1], self._legs[-1]), name=f"A{d - 1}"))
+        return TensorNetwork(nodes)
+
+    @classmethod
+    def from_dense(
+        cls,
+        x: Any,
+        trunc: Truncation | int | None = None,
+        ranks: int | Sequence[int] | None = None,
+        fraction: float | None = None,
+        *,
+        legs: Sequence[str] | None = None,
+        init: Init = "svd",
+        max_iter: int = 100,
+        tol: float = 1e-8,
+        normalize: bool = False,
+        seed: int = 0,
+    ) -> CP:
+        """CP-ALS fit of a dense tensor.
+
+        Parameters
+        ----------
+        x : tensor or Node
+            The dense tensor.
+        trunc : Truncation or int, optional
+            Only ``max_rank`` applies (the CP rank); CP has no tolerance-driven rank.
+        ranks : int or (int,)
+            The CP rank.
+        fraction : float, optional
+            Parameter budget: the largest rank with ``R * sum(n_k) <= fraction * size``.
+        init : {"svd", "random"}
+            Leading singular vectors of the unfoldings, or Gaussian factors from ``seed``.
+        max_iter, tol : int, float
+            ALS stops after ``max_iter`` sweeps or when the error changes by less than ``tol``.
+        normalize : bool
+            Keep unit-norm factor columns and separate weights (counted as parameters).
+        """
+        what = "CP.from_dense"
+        trunc = choose(trunc, ranks, fraction, what)
+        x, legs = dense_input(x, legs, what)
+        if init not in ("svd", "random"):
+            raise ValueError(f"{what}: init must be 'svd' or 'random', got {init!r}")
+        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+            raise ValueError(f"{what}: max_iter must be a positive int, got {max_iter!r}")
+        if not (isinstance(tol, (int, float)) and tol >= 0):
+            raise ValueError(f"{what}: tol must be a number >= 0, got {tol!r}")
+        per_rank = sum(x.shape) + (1 if normalize else 0)
+        if trunc is not None:
+            if trunc.max_rank is None or not (
+                trunc.rel_tol is None and trunc.abs_tol is None and trunc.keep_energy is None
+            ):
+                raise ValueError(f"{what}: trunc can only set max_rank for CP; got {trunc}")
+            rank = trunc.max_rank
+        elif ranks is not None:
+            rank = _check_rank(ranks, what)
+        elif fraction is not None:
+            budget = fraction * math.prod(x.shape)
+            rank = budget_rank(lambda r: r * per_rank, budget, int(budget // per_rank) + 1, what)
+        else:
+            raise ValueError(f"{what}: CP needs a rank: give ranks=, fraction= or trunc=<int>")
+        weights, factors, history = cp_als(x, rank, init, max_iter, tol, normalize, seed)
+        new = cls(factors, weights if normalize else None, legs)
+        new._error = relative_error(x, new.to_dense())
+        new._history = tuple(history)
+        return new
+
+    # -- views -------------------------------------------------------------------------------
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        return (self._factors[0].shape[1],)
+
+    @property
+    def rank(self) -> int:
+        return self._factors[0].shape[1]
+
+    @property
+    def factors(self) -> tuple[torch.Tensor, ...]:
+        """Factor matrices ``(n_k, R)``."""
+        return self._factors
+
+    @property
+    def weights(self) -> torch.Tensor:
+        """Component weights (ones unless fitted with ``normalize=True``)."""
+        return self._weights
+
+    @property
+    def history(self) -> tuple[float, ...]:
+        """Relative error after each ALS sweep."""
+        return self._history
+
+    @property
+    def num_params(self) -> int:
+        """``R * sum(n_k)``, plus ``R`` weights when normalised."""
+        n = sum(f.numel() for f in self._factors)
+        return n + (self.rank if self._normalized else 0)
+
+    def to_dense(self) -> torch.Tensor:
+        w = self._weights.to(self._factors[0].dtype)
+        first = self._factors[0] * w
+        flat = first @ khatri_rao(self._factors[1:]).mT if len(self._factors) > 1 else first.sum(1)
+        return flat.reshape(self.shape)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(f.shape[0] for f in self._factors)
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> CP:
+        factors = [f.to(device=device, dtype=dtype) for f in self._factors]
+        weights = self._weights.to(device=device, dtype=dtype)
+        return CP(
+            factors, weights if self._normalized else None, self._legs, self._error, self._history
+        )
+
+    def truncate(self, trunc: Truncation | int | None) -> CP:
+        """Keep the ``max_rank`` components of largest norm (no refit).
+
+        ``error`` is relative to this CP tensor (measured on the dense tensors).
+        """
+        trunc = Truncation(max_rank=trunc) if isinstance(trunc, int) else trunc
+        if trunc is None or trunc.max_rank is None:
+            raise ValueError("CP.truncate: only max_rank applies to CP")
+        size = self._weights.abs() * math.prod(
+            torch.linalg.vector_norm(f, dim=0) for f in self._factors
+        )
+        keep = torch.argsort(size, descending=True)[: trunc.max_rank]
+        new = CP(
+            [f[:, keep] for f in self._factors],
+            self._weights[keep] if self._normalized else None,
+            self._legs,
+        )
+        new._error = relative_error(self.to_dense(), new.to_dense())
+        return new
+
+
+def _check_rank(ranks: Any, what: str) -> int:
+    if isinstance(ranks, (tuple, list)):
+        if len(ranks) != 1:
+            raise ValueError(f"{what}: ranks must have 1 entry (the CP rank), got {ranks}")
+        ranks = ranks[0]
+    if isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 1:
+        raise ValueError(f"{what}: ranks must be a positive int, got {ranks!r}")
+    return ranks

@@ -1,0 +1,484 @@
+"""Tensor train (TT) / matrix product state: TT-SVD, rounding, canonical forms, sums.
+
+Core ``k`` is a node ``"G{k}"`` with legs ``(r{k}, <mode legs>, r{k+1})``; the first and last
+cores have no outer bond. A core usually carries one mode leg; :class:`~tensornet.formats.TTMatrix`
+uses the same machinery with a row and a column leg per core.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+
+from ..core.linalg import qr, truncated_svd
+from ..core.network import TensorNetwork
+from ..core.node import Node, as_tensor
+from ..core.truncation import Truncation, as_truncation
+from .base import (
+    Format,
+    budget_rank,
+    check_ranks,
+    choose,
+    dense_input,
+    error_limit,
+    fresh_names,
+    left_svd,
+    step_truncation,
+    tail_norm,
+)
+
+__all__ = ["TT"]
+
+Budget = Literal["uniform", "adaptive"]
+
+
+def _step_limit(
+    limit: float | None, steps: int, spent2: float, budget: Budget, floor: float
+) -> float | None:
+    """Absolute error allowed in one step.
+
+    ``"uniform"``: ``limit / sqrt(steps)`` each step. ``"adaptive"``: whatever is left of
+    ``limit`` after the previous steps (errors add in squares). Both keep the total <= limit.
+    ``floor`` (a few ulps of the norm) lets a step drop singular values that are rounding noise
+    after an earlier step used up the whole budget.
+    """
+    if limit is None:
+        return None
+    if budget == "uniform":
+        return limit / math.sqrt(steps)
+    return math.sqrt(max(limit * limit - spent2, 0.0)) + floor
+
+
+def _noise_floor(t: torch.Tensor, norm: float, d: int) -> float:
+    eps = torch.finfo(t.real.dtype if t.is_complex() else t.dtype).eps
+    return 4 * eps * norm * math.sqrt(d)
+
+
+def _check_budget(budget: Any, what: str) -> Budget:
+    if budget not in ("uniform", "adaptive"):
+        raise ValueError(f"{what}: budget must be 'uniform' or 'adaptive', got {budget!r}")
+    return budget
+
+
+def _min(*values: int | None) -> int | None:
+    vals = [v for v in values if v is not None]
+    return min(vals) if vals else None
+
+
+def _max_ranks(sizes: Sequence[int]) -> tuple[int, ...]:
+    """Largest useful rank at each bond: min(prod of sizes left, prod of sizes right)."""
+    return tuple(
+        min(math.prod(sizes[: k + 1]), math.prod(sizes[k + 1 :])) for k in range(len(sizes) - 1)
+    )
+
+
+def tt_params(sizes: Sequence[int], ranks: Sequence[int]) -> int:
+    """``sum_k r_{k-1} n_k r_k`` with ``r_0 = r_d = 1``."""
+    r = (1, *ranks, 1)
+    return sum(r[k] * n * r[k + 1] for k, n in enumerate(sizes))
+
+
+def tt_svd(
+    x: torch.Tensor,
+    sizes: Sequence[int],
+    trunc: Truncation | None,
+    max_ranks: Sequence[int] | None = None,
+    budget: Budget = "uniform",
+) -> tuple[list[torch.Tensor], float]:
+    """TT-SVD of ``x`` viewed as ``sizes`` (consecutive groups); cores ``(r, n, r')``.
+
+    Returns the cores and the relative error, which is exact: the steps are orthogonal projections,
+    so their errors add in squares.
+    """
+    d = len(sizes)
+    norm = float(torch.linalg.vector_norm(x))
+    limit = error_limit(trunc, norm)
+    cap = None if trunc is None else trunc.max_rank
+    floor = _noise_floor(x, norm, d)
+    cores, spent2, r = [], 0.0, 1
+    c = x.reshape(-1)
+    for k in range(d - 1):
+        c = c.reshape(r * sizes[k], -1)
+        step = step_truncation(
+            _min(cap, None if max_ranks is None else max_ranks[k]),
+            _step_limit(limit, d - 1, spent2, budget, floor),
+        )
+        u, s_full = left_svd(c, step)
+        new_r = u.shape[1]
+        spent2 += tail_norm(s_full, new_r) ** 2
+        cores.append(u.reshape(r, sizes[k], new_r))
+        c = u.mH @ c
+        r = new_r
+    cores.append(c.reshape(r, sizes[-1], 1))
+    return cores, (math.sqrt(spent2) / norm if norm > 0 else 0.0)
+
+
+def right_orthogonalize(cores: list[torch.Tensor], stop: int = 0) -> list[torch.Tensor]:
+    """Make cores ``stop+1 .. d-1`` right-orthonormal (LQ sweep from the right)."""
+    cores = list(cores)
+    for k in range(len(cores) - 1, stop, -1):
+        r0, n, r1 = cores[k].shape
+        q, rr = qr(cores[k].reshape(r0, n * r1).mT)  # c^T = Q R  =>  c = R^T Q^T
+        cores[k] = q.mT.reshape(-1, n, r1)
+        cores[k - 1] = torch.tensordot(cores[k - 1], rr.mT, dims=([2], [0]))
+    return cores
+
+
+def left_orthogonalize(cores: list[torch.Tensor], stop: int | None = None) -> list[torch.Tensor]:
+    """Make cores ``0 .. stop-1`` left-orthonormal (QR sweep from the left)."""
+    cores = list(cores)
+    stop = len(cores) - 1 if stop is None else stop
+    for k in range(stop):
+        r0, n, r1 = cores[k].shape
+        q, rr = qr(cores[k].reshape(r0 * n, r1))
+        cores[k] = q.reshape(r0, n, -1)
+        cores[k + 1] = torch.tensordot(rr, cores[k + 1], dims=([1], [0]))
+    return cores
+
+
+def tt_round(
+    cores: list[torch.Tensor],
+    trunc: Truncation | None,
+    max_ranks: Sequence[int] | None = None,
+    budget: Budget = "adaptive",
+) -> tuple[list[torch.Tensor], float]:
+    """Round a TT: right-orthogonalise, then truncate left to right. Returns (cores, rel. error)."""
+    d = len(cores)
+    cores = right_orthogonalize(cores)
+    norm = float(torch.linalg.vector_norm(cores[0]))
+    limit = error_limit(trunc, norm)
+    cap = None if trunc is None else trunc.max_rank
+    floor = _noise_floor(cores[0], norm, d)
+    spent2 = 0.0
+    for k in range(d - 1):
+        r0, n, r1 = cores[k].shape
+        step = step_truncation(
+            _min(cap, None if max_ranks is None else max_ranks[k]),
+            _step_limit(limit, d - 1, spent2, budget, floor),
+        )
+        u, s, vh, s_full = truncated_svd(cores[k].reshape(r0 * n, r1), step)
+        spent2 += tail_norm(s_full, s.shape[0]) ** 2
+        cores[k] = u.reshape(r0, n, -1)
+        cores[k + 1] = torch.tensordot(s.to(vh.dtype)[:, None] * vh, cores[k + 1], dims=([1], [0]))
+    return cores, (math.sqrt(spent2) / norm if norm > 0 else 0.0)
+
+
+class TT(Format):
+    """A tensor in tensor-train (MPS) format, stored as a chain of nodes ``G0 - G1 - ...``.
+
+    Build it with :meth:`from_dense` (TT-SVD) or :meth:`from_cores`.
+
+    Parameters
+    ----------
+    cores : sequence of torch.Tensor
+        Core ``k`` has shape ``(r_{k-1}, *mode dims of groups[k], r_k)``, ``r_0 = r_d = 1``.
+    groups : sequence of sequence of str
+        The mode legs of each core (one leg each for a plain TT).
+    legs : sequence of str, optional
+        Order of the dense legs for :meth:`to_dense` (default: the train order).
+    error : float, optional
+        The error to report.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.randn(4, 5, 6, dtype=torch.float64)
+    >>> tt = TT.from_dense(x, legs=("a", "b", "c"))
+    >>> tt.ranks, tt.network.open_legs
+    ((4, 6), ('a', 'b', 'c'))
+    >>> bool(torch.allclose(tt.to_dense(), x))
+    True
+    >>> TT.from_dense(x, ranks=(2, 2)).ranks
+    (2, 2)
+    """
+
+    _groups: tuple[tuple[str, ...], ...]
+    _bonds: tuple[str, ...]
+
+    def __init__(
+        self,
+        cores: Sequence[torch.Tensor],
+        groups: Sequence[Sequence[str]],
+        legs: Sequence[str] | None = None,
+        error: float | None = None,
+    ) -> None:
+        groups = tuple(tuple(g) for g in groups)
+        flat = tuple(leg for g in groups for leg in g)
+        legs = flat if legs is None else tuple(legs)
+        if sorted(legs) != sorted(flat) or len(set(flat)) != len(flat):
+            raise ValueError(f"TT: legs {legs} must be a permutation of the mode legs {flat}")
+        if len(cores) != len(groups) or not cores:
+            raise ValueError(f"TT: {len(cores)} cores for {len(groups)} mode groups")
+        bonds = fresh_names([f"r{k + 1}" for k in range(len(cores) - 1)], flat)
+        nodes = []
+        d = len(cores)
+        for k, core in enumerate(cores):
+            core = as_tensor(core)
+            if core.ndim != len(groups[k]) + 2:
+                raise ValueError(
+                    f"TT: core {k} needs {len(groups[k]) + 2} dims (r, modes..., r'), "
+                    f"got shape {tuple(core.shape)}"
+                )
+            if (k == 0 and core.shape[0] != 1) or (k == d - 1 and core.shape[-1] != 1):
+                raise ValueError(f"TT: boundary ranks must be 1, core {k} has {tuple(core.shape)}")
+            names = list(groups[k])
+            if k > 0:
+                names.insert(0, bonds[k - 1])
+            else:
+                core = core.squeeze(0)
+            if k < d - 1:
+                names.append(bonds[k])
+            else:
+                core = core.squeeze(-1)
+            nodes.append(Node(core, names, name=f"G{k}"))
+        self._network = TensorNetwork(nodes)
+        self._legs = legs
+        self._groups = groups
+        self._bonds = bonds
+        self._error = error
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_cores(cls, cores: Sequence[torch.Tensor], legs: Sequence[str] | None = None) -> TT:
+        """A TT from cores of shape ``(r_{k-1}, n_k, r_k)`` (``r_0 = r_d = 1``).
+
+        Examples
+        --------
+        >>> import torch
+        >>> tt = TT.from_cores([torch.ones(1, 2, 3), torch.ones(3, 4, 1)])
+        >>> tt.ranks, tt.shape, tt.legs
+        ((3,), (2, 4), ('d0', 'd1'))
+        """
+        legs = tuple(f"d{i}" for i in range(len(cores))) if legs is None else tuple(legs)
+        if len(legs) != len(cores):
+            raise ValueError(f"TT.from_cores: legs has {len(legs)} names for {len(cores)} cores")
+        return cls(cores, [(leg,) for leg in legs])
+
+    @classmethod
+    def from_dense(
+        cls,
+        x: Any,
+        trunc: Truncation | int | None = None,
+        ranks: Sequence[int] | int | None = None,
+        fraction: float | None = None,
+        *,
+        legs: Sequence[str] | None = None,
+        order: Sequence[str] | None = None,
+        budget: Budget = "uniform",
+    ) -> TT:
+        """TT-SVD of a dense tensor.
+
+        Parameters
+        ----------
+        x : tensor or Node
+            The dense tensor (a Node brings its leg names).
+        trunc : Truncation or int, optional
+            Tolerances are shared between the ``d - 1`` steps so that the total relative error is
+            at most ``rel_tol`` (``budget="uniform"``: ``eps / sqrt(d - 1)`` per step).
+        ranks : sequence of int, optional
+            Maximum rank of each of the ``d - 1`` bonds.
+        fraction : float, optional
+            Parameter budget as a fraction of the dense size: one rank cap for all bonds, the
+            largest whose parameter count stays within the budget.
+        legs : sequence of str, optional
+            Dense leg names (default ``d0, d1, ...``).
+        order : sequence of str, optional
+            Order of the legs along the train (default: the dense order).
+        budget : {"uniform", "adaptive"}
+            How tolerances are shared: equal shares, or each step gets what the previous left.
+        """
+        what = "TT.from_dense"
+        trunc = choose(trunc, ranks, fraction, what)
+        budget = _check_budget(budget, what)
+        x, legs = dense_input(x, legs, what)
+        order = legs if order is None else tuple(order)
+        if sorted(order) != sorted(legs) or len(order) != len(legs):
+            raise ValueError(f"{what}: order {order} must be a permutation of the legs {legs}")
+        x = x.permute([legs.index(leg) for leg in order])
+        sizes = tuple(x.shape)
+        max_ranks = None
+        if ranks is not None:
+            max_ranks = check_ranks(ranks, len(sizes) - 1, what)
+        elif fraction is not None:
+            max_ranks = fraction_ranks(sizes, fraction, what)
+        cores, err = tt_svd(x, sizes, trunc, max_ranks, budget)
+        return cls(cores, [(leg,) for leg in order], legs, err)
+
+    def _rebuilt(self, cores: Sequence[torch.Tensor], error: float | None) -> TT:
+        shaped = [
+            c.reshape(c.shape[0], *self._group_dims(k), c.shape[-1]) for k, c in enumerate(cores)
+        ]
+        new = TT.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        TT.__init__(new, shaped, self._groups, self._legs, error)
+        return new
+
+    # -- views -------------------------------------------------------------------------------
+    @property
+    def order(self) -> tuple[str, ...]:
+        """Mode legs along the train (for one-leg cores: the leg order)."""
+        return tuple(leg for g in self._groups for leg in g)
+
+    @property
+    def groups(self) -> tuple[tuple[str, ...], ...]:
+        """Mode legs of each core."""
+        return self._groups
+
+    @property
+    def bond_legs(self) -> tuple[str, ...]:
+        return self._bonds
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        """Bond dimensions ``(r_1, ..., r_{d-1})``."""
+        return tuple(self._network.dim(b) for b in self._bonds)
+
+    def _group_dims(self, k: int) -> tuple[int, ...]:
+        return tuple(self._network.dim(leg) for leg in self._groups[k])
+
+    def core(self, k: int) -> torch.Tensor:
+        """Core ``k`` as ``(r_{k-1}, *mode dims, r_k)`` (boundary ranks 1 included)."""
+        d = len(self._groups)
+        node = self._network.node(f"G{k}")
+        names = (
+            ((self._bonds[k - 1],) if k > 0 else ())
+            + self._groups[k]
+            + ((self._bonds[k],) if k < d - 1 else ())
+        )
+        t = node.transpose(names).tensor
+        if k == 0:
+            t = t.unsqueeze(0)
+        if k == d - 1:
+            t = t.unsqueeze(-1)
+        return t
+
+    @property
+    def cores(self) -> tuple[torch.Tensor, ...]:
+        """All cores, each ``(r_{k-1}, *mode dims, r_k)``."""
+        return tuple(self.core(k) for k in range(len(self._groups)))
+
+    def _cores3(self) -> list[torch.Tensor]:
+        return [c.reshape(c.shape[0], -1, c.shape[-1]) for c in self.cores]
+
+    # -- algorithms --------------------------------------------------------------------------
+    def round(
+        self,
+        trunc: Truncation | int | None = None,
+        ranks: Sequence[int] | int | None = None,
+        budget: Budget = "adaptive",
+    ) -> TT:
+        """TT rounding: right-orthogonalise, then truncate in one left-to-right SVD sweep.
+
+        The error relative to this TT is at most ``trunc.rel_tol``. With the default
+        ``budget="adaptive"`` each step may use what the earlier steps left of the tolerance;
+        ``"uniform"`` gives each of the ``d - 1`` steps ``eps / sqrt(d - 1)``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> x = torch.randn(3, 4, 5, dtype=torch.float64)
+        >>> tt = TT.from_dense(x)
+        >>> (tt + tt).ranks, (tt + tt).round(Truncation(rel_tol=1e-12)).ranks
+        ((6, 10), (3, 5))
+        """
+        what = "TT.round"
+        trunc = as_truncation(trunc)
+        budget = _check_budget(budget, what)
+        max_ranks = None if ranks is None else check_ranks(ranks, len(self._groups) - 1, what)
+        cores, err = tt_round(self._cores3(), trunc, max_ranks, budget)
+        return self._rebuilt(cores, err)
+
+    def truncate(self, trunc: Truncation | int | None) -> TT:
+        """Same as :meth:`round` with ``trunc`` (adaptive budget)."""
+        return self.round(trunc)
+
+    def canonical(self, center: int) -> TT:
+        """The same tensor with cores left of ``center`` left-orthonormal and cores right of it
+        right-orthonormal (``center = 0``: right-canonical; ``center = d - 1``: left-canonical).
+
+        Examples
+        --------
+        >>> import torch
+        >>> tt = TT.from_dense(torch.randn(3, 4, 5, dtype=torch.float64)).canonical(2)
+        >>> g = tt.core(0).reshape(3, -1)
+        >>> bool(torch.allclose(g.T @ g, torch.eye(3, dtype=torch.float64)))
+        True
+        """
+        d = len(self._groups)
+        if isinstance(center, bool) or not isinstance(center, int) or not (-d <= center < d):
+            raise ValueError(f"TT.canonical: center must be an int in [0, {d}), got {center!r}")
+        center %= d
+        cores = left_orthogonalize(self._cores3(), center)
+        cores = right_orthogonalize(cores, center)
+        return self._rebuilt(cores, self._error)
+
+    def left_canonical(self) -> TT:
+        return self.canonical(len(self._groups) - 1)
+
+    def right_canonical(self) -> TT:
+        return self.canonical(0)
+
+    def norm(self) -> float:
+        """Frobenius norm, from the centre core of a canonical form (no dense tensor)."""
+        return float(torch.linalg.vector_norm(right_orthogonalize(self._cores3())[0]))
+
+    def add(self, other: TT, trunc: Truncation | int | None = None) -> TT:
+        """``self + other`` (ranks add), rounded with ``trunc`` when one is given."""
+        total = self + other
+        return total if trunc is None else total.round(trunc)
+
+    def __add__(self, other: TT) -> TT:
+        if not isinstance(other, TT):
+            return NotImplemented
+        if other._groups != self._groups or other.shape != self.shape:
+            raise ValueError(
+                f"TT addition needs the same legs and sizes along the train: {self._groups} "
+                f"{self.shape} vs {other._groups} {other.shape}"
+            )
+        a, b = self._cores3(), other._cores3()
+        d = len(a)
+        if d == 1:
+            return self._rebuilt([a[0] + b[0]], None)
+        cores = [torch.cat([a[0], b[0]], dim=2)]
+        for k in range(1, d - 1):
+            ra0, n, ra1 = a[k].shape
+            rb0, _, rb1 = b[k].shape
+            c = a[k].new_zeros(ra0 + rb0, n, ra1 + rb1)
+            c[:ra0, :, :ra1] = a[k]
+            c[ra0:, :, ra1:] = b[k]
+            cores.append(c)
+        cores.append(torch.cat([a[-1], b[-1]], dim=0))
+        return self._rebuilt(cores, None)
+
+    def __mul__(self, scalar: float) -> TT:
+        if not isinstance(scalar, (int, float, complex, torch.Tensor)):
+            return NotImplemented
+        cores = self._cores3()
+        cores[0] = cores[0] * scalar
+        return self._rebuilt(cores, self._error)
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> TT:
+        return self * -1.0
+
+    def __sub__(self, other: TT) -> TT:
+        if not isinstance(other, TT):
+            return NotImplemented
+        return self + (-other)
+
+
+def fraction_ranks(sizes: Sequence[int], fraction: float, what: str) -> tuple[int, ...]:
+    """Bond caps ``min(r, max useful rank)`` with the largest ``r`` within the budget."""
+    tops = _max_ranks(sizes)
+    if not tops:
+        return ()
+
+    def count(r: int) -> int:
+        return tt_params(sizes, [min(r, t) for t in tops])
+
+    r = budget_rank(count, fraction * math.prod(sizes), max(tops), what)
+    return tuple(min(r, t) for t in tops)

@@ -1,0 +1,303 @@
+"""Tucker format: HOSVD, HOOI and partial Tucker (e.g. Tucker-2 on a kernel's channel modes).
+
+The network is a star: a node ``"core"`` whose legs are one rank leg per decomposed mode (and
+the dense leg itself for modes left alone), and one factor node ``"U_<leg>"`` per decomposed
+mode with legs ``(<leg>, <rank leg>)``. Factors have orthonormal columns.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+
+from ..core.linalg import qr
+from ..core.network import TensorNetwork
+from ..core.node import Node
+from ..core.truncation import Truncation, as_truncation
+from .base import (
+    Format,
+    budget_rank,
+    check_ranks,
+    choose,
+    dense_input,
+    error_limit,
+    fresh_names,
+    left_vectors,
+    mode_product,
+    relative_error,
+    step_truncation,
+    unfold,
+)
+
+__all__ = ["Tucker"]
+
+Method = Literal["hosvd", "hooi"]
+
+
+def projection_error(x: torch.Tensor, core: torch.Tensor, approx: Any) -> float:
+    """Relative error of an orthogonal projection: ``sqrt(||x||^2 - ||core||^2) / ||x||``.
+
+    The difference of squares cancels when the error is below ~1e-4, so then the error is
+    measured directly on ``approx()`` (the reconstruction).
+    """
+    nx = float(torch.linalg.vector_norm(x))
+    if nx == 0:
+        return 0.0
+    nc = float(torch.linalg.vector_norm(core))
+    rel2 = max(nx * nx - nc * nc, 0.0) / (nx * nx)
+    if rel2 > 1e-8:
+        return math.sqrt(rel2)
+    return relative_error(x, approx())
+
+
+def leading_vectors(x: torch.Tensor, axis: int, step: Truncation | None) -> torch.Tensor:
+    """Leading left singular vectors of the mode-``axis`` unfolding (how many: ``step``)."""
+    return left_vectors(unfold(x, [axis]), step)
+
+
+def hosvd(
+    x: torch.Tensor,
+    axes: Sequence[int],
+    trunc: Truncation | None,
+    max_ranks: Sequence[int] | None,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Truncated HOSVD over ``axes``: factors from each unfolding, core by projection.
+
+    Tolerances are shared as ``limit / sqrt(N)`` per mode, since the HOSVD error squared is at
+    most the sum of the per-mode squared tails.
+    """
+    norm = float(torch.linalg.vector_norm(x))
+    limit = error_limit(trunc, norm)
+    cap = None if trunc is None else trunc.max_rank
+    factors = []
+    for i, axis in enumerate(axes):
+        r = max_ranks[i] if max_ranks is not None else None
+        r = min(v for v in (r, cap) if v is not None) if (r or cap) else None
+        lim = None if limit is None else limit / math.sqrt(len(axes))
+        factors.append(leading_vectors(x, axis, step_truncation(r, lim)))
+    core = x
+    for axis, u in zip(axes, factors):
+        core = mode_product(core, u.mH, axis)
+    return core, factors
+
+
+def hooi(
+    x: torch.Tensor,
+    axes: Sequence[int],
+    factors: list[torch.Tensor],
+    max_iter: int,
+    tol: float,
+) -> tuple[torch.Tensor, list[torch.Tensor], list[float]]:
+    """Higher-order orthogonal iteration from ``factors``; stops when the error changes by < tol.
+
+    Returns the core, the factors and the relative error after every sweep.
+    """
+    norm2 = float(torch.linalg.vector_norm(x)) ** 2
+    factors = list(factors)
+    history: list[float] = []
+    core = x
+    for _ in range(max_iter):
+        for i, axis in enumerate(axes):
+            y = x
+            for j, other in enumerate(axes):
+                if j != i:
+                    y = mode_product(y, factors[j].mH, other)
+            step = Truncation(max_rank=factors[i].shape[1])
+            factors[i] = leading_vectors(y, axis, step)
+            core = mode_product(y, factors[i].mH, axis)
+        err = math.sqrt(max(norm2 - float(torch.linalg.vector_norm(core)) ** 2, 0.0) / norm2)
+        history.append(err)
+        if len(history) > 1 and abs(history[-2] - err) < tol:
+            break
+    return core, factors, history
+
+
+class Tucker(Format):
+    """A tensor in Tucker format: a core times one orthonormal factor per decomposed mode.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.randn(5, 6, 7, dtype=torch.float64)
+    >>> t = Tucker.from_dense(x, ranks=(2, 3, 4))
+    >>> t.ranks, t.network.open_legs, t.num_params
+    ((2, 3, 4), ('d0', 'd1', 'd2'), 80)
+    >>> k = torch.randn(8, 6, 3, 3, dtype=torch.float64)
+    >>> t2 = Tucker.from_dense(k, ranks=(4, 3), legs=("out", "in", "kh", "kw"), modes=("out", "in"))
+    >>> t2.node("core").legs
+    ('r_out', 'r_in', 'kh', 'kw')
+    """
+
+    _modes: tuple[str, ...]
+    _rank_legs: tuple[str, ...]
+    _history: tuple[float, ...]
+
+    def __init__(
+        self,
+        core: torch.Tensor,
+        factors: Sequence[torch.Tensor],
+        legs: Sequence[str],
+        modes: Sequence[str] | None = None,
+        error: float | None = None,
+        history: Sequence[float] = (),
+    ) -> None:
+        legs = tuple(legs)
+        modes = legs if modes is None else tuple(modes)
+        if len(factors) != len(modes):
+            raise ValueError(f"Tucker: {len(factors)} factors for {len(modes)} modes")
+        rank_legs = fresh_names([f"r_{m}" for m in modes], legs)
+        core_legs = tuple(rank_legs[modes.index(leg)] if leg in modes else leg for leg in legs)
+        nodes = [Node(core, core_legs, name="core")]
+        for m, r, u in zip(modes, rank_legs, factors):
+            nodes.append(Node(u, (m, r), name=f"U_{m}"))
+        self._network = TensorNetwork(nodes)
+        self._legs = legs
+        self._modes = modes
+        self._rank_legs = rank_legs
+        self._error = error
+        self._history = tuple(history)
+
+    @classmethod
+    def from_dense(
+        cls,
+        x: Any,
+        trunc: Truncation | int | None = None,
+        ranks: Sequence[int] | int | None = None,
+        fraction: float | None = None,
+        *,
+        legs: Sequence[str] | None = None,
+        modes: Sequence[str] | None = None,
+        method: Method = "hosvd",
+        max_iter: int = 50,
+        tol: float = 1e-10,
+    ) -> Tucker:
+        """Tucker decomposition by HOSVD or HOOI.
+
+        Parameters
+        ----------
+        x : tensor or Node
+            The dense tensor.
+        trunc : Truncation or int, optional
+            Per-mode truncation of the HOSVD; tolerances are divided by ``sqrt(N)`` so that the
+            total relative error is at most ``rel_tol`` (HOOI then refines at those ranks).
+        ranks : sequence of int, optional
+            Rank of each decomposed mode (in ``modes`` order).
+        fraction : float, optional
+            Parameter budget as a fraction of the dense size (one rank cap for all modes).
+        legs : sequence of str, optional
+            Dense leg names (default ``d0, d1, ...``).
+        modes : sequence of str, optional
+            The legs to decompose (default all): partial Tucker, e.g. Tucker-2 on
+            ``("out", "in")``.
+        method : {"hosvd", "hooi"}
+            HOOI starts from the HOSVD and iterates.
+        max_iter, tol : int, float
+            HOOI stops after ``max_iter`` sweeps or when the error changes by less than ``tol``.
+        """
+        what = "Tucker.from_dense"
+        trunc = choose(trunc, ranks, fraction, what)
+        x, legs = dense_input(x, legs, what)
+        if method not in ("hosvd", "hooi"):
+            raise ValueError(f"{what}: method must be 'hosvd' or 'hooi', got {method!r}")
+        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+            raise ValueError(f"{what}: max_iter must be a positive int, got {max_iter!r}")
+        if not (isinstance(tol, (int, float)) and tol >= 0):
+            raise ValueError(f"{what}: tol must be a number >= 0, got {tol!r}")
+        modes = legs if modes is None else tuple(modes)
+        if not modes or len(set(modes)) != len(modes) or any(m not in legs for m in modes):
+            raise ValueError(f"{what}: modes {modes} must be distinct legs among {legs}")
+        axes = [legs.index(m) for m in modes]
+        sizes = [x.shape[a] for a in axes]
+        max_ranks = None
+        if ranks is not None:
+            max_ranks = check_ranks(ranks, len(modes), what)
+        elif fraction is not None:
+            max_ranks = fraction_ranks(tuple(x.shape), axes, fraction, what)
+        if max_ranks is not None:
+            max_ranks = tuple(min(r, n) for r, n in zip(max_ranks, sizes))
+        core, factors = hosvd(x, axes, trunc, max_ranks)
+        history: list[float] = []
+        if method == "hooi":
+            core, factors, history = hooi(x, axes, factors, max_iter, tol)
+        new = cls(core, factors, legs, modes)
+        err = projection_error(x, core, new.to_dense)
+        new._error = err
+        new._history = tuple(history) if history else (err,)
+        return new
+
+    # -- views -------------------------------------------------------------------------------
+    def node(self, name: str) -> Node:
+        return self._network.node(name)
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """The decomposed legs."""
+        return self._modes
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        """Rank of each decomposed mode."""
+        return tuple(self._network.dim(r) for r in self._rank_legs)
+
+    @property
+    def core(self) -> torch.Tensor:
+        """The core, legs in dense order (rank legs in place of decomposed modes)."""
+        return self._network.node("core").tensor
+
+    @property
+    def factors(self) -> tuple[torch.Tensor, ...]:
+        """Factor matrices ``(n_k, r_k)`` in ``modes`` order."""
+        return tuple(
+            self._network.node(f"U_{m}").transpose((m, r)).tensor
+            for m, r in zip(self._modes, self._rank_legs)
+        )
+
+    @property
+    def history(self) -> tuple[float, ...]:
+        """Relative error after each HOOI sweep (one entry for HOSVD)."""
+        return self._history
+
+    def truncate(self, trunc: Truncation | int | None) -> Tucker:
+        """Re-orthonormalise the factors, then truncate by an HOSVD of the core.
+
+        ``error`` is relative to this Tucker tensor.
+        """
+        qs, core = [], self.core
+        axes = [self._legs.index(m) for m in self._modes]
+        for axis, u in zip(axes, self.factors):
+            q, r = qr(u)
+            qs.append(q)
+            core = mode_product(core, r, axis)
+        new_core, vs = hosvd(core, axes, as_truncation(trunc), None)
+
+        def approx() -> torch.Tensor:
+            out = new_core
+            for axis, v in zip(axes, vs):
+                out = mode_product(out, v, axis)
+            return out
+
+        err = projection_error(core, new_core, approx)
+        return Tucker(new_core, [q @ v for q, v in zip(qs, vs)], self._legs, self._modes, err)
+
+
+def tucker_params(shape: Sequence[int], axes: Sequence[int], ranks: Sequence[int]) -> int:
+    """Core size plus factor sizes."""
+    core = list(shape)
+    for a, r in zip(axes, ranks):
+        core[a] = r
+    return math.prod(core) + sum(shape[a] * r for a, r in zip(axes, ranks))
+
+
+def fraction_ranks(
+    shape: Sequence[int], axes: Sequence[int], fraction: float, what: str
+) -> tuple[int, ...]:
+    sizes = [shape[a] for a in axes]
+
+    def count(r: int) -> int:
+        return tucker_params(shape, axes, [min(r, n) for n in sizes])
+
+    r = budget_rank(count, fraction * math.prod(shape), max(sizes), what)
+    return tuple(min(r, n) for n in sizes)
