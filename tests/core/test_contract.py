@@ -198,3 +198,12 @@ def test_module_level_contract_and_plan_without_tensors():
         tn.contract(a, torch.ones(3))
     plan = tn.plan_contraction([("i", "j"), ("j", "k")], [(2, 3), (3, 4)], ("i", "k"))
     assert plan.flops > 0 and plan.largest_intermediate == 8
+
+
+def test_cotengra_optimizer_when_installed():
+    ctg = pytest.importorskip("cotengra")
+    t = [torch.randn(3, 4, dtype=torch.float64), torch.randn(4, 5, dtype=torch.float64)]
+    net = TensorNetwork([Node(t[0], ("i", "j")), Node(t[1], ("j", "k"))])
+    opt = ctg.HyperOptimizer(max_repeats=2, methods=["greedy"], progbar=False)
+    assert net.plan(optimize=opt).optimizer == "HyperOptimizer"
+    torch.testing.assert_close(net.contract(optimize=opt).tensor, t[0] @ t[1])
