@@ -22,10 +22,8 @@ import copy
 import csv
 import io
 import json
-import os
 import platform
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -43,6 +41,7 @@ from studies.common.data import get_dataset
 from studies.common.training import evaluate, train
 from tensornet import plot as tnplot
 from tensornet.analysis import truncate_layers, truncation_sweep
+from tensornet.io import atomic_write_text
 
 KERNEL_LEGS = tn.KERNEL_LEGS[4]
 ALL_CUTS: tuple[tuple[str, ...], ...] = tuple(left for left, _ in tn.cuts(KERNEL_LEGS))
@@ -100,19 +99,6 @@ class Config:
 
 
 # -- small file helpers -----------------------------------------------------------------------
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def md(text: str) -> str:
     """Escape a cut label (``out|in,kh,kw``) for a Markdown table cell."""
     return text.replace("|", "\\|")
@@ -259,7 +245,7 @@ class Study:
             "discarded_weight",
             "entropy",
         ]
-        write_atomic(self.out / "sweep.csv", rows_to_csv(rows, columns))
+        atomic_write_text(self.out / "sweep.csv", rows_to_csv(rows, columns))
         figures["accuracy_vs_chi"] = "accuracy_vs_chi.png"
         figures["accuracy_vs_norm"] = "accuracy_vs_norm.png"
         tnplot.sweep_curves(
@@ -291,7 +277,7 @@ class Study:
             base, reused, meta, table, rows, combined, layers, figures, time.perf_counter() - start
         )
         path = self.out / "report.md"
-        write_atomic(path, report)
+        atomic_write_text(path, report)
         self.log(f"[5/5] report: {path}")
         return path
 
@@ -334,7 +320,7 @@ class Study:
                     history.append(self.accuracy(trial))
                 entry["retrain_accuracy"] = history
             result[level] = entry
-        write_atomic(path, json.dumps(result, indent=1, sort_keys=True))
+        atomic_write_text(path, json.dumps(result, indent=1, sort_keys=True))
         return result
 
     # -- report -----------------------------------------------------------------------------

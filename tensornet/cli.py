@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .core.spectrum import Spectrum
+from .io import save_figure
 from .spectrum import NoMatchingLayer, SpectrumTable, weight_spectra
 
 __all__ = ["CLIError", "load_state_dict", "main"]
@@ -206,7 +207,7 @@ def _overview(
         handles += [line for line in axes[0].lines if line.get_label().startswith("χ")]
         fig.legend(handles=handles, loc="outside right upper", fontsize="small")
     fig.suptitle(title)
-    fig.savefig(path, dpi=150)
+    save_figure(fig, path)
 
 
 def _write_outputs(table: SpectrumTable, out: Path, chi: int | None, plots: bool) -> list[Path]:

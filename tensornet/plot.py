@@ -12,13 +12,13 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from .core.network import TensorNetwork
 from .core.spectrum import Spectrum
+from .io import save_figure
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -56,9 +56,7 @@ def _finish(fig: Figure, ax: Axes, title: str | None, path: str | os.PathLike | 
     if title:
         ax.set_title(title)
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=150)
+        save_figure(fig, path)
     return fig
 
 

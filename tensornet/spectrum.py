@@ -14,7 +14,6 @@ import csv
 import fnmatch
 import os
 import re
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
@@ -25,6 +24,7 @@ import torch
 from .core.node import Node, as_tensor
 from .core.spectrum import Spectrum, cuts
 from .core.truncation import Truncation, as_truncation
+from .io import atomic_path
 
 __all__ = [
     "NoMatchingLayer",
@@ -255,21 +255,13 @@ class SpectrumTable:
             "effective_rank",
             "singular_values",
         ]
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".csv")
-        try:
-            with os.fdopen(fd, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=fields)
-                writer.writeheader()
-                for row in rows:
-                    row = dict(row)
-                    row["singular_values"] = " ".join(f"{v:.9g}" for v in row["singular_values"])
-                    writer.writerow(row)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            for row in rows:
+                row = dict(row)
+                row["singular_values"] = " ".join(f"{v:.9g}" for v in row["singular_values"])
+                writer.writerow(row)
 
     def __repr__(self) -> str:
         return f"SpectrumTable({len(self.layers)} layers, {len(self.cuts)} cuts, {len(self)} rows)"

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -15,6 +13,8 @@ from typing import Any
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from tensornet.io import atomic_path
 
 from .data import DatasetSplits
 from .training import evaluate, train
@@ -35,19 +35,11 @@ def save_checkpoint(model: nn.Module, path: str | Path, metadata: Mapping[str, A
     Each metadata value is stored JSON-encoded (safetensors metadata is str -> str); the file is
     written next to its destination and moved into place, so readers never see a partial file.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # Cloning breaks storage sharing between entries, which safetensors refuses to write.
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     meta = {str(k): json.dumps(v, sort_keys=True, default=str) for k, v in metadata.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
