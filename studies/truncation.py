@@ -161,6 +161,20 @@ def combined_plan(choice: dict[tuple[str, str], dict], layers: Sequence[str], cu
     return plan
 
 
+def cut_ranks(model: torch.nn.Module, plan: dict) -> dict[str, list[int]]:
+    """Numerical rank of each planned layer's weight along each planned cut (for checking)."""
+    out = {}
+    for layer, steps in plan.items():
+        param = model.get_submodule(layer).weight.detach()
+        cutoff = 100 * torch.finfo(param.dtype).eps  # values below this are rounding noise
+        ranks = []
+        for left, _ in steps:
+            s = tn.spectrum(param.double(), left).values
+            ranks.append(int((s > cutoff * s[0]).sum()))
+        out[layer] = ranks
+    return out
+
+
 # -- the study ------------------------------------------------------------------------------------
 class Study:
     def __init__(self, cfg: Config) -> None:
@@ -305,6 +319,9 @@ class Study:
                 "params_dense": sum(model.get_submodule(n).weight.numel() for n in layers),
             }
             if level == "aggressive":
+                # Projected re-training: one epoch of ordinary training, then the same truncation
+                # again, so the model that is scored is always truncated along the same cuts to
+                # the same chi. (The optimizer starts afresh each epoch, after the projection.)
                 history = []
                 for epoch in range(cfg.retrain_epochs):
                     train(
@@ -317,8 +334,10 @@ class Study:
                         device=cfg.device,
                         progress=False,
                     )
+                    truncate_layers(trial, plan)
                     history.append(self.accuracy(trial))
                 entry["retrain_accuracy"] = history
+                entry["ranks_after_retrain"] = cut_ranks(trial, plan)
             result[level] = entry
         atomic_write_text(path, json.dumps(result, indent=1, sort_keys=True))
         return result

@@ -49,6 +49,12 @@ def test_quick_run_numbers_are_consistent(quick_run):
         assert int(full["chi"]) == int(full["chi_max"])
         assert float(full["rel_error"]) < 1e-6  # full rank: no error ...
         assert float(full["accuracy"]) == pytest.approx(base, abs=1e-12)  # ... and same accuracy
+    # projected re-training: every planned cut still has at most its planned chi
+    aggressive = combined["aggressive"]
+    assert aggressive["plan"] and len(aggressive["retrain_accuracy"]) == cfg.retrain_epochs
+    for layer, steps in aggressive["plan"].items():
+        for (_, chi), rank in zip(steps, aggressive["ranks_after_retrain"][layer]):
+            assert rank <= chi
     text = report.read_text()
     for finding in ("**1.", "**2.", "**3."):
         assert finding in text
