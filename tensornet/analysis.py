@@ -80,10 +80,16 @@ def truncatable_layers(
 ) -> list[str]:
     """Names of conv and linear layers of ``model`` (filtered by glob/regex or an explicit list).
 
+    Transposed convolutions are not included (their weight layout is ``(in, out, k...)``).
+
     Raises ValueError when a requested name or pattern matches nothing.
     """
     kinds = (torch.nn.modules.conv._ConvNd, torch.nn.Linear)
-    found = [n for n, m in model.named_modules() if isinstance(m, kinds)]
+    found = [
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, kinds) and not getattr(m, "transposed", False)
+    ]
     if layers is None:
         chosen = found
     elif isinstance(layers, str):
@@ -255,7 +261,7 @@ def truncation_sweep(
         every cut of each weight.
     chis : sequence of int, or callable(Spectrum) -> sequence of int, optional
         Bond dimensions; default :func:`chi_grid` of each cut's full rank. Values above a cut's
-        full rank are clipped to it.
+        full rank are clipped to it, and the full rank is always included.
     results : path, optional
         JSON-lines file for resuming: finished cells are skipped on rerun.
     config : mapping, optional
@@ -280,7 +286,8 @@ def truncation_sweep(
         for left in _layer_cuts(weight, cuts):
             sp = spectrum(Node(weight, legs), left)
             grid = chi_grid(sp.chi_max) if chis is None else (chis(sp) if callable(chis) else chis)
-            for chi in sorted({min(int(c), sp.chi_max) for c in grid}):
+            # full rank is always a cell: it is the untruncated reference every analysis needs
+            for chi in sorted({min(int(c), sp.chi_max) for c in grid} | {sp.chi_max}):
                 if chi < 1:
                     raise ValueError(f"chis must be >= 1, got {chi}")
                 plan.append(Cell(name, left, sp.label, chi))

@@ -21,6 +21,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import torch
 
+from .core.linalg import svdvals
 from .core.node import Node, as_tensor
 from .core.spectrum import Spectrum, cuts
 from .core.truncation import Truncation, as_truncation
@@ -81,10 +82,12 @@ def _resolve_left(
 def _singular_values(batch: torch.Tensor, method: Method) -> torch.Tensor:
     """Singular values of a batch of equal-shape matrices ``(b, m, n)``, descending."""
     m, n = batch.shape[-2], batch.shape[-1]
+    if method not in ("auto", "svd", "gram"):
+        raise ValueError(f"method must be 'auto', 'svd' or 'gram', got {method!r}")
     if method == "auto":
         method = "svd" if batch.dtype in (torch.float64, torch.complex128) else "gram"
     if method == "svd":
-        return torch.linalg.svdvals(batch)
+        return svdvals(batch)
     wide = batch.to(torch.complex128 if batch.is_complex() else torch.float64)
     gram = wide @ wide.mH if m <= n else wide.mH @ wide
     eig = torch.linalg.eigvalsh(gram).real if gram.is_complex() else torch.linalg.eigvalsh(gram)
@@ -272,14 +275,16 @@ class NoMatchingLayer(ValueError):
 
 
 def _matches(name: str, pattern: str | None) -> bool:
-    """Glob match, or regular-expression search when ``pattern`` is a valid regex.
+    """Whole-name match of ``pattern`` as a glob, or as a regular expression.
 
-    Globs such as ``"*conv*"`` are not valid regexes; they are then matched as globs only.
+    ``"layer1.*"`` and ``"conv[12]"`` work either way; ``"fc*"`` matches ``fc`` and ``fc1`` but
+    not ``classifier``; ``"1"`` matches only ``1``. Globs that are not valid regexes (``"*conv"``)
+    are matched as globs only.
     """
     if pattern is None or fnmatch.fnmatchcase(name, pattern):
         return True
     try:
-        return re.search(pattern, name) is not None
+        return re.fullmatch(pattern, name) is not None
     except re.error:
         return False
 
@@ -314,6 +319,8 @@ def model_spectra(
 ) -> SpectrumTable:
     """All cuts of the weight of every conv and linear layer of ``model``.
 
+    Transposed convolutions are left out (their weights are laid out ``(in, out, k...)``).
+
     Examples
     --------
     >>> import torch
@@ -327,7 +334,9 @@ def model_spectra(
     weights = {
         name: module.weight
         for name, module in model.named_modules()
-        if isinstance(module, kinds) and getattr(module, "weight", None) is not None
+        if isinstance(module, kinds)
+        and getattr(module, "weight", None) is not None
+        and not getattr(module, "transposed", False)  # (in, out, k...) layout: legs differ
     }
     return weight_spectra(weights, layers=layers, method=method)
 
@@ -379,6 +388,8 @@ def truncate(
         len(left_legs) > 0 and all(isinstance(leg, (str, int)) for leg in left_legs)
     )
     steps = [left_legs] if single else list(left_legs)
+    if not steps or any(len(step) == 0 for step in steps):
+        raise ValueError(f"left_legs must name at least one cut, got {left_legs!r}")
     resolved = [_resolve_left(node, step) for step in steps]
     from .core.linalg import truncated_svd  # noqa: PLC0415 (keeps the module import light)
 

@@ -136,3 +136,24 @@ def test_truncate_layers_in_place_reports_errors(setup):
     assert report["0"]["error"] == pytest.approx(float((new - w).norm() / w.norm()))
     assert report["0"]["norm_kept"] == pytest.approx(float(new.norm() / w.norm()))
     assert math.isclose(tn.spectrum(new, ["out"]).values[2:].max().item(), 0.0, abs_tol=1e-10)
+
+
+def test_rows_match_the_weight_actually_placed_in_the_model():
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten()).double()
+    original = model[0].weight.detach().clone()
+
+    def evaluate(m):
+        w = m[0].weight.detach()
+        return {
+            "measured_error": float((w - original).norm() / original.norm()),
+            "measured_kept": float(w.norm() / original.norm()),
+        }
+
+    rows = truncation_sweep(model, evaluate, chis=[1, 2], progress=False)
+    for row in rows:
+        assert row["rel_error"] == pytest.approx(row["measured_error"], rel=1e-9, abs=1e-12)
+        assert row["norm_kept"] == pytest.approx(row["measured_kept"], rel=1e-9)
+    # chis stop below full rank, yet every (layer, cut) still has its full-rank cell
+    for group in _groups(rows).values():
+        assert group[-1]["chi"] == group[-1]["chi_max"] and group[-1]["measured_error"] < 1e-12

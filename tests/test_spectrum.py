@@ -132,3 +132,32 @@ def test_bad_cut_is_named():
         tn.spectrum(torch.ones(2, 3), ["out", "in"])
     with pytest.raises(ValueError, match="trunc must be given"):
         tn.truncate(torch.ones(2, 3), ["out"], None)
+
+
+def test_layer_patterns_match_whole_names():
+    w = {
+        f"{n}.weight": torch.randn(4, 4)
+        for n in ("features.0", "fc", "fc1", "classifier", "1", "10")
+    }
+    assert tn.weight_spectra(w, layers="fc*").layers == ["fc", "fc1"]
+    assert tn.weight_spectra(w, layers="1").layers == ["1"]
+    assert tn.weight_spectra(w, layers=r"features\.\d").layers == ["features.0"]
+    assert tn.weight_spectra(w, layers="*1*").layers == ["fc1", "1", "10"]
+
+
+def test_transposed_convs_are_left_out_and_bad_arguments_named():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ConvTranspose2d(8, 3, 3))
+    assert tn.model_spectra(model).layers == ["0"]
+    with pytest.raises(ValueError, match="method must be"):
+        tn.spectrum(torch.ones(2, 3), ["out"], method="SVD")
+    with pytest.raises(ValueError, match="at least one cut"):
+        tn.truncate(torch.ones(2, 3), [], 2)
+
+
+def test_half_precision_kernels_truncate():
+    w = torch.randn(8, 4, 3, 3).half()
+    out = tn.truncate(w, ["out"], 2)
+    assert out.tensor.dtype == torch.float16
+    ref = numpy_svdvals(w.double().numpy(), [0])
+    expected = math.sqrt((ref[2:] ** 2).sum() / (ref**2).sum())
+    assert out.error == pytest.approx(expected, rel=2e-2)

@@ -81,7 +81,9 @@ def _postorder(net: TensorNetwork, root: str) -> list[tuple[str, str, str]]:
 def _absorb(matrix: torch.Tensor, node: Node, leg: str) -> Node:
     """Apply ``matrix`` (new_dim x old_dim) to ``node`` along ``leg``, keeping leg order."""
     axis = node.axis(leg)
-    t = torch.tensordot(matrix.to(node.dtype), node.tensor, dims=([1], [axis])).movedim(0, axis)
+    dtype = torch.promote_types(matrix.dtype, node.dtype)  # never drop an imaginary part
+    t = torch.tensordot(matrix.to(dtype), node.tensor.to(dtype), dims=([1], [axis]))
+    t = t.movedim(0, axis)
     return Node._trusted(t, node.legs, node.name, node.tags)
 
 

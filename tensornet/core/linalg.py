@@ -3,9 +3,12 @@
 `svd` is ``torch.linalg.svd(full_matrices=False)`` with a backward that stays finite when singular
 values are repeated or zero. The textbook backward divides by ``s_j^2 - s_i^2`` and by ``s_j``;
 here both inverses are broadened, ``1/x -> x / (x^2 + w^2)``, with a width ``w`` at the level of the
-dtype's rounding error relative to the largest singular value. For well-separated values this
-changes nothing measurable (gradcheck passes in float64); for degenerate ones the ill-defined
-gauge contributions are dropped instead of becoming NaN or inf.
+dtype's rounding error relative to the largest singular value (for ``s_j^2 - s_l^2`` the width
+scales with ``s_j + s_l``, so small but well-separated values keep their exact gradient). For
+well-separated values this changes nothing measurable (gradcheck passes in float64); for
+degenerate ones the ill-defined gauge contributions are dropped instead of becoming NaN or inf.
+float16/bfloat16 inputs are computed in float32 (LAPACK has no half-precision routines) and the
+factors cast back.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from torch.autograd.function import once_differentiable
 from .truncation import Truncation
 
 __all__ = ["svd", "svdvals", "truncated_svd", "qr"]
+
+_HALF = (torch.float16, torch.bfloat16)
 
 
 def _broadened_inverse(x: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
@@ -52,7 +57,10 @@ class _SVD(torch.autograd.Function):
         if gu is not None or gv is not None:
             s2 = sn * sn
             e = s2.unsqueeze(-2) - s2.unsqueeze(-1)  # e[j, l] = (s_l^2 - s_j^2) / smax^2
-            f = _broadened_inverse(e, torch.tensor(rel, dtype=s.dtype))
+            # e = (s_l - s_j)(s_l + s_j): broadening by rel * (s_l + s_j) smooths differences
+            # s_l - s_j below ~rel * smax only, however small the two values themselves are.
+            width = rel * (sn.unsqueeze(-2) + sn.unsqueeze(-1)) + rel * rel
+            f = _broadened_inverse(e, width)
             f = f / smax.unsqueeze(-1) / smax.unsqueeze(-1)
             s_row, s_col = s.unsqueeze(-2).to(u.dtype), s.unsqueeze(-1).to(u.dtype)
             im_diag = None
@@ -113,6 +121,8 @@ def svd(
         raise ValueError(f"svd needs a matrix (..., m, n), got shape {tuple(a.shape)}")
     if not (a.is_floating_point() or a.is_complex()):
         raise TypeError(f"svd needs a floating-point or complex tensor, got {a.dtype}")
+    if a.dtype in _HALF:
+        return tuple(x.to(a.dtype) for x in svd(a.float(), broadening=broadening))
     if not a.requires_grad or not torch.is_grad_enabled():
         return torch.linalg.svd(a, full_matrices=False)
     return _SVD.apply(a, broadening)
@@ -120,6 +130,8 @@ def svd(
 
 def svdvals(a: torch.Tensor) -> torch.Tensor:
     """Singular values only (``torch.linalg.svdvals``; its backward is already stable)."""
+    if a.dtype in _HALF:
+        return torch.linalg.svdvals(a.float()).to(a.dtype)
     return torch.linalg.svdvals(a)
 
 
@@ -143,4 +155,7 @@ def qr(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Reduced QR ``a = Q R`` (``torch.linalg.qr``), ``k = min(m, n)`` columns in ``Q``."""
     if a.ndim < 2:
         raise ValueError(f"qr needs a matrix (..., m, n), got shape {tuple(a.shape)}")
+    if a.dtype in _HALF:
+        q, r = torch.linalg.qr(a.float(), mode="reduced")
+        return q.to(a.dtype), r.to(a.dtype)
     return torch.linalg.qr(a, mode="reduced")

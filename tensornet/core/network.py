@@ -389,7 +389,7 @@ class TensorNetwork:
         self,
         name: str,
         left_legs: Sequence[str],
-        bond: str | None = None,
+        bond: str | tuple[str, str] | None = None,
         trunc: Truncation | int | None = None,
         absorb: _split.Absorb = "both",
         names: Sequence[str] | None = None,
@@ -402,9 +402,11 @@ class TensorNetwork:
         node = self.node(name)
         if bond is None:
             bond = self._fresh_leg(f"{name}_bond")
-        elif bond in self._owners:
-            raise ValueError(f"split: bond name {bond!r} is already a leg of the network")
-        if absorb is None:
+        names_given = (bond,) if isinstance(bond, str) else tuple(bond)
+        for leg in names_given:
+            if leg in self._owners:
+                raise ValueError(f"split: bond name {leg!r} is already a leg of the network")
+        if absorb is None and isinstance(bond, str):
             bond = (bond, self._fresh_leg(bond + "'"))
         *parts, info = _split.split(
             node, left_legs, bond=bond, trunc=trunc, absorb=absorb, names=names

@@ -235,7 +235,8 @@ class Node:
         col_legs = tuple(leg for leg in self._legs if leg not in row_legs)
         t = self.transpose(row_legs + col_legs).tensor
         rows = int(np.prod([self.dim(leg) for leg in row_legs], dtype=np.int64))
-        return t.reshape(rows, -1)
+        cols = int(np.prod([self.dim(leg) for leg in col_legs], dtype=np.int64))
+        return t.reshape(rows, cols)
 
     def _describe(self) -> str:
         return f"node {self._name!r}" if self._name is not None else "node"

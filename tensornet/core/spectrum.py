@@ -58,7 +58,11 @@ class Spectrum:
         if v.is_complex():
             raise TypeError("Spectrum values are singular values and must be real")
         v = v.to(device="cpu", dtype=torch.float64)
-        v, _ = torch.sort(v.clamp_min(0.0), descending=True)
+        if not torch.isfinite(v).all():
+            raise ValueError("Spectrum values must be finite; got NaN or inf")
+        if (v < 0).any():
+            raise ValueError(f"singular values are >= 0; got {float(v.min())}")
+        v, _ = torch.sort(v, descending=True)
         object.__setattr__(self, "values", v)
         object.__setattr__(self, "left_legs", tuple(self.left_legs))
         object.__setattr__(self, "right_legs", tuple(self.right_legs))

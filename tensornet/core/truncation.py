@@ -107,6 +107,8 @@ class Truncation:
         n = s.shape[0]
         if n == 0:
             raise ValueError("cannot truncate an empty spectrum (a dimension of size 0)")
+        if not bool(torch.isfinite(s).all()):
+            raise ValueError("singular values contain NaN or inf; the tensor is not finite")
         k = n
         if self.max_rank is not None:
             k = min(k, self.max_rank)

@@ -142,3 +142,15 @@ def test_gradients_flow_through_bond_truncation():
         return new.contract().tensor
 
     assert torch.autograd.gradcheck(f, (t,))
+
+
+def test_mixed_real_and_complex_nodes_keep_the_imaginary_part():
+    g = torch.Generator().manual_seed(7)
+    a = Node(torch.randn(3, 4, generator=g), ("x", "b"), name="A")  # float32
+    b = Node(torch.randn(4, 5, generator=g, dtype=torch.complex128), ("b", "y"), name="B")
+    net = TensorNetwork([a, b])
+    dense = net.contract()
+    ref = torch.linalg.svdvals(dense.tensor).numpy()
+    np.testing.assert_allclose(net.spectrum("b").values.numpy(), ref, rtol=1e-6)
+    canon = net.canonicalize("A")
+    torch.testing.assert_close(canon.contract().tensor, dense.tensor, rtol=1e-5, atol=1e-5)

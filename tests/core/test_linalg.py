@@ -75,3 +75,31 @@ def test_svd_rejects_vectors_and_ints():
         svd(torch.ones(3))
     with pytest.raises(TypeError, match="floating-point"):
         svd(torch.ones(3, 3, dtype=torch.int64))
+
+
+@pytest.mark.parametrize(
+    "dtype, values",
+    [
+        (torch.float64, [1.0, 1e-8, 5e-9, 1e-9]),
+        (torch.float32, [1.0, 1e-4, 5e-5, 1e-5]),
+    ],
+)
+def test_small_well_separated_values_keep_exact_gradients(dtype, values):
+    """A graded spectrum: the broadening must not damp gradients of small distinct values."""
+    g = torch.Generator().manual_seed(3)
+    q1, _ = torch.linalg.qr(torch.randn(6, 4, generator=g, dtype=torch.float64))
+    q2, _ = torch.linalg.qr(torch.randn(5, 4, generator=g, dtype=torch.float64))
+    base = q1 @ torch.diag(torch.tensor(values, dtype=torch.float64)) @ q2.T
+    weight = torch.randn(6, 6, generator=g, dtype=torch.float64)
+
+    def grad(svd_fn, a):
+        a = a.clone().requires_grad_(True)
+        u, _, _ = svd_fn(a)
+        projector = torch.outer(u[:, 1], u[:, 1])  # gauge invariant, depends on s_1 vs s_2, s_3
+        (projector * weight.to(a.dtype)).sum().backward()
+        return a.grad.double()
+
+    ours = grad(svd, base.to(dtype))
+    reference = grad(lambda a: torch.linalg.svd(a, full_matrices=False), base)  # float64 torch
+    rel = float((ours - reference).norm() / reference.norm())
+    assert rel < (1e-8 if dtype == torch.float64 else 1e-2)

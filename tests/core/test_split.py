@@ -129,3 +129,20 @@ def test_network_split_replaces_node_and_keeps_value():
         net.split("A", ["i"], bond="k")
     with pytest.raises(ValueError, match="a node named 'B' is already"):
         net.split("A", ["i"], names=("B", "C"))
+
+
+def test_network_split_with_a_named_bond_pair_and_size_zero_legs():
+    net = TensorNetwork([Node(torch.randn(3, 4, dtype=torch.float64), ("i", "j"), name="A")])
+    new, info = net.split("A", ["i"], bond=("p", "q"), absorb=None)
+    assert [n.legs for n in new] == [("i", "p"), ("p", "q"), ("q", "j")]
+    torch.testing.assert_close(new.contract().tensor, net.contract().tensor)
+    empty = Node(torch.ones(0, 3), ("a", "b"))
+    assert empty.matricize(["a"]).shape == (0, 3)
+
+
+def test_half_precision_split():
+    t = torch.randn(6, 5, dtype=torch.float64)
+    left, right, info = split(Node(t.to(torch.bfloat16), ("a", "b")), ["a"], trunc=5)
+    assert left.dtype == torch.bfloat16
+    approx = contract(left, right).tensor.double()
+    assert float((approx - t).norm() / t.norm()) < 2e-2

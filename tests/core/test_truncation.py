@@ -84,3 +84,10 @@ def test_tolerance_ranks_are_minimal(values, rel_tol, keep):
 def test_split_spreads_tolerance():
     t = Truncation(rel_tol=0.3, max_rank=5).split(9)
     assert t.rel_tol == pytest.approx(0.1) and t.max_rank == 5
+
+
+def test_non_finite_spectra_are_refused():
+    with pytest.raises(ValueError, match="NaN or inf"):
+        Truncation(rel_tol=0.1).rank(torch.tensor([1.0, float("nan")]))
+    with pytest.raises(ValueError, match="finite"):
+        __import__("tensornet").Spectrum(torch.tensor([1.0, float("inf")]), ("a",), ("b",))
