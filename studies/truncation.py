@@ -41,6 +41,7 @@ from studies.common.data import get_dataset
 from studies.common.training import evaluate, train
 from tensornet import plot as tnplot
 from tensornet.analysis import truncate_layers, truncation_sweep
+from tensornet.core.spectrum import cut_label
 from tensornet.io import atomic_write_text
 
 KERNEL_LEGS = tn.KERNEL_LEGS[4]
@@ -150,9 +151,7 @@ def combined_plan(choice: dict[tuple[str, str], dict], layers: Sequence[str], cu
     for layer in layers:
         steps = []
         for left in cuts:
-            label = tn.Spectrum(
-                torch.ones(1), left, tuple(x for x in KERNEL_LEGS if x not in left)
-            ).label
+            label = cut_label(left, tuple(x for x in KERNEL_LEGS if x not in left))
             row = choice.get((layer, label))
             if row is not None and row["chi"] < row["chi_max"]:
                 steps.append((left, int(row["chi"])))

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from .core.linalg import svd
 from .core.node import Node
 from .core.spectrum import Spectrum, cuts
 from .core.truncation import Truncation
@@ -210,12 +211,35 @@ def _layer_cuts(
     return out
 
 
-def _evaluate_cell(model: torch.nn.Module, evaluate: Evaluate, cell: Cell) -> dict[str, Any]:
-    weight = model.get_submodule(cell.layer).weight.detach()
-    legs = KERNEL_LEGS[weight.ndim]
-    result = truncate(Node(weight, legs), cell.left_legs, Truncation(max_rank=cell.chi))
-    sp = result.spectrum
-    with replaced_weight(model, cell.layer, result.tensor):
+class _CutFactors:
+    """The SVD of one weight across one cut, reused for every chi swept on that cut."""
+
+    def __init__(self, weight: torch.Tensor, left: tuple[str, ...]) -> None:
+        legs = KERNEL_LEGS[weight.ndim]
+        node = Node(weight, legs)
+        right = tuple(leg for leg in legs if leg not in left)
+        self.u, s, self.vh = svd(node.matricize(left))
+        self.s = s.to(self.u.dtype)
+        self.spectrum = Spectrum(s, left, right)
+        self.shape = [node.dim(leg) for leg in left + right]
+        self.permutation = [(left + right).index(leg) for leg in legs]
+
+    def truncated(self, chi: int) -> torch.Tensor:
+        """The best rank-``chi`` approximation across the cut, in the weight's layout."""
+        approx = (self.u[:, :chi] * self.s[:chi]) @ self.vh[:chi]
+        return approx.reshape(self.shape).permute(self.permutation)
+
+
+def _evaluate_cell(
+    model: torch.nn.Module,
+    evaluate: Evaluate,
+    cell: Cell,
+    factors: _CutFactors | None = None,
+) -> dict[str, Any]:
+    if factors is None:
+        factors = _CutFactors(model.get_submodule(cell.layer).weight.detach(), cell.left_legs)
+    sp = factors.spectrum
+    with replaced_weight(model, cell.layer, factors.truncated(cell.chi)):
         metrics = _as_metrics(evaluate(model))
     err = sp.relative_error(cell.chi)
     return {
@@ -312,10 +336,23 @@ def _run(
 ) -> Iterable[dict[str, Any]]:
     show = sys.stderr.isatty() if progress is None else progress
     if executor is None:
-        results: Iterable[dict[str, Any]] = (_evaluate_cell(model, evaluate, c) for c in cells)
+        results: Iterable[dict[str, Any]] = _run_local(model, evaluate, cells)
     else:
         results = executor.map(_CopyingTask(model, evaluate), cells)
     yield from tqdm(results, total=len(cells), disable=not show, desc="truncation sweep")
+
+
+def _run_local(
+    model: torch.nn.Module, evaluate: Evaluate, cells: Sequence[Cell]
+) -> Iterable[dict[str, Any]]:
+    """Cells in order, factorising each (layer, cut) once (cells come grouped that way)."""
+    factors, current = None, None
+    for cell in cells:
+        if (cell.layer, cell.left_legs) != current:
+            current = (cell.layer, cell.left_legs)
+            weight = model.get_submodule(cell.layer).weight.detach()
+            factors = _CutFactors(weight, cell.left_legs)
+        yield _evaluate_cell(model, evaluate, cell, factors)
 
 
 class _CopyingTask:

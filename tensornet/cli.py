@@ -22,7 +22,7 @@ import torch
 
 from .core.spectrum import Spectrum
 from .io import save_figure
-from .spectrum import NoMatchingLayer, SpectrumTable, weight_spectra
+from .spectrum import NoMatchingLayer, SpectrumTable, layer_name, weight_spectra
 
 __all__ = ["CLIError", "load_state_dict", "main"]
 
@@ -115,11 +115,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 # -- report ----------------------------------------------------------------------------------
 def _layer_shapes(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
     """Shapes by layer name, named as :func:`weight_spectra` names layers."""
-    return {
-        (name[: -len(".weight")] if name.endswith(".weight") else name): tuple(w.shape)
-        for name, w in state.items()
-        if 2 <= w.ndim <= 5
-    }
+    return {layer_name(name): tuple(w.shape) for name, w in state.items() if 2 <= w.ndim <= 5}
 
 
 def _summary(
@@ -137,16 +133,24 @@ def _summary(
     for layer, spectra in by_layer.items():
         entropies = [sp.entropy() for sp in spectra]
         best = spectra[int(np.argmin(entropies))]
-        row = [layer, "x".join(map(str, shapes.get(layer, ()))) or "?", best.label,
-               f"{min(entropies):.3f}", f"{max(entropies):.3f}", f"{best.effective_rank():.2f}"]
+        row = [
+            layer,
+            "x".join(map(str, shapes.get(layer, ()))) or "?",
+            best.label,
+            f"{min(entropies):.3f}",
+            f"{max(entropies):.3f}",
+            f"{best.effective_rank():.2f}",
+        ]
         if chi is not None:
             row.append(f"{best.relative_error(chi):.3g}")
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     numeric = range(3, len(header))
     lines = [
-        "  ".join(cell.rjust(w) if i in numeric else cell.ljust(w)
-                  for i, (cell, w) in enumerate(zip(r, widths))).rstrip()
+        "  ".join(
+            cell.rjust(w) if i in numeric else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(r, widths))
+        ).rstrip()
         for r in rows
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -186,11 +190,17 @@ def _overview(
     for ax, (leg, spectra) in zip(axes, groups.items()):
         # a marker beyond every rank in the panel only squeezes the curves
         marker = chi if chi is not None and chi < max(sp.chi_max for sp in spectra) else None
-        draw(spectra, chi=marker, labels=[str(sp.name) for sp in spectra], legend=False, ax=ax,
-             title=f"{leg} | rest")
+        draw(
+            spectra,
+            chi=marker,
+            labels=[str(sp.name) for sp in spectra],
+            legend=False,
+            ax=ax,
+            title=f"{leg} | rest",
+        )
         for line, sp in zip(ax.lines, spectra):
             line.set_color(colour[str(sp.name)])
-    for ax in axes[len(groups):]:
+    for ax in axes[len(groups) :]:
         ax.remove()
     if many:
         steps = ListedColormap([colour[layer] for layer in layers])
@@ -200,8 +210,9 @@ def _overview(
         bar.ax.set_title("layer", fontsize="small")
     else:
         handles = [
-            next(line for ax in axes[: len(groups)] for line in ax.lines
-                 if line.get_label() == layer)
+            next(
+                line for ax in axes[: len(groups)] for line in ax.lines if line.get_label() == layer
+            )
             for layer in layers
         ]
         handles += [line for line in axes[0].lines if line.get_label().startswith("χ")]
@@ -219,11 +230,15 @@ def _write_outputs(table: SpectrumTable, out: Path, chi: int | None, plots: bool
     from . import plot
 
     paths += [out / name for name in PLOTS]
-    _overview(table, plot.bond_spectra, paths[1], "Normalised singular values, one leg | rest",
-              chi)
+    _overview(table, plot.bond_spectra, paths[1], "Normalised singular values, one leg | rest", chi)
     plot.entropy_heatmap(table, path=paths[2], title="Entanglement entropy of every cut")
-    _overview(table, plot.truncation_curves, paths[3],
-              "Relative error of the best rank-χ approximation, one leg | rest", chi)
+    _overview(
+        table,
+        plot.truncation_curves,
+        paths[3],
+        "Relative error of the best rank-χ approximation, one leg | rest",
+        chi,
+    )
     return paths
 
 
@@ -242,8 +257,10 @@ def _spectra(args: argparse.Namespace) -> int:
         raise CLIError(f"cannot write to {out}: {e.strerror or e}") from None
     print(_summary(table, _layer_shapes(state), args.chi))
     print()
-    print(f"{_count(len(table.layers), 'layer')}, {_count(len(table), 'cut')}; wrote "
-          + ", ".join(str(p) for p in written))
+    print(
+        f"{_count(len(table.layers), 'layer')}, {_count(len(table), 'cut')}; wrote "
+        + ", ".join(str(p) for p in written)
+    )
     return 0
 
 
@@ -272,17 +289,31 @@ def build_parser() -> argparse.ArgumentParser:
         "writes spectra.csv, bond_spectra.png, entropy_heatmap.png and truncation_curves.png "
         "to DIR, and prints a summary.",
     )
-    spectra.add_argument("checkpoint", metavar="CHECKPOINT",
-                         help="a .safetensors file, or a state_dict saved with torch.save")
-    spectra.add_argument("--layers", metavar="PATTERN",
-                         help="only layers whose name matches this glob or regular expression")
-    spectra.add_argument("--out", metavar="DIR",
-                         help="output folder (default: ./spectra-<checkpoint stem>)")
-    spectra.add_argument("--chi", metavar="CHI", type=_chi,
-                         help="bond dimension to mark in the plots; the summary then shows the "
-                         "relative error of keeping CHI values at each layer's lowest-entropy cut")
-    spectra.add_argument("--no-plots", action="store_true",
-                         help="write only spectra.csv (much faster for large models)")
+    spectra.add_argument(
+        "checkpoint",
+        metavar="CHECKPOINT",
+        help="a .safetensors file, or a state_dict saved with torch.save",
+    )
+    spectra.add_argument(
+        "--layers",
+        metavar="PATTERN",
+        help="only layers whose name matches this glob or regular expression",
+    )
+    spectra.add_argument(
+        "--out", metavar="DIR", help="output folder (default: ./spectra-<checkpoint stem>)"
+    )
+    spectra.add_argument(
+        "--chi",
+        metavar="CHI",
+        type=_chi,
+        help="bond dimension to mark in the plots; the summary then shows the "
+        "relative error of keeping CHI values at each layer's lowest-entropy cut",
+    )
+    spectra.add_argument(
+        "--no-plots",
+        action="store_true",
+        help="write only spectra.csv (much faster for large models)",
+    )
     spectra.set_defaults(run=_spectra)
     return parser
 

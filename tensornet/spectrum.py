@@ -35,6 +35,7 @@ __all__ = [
     "cuts",
     "spectrum",
     "kernel_spectra",
+    "layer_name",
     "weight_spectra",
     "model_spectra",
     "truncate",
@@ -289,6 +290,11 @@ def _matches(name: str, pattern: str | None) -> bool:
         return False
 
 
+def layer_name(key: str) -> str:
+    """The layer a state_dict key belongs to: ``"conv1.weight" -> "conv1"`` (others unchanged)."""
+    return key[: -len(".weight")] if key.endswith(".weight") else key
+
+
 def weight_spectra(
     weights: Mapping[str, torch.Tensor],
     layers: str | None = None,
@@ -303,7 +309,7 @@ def weight_spectra(
     for name, w in weights.items():
         if not isinstance(w, torch.Tensor) or not 2 <= w.ndim <= 5:
             continue
-        layer = name[: -len(".weight")] if name.endswith(".weight") else name
+        layer = layer_name(name)
         if _matches(layer, layers) or _matches(name, layers):
             chosen[layer] = w
     if not chosen:

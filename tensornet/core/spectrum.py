@@ -19,7 +19,7 @@ import torch
 
 from .truncation import Truncation, as_truncation
 
-__all__ = ["Spectrum"]
+__all__ = ["Spectrum", "cut_label", "cuts"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,8 +81,7 @@ class Spectrum:
     @property
     def label(self) -> str:
         """Short cut label: leg names joined, e.g. ``"out|in,kh,kw"`` or ``"o|ihw"``."""
-        sep = "" if all(len(leg) == 1 for leg in self.left_legs + self.right_legs) else ","
-        return sep.join(self.left_legs) + "|" + sep.join(self.right_legs)
+        return cut_label(self.left_legs, self.right_legs)
 
     def normalized(self) -> torch.Tensor:
         """Singular values divided by the largest (all zeros for a zero tensor)."""
@@ -173,6 +172,12 @@ class Spectrum:
             f"Spectrum({name}{self.label}, chi_max={self.chi_max}, norm={self.norm:.4g}, "
             f"entropy={self.entropy():.4g})"
         )
+
+
+def cut_label(left_legs: Sequence[str], right_legs: Sequence[str]) -> str:
+    """``"out|in,kh,kw"``; single-letter legs are joined without commas (``"o|ihw"``)."""
+    sep = "" if all(len(leg) == 1 for leg in (*left_legs, *right_legs)) else ","
+    return sep.join(left_legs) + "|" + sep.join(right_legs)
 
 
 def cuts(legs: Sequence[str]) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:

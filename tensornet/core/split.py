@@ -13,7 +13,7 @@ from .linalg import qr, truncated_svd
 from .node import Node
 from .truncation import Truncation, as_truncation
 
-__all__ = ["SplitInfo", "split", "qr_split", "truncation_error"]
+__all__ = ["SplitInfo", "fresh_names", "split", "qr_split", "truncation_error"]
 
 Absorb = Literal["left", "right", "both"] | None
 _ABSORB = ("left", "right", "both", None)
@@ -93,13 +93,25 @@ def _check_cut(
     return left, right
 
 
+def fresh_names(bases: Sequence[str], taken: Sequence[str]) -> tuple[str, ...]:
+    """``bases`` made unique against ``taken`` and each other (``"b"``, ``"b2"``, ``"b3"``, ...).
+
+    >>> fresh_names(["r1", "r1", "x"], ["r1"])
+    ('r12', 'r13', 'x')
+    """
+    used = set(taken)
+    out = []
+    for base in bases:
+        name, i = base, 2
+        while name in used:
+            name, i = f"{base}{i}", i + 1
+        used.add(name)
+        out.append(name)
+    return tuple(out)
+
+
 def _fresh(name: str, taken: Sequence[str]) -> str:
-    if name not in taken:
-        return name
-    i = 2
-    while f"{name}{i}" in taken:
-        i += 1
-    return f"{name}{i}"
+    return fresh_names([name], taken)[0]
 
 
 def _check_bond_name(bond: str, node: Node, what: str) -> None:

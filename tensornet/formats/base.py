@@ -16,6 +16,7 @@ import torch
 from ..core.linalg import qr, truncated_svd
 from ..core.network import TensorNetwork
 from ..core.node import Node, as_tensor
+from ..core.split import fresh_names
 from ..core.truncation import Truncation, as_truncation
 
 __all__ = ["Format", "budget_rank"]
@@ -196,19 +197,6 @@ def budget_rank(count: Callable[[int], int], budget: float, high: int, what: str
         else:
             hi = mid - 1
     return lo
-
-
-def fresh_names(bases: Sequence[str], taken: Sequence[str]) -> tuple[str, ...]:
-    """``bases`` made unique against ``taken`` (and each other) by appending ``_``."""
-    used = set(taken)
-    out = []
-    for base in bases:
-        name = base
-        while name in used:
-            name += "_"
-        used.add(name)
-        out.append(name)
-    return tuple(out)
 
 
 def error_limit(trunc: Truncation | None, norm: float) -> float | None:

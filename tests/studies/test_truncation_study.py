@@ -58,6 +58,12 @@ def test_quick_run_numbers_are_consistent(quick_run):
     text = report.read_text()
     for finding in ("**1.", "**2.", "**3."):
         assert finding in text
+    # the findings quote this run's numbers, not placeholders
+    assert f"gives accuracy {combined['safe']['accuracy']:.4f}" in text
+    assert f"drops accuracy from {base:.4f} to {aggressive['accuracy']:.4f}" in text
+    assert ", ".join(f"{a:.4f}" for a in aggressive["retrain_accuracy"]) in text
+    per_cut = [r for r in rows if int(r["chi"]) < int(r["chi_max"])]
+    assert per_cut and all(0 < float(r["norm_kept"]) < 1 for r in per_cut)
     assert f"{base:.4f}" in text
     for png in (
         "entropy_heatmap.png",
