@@ -8,8 +8,9 @@ dense tensor's legs, so contraction, cuts and spectra work on ``fmt.network`` un
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
 
 import torch
 
@@ -18,27 +19,100 @@ from ..core.network import TensorNetwork
 from ..core.node import Node, as_tensor
 from ..core.split import fresh_names
 from ..core.truncation import Truncation, as_truncation
+from .structure import Factor, Structure, budget_rank
 
 __all__ = ["Format", "budget_rank"]
 
 F = TypeVar("F", bound="Format")
 
 
-class Format:
-    """Base class of the tensor formats (TT, TT-matrix, HT, Tucker, CP).
+class Format(ABC):
+    """Base class of the tensor formats (TT, TT-matrix, HT, Tucker, CP, TR, low rank, grouped).
 
-    Subclasses set ``_network`` (the factors), ``_legs`` (dense leg order) and ``_error``, and
-    define :attr:`ranks`. Everything else is shared.
+    A format is a registered, tensor-free :class:`~tensornet.formats.Structure` plus its tensors.
+    Subclasses set ``_network`` (the factors as a network), ``_legs`` (dense leg order) and
+    ``_error``, and define the abstract methods below; everything else is shared.
+
+    The contract every registered format meets (``tests/formats/test_common.py``):
+
+    - ``from_dense(x, trunc=None, ranks=None, fraction=None, *, legs=None, **options)``: at most
+      one of ``trunc`` (tolerances and/or a rank cap), ``ranks`` (caps per rank) and
+      ``fraction`` (parameter budget, solved by :func:`~tensornet.formats.fraction_ranks`);
+    - ``structure_for(shape, ranks=None, *, legs=None, **options)``: the structure without
+      tensors (``ranks=None``: the maximal ranks);
+    - ``from_factors(structure, tensors)`` and :meth:`factor_tensors`: the tensors in the
+      structure's factor layout, both ways;
+    - :meth:`to_dense`, :meth:`truncate`, :attr:`ranks`, :attr:`num_params` (the structure's
+      true storage), :attr:`error`, :attr:`network`.
     """
 
+    name: ClassVar[str] = ""
     _network: TensorNetwork
     _legs: tuple[str, ...]
     _error: float | None
 
+    # -- what each format defines -------------------------------------------------------------
+    @classmethod
+    @abstractmethod
+    def structure_for(
+        cls,
+        shape: Sequence[int],
+        ranks: Sequence[int] | int | None = None,
+        *,
+        legs: Sequence[str] | None = None,
+        **options: Any,
+    ) -> Structure:
+        """The structure of this format for a dense ``shape`` at ``ranks`` (no tensors)."""
+
+    @classmethod
+    @abstractmethod
+    def from_dense(
+        cls: type[F],
+        x: Any,
+        trunc: Truncation | int | None = None,
+        ranks: Sequence[int] | int | None = None,
+        fraction: float | None = None,
+        **options: Any,
+    ) -> F:
+        """Decompose a dense tensor."""
+
+    @classmethod
+    @abstractmethod
+    def from_factors(
+        cls: type[F],
+        structure: Structure,
+        tensors: Mapping[str, torch.Tensor],
+        error: float | None = None,
+    ) -> F:
+        """The format with the given factor tensors (layout of ``structure.factors``)."""
+
+    @abstractmethod
+    def factor_tensors(self) -> dict[str, torch.Tensor]:
+        """The stored tensors by factor name, in the layout of ``structure.factors``."""
+
+    @property
+    @abstractmethod
+    def options(self) -> dict[str, Any]:
+        """The options that, with shape, legs and ranks, rebuild :attr:`structure`."""
+
+    @property
+    @abstractmethod
+    def ranks(self) -> tuple[int, ...]:
+        """The format's ranks."""
+
+    @abstractmethod
+    def truncate(self: F, trunc: Truncation | int | None = None, *, ranks: Any = None) -> F:
+        """A smaller approximation of this tensor; ``error`` is relative to this one."""
+
     # -- shared read-only views ------------------------------------------------------------
     @property
+    def structure(self) -> Structure:
+        """The tensor-free description of this object (format, shape, ranks, factors)."""
+        return type(self).structure_for(self.shape, self.ranks, legs=self.legs, **self.options)
+
+    @property
     def network(self) -> TensorNetwork:
-        """The factors as a network; its open legs are the dense legs."""
+        """The factors as a network; its open legs are the (mode) legs of the dense tensor."""
         return self._network
 
     @property
@@ -52,13 +126,9 @@ class Format:
         return tuple(self._network.dim(leg) for leg in self._legs)
 
     @property
-    def ranks(self) -> tuple[int, ...]:
-        raise NotImplementedError
-
-    @property
     def num_params(self) -> int:
-        """Number of stored parameters (elements of all factors)."""
-        return self._network.num_params
+        """Number of stored parameters (elements of all factors of the structure)."""
+        return sum(t.numel() for t in self.factor_tensors().values())
 
     @property
     def dense_size(self) -> int:
@@ -95,9 +165,6 @@ class Format:
     ) -> F:
         """The same format with every factor moved and/or cast."""
         return self._replace(network=self._network.to(device=device, dtype=dtype))
-
-    def truncate(self: F, trunc: Truncation | int | None) -> F:
-        raise NotImplementedError
 
     def _replace(self: F, **changes: Any) -> F:
         new = self.__class__.__new__(self.__class__)
@@ -171,32 +238,6 @@ def check_ranks(ranks: Any, count: int, what: str) -> tuple[int, ...]:
         if isinstance(r, bool) or not isinstance(r, int) or r < 1:
             raise ValueError(f"{what}: ranks must be positive ints, got {ranks}")
     return ranks
-
-
-def budget_rank(count: Callable[[int], int], budget: float, high: int, what: str) -> int:
-    """Largest cap ``r`` in ``[1, high]`` with ``count(r) <= budget`` (``count`` nondecreasing).
-
-    Raising the cap by one (``r + 1``) would go over the budget unless ``r == high``, which is what
-    "within one rank step" means for ``fraction``.
-
-    Examples
-    --------
-    >>> budget_rank(lambda r: 10 * r, budget=55, high=100, what="demo")
-    5
-    """
-    if count(1) > budget:
-        raise ValueError(
-            f"{what}: fraction too small: even rank 1 needs {count(1):,} parameters, "
-            f"above the budget of {budget:,.0f}"
-        )
-    lo, hi = 1, high
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if count(mid) <= budget:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
 
 
 def error_limit(trunc: Truncation | None, norm: float) -> float | None:
@@ -297,3 +338,85 @@ def inner(a: TensorNetwork, b: TensorNetwork) -> torch.Tensor:
     b = b.conj().rename(dict(zip(bonds, new)))
     nodes = list(a) + [node.with_name(f"{node.name}~") for node in b]
     return TensorNetwork(nodes).contract(output=()).tensor
+
+
+# -- helpers for structure_for ---------------------------------------------------------------
+def check_shape(
+    shape: Sequence[int], legs: Sequence[str] | None, what: str
+) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """``shape`` as positive ints and ``legs`` as matching unique names (default ``d0, ...``)."""
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        raise ValueError(f"{what}: shape must be a sequence of ints, got {shape!r}") from None
+    if not shape or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in shape):
+        raise ValueError(f"{what}: shape must be positive ints, got {shape}")
+    shape = tuple(int(n) for n in shape)
+    if legs is None:
+        return shape, tuple(f"d{i}" for i in range(len(shape)))
+    if isinstance(legs, str):
+        raise ValueError(f"{what}: legs must be a sequence of names, got the string {legs!r}")
+    legs = tuple(legs)
+    if len(legs) != len(shape):
+        raise ValueError(f"{what}: legs has {len(legs)} names for shape {shape}")
+    if len(set(legs)) != len(legs) or not all(isinstance(leg, str) and leg for leg in legs):
+        raise ValueError(f"{what}: legs must be unique non-empty strings, got {legs}")
+    return shape, legs
+
+
+def check_order(order: Sequence[str] | None, legs: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """``order`` as a permutation of ``legs`` (default: ``legs``)."""
+    if order is None:
+        return legs
+    order = tuple(order)
+    if sorted(order) != sorted(legs) or len(order) != len(legs):
+        raise ValueError(f"{what}: order {order} must be a permutation of the legs {legs}")
+    return order
+
+
+def chain_factors(
+    groups: Sequence[Sequence[str]],
+    group_dims: Sequence[Sequence[int]],
+    bonds: Sequence[str],
+    ranks: Sequence[int],
+    ring: bool = False,
+) -> tuple[Factor, ...]:
+    """Factors ``G0, G1, ...`` of a train: core ``k`` has legs ``(bond k-1, *group k, bond k)``.
+
+    An open train has ``len(groups) - 1`` bonds and no outer bond on its end cores; a ring has
+    ``len(groups)`` bonds, bond ``k`` joining core ``k`` to core ``k + 1`` (mod d), and bond
+    ``d - 1`` closes it (core 0's first leg).
+    """
+    d = len(groups)
+    out = []
+    for k in range(d):
+        legs, shape = list(groups[k]), list(group_dims[k])
+        if ring:
+            legs = [bonds[k - 1], *legs, bonds[k]]
+            shape = [ranks[k - 1], *shape, ranks[k]]
+        else:
+            if k > 0:
+                legs.insert(0, bonds[k - 1])
+                shape.insert(0, ranks[k - 1])
+            if k < d - 1:
+                legs.append(bonds[k])
+                shape.append(ranks[k])
+        out.append(Factor(f"G{k}", tuple(legs), tuple(shape)))
+    return tuple(out)
+
+
+def factor_shapes_match(structure: Structure, tensors: Mapping[str, torch.Tensor], what: str):
+    """Check that ``tensors`` has one tensor per factor with the factor's shape."""
+    names = [f.name for f in structure.factors]
+    missing = [n for n in names if n not in tensors]
+    extra = [n for n in tensors if n not in names]
+    if missing or extra:
+        raise ValueError(f"{what}: tensors must be the factors {names}; missing {missing}, "
+                         f"unexpected {extra}")
+    for f in structure.factors:
+        t = tensors[f.name]
+        if tuple(t.shape) != f.shape:
+            raise ValueError(
+                f"{what}: factor {f.name} (legs {f.legs}) must have shape {f.shape}, "
+                f"got {tuple(t.shape)}"
+            )

@@ -17,9 +17,19 @@ from typing import Any, Literal
 import torch
 
 from ..core.network import TensorNetwork
-from ..core.node import Node
+from ..core.node import Node, as_tensor
 from ..core.truncation import Truncation
-from .base import Format, budget_rank, choose, dense_input, fresh_names, relative_error, unfold
+from .base import (
+    Format,
+    check_shape,
+    choose,
+    dense_input,
+    factor_shapes_match,
+    fresh_names,
+    relative_error,
+    unfold,
+)
+from .structure import Factor, Structure, fraction_ranks, register_format
 from .tucker import leading_vectors
 
 __all__ = ["CP", "khatri_rao"]
@@ -43,11 +53,15 @@ def khatri_rao(mats: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def _solve_gram(gram: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-    """``rhs @ gram^{-1}`` for a symmetric PSD ``gram`` (pseudo-inverse when singular)."""
+    """``rhs @ gram^{-1}`` for a Hermitian PSD ``gram`` (pseudo-inverse when singular).
+
+    ``rhs G^{-1} = (G^{-1} rhs^H)^H`` because ``G^H = G``; a plain transpose would solve with
+    ``conj(G)`` instead, which is wrong for complex tensors.
+    """
     try:
         chol, info = torch.linalg.cholesky_ex(gram)
         if int(info) == 0:
-            return torch.cholesky_solve(rhs.mT, chol).mT
+            return torch.cholesky_solve(rhs.mH, chol).mH
     except RuntimeError:
         pass
     return rhs @ torch.linalg.pinv(gram, hermitian=True)
@@ -112,6 +126,7 @@ def cp_als(
     return weights, factors, history
 
 
+@register_format("cp")
 class CP(Format):
     """A tensor as a sum of ``R`` rank-one terms, ``sum_r w_r a_r o b_r o ...``.
 
@@ -173,6 +188,60 @@ class CP(Format):
         return TensorNetwork(nodes)
 
     @classmethod
+    def structure_for(
+        cls,
+        shape: Sequence[int],
+        ranks: Sequence[int] | int | None = None,
+        *,
+        legs: Sequence[str] | None = None,
+        normalize: bool = False,
+    ) -> Structure:
+        """The CP structure: factors ``A{k}`` of shape ``(n_k, R)`` sharing one rank leg.
+
+        The rank leg joins every factor (a hyperedge), so the parameter count and every cost
+        are CP's true ones, ``R * sum(n_k)`` (plus ``R`` weights when normalised).
+
+        Examples
+        --------
+        >>> s = CP.structure_for((64, 64, 3, 3), 10)
+        >>> s.num_params, s.factors[0].legs, s.max_ranks
+        (1340, ('d0', 'r'), (275,))
+        """
+        what = "CP.structure_for"
+        shape, legs = check_shape(shape, legs, what)
+        per_rank = sum(shape) + (1 if normalize else 0)
+        top = max(1, math.prod(shape) // per_rank)
+        rank = top if ranks is None else _check_rank(ranks, what)
+        r_leg = fresh_names(["r"], legs)[0]
+        factors = [Factor(f"A{k}", (leg, r_leg), (n, rank)) for k, (leg, n) in
+                   enumerate(zip(legs, shape))]
+        if normalize:
+            factors.append(Factor("weights", (r_leg,), (rank,)))
+        return Structure(
+            "cp", legs, shape, (rank,), tuple(factors), tuple((leg,) for leg in legs), (top,),
+            (("normalize", bool(normalize)),),
+        )
+
+    @classmethod
+    def from_factors(
+        cls, structure: Structure, tensors: dict[str, torch.Tensor], error: float | None = None
+    ) -> CP:
+        factor_shapes_match(structure, tensors, "CP.from_factors")
+        factors = [as_tensor(tensors[f"A{k}"]) for k in range(len(structure.legs))]
+        weights = as_tensor(tensors["weights"]) if structure.option("normalize") else None
+        return cls(factors, weights, structure.legs, error)
+
+    def factor_tensors(self) -> dict[str, torch.Tensor]:
+        out = {f"A{k}": f for k, f in enumerate(self._factors)}
+        if self._normalized:
+            out["weights"] = self._weights
+        return out
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {"normalize": self._normalized}
+
+    @classmethod
     def from_dense(
         cls,
         x: Any,
@@ -215,7 +284,6 @@ class CP(Format):
             raise ValueError(f"{what}: max_iter must be a positive int, got {max_iter!r}")
         if not (isinstance(tol, (int, float)) and tol >= 0):
             raise ValueError(f"{what}: tol must be a number >= 0, got {tol!r}")
-        per_rank = sum(x.shape) + (1 if normalize else 0)
         if trunc is not None:
             if trunc.max_rank is None or not (
                 trunc.rel_tol is None and trunc.abs_tol is None and trunc.keep_energy is None
@@ -225,8 +293,8 @@ class CP(Format):
         elif ranks is not None:
             rank = _check_rank(ranks, what)
         elif fraction is not None:
-            budget = fraction * math.prod(x.shape)
-            rank = budget_rank(lambda r: r * per_rank, budget, int(budget // per_rank) + 1, what)
+            shape = tuple(x.shape)
+            (rank,) = fraction_ranks(cls, shape, fraction, legs=legs, what=what, normalize=normalize)
         else:
             raise ValueError(f"{what}: CP needs a rank: give ranks=, fraction= or trunc=<int>")
         weights, factors, history = cp_als(x, rank, init, max_iter, tol, normalize, seed)
@@ -259,12 +327,6 @@ class CP(Format):
         """Relative error after each ALS sweep."""
         return self._history
 
-    @property
-    def num_params(self) -> int:
-        """``R * sum(n_k)``, plus ``R`` weights when normalised."""
-        n = sum(f.numel() for f in self._factors)
-        return n + (self.rank if self._normalized else 0)
-
     def to_dense(self) -> torch.Tensor:
         w = self._weights.to(self._factors[0].dtype)
         first = self._factors[0] * w
@@ -282,11 +344,13 @@ class CP(Format):
             factors, weights if self._normalized else None, self._legs, self._error, self._history
         )
 
-    def truncate(self, trunc: Truncation | int | None) -> CP:
-        """Keep the ``max_rank`` components of largest norm (no refit).
+    def truncate(self, trunc: Truncation | int | None = None, *, ranks: Any = None) -> CP:
+        """Keep the ``max_rank`` (or ``ranks``) components of largest norm (no refit).
 
         ``error`` is relative to this CP tensor (measured on the dense tensors).
         """
+        if ranks is not None:
+            trunc = Truncation(max_rank=_check_rank(ranks, "CP.truncate"))
         trunc = Truncation(max_rank=trunc) if isinstance(trunc, int) else trunc
         if trunc is None or trunc.max_rank is None:
             raise ValueError("CP.truncate: only max_rank applies to CP")

@@ -21,12 +21,13 @@ import torch
 
 from ..core.linalg import qr
 from ..core.network import TensorNetwork
-from ..core.node import Node
+from ..core.node import Node, as_tensor
 from ..core.truncation import Truncation, as_truncation
 from .base import (
     Format,
-    budget_rank,
     check_ranks,
+    check_shape,
+    factor_shapes_match,
     choose,
     dense_input,
     error_limit,
@@ -38,7 +39,8 @@ from .base import (
     tail_norm,
     unfold,
 )
-from .tensorize import check_dims, mode_legs, tensorize_matrix
+from .structure import Factor, Structure, fraction_ranks, register_format
+from .tensorize import check_dims, mode_legs
 
 __all__ = ["DimensionTree", "HT"]
 
@@ -260,8 +262,75 @@ def _gramians(tree: DimensionTree, tensors: dict[int, torch.Tensor]) -> dict[int
     return grams
 
 
+def _ht_layout(
+    shape: tuple[int, ...],
+    legs: tuple[str, ...],
+    out_dims: Sequence[int] | None,
+    in_dims: Sequence[int] | None,
+    what: str,
+) -> tuple[list[tuple[str, ...]], list[tuple[int, ...]], tuple[tuple[str, ...], ...]]:
+    """Leaf groups, their sizes and the dense legs' modes.
+
+    Plain HT: one leaf per dense leg. Tensorized (``out_dims``/``in_dims`` given): the first two
+    legs are split into modes paired leaf by leaf (``(out_k, in_k)``), and the remaining legs
+    (a kernel's ``kh, kw``) form one leaf in front.
+    """
+    if out_dims is None and in_dims is None:
+        return [(leg,) for leg in legs], [(n,) for n in shape], tuple((leg,) for leg in legs)
+    if out_dims is None or in_dims is None or len(shape) < 2:
+        raise ValueError(f"{what}: a tensorized HT needs out_dims and in_dims and 2+ legs")
+    out_dims = check_dims(out_dims, shape[0], "out_dims", what)
+    in_dims = check_dims(in_dims, shape[1], "in_dims", what)
+    if len(out_dims) != len(in_dims):
+        raise ValueError(f"{what}: out_dims {out_dims} and in_dims {in_dims} need one length")
+    n = len(out_dims)
+    rows, cols = mode_legs(legs[0], n), mode_legs(legs[1], n)
+    groups = ([tuple(legs[2:])] if len(legs) > 2 else []) + list(zip(rows, cols))
+    dims = ([tuple(shape[2:])] if len(legs) > 2 else []) + list(zip(out_dims, in_dims))
+    return groups, dims, (rows, cols, *((leg,) for leg in legs[2:]))
+
+
+def _as_tree(tree: DimensionTree | Any | None, d: int, what: str) -> DimensionTree:
+    tree = DimensionTree.balanced(d) if tree is None else tree
+    if not isinstance(tree, DimensionTree):
+        tree = DimensionTree(tree)
+    if tree.num_modes != d:
+        raise ValueError(f"{what}: tree has {tree.num_modes} modes, the tensor has {d}")
+    return tree
+
+
+def _ht_factors(
+    tree: DimensionTree,
+    groups: Sequence[tuple[str, ...]],
+    dims: Sequence[tuple[int, ...]],
+    rank_legs: Sequence[str],
+    ranks: Sequence[int],
+) -> tuple[Factor, ...]:
+    """Root ``B0 (r_a, r_b)``, leaves ``U{t} (*group, r_t)``, inner ``B{t} (r_a, r_b, r_t)``."""
+    r = (1, *ranks)
+    out = []
+    for t in range(len(tree)):
+        if t == 0:
+            a, b = tree.children(0)
+            out.append(Factor("B0", (rank_legs[a], rank_legs[b]), (r[a], r[b])))
+        elif tree.is_leaf(t):
+            mode = tree.nodes[t][0]
+            out.append(Factor(f"U{t}", (*groups[mode], rank_legs[t]), (*dims[mode], r[t])))
+        else:
+            a, b = tree.children(t)
+            out.append(
+                Factor(f"B{t}", (rank_legs[a], rank_legs[b], rank_legs[t]), (r[a], r[b], r[t]))
+            )
+    return tuple(out)
+
+
+@register_format("ht")
 class HT(Format):
     """A tensor in Hierarchical Tucker format over a :class:`DimensionTree`.
+
+    A tensorized HT (``out_dims``/``in_dims``, or :meth:`from_matrix`) splits the first two legs
+    into modes paired leaf by leaf, as a TT-matrix does; :attr:`legs`, :attr:`shape` and
+    :meth:`to_dense` still describe the matrix or kernel, the network's open legs are the modes.
 
     Examples
     --------
@@ -277,7 +346,7 @@ class HT(Format):
     _tree: DimensionTree
     _groups: tuple[tuple[str, ...], ...]
     _rank_legs: tuple[str, ...]
-    _matrix: tuple[tuple[int, ...], tuple[int, ...], tuple[str, str]] | None
+    _dense: tuple[tuple[int, ...], tuple[tuple[str, ...], ...], dict[str, Any]] | None
 
     def __init__(
         self,
@@ -287,15 +356,16 @@ class HT(Format):
         group_dims: Sequence[Sequence[int]],
         legs: Sequence[str] | None = None,
         error: float | None = None,
+        dense: tuple[tuple[int, ...], tuple[tuple[str, ...], ...], dict[str, Any]] | None = None,
     ) -> None:
         groups = tuple(tuple(g) for g in groups)
         flat = tuple(leg for g in groups for leg in g)
         self._legs = flat if legs is None else tuple(legs)
         self._tree = tree
         self._groups = groups
-        self._rank_legs = ("",) + fresh_names([f"r{t}" for t in range(1, len(tree))], flat)
+        self._rank_legs = _rank_legs(tree, flat)
         self._error = error
-        self._matrix = None
+        self._dense = dense  # (shape, modes, options) of a tensorized HT
         rl = self._rank_legs
         nodes = []
         for t in range(len(tree)):
@@ -312,6 +382,78 @@ class HT(Format):
                 nodes.append(Node(x, (rl[a], rl[b], rl[t]), name=f"B{t}"))
         self._network = TensorNetwork(nodes)
 
+    # -- structure ---------------------------------------------------------------------------
+    @classmethod
+    def structure_for(
+        cls,
+        shape: Sequence[int],
+        ranks: Sequence[int] | int | None = None,
+        *,
+        legs: Sequence[str] | None = None,
+        tree: DimensionTree | Any | None = None,
+        out_dims: Sequence[int] | None = None,
+        in_dims: Sequence[int] | None = None,
+    ) -> Structure:
+        """The HT structure of a dense ``shape``: ``ranks`` per non-root node, breadth first.
+
+        Examples
+        --------
+        >>> s = HT.structure_for((6, 5, 4, 6), 2)
+        >>> [(f.name, f.shape) for f in s.factors][:3]
+        [('B0', (2, 2)), ('B1', (2, 2, 2)), ('B2', (2, 2, 2))]
+        >>> s.num_params == ht_params(DimensionTree.balanced(4), (6, 5, 4, 6), (2,) * 6)
+        True
+        """
+        what = "HT.structure_for"
+        shape, legs = check_shape(shape, legs, what)
+        groups, dims, modes = _ht_layout(shape, legs, out_dims, in_dims, what)
+        tree = _as_tree(tree, len(groups), what)
+        sizes = [math.prod(g) for g in dims]
+        tops = _max_ranks(tree, sizes)
+        ranks = tops if ranks is None else check_ranks(ranks, len(tree) - 1, what)
+        flat = tuple(leg for g in groups for leg in g)
+        factors = _ht_factors(tree, groups, dims, _rank_legs(tree, flat), ranks)
+        options: tuple[tuple[str, Any], ...] = (("tree", _freeze(tree.structure)),)
+        if out_dims is not None:
+            options += (("out_dims", tuple(out_dims)), ("in_dims", tuple(in_dims)))
+        return Structure("ht", legs, shape, ranks, factors, modes, tops, options)
+
+    @classmethod
+    def from_factors(
+        cls, structure: Structure, tensors: dict[str, torch.Tensor], error: float | None = None
+    ) -> HT:
+        factor_shapes_match(structure, tensors, "HT.from_factors")
+        opts = dict(structure.options)
+        groups, dims, modes = _ht_layout(
+            structure.shape, structure.legs, opts.get("out_dims"), opts.get("in_dims"),
+            "HT.from_factors",
+        )
+        tree = _as_tree(opts.get("tree"), len(groups), "HT.from_factors")
+        by_node = {}
+        for t, f in enumerate(structure.factors):
+            x = as_tensor(tensors[f.name])
+            by_node[t] = x.reshape(-1, x.shape[-1]) if tree.is_leaf(t) else x
+        return cls._make(by_node, tree, groups, dims, structure.legs, structure.shape, modes,
+                         opts, error)
+
+    @classmethod
+    def _make(cls, tensors, tree, groups, dims, legs, shape, modes, opts, error) -> HT:
+        tensorized = "out_dims" in opts and opts["out_dims"] is not None
+        if tensorized:
+            dense = (tuple(shape), modes, {k: opts[k] for k in ("out_dims", "in_dims")})
+            return cls(tensors, tree, groups, dims, legs, error, dense)
+        return cls(tensors, tree, groups, dims, legs, error)
+
+    def factor_tensors(self) -> dict[str, torch.Tensor]:
+        return {node.name: node.tensor for node in self._network}
+
+    @property
+    def options(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"tree": _freeze(self._tree.structure)}
+        if self._dense is not None:
+            out.update(self._dense[2])
+        return out
+
     # -- construction ------------------------------------------------------------------------
     @classmethod
     def from_dense(
@@ -323,6 +465,8 @@ class HT(Format):
         *,
         legs: Sequence[str] | None = None,
         tree: DimensionTree | Any | None = None,
+        out_dims: Sequence[int] | None = None,
+        in_dims: Sequence[int] | None = None,
     ) -> HT:
         """HT-SVD of a dense tensor.
 
@@ -339,15 +483,38 @@ class HT(Format):
         legs : sequence of str, optional
             Dense leg names (default ``d0, d1, ...``).
         tree : DimensionTree or nested pairs, optional
-            The dimension tree (default: balanced).
+            The dimension tree over the leaves (default: balanced).
+        out_dims, in_dims : sequence of int, optional
+            Tensorize: split the first two legs into these modes, paired leaf by leaf; the other
+            legs form one leaf in front (a conv kernel's spatial mode).
         """
         what = "HT.from_dense"
         trunc = choose(trunc, ranks, fraction, what)
         x, legs = dense_input(x, legs, what)
-        groups = [(leg,) for leg in legs]
-        return cls._build(
-            x, groups, [(n,) for n in x.shape], legs, trunc, ranks, fraction, tree, what
-        )
+        shape = tuple(x.shape)
+        groups, dims, modes = _ht_layout(shape, legs, out_dims, in_dims, what)
+        tree = _as_tree(tree, len(groups), what)
+        opts: dict[str, Any] = {"tree": _freeze(tree.structure)}
+        if out_dims is not None:
+            opts.update(out_dims=tuple(out_dims), in_dims=tuple(in_dims))
+        sizes = [math.prod(g) for g in dims]
+        t = x
+        if out_dims is not None:
+            n = len(out_dims)
+            t = x.reshape(*out_dims, *in_dims, *shape[2:])
+            pairs = [j for k in range(n) for j in (k, n + k)]
+            t = t.permute(list(range(2 * n, t.ndim)) + pairs)
+        grouped = t.reshape(sizes)
+        max_ranks = None
+        if ranks is not None:
+            max_ranks = check_ranks(ranks, len(tree) - 1, what)
+        elif fraction is not None:
+            max_ranks = fraction_ranks(cls, shape, fraction, legs=legs, what=what, **opts)
+        tensors, tails = ht_svd(grouped, tree, trunc, max_ranks)
+        new = cls._make(tensors, tree, groups, dims, legs, shape, modes, opts, None)
+        new._error = relative_error(x, new.to_dense())
+        new._tails = tails
+        return new
 
     @classmethod
     def from_matrix(
@@ -372,56 +539,20 @@ class HT(Format):
         >>> ht = HT.from_matrix(w, (3, 4), (4, 5))
         >>> ht.network.open_legs
         ('rows_0', 'cols_0', 'rows_1', 'cols_1')
-        >>> bool(torch.allclose(ht.to_matrix(), w))
+        >>> bool(torch.allclose(ht.to_dense(), w))
         True
         """
         what = "HT.from_matrix"
-        trunc = choose(trunc, ranks, fraction, what)
-        w, _ = dense_input(w, None, what)
+        w = as_tensor(w)
         if w.ndim != 2:
             raise ValueError(f"{what}: w must be a matrix, got shape {tuple(w.shape)}")
         row_dims = check_dims(row_dims, w.shape[0], "row_dims", what)
         col_dims = check_dims(col_dims, w.shape[1], "col_dims", what)
         if len(row_dims) != len(col_dims):
             raise ValueError(f"{what}: row_dims and col_dims need the same length")
-        rows, cols = mode_legs(legs[0], len(row_dims)), mode_legs(legs[1], len(col_dims))
-        t = tensorize_matrix(w, row_dims, col_dims)
-        groups = list(zip(rows, cols))
-        dims = list(zip(row_dims, col_dims))
-        new = cls._build(
-            t,
-            groups,
-            dims,
-            tuple(leg for g in groups for leg in g),
-            trunc,
-            ranks,
-            fraction,
-            tree,
-            what,
+        return cls.from_dense(
+            w, trunc, ranks, fraction, legs=legs, tree=tree, out_dims=row_dims, in_dims=col_dims
         )
-        new._matrix = (row_dims, col_dims, (legs[0], legs[1]))
-        return new
-
-    @classmethod
-    def _build(cls, x, groups, dims, legs, trunc, ranks, fraction, tree, what) -> HT:
-        d = len(groups)
-        tree = DimensionTree.balanced(d) if tree is None else tree
-        if not isinstance(tree, DimensionTree):
-            tree = DimensionTree(tree)
-        if tree.num_modes != d:
-            raise ValueError(f"{what}: tree has {tree.num_modes} modes, the tensor has {d}")
-        sizes = [math.prod(g) for g in dims]
-        grouped = x.reshape(sizes)
-        max_ranks = None
-        if ranks is not None:
-            max_ranks = check_ranks(ranks, len(tree) - 1, what)
-        elif fraction is not None:
-            max_ranks = fraction_ranks(tree, sizes, fraction, what)
-        tensors, tails = ht_svd(grouped, tree, trunc, max_ranks)
-        new = cls(tensors, tree, groups, dims, legs)
-        new._error = relative_error(x, new.to_dense())
-        new._tails = tails
-        return new
 
     def _tensors(self) -> dict[int, torch.Tensor]:
         tree, rl = self._tree, self._rank_legs
@@ -450,6 +581,12 @@ class HT(Format):
         return self._tree
 
     @property
+    def shape(self) -> tuple[int, ...]:
+        if self._dense is not None:
+            return self._dense[0]
+        return super().shape
+
+    @property
     def ranks(self) -> tuple[int, ...]:
         """Rank of every non-root node, breadth first."""
         return tuple(self._network.dim(leg) for leg in self._rank_legs[1:])
@@ -460,20 +597,23 @@ class HT(Format):
         (absolute; the root's second child repeats the first's)."""
         return dict(getattr(self, "_tails", {}))
 
+    def to_dense(self) -> torch.Tensor:
+        """The dense tensor (for a tensorized HT: the matrix or kernel)."""
+        if self._dense is None:
+            return super().to_dense()
+        shape, modes, _ = self._dense
+        flat = tuple(m for group in modes for m in group)
+        return self._network.contract(output=flat).tensor.reshape(shape)
+
     def to_matrix(self) -> torch.Tensor:
-        """The matrix of an HT built by :meth:`from_matrix`."""
-        if self._matrix is None:
+        """The matrix of a tensorized HT (same as :meth:`to_dense`)."""
+        if self._dense is None:
             raise ValueError("HT.to_matrix: this HT was not built from a matrix")
-        row_dims, col_dims, _ = self._matrix
-        d = len(row_dims)
-        rows = [g[0] for g in self._groups]
-        cols = [g[1] for g in self._groups]
-        t = self._network.contract(output=(*rows, *cols)).tensor
-        return t.reshape(math.prod(row_dims), math.prod(col_dims)) if d else t
+        return self.to_dense()
 
     # -- truncation --------------------------------------------------------------------------
     def truncate(
-        self, trunc: Truncation | int | None, ranks: Sequence[int] | int | None = None
+        self, trunc: Truncation | int | None = None, *, ranks: Sequence[int] | int | None = None
     ) -> HT:
         """Orthogonalise (QR, leaves to root), then truncate every edge using the reduced
         Gramians; the result equals HT-SVD applied to this tensor.
@@ -517,8 +657,7 @@ class HT(Format):
                 x = torch.tensordot(bases[a].mH, x, dims=([1], [0]))
                 x = torch.movedim(torch.tensordot(bases[b].mH, x, dims=([1], [1])), 0, 1)
             new[t] = x
-        out = HT(new, tree, self._groups, self._group_dims(), self._legs)
-        out._matrix = self._matrix
+        out = HT(new, tree, self._groups, self._group_dims(), self._legs, None, self._dense)
         out._tails = tails
         xx = norm * norm
         yy = float(inner(out.network, out.network).real)
@@ -531,13 +670,13 @@ class HT(Format):
         return out
 
 
-def fraction_ranks(
-    tree: DimensionTree, sizes: Sequence[int], fraction: float, what: str
-) -> tuple[int, ...]:
-    tops = _max_ranks(tree, sizes)
 
-    def count(r: int) -> int:
-        return ht_params(tree, sizes, [min(r, t) for t in tops])
+def _rank_legs(tree: DimensionTree, taken: Sequence[str]) -> tuple[str, ...]:
+    """Rank leg names per tree node (``""`` for the root, which has none)."""
+    return ("",) + fresh_names([f"r{t}" for t in range(1, len(tree))], taken)
 
-    r = budget_rank(count, fraction * math.prod(sizes), max(tops), what)
-    return tuple(min(r, t) for t in tops)
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value

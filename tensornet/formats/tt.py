@@ -19,16 +19,20 @@ from ..core.node import Node, as_tensor
 from ..core.truncation import Truncation, as_truncation
 from .base import (
     Format,
-    budget_rank,
+    chain_factors,
+    check_order,
     check_ranks,
+    check_shape,
     choose,
     dense_input,
     error_limit,
+    factor_shapes_match,
     fresh_names,
     left_svd,
     step_truncation,
     tail_norm,
 )
+from .structure import Structure, fraction_ranks, register_format
 
 __all__ = ["TT"]
 
@@ -166,6 +170,7 @@ def tt_round(
     return cores, (math.sqrt(spent2) / norm if norm > 0 else 0.0)
 
 
+@register_format("tt")
 class TT(Format):
     """A tensor in tensor-train (MPS) format, stored as a chain of nodes ``G0 - G1 - ...``.
 
@@ -258,6 +263,57 @@ class TT(Format):
         return cls(cores, [(leg,) for leg in legs])
 
     @classmethod
+    def structure_for(
+        cls,
+        shape: Sequence[int],
+        ranks: Sequence[int] | int | None = None,
+        *,
+        legs: Sequence[str] | None = None,
+        order: Sequence[str] | None = None,
+    ) -> Structure:
+        """The TT structure of a dense ``shape`` (cores along ``order``) at bond ``ranks``.
+
+        Examples
+        --------
+        >>> s = TT.structure_for((4, 5, 6), (2, 3))
+        >>> [f.shape for f in s.factors], s.num_params == tt_params((4, 5, 6), (2, 3))
+        ([(4, 2), (2, 5, 3), (3, 6)], True)
+        """
+        what = "TT.structure_for"
+        shape, legs = check_shape(shape, legs, what)
+        order = check_order(order, legs, what)
+        sizes = [shape[legs.index(leg)] for leg in order]
+        tops = _max_ranks(sizes)
+        ranks = tops if ranks is None else check_ranks(ranks, len(sizes) - 1, what)
+        bonds = fresh_names([f"r{k + 1}" for k in range(len(sizes) - 1)], legs)
+        factors = chain_factors([(leg,) for leg in order], [(n,) for n in sizes], bonds, ranks)
+        return Structure(
+            "tt", legs, shape, ranks, factors, tuple((leg,) for leg in legs), tops,
+            (("order", order),),
+        )
+
+    @classmethod
+    def from_factors(
+        cls, structure: Structure, tensors: dict[str, torch.Tensor], error: float | None = None
+    ) -> TT:
+        """A TT from cores in the layout of ``structure`` (boundary cores without outer bond)."""
+        factor_shapes_match(structure, tensors, "TT.from_factors")
+        d = len(structure.factors)
+        cores = []
+        for k, f in enumerate(structure.factors):
+            t = as_tensor(tensors[f.name])
+            cores.append(t.reshape((1,) * (k == 0) + t.shape + (1,) * (k == d - 1)))
+        order = structure.option("order")
+        return cls(cores, [(leg,) for leg in order], structure.legs, error)
+
+    def factor_tensors(self) -> dict[str, torch.Tensor]:
+        return {node.name: node.tensor for node in self._network}
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {"order": self.order}
+
+    @classmethod
     def from_dense(
         cls,
         x: Any,
@@ -303,7 +359,9 @@ class TT(Format):
         if ranks is not None:
             max_ranks = check_ranks(ranks, len(sizes) - 1, what)
         elif fraction is not None:
-            max_ranks = fraction_ranks(sizes, fraction, what)
+            max_ranks = fraction_ranks(
+                cls, tuple(x.shape), fraction, legs=order, what=what, order=order
+            )
         cores, err = tt_svd(x, sizes, trunc, max_ranks, budget)
         return cls(cores, [(leg,) for leg in order], legs, err)
 
@@ -391,9 +449,11 @@ class TT(Format):
         cores, err = tt_round(self._cores3(), trunc, max_ranks, budget)
         return self._rebuilt(cores, err)
 
-    def truncate(self, trunc: Truncation | int | None) -> TT:
-        """Same as :meth:`round` with ``trunc`` (adaptive budget)."""
-        return self.round(trunc)
+    def truncate(
+        self, trunc: Truncation | int | None = None, *, ranks: Sequence[int] | int | None = None
+    ) -> TT:
+        """Same as :meth:`round` (adaptive budget)."""
+        return self.round(trunc, ranks)
 
     def canonical(self, center: int) -> TT:
         """The same tensor with cores left of ``center`` left-orthonormal and cores right of it
@@ -471,14 +531,3 @@ class TT(Format):
         return self + (-other)
 
 
-def fraction_ranks(sizes: Sequence[int], fraction: float, what: str) -> tuple[int, ...]:
-    """Bond caps ``min(r, max useful rank)`` with the largest ``r`` within the budget."""
-    tops = _max_ranks(sizes)
-    if not tops:
-        return ()
-
-    def count(r: int) -> int:
-        return tt_params(sizes, [min(r, t) for t in tops])
-
-    r = budget_rank(count, fraction * math.prod(sizes), max(tops), what)
-    return tuple(min(r, t) for t in tops)

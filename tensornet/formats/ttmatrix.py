@@ -2,8 +2,9 @@
 
 A matrix ``W`` of size ``M x N`` with ``M = prod m_k`` and ``N = prod n_k`` is stored as a train
 of cores ``G_k[r_{k-1}, m_k, n_k, r_k]`` with legs ``(r{k}, rows_k, cols_k, r{k+1})``; it holds
-``sum_k m_k n_k r_{k-1} r_k`` numbers. A conv kernel ``(out, in, kh, kw)`` gets one extra core in
-front that holds the whole spatial mode (legs ``kh, kw``), while the channels are factorised.
+``sum_k m_k n_k r_{k-1} r_k`` numbers. Legs after the first two (a conv kernel's ``kh, kw``)
+are kept whole in one extra core in front (legs ``kh, kw, r1``), while the two channel legs are
+factorised: this is the tensorized convolution of Garipov et al. (2016).
 """
 
 from __future__ import annotations
@@ -14,10 +15,21 @@ from typing import Any
 
 import torch
 
+from ..core.node import as_tensor
 from ..core.truncation import Truncation
-from .base import Format, check_ranks, choose, dense_input
-from .tensorize import balanced_factors, check_dims, mode_legs, tensorize_matrix
-from .tt import TT, Budget, fraction_ranks, tt_svd
+from .base import (
+    Format,
+    chain_factors,
+    check_ranks,
+    check_shape,
+    choose,
+    dense_input,
+    factor_shapes_match,
+    fresh_names,
+)
+from .structure import Structure, fraction_ranks, register_format
+from .tensorize import balanced_factors, check_dims, mode_legs
+from .tt import TT, Budget, _max_ranks, tt_svd
 
 __all__ = ["TTMatrix"]
 
@@ -30,6 +42,40 @@ def _dims(
     return check_dims(given, total, field, what)
 
 
+def _layout(
+    shape: tuple[int, ...],
+    legs: tuple[str, ...],
+    out_dims: Sequence[int] | None,
+    in_dims: Sequence[int] | None,
+    d: int | None,
+    what: str,
+) -> tuple[tuple[int, ...], tuple[int, ...], list[tuple[str, ...]], list[tuple[int, ...]]]:
+    """Mode sizes of the two channel legs and the train's groups (spatial core first)."""
+    if len(shape) < 2:
+        raise ValueError(f"{what}: needs a matrix or a kernel (2+ legs), got shape {shape}")
+    out_dims = _dims(out_dims, shape[0], d, "out_dims", what)
+    in_dims = _dims(in_dims, shape[1], d, "in_dims", what)
+    if len(out_dims) != len(in_dims):
+        raise ValueError(
+            f"{what}: out_dims {out_dims} and in_dims {in_dims} need the same length"
+        )
+    n = len(out_dims)
+    rows, cols = mode_legs(legs[0], n), mode_legs(legs[1], n)
+    groups = [tuple(legs[2:])] if len(legs) > 2 else []
+    dims = [tuple(shape[2:])] if len(legs) > 2 else []
+    groups += list(zip(rows, cols))
+    dims += list(zip(out_dims, in_dims))
+    return out_dims, in_dims, groups, dims
+
+
+class _Dense2:
+    """Default leg names by number of dimensions."""
+
+    MATRIX = ("rows", "cols")
+    KERNEL = ("out", "in", "kh", "kw")
+
+
+@register_format("ttmatrix")
 class TTMatrix(Format):
     """A matrix (or conv kernel) in TT-matrix format.
 
@@ -57,6 +103,136 @@ class TTMatrix(Format):
     _col_legs: tuple[str, ...]
     _spatial: tuple[str, ...]
 
+    # -- structure ---------------------------------------------------------------------------
+    @classmethod
+    def structure_for(
+        cls,
+        shape: Sequence[int],
+        ranks: Sequence[int] | int | None = None,
+        *,
+        legs: Sequence[str] | None = None,
+        out_dims: Sequence[int] | None = None,
+        in_dims: Sequence[int] | None = None,
+        d: int | None = None,
+    ) -> Structure:
+        """The TT-matrix structure of a matrix or kernel ``shape``.
+
+        Examples
+        --------
+        >>> s = TTMatrix.structure_for((16, 8, 3, 3), 4, legs=("out", "in", "kh", "kw"),
+        ...                            out_dims=(4, 4), in_dims=(2, 4))
+        >>> [(f.legs, f.shape) for f in s.factors][:2]
+        [(('kh', 'kw', 'r1'), (3, 3, 4)), (('r1', 'out_0', 'in_0', 'r2'), (4, 4, 2, 4))]
+        """
+        what = "TTMatrix.structure_for"
+        legs = _default_legs(legs, len(tuple(shape)))
+        shape, legs = check_shape(shape, legs, what)
+        out_dims, in_dims, groups, dims = _layout(shape, legs, out_dims, in_dims, d, what)
+        sizes = [math.prod(g) for g in dims]
+        tops = _max_ranks(sizes)
+        ranks = tops if ranks is None else check_ranks(ranks, len(groups) - 1, what)
+        flat = tuple(leg for g in groups for leg in g)
+        bonds = fresh_names([f"r{k + 1}" for k in range(len(groups) - 1)], flat)
+        n = len(out_dims)
+        modes = (mode_legs(legs[0], n), mode_legs(legs[1], n), *((leg,) for leg in legs[2:]))
+        return Structure(
+            "ttmatrix", legs, shape, ranks, chain_factors(groups, dims, bonds, ranks), modes,
+            tops, (("out_dims", out_dims), ("in_dims", in_dims)),
+        )
+
+    @classmethod
+    def from_factors(
+        cls, structure: Structure, tensors: dict[str, torch.Tensor], error: float | None = None
+    ) -> TTMatrix:
+        factor_shapes_match(structure, tensors, "TTMatrix.from_factors")
+        legs = structure.legs
+        _, _, groups, _ = _layout(
+            structure.shape, legs, structure.option("out_dims"), structure.option("in_dims"),
+            None, "TTMatrix.from_factors",
+        )
+        d = len(structure.factors)
+        cores = []
+        for k, f in enumerate(structure.factors):
+            t = as_tensor(tensors[f.name])
+            cores.append(t.reshape((1,) * (k == 0) + t.shape + (1,) * (k == d - 1)))
+        return cls._assemble(TT(cores, groups, error=error), structure.shape, legs, error)
+
+    def factor_tensors(self) -> dict[str, torch.Tensor]:
+        return {node.name: node.tensor for node in self._network}
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {"out_dims": self.row_dims, "in_dims": self.col_dims}
+
+    @classmethod
+    def _assemble(
+        cls, tt: TT, shape: tuple[int, ...], legs: tuple[str, ...], error: float | None
+    ) -> TTMatrix:
+        new = cls.__new__(cls)
+        new._tt = tt
+        new._network = tt.network
+        new._error = error
+        new._dense_shape = tuple(shape)
+        new._legs = tuple(legs)
+        channel = tt.groups[1:] if len(legs) > 2 else tt.groups
+        new._row_legs = tuple(g[0] for g in channel)
+        new._col_legs = tuple(g[1] for g in channel)
+        new._spatial = tuple(legs[2:])
+        return new
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_dense(
+        cls,
+        x: Any,
+        trunc: Truncation | int | None = None,
+        ranks: Sequence[int] | int | None = None,
+        fraction: float | None = None,
+        *,
+        legs: Sequence[str] | None = None,
+        out_dims: Sequence[int] | None = None,
+        in_dims: Sequence[int] | None = None,
+        d: int | None = None,
+        budget: Budget = "uniform",
+    ) -> TTMatrix:
+        """TT-SVD of a matrix or kernel whose first two legs are tensorized.
+
+        Parameters
+        ----------
+        x : tensor (M, N, ...)
+            The matrix, or a kernel ``(out, in, kh, kw)``: legs after the first two are kept
+            whole in a spatial core in front.
+        trunc, ranks, fraction
+            As for :meth:`TT.from_dense`; ``ranks`` has one entry per bond.
+        legs : sequence of str, optional
+            Dense leg names (default ``("rows", "cols")`` or ``("out", "in", "kh", "kw")``); the
+            mode legs of the first two are ``<leg>_0, <leg>_1, ...``.
+        out_dims, in_dims : sequence of int, optional
+            Mode sizes of the first two legs (same length); default :func:`balanced_factors`
+            with ``d`` factors (default 3).
+        """
+        what = "TTMatrix.from_dense"
+        trunc = choose(trunc, ranks, fraction, what)
+        x, _ = dense_input(x, None, what)
+        legs = _default_legs(legs, x.ndim)
+        shape, legs = check_shape(tuple(x.shape), legs, what)
+        out_dims, in_dims, groups, dims = _layout(shape, legs, out_dims, in_dims, d, what)
+        n = len(out_dims)
+        t = x.reshape(*out_dims, *in_dims, *shape[2:])
+        channels = [j for k in range(n) for j in (k, n + k)]
+        t = t.permute(list(range(2 * n, t.ndim)) + channels)
+        sizes = [math.prod(g) for g in dims]
+        max_ranks = None
+        if ranks is not None:
+            max_ranks = check_ranks(ranks, len(groups) - 1, what)
+        elif fraction is not None:
+            max_ranks = fraction_ranks(
+                cls, shape, fraction, legs=legs, what=what, out_dims=out_dims, in_dims=in_dims
+            )
+        cores, err = tt_svd(t, sizes, trunc, max_ranks, budget)
+        shaped = [c.reshape(c.shape[0], *g, c.shape[-1]) for g, c in zip(dims, cores)]
+        return cls._assemble(TT(shaped, groups, error=err), shape, legs, err)
+
     @classmethod
     def from_matrix(
         cls,
@@ -67,44 +243,26 @@ class TTMatrix(Format):
         ranks: Sequence[int] | int | None = None,
         fraction: float | None = None,
         *,
-        legs: Sequence[str] = ("rows", "cols"),
+        legs: Sequence[str] = _Dense2.MATRIX,
         d: int | None = None,
         budget: Budget = "uniform",
     ) -> TTMatrix:
-        """TT-SVD of a matrix tensorized into ``row_dims x col_dims``.
-
-        Parameters
-        ----------
-        w : tensor (M, N)
-            The matrix.
-        row_dims, col_dims : sequence of int, optional
-            Mode sizes with products ``M`` and ``N`` (same length); default
-            :func:`balanced_factors` with ``d`` factors (default 3).
-        trunc, ranks, fraction
-            As for :meth:`TT.from_dense`; ``ranks`` has one entry per bond (``d - 1``).
-        legs : (str, str)
-            Names of the matrix's two legs; mode legs are ``<leg>_0, <leg>_1, ...``.
-        """
+        """TT-SVD of a matrix tensorized into ``row_dims x col_dims`` (see :meth:`from_dense`)."""
         what = "TTMatrix.from_matrix"
-        trunc = choose(trunc, ranks, fraction, what)
-        w, _ = dense_input(w, None, what)
+        w = as_tensor(w)
         if w.ndim != 2:
             raise ValueError(f"{what}: w must be a matrix, got shape {tuple(w.shape)}")
+        legs = _two_legs(legs, what)
         row_dims = _dims(row_dims, w.shape[0], d, "row_dims", what)
         col_dims = _dims(col_dims, w.shape[1], d, "col_dims", what)
         if len(row_dims) != len(col_dims):
             raise ValueError(
                 f"{what}: row_dims {row_dims} and col_dims {col_dims} need the same length"
             )
-        legs = _two_legs(legs, what)
-        t = tensorize_matrix(w, row_dims, col_dims)
-        rows, cols = mode_legs(legs[0], len(row_dims)), mode_legs(legs[1], len(col_dims))
-        groups = list(zip(rows, cols))
-        new = cls._build(t, groups, trunc, ranks, fraction, budget, what)
-        new._dense_shape = tuple(w.shape)
-        new._legs = legs
-        new._row_legs, new._col_legs, new._spatial = rows, cols, ()
-        return new
+        return cls.from_dense(
+            w, trunc, ranks, fraction, legs=legs,
+            out_dims=row_dims, in_dims=col_dims, d=d, budget=budget,
+        )
 
     @classmethod
     def from_conv_kernel(
@@ -116,7 +274,7 @@ class TTMatrix(Format):
         ranks: Sequence[int] | int | None = None,
         fraction: float | None = None,
         *,
-        legs: Sequence[str] = ("out", "in", "kh", "kw"),
+        legs: Sequence[str] = _Dense2.KERNEL,
         d: int | None = None,
         budget: Budget = "uniform",
     ) -> TTMatrix:
@@ -126,56 +284,18 @@ class TTMatrix(Format):
         ``ranks`` has ``d`` entries: the bond after the spatial core, then the channel bonds.
         """
         what = "TTMatrix.from_conv_kernel"
-        trunc = choose(trunc, ranks, fraction, what)
-        kernel, _ = dense_input(kernel, None, what)
+        kernel = as_tensor(kernel)
         if kernel.ndim != 4:
             raise ValueError(f"{what}: kernel must be (out, in, kh, kw), got {tuple(kernel.shape)}")
         if isinstance(legs, str) or len(tuple(legs)) != 4 or len(set(legs)) != 4:
             raise ValueError(f"{what}: legs must be 4 distinct names, got {legs!r}")
-        legs = tuple(legs)
-        o, i, kh, kw = kernel.shape
-        out_dims = _dims(out_dims, o, d, "out_dims", what)
-        in_dims = _dims(in_dims, i, d, "in_dims", what)
-        if len(out_dims) != len(in_dims):
-            raise ValueError(f"{what}: out_dims {out_dims} and in_dims {in_dims} need one length")
-        n = len(out_dims)
-        t = kernel.reshape(*out_dims, *in_dims, kh, kw)
-        perm = [2 * n, 2 * n + 1] + [j for k in range(n) for j in (k, n + k)]
-        t = t.permute(perm)
-        rows, cols = mode_legs(legs[0], n), mode_legs(legs[1], n)
-        groups = [(legs[2], legs[3])] + list(zip(rows, cols))
-        new = cls._build(t, groups, trunc, ranks, fraction, budget, what)
-        new._dense_shape = tuple(kernel.shape)
-        new._legs = legs
-        new._row_legs, new._col_legs, new._spatial = rows, cols, (legs[2], legs[3])
-        return new
-
-    @classmethod
-    def _build(cls, t, groups, trunc, ranks, fraction, budget, what) -> TTMatrix:
-        sizes = []
-        dims = list(t.shape)
-        for g in groups:
-            sizes.append(math.prod(dims[: len(g)]))
-            dims = dims[len(g) :]
-        max_ranks = None
-        if ranks is not None:
-            max_ranks = check_ranks(ranks, len(groups) - 1, what)
-        elif fraction is not None:
-            max_ranks = fraction_ranks(sizes, fraction, what)
-        cores, err = tt_svd(t, sizes, trunc, max_ranks, budget)
-        shaped, pos = [], 0
-        for g, c in zip(groups, cores):
-            shaped.append(c.reshape(c.shape[0], *t.shape[pos : pos + len(g)], c.shape[-1]))
-            pos += len(g)
-        new = cls.__new__(cls)
-        new._tt = TT(shaped, groups, error=err)
-        new._network = new._tt.network
-        new._error = err
-        return new
+        return cls.from_dense(
+            kernel, trunc, ranks, fraction, legs=tuple(legs), out_dims=out_dims,
+            in_dims=in_dims, d=d, budget=budget,
+        )
 
     def _with_tt(self, tt: TT) -> TTMatrix:
-        new = self._replace(tt=tt, network=tt.network, error=tt.error)
-        return new
+        return self._assemble(tt, self._dense_shape, self._legs, tt.error)
 
     # -- views -------------------------------------------------------------------------------
     @property
@@ -210,14 +330,25 @@ class TTMatrix(Format):
         """TT rounding of the train (see :meth:`TT.round`)."""
         return self._with_tt(self._tt.round(trunc, ranks))
 
-    def truncate(self, trunc: Truncation | int | None) -> TTMatrix:
-        return self.round(trunc)
+    def truncate(
+        self, trunc: Truncation | int | None = None, *, ranks: Sequence[int] | int | None = None
+    ) -> TTMatrix:
+        return self.round(trunc, ranks)
 
     def to(
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> TTMatrix:
-        tt = self._tt.to(device=device, dtype=dtype)
-        return self._replace(tt=tt, network=tt.network)
+        return self._with_tt(self._tt.to(device=device, dtype=dtype))
+
+
+def _default_legs(legs: Sequence[str] | None, ndim: int) -> Sequence[str] | None:
+    if legs is not None:
+        return legs
+    if ndim == 2:
+        return _Dense2.MATRIX
+    if ndim == 4:
+        return _Dense2.KERNEL
+    return ("out", "in", *(f"k{i}" for i in range(ndim - 2)))
 
 
 def _two_legs(legs: Any, what: str) -> tuple[str, str]:

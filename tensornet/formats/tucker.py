@@ -15,15 +15,16 @@ import torch
 
 from ..core.linalg import qr
 from ..core.network import TensorNetwork
-from ..core.node import Node
+from ..core.node import Node, as_tensor
 from ..core.truncation import Truncation, as_truncation
 from .base import (
     Format,
-    budget_rank,
     check_ranks,
+    check_shape,
     choose,
     dense_input,
     error_limit,
+    factor_shapes_match,
     fresh_names,
     left_vectors,
     mode_product,
@@ -32,7 +33,9 @@ from .base import (
     unfold,
 )
 
-__all__ = ["Tucker"]
+from .structure import Factor, Structure, fraction_ranks, register_format
+
+__all__ = ["Tucker", "Tucker2"]
 
 Method = Literal["hosvd", "hooi"]
 
@@ -115,6 +118,7 @@ def hooi(
     return core, factors, history
 
 
+@register_format("tucker")
 class Tucker(Format):
     """A tensor in Tucker format: a core times one orthonormal factor per decomposed mode.
 
@@ -159,6 +163,74 @@ class Tucker(Format):
         self._rank_legs = rank_legs
         self._error = error
         self._history = tuple(history)
+
+    @classmethod
+    def _default_modes(cls, legs: tuple[str, ...]) -> tuple[str, ...]:
+        return legs
+
+    @classmethod
+    def _check_modes(cls, modes: Any, legs: tuple[str, ...], what: str) -> tuple[str, ...]:
+        modes = cls._default_modes(legs) if modes is None else tuple(modes)
+        if not modes or len(set(modes)) != len(modes) or any(m not in legs for m in modes):
+            raise ValueError(f"{what}: modes {modes} must be distinct legs among {legs}")
+        return modes
+
+    @classmethod
+    def structure_for(
+        cls,
+        shape: Sequence[int],
+        ranks: Sequence[int] | int | None = None,
+        *,
+        legs: Sequence[str] | None = None,
+        modes: Sequence[str] | None = None,
+    ) -> Structure:
+        """The Tucker structure of ``shape``: a core and one factor per decomposed mode.
+
+        Examples
+        --------
+        >>> s = Tucker.structure_for((8, 6, 3, 3), (4, 3), legs=("out", "in", "kh", "kw"),
+        ...                          modes=("out", "in"))
+        >>> [(f.name, f.legs, f.shape) for f in s.factors][0]
+        ('core', ('r_out', 'r_in', 'kh', 'kw'), (4, 3, 3, 3))
+        """
+        what = f"{cls.__name__}.structure_for"
+        shape, legs = check_shape(shape, legs, what)
+        modes = cls._check_modes(modes, legs, what)
+        total = math.prod(shape)
+        tops = tuple(min(shape[legs.index(m)], total // shape[legs.index(m)]) for m in modes)
+        ranks = tops if ranks is None else check_ranks(ranks, len(modes), what)
+        rank_legs = fresh_names([f"r_{m}" for m in modes], legs)
+        core_legs, core_shape = [], []
+        for leg, n in zip(legs, shape):
+            if leg in modes:
+                core_legs.append(rank_legs[modes.index(leg)])
+                core_shape.append(ranks[modes.index(leg)])
+            else:
+                core_legs.append(leg)
+                core_shape.append(n)
+        factors = [Factor("core", tuple(core_legs), tuple(core_shape))]
+        for m, r_leg, r in zip(modes, rank_legs, ranks):
+            factors.append(Factor(f"U_{m}", (m, r_leg), (shape[legs.index(m)], r)))
+        return Structure(
+            cls.name, legs, shape, ranks, tuple(factors), tuple((leg,) for leg in legs), tops,
+            (("modes", modes),),
+        )
+
+    @classmethod
+    def from_factors(
+        cls, structure: Structure, tensors: dict[str, torch.Tensor], error: float | None = None
+    ) -> Tucker:
+        factor_shapes_match(structure, tensors, f"{cls.__name__}.from_factors")
+        modes = structure.option("modes")
+        factors = [as_tensor(tensors[f"U_{m}"]) for m in modes]
+        return cls(as_tensor(tensors["core"]), factors, structure.legs, modes, error)
+
+    def factor_tensors(self) -> dict[str, torch.Tensor]:
+        return {node.name: node.tensor for node in self._network}
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {"modes": self._modes}
 
     @classmethod
     def from_dense(
@@ -206,16 +278,16 @@ class Tucker(Format):
             raise ValueError(f"{what}: max_iter must be a positive int, got {max_iter!r}")
         if not (isinstance(tol, (int, float)) and tol >= 0):
             raise ValueError(f"{what}: tol must be a number >= 0, got {tol!r}")
-        modes = legs if modes is None else tuple(modes)
-        if not modes or len(set(modes)) != len(modes) or any(m not in legs for m in modes):
-            raise ValueError(f"{what}: modes {modes} must be distinct legs among {legs}")
+        modes = cls._check_modes(modes, legs, what)
         axes = [legs.index(m) for m in modes]
         sizes = [x.shape[a] for a in axes]
         max_ranks = None
         if ranks is not None:
             max_ranks = check_ranks(ranks, len(modes), what)
         elif fraction is not None:
-            max_ranks = fraction_ranks(tuple(x.shape), axes, fraction, what)
+            max_ranks = fraction_ranks(
+                cls, tuple(x.shape), fraction, legs=legs, what=what, modes=modes
+            )
         if max_ranks is not None:
             max_ranks = tuple(min(r, n) for r, n in zip(max_ranks, sizes))
         core, factors = hosvd(x, axes, trunc, max_ranks)
@@ -260,18 +332,23 @@ class Tucker(Format):
         """Relative error after each HOOI sweep (one entry for HOSVD)."""
         return self._history
 
-    def truncate(self, trunc: Truncation | int | None) -> Tucker:
+    def truncate(
+        self, trunc: Truncation | int | None = None, *, ranks: Sequence[int] | int | None = None
+    ) -> Tucker:
         """Re-orthonormalise the factors, then truncate by an HOSVD of the core.
 
-        ``error`` is relative to this Tucker tensor.
+        ``ranks`` caps each mode's rank; ``error`` is relative to this Tucker tensor.
         """
+        max_ranks = None
+        if ranks is not None:
+            max_ranks = check_ranks(ranks, len(self._modes), f"{type(self).__name__}.truncate")
         qs, core = [], self.core
         axes = [self._legs.index(m) for m in self._modes]
         for axis, u in zip(axes, self.factors):
             q, r = qr(u)
             qs.append(q)
             core = mode_product(core, r, axis)
-        new_core, vs = hosvd(core, axes, as_truncation(trunc), None)
+        new_core, vs = hosvd(core, axes, as_truncation(trunc), max_ranks)
 
         def approx() -> torch.Tensor:
             out = new_core
@@ -280,7 +357,8 @@ class Tucker(Format):
             return out
 
         err = projection_error(core, new_core, approx)
-        return Tucker(new_core, [q @ v for q, v in zip(qs, vs)], self._legs, self._modes, err)
+        factors = [q @ v for q, v in zip(qs, vs)]
+        return type(self)(new_core, factors, self._legs, self._modes, err)
 
 
 def tucker_params(shape: Sequence[int], axes: Sequence[int], ranks: Sequence[int]) -> int:
@@ -291,13 +369,23 @@ def tucker_params(shape: Sequence[int], axes: Sequence[int], ranks: Sequence[int
     return math.prod(core) + sum(shape[a] * r for a, r in zip(axes, ranks))
 
 
-def fraction_ranks(
-    shape: Sequence[int], axes: Sequence[int], fraction: float, what: str
-) -> tuple[int, ...]:
-    sizes = [shape[a] for a in axes]
 
-    def count(r: int) -> int:
-        return tucker_params(shape, axes, [min(r, n) for n in sizes])
+@register_format("tucker2")
+class Tucker2(Tucker):
+    """Tucker over the first two legs only (a kernel's ``out`` and ``in``): Tucker-2.
 
-    r = budget_rank(count, fraction * math.prod(shape), max(sizes), what)
-    return tuple(min(r, n) for n in sizes)
+    The spatial modes stay whole in the core, so a convolution becomes 1x1 conv, small full
+    conv, 1x1 conv (Kim et al. 2016).
+
+    Examples
+    --------
+    >>> import torch
+    >>> k = torch.randn(16, 8, 3, 3, dtype=torch.float64)
+    >>> t = Tucker2.from_dense(k, ranks=(4, 2), legs=("out", "in", "kh", "kw"))
+    >>> t.modes, t.core.shape
+    (('out', 'in'), torch.Size([4, 2, 3, 3]))
+    """
+
+    @classmethod
+    def _default_modes(cls, legs: tuple[str, ...]) -> tuple[str, ...]:
+        return legs[:2]

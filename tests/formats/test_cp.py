@@ -101,3 +101,16 @@ def test_to_casts_every_factor():
 def test_bad_inputs_name_the_field(kwargs, match):
     with pytest.raises(ValueError, match=match):
         CP.from_dense(torch.ones(3, 4, 5, dtype=F64), **kwargs)
+
+
+def test_exact_complex_rank3_is_fitted():
+    g = gen(7)
+    factors = [
+        torch.randn(n, 3, generator=g, dtype=F64) + 1j * torch.randn(n, 3, generator=g, dtype=F64)
+        for n in (6, 7, 8)
+    ]
+    x = cp_dense(factors)
+    cp = CP.from_dense(x, ranks=3, max_iter=100, tol=0.0)
+    assert cp.to_dense().dtype == torch.complex128
+    assert rel_err(x, cp.to_dense()) < 1e-8
+    assert cp.error == pytest.approx(rel_err(x, cp.to_dense()), abs=1e-10)

@@ -1,0 +1,283 @@
+"""Channel-grouped low rank (ALDS, Liebenwein et al. 2021): one SVD per group of input channels.
+
+A kernel ``W (f, c, k1, k2)`` has its ``c`` input channels cut into ``k`` contiguous groups;
+group ``g``'s slice, folded to ``f x (c/k k1 k2)``, is kept at the same rank ``j`` in every
+group. The factors are ``U (f, k, j)`` and ``V (k, j, c/k, k1, k2)``:
+
+``W[o, (g, c'), ...] = sum_j U[o, g, j] V[g, j, c', ...]``,
+
+which as a layer is a grouped ``k1 x k2`` conv (``groups = k``, ``c -> k j`` channels) followed by
+a ``1 x 1`` conv (``k j -> f``). It stores ``j (k f + c k1 k2)`` numbers. The group leg is shared
+by both factors and the input, so the structure is an einsum (the network view pads ``V`` to a
+block-diagonal tensor of the same value).
+
+With ``groups=1`` it is the plain SVD across ``out | in, k1, k2``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..core.linalg import svd
+from ..core.network import TensorNetwork
+from ..core.node import Node, as_tensor
+from ..core.truncation import Truncation, as_truncation
+from .base import (
+    Format,
+    check_ranks,
+    check_shape,
+    choose,
+    dense_input,
+    factor_shapes_match,
+    fresh_names,
+)
+from .lowrank import reduce_pairs, shared_rank
+from .structure import Factor, Structure, fraction_ranks, register_format
+
+__all__ = ["Grouped", "grouped_params"]
+
+
+def grouped_params(shape: Sequence[int], groups: int, rank: int) -> int:
+    """``j (k f + c k1 k2)`` for a kernel ``(f, c, k1, k2)``.
+
+    >>> grouped_params((64, 32, 3, 3), 4, 8)
+    4352
+    """
+    f, c, rest = shape[0], shape[1], math.prod(shape[2:])
+    return rank * (groups * f + c * rest)
+
+
+def _check_groups(groups: Any, channels: int, what: str) -> int:
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"{what}: groups must be a positive int, got {groups!r}")
+    if channels % groups:
+        raise ValueError(
+            f"{what}: groups={groups} must divide the {channels} channels of the second leg"
+        )
+    return groups
+
+
+def _names(legs: tuple[str, ...]) -> tuple[str, str, str]:
+    """The group leg, the within-group channel leg and the rank leg (fresh against ``legs``)."""
+    g, c, r = fresh_names([f"{legs[1]}_g", f"{legs[1]}_c", "r"], legs)
+    return g, c, r
+
+
+@register_format("grouped")
+class Grouped(Format):
+    """A kernel as ``k`` channel groups, each a rank-``j`` product ``U_g V_g``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> w = torch.randn(16, 8, 3, 3, dtype=torch.float64)
+    >>> lr = Grouped.from_dense(w, ranks=3, groups=2, legs=("out", "in", "kh", "kw"))
+    >>> lr.ranks, lr.groups, lr.num_params == grouped_params(w.shape, 2, 3)
+    ((3,), 2, True)
+    >>> full = Grouped.from_dense(w, groups=4)
+    >>> bool(torch.allclose(full.to_dense(), w))
+    True
+    """
+
+    _groups: int
+    _spectra: torch.Tensor | None
+
+    def __init__(
+        self,
+        u: torch.Tensor,
+        v: torch.Tensor,
+        legs: Sequence[str],
+        error: float | None = None,
+        spectra: torch.Tensor | None = None,
+    ) -> None:
+        u, v = as_tensor(u), as_tensor(v)
+        legs = tuple(legs)
+        if u.ndim != 3 or v.ndim < 3 or u.shape[1:] != v.shape[:2]:
+            raise ValueError(
+                f"Grouped: U must be (f, k, j) and V (k, j, c/k, ...); got {tuple(u.shape)} "
+                f"and {tuple(v.shape)}"
+            )
+        if len(legs) != v.ndim - 1:
+            raise ValueError(f"Grouped: {len(legs)} legs for factors of a {v.ndim - 1}-way kernel")
+        f, k, j = u.shape
+        g_leg, c_leg, r_leg = _names(legs)
+        self._u, self._v = u, v
+        self._groups, self._legs, self._error, self._spectra = k, legs, error, spectra
+        # The network view: V as a block-diagonal tensor over the (group, rank) pairs.
+        ck = v.shape[2]
+        blocks = v.new_zeros(k, j, k, ck, *v.shape[3:])
+        idx = torch.arange(k, device=v.device)
+        blocks[idx, :, idx] = v
+        band = fresh_names([r_leg + "_band"], legs)[0]
+        self._network = TensorNetwork(
+            [
+                Node(u.reshape(f, k * j), (legs[0], band), name="U"),
+                Node(blocks.reshape(k * j, k, *v.shape[2:]), (band, g_leg, c_leg, *legs[2:]),
+                     name="V"),
+            ]
+        )
+
+    # -- structure ---------------------------------------------------------------------------
+    @classmethod
+    def structure_for(
+        cls,
+        shape: Sequence[int],
+        ranks: Sequence[int] | int | None = None,
+        *,
+        legs: Sequence[str] | None = None,
+        groups: int = 1,
+    ) -> Structure:
+        """``U (f, k, j)`` and ``V (k, j, c/k, ...)`` sharing the group leg with the input.
+
+        Examples
+        --------
+        >>> s = Grouped.structure_for((64, 32, 3, 3), 8, groups=4, legs=("o", "i", "h", "w"))
+        >>> [(f.legs, f.shape) for f in s.factors]
+        [(('o', 'i_g', 'r'), (64, 4, 8)), (('i_g', 'r', 'i_c', 'h', 'w'), (4, 8, 8, 3, 3))]
+        >>> s.modes[1], s.num_params
+        (('i_g', 'i_c'), 4352)
+        """
+        what = "Grouped.structure_for"
+        shape, legs = check_shape(shape, legs, what)
+        if len(shape) < 2:
+            raise ValueError(f"{what}: needs at least 2 legs (out, in, ...), got shape {shape}")
+        k = _check_groups(groups, shape[1], what)
+        ck = shape[1] // k
+        top = min(shape[0], ck * math.prod(shape[2:]))
+        (rank,) = (top,) if ranks is None else check_ranks(ranks, 1, what)
+        g, c, r = _names(legs)
+        factors = (
+            Factor("U", (legs[0], g, r), (shape[0], k, rank)),
+            Factor("V", (g, r, c, *legs[2:]), (k, rank, ck, *shape[2:])),
+        )
+        modes = ((legs[0],), (g, c), *((leg,) for leg in legs[2:]))
+        return Structure("grouped", legs, shape, (rank,), factors, modes, (top,),
+                         (("groups", k),))
+
+    @classmethod
+    def from_factors(
+        cls, structure: Structure, tensors: dict[str, torch.Tensor], error: float | None = None
+    ) -> Grouped:
+        factor_shapes_match(structure, tensors, "Grouped.from_factors")
+        return cls(tensors["U"], tensors["V"], structure.legs, error)
+
+    def factor_tensors(self) -> dict[str, torch.Tensor]:
+        return {"U": self._u, "V": self._v}
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {"groups": self._groups}
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_dense(
+        cls,
+        x: Any,
+        trunc: Truncation | int | None = None,
+        ranks: Sequence[int] | int | None = None,
+        fraction: float | None = None,
+        *,
+        legs: Sequence[str] | None = None,
+        groups: int = 1,
+    ) -> Grouped:
+        """One SVD per channel group, all kept at the same rank ``j``.
+
+        Parameters
+        ----------
+        x : tensor (f, c, ...)
+            The kernel (or matrix).
+        trunc : Truncation or int, optional
+            The smallest ``j`` whose total Frobenius error (groups add in squares) meets the
+            tolerances, capped by ``max_rank``.
+        ranks : int or (int,)
+            ``j``, the rank of every group (groups of smaller rank are padded with zeros).
+        fraction : float, optional
+            Parameter budget: the largest ``j`` with ``j (k f + c k1 k2) <= fraction * size``.
+        groups : int
+            ``k``, which must divide ``c``.
+        """
+        what = "Grouped.from_dense"
+        trunc = choose(trunc, ranks, fraction, what)
+        x, legs = dense_input(x, legs, what)
+        if x.ndim < 2:
+            raise ValueError(f"{what}: needs at least 2 legs (out, in, ...)")
+        k = _check_groups(groups, x.shape[1], what)
+        f, c = x.shape[0], x.shape[1]
+        rest = tuple(x.shape[2:])
+        mats = x.reshape(f, k, c // k, *rest).movedim(1, 0).reshape(k, f, -1)
+        u, s, vh = svd(mats)
+        norm = float(torch.linalg.vector_norm(x))
+        if ranks is not None:
+            j = check_ranks(ranks, 1, what)[0]
+        elif fraction is not None:
+            (j,) = fraction_ranks(cls, tuple(x.shape), fraction, legs=legs, what=what, groups=k)
+        else:
+            j = shared_rank(s, trunc, norm)
+        kept = min(j, s.shape[1])
+        root = s[:, :kept].sqrt().to(u.dtype)
+        uu = u[:, :, :kept] * root[:, None, :]
+        vv = root[:, :, None] * vh[:, :kept, :]
+        if kept < j:  # every group has rank < j: pad with zero components
+            uu = torch.cat([uu, uu.new_zeros(k, f, j - kept)], dim=2)
+            vv = torch.cat([vv, vv.new_zeros(k, j - kept, vv.shape[2])], dim=1)
+        tail = float(s[:, kept:].detach().square().sum().sqrt()) if kept < s.shape[1] else 0.0
+        return cls(
+            uu.movedim(0, 1), vv.reshape(k, j, c // k, *rest), legs,
+            tail / norm if norm > 0 else 0.0, s.detach(),
+        )
+
+    # -- views -------------------------------------------------------------------------------
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        return (self._u.shape[2],)
+
+    @property
+    def groups(self) -> int:
+        return self._groups
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        k, _, ck = self._v.shape[:3]
+        return (self._u.shape[0], k * ck, *self._v.shape[3:])
+
+    @property
+    def spectra(self) -> torch.Tensor | None:
+        """Singular values of every group's slice ``(k, min(f, c/k k1 k2))``, from
+        :meth:`from_dense` (``None`` otherwise)."""
+        return self._spectra
+
+    def to_dense(self) -> torch.Tensor:
+        return self.structure.contract(self.factor_tensors())
+
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> Grouped:
+        spectra = None if self._spectra is None else self._spectra.to(device=device)
+        return Grouped(
+            self._u.to(device=device, dtype=dtype), self._v.to(device=device, dtype=dtype),
+            self._legs, self._error, spectra,
+        )
+
+    def truncate(
+        self, trunc: Truncation | int | None = None, *, ranks: Sequence[int] | int | None = None
+    ) -> Grouped:
+        """Optimal re-truncation of every group to one shared rank (QR + small SVDs)."""
+        trunc = as_truncation(trunc)
+        if ranks is not None:
+            trunc = Truncation(max_rank=check_ranks(ranks, 1, "Grouped.truncate")[0])
+        f, k, j = self._u.shape
+        u = self._u.movedim(1, 0)  # (k, f, j)
+        v = self._v.reshape(k, j, -1)
+        # the groups are disjoint blocks: their spectra together hold the kernel's whole norm
+        new_u, new_v, s = reduce_pairs(u, v, trunc)
+        dense_norm = float(s.detach().square().sum().sqrt())
+        kept = new_u.shape[-1]
+        tail = float(s[:, kept:].detach().square().sum().sqrt()) if kept < s.shape[1] else 0.0
+        return Grouped(
+            new_u.movedim(0, 1), new_v.reshape(k, kept, *self._v.shape[2:]), self._legs,
+            tail / dense_norm if dense_norm > 0 else 0.0, s.detach(),
+        )

@@ -1,0 +1,305 @@
+"""Tensor ring (TR): a closed train of cores ``G_k[r_k, n_k, r_{k+1}]`` with ``r_d = r_0``.
+
+The dense tensor is ``X[i_0, ..., i_{d-1}] = trace(G_0[:, i_0, :] G_1[:, i_1, :] ...)``. As a
+network it is a loop (core ``k`` carries bonds ``r{k}`` and ``r{k+1 mod d}``), so contraction runs
+through the planner like any other network, while tree-only operations (gauges, bond spectra)
+refuse it by naming the closing bond.
+
+TR-SVD (Zhao et al. 2016): the first unfolding ``n_0 x rest`` is truncated to rank
+``r_0 r_1`` and its left factor becomes the first core, split as ``(r_0, n_0, r_1)``; the rest,
+with ``r_0`` moved to the end, is decomposed by TT-SVD, whose last core closes the ring. Every step
+is an orthogonal projection, so the reported error is exact, and tolerances are shared as
+``eps / sqrt(d - 1)`` per step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..core.linalg import truncated_svd
+from ..core.network import TensorNetwork
+from ..core.node import Node, as_tensor
+from ..core.truncation import Truncation, as_truncation
+from .base import (
+    Format,
+    check_order,
+    check_ranks,
+    check_shape,
+    choose,
+    dense_input,
+    error_limit,
+    factor_shapes_match,
+    fresh_names,
+    relative_error,
+    step_truncation,
+    tail_norm,
+)
+from .structure import Factor, Structure, fraction_ranks, register_format
+from .tt import tt_svd
+
+__all__ = ["TR", "tr_params"]
+
+
+def tr_params(sizes: Sequence[int], ranks: Sequence[int]) -> int:
+    """``sum_k r_k n_k r_{k+1}`` with ``r_d = r_0``.
+
+    >>> tr_params((4, 5, 6), (2, 3, 4))
+    132
+    """
+    d = len(sizes)
+    return sum(ranks[k] * sizes[k] * ranks[(k + 1) % d] for k in range(d))
+
+
+def _balanced_pair(n: int) -> tuple[int, int]:
+    """``(a, b)`` with ``a * b = n``, ``a <= b`` and ``b - a`` smallest."""
+    a = math.isqrt(n)
+    while n % a:
+        a -= 1
+    return a, n // a
+
+
+def _max_ranks(sizes: Sequence[int]) -> tuple[int, ...]:
+    """Ranks beyond which TR-SVD cannot use more: ``r_0 r_1 <= min(n_0, N / n_0)`` (balanced
+    between the two), and for ``k >= 2`` the bounds of the remaining train's unfoldings."""
+    total = math.prod(sizes)
+    a = max(1, math.isqrt(min(sizes[0], total // sizes[0])))
+    out = [a, a]
+    for k in range(2, len(sizes)):
+        out.append(min(a * math.prod(sizes[1:k]), a * math.prod(sizes[k:])))
+    return tuple(out)
+
+
+def _bond_legs(d: int, taken: Sequence[str]) -> tuple[str, ...]:
+    return fresh_names([f"r{k}" for k in range(d)], taken)
+
+
+@register_format("tr")
+class TR(Format):
+    """A tensor in tensor-ring format (a loop of cores).
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.randn(4, 6, 5, dtype=torch.float64)
+    >>> tr = TR.from_dense(x, ranks=(2, 2, 10))
+    >>> tr.ranks, tr.network.is_tree
+    ((2, 2, 10), False)
+    >>> bool(torch.allclose(tr.to_dense(), x))
+    True
+    """
+
+    _order: tuple[str, ...]
+    _bonds: tuple[str, ...]
+
+    def __init__(
+        self,
+        cores: Sequence[torch.Tensor],
+        order: Sequence[str],
+        legs: Sequence[str] | None = None,
+        error: float | None = None,
+    ) -> None:
+        order = tuple(order)
+        legs = order if legs is None else tuple(legs)
+        d = len(order)
+        if d < 2 or len(cores) != d:
+            raise ValueError(f"TR: needs d >= 2 cores, one per leg; got {len(cores)} for {order}")
+        bonds = _bond_legs(d, order)
+        nodes = []
+        for k, core in enumerate(cores):
+            core = as_tensor(core)
+            if core.ndim != 3:
+                raise ValueError(f"TR: core {k} must be (r, n, r'), got {tuple(core.shape)}")
+            nodes.append(Node(core, (bonds[k], order[k], bonds[(k + 1) % d]), name=f"G{k}"))
+        self._network = TensorNetwork(nodes)
+        self._order = order
+        self._legs = check_order(legs, order, "TR")
+        self._bonds = bonds
+        self._error = error
+
+    # -- structure ---------------------------------------------------------------------------
+    @classmethod
+    def structure_for(
+        cls,
+        shape: Sequence[int],
+        ranks: Sequence[int] | int | None = None,
+        *,
+        legs: Sequence[str] | None = None,
+        order: Sequence[str] | None = None,
+    ) -> Structure:
+        """The TR structure of ``shape`` with ranks ``(r_0, ..., r_{d-1})`` along ``order``.
+
+        Examples
+        --------
+        >>> s = TR.structure_for((4, 5, 6), (2, 3, 4))
+        >>> [(f.legs, f.shape) for f in s.factors][0], s.num_params
+        ((('r0', 'd0', 'r1'), (2, 4, 3)), 132)
+        """
+        what = "TR.structure_for"
+        shape, legs = check_shape(shape, legs, what)
+        if len(shape) < 2:
+            raise ValueError(f"{what}: a tensor ring needs at least 2 legs, got shape {shape}")
+        order = check_order(order, legs, what)
+        sizes = [shape[legs.index(leg)] for leg in order]
+        tops = _max_ranks(sizes)
+        d = len(sizes)
+        ranks = tops if ranks is None else check_ranks(ranks, d, what)
+        bonds = _bond_legs(d, legs)
+        factors = tuple(
+            Factor(f"G{k}", (bonds[k], order[k], bonds[(k + 1) % d]),
+                   (ranks[k], sizes[k], ranks[(k + 1) % d]))
+            for k in range(d)
+        )
+        return Structure(
+            "tr", legs, shape, ranks, factors, tuple((leg,) for leg in legs), tops,
+            (("order", order),),
+        )
+
+    @classmethod
+    def from_factors(
+        cls, structure: Structure, tensors: dict[str, torch.Tensor], error: float | None = None
+    ) -> TR:
+        factor_shapes_match(structure, tensors, "TR.from_factors")
+        cores = [tensors[f.name] for f in structure.factors]
+        return cls(cores, structure.option("order"), structure.legs, error)
+
+    def factor_tensors(self) -> dict[str, torch.Tensor]:
+        return {node.name: node.tensor for node in self._network}
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {"order": self._order}
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_dense(
+        cls,
+        x: Any,
+        trunc: Truncation | int | None = None,
+        ranks: Sequence[int] | int | None = None,
+        fraction: float | None = None,
+        *,
+        legs: Sequence[str] | None = None,
+        order: Sequence[str] | None = None,
+    ) -> TR:
+        """TR-SVD of a dense tensor.
+
+        Parameters
+        ----------
+        x : tensor or Node
+            The dense tensor (at least 2 legs).
+        trunc : Truncation or int, optional
+            Tolerances are shared over the ``d - 1`` SVDs (``eps / sqrt(d - 1)`` each) so the
+            total relative error is at most ``rel_tol``; ``max_rank`` caps every rank. The first
+            rank ``r_0 r_1`` found is split into the most balanced pair.
+        ranks : sequence of int, optional
+            ``(r_0, ..., r_{d-1})``, used as given for ``r_0, r_1`` (zero-padded when the first
+            unfolding has a smaller rank) and as caps for the others.
+        fraction : float, optional
+            Parameter budget as a fraction of the dense size (one cap for all ranks).
+        legs, order : sequence of str, optional
+            Dense leg names, and their order around the ring.
+        """
+        what = "TR.from_dense"
+        trunc = choose(trunc, ranks, fraction, what)
+        x, legs = dense_input(x, legs, what)
+        if x.ndim < 2:
+            raise ValueError(f"{what}: a tensor ring needs at least 2 legs")
+        order = check_order(order, legs, what)
+        x_ord = x.permute([legs.index(leg) for leg in order])
+        sizes = tuple(x_ord.shape)
+        d = len(sizes)
+        given = None
+        if ranks is not None:
+            given = check_ranks(ranks, d, what)
+        elif fraction is not None:
+            given = fraction_ranks(cls, tuple(x.shape), fraction, legs=legs, what=what,
+                                   order=order)
+        cores, err = tr_svd(x_ord, trunc, given)
+        return cls(cores, order, legs, err)
+
+    # -- views -------------------------------------------------------------------------------
+    @property
+    def order(self) -> tuple[str, ...]:
+        return self._order
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        """``(r_0, ..., r_{d-1})``: ``r_k`` joins core ``k - 1`` and core ``k`` (mod d)."""
+        return tuple(self._network.dim(b) for b in self._bonds)
+
+    @property
+    def cores(self) -> tuple[torch.Tensor, ...]:
+        """Cores ``(r_k, n_k, r_{k+1})``."""
+        return tuple(self._network.node(f"G{k}").tensor for k in range(len(self._order)))
+
+    def truncate(
+        self, trunc: Truncation | int | None = None, *, ranks: Sequence[int] | int | None = None
+    ) -> TR:
+        """TR-SVD of this tensor with ``trunc``/``ranks``; ``error`` is relative to this one.
+
+        The ring is contracted to dense first (a tensor ring has no exact local gauge), so this is
+        for tensors that fit in memory, as every layer kernel does.
+        """
+        dense = self._network.contract(output=self._order).tensor
+        given = None if ranks is None else check_ranks(ranks, len(self._order), "TR.truncate")
+        cores, _ = tr_svd(dense, as_truncation(trunc), given)
+        new = TR(cores, self._order, self._legs)
+        new._error = relative_error(dense, new._network.contract(output=self._order).tensor)
+        return new
+
+
+def tr_svd(
+    x: torch.Tensor, trunc: Truncation | None, ranks: Sequence[int] | None
+) -> tuple[list[torch.Tensor], float]:
+    """TR-SVD of ``x`` (cores along its axes). Returns the cores and the exact relative error."""
+    sizes = tuple(x.shape)
+    d = len(sizes)
+    norm = float(torch.linalg.vector_norm(x))
+    limit = error_limit(trunc, norm)
+    step_limit = None if limit is None else limit / math.sqrt(d - 1)
+    cap = None if trunc is None else trunc.max_rank
+    first = x.reshape(sizes[0], -1)
+    if ranks is not None:
+        r0, r1 = ranks[0], ranks[1]
+        keep = r0 * r1
+        step = step_truncation(keep, None)
+    else:
+        step = step_truncation(None if cap is None else cap * cap, step_limit)
+    u, s, vh, s_full = truncated_svd(first, step)
+    spent2 = tail_norm(s_full, s.shape[0]) ** 2
+    if ranks is None:
+        r0, r1 = _balanced_pair(s.shape[0])
+        keep = r0 * r1
+    rest = s.to(vh.dtype)[:, None] * vh
+    if u.shape[1] < keep:  # the unfolding has a smaller rank than asked: pad with zeros
+        u = torch.cat([u, u.new_zeros(u.shape[0], keep - u.shape[1])], dim=1)
+        rest = torch.cat([rest, rest.new_zeros(keep - rest.shape[0], rest.shape[1])], dim=0)
+    g0 = u.reshape(sizes[0], r0, r1).permute(1, 0, 2)
+    rest = rest.reshape(r0, r1, *sizes[1:])
+    rest = torch.movedim(rest, 0, -1)  # (r1, n_1, ..., n_{d-1}, r0)
+    if d == 2:
+        cores = [g0, rest]
+    else:
+        tt_sizes = [r1 * sizes[1], *sizes[2:-1], sizes[-1] * r0]
+        caps = None
+        if ranks is not None:
+            caps = list(ranks[2:])
+        elif cap is not None:
+            caps = [cap] * (d - 2)
+        budget = None if limit is None else math.sqrt(max(limit**2 - spent2, 0.0))
+        inner = None if budget is None else Truncation(abs_tol=budget)
+        tt_cores, tt_err = tt_svd(rest, tt_sizes, inner, caps)
+        spent2 += (tt_err * float(torch.linalg.vector_norm(rest))) ** 2
+        cores = [g0]
+        for k, c in enumerate(tt_cores):
+            if k == 0:
+                cores.append(c.reshape(r1, sizes[1], c.shape[-1]))
+            elif k == len(tt_cores) - 1:
+                cores.append(c.reshape(c.shape[0], sizes[-1], r0))
+            else:
+                cores.append(c.reshape(c.shape[0], sizes[k + 1], c.shape[-1]))
+    return cores, (math.sqrt(spent2) / norm if norm > 0 else 0.0)
