@@ -411,8 +411,9 @@ def factor_shapes_match(structure: Structure, tensors: Mapping[str, torch.Tensor
     missing = [n for n in names if n not in tensors]
     extra = [n for n in tensors if n not in names]
     if missing or extra:
-        raise ValueError(f"{what}: tensors must be the factors {names}; missing {missing}, "
-                         f"unexpected {extra}")
+        raise ValueError(
+            f"{what}: tensors must be the factors {names}; missing {missing}, unexpected {extra}"
+        )
     for f in structure.factors:
         t = tensors[f.name]
         if tuple(t.shape) != f.shape:

@@ -213,12 +213,19 @@ class CP(Format):
         top = max(1, math.prod(shape) // per_rank)
         rank = top if ranks is None else _check_rank(ranks, what)
         r_leg = fresh_names(["r"], legs)[0]
-        factors = [Factor(f"A{k}", (leg, r_leg), (n, rank)) for k, (leg, n) in
-                   enumerate(zip(legs, shape))]
+        factors = [
+            Factor(f"A{k}", (leg, r_leg), (n, rank)) for k, (leg, n) in enumerate(zip(legs, shape))
+        ]
         if normalize:
             factors.append(Factor("weights", (r_leg,), (rank,)))
         return Structure(
-            "cp", legs, shape, (rank,), tuple(factors), tuple((leg,) for leg in legs), (top,),
+            "cp",
+            legs,
+            shape,
+            (rank,),
+            tuple(factors),
+            tuple((leg,) for leg in legs),
+            (top,),
             (("normalize", bool(normalize)),),
         )
 
@@ -294,7 +301,9 @@ class CP(Format):
             rank = _check_rank(ranks, what)
         elif fraction is not None:
             shape = tuple(x.shape)
-            (rank,) = fraction_ranks(cls, shape, fraction, legs=legs, what=what, normalize=normalize)
+            (rank,) = fraction_ranks(
+                cls, shape, fraction, legs=legs, what=what, normalize=normalize
+            )
         else:
             raise ValueError(f"{what}: CP needs a rank: give ranks=, fraction= or trunc=<int>")
         weights, factors, history = cp_als(x, rank, init, max_iter, tol, normalize, seed)

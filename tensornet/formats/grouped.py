@@ -11,7 +11,7 @@ a ``1 x 1`` conv (``k j -> f``). It stores ``j (k f + c k1 k2)`` numbers. The gr
 by both factors and the input, so the structure is an einsum (the network view pads ``V`` to a
 block-diagonal tensor of the same value).
 
-With ``groups=1`` it is the plain SVD across ``out | in, k1, k2``.
+With ``channel_groups=1`` it is the plain SVD across ``out | in, k1, k2``.
 """
 
 from __future__ import annotations
@@ -53,10 +53,10 @@ def grouped_params(shape: Sequence[int], groups: int, rank: int) -> int:
 
 def _check_groups(groups: Any, channels: int, what: str) -> int:
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-        raise ValueError(f"{what}: groups must be a positive int, got {groups!r}")
+        raise ValueError(f"{what}: channel_groups must be a positive int, got {groups!r}")
     if channels % groups:
         raise ValueError(
-            f"{what}: groups={groups} must divide the {channels} channels of the second leg"
+            f"{what}: channel_groups={groups} must divide the {channels} channels of the second leg"
         )
     return groups
 
@@ -75,10 +75,10 @@ class Grouped(Format):
     --------
     >>> import torch
     >>> w = torch.randn(16, 8, 3, 3, dtype=torch.float64)
-    >>> lr = Grouped.from_dense(w, ranks=3, groups=2, legs=("out", "in", "kh", "kw"))
+    >>> lr = Grouped.from_dense(w, ranks=3, channel_groups=2, legs=("out", "in", "kh", "kw"))
     >>> lr.ranks, lr.groups, lr.num_params == grouped_params(w.shape, 2, 3)
     ((3,), 2, True)
-    >>> full = Grouped.from_dense(w, groups=4)
+    >>> full = Grouped.from_dense(w, channel_groups=4)
     >>> bool(torch.allclose(full.to_dense(), w))
     True
     """
@@ -116,8 +116,11 @@ class Grouped(Format):
         self._network = TensorNetwork(
             [
                 Node(u.reshape(f, k * j), (legs[0], band), name="U"),
-                Node(blocks.reshape(k * j, k, *v.shape[2:]), (band, g_leg, c_leg, *legs[2:]),
-                     name="V"),
+                Node(
+                    blocks.reshape(k * j, k, *v.shape[2:]),
+                    (band, g_leg, c_leg, *legs[2:]),
+                    name="V",
+                ),
             ]
         )
 
@@ -129,13 +132,14 @@ class Grouped(Format):
         ranks: Sequence[int] | int | None = None,
         *,
         legs: Sequence[str] | None = None,
-        groups: int = 1,
+        channel_groups: int = 1,
     ) -> Structure:
         """``U (f, k, j)`` and ``V (k, j, c/k, ...)`` sharing the group leg with the input.
 
         Examples
         --------
-        >>> s = Grouped.structure_for((64, 32, 3, 3), 8, groups=4, legs=("o", "i", "h", "w"))
+        >>> s = Grouped.structure_for((64, 32, 3, 3), 8, legs=("o", "i", "h", "w"),
+        ...                           channel_groups=4)
         >>> [(f.legs, f.shape) for f in s.factors]
         [(('o', 'i_g', 'r'), (64, 4, 8)), (('i_g', 'r', 'i_c', 'h', 'w'), (4, 8, 8, 3, 3))]
         >>> s.modes[1], s.num_params
@@ -145,7 +149,7 @@ class Grouped(Format):
         shape, legs = check_shape(shape, legs, what)
         if len(shape) < 2:
             raise ValueError(f"{what}: needs at least 2 legs (out, in, ...), got shape {shape}")
-        k = _check_groups(groups, shape[1], what)
+        k = _check_groups(channel_groups, shape[1], what)
         ck = shape[1] // k
         top = min(shape[0], ck * math.prod(shape[2:]))
         (rank,) = (top,) if ranks is None else check_ranks(ranks, 1, what)
@@ -155,8 +159,9 @@ class Grouped(Format):
             Factor("V", (g, r, c, *legs[2:]), (k, rank, ck, *shape[2:])),
         )
         modes = ((legs[0],), (g, c), *((leg,) for leg in legs[2:]))
-        return Structure("grouped", legs, shape, (rank,), factors, modes, (top,),
-                         (("groups", k),))
+        return Structure(
+            "grouped", legs, shape, (rank,), factors, modes, (top,), (("channel_groups", k),)
+        )
 
     @classmethod
     def from_factors(
@@ -170,7 +175,7 @@ class Grouped(Format):
 
     @property
     def options(self) -> dict[str, Any]:
-        return {"groups": self._groups}
+        return {"channel_groups": self._groups}
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -182,7 +187,7 @@ class Grouped(Format):
         fraction: float | None = None,
         *,
         legs: Sequence[str] | None = None,
-        groups: int = 1,
+        channel_groups: int = 1,
     ) -> Grouped:
         """One SVD per channel group, all kept at the same rank ``j``.
 
@@ -197,7 +202,7 @@ class Grouped(Format):
             ``j``, the rank of every group (groups of smaller rank are padded with zeros).
         fraction : float, optional
             Parameter budget: the largest ``j`` with ``j (k f + c k1 k2) <= fraction * size``.
-        groups : int
+        channel_groups : int
             ``k``, which must divide ``c``.
         """
         what = "Grouped.from_dense"
@@ -205,7 +210,7 @@ class Grouped(Format):
         x, legs = dense_input(x, legs, what)
         if x.ndim < 2:
             raise ValueError(f"{what}: needs at least 2 legs (out, in, ...)")
-        k = _check_groups(groups, x.shape[1], what)
+        k = _check_groups(channel_groups, x.shape[1], what)
         f, c = x.shape[0], x.shape[1]
         rest = tuple(x.shape[2:])
         mats = x.reshape(f, k, c // k, *rest).movedim(1, 0).reshape(k, f, -1)
@@ -214,7 +219,9 @@ class Grouped(Format):
         if ranks is not None:
             j = check_ranks(ranks, 1, what)[0]
         elif fraction is not None:
-            (j,) = fraction_ranks(cls, tuple(x.shape), fraction, legs=legs, what=what, groups=k)
+            (j,) = fraction_ranks(
+                cls, tuple(x.shape), fraction, legs=legs, what=what, channel_groups=k
+            )
         else:
             j = shared_rank(s, trunc, norm)
         kept = min(j, s.shape[1])
@@ -226,8 +233,11 @@ class Grouped(Format):
             vv = torch.cat([vv, vv.new_zeros(k, j - kept, vv.shape[2])], dim=1)
         tail = float(s[:, kept:].detach().square().sum().sqrt()) if kept < s.shape[1] else 0.0
         return cls(
-            uu.movedim(0, 1), vv.reshape(k, j, c // k, *rest), legs,
-            tail / norm if norm > 0 else 0.0, s.detach(),
+            uu.movedim(0, 1),
+            vv.reshape(k, j, c // k, *rest),
+            legs,
+            tail / norm if norm > 0 else 0.0,
+            s.detach(),
         )
 
     # -- views -------------------------------------------------------------------------------
@@ -258,8 +268,11 @@ class Grouped(Format):
     ) -> Grouped:
         spectra = None if self._spectra is None else self._spectra.to(device=device)
         return Grouped(
-            self._u.to(device=device, dtype=dtype), self._v.to(device=device, dtype=dtype),
-            self._legs, self._error, spectra,
+            self._u.to(device=device, dtype=dtype),
+            self._v.to(device=device, dtype=dtype),
+            self._legs,
+            self._error,
+            spectra,
         )
 
     def truncate(
@@ -278,6 +291,9 @@ class Grouped(Format):
         kept = new_u.shape[-1]
         tail = float(s[:, kept:].detach().square().sum().sqrt()) if kept < s.shape[1] else 0.0
         return Grouped(
-            new_u.movedim(0, 1), new_v.reshape(k, kept, *self._v.shape[2:]), self._legs,
-            tail / dense_norm if dense_norm > 0 else 0.0, s.detach(),
+            new_u.movedim(0, 1),
+            new_v.reshape(k, kept, *self._v.shape[2:]),
+            self._legs,
+            tail / dense_norm if dense_norm > 0 else 0.0,
+            s.detach(),
         )

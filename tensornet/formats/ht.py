@@ -27,10 +27,10 @@ from .base import (
     Format,
     check_ranks,
     check_shape,
-    factor_shapes_match,
     choose,
     dense_input,
     error_limit,
+    factor_shapes_match,
     fresh_names,
     inner,
     left_svd,
@@ -425,7 +425,10 @@ class HT(Format):
         factor_shapes_match(structure, tensors, "HT.from_factors")
         opts = dict(structure.options)
         groups, dims, modes = _ht_layout(
-            structure.shape, structure.legs, opts.get("out_dims"), opts.get("in_dims"),
+            structure.shape,
+            structure.legs,
+            opts.get("out_dims"),
+            opts.get("in_dims"),
             "HT.from_factors",
         )
         tree = _as_tree(opts.get("tree"), len(groups), "HT.from_factors")
@@ -433,8 +436,9 @@ class HT(Format):
         for t, f in enumerate(structure.factors):
             x = as_tensor(tensors[f.name])
             by_node[t] = x.reshape(-1, x.shape[-1]) if tree.is_leaf(t) else x
-        return cls._make(by_node, tree, groups, dims, structure.legs, structure.shape, modes,
-                         opts, error)
+        return cls._make(
+            by_node, tree, groups, dims, structure.legs, structure.shape, modes, opts, error
+        )
 
     @classmethod
     def _make(cls, tensors, tree, groups, dims, legs, shape, modes, opts, error) -> HT:
@@ -668,7 +672,6 @@ class HT(Format):
         est = math.sqrt(max(xx - 2 * xy + yy, 0.0))
         out._error = min(est, bound) / math.sqrt(xx) if xx > 0 else 0.0
         return out
-
 
 
 def _rank_legs(tree: DimensionTree, taken: Sequence[str]) -> tuple[str, ...]:

@@ -105,7 +105,10 @@ class LowRank(Format):
         self._rank_leg = fresh_names(["r"], legs)[0]
         u, v = as_tensor(u), as_tensor(v)
         self._network = TensorNetwork(
-            [Node(u, (*left, self._rank_leg), name="U"), Node(v, (self._rank_leg, *right), name="V")]
+            [
+                Node(u, (*left, self._rank_leg), name="U"),
+                Node(v, (self._rank_leg, *right), name="V"),
+            ]
         )
         self._left, self._right, self._legs, self._error = left, right, legs, error
 
@@ -151,7 +154,13 @@ class LowRank(Format):
             Factor("V", (r, *right), (rank, *(dims[leg] for leg in right))),
         )
         return Structure(
-            "svd", legs, shape, (rank,), factors, tuple((leg,) for leg in legs), (top,),
+            "svd",
+            legs,
+            shape,
+            (rank,),
+            factors,
+            tuple((leg,) for leg in legs),
+            (top,),
             (("left", left),),
         )
 
@@ -202,7 +211,9 @@ class LowRank(Format):
         new = cls(
             (u * root).reshape(*xp.shape[: len(left)], -1),
             (root[:, None] * vh).reshape(-1, *xp.shape[len(left) :]),
-            left, right, legs,
+            left,
+            right,
+            legs,
         )
         norm = float(torch.linalg.vector_norm(s_full.detach()))
         new._error = tail_norm(s_full, s.shape[0]) / norm if norm > 0 else 0.0
@@ -229,8 +240,11 @@ class LowRank(Format):
         new_u, new_v, s = reduce_pairs(u, v, trunc)
         k = new_u.shape[-1]
         new = type(self)(
-            new_u.reshape(*t["U"].shape[:-1], k), new_v.reshape(k, *t["V"].shape[1:]),
-            self._left, self._right, self._legs,
+            new_u.reshape(*t["U"].shape[:-1], k),
+            new_v.reshape(k, *t["V"].shape[1:]),
+            self._left,
+            self._right,
+            self._legs,
         )
         norm = float(torch.linalg.vector_norm(s.detach()))
         new._error = tail_norm(s[0], k) / norm if norm > 0 else 0.0

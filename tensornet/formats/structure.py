@@ -109,7 +109,9 @@ class Structure:
         dims: dict[str, int] = {}
         for f in self.factors:
             if len(f.legs) != len(f.shape):
-                raise ValueError(f"{self.format}: factor {f.name} has legs {f.legs}, shape {f.shape}")
+                raise ValueError(
+                    f"{self.format}: factor {f.name} has legs {f.legs}, shape {f.shape}"
+                )
             for leg, d in zip(f.legs, f.shape):
                 if dims.setdefault(leg, d) != d:
                     raise ValueError(f"{self.format}: leg {leg!r} has sizes {dims[leg]} and {d}")
@@ -173,19 +175,25 @@ class Structure:
         self, tensors: Mapping[str, torch.Tensor] | Sequence[torch.Tensor], optimize: str = "auto"
     ) -> torch.Tensor:
         """The dense tensor (legs in :attr:`legs` order) from factor tensors (planned einsum)."""
-        if isinstance(tensors, Mapping):
+        if isinstance(tensors, Mapping) or hasattr(tensors, "keys"):  # nn.ParameterDict too
             tensors = [tensors[f.name] for f in self.factors]
         tensors = list(tensors)
         if len(tensors) != len(self.factors):
-            raise ValueError(f"{self.format}: {len(tensors)} tensors for {len(self.factors)} factors")
+            raise ValueError(
+                f"{self.format}: {len(tensors)} tensors for {len(self.factors)} factors"
+            )
         for f, t in zip(self.factors, tensors):
             if tuple(t.shape) != f.shape:
                 raise ValueError(
                     f"{self.format}: factor {f.name} must have shape {f.shape}, got "
                     f"{tuple(t.shape)}"
                 )
-        _, program = plan_einsum([f.legs for f in self.factors], [f.shape for f in self.factors],
-                                 self.mode_legs, optimize)
+        _, program = plan_einsum(
+            [f.legs for f in self.factors],
+            [f.shape for f in self.factors],
+            self.mode_legs,
+            optimize,
+        )
         return program(*tensors).reshape(self.shape)
 
     # -- serialisation -----------------------------------------------------------------------

@@ -149,12 +149,21 @@ class TR(Format):
         ranks = tops if ranks is None else check_ranks(ranks, d, what)
         bonds = _bond_legs(d, legs)
         factors = tuple(
-            Factor(f"G{k}", (bonds[k], order[k], bonds[(k + 1) % d]),
-                   (ranks[k], sizes[k], ranks[(k + 1) % d]))
+            Factor(
+                f"G{k}",
+                (bonds[k], order[k], bonds[(k + 1) % d]),
+                (ranks[k], sizes[k], ranks[(k + 1) % d]),
+            )
             for k in range(d)
         )
         return Structure(
-            "tr", legs, shape, ranks, factors, tuple((leg,) for leg in legs), tops,
+            "tr",
+            legs,
+            shape,
+            ranks,
+            factors,
+            tuple((leg,) for leg in legs),
+            tops,
             (("order", order),),
         )
 
@@ -216,8 +225,7 @@ class TR(Format):
         if ranks is not None:
             given = check_ranks(ranks, d, what)
         elif fraction is not None:
-            given = fraction_ranks(cls, tuple(x.shape), fraction, legs=legs, what=what,
-                                   order=order)
+            given = fraction_ranks(cls, tuple(x.shape), fraction, legs=legs, what=what, order=order)
         cores, err = tr_svd(x_ord, trunc, given)
         return cls(cores, order, legs, err)
 

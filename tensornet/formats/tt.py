@@ -288,7 +288,13 @@ class TT(Format):
         bonds = fresh_names([f"r{k + 1}" for k in range(len(sizes) - 1)], legs)
         factors = chain_factors([(leg,) for leg in order], [(n,) for n in sizes], bonds, ranks)
         return Structure(
-            "tt", legs, shape, ranks, factors, tuple((leg,) for leg in legs), tops,
+            "tt",
+            legs,
+            shape,
+            ranks,
+            factors,
+            tuple((leg,) for leg in legs),
+            tops,
             (("order", order),),
         )
 
@@ -529,5 +535,3 @@ class TT(Format):
         if not isinstance(other, TT):
             return NotImplemented
         return self + (-other)
-
-

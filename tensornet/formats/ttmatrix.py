@@ -56,9 +56,7 @@ def _layout(
     out_dims = _dims(out_dims, shape[0], d, "out_dims", what)
     in_dims = _dims(in_dims, shape[1], d, "in_dims", what)
     if len(out_dims) != len(in_dims):
-        raise ValueError(
-            f"{what}: out_dims {out_dims} and in_dims {in_dims} need the same length"
-        )
+        raise ValueError(f"{what}: out_dims {out_dims} and in_dims {in_dims} need the same length")
     n = len(out_dims)
     rows, cols = mode_legs(legs[0], n), mode_legs(legs[1], n)
     groups = [tuple(legs[2:])] if len(legs) > 2 else []
@@ -136,8 +134,14 @@ class TTMatrix(Format):
         n = len(out_dims)
         modes = (mode_legs(legs[0], n), mode_legs(legs[1], n), *((leg,) for leg in legs[2:]))
         return Structure(
-            "ttmatrix", legs, shape, ranks, chain_factors(groups, dims, bonds, ranks), modes,
-            tops, (("out_dims", out_dims), ("in_dims", in_dims)),
+            "ttmatrix",
+            legs,
+            shape,
+            ranks,
+            chain_factors(groups, dims, bonds, ranks),
+            modes,
+            tops,
+            (("out_dims", out_dims), ("in_dims", in_dims)),
         )
 
     @classmethod
@@ -147,8 +151,12 @@ class TTMatrix(Format):
         factor_shapes_match(structure, tensors, "TTMatrix.from_factors")
         legs = structure.legs
         _, _, groups, _ = _layout(
-            structure.shape, legs, structure.option("out_dims"), structure.option("in_dims"),
-            None, "TTMatrix.from_factors",
+            structure.shape,
+            legs,
+            structure.option("out_dims"),
+            structure.option("in_dims"),
+            None,
+            "TTMatrix.from_factors",
         )
         d = len(structure.factors)
         cores = []
@@ -260,8 +268,15 @@ class TTMatrix(Format):
                 f"{what}: row_dims {row_dims} and col_dims {col_dims} need the same length"
             )
         return cls.from_dense(
-            w, trunc, ranks, fraction, legs=legs,
-            out_dims=row_dims, in_dims=col_dims, d=d, budget=budget,
+            w,
+            trunc,
+            ranks,
+            fraction,
+            legs=legs,
+            out_dims=row_dims,
+            in_dims=col_dims,
+            d=d,
+            budget=budget,
         )
 
     @classmethod
@@ -290,8 +305,15 @@ class TTMatrix(Format):
         if isinstance(legs, str) or len(tuple(legs)) != 4 or len(set(legs)) != 4:
             raise ValueError(f"{what}: legs must be 4 distinct names, got {legs!r}")
         return cls.from_dense(
-            kernel, trunc, ranks, fraction, legs=tuple(legs), out_dims=out_dims,
-            in_dims=in_dims, d=d, budget=budget,
+            kernel,
+            trunc,
+            ranks,
+            fraction,
+            legs=tuple(legs),
+            out_dims=out_dims,
+            in_dims=in_dims,
+            d=d,
+            budget=budget,
         )
 
     def _with_tt(self, tt: TT) -> TTMatrix:

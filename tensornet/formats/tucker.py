@@ -32,7 +32,6 @@ from .base import (
     step_truncation,
     unfold,
 )
-
 from .structure import Factor, Structure, fraction_ranks, register_format
 
 __all__ = ["Tucker", "Tucker2"]
@@ -212,7 +211,13 @@ class Tucker(Format):
         for m, r_leg, r in zip(modes, rank_legs, ranks):
             factors.append(Factor(f"U_{m}", (m, r_leg), (shape[legs.index(m)], r)))
         return Structure(
-            cls.name, legs, shape, ranks, tuple(factors), tuple((leg,) for leg in legs), tops,
+            cls.name,
+            legs,
+            shape,
+            ranks,
+            tuple(factors),
+            tuple((leg,) for leg in legs),
+            tops,
             (("modes", modes),),
         )
 
@@ -367,7 +372,6 @@ def tucker_params(shape: Sequence[int], axes: Sequence[int], ranks: Sequence[int
     for a, r in zip(axes, ranks):
         core[a] = r
     return math.prod(core) + sum(shape[a] * r for a, r in zip(axes, ranks))
-
 
 
 @register_format("tucker2")

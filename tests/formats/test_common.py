@@ -24,7 +24,7 @@ OPTIONS = {
     "cp": {"max_iter": 5},
     "tr": {},
     "svd": {},
-    "grouped": {"groups": 3},
+    "grouped": {"channel_groups": 3},
 }
 STRUCTURE_ONLY = {"max_iter"}  # options of the algorithm, not of the structure
 EXACT_AT_FULL_RANK = set(OPTIONS) - {"cp"}

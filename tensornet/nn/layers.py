@@ -1,0 +1,546 @@
+"""Compressed layers: the factors of any registered format as parameters, and a forward pass
+chosen per input shape by the cost model.
+
+:class:`TNConv2d` and :class:`TNLinear` follow ``nn.Conv2d``/``nn.Linear`` conventions
+(``reset_parameters``, ``extra_repr``, ``device``/``dtype`` arguments, ``state_dict`` holding
+``factors.<name>`` and ``bias``). Build them from scratch (format and ranks, or a parameter
+fraction) or from a trained layer with ``from_conv`` / ``from_linear``. The forward pass is
+picked from the candidates of :mod:`tensornet.nn.functional` for the actual input shape, dtype
+and device, and the choice is cached; :meth:`plan_info` shows every candidate and its cost.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core.truncation import Truncation
+from ..formats import Format, Structure, fraction_ranks, get_format
+from . import cost
+from .functional import ConvGeometry, ForwardPlan, conv_candidates, linear_candidates
+
+__all__ = ["PlanInfo", "TNConv2d", "TNLinear", "kernel_options"]
+
+KERNEL_LEGS = ("out", "in", "kh", "kw")
+MATRIX_LEGS = ("out", "in")
+
+# Defaults that make each format natural on a conv kernel: trains ordered so the forward is a
+# chain of small convs (in -> kh -> kw -> out).
+_KERNEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "tt": {"order": ("in", "kh", "kw", "out")},
+    "tr": {"order": ("in", "kh", "kw", "out")},
+}
+
+
+def kernel_options(fmt: str, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A format's options for conv kernels: the layer defaults, overridden by ``options``."""
+    out = dict(_KERNEL_DEFAULTS.get(get_format(fmt).name, {}))
+    out.update(options or {})
+    return out
+
+
+def _plan_choices(plan: str) -> str:
+    if not isinstance(plan, str) or not plan:
+        raise ValueError(f"plan must be 'auto', 'measure' or a candidate name, got {plan!r}")
+    return plan
+
+
+@dataclass(frozen=True)
+class PlanInfo:
+    """The candidates for one input shape: name, steps, FLOPs, elements moved, estimate."""
+
+    input_shape: tuple[int, ...]
+    chosen: str
+    rows: tuple[dict[str, Any], ...]
+
+    def __str__(self) -> str:
+        lines = [f"input {self.input_shape}: chosen {self.chosen}"]
+        width = max(len(r["name"]) for r in self.rows)
+        for r in sorted(self.rows, key=lambda r: r["seconds"]):
+            mark = "*" if r["name"] == self.chosen else " "
+            lines.append(
+                f"{mark} {r['name']:<{width}}  {r['seconds'] * 1e3:9.3f} ms  "
+                f"{r['flops'] / 1e6:10.2f} MFLOP  {r['steps']}"
+            )
+        return "\n".join(lines)
+
+
+class _TNLayer(nn.Module):
+    """What the compressed layers share: factors, initialisation, planning, conversions."""
+
+    structure: Structure
+
+    def _setup(
+        self,
+        structure: Structure,
+        bias: bool,
+        out_features: int,
+        plan: str,
+        device: Any,
+        dtype: Any,
+    ) -> None:
+        self.structure = structure
+        opts = {"device": device, "dtype": dtype}
+        self.factors = nn.ParameterDict(
+            {f.name: nn.Parameter(torch.empty(f.shape, **opts)) for f in structure.factors}
+        )
+        self.bias = nn.Parameter(torch.empty(out_features, **opts)) if bias else None
+        self.plan = _plan_choices(plan)
+        self._plans: dict[tuple, ForwardPlan] = {}
+        self.decomposition_error: float | None = None
+
+    # -- parameters --------------------------------------------------------------------------
+    @property
+    def fan_in(self) -> int:
+        return math.prod(self.structure.shape[1:])
+
+    def reset_parameters(self) -> None:
+        """Random factors whose rebuilt kernel has the variance of ``nn.Conv2d``'s default
+        initialisation, ``1 / (3 fan_in)`` per element, and the same bias initialisation.
+
+        Each kernel element is a sum of ``structure.terms`` products of one entry from each of
+        the ``n`` factors; with independent zero-mean entries of standard deviation ``sigma``
+        its variance is ``terms * sigma^(2 n)``, which fixes ``sigma``. The elements are
+        uncorrelated, so a layer's output variance matches the dense layer's too.
+        """
+        target = 1.0 / (3.0 * self.fan_in)
+        n = len(self.structure.factors)
+        sigma = (target / self.structure.terms) ** (1.0 / (2 * n))
+        with torch.no_grad():
+            for p in self.factors.values():
+                p.normal_(0.0, sigma)
+            if self.bias is not None:
+                bound = 1.0 / math.sqrt(self.fan_in)
+                self.bias.uniform_(-bound, bound)
+
+    def _load_factors(self, fmt: Format, bias: torch.Tensor | None) -> None:
+        with torch.no_grad():
+            for name, t in fmt.factor_tensors().items():
+                p = self.factors[name]
+                p.copy_(t.to(device=p.device, dtype=p.dtype))
+            if self.bias is not None and bias is not None:
+                self.bias.copy_(bias.detach())
+        self.decomposition_error = fmt.error
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dense kernel the factors make (differentiable; rebuilt on every access)."""
+        return self.structure.contract(self.factors)
+
+    def to_format(self) -> Format:
+        """The factors as a :class:`~tensornet.formats.Format` object (detached)."""
+        tensors = {k: v.detach() for k, v in self.factors.items()}
+        return get_format(self.structure.format).from_factors(self.structure, tensors)
+
+    @property
+    def format(self) -> str:
+        return self.structure.format
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        return self.structure.ranks
+
+    @property
+    def num_params(self) -> int:
+        """Parameters of the factors (plus the bias)."""
+        return self.structure.num_params + (0 if self.bias is None else self.bias.numel())
+
+    @property
+    def dense_params(self) -> int:
+        return self.structure.dense_size + (0 if self.bias is None else self.bias.numel())
+
+    # -- planning ----------------------------------------------------------------------------
+    def _candidates(self, shape: tuple[int, ...], device_type: str) -> list[ForwardPlan]:
+        raise NotImplementedError
+
+    def _key(self, x: torch.Tensor) -> tuple:
+        return (tuple(x.shape), x.dtype, x.device.type, self.plan)
+
+    @torch.compiler.disable
+    def _plan_for(self, x: torch.Tensor) -> ForwardPlan:
+        key = self._key(x)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._choose(tuple(x.shape), x.device, x.dtype)
+            self._plans[key] = plan
+        return plan
+
+    def _choose(self, shape: tuple[int, ...], device: torch.device, dtype: torch.dtype):
+        plans = self._candidates(shape, device.type)
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        best = cost.choose(plans, device.type, itemsize)
+        if self.plan == "auto":
+            return best
+        if self.plan == "measure":
+            return self._measured(plans, shape, device, dtype)
+        named = [p for p in plans if p.name == self.plan or p.name.split("[")[0] == self.plan]
+        if not named:
+            names = sorted({p.name.split("[")[0] for p in plans})
+            raise ValueError(f"plan={self.plan!r} is not a candidate here; candidates: {names}")
+        return min(named, key=lambda p: p.cost["seconds"])
+
+    def _measured(self, plans, shape, device, dtype) -> ForwardPlan:
+        """Time the candidates whose estimate is within 4x of the best; keep the fastest."""
+        best = min(p.cost["seconds"] for p in plans)
+        shortlist = [p for p in plans if p.cost["seconds"] <= 4 * best]
+        x = torch.randn(shape, device=device, dtype=dtype)
+        tensors = {k: v.detach() for k, v in self.factors.items()}
+        with torch.no_grad():
+            for p in shortlist:
+                p.cost["measured"] = cost.measure(lambda p=p: p(x, tensors), device, repeat=3)
+        return min(shortlist, key=lambda p: p.cost["measured"])
+
+    def plan_info(self, input_shape: Sequence[int], device: Any = None, dtype: Any = None):
+        """Every candidate forward for ``input_shape``, its steps and cost, and the choice."""
+        p0 = next(iter(self.factors.values()))
+        device = torch.device(device) if device is not None else p0.device
+        dtype = dtype or p0.dtype
+        shape = tuple(int(n) for n in input_shape)
+        chosen = self._choose(shape, device, dtype)
+        plans = self._candidates(shape, device.type)
+        cost.choose(plans, device.type, torch.empty((), dtype=dtype).element_size())
+        rows = tuple(
+            {
+                "name": p.name,
+                "steps": p.describe(),
+                "flops": p.flops,
+                "elements": p.elements,
+                "peak_elements": p.peak_elements,
+                "seconds": p.cost["seconds"],
+            }
+            for p in plans
+        )
+        return PlanInfo(shape, chosen.name, rows)
+
+    def clear_plans(self) -> None:
+        """Forget the cached forward choices (e.g. after :func:`~tensornet.nn.cost.calibrate`)."""
+        self._plans.clear()
+
+    def _apply(self, fn, recurse=True):  # .to() / .cuda() / .half(): choices depend on these
+        self._plans.clear()
+        return super()._apply(fn, recurse)
+
+    def _compression_repr(self) -> str:
+        ratio = self.structure.dense_size / self.structure.num_params
+        return (
+            f"format={self.structure.format}, ranks={self.structure.ranks}, "
+            f"params={self.structure.num_params:,} (dense {self.structure.dense_size:,}, "
+            f"{ratio:.3g}x)"
+        )
+
+
+def _resolve_ranks(
+    fmt: str,
+    shape: tuple[int, ...],
+    legs: tuple[str, ...],
+    ranks: Any,
+    fraction: Any,
+    options: Mapping[str, Any],
+    what: str,
+) -> Any:
+    if ranks is not None and fraction is not None:
+        raise ValueError(f"{what}: give ranks or fraction, not both")
+    if ranks is None and fraction is None:
+        raise ValueError(f"{what}: a compressed layer needs ranks= or fraction=")
+    if fraction is not None:
+        return fraction_ranks(fmt, shape, fraction, legs=legs, what=what, **options)
+    return ranks
+
+
+class TNConv2d(_TNLayer):
+    """A 2-d convolution whose kernel is a tensor network of any registered format.
+
+    Parameters
+    ----------
+    in_channels, out_channels, kernel_size, stride, padding, dilation, bias, padding_mode
+        As for ``nn.Conv2d`` (``padding`` may be ``"same"`` or ``"valid"``; ``groups`` must be 1).
+    format : str
+        A registered format: ``"tt"``, ``"ttmatrix"``, ``"ht"``, ``"tucker"``, ``"tucker2"``,
+        ``"cp"``, ``"tr"``, ``"svd"``, ``"grouped"``.
+    ranks : int or sequence of int, optional
+        The format's ranks. Or ``fraction``: the largest uniform ranks keeping at most this
+        fraction of the dense kernel's parameters.
+    plan : str
+        ``"auto"`` (the cost model's choice per input shape), ``"measure"`` (time the likely
+        candidates once per input shape and keep the fastest), or a candidate family
+        (``"dense"``, ``"staged"``, ``"separable"``, ``"patches"``) or exact name.
+    **options
+        Format options (e.g. ``order`` for TT, ``groups`` for grouped, ``out_dims``/``in_dims``
+        for TT-matrix).
+
+    Examples
+    --------
+    >>> import torch
+    >>> conv = torch.nn.Conv2d(16, 32, 3, padding=1)
+    >>> layer = TNConv2d.from_conv(conv, "tucker2", ranks=(32, 16))  # full rank: exact
+    >>> x = torch.randn(2, 16, 8, 8)
+    >>> bool(torch.allclose(layer(x), conv(x), atol=1e-5))
+    True
+    >>> small = TNConv2d(16, 32, 3, padding=1, format="cp", ranks=8)
+    >>> small.num_params, small(x).shape
+    (464, torch.Size([2, 32, 8, 8]))
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        *,
+        format: str = "tt",
+        ranks: Any = None,
+        fraction: float | None = None,
+        plan: str = "auto",
+        device: Any = None,
+        dtype: Any = None,
+        _structure: Structure | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__()
+        what = "TNConv2d"
+        if groups != 1:
+            raise ValueError(f"{what}: groups={groups} is not supported (only groups=1)")
+        for field_name, v in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{what}: {field_name} must be a positive int, got {v!r}")
+        kernel = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        self.geometry = ConvGeometry.from_conv_args(kernel, stride, padding, dilation, padding_mode)
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel
+        self.stride, self.dilation = self.geometry.stride, self.geometry.dilation
+        self.padding, self.padding_mode, self.groups = padding, padding_mode, 1
+        if _structure is None:
+            fmt = get_format(format).name
+            options = kernel_options(fmt, options)
+            shape = (out_channels, in_channels, *kernel)
+            ranks = _resolve_ranks(fmt, shape, KERNEL_LEGS, ranks, fraction, options, what)
+            _structure = get_format(fmt).structure_for(shape, ranks, legs=KERNEL_LEGS, **options)
+        self._setup(_structure, bias, out_channels, plan, device, dtype)
+        self.reset_parameters()
+
+    @classmethod
+    def from_conv(
+        cls,
+        conv: nn.Conv2d,
+        format: str = "tt",
+        trunc: Truncation | int | None = None,
+        ranks: Any = None,
+        fraction: float | None = None,
+        *,
+        plan: str = "auto",
+        **options: Any,
+    ) -> TNConv2d:
+        """Decompose a trained ``nn.Conv2d`` (its kernel by the format's ``from_dense``).
+
+        ``decomposition_error`` holds the relative Frobenius error of the kernel.
+        """
+        what = "TNConv2d.from_conv"
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(f"{what}: expected an nn.Conv2d, got {type(conv).__name__}")
+        if getattr(conv, "transposed", False):
+            raise ValueError(f"{what}: transposed convolutions are not supported")
+        if conv.groups != 1:
+            raise ValueError(f"{what}: groups={conv.groups} is not supported (only groups=1)")
+        fmt_name = get_format(format).name
+        options = kernel_options(fmt_name, options)
+        fmt = get_format(fmt_name).from_dense(
+            conv.weight.detach(), trunc, ranks, fraction, legs=KERNEL_LEGS, **options
+        )
+        layer = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            1,
+            conv.bias is not None,
+            conv.padding_mode,
+            plan=plan,
+            device=conv.weight.device,
+            dtype=conv.weight.dtype,
+            _structure=fmt.structure,
+        )
+        layer._load_factors(fmt, conv.bias)
+        return layer
+
+    def _candidates(self, shape, device_type):
+        return conv_candidates(self.structure, self.geometry, shape, device_type)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"TNConv2d expects input (N, {self.in_channels}, H, W), got {tuple(x.shape)}"
+            )
+        y = self._plan_for(x)(x, self.factors)
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype).reshape(1, -1, 1, 1)
+        return y
+
+    def to_conv(self) -> nn.Conv2d:
+        """An ``nn.Conv2d`` with the rebuilt kernel (same outputs)."""
+        conv = nn.Conv2d(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            1,
+            self.bias is not None,
+            self.padding_mode,
+            device=self.bias.device if self.bias is not None else None,
+            dtype=next(iter(self.factors.values())).dtype,
+        )
+        with torch.no_grad():
+            conv.weight.copy_(self.weight)
+            if self.bias is not None:
+                conv.bias.copy_(self.bias)
+        return conv
+
+    def extra_repr(self) -> str:
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"
+        if self.stride != (1, 1):
+            s += f", stride={self.stride}"
+        if self.padding not in (0, (0, 0)):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode!r}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s + ", " + self._compression_repr()
+
+
+class TNLinear(_TNLayer):
+    """A linear layer whose weight ``(out, in)`` is a tensor network of any registered format.
+
+    Examples
+    --------
+    >>> import torch
+    >>> lin = torch.nn.Linear(64, 36)
+    >>> layer = TNLinear.from_linear(lin, "ttmatrix", ranks=4, out_dims=(6, 6), in_dims=(8, 8))
+    >>> layer.ranks, layer(torch.randn(5, 64)).shape
+    ((4,), torch.Size([5, 36]))
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        format: str = "svd",
+        ranks: Any = None,
+        fraction: float | None = None,
+        plan: str = "auto",
+        device: Any = None,
+        dtype: Any = None,
+        _structure: Structure | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__()
+        what = "TNLinear"
+        for field_name, v in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{what}: {field_name} must be a positive int, got {v!r}")
+        self.in_features, self.out_features = in_features, out_features
+        if _structure is None:
+            fmt = get_format(format).name
+            shape = (out_features, in_features)
+            ranks = _resolve_ranks(fmt, shape, MATRIX_LEGS, ranks, fraction, options, what)
+            _structure = get_format(fmt).structure_for(shape, ranks, legs=MATRIX_LEGS, **options)
+        self._setup(_structure, bias, out_features, plan, device, dtype)
+        self.reset_parameters()
+
+    @classmethod
+    def from_linear(
+        cls,
+        linear: nn.Linear,
+        format: str = "svd",
+        trunc: Truncation | int | None = None,
+        ranks: Any = None,
+        fraction: float | None = None,
+        *,
+        plan: str = "auto",
+        **options: Any,
+    ) -> TNLinear:
+        """Decompose a trained ``nn.Linear`` (its weight by the format's ``from_dense``)."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(
+                f"TNLinear.from_linear: expected an nn.Linear, got {type(linear).__name__}"
+            )
+        fmt = get_format(format).from_dense(
+            linear.weight.detach(), trunc, ranks, fraction, legs=MATRIX_LEGS, **options
+        )
+        layer = cls(
+            linear.in_features,
+            linear.out_features,
+            linear.bias is not None,
+            plan=plan,
+            device=linear.weight.device,
+            dtype=linear.weight.dtype,
+            _structure=fmt.structure,
+        )
+        layer._load_factors(fmt, linear.bias)
+        return layer
+
+    def _candidates(self, shape, device_type):
+        return linear_candidates(self.structure, shape)
+
+    def _key(self, x: torch.Tensor) -> tuple:
+        return ((math.prod(x.shape[:-1]), x.shape[-1]), x.dtype, x.device.type, self.plan)
+
+    @torch.compiler.disable
+    def _plan_for(self, x: torch.Tensor) -> ForwardPlan:
+        key = self._key(x)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._choose(key[0], x.device, x.dtype)
+            self._plans[key] = plan
+        return plan
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"TNLinear expects input (..., {self.in_features}), got {tuple(x.shape)}"
+            )
+        lead = x.shape[:-1]
+        flat = x.reshape(-1, self.in_features)
+        y = self._plan_for(flat)(flat, self.factors)
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)
+        return y.reshape(*lead, self.out_features)
+
+    def to_linear(self) -> nn.Linear:
+        """An ``nn.Linear`` with the rebuilt weight (same outputs)."""
+        p0 = next(iter(self.factors.values()))
+        lin = nn.Linear(
+            self.in_features,
+            self.out_features,
+            self.bias is not None,
+            device=p0.device,
+            dtype=p0.dtype,
+        )
+        with torch.no_grad():
+            lin.weight.copy_(self.weight)
+            if self.bias is not None:
+                lin.bias.copy_(self.bias)
+        return lin
+
+    def extra_repr(self) -> str:
+        s = f"in_features={self.in_features}, out_features={self.out_features}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s + ", " + self._compression_repr()
