@@ -41,7 +41,7 @@ from .core.linalg import svd
 from .core.node import Node
 from .core.spectrum import Spectrum, cuts
 from .core.truncation import Truncation
-from .spectrum import KERNEL_LEGS, _matches, spectrum, truncate
+from .spectrum import KERNEL_LEGS, _matches, spectrum
 
 __all__ = [
     "Cell",
@@ -369,26 +369,20 @@ def truncate_layers(
     model: torch.nn.Module,
     plan: Mapping[str, Sequence[tuple[Sequence[str], Truncation | int]]],
 ) -> dict[str, dict[str, Any]]:
-    """Truncate several layers in place, each along several cuts in turn.
+    """Truncate several layers in place, each along several cuts in turn
+    (:func:`tensornet.nn.truncate_kernel`).
 
     ``plan`` maps a layer name to ``[(left_legs, trunc), ...]``. Returns, per layer, the total
     relative error, the kept norm fraction and each step's error.
     """
+    from .nn.truncate import truncate_kernel
+
     report = {}
     for layer, steps in plan.items():
-        param = model.get_submodule(layer).weight
-        legs = KERNEL_LEGS[param.ndim]
-        current = param.detach().clone()
-        step_errors = []
-        for left, trunc in steps:
-            res = truncate(Node(current, legs), left, trunc)
-            current = res.tensor
-            step_errors.append(res.step_errors[0])
-        original = param.detach()
-        norm = float(original.norm())
-        error = float((current - original).norm()) / norm if norm > 0 else 0.0
-        kept = float(current.norm()) / norm if norm > 0 else 1.0
-        with torch.no_grad():
-            param.copy_(current)
-        report[layer] = {"error": error, "norm_kept": kept, "step_errors": step_errors}
+        module = model.get_submodule(layer)
+        cuts = [tuple(left) for left, _ in steps]
+        _, res = truncate_kernel(module, cuts, [trunc for _, trunc in steps], inplace=True)
+        report[layer] = {
+            "error": res.error, "norm_kept": res.norm_kept, "step_errors": list(res.step_errors)
+        }
     return report
