@@ -41,7 +41,8 @@ from .core.linalg import svd
 from .core.node import Node
 from .core.spectrum import Spectrum, cuts
 from .core.truncation import Truncation
-from .spectrum import KERNEL_LEGS, _matches, spectrum
+from .nn.select import select_layers
+from .spectrum import KERNEL_LEGS, spectrum
 
 __all__ = [
     "Cell",
@@ -81,28 +82,12 @@ def truncatable_layers(
 ) -> list[str]:
     """Names of conv and linear layers of ``model`` (filtered by glob/regex or an explicit list).
 
-    Transposed convolutions are not included (their weight layout is ``(in, out, k...)``).
+    Transposed convolutions are not included (their weight layout is ``(in, out, k...)``); see
+    :func:`tensornet.nn.select_layers`, which this is.
 
     Raises ValueError when a requested name or pattern matches nothing.
     """
-    kinds = (torch.nn.modules.conv._ConvNd, torch.nn.Linear)
-    found = [
-        n
-        for n, m in model.named_modules()
-        if isinstance(m, kinds) and not getattr(m, "transposed", False)
-    ]
-    if layers is None:
-        chosen = found
-    elif isinstance(layers, str):
-        chosen = [n for n in found if _matches(n, layers)]
-    else:
-        missing = [n for n in layers if n not in found]
-        if missing:
-            raise ValueError(f"layers {missing} are not conv/linear layers; found {found}")
-        chosen = list(layers)
-    if not chosen:
-        raise ValueError(f"no conv/linear layer matches {layers!r}; found {found}")
-    return chosen
+    return select_layers(model, layers, include_unsupported=True)
 
 
 @contextmanager

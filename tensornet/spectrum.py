@@ -11,9 +11,7 @@ Float64 inputs use ``torch.linalg.svdvals`` directly.
 from __future__ import annotations
 
 import csv
-import fnmatch
 import os
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
@@ -26,6 +24,8 @@ from .core.node import Node, as_tensor
 from .core.spectrum import Spectrum, cuts
 from .core.truncation import Truncation, as_truncation
 from .io import atomic_path
+from .nn.select import NoMatchingLayer
+from .nn.select import matches as _matches
 
 __all__ = [
     "NoMatchingLayer",
@@ -269,25 +269,6 @@ class SpectrumTable:
 
     def __repr__(self) -> str:
         return f"SpectrumTable({len(self.layers)} layers, {len(self.cuts)} cuts, {len(self)} rows)"
-
-
-class NoMatchingLayer(ValueError):
-    """A layer name or pattern matched no weight."""
-
-
-def _matches(name: str, pattern: str | None) -> bool:
-    """Whole-name match of ``pattern`` as a glob, or as a regular expression.
-
-    ``"layer1.*"`` and ``"conv[12]"`` work either way; ``"fc*"`` matches ``fc`` and ``fc1`` but
-    not ``classifier``; ``"1"`` matches only ``1``. Globs that are not valid regexes (``"*conv"``)
-    are matched as globs only.
-    """
-    if pattern is None or fnmatch.fnmatchcase(name, pattern):
-        return True
-    try:
-        return re.fullmatch(pattern, name) is not None
-    except re.error:
-        return False
 
 
 def layer_name(key: str) -> str:
