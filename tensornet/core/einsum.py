@@ -121,6 +121,7 @@ def _compiled(
     shapes: tuple[tuple[int, ...], ...],
     output: tuple[str, ...],
     optimize: str | tuple,
+    memory_limit: int | None,
 ) -> tuple[Plan, EinsumProgram]:
     symbols: dict[str, str] = {}
     for legs in inputs:
@@ -136,7 +137,9 @@ def _compiled(
         path, flops, naive = [(0,)], _size(shapes[0]), _size(shapes[0])
         largest = _size([_dim(leg, inputs, shapes) for leg in output])
     else:
-        path, info = oe.contract_path(equation, *shapes, shapes=True, optimize=opt)
+        path, info = oe.contract_path(
+            equation, *shapes, shapes=True, optimize=opt, memory_limit=memory_limit
+        )
         flops, naive, largest = info.opt_cost, info.naive_cost, info.largest_intermediate
     plan = Plan(
         equation=equation,
@@ -170,6 +173,7 @@ def plan_einsum(
     shapes: Sequence[Sequence[int]],
     output: Sequence[str],
     optimize: str | Sequence[Sequence[int]] = "auto",
+    memory_limit: int | None = None,
 ) -> tuple[Plan, EinsumProgram]:
     """Plan (or fetch from the cache) an einsum given only leg names and shapes.
 
@@ -185,6 +189,8 @@ def plan_einsum(
     optimize : str or explicit path
         An opt_einsum path optimizer name (``"auto"``, ``"greedy"``, ``"optimal"``, ...) or a
         path.
+    memory_limit : int, optional
+        Largest intermediate (elements) the path may create (opt_einsum's ``memory_limit``).
 
     Returns
     -------
@@ -201,7 +207,7 @@ def plan_einsum(
     inputs_t, shapes_t, output_t = _check(inputs, shapes, output)
     if not isinstance(optimize, str):
         optimize = tuple(tuple(int(i) for i in step) for step in optimize)
-    return _compiled(inputs_t, shapes_t, output_t, optimize)
+    return _compiled(inputs_t, shapes_t, output_t, optimize, memory_limit)
 
 
 def einsum(

@@ -341,6 +341,14 @@ def allocate(
     absolute = budget * whole if budget <= 1 else float(budget) / (2 if measure == "flops" else 1)
     fixed = whole - sum(s.dense * (s.positions if measure == "flops" else 1) for s in specs)
     room = absolute - fixed
+    least = sum(s.cost(1, 1, measure) for s in specs)
+    if room < least:
+        unit = "parameters" if measure == "params" else "multiply-adds"
+        raise ValueError(
+            f"allocate: the budget ({absolute:,.0f} {unit}) is below what the model needs at "
+            f"rank 1 in every chosen layer ({fixed + least:,.0f}: {fixed:,.0f} in the layers "
+            "and parameters that are not compressed)"
+        )
     history: list[float] = []
     if method == "alds":
         js, ks, history = _alds(

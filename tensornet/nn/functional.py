@@ -547,6 +547,7 @@ def _build_staged(
     geometry: ConvGeometry,
     input_shape: tuple[int, int, int, int],
     device_type: str,
+    max_elements: int,
 ) -> ForwardPlan | None:
     batch, channels, rows, cols = input_shape
     in_modes, out_modes = structure.modes[1], structure.modes[0]
@@ -569,7 +570,7 @@ def _build_staged(
         new = _stage_step(
             frame, [by_name[n] for n in names], later, out_modes, legs_spatial, geo, device_type
         )
-        if new is None:
+        if new is None or frame.elements > max_elements:
             return None
         steps.extend(new)
         weight_flops += sum(s.weight.flops for s in new if hasattr(s, "weight"))
@@ -588,6 +589,7 @@ def _patches_plan(
     structure: Structure,
     geometry: ConvGeometry,
     input_shape: tuple[int, int, int, int],
+    max_elements: int,
 ) -> ForwardPlan:
     batch, channels, rows, cols = input_shape
     kh, kw = geometry.kernel
@@ -608,7 +610,7 @@ def _patches_plan(
     inputs = [patch_legs] + [f.legs for f in structure.factors]
     shapes = [patch_shape] + [f.shape for f in structure.factors]
     out_legs = (_B, *out_modes, _L)
-    plan, program = plan_einsum(inputs, shapes, out_legs)
+    plan, program = plan_einsum(inputs, shapes, out_legs, memory_limit=max_elements)
     elements = batch * (channels * kh * kw + structure.shape[0]) * positions
     ein = _Einsum(
         "einsum",
@@ -638,6 +640,11 @@ def conv_candidates(
     input_shape = tuple(int(n) for n in input_shape)
     spatial = (structure.modes[2], structure.modes[3])
     plans: list[ForwardPlan] = []
+    batch, _, rows, cols = input_shape
+    out_rows, out_cols = geometry.output_size(rows, cols)
+    largest = max(math.prod(input_shape), batch * structure.shape[0] * out_rows * out_cols)
+    # an intermediate larger than the unfolded patches is never worth it
+    max_elements = (geometry.kernel[0] * geometry.kernel[1] + 1) * largest
     if all(len(m) == 1 for m in spatial):
         seen = set()
         for name, stages in _stage_variants(structure, (spatial[0][0], spatial[1][0])):
@@ -645,10 +652,12 @@ def conv_candidates(
             if key in seen:
                 continue
             seen.add(key)
-            plan = _build_staged(name, stages, structure, geometry, input_shape, device_type)
+            plan = _build_staged(
+                name, stages, structure, geometry, input_shape, device_type, max_elements
+            )
             if plan is not None:
                 plans.append(plan)
-        plans.append(_patches_plan(structure, geometry, input_shape))
+        plans.append(_patches_plan(structure, geometry, input_shape, max_elements))
     return plans
 
 

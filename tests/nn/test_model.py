@@ -155,7 +155,7 @@ def test_flop_budget(resnet):
             allocate(resnet, bad)
     with pytest.raises(ValueError, match="method"):
         allocate(resnet, 0.5, "greedy")
-    with pytest.raises(ValueError, match="budget is below"):
+    with pytest.raises(ValueError, match="is below what the model needs"):
         allocate(resnet, 0.01)
 
 
