@@ -294,3 +294,25 @@ def test_params_and_compression_are_reported():
     assert layer.structure.num_params <= 0.25 * 64 * 64 * 9
     assert layer.num_params == layer.structure.num_params + 64
     assert math.isclose(layer.dense_params, 64 * 64 * 9 + 64)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_candidates_are_priced_from_the_structure_alone(fmt):
+    """No tensor exists: format, ranks and input shape give every candidate's cost."""
+    from tensornet.formats import fraction_ranks, get_format
+    from tensornet.nn import cost
+    from tensornet.nn.layers import KERNEL_LEGS, kernel_options
+
+    opts = kernel_options(fmt, options(fmt, 64, 64))
+    shape = (64, 64, 3, 3)
+    ranks = fraction_ranks(fmt, shape, 0.25, legs=KERNEL_LEGS, **opts)
+    structure = get_format(fmt).structure_for(shape, ranks, legs=KERNEL_LEGS, **opts)
+    geometry = ConvGeometry.from_conv_args((3, 3), padding=1)
+    plans = conv_candidates(structure, geometry, (32, 64, 32, 32))
+    best = cost.choose(plans, "cpu", 4)
+    assert all(p.cost["seconds"] > 0 and p.flops > 0 for p in plans)
+    dense = next(p for p in plans if p.name == "dense")
+    assert dense.flops >= 2 * 32 * 64 * 64 * 9 * 32 * 32  # the dense conv's own MACs, twice
+    assert best.cost["seconds"] == min(p.cost["seconds"] for p in plans)
+    # at a quarter of the parameters some candidate needs fewer FLOPs than the dense conv
+    assert min(p.flops for p in plans) < dense.flops
