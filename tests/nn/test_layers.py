@@ -316,3 +316,19 @@ def test_candidates_are_priced_from_the_structure_alone(fmt):
     assert best.cost["seconds"] == min(p.cost["seconds"] for p in plans)
     # at a quarter of the parameters some candidate needs fewer FLOPs than the dense conv
     assert min(p.flops for p in plans) < dense.flops
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_layers_follow_the_device_and_the_chosen_plan_is_per_device(fmt, device):
+    torch.manual_seed(6)
+    conv = nn.Conv2d(6, 8, 3, padding=1)
+    layer = TNConv2d.from_conv(conv, fmt, fraction=0.6, **options(fmt)).to(device)
+    x = torch.randn(4, 6, 10, 10, device=device)
+    y = layer(x)
+    assert y.device.type == device.type and y.dtype == torch.float32
+    ref = dense_conv(layer, x)
+    torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-5)
+    key = next(iter(layer._plans))
+    assert key[2] == device.type
+    layer.to(torch.float64)
+    assert not layer._plans  # moving or casting forgets the cached choices
