@@ -83,6 +83,7 @@ class EinsumProgram:
         self.steps = tuple(steps)
 
     def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
+        """Run the steps on ``tensors`` (in the order the plan was built for)."""
         operands = list(tensors)
         for positions, equation in self.steps:
             taken = [operands.pop(p) for p in positions]

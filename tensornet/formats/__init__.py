@@ -1,5 +1,7 @@
-"""Tensor formats as networks: TT/MPS, TT-matrix, HT, Tucker (and Tucker-2), CP, tensor ring,
-plain low rank and channel-grouped low rank.
+"""Tensor formats as networks.
+
+TT/MPS, TT-matrix, HT, Tucker (and Tucker-2), CP, tensor ring, plain low rank and
+channel-grouped low rank.
 
 Every format is a registered, tensor-free :class:`Structure` (factors, legs, shapes, parameter
 count, maximal ranks) plus its tensors, and shares one contract: ``from_dense(x, trunc, ranks,

@@ -132,6 +132,7 @@ class Format(ABC):
 
     @property
     def dense_size(self) -> int:
+        """Number of elements of the dense tensor."""
         return math.prod(self.shape)
 
     @property
@@ -150,10 +151,12 @@ class Format(ABC):
 
     @property
     def dtype(self) -> torch.dtype:
+        """The dtype the factors contract to."""
         return self._network.dtype
 
     @property
     def device(self) -> torch.device:
+        """The device of the factors."""
         return self._network.device
 
     def to_dense(self) -> torch.Tensor:

@@ -233,12 +233,14 @@ class CP(Format):
     def from_factors(
         cls, structure: Structure, tensors: dict[str, torch.Tensor], error: float | None = None
     ) -> CP:
+        """The format with the given factor tensors (layout of ``structure.factors``)."""
         factor_shapes_match(structure, tensors, "CP.from_factors")
         factors = [as_tensor(tensors[f"A{k}"]) for k in range(len(structure.legs))]
         weights = as_tensor(tensors["weights"]) if structure.option("normalize") else None
         return cls(factors, weights, structure.legs, error)
 
     def factor_tensors(self) -> dict[str, torch.Tensor]:
+        """The stored tensors by factor name, in the structure's layout."""
         out = {f"A{k}": f for k, f in enumerate(self._factors)}
         if self._normalized:
             out["weights"] = self._weights
@@ -246,6 +248,7 @@ class CP(Format):
 
     @property
     def options(self) -> dict[str, Any]:
+        """The options that, with shape, legs and ranks, rebuild the structure."""
         return {"normalize": self._normalized}
 
     @classmethod
@@ -315,10 +318,12 @@ class CP(Format):
     # -- views -------------------------------------------------------------------------------
     @property
     def ranks(self) -> tuple[int, ...]:
+        """The format's ranks."""
         return (self._factors[0].shape[1],)
 
     @property
     def rank(self) -> int:
+        """The CP rank."""
         return self._factors[0].shape[1]
 
     @property
@@ -337,6 +342,7 @@ class CP(Format):
         return self._history
 
     def to_dense(self) -> torch.Tensor:
+        """The dense tensor, legs in :attr:`legs` order."""
         w = self._weights.to(self._factors[0].dtype)
         first = self._factors[0] * w
         flat = first @ khatri_rao(self._factors[1:]).mT if len(self._factors) > 1 else first.sum(1)
@@ -344,9 +350,11 @@ class CP(Format):
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """Shape of the dense tensor."""
         return tuple(f.shape[0] for f in self._factors)
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> CP:
+        """The same format with every factor moved and/or cast."""
         factors = [f.to(device=device, dtype=dtype) for f in self._factors]
         weights = self._weights.to(device=device, dtype=dtype)
         return CP(

@@ -167,14 +167,17 @@ class Grouped(Format):
     def from_factors(
         cls, structure: Structure, tensors: dict[str, torch.Tensor], error: float | None = None
     ) -> Grouped:
+        """The format with the given factor tensors (layout of ``structure.factors``)."""
         factor_shapes_match(structure, tensors, "Grouped.from_factors")
         return cls(tensors["U"], tensors["V"], structure.legs, error)
 
     def factor_tensors(self) -> dict[str, torch.Tensor]:
+        """The stored tensors by factor name, in the structure's layout."""
         return {"U": self._u, "V": self._v}
 
     @property
     def options(self) -> dict[str, Any]:
+        """The options that, with shape, legs and ranks, rebuild the structure."""
         return {"channel_groups": self._groups}
 
     # -- construction ------------------------------------------------------------------------
@@ -243,29 +246,36 @@ class Grouped(Format):
     # -- views -------------------------------------------------------------------------------
     @property
     def ranks(self) -> tuple[int, ...]:
+        """The format's ranks."""
         return (self._u.shape[2],)
 
     @property
     def groups(self) -> int:
+        """The number of channel groups ``k``."""
         return self._groups
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """Shape of the dense tensor."""
         k, _, ck = self._v.shape[:3]
         return (self._u.shape[0], k * ck, *self._v.shape[3:])
 
     @property
     def spectra(self) -> torch.Tensor | None:
-        """Singular values of every group's slice ``(k, min(f, c/k k1 k2))``, from
-        :meth:`from_dense` (``None`` otherwise)."""
+        """Singular values of every group's slice ``(k, min(f, c/k k1 k2))``.
+
+        Recorded by :meth:`from_dense` (``None`` otherwise).
+        """
         return self._spectra
 
     def to_dense(self) -> torch.Tensor:
+        """The dense tensor, legs in :attr:`legs` order."""
         return self.structure.contract(self.factor_tensors())
 
     def to(
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> Grouped:
+        """The same format with every factor moved and/or cast."""
         spectra = None if self._spectra is None else self._spectra.to(device=device)
         return Grouped(
             self._u.to(device=device, dtype=dtype),

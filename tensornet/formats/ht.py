@@ -120,6 +120,7 @@ class DimensionTree:
 
     @property
     def structure(self) -> Any:
+        """The nested pairs the tree was built from."""
         return self._structure
 
     @property
@@ -129,6 +130,7 @@ class DimensionTree:
 
     @property
     def num_modes(self) -> int:
+        """Number of modes (leaves)."""
         return len(self._nodes[0])
 
     @property
@@ -137,12 +139,15 @@ class DimensionTree:
         return 2 * self.num_modes - 3
 
     def children(self, t: int) -> tuple[int, ...]:
+        """The two children of node ``t`` (empty for a leaf)."""
         return self._children[t]
 
     def parent(self, t: int) -> int | None:
+        """The parent of node ``t`` (``None`` for the root)."""
         return self._parents[t]
 
     def is_leaf(self, t: int) -> bool:
+        """True for a leaf (a single mode)."""
         return not self._children[t]
 
     def __len__(self) -> int:
@@ -163,8 +168,10 @@ class DimensionTree:
 
 
 def ht_params(tree: DimensionTree, sizes: Sequence[int], ranks: Sequence[int]) -> int:
-    """``sum_leaves n_t r_t + sum_inner r_left r_right r_t`` (root rank 1); ``ranks`` per
-    non-root node, breadth first."""
+    """``sum_leaves n_t r_t + sum_inner r_left r_right r_t`` (root rank 1).
+
+    ``ranks`` are per non-root node, breadth first.
+    """
     r = (1, *ranks)
     total = 0
     for t in range(len(tree)):
@@ -422,6 +429,7 @@ class HT(Format):
     def from_factors(
         cls, structure: Structure, tensors: dict[str, torch.Tensor], error: float | None = None
     ) -> HT:
+        """The format with the given factor tensors (layout of ``structure.factors``)."""
         factor_shapes_match(structure, tensors, "HT.from_factors")
         opts = dict(structure.options)
         groups, dims, modes = _ht_layout(
@@ -449,10 +457,12 @@ class HT(Format):
         return cls(tensors, tree, groups, dims, legs, error)
 
     def factor_tensors(self) -> dict[str, torch.Tensor]:
+        """The stored tensors by factor name, in the structure's layout."""
         return {node.name: node.tensor for node in self._network}
 
     @property
     def options(self) -> dict[str, Any]:
+        """The options that, with shape, legs and ranks, rebuild the structure."""
         out: dict[str, Any] = {"tree": _freeze(self._tree.structure)}
         if self._dense is not None:
             out.update(self._dense[2])
@@ -533,8 +543,9 @@ class HT(Format):
         legs: Sequence[str] = ("rows", "cols"),
         tree: DimensionTree | Any | None = None,
     ) -> HT:
-        """HT of a matrix tensorized TT-matrix style: leaf ``k`` holds the pair
-        ``(rows_k, cols_k)`` of sizes ``(m_k, n_k)``.
+        """HT of a matrix tensorized TT-matrix style.
+
+        Leaf ``k`` holds the pair ``(rows_k, cols_k)`` of sizes ``(m_k, n_k)``.
 
         Examples
         --------
@@ -582,10 +593,12 @@ class HT(Format):
     # -- views -------------------------------------------------------------------------------
     @property
     def tree(self) -> DimensionTree:
+        """The dimension tree."""
         return self._tree
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """Shape of the dense tensor."""
         if self._dense is not None:
             return self._dense[0]
         return super().shape
@@ -597,8 +610,10 @@ class HT(Format):
 
     @property
     def edge_tails(self) -> dict[int, float]:
-        """Discarded singular-value norm per non-root node of the last HT-SVD/truncation
-        (absolute; the root's second child repeats the first's)."""
+        """Discarded singular-value norm per non-root node.
+
+        Of the last HT-SVD/truncation (absolute; the root's second child repeats the first's).
+        """
         return dict(getattr(self, "_tails", {}))
 
     def to_dense(self) -> torch.Tensor:
@@ -619,8 +634,9 @@ class HT(Format):
     def truncate(
         self, trunc: Truncation | int | None = None, *, ranks: Sequence[int] | int | None = None
     ) -> HT:
-        """Orthogonalise (QR, leaves to root), then truncate every edge using the reduced
-        Gramians; the result equals HT-SVD applied to this tensor.
+        """Orthogonalise, then truncate every edge using the reduced Gramians.
+
+        QR from the leaves to the root; the result equals HT-SVD applied to this tensor.
 
         ``error`` is relative to this HT tensor: from inner products of the two networks
         (accurate to about 1e-8), or the HT-SVD bound when that is smaller.

@@ -168,15 +168,18 @@ class LowRank(Format):
     def from_factors(
         cls, structure: Structure, tensors: dict[str, torch.Tensor], error: float | None = None
     ) -> LowRank:
+        """The format with the given factor tensors (layout of ``structure.factors``)."""
         factor_shapes_match(structure, tensors, "LowRank.from_factors")
         left, right = cls._cut(structure.legs, structure.option("left"), "LowRank.from_factors")
         return cls(tensors["U"], tensors["V"], left, right, structure.legs, error)
 
     def factor_tensors(self) -> dict[str, torch.Tensor]:
+        """The stored tensors by factor name, in the structure's layout."""
         return {"U": self._network.node("U").tensor, "V": self._network.node("V").tensor}
 
     @property
     def options(self) -> dict[str, Any]:
+        """The options that, with shape, legs and ranks, rebuild the structure."""
         return {"left": self._left}
 
     # -- construction ------------------------------------------------------------------------
@@ -222,9 +225,11 @@ class LowRank(Format):
     # -- views -------------------------------------------------------------------------------
     @property
     def ranks(self) -> tuple[int, ...]:
+        """The format's ranks."""
         return (self._network.dim(self._rank_leg),)
 
     def to_dense(self) -> torch.Tensor:
+        """The dense tensor, legs in :attr:`legs` order."""
         return self.structure.contract(self.factor_tensors())
 
     def truncate(

@@ -56,6 +56,7 @@ class Factor:
 
     @property
     def size(self) -> int:
+        """Number of elements."""
         return math.prod(self.shape)
 
 
@@ -135,6 +136,7 @@ class Structure:
 
     @property
     def dense_size(self) -> int:
+        """Number of elements of the dense tensor."""
         return math.prod(self.shape)
 
     @property
@@ -162,6 +164,7 @@ class Structure:
         return math.prod(self._dims[leg] for leg in self.summed_legs)
 
     def option(self, name: str, default: Any = None) -> Any:
+        """The value of one option (``default`` when it is not set)."""
         return dict(self.options).get(name, default)
 
     # -- building ----------------------------------------------------------------------------

@@ -63,8 +63,11 @@ def _balanced_pair(n: int) -> tuple[int, int]:
 
 
 def _max_ranks(sizes: Sequence[int]) -> tuple[int, ...]:
-    """Ranks beyond which TR-SVD cannot use more: ``r_0 r_1 <= min(n_0, N / n_0)`` (balanced
-    between the two), and for ``k >= 2`` the bounds of the remaining train's unfoldings."""
+    """Ranks beyond which TR-SVD cannot use more.
+
+    ``r_0 r_1 <= min(n_0, N / n_0)`` (balanced between the two), and for ``k >= 2`` the bounds
+    of the remaining train's unfoldings.
+    """
     total = math.prod(sizes)
     a = max(1, math.isqrt(min(sizes[0], total // sizes[0])))
     out = [a, a]
@@ -171,15 +174,18 @@ class TR(Format):
     def from_factors(
         cls, structure: Structure, tensors: dict[str, torch.Tensor], error: float | None = None
     ) -> TR:
+        """The format with the given factor tensors (layout of ``structure.factors``)."""
         factor_shapes_match(structure, tensors, "TR.from_factors")
         cores = [tensors[f.name] for f in structure.factors]
         return cls(cores, structure.option("order"), structure.legs, error)
 
     def factor_tensors(self) -> dict[str, torch.Tensor]:
+        """The stored tensors by factor name, in the structure's layout."""
         return {node.name: node.tensor for node in self._network}
 
     @property
     def options(self) -> dict[str, Any]:
+        """The options that, with shape, legs and ranks, rebuild the structure."""
         return {"order": self._order}
 
     # -- construction ------------------------------------------------------------------------
@@ -232,6 +238,7 @@ class TR(Format):
     # -- views -------------------------------------------------------------------------------
     @property
     def order(self) -> tuple[str, ...]:
+        """Legs in the order of the cores."""
         return self._order
 
     @property

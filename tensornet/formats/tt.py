@@ -313,10 +313,12 @@ class TT(Format):
         return cls(cores, [(leg,) for leg in order], structure.legs, error)
 
     def factor_tensors(self) -> dict[str, torch.Tensor]:
+        """The stored tensors by factor name, in the structure's layout."""
         return {node.name: node.tensor for node in self._network}
 
     @property
     def options(self) -> dict[str, Any]:
+        """The options that, with shape, legs and ranks, rebuild the structure."""
         return {"order": self.order}
 
     @classmethod
@@ -393,6 +395,7 @@ class TT(Format):
 
     @property
     def bond_legs(self) -> tuple[str, ...]:
+        """Names of the bond legs between consecutive cores."""
         return self._bonds
 
     @property
@@ -462,8 +465,10 @@ class TT(Format):
         return self.round(trunc, ranks)
 
     def canonical(self, center: int) -> TT:
-        """The same tensor with cores left of ``center`` left-orthonormal and cores right of it
-        right-orthonormal (``center = 0``: right-canonical; ``center = d - 1``: left-canonical).
+        """The same tensor in the canonical form centred at core ``center``.
+
+        Cores left of ``center`` are left-orthonormal and cores right of it right-orthonormal
+        (``center = 0``: right-canonical; ``center = d - 1``: left-canonical).
 
         Examples
         --------
@@ -482,9 +487,11 @@ class TT(Format):
         return self._rebuilt(cores, self._error)
 
     def left_canonical(self) -> TT:
+        """Every core but the last left-orthonormal."""
         return self.canonical(len(self._groups) - 1)
 
     def right_canonical(self) -> TT:
+        """Every core but the first right-orthonormal."""
         return self.canonical(0)
 
     def norm(self) -> float:

@@ -148,6 +148,7 @@ class TTMatrix(Format):
     def from_factors(
         cls, structure: Structure, tensors: dict[str, torch.Tensor], error: float | None = None
     ) -> TTMatrix:
+        """The format with the given factor tensors (layout of ``structure.factors``)."""
         factor_shapes_match(structure, tensors, "TTMatrix.from_factors")
         legs = structure.legs
         _, _, groups, _ = _layout(
@@ -166,10 +167,12 @@ class TTMatrix(Format):
         return cls._assemble(TT(cores, groups, error=error), structure.shape, legs, error)
 
     def factor_tensors(self) -> dict[str, torch.Tensor]:
+        """The stored tensors by factor name, in the structure's layout."""
         return {node.name: node.tensor for node in self._network}
 
     @property
     def options(self) -> dict[str, Any]:
+        """The options that, with shape, legs and ranks, rebuild the structure."""
         return {"out_dims": self.row_dims, "in_dims": self.col_dims}
 
     @classmethod
@@ -293,8 +296,10 @@ class TTMatrix(Format):
         d: int | None = None,
         budget: Budget = "uniform",
     ) -> TTMatrix:
-        """Tensorized conv kernel ``(out, in, kh, kw)``: a spatial core (``kh * kw`` as one
-        mode) followed by TT-matrix cores over the factorised channels (``d`` of them).
+        """Tensorized conv kernel ``(out, in, kh, kw)``.
+
+        A spatial core (``kh * kw`` as one mode) followed by TT-matrix cores over the
+        factorised channels (``d`` of them).
 
         ``ranks`` has ``d`` entries: the bond after the spatial core, then the channel bonds.
         """
@@ -327,18 +332,22 @@ class TTMatrix(Format):
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """Shape of the dense tensor."""
         return self._dense_shape
 
     @property
     def ranks(self) -> tuple[int, ...]:
+        """The format's ranks."""
         return self._tt.ranks
 
     @property
     def row_dims(self) -> tuple[int, ...]:
+        """Mode sizes of the first (row / out) leg."""
         return tuple(self._network.dim(leg) for leg in self._row_legs)
 
     @property
     def col_dims(self) -> tuple[int, ...]:
+        """Mode sizes of the second (column / in) leg."""
         return tuple(self._network.dim(leg) for leg in self._col_legs)
 
     def to_dense(self) -> torch.Tensor:
@@ -355,11 +364,13 @@ class TTMatrix(Format):
     def truncate(
         self, trunc: Truncation | int | None = None, *, ranks: Sequence[int] | int | None = None
     ) -> TTMatrix:
+        """A smaller approximation; ``error`` is relative to this tensor."""
         return self.round(trunc, ranks)
 
     def to(
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> TTMatrix:
+        """The same format with every factor moved and/or cast."""
         return self._with_tt(self._tt.to(device=device, dtype=dtype))
 
 

@@ -225,16 +225,19 @@ class Tucker(Format):
     def from_factors(
         cls, structure: Structure, tensors: dict[str, torch.Tensor], error: float | None = None
     ) -> Tucker:
+        """The format with the given factor tensors (layout of ``structure.factors``)."""
         factor_shapes_match(structure, tensors, f"{cls.__name__}.from_factors")
         modes = structure.option("modes")
         factors = [as_tensor(tensors[f"U_{m}"]) for m in modes]
         return cls(as_tensor(tensors["core"]), factors, structure.legs, modes, error)
 
     def factor_tensors(self) -> dict[str, torch.Tensor]:
+        """The stored tensors by factor name, in the structure's layout."""
         return {node.name: node.tensor for node in self._network}
 
     @property
     def options(self) -> dict[str, Any]:
+        """The options that, with shape, legs and ranks, rebuild the structure."""
         return {"modes": self._modes}
 
     @classmethod
@@ -307,6 +310,7 @@ class Tucker(Format):
 
     # -- views -------------------------------------------------------------------------------
     def node(self, name: str) -> Node:
+        """The node called ``name`` in the network."""
         return self._network.node(name)
 
     @property

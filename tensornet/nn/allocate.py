@@ -8,8 +8,8 @@ al. 2021): ``eps(j) = max_g sigma_{j+1}(W_g) / ||W||_2``, a relative operator-no
 true value lies between ``eps`` and ``sqrt(k) eps`` (Eckart-Young-Mirsky per group). A layer
 stays dense where the compressed form would not be smaller.
 
-Methods:
-
+Methods
+-------
 - ``"uniform"``: one rank ratio for every layer (``j = ratio * min(f, c k1 k2)``, ``k = 1``);
 - ``"energy"``: one energy threshold: each layer keeps the fewest singular values holding that
   fraction of ``sum s^2`` (``k = 1``);
@@ -60,6 +60,7 @@ class LayerChoice:
 
     @property
     def options(self) -> dict[str, Any]:
+        """The options that, with shape, legs and ranks, rebuild the structure."""
         return {"channel_groups": self.groups} if self.format == "grouped" else {}
 
 
@@ -79,10 +80,12 @@ class Allocation:
 
     @property
     def max_error(self) -> float:
+        """The largest predicted layer error."""
         return max(c.error for c in self.layers.values())
 
     @property
     def total(self) -> int:
+        """The allocation's total in its measure (parameters or FLOPs)."""
         return self.total_params if self.measure == "params" else int(self.total_flops or 0)
 
     def __str__(self) -> str:
@@ -174,9 +177,11 @@ def _global(layers: list[_Layer], ks: list[int], budget: float, measure: str) ->
 
 
 def _fill(layers, js, ks, budget, measure, by_error: bool = True) -> list[int]:
-    """Spend what is left of the budget one rank at a time: on the layer with the largest
-    error (ALDS), or round-robin over the layers in model order (keeps uniform allocations
-    uniform)."""
+    """Spend what is left of the budget one rank at a time.
+
+    On the layer with the largest error (ALDS), or round-robin over the layers in model order
+    (keeps uniform allocations uniform).
+    """
     js = list(js)
     spent = sum(layer.cost(j, k, measure) for layer, j, k in zip(layers, js, ks))
     heap = [

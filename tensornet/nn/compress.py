@@ -48,6 +48,7 @@ class LayerReport:
 
     @property
     def compression(self) -> float:
+        """Parameters before / after."""
         return self.params_before / self.params_after
 
 
@@ -68,15 +69,18 @@ class CompressionReport:
 
     @property
     def flops_before(self) -> int | None:
+        """FLOPs of the compressed layers before compression (None without an input)."""
         values = [r.flops_before for r in self.layers]
         return None if any(v is None for v in values) else sum(values)
 
     @property
     def flops_after(self) -> int | None:
+        """FLOPs of the compressed layers after compression (None without an input)."""
         values = [r.flops_after for r in self.layers]
         return None if any(v is None for v in values) else sum(values)
 
     def rows(self) -> list[dict[str, Any]]:
+        """One dict per layer (for tables)."""
         return [dict(r.__dict__) for r in self.layers]
 
     def __str__(self) -> str:

@@ -15,12 +15,12 @@ replaces them. The plan with the lowest estimate wins; the estimate is recorded 
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
-import torch.nn.functional as F
 
 from .functional import ForwardPlan
 
@@ -40,6 +40,7 @@ class DeviceCosts:
     measured: dict = field(default_factory=dict, compare=False)
 
     def step_time(self, kind: str, flops: float, nbytes: float) -> float:
+        """Estimated seconds of one step of ``kind``."""
         return flops / self.rate[kind] + nbytes / self.bandwidth[kind] + self.overhead[kind]
 
 
@@ -162,103 +163,96 @@ def measure(fn: Callable[[], object], device: torch.device, repeat: int = 5) -> 
     return times[len(times) // 2]
 
 
+def _step_samples(
+    device: torch.device, dtype: torch.dtype, repeat: int
+) -> list[tuple[str, float, float, float]]:
+    """(kind, flops, bytes, seconds) of the steps of real candidate plans on this device."""
+    from ..formats import fraction_ranks, get_format
+    from .functional import ConvGeometry, conv_candidates
+
+    legs = ("out", "in", "kh", "kw")
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    samples = []
+    cases = [(64, 16, 16), (128, 8, 8), (32, 32, 8)]  # channels, spatial side, batch
+    formats = {"tucker2": 0.25, "cp": 0.1, "tt": 0.25, "svd": 0.25, "grouped": 0.25}
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for (c, n, b), (fmt, frac) in itertools.product(cases, formats.items()):
+            opts = {"channel_groups": 4} if fmt == "grouped" else {}
+            if fmt == "tt":
+                opts = {"order": ("in", "kh", "kw", "out")}
+            shape = (c, c, 3, 3)
+            cls = get_format(fmt)
+            ranks = fraction_ranks(fmt, shape, frac, legs=legs, **opts)
+            structure = cls.structure_for(shape, ranks, legs=legs, **opts)
+            tensors = {
+                f.name: torch.randn(f.shape, generator=gen).to(device=device, dtype=dtype)
+                for f in structure.factors
+            }
+            x = torch.randn(b, c, n, n, generator=gen).to(device=device, dtype=dtype)
+            geometry = ConvGeometry.from_conv_args((3, 3), padding=1)
+            for plan in conv_candidates(structure, geometry, x.shape, device.type):
+                h = x
+                for step in plan.steps:
+                    h_in = h
+                    seconds = measure(
+                        lambda s=step, h_in=h_in, t=tensors: s(h_in, t), device, repeat
+                    )
+                    samples.append((step.kind, step.flops, step.elements * itemsize, seconds))
+                    h = step(h_in, tensors)
+    return samples
+
+
+def _fit(points: list[tuple[float, float, float]], base: tuple[float, float, float]):
+    """Non-negative least squares of ``t = flops / rate + bytes / bandwidth + overhead``.
+
+    Relative errors count (each row is divided by its time), so small and large steps weigh the
+    same. Coefficients the data cannot determine keep their defaults.
+    """
+    import numpy as np
+    from scipy.optimize import nnls
+
+    rate, bandwidth, overhead = base
+    a = np.array([[f, b, 1.0] for f, b, _ in points], dtype=float)
+    t = np.array([p[2] for p in points], dtype=float)
+    scale = np.array([1e-12, 1e-11, 1e-6])  # keep the columns of comparable size
+    coef, _ = nnls(a * scale / t[:, None], np.ones_like(t))
+    coef = coef * scale
+    return (
+        1.0 / coef[0] if coef[0] > 0 else rate,
+        1.0 / coef[1] if coef[1] > 0 else bandwidth,
+        coef[2] if coef[2] > 0 else overhead,
+    )
+
+
 def calibrate(
     device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, repeat: int = 5
 ) -> DeviceCosts:
-    """Measure the rates, bandwidths and overheads of this machine and install them.
+    """Measure this machine, fit the cost table, install it for the device type and return it.
 
-    Runs each kind of step at a compute-heavy and a memory-heavy size (about a second on a
-    2-core CPU) and fits ``time = flops / rate + bytes / bandwidth + overhead`` through the
-    points. Returns the table, which :func:`costs_for` then returns for this device type.
+    Runs the steps of the candidate plans of a few compressed 3x3 convolutions (about half a
+    minute on a 2-core CPU), and fits, per step kind, ``time = flops / rate + bytes /
+    bandwidth + overhead`` by non-negative least squares on relative errors. Layers made after
+    this (or after ``layer.clear_plans()``) plan with the new table.
     """
     device = torch.device(device)
     base = costs_for(device.type)
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    opts = {"device": device, "dtype": dtype}
-    rate, bandwidth, overhead, measured = (
-        dict(base.rate),
-        dict(base.bandwidth),
-        dict(base.overhead),
-        {},
-    )
-
-    def fit(kind: str, cases: list[tuple[Callable[[], object], float, float]]) -> None:
-        points = [(flops, nbytes, measure(fn, device, repeat)) for fn, flops, nbytes in cases]
-        measured[kind] = points
-        (f0, b0, t0), (f1, b1, t1) = points[0], points[-1]
-        tiny = measure(cases[0][0] if len(cases) < 3 else cases[1][0], device, repeat)
-        overhead[kind] = max(min(tiny, t0, t1) * 0.05, 1e-6)
-        if f0 > 0:
-            rate[kind] = max(f0 / max(t0 - b0 / bandwidth[kind] - overhead[kind], 1e-9), 1e6)
-        bandwidth[kind] = max(b1 / max(t1 - f1 / rate[kind] - overhead[kind], 1e-9), 1e6)
-
-    b, c, n = 16, 64, 32
-    x = torch.randn(b, c, n, n, **opts)
-    w = torch.randn(c, c, **opts)
-    k = torch.randn(c, c, 3, 3, **opts)
-    kd = torch.randn(c, 1, 3, 1, **opts)
-    kg = torch.randn(c, 8, 3, 3, **opts)
-    x8 = torch.randn(b, 8, n, n, **opts)
-    el = x.numel()
-    fit(
-        "matmul",
-        [
-            (lambda: torch.matmul(w, x.view(b, c, -1)), 2 * c * el, 2 * el * itemsize),
-            (
-                lambda: torch.matmul(w[:4, :4], x8.view(b * 2, 4, -1)),
-                2 * 16 * x8.numel(),
-                2 * x8.numel() * itemsize,
-            ),
-        ],
-    )
-    fit(
-        "conv",
-        [
-            (lambda: F.conv2d(x, k, padding=1), 2 * c * 9 * el, 2 * el * itemsize),
-            (
-                lambda: F.conv2d(x8, k[:8, :8], padding=1),
-                2 * 8 * 9 * x8.numel(),
-                2 * x8.numel() * itemsize,
-            ),
-        ],
-    )
-    fit(
-        "grouped",
-        [
-            (lambda: F.conv2d(x, kg, padding=1, groups=8), 2 * 8 * 9 * el, 2 * el * itemsize),
-            (lambda: F.conv2d(x, kg, padding=1, groups=8), 2 * 8 * 9 * el, 2 * el * itemsize),
-        ],
-    )
-    from .functional import ConvGeometry, _depthwise_shift
-
-    geo = ConvGeometry((3, 1), padding=(1, 1, 0, 0))
-    if device.type == "cpu":
-        dw = lambda: _depthwise_shift(geo.pad(x), kd, geo)  # noqa: E731
-    else:
-        dw = lambda: F.conv2d(x, kd, padding=(1, 0), groups=c)  # noqa: E731
-    fit("depthwise", [(dw, 2 * 3 * el, 2 * el * itemsize), (dw, 2 * 3 * el, 2 * el * itemsize)])
-    fit(
-        "unfold",
-        [
-            (lambda: F.unfold(x8, 3, padding=1), 0, 10 * x8.numel() * itemsize),
-            (lambda: F.unfold(x, 3, padding=1), 0, 10 * el * itemsize),
-        ],
-    )
-    xt = x.view(b, c, -1)
-    fit(
-        "copy",
-        [
-            (lambda: xt.permute(0, 2, 1).contiguous(), 0, 2 * el * itemsize),
-            (lambda: xt.permute(0, 2, 1).contiguous(), 0, 2 * el * itemsize),
-        ],
-    )
+    by_kind: dict[str, list[tuple[float, float, float]]] = {}
+    for kind, flops, nbytes, seconds in _step_samples(device, dtype, repeat):
+        by_kind.setdefault(kind, []).append((flops, nbytes, seconds))
+    rate, bandwidth, overhead = dict(base.rate), dict(base.bandwidth), dict(base.overhead)
+    for kind, points in by_kind.items():
+        if len(points) >= 3:
+            rate[kind], bandwidth[kind], overhead[kind] = _fit(
+                points, (rate[kind], bandwidth[kind], overhead[kind])
+            )
     table = replace(
         base,
         rate=rate,
         bandwidth=bandwidth,
         overhead=overhead,
         source=f"calibrated-{device.type}",
-        measured=measured,
+        measured=by_kind,
     )
     set_costs(device.type, table)
     return table

@@ -93,6 +93,7 @@ class ConvGeometry:
         return ConvGeometry(tuple(kernel), stride, pads, dilation, padding_mode)
 
     def output_size(self, rows: int, cols: int) -> tuple[int, int]:
+        """Output rows and columns for an input of ``rows x cols``."""
         t, b, le, r = self.padding
         out = []
         for n, p, k, s, d in (
@@ -129,6 +130,7 @@ class ConvGeometry:
 
     @property
     def symmetric_zero_padding(self) -> bool:
+        """True when the padding is zeros and the same on both sides."""
         t, b, le, r = self.padding
         return self.padding_mode == "zeros" and t == b and le == r
 
@@ -168,6 +170,7 @@ class Step:
     label: str
 
     def __call__(self, h: torch.Tensor, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Run the steps on ``tensors`` (in the order the plan was built for)."""
         raise NotImplementedError
 
 
@@ -295,6 +298,7 @@ class ForwardPlan:
     cost: dict = field(default_factory=dict)
 
     def __call__(self, x: torch.Tensor, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Run the steps on ``tensors`` (in the order the plan was built for)."""
         h = x
         for step in self.steps:
             h = step(h, tensors)
@@ -302,13 +306,16 @@ class ForwardPlan:
 
     @property
     def flops(self) -> int:
+        """FLOPs of all steps (2 per multiply-add)."""
         return sum(s.flops for s in self.steps)
 
     @property
     def elements(self) -> int:
+        """Elements read and written by all steps."""
         return sum(s.elements for s in self.steps)
 
     def describe(self) -> str:
+        """The steps, in one line."""
         return " -> ".join(s.label for s in self.steps)
 
 
@@ -347,9 +354,11 @@ def _stage_step(
     geometry: ConvGeometry | None,
     device_type: str,
 ) -> list[Step] | None:
-    """The steps (an optional permute, then a matmul or a conv) that apply ``factors`` to the
-    activation described by ``frame``, which is updated. ``None`` if the factors do not touch
-    the activation."""
+    """The steps that apply ``factors`` to the activation described by ``frame``.
+
+    An optional permute, then a matmul or a conv; ``frame`` is updated. ``None`` if the factors
+    do not touch the activation.
+    """
     f_legs: list[str] = []
     for f in factors:
         f_legs.extend(leg for leg in f.legs if leg not in f_legs)

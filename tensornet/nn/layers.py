@@ -1,5 +1,6 @@
-"""Compressed layers: the factors of any registered format as parameters, and a forward pass
-chosen per input shape by the cost model.
+"""Compressed layers: the factors of any registered format as parameters.
+
+The forward pass is chosen per input shape by the cost model.
 
 :class:`TNConv2d` and :class:`TNLinear` follow ``nn.Conv2d``/``nn.Linear`` conventions
 (``reset_parameters``, ``extra_repr``, ``device``/``dtype`` arguments, ``state_dict`` holding
@@ -100,8 +101,9 @@ class _TNLayer(nn.Module):
         return math.prod(self.structure.shape[1:])
 
     def reset_parameters(self) -> None:
-        """Random factors whose rebuilt kernel has the variance of ``nn.Conv2d``'s default
-        initialisation, ``1 / (3 fan_in)`` per element, and the same bias initialisation.
+        """Random factors whose kernel has ``nn.Conv2d``'s default variance and bias init.
+
+        The variance is ``1 / (3 fan_in)`` per kernel element.
 
         Each kernel element is a sum of ``structure.terms`` products of one entry from each of
         the ``n`` factors; with independent zero-mean entries of standard deviation ``sigma``
@@ -378,6 +380,7 @@ class TNConv2d(_TNLayer):
         return conv_candidates(self.structure, self.geometry, shape, device_type)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the layer (the cached plan for this input shape, then the bias)."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"TNConv2d expects input (N, {self.in_channels}, H, W), got {tuple(x.shape)}"
@@ -409,6 +412,7 @@ class TNConv2d(_TNLayer):
         return conv
 
     def extra_repr(self) -> str:
+        """Layer arguments, format, ranks, parameters and compression."""
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"
         if self.stride != (1, 1):
             s += f", stride={self.stride}"
@@ -512,6 +516,7 @@ class TNLinear(_TNLayer):
         return plan
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the layer (the cached plan for this input shape, then the bias)."""
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(
                 f"TNLinear expects input (..., {self.in_features}), got {tuple(x.shape)}"
@@ -540,6 +545,7 @@ class TNLinear(_TNLayer):
         return lin
 
     def extra_repr(self) -> str:
+        """Layer arguments, format, ranks, parameters and compression."""
         s = f"in_features={self.in_features}, out_features={self.out_features}"
         if self.bias is None:
             s += ", bias=False"

@@ -1,7 +1,7 @@
-"""Choosing layers of a model: by name pattern, explicit list or predicate. The one place for it.
+r"""Choosing layers of a model: by name pattern, explicit list or predicate. The one place for it.
 
 A pattern matches a layer's whole name as a glob (``"layer1.*"``, ``"fc*"``) or as a regular
-expression (``"conv[12]"``, ``r"layer\\d\\.0\\.conv1"``). ``skip=("first", "last")`` leaves out the
+expression (``"conv[12]"``, ``r"layer\d\.0\.conv1"``). ``skip=("first", "last")`` leaves out the
 first and last of the candidate layers in module order (the usual choice when compressing a CNN).
 
 Examples
@@ -64,6 +64,7 @@ def unsupported_reason(module: nn.Module) -> str | None:
 
 
 def supported(module: nn.Module) -> bool:
+    """True when the layer can be compressed."""
     return unsupported_reason(module) is None
 
 

@@ -30,9 +30,12 @@ _LEGS = {
 
 @dataclass(frozen=True)
 class KernelTruncation:
-    """What :func:`truncate_kernel` did: per-cut spectra (each taken on the kernel as it was at
-    that step) and errors, the total relative Frobenius error ``||K - K'|| / ||K||`` and the
-    kept norm fraction ``||K'|| / ||K||``."""
+    """What :func:`truncate_kernel` did.
+
+    Per-cut spectra (each taken on the kernel as it was at that step) and errors, the total
+    relative Frobenius error ``||K - K'|| / ||K||`` and the kept norm fraction
+    ``||K'|| / ||K||``.
+    """
 
     cuts: tuple[tuple[str, ...], ...]
     ranks: tuple[int, ...]
