@@ -35,7 +35,7 @@ from .core import (
     truncation_error,
 )
 from .formats import CP, HT, TT, DimensionTree, Format, TTMatrix, Tucker, balanced_factors
-from .spectrum import (
+from .spectra import (
     KERNEL_LEGS,
     NoMatchingLayer,
     SpectrumTable,

@@ -3,7 +3,8 @@
 ``tensornet spectra CHECKPOINT`` reads a state_dict (safetensors, or ``torch.save`` loaded with
 ``weights_only=True``), computes the spectrum of every cut of every weight, writes a CSV and three
 figures, and prints a summary. Errors the user can fix (a missing or unreadable file, a pattern
-that matches nothing) end with one line ``tensornet: error: ...`` on stderr and exit status 2.
+that matches nothing, weights holding NaN or inf, two weights with one layer name) end with one
+line ``tensornet: error: ...`` on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 
 from .core.spectrum import Spectrum
 from .io import save_figure
-from .spectrum import NoMatchingLayer, SpectrumTable, layer_name, weight_spectra
+from .spectra import NoMatchingLayer, SpectrumTable, layer_name, weight_spectra
 
 __all__ = ["CLIError", "load_state_dict", "main"]
 
@@ -248,8 +249,8 @@ def _spectra(args: argparse.Namespace) -> int:
     state = load_state_dict(path)
     try:
         table = weight_spectra(state, layers=args.layers)
-    except NoMatchingLayer as e:
-        raise CLIError(str(e)) from None
+    except (NoMatchingLayer, ValueError) as e:  # no match, NaN/inf weights, colliding names
+        raise CLIError(f"{path}: {e}") from None
     out = Path(args.out) if args.out else Path(f"spectra-{path.stem}")
     try:
         written = _write_outputs(table, out, args.chi, plots=not args.no_plots)

@@ -107,7 +107,7 @@ def check_devices(items: Iterable[tuple[str, torch.Tensor]], what: str) -> torch
     for name, t in items:
         where.setdefault(str(t.device), []).append(name)
     if len(where) > 1:
-        shown = {dev: short_list(names, 4) for dev, names in where.items()}
+        shown = "{" + ", ".join(f"{dev!r}: {short_list(n, 4)}" for dev, n in where.items()) + "}"
         raise ValueError(
             f"{what}: nodes live on different devices {shown}; move them with .to(device) first"
         )
