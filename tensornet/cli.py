@@ -38,7 +38,7 @@ class CLIError(Exception):
 
 # -- loading ---------------------------------------------------------------------------------
 def _looks_like_safetensors(path: Path) -> bool:
-    """safetensors files start with an 8-byte little-endian header length, then a JSON object."""
+    """Whether ``path`` looks like safetensors: an 8-byte little-endian length, then JSON."""
     with path.open("rb") as f:
         head = f.read(9)
     return len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] > 1
@@ -72,8 +72,7 @@ def _load_torch(path: Path) -> object:
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state_dict from a safetensors file or a ``torch.save`` file, without unpickling
-    arbitrary objects.
+    """Read a state_dict from a safetensors or ``torch.save`` file, never unpickling objects.
 
     A checkpoint holding the weights under ``"state_dict"`` or ``"model_state_dict"`` (Lightning,
     training loops) is unwrapped; values that are not tensors are dropped.
@@ -122,8 +121,11 @@ def _layer_shapes(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...
 def _summary(
     table: SpectrumTable, shapes: Mapping[str, tuple[int, ...]], chi: int | None = None
 ) -> str:
-    """Plain aligned text: per layer its shape, the lowest-entropy cut, the entropy range and the
-    effective rank of that cut (and its relative error at ``chi``)."""
+    """Plain aligned text, one row per layer.
+
+    Each row: the layer's shape, its lowest-entropy cut, the entropy range, and the effective
+    rank of that cut (and its relative error at ``chi``).
+    """
     by_layer: dict[str, list[Spectrum]] = {}
     for sp in table:
         by_layer.setdefault(str(sp.name), []).append(sp)

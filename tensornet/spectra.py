@@ -271,8 +271,10 @@ class SpectrumTable:
         return out
 
     def entropy_matrix(self, alpha: float = 1.0) -> tuple[list[str], list[str], np.ndarray]:
-        """``(layers, cuts, E)`` with ``E[i, j]`` the entropy of layer i along cut j (NaN where the
-        layer has no such cut)."""
+        """``(layers, cuts, E)`` with ``E[i, j]`` the entropy of layer i along cut j.
+
+        ``E`` is NaN where the layer has no such cut.
+        """
         layers, cut_labels = self.layers, self.cuts
         e = np.full((len(layers), len(cut_labels)), np.nan)
         for sp in self.spectra:

@@ -265,8 +265,10 @@ def _needs_grad(a: torch.Tensor) -> bool:
 def svd(
     a: torch.Tensor, *, broadening: float | None = None, degenerate: Degenerate = "product"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Reduced SVD ``a = U diag(S) Vh`` whose backward is exact for distinct values and finite
-    and gauge-correct for repeated or zero ones.
+    """Reduced SVD ``a = U diag(S) Vh`` with an exact, finite backward at repeated/zero values.
+
+    The backward is exact for distinct values, and for repeated or zero ones finite and exact
+    for the class of losses that ``degenerate`` names.
 
     Parameters
     ----------
@@ -511,9 +513,10 @@ def _resolve_rank(rank: Callable[[torch.Tensor], int] | int | None, s: torch.Ten
 
 # -- QR --------------------------------------------------------------------------------------
 def _apply_inv_h(z: torch.Tensor, r: torch.Tensor, rel: float) -> torch.Tensor:
-    """``z @ R^{-H}`` through the SVD of ``R``, with the inverse values broadened at
-    ``rel * max(sigma)``: exact for a well-conditioned ``R``, the minimum-norm answer (no inf)
-    where ``R`` is singular."""
+    """``z @ R^{-H}`` through the SVD of ``R``, inverse values broadened at ``rel * max(sigma)``.
+
+    Exact for a well-conditioned ``R``; the minimum-norm answer (no inf) where it is singular.
+    """
     w, sig, zh = torch.linalg.svd(r)
     inv = _safe_inverse(sig, rel)
     return ((z @ w) * inv.unsqueeze(-2).to(z.dtype)) @ zh

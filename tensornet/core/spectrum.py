@@ -97,7 +97,7 @@ class Spectrum:
         return s2 / total if float(total) > 0 else torch.zeros_like(s2)
 
     def entropy(self, alpha: float = 1.0, base: float = math.e) -> float:
-        """von Neumann (``alpha=1``) or Renyi entropy of the cut, in units of ``log(base)``.
+        """The von Neumann (``alpha=1``) or Renyi entropy of the cut, in units of ``log(base)``.
 
         ``alpha=0`` gives the log of the number of non-zero values, ``alpha=inf`` the min-entropy
         ``-log max p``. A zero tensor has entropy 0.

@@ -56,6 +56,7 @@ class Format:
 
     @property
     def ranks(self) -> tuple[int, ...]:
+        """The bond dimensions of the factor network (defined by each format)."""
         raise NotImplementedError
 
     @property
@@ -65,6 +66,7 @@ class Format:
 
     @property
     def dense_size(self) -> int:
+        """Number of elements of the dense tensor."""
         return math.prod(self.shape)
 
     @property
@@ -83,10 +85,12 @@ class Format:
 
     @property
     def dtype(self) -> torch.dtype:
+        """The dtype of the factors (promoted)."""
         return self._network.dtype
 
     @property
     def device(self) -> torch.device:
+        """The device of the factors."""
         return self._network.device
 
     def to_dense(self) -> torch.Tensor:
@@ -100,6 +104,7 @@ class Format:
         return self._replace(network=self._network.to(device=device, dtype=dtype))
 
     def truncate(self: F, trunc: Truncation | int | None) -> F:
+        """A smaller format object within ``trunc`` (defined by each format)."""
         raise NotImplementedError
 
     def _replace(self: F, **changes: Any) -> F:
