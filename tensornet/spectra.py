@@ -63,7 +63,7 @@ def _as_node(x: Node | Any, legs: Sequence[str] | None, what: str = "x") -> Node
     """``x`` as a Node with ``legs``, checked to be finite (ValueError naming ``what``)."""
     if isinstance(x, Node):
         node = x.transpose(legs) if legs is not None and tuple(legs) != x.legs else x
-        check_finite(node.tensor, x._describe() if x.name is not None else what)
+        check_finite(node.tensor, x.describe() if x.name is not None else what)
         return node
     t = as_tensor(x)
     if legs is None:

@@ -84,7 +84,7 @@ def check_inputs(net: TensorNetwork, what: str) -> None:
     nodes = net.nodes
     check_devices(((str(node.name), node.tensor) for node in nodes), what)
     for node in nodes:
-        check_finite(node.tensor, f"{what}: {node._describe()}")
+        check_finite(node.tensor, f"{what}: {node.describe()}")
 
 
 def check_tree(net: TensorNetwork) -> None:

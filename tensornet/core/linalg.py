@@ -177,6 +177,8 @@ def _svd_backward(
     """
     m, n, p = u.shape[-2], vh.shape[-1], s.shape[-1]
     dt, rdt = u.dtype, s.dtype
+    if p == 0:  # an empty matrix: nothing depends on it
+        return u.new_zeros(*s.shape[:-1], m, n)
     complex_ = u.is_complex()
     v = vh.mH
     smax = s.amax(-1, keepdim=True)

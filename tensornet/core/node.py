@@ -177,7 +177,7 @@ class Node:
             return self._legs.index(leg)
         except ValueError:
             raise ValueError(
-                f"{self._describe()} has no leg {leg!r}; its legs are {self._legs}"
+                f"{self.describe()} has no leg {leg!r}; its legs are {self._legs}"
             ) from None
 
     def dim(self, leg: str) -> int:
@@ -211,7 +211,7 @@ class Node:
         for old in mapping:
             if old not in self._legs:
                 raise ValueError(
-                    f"cannot rename leg {old!r}: {self._describe()} has legs {self._legs}"
+                    f"cannot rename leg {old!r}: {self.describe()} has legs {self._legs}"
                 )
         legs = tuple(mapping.get(leg, leg) for leg in self._legs)
         return Node(self._tensor, legs, self._name, self._tags)
@@ -221,7 +221,7 @@ class Node:
         legs = tuple(legs)
         if sorted(legs) != sorted(self._legs):
             raise ValueError(
-                f"transpose of {self._describe()} needs a permutation of its legs {self._legs}, "
+                f"transpose of {self.describe()} needs a permutation of its legs {self._legs}, "
                 f"got {legs}"
             )
         if legs == self._legs:
@@ -257,9 +257,18 @@ class Node:
         cols = int(np.prod([self.dim(leg) for leg in col_legs], dtype=np.int64))
         return t.reshape(rows, cols)
 
-    def _describe(self) -> str:
-        """``node 'A'`` (or ``node`` when unnamed), for messages."""
+    def describe(self) -> str:
+        """``node 'A'`` (or ``node`` when unnamed), for messages.
+
+        Examples
+        --------
+        >>> import torch
+        >>> Node(torch.ones(2), ("i",), name="A").describe()
+        "node 'A'"
+        """
         return f"node {self._name!r}" if self._name is not None else "node"
+
+    _describe = describe  # the former private name, for callers on other branches
 
     def __repr__(self) -> str:
         """``Node('A', [i=2, j=3], float32)``: name, legs and dims, dtype (device, tags)."""

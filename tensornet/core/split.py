@@ -100,7 +100,7 @@ def _check_cut(
     except TypeError:
         raise TypeError(
             f"{what}: left_legs must be a leg name or a sequence of leg names of "
-            f"{node._describe()} {node.legs}, got {type(left_legs).__name__}"
+            f"{node.describe()} {node.legs}, got {type(left_legs).__name__}"
         ) from None
     for leg in left:
         if not isinstance(leg, str):
@@ -109,7 +109,7 @@ def _check_cut(
             )
         if leg not in node.legs:
             raise ValueError(
-                f"{what}: {node._describe()} has no leg {leg!r}; its legs are {node.legs}"
+                f"{what}: {node.describe()} has no leg {leg!r}; its legs are {node.legs}"
             )
     if len(set(left)) != len(left):
         raise ValueError(f"{what}: left_legs repeats a leg: {left}")
@@ -118,7 +118,7 @@ def _check_cut(
     right = tuple(leg for leg in node.legs if leg not in left)
     if not right:
         raise ValueError(
-            f"{what}: left_legs {left} take every leg of {node._describe()}; leave at least one "
+            f"{what}: left_legs {left} take every leg of {node.describe()}; leave at least one "
             "on the right"
         )
     return left, right
@@ -146,14 +146,14 @@ def _fresh(name: str, taken: Sequence[str]) -> str:
 
 
 def _check_finite_node(node: Node, what: str) -> None:
-    check_finite(node.tensor, f"{what}: {node._describe()}")
+    check_finite(node.tensor, f"{what}: {node.describe()}")
 
 
 def _check_bond_name(bond: str, node: Node, what: str) -> None:
     if not isinstance(bond, str) or not bond:
         raise TypeError(f"{what}: bond must be a non-empty str, got {bond!r}")
     if bond in node.legs:
-        raise ValueError(f"{what}: bond name {bond!r} is already a leg of {node._describe()}")
+        raise ValueError(f"{what}: bond name {bond!r} is already a leg of {node.describe()}")
 
 
 def _child_names(node: Node, names: Sequence[str | None] | None, count: int) -> tuple:

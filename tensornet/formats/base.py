@@ -159,7 +159,7 @@ def dense_input(x: Any, legs: Sequence[str] | None, what: str) -> tuple[torch.Te
         if legs is not None:
             raise ValueError(f"{what}: legs= is taken from the Node; do not pass both")
         t, legs = x.tensor, x.legs
-        label = f"{what}: {x._describe()}"
+        label = f"{what}: {x.describe()}"
     else:
         t = as_tensor(x)
         if t.ndim == 0:

@@ -336,3 +336,10 @@ def test_torch_backward_is_not_finite_where_ours_is():
     q, rr = torch.linalg.qr(b)
     (q @ rr).sum().backward()
     assert not torch.isfinite(b.grad).all()
+
+
+def test_empty_matrices_have_empty_gradients():
+    t = torch.zeros(0, 3, dtype=DT, requires_grad=True)
+    *parts, info = tn.split(Node(t, ("a", "b")), ["a"])
+    tn.contract(*parts, output=("a", "b")).tensor.sum().backward()
+    assert t.grad.shape == (0, 3) and info.rank == 0

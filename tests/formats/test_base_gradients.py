@@ -110,3 +110,21 @@ def test_from_dense_gradient_is_exact_on_rank_deficient_inputs(kind, fmt, ranks)
     g = ad_grad(f, x)
     assert torch.isfinite(g).all()
     assert rel(g, fd_grad(f, x)) < 1e-6
+
+
+def test_ttmatrix_from_matrix_gradient_is_exact_on_a_pruned_matrix():
+    from tensornet import TTMatrix
+
+    m = randn(6, 4, seed=15)
+    m[[0, 3]] = 0  # pruned rows
+    r = None
+
+    def f(t):
+        nonlocal r
+        approx = TTMatrix.from_matrix(t, (2, 3), (2, 2)).to_dense()
+        r = randn(*approx.shape, seed=16) if r is None else r  # whatever layout it returns
+        return ((approx - r) ** 2).sum()
+
+    g = ad_grad(f, m)
+    assert torch.isfinite(g).all()
+    assert rel(g, fd_grad(f, m)) < 1e-6
