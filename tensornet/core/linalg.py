@@ -209,9 +209,15 @@ def _svd_backward(
 
     chat = None
     if degenerate == "product":
+        # C_ij as the product U^H G V of a loss of the reconstruction would give it:
+        # P_ij = C_ij beta_j and conj(Q_ji) = C_ij alpha_i; least squares of both, in units
+        # of the largest weight so that nothing underflows
         alpha, beta = (cp * ap), (cp * bp)
+        c0 = torch.maximum(alpha.amax(-1, keepdim=True), beta.amax(-1, keepdim=True))
+        c0 = c0.clamp_min(torch.finfo(rdt).tiny)
+        alpha, beta = alpha / c0, beta / c0
         num = pp * beta.unsqueeze(-2).to(dt) + qp.mH * alpha.unsqueeze(-1).to(dt)
-        den = beta.unsqueeze(-2) ** 2 + alpha.unsqueeze(-1) ** 2
+        den = (beta.unsqueeze(-2) ** 2 + alpha.unsqueeze(-1) ** 2) * c0.unsqueeze(-1)
         chat = num / torch.where(den > 0, den, torch.ones_like(den)).to(dt)
         chat_h = chat.mH
         inner = inner + (w * w / den_d).to(dt) * (chat + chat_h) / 2

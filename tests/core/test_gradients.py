@@ -343,3 +343,34 @@ def test_empty_matrices_have_empty_gradients():
     *parts, info = tn.split(Node(t, ("a", "b")), ["a"])
     tn.contract(*parts, output=("a", "b")).tensor.sum().backward()
     assert t.grad.shape == (0, 3) and info.rank == 0
+
+
+@pytest.mark.parametrize("scale", [1e-150, 1e150])
+def test_split_gradient_does_not_underflow_or_overflow(scale):
+    a = torch.eye(3, dtype=DT) * scale
+    weight = target((3, 3))
+
+    def f(x):
+        *parts, _ = tn.split(Node(x, ("i", "j")), ["i"])
+        return (tn.contract(*parts, output=("i", "j")).tensor * weight).sum()
+
+    torch.testing.assert_close(ad_grad(f, a), weight, rtol=1e-12, atol=0)
+
+
+def test_complex_repeated_and_zero_values_pass_gradcheck():
+    from torch.autograd import gradcheck
+
+    g = torch.Generator().manual_seed(15)
+    q = torch.linalg.qr(torch.randn(4, 4, generator=g, dtype=torch.complex128))[0]
+    d = torch.diag(torch.tensor([2.0, 2.0, 1.0, 0.0], dtype=torch.complex128))
+    for a in (q, q @ d @ q.mH, torch.eye(3, dtype=torch.complex128)):
+        a = a.clone().requires_grad_(True)
+        for absorb in ABSORB:
+
+            def f(x, absorb=absorb):
+                *parts, _ = tn.split(Node(x, ("i", "j")), ["i"], absorb=absorb)
+                return tn.contract(*parts, output=("i", "j")).tensor
+
+            assert gradcheck(f, (a,))
+        assert gradcheck(lambda x: (lambda u, s, vh: (u * s.to(u.dtype)) @ vh)(*svd(x)), (a,))
+        assert gradcheck(lambda x: torch.matmul(*qr(x)), (a,))
