@@ -80,7 +80,18 @@ def bond_leg(net: TensorNetwork, bond: Any, what: str) -> str:
 
 
 def check_inputs(net: TensorNetwork, what: str) -> None:
-    """One device for every node and no NaN/inf anywhere (one reduction per node tensor)."""
+    """One device for every node and no NaN/inf anywhere (one reduction per node tensor).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tensornet import Node, TensorNetwork
+    >>> check_inputs(TensorNetwork([Node(torch.tensor([1.0, float("inf")]), ("i",), name="A")]),
+    ...              "demo")
+    Traceback (most recent call last):
+    ...
+    ValueError: demo: node 'A' holds NaN or inf values (1 of 2 entries); refusing to work on it
+    """
     nodes = net.nodes
     check_devices(((str(node.name), node.tensor) for node in nodes), what)
     for node in nodes:
@@ -88,7 +99,18 @@ def check_inputs(net: TensorNetwork, what: str) -> None:
 
 
 def check_tree(net: TensorNetwork) -> None:
-    """Raise ValueError unless ``net`` is a connected tree; name the bond that closes a loop."""
+    """Raise ValueError unless ``net`` is a connected tree; name the bond that closes a loop.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tensornet import Node, TensorNetwork
+    >>> a, b = Node(torch.ones(2, 2), ("a", "b")), Node(torch.ones(2, 2), ("b", "a"))
+    >>> check_tree(TensorNetwork([a, b]))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: bond 'b' between 'n0' and 'n1' closes a loop; ...
+    """
     if len(net) == 0:
         raise ValueError("the network has no nodes")
     parent = {name: name for name in net.names}
@@ -208,7 +230,16 @@ def _centre_node(net: TensorNetwork, towards: Any, what: str) -> str:
 
 
 def bond_sides(net: TensorNetwork, leg: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Open legs on each side of ``leg`` (first node's side first), in :attr:`open_legs` order."""
+    """Open legs on each side of ``leg`` (first node's side first), in :attr:`open_legs` order.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tensornet import Node, TensorNetwork
+    >>> a, b = Node(torch.ones(2, 3), ("i", "j")), Node(torch.ones(3, 4), ("j", "k"))
+    >>> bond_sides(TensorNetwork([a, b]), "j")
+    (('i',), ('k',))
+    """
     check_tree(net)
     leg = bond_leg(net, leg, "bond_sides")
     first, second = net.bond(leg).nodes

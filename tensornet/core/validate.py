@@ -117,7 +117,17 @@ def check_devices(items: Iterable[tuple[str, torch.Tensor]], what: str) -> torch
 
 
 def check_str(x: Any, field: str, *, allow_none: bool = False) -> str | None:
-    """``x`` if it is a non-empty ``str`` (or ``None`` when allowed), else ``TypeError``."""
+    """``x`` if it is a non-empty ``str`` (or ``None`` when allowed), else ``TypeError``.
+
+    Examples
+    --------
+    >>> check_str("A", "name"), check_str(None, "name", allow_none=True)
+    ('A', None)
+    >>> check_str(5, "name")
+    Traceback (most recent call last):
+    ...
+    TypeError: name must be a non-empty str, got int 5
+    """
     if x is None and allow_none:
         return None
     if not isinstance(x, str) or not x:
