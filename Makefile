@@ -31,7 +31,7 @@ install-bench: $(VENV)/.stamp-bench
 demo: install
 	$(PY) -m studies truncation --out runs/demo
 
-test: install
+test: install lint
 	$(PY) -m pytest -q tests tensornet --doctest-modules
 
 bench: install-bench

@@ -51,7 +51,7 @@ from .formats import (
     format_names,
     get_format,
 )
-from .spectrum import (
+from .spectra import (
     KERNEL_LEGS,
     NoMatchingLayer,
     SpectrumTable,

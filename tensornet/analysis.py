@@ -41,8 +41,9 @@ from .core.linalg import svd
 from .core.node import Node
 from .core.spectrum import Spectrum, cuts
 from .core.truncation import Truncation
+from .core.validate import check_finite, is_int
 from .nn.select import select_layers
-from .spectrum import KERNEL_LEGS, spectrum
+from .spectra import KERNEL_LEGS, spectrum
 
 __all__ = [
     "Cell",
@@ -66,13 +67,15 @@ def chi_grid(chi_max: int, points: int | None = None) -> list[int]:
     >>> chi_grid(12), chi_grid(64, points=4)
     ([1, 2, 4, 8, 12], [1, 4, 16, 64])
     """
-    if chi_max < 1:
-        raise ValueError(f"chi_max must be >= 1, got {chi_max}")
+    if not is_int(chi_max) or int(chi_max) < 1:
+        raise ValueError(f"chi_max must be an int >= 1, got {chi_max!r}")
+    chi_max = int(chi_max)
     if points is None:
         grid = [2**k for k in range(int(math.log2(chi_max)) + 1)]
     else:
-        if points < 1:
-            raise ValueError(f"points must be >= 1, got {points}")
+        if not is_int(points) or int(points) < 1:
+            raise ValueError(f"points must be an int >= 1, got {points!r}")
+        points = int(points)
         grid = [round(chi_max ** (k / max(points - 1, 1))) for k in range(points)]
     return sorted({max(1, min(c, chi_max)) for c in grid} | {chi_max})
 
@@ -119,6 +122,7 @@ class Cell:
 
     @property
     def key(self) -> str:
+        """The cell's identity in a results file: ``layer<TAB>cut<TAB>chi``."""
         return f"{self.layer}\t{self.cut}\t{self.chi}"
 
 
@@ -182,18 +186,32 @@ def _as_metrics(value: Metrics) -> dict[str, float]:
     return {"metric": float(value)}
 
 
+def _cut_spec(cut_spec: Sequence[Sequence[str]] | None) -> list[tuple[str, ...]] | None:
+    """The requested cuts as tuples of leg names (TypeError naming a bad one)."""
+    if cut_spec is None:
+        return None
+    if isinstance(cut_spec, str):
+        raise TypeError(
+            f"cuts must be a sequence of left-leg tuples such as [('out',)], got {cut_spec!r}"
+        )
+    out = []
+    for left in cut_spec:
+        left = (left,) if isinstance(left, str) else tuple(left)
+        if not left or not all(isinstance(leg, str) for leg in left):
+            raise TypeError(f"every cut is a non-empty sequence of leg names, got {left!r}")
+        out.append(left)
+    return out
+
+
 def _layer_cuts(
-    weight: torch.Tensor, cut_spec: Sequence[Sequence[str]] | None
+    weight: torch.Tensor, cut_spec: list[tuple[str, ...]] | None
 ) -> list[tuple[str, ...]]:
     legs = KERNEL_LEGS[weight.ndim]
     if cut_spec is None:
         return [left for left, _ in cuts(legs)]
-    out = []
-    for left in cut_spec:
-        left = (left,) if isinstance(left, str) else tuple(left)
-        if all(leg in legs for leg in left) and 0 < len(left) < len(legs):
-            out.append(left)
-    return out
+    return [
+        left for left in cut_spec if all(leg in legs for leg in left) and 0 < len(left) < len(legs)
+    ]
 
 
 class _CutFactors:
@@ -266,8 +284,9 @@ def truncation_sweep(
         Conv/linear layers to sweep (default all).
     cuts : sequence of left-leg tuples, optional
         Cuts to sweep, e.g. ``[("out",), ("out", "in")]``, with legs named as in
-        :data:`tensornet.KERNEL_LEGS`; cuts that do not apply to a layer are skipped. Default:
-        every cut of each weight.
+        :data:`tensornet.KERNEL_LEGS`; cuts that do not apply to a layer are skipped, and a cut
+        that applies to none of the swept layers raises ValueError. Default: every cut of each
+        weight.
     chis : sequence of int, or callable(Spectrum) -> sequence of int, optional
         Bond dimensions; default :func:`chi_grid` of each cut's full rank. Values above a cut's
         full rank are clipped to it, and the full rank is always included.
@@ -288,18 +307,35 @@ def truncation_sweep(
         discarded_weight, norm_kept, entropy`` and the evaluation's metrics.
     """
     names = truncatable_layers(model, layers)
+    requested = _cut_spec(cuts)
+    if chis is not None and not callable(chis):
+        chis = _check_chis(chis, "chis")
     plan: list[Cell] = []
+    used: set[tuple[str, ...]] = set()
     for name in names:
         weight = model.get_submodule(name).weight.detach()
+        check_finite(weight, f"layer {name!r} weight")
         legs = KERNEL_LEGS[weight.ndim]
-        for left in _layer_cuts(weight, cuts):
+        for left in _layer_cuts(weight, requested):
+            used.add(left)
             sp = spectrum(Node(weight, legs), left)
-            grid = chi_grid(sp.chi_max) if chis is None else (chis(sp) if callable(chis) else chis)
+            if chis is None:
+                grid = chi_grid(sp.chi_max)
+            elif callable(chis):
+                grid = _check_chis(chis(sp), f"chis({sp.label}) of layer {name!r}")
+            else:
+                grid = chis
             # full rank is always a cell: it is the untruncated reference every analysis needs
-            for chi in sorted({min(int(c), sp.chi_max) for c in grid} | {sp.chi_max}):
-                if chi < 1:
-                    raise ValueError(f"chis must be >= 1, got {chi}")
+            for chi in sorted({min(c, sp.chi_max) for c in grid} | {sp.chi_max}):
                 plan.append(Cell(name, left, sp.label, chi))
+    if requested is not None:
+        unused = [left for left in requested if left not in used]
+        if unused:
+            shown = {name: KERNEL_LEGS[model.get_submodule(name).weight.ndim] for name in names}
+            raise ValueError(
+                f"cuts {unused} apply to none of the layers swept (their legs: {shown}); a cut "
+                "names legs of KERNEL_LEGS on one side, and leaves at least one leg on the other"
+            )
     store = ResultStore(results, config) if results is not None else None
     todo = [cell for cell in plan if store is None or cell.key not in store.done]
     rows: dict[str, dict[str, Any]] = {}
@@ -310,6 +346,22 @@ def truncation_sweep(
             store.add(row)
         rows[row["key"]] = row
     return [rows[cell.key] for cell in plan]
+
+
+def _check_chis(chis: Any, what: str) -> list[int]:
+    """Bond dimensions as Python ints >= 1 (integers of any library; no floats)."""
+    if isinstance(chis, (str, bytes)) or is_int(chis):
+        raise TypeError(f"{what} must be a sequence of ints, got {chis!r}")
+    try:
+        values = list(chis)
+    except TypeError:
+        raise TypeError(f"{what} must be a sequence of ints, got {type(chis).__name__}") from None
+    for c in values:
+        if not is_int(c):
+            raise TypeError(f"{what} must hold ints, got {type(c).__name__} {c!r}")
+        if int(c) < 1:
+            raise ValueError(f"{what} must be >= 1, got {c}")
+    return [int(c) for c in values]
 
 
 def _run(
@@ -354,17 +406,18 @@ def truncate_layers(
     model: torch.nn.Module,
     plan: Mapping[str, Sequence[tuple[Sequence[str], Truncation | int]]],
 ) -> dict[str, dict[str, Any]]:
-    """Truncate several layers in place, each along several cuts in turn
-    (:func:`tensornet.nn.truncate_kernel`).
+    """Truncate several layers in place, each along several cuts in turn.
 
-    ``plan`` maps a layer name to ``[(left_legs, trunc), ...]``. Returns, per layer, the total
-    relative error, the kept norm fraction and each step's error.
+    Each layer goes through :func:`tensornet.nn.truncate_kernel`. ``plan`` maps a layer name to
+    ``[(left_legs, trunc), ...]``. Returns, per layer, the total relative error, the kept norm
+    fraction and each step's error.
     """
     from .nn.truncate import truncate_kernel
 
     report = {}
     for layer, steps in plan.items():
         module = model.get_submodule(layer)
+        check_finite(module.weight.detach(), f"layer {layer!r} weight")
         cuts = [tuple(left) for left, _ in steps]
         _, res = truncate_kernel(module, cuts, [trunc for _, trunc in steps], inplace=True)
         report[layer] = {

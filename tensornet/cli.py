@@ -3,7 +3,8 @@
 ``tensornet spectra CHECKPOINT`` reads a state_dict (safetensors, or ``torch.save`` loaded with
 ``weights_only=True``), computes the spectrum of every cut of every weight, writes a CSV and three
 figures, and prints a summary. Errors the user can fix (a missing or unreadable file, a pattern
-that matches nothing) end with one line ``tensornet: error: ...`` on stderr and exit status 2.
+that matches nothing, weights holding NaN or inf, two weights with one layer name) end with one
+line ``tensornet: error: ...`` on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 
 from .core.spectrum import Spectrum
 from .io import save_figure
-from .spectrum import NoMatchingLayer, SpectrumTable, layer_name, weight_spectra
+from .spectra import NoMatchingLayer, SpectrumTable, layer_name, weight_spectra
 
 __all__ = ["CLIError", "load_state_dict", "main"]
 
@@ -37,7 +38,7 @@ class CLIError(Exception):
 
 # -- loading ---------------------------------------------------------------------------------
 def _looks_like_safetensors(path: Path) -> bool:
-    """safetensors files start with an 8-byte little-endian header length, then a JSON object."""
+    """Whether ``path`` looks like safetensors: an 8-byte little-endian length, then JSON."""
     with path.open("rb") as f:
         head = f.read(9)
     return len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] > 1
@@ -71,8 +72,7 @@ def _load_torch(path: Path) -> object:
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state_dict from a safetensors file or a ``torch.save`` file, without unpickling
-    arbitrary objects.
+    """Read a state_dict from a safetensors or ``torch.save`` file, never unpickling objects.
 
     A checkpoint holding the weights under ``"state_dict"`` or ``"model_state_dict"`` (Lightning,
     training loops) is unwrapped; values that are not tensors are dropped.
@@ -121,8 +121,11 @@ def _layer_shapes(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...
 def _summary(
     table: SpectrumTable, shapes: Mapping[str, tuple[int, ...]], chi: int | None = None
 ) -> str:
-    """Plain aligned text: per layer its shape, the lowest-entropy cut, the entropy range and the
-    effective rank of that cut (and its relative error at ``chi``)."""
+    """Plain aligned text, one row per layer.
+
+    Each row: the layer's shape, its lowest-entropy cut, the entropy range, and the effective
+    rank of that cut (and its relative error at ``chi``).
+    """
     by_layer: dict[str, list[Spectrum]] = {}
     for sp in table:
         by_layer.setdefault(str(sp.name), []).append(sp)
@@ -248,8 +251,8 @@ def _spectra(args: argparse.Namespace) -> int:
     state = load_state_dict(path)
     try:
         table = weight_spectra(state, layers=args.layers)
-    except NoMatchingLayer as e:
-        raise CLIError(str(e)) from None
+    except (NoMatchingLayer, ValueError) as e:  # no match, NaN/inf weights, colliding names
+        raise CLIError(f"{path}: {e}") from None
     out = Path(args.out) if args.out else Path(f"spectra-{path.stem}")
     try:
         written = _write_outputs(table, out, args.chi, plots=not args.no_plots)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from .spectrum import SpectrumTable
+    from .spectra import SpectrumTable
 
 __all__ = [
     "bond_spectra",
@@ -564,8 +564,10 @@ def network_layout(
 
 
 def _stub_angles(bond_angles: list[float], count: int) -> list[float]:
-    """Directions for ``count`` open legs: spread evenly inside the widest gap between bonds,
-    preferring the gap that faces down (physical legs of a chain hang below it)."""
+    """Directions for ``count`` open legs, spread evenly inside the widest gap between bonds.
+
+    The gap that faces down is preferred (physical legs of a chain hang below it).
+    """
     if not bond_angles:
         return [-np.pi / 2 + 2 * np.pi * k / count for k in range(count)]
     a = sorted(float(x) for x in np.mod(bond_angles, 2 * np.pi))

@@ -157,3 +157,38 @@ def test_rows_match_the_weight_actually_placed_in_the_model():
     # chis stop below full rank, yet every (layer, cut) still has its full-rank cell
     for group in _groups(rows).values():
         assert group[-1]["chi"] == group[-1]["chi_max"] and group[-1]["measured_error"] < 1e-12
+
+
+def test_a_cut_that_applies_to_no_layer_is_named(setup):
+    model, evaluate = setup
+    with pytest.raises(ValueError, match=r"cuts \[\('kd',\)\] apply to none of the layers"):
+        truncation_sweep(model, evaluate, cuts=[("out",), ("kd",)], progress=False)  # kd: 3-d
+    with pytest.raises(TypeError, match="every cut is a non-empty sequence of leg names"):
+        truncation_sweep(model, evaluate, cuts=[("out", 1)], progress=False)
+
+
+def test_chis_accept_numpy_and_torch_integers_and_refuse_floats(setup):
+    import numpy as np
+
+    model, evaluate = setup
+    rows = truncation_sweep(
+        model, evaluate, layers="0", cuts=[("out",)], chis=[np.int64(1), torch.tensor(3)],
+        progress=False,
+    )
+    assert [r["chi"] for r in rows] == [1, 3, 6]  # 6: full rank, always swept
+    assert rows[0]["rel_error"] == pytest.approx(
+        tn.spectrum(model[0].weight.detach(), ["out"]).relative_error(1), abs=1e-12
+    )
+    with pytest.raises(TypeError, match=r"chis must hold ints, got float 2.5"):
+        truncation_sweep(model, evaluate, chis=[2.5], progress=False)
+    assert chi_grid(np.int64(12), points=np.int32(3)) == [1, 3, 12]
+
+
+def test_nan_weights_are_named(setup):
+    model, evaluate = setup
+    with torch.no_grad():
+        model[2].weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"layer '2' weight holds NaN or inf values \(1 of"):
+        truncation_sweep(model, evaluate, progress=False)
+    with pytest.raises(ValueError, match=r"layer '2' weight holds NaN or inf"):
+        truncate_layers(model, {"2": [(("out",), 2)]})

@@ -116,6 +116,18 @@ ERRORS = {
     "tensor": (lambda p: torch.save(torch.ones(3), p), "holds a Tensor, not a state_dict"),
     "no tensors": (lambda p: torch.save({"epoch": 3}, p), "holds no tensors"),
     "only biases": (lambda p: torch.save({"b": torch.ones(3)}, p), "no weight with 2-5 dim"),
+    "NaN weights": (
+        lambda p: torch.save({"conv.weight": torch.full((4, 3, 3, 3), float("nan"))}, p),
+        "weight 'conv' holds NaN or inf values (108 of 108 entries)",
+    ),
+    "inf weight": (
+        lambda p: torch.save({"fc.weight": torch.tensor([[1.0, float("inf")]])}, p),
+        "weight 'fc' holds NaN or inf values (1 of 2 entries)",
+    ),
+    "colliding names": (
+        lambda p: torch.save({"fc.weight": torch.ones(2, 3), "fc": torch.ones(2, 3)}, p),
+        "weights 'fc.weight' and 'fc' would both be layer 'fc'",
+    ),
 }
 
 

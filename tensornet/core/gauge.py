@@ -7,12 +7,21 @@ network into two isometries and the centre node, so the singular values of the c
 that bond are exactly the singular values of the dense tensor across the bipartition of open
 legs that the bond induces. Truncating them there is the Eckart-Young-Mirsky optimum, reached
 without ever forming the dense tensor.
+
+Every function here accepts a bond as its leg name or as the :class:`Bond` object that
+``net.bonds`` hands out, refuses nodes on different devices (ValueError naming them) and nodes
+holding NaN or inf (ValueError naming the node) before any work, and is differentiable: the QR
+sweeps keep exact gradients for losses of the network's value (see
+:func:`tensornet.core.linalg.qr`).
+
+This module does not import :mod:`tensornet.core.network` (the network imports it): new networks
+are built with ``type(net)(nodes)``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,15 +31,86 @@ from .node import Node
 from .spectrum import Spectrum
 from .split import SplitInfo, truncation_error
 from .truncation import Truncation, as_truncation
+from .validate import check_devices, check_finite, short_list
 
 if TYPE_CHECKING:
     from .network import TensorNetwork
 
-__all__ = ["check_tree", "canonicalize", "bond_spectrum", "truncate_bond", "bond_sides", "cut"]
+__all__ = [
+    "bond_leg",
+    "bond_sides",
+    "bond_spectrum",
+    "canonicalize",
+    "check_inputs",
+    "check_tree",
+    "cut",
+    "truncate_bond",
+]
+
+
+def bond_leg(net: TensorNetwork, bond: Any, what: str) -> str:
+    """The leg name of ``bond`` (a leg name or a :class:`Bond` of ``net``), checked to be a bond.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tensornet import Node, TensorNetwork
+    >>> net = TensorNetwork([Node(torch.ones(2, 3), ("i", "j")), Node(torch.ones(3), ("j",))])
+    >>> bond_leg(net, net.bonds[0], "demo"), bond_leg(net, "j", "demo")
+    ('j', 'j')
+    """
+    leg = getattr(bond, "leg", bond)
+    if not isinstance(leg, str):
+        raise TypeError(
+            f"{what}: a bond is given by its leg name (str) or a Bond from net.bonds, got "
+            f"{type(bond).__name__} {bond!r}"
+        )
+    owners = net.owners(leg) if leg in net.legs else ()
+    if len(owners) != 2:
+        kind = "an open leg" if owners else "not a leg of this network"
+        bonds = [b.leg for b in net.bonds]
+        raise ValueError(f"{what}: {leg!r} is {kind}, not a bond; bonds are {short_list(bonds)}")
+    nodes = getattr(bond, "nodes", None)
+    if nodes is not None and tuple(nodes) != tuple(owners):
+        raise ValueError(
+            f"{what}: {bond!r} joins nodes {tuple(nodes)}, but in this network bond {leg!r} "
+            f"joins {tuple(owners)}; was it taken from another network?"
+        )
+    return leg
+
+
+def check_inputs(net: TensorNetwork, what: str) -> None:
+    """One device for every node and no NaN/inf anywhere (one reduction per node tensor).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tensornet import Node, TensorNetwork
+    >>> check_inputs(TensorNetwork([Node(torch.tensor([1.0, float("inf")]), ("i",), name="A")]),
+    ...              "demo")
+    Traceback (most recent call last):
+    ...
+    ValueError: demo: node 'A' holds NaN or inf values (1 of 2 entries); refusing to work on it
+    """
+    nodes = net.nodes
+    check_devices(((str(node.name), node.tensor) for node in nodes), what)
+    for node in nodes:
+        check_finite(node.tensor, f"{what}: {node.describe()}")
 
 
 def check_tree(net: TensorNetwork) -> None:
-    """Raise ValueError unless ``net`` is a connected tree; name the bond that closes a loop."""
+    """Raise ValueError unless ``net`` is a connected tree; name the bond that closes a loop.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tensornet import Node, TensorNetwork
+    >>> a, b = Node(torch.ones(2, 2), ("a", "b")), Node(torch.ones(2, 2), ("b", "a"))
+    >>> check_tree(TensorNetwork([a, b]))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: bond 'b' between 'n0' and 'n1' closes a loop; ...
+    """
     if len(net) == 0:
         raise ValueError("the network has no nodes")
     parent = {name: name for name in net.names}
@@ -95,14 +175,33 @@ def _factor_towards(node: Node, leg: str, factor: torch.Tensor) -> Node:
     return Node._trusted(t, node.legs, node.name, node.tags)
 
 
-def canonicalize(net: TensorNetwork, towards: str) -> TensorNetwork:
+def canonicalize(net: TensorNetwork, towards: Any) -> TensorNetwork:
     """A new network, equal in value, whose every node but ``towards`` is an isometry.
 
-    ``towards`` is a node name, or a bond leg (the centre then goes to the bond's first node).
-    Bond dimensions larger than what a node can carry shrink to their exact rank bound.
+    ``towards`` is a node name, or a bond (leg name or :class:`Bond`; the centre then goes to
+    the bond's first node). Bond dimensions larger than what a node can carry shrink to their
+    exact rank bound.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tensornet import Node, TensorNetwork
+    >>> a = Node(torch.randn(4, 3, dtype=torch.float64), ("i", "j"), name="A")
+    >>> b = Node(torch.randn(3, 5, dtype=torch.float64), ("j", "k"), name="B")
+    >>> net = TensorNetwork([a, b])
+    >>> q = canonicalize(net, "B").node("A").tensor
+    >>> torch.allclose(q.T @ q, torch.eye(3, dtype=torch.float64))
+    True
     """
+    what = "canonicalize"
     check_tree(net)
-    root = _centre_node(net, towards)
+    root = _centre_node(net, towards, what)
+    check_inputs(net, what)
+    return _canonicalize(net, root)
+
+
+def _canonicalize(net: TensorNetwork, root: str) -> TensorNetwork:
+    """Canonicalize towards the node ``root`` (arguments already checked)."""
     nodes = {node.name: node for node in net.nodes}
     for child, parent, leg in _postorder(net, root):
         c = nodes[child]
@@ -110,22 +209,39 @@ def canonicalize(net: TensorNetwork, towards: str) -> TensorNetwork:
         q, r = qr(c.matricize(rows))
         nodes[child] = _factor_towards(c, leg, q)
         nodes[parent] = _absorb(r, nodes[parent], leg)
-    from .network import TensorNetwork
-
-    return TensorNetwork(nodes[name] for name in net.names)
+    return type(net)(nodes[name] for name in net.names)
 
 
-def _centre_node(net: TensorNetwork, towards: str) -> str:
-    if towards in net:
+def _centre_node(net: TensorNetwork, towards: Any, what: str) -> str:
+    if isinstance(towards, str) and towards in net:
         return towards
-    if isinstance(towards, str) and towards in net.legs:
-        return net.bond(towards).nodes[0]
-    raise ValueError(f"towards={towards!r} is neither a node nor a bond of the network")
+    leg = getattr(towards, "leg", towards)
+    if isinstance(leg, str) and leg in net.legs:
+        return net.bond(bond_leg(net, towards, what)).nodes[0]
+    if not isinstance(leg, str):
+        raise TypeError(
+            f"{what}: towards must be a node name, a bond's leg name or a Bond, got "
+            f"{type(towards).__name__} {towards!r}"
+        )
+    raise ValueError(
+        f"{what}: towards={towards!r} is neither a node nor a bond of the network; nodes are "
+        f"{short_list(net.names)}"
+    )
 
 
-def bond_sides(net: TensorNetwork, leg: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Open legs on each side of ``leg`` (first node's side first), in :attr:`open_legs` order."""
+def bond_sides(net: TensorNetwork, leg: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Open legs on each side of ``leg`` (first node's side first), in :attr:`open_legs` order.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tensornet import Node, TensorNetwork
+    >>> a, b = Node(torch.ones(2, 3), ("i", "j")), Node(torch.ones(3, 4), ("j", "k"))
+    >>> bond_sides(TensorNetwork([a, b]), "j")
+    (('i',), ('k',))
+    """
     check_tree(net)
+    leg = bond_leg(net, leg, "bond_sides")
     first, second = net.bond(leg).nodes
     side = {first}
     stack = [first]
@@ -143,40 +259,75 @@ def bond_sides(net: TensorNetwork, leg: str) -> tuple[tuple[str, ...], tuple[str
     return left, right
 
 
-def bond_spectrum(net: TensorNetwork, leg: str) -> Spectrum:
+def bond_spectrum(net: TensorNetwork, leg: Any) -> Spectrum:
     """Exact spectrum of the bipartition of open legs that cutting bond ``leg`` induces.
 
     Only the bond dimension's worth of values exists; the rest of the dense spectrum is zero.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tensornet import Node, TensorNetwork
+    >>> a = Node(torch.eye(2, dtype=torch.float64), ("i", "j"), name="A")
+    >>> b = Node(torch.diag(torch.tensor([3.0, 4.0], dtype=torch.float64)), ("j", "k"), name="B")
+    >>> net = TensorNetwork([a, b])
+    >>> bond_spectrum(net, net.bonds[0]).values.tolist()
+    [4.0, 3.0]
     """
+    what = "spectrum"
+    check_tree(net)
+    leg = bond_leg(net, leg, what)
+    check_inputs(net, what)
+    return _bond_spectrum(net, leg)
+
+
+def _bond_spectrum(net: TensorNetwork, leg: str) -> Spectrum:
     left, right = bond_sides(net, leg)
     centre = net.bond(leg).nodes[0]
-    node = canonicalize(net, centre).node(centre)
+    node = _canonicalize(net, centre).node(centre)
     s = svdvals(node.matricize([x for x in node.legs if x != leg]))
     return Spectrum(s, left, right, name=leg)
 
 
 def truncate_bond(
-    net: TensorNetwork, leg: str, trunc: Truncation | int
+    net: TensorNetwork, leg: Any, trunc: Truncation | int
 ) -> tuple[TensorNetwork, SplitInfo]:
-    """Optimal truncation of bond ``leg``: the same as truncating the dense tensor along the
-    bipartition the bond induces. Returns the new network and a :class:`SplitInfo` whose
-    ``error`` is relative to the whole network's norm."""
+    """Optimal truncation of bond ``leg`` (the dense Eckart-Young-Mirsky optimum).
+
+    The same as truncating the dense tensor along the bipartition the bond induces. Returns the
+    new network and a :class:`SplitInfo` whose ``error`` is relative to the whole network's
+    norm. Differentiable, exact across a gap at the truncation (also at repeated values on
+    either side of it).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tensornet import Node, TensorNetwork
+    >>> a = Node(torch.eye(3, dtype=torch.float64), ("i", "j"), name="A")
+    >>> s = torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64)
+    >>> net = TensorNetwork([a, Node(torch.diag(s), ("j", "k"), name="B")])
+    >>> new, info = truncate_bond(net, "j", 2)
+    >>> info.rank, round(info.error, 6)
+    (2, 0.267261)
+    """
+    what = "truncate"
     policy = as_truncation(trunc)
     if policy is None:
-        raise ValueError("trunc must be given (a Truncation or an int max_rank)")
+        raise ValueError(f"{what}: trunc must be given (a Truncation or an int max_rank)")
+    check_tree(net)
+    leg = bond_leg(net, leg, what)
+    check_inputs(net, what)
     left, right = bond_sides(net, leg)
     first, second = net.bond(leg).nodes
-    canon = canonicalize(net, first)
+    canon = _canonicalize(net, first)
     node = canon.node(first)
     u, s, vh, full = truncated_svd(node.matricize([x for x in node.legs if x != leg]), policy)
     k = s.shape[0]
     rel, abs_err, norm = truncation_error(full, k)
     new_first = _factor_towards(node, leg, u)
     new_second = _absorb(s.to(vh.dtype)[:, None] * vh, canon.node(second), leg)
-    from .network import TensorNetwork
-
     replaced = {first: new_first, second: new_second}
-    out = TensorNetwork(replaced.get(n.name, n) for n in canon.nodes)
+    out = type(net)(replaced.get(n.name, n) for n in canon.nodes)
     info = SplitInfo(full.detach(), k, rel, abs_err, norm, left, right, leg)
     return out, info
 
@@ -187,12 +338,31 @@ def cut(net: TensorNetwork, left_legs: Sequence[str], max_elements: int = 2**26)
     Uses the gauge when the cut is induced by a bond of a tree; otherwise contracts the network
     (refusing, with ValueError, when the dense tensor or an intermediate would exceed
     ``max_elements``) and takes the singular values of the matricisation.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tensornet import Node, TensorNetwork
+    >>> a = Node(torch.randn(2, 3, 4, dtype=torch.float64), ("i", "j", "b"), name="A")
+    >>> b = Node(torch.randn(4, 5, dtype=torch.float64), ("b", "k"), name="B")
+    >>> sp = cut(TensorNetwork([a, b]), ["i", "k"])  # not induced by the bond: contracts
+    >>> sp.label, sp.chi_max
+    ('ik|j', 3)
     """
+    what = "cut"
     if isinstance(left_legs, str):
         left_legs = (left_legs,)
-    left = tuple(left_legs)
+    try:
+        left = tuple(left_legs)
+    except TypeError:
+        raise TypeError(
+            f"{what}: left_legs must be a leg name or a sequence of leg names, got "
+            f"{type(left_legs).__name__}"
+        ) from None
     open_legs = net.open_legs
     for leg in left:
+        if not isinstance(leg, str):
+            raise TypeError(f"{what}: leg names are str, got {type(leg).__name__} {leg!r}")
         if leg not in open_legs:
             raise ValueError(f"cut: {leg!r} is not an open leg; open legs are {open_legs}")
     if not left or len(set(left)) == len(open_legs) or len(set(left)) != len(left):
@@ -201,6 +371,9 @@ def cut(net: TensorNetwork, left_legs: Sequence[str], max_elements: int = 2**26)
             f"{open_legs} without repeats"
         )
     right = tuple(x for x in open_legs if x not in left)
+    if isinstance(max_elements, bool) or not isinstance(max_elements, (int, np.integer)):
+        raise TypeError(f"{what}: max_elements must be an int, got {type(max_elements).__name__}")
+    check_inputs(net, what)
     try:
         check_tree(net)
         is_tree = True
@@ -210,7 +383,7 @@ def cut(net: TensorNetwork, left_legs: Sequence[str], max_elements: int = 2**26)
         for bond in net.bonds:
             a, b = bond_sides(net, bond.leg)
             if set(a) == set(left) or set(b) == set(left):
-                return Spectrum(bond_spectrum(net, bond.leg).values, left, right, name=bond.leg)
+                return Spectrum(_bond_spectrum(net, bond.leg).values, left, right, name=bond.leg)
     size = int(np.prod([net.dim(x) for x in open_legs], dtype=np.float64))
     if size > max_elements:
         raise ValueError(

@@ -18,13 +18,21 @@ from typing import Any
 
 import torch
 
+from . import gauge
 from . import split as _split
 from .contract import Optimize, Plan, compiled
 from .node import Node
 from .spectrum import Spectrum
 from .truncation import Truncation
+from .validate import short_list
 
-__all__ = ["Bond", "TensorNetwork", "contract"]
+__all__ = ["Bond", "NodeNotFoundError", "TensorNetwork", "contract"]
+
+
+class NodeNotFoundError(ValueError, KeyError):
+    """No node of that name: a ``ValueError`` (and, for older code, a ``KeyError``)."""
+
+    __str__ = ValueError.__str__  # not KeyError's quoted message
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,10 @@ class TensorNetwork:
         self._cached: tuple | None = None
         if isinstance(nodes, Node):
             nodes = (nodes,)
+        if nodes is None or isinstance(nodes, (str, bytes)) or not isinstance(nodes, Iterable):
+            raise TypeError(
+                f"TensorNetwork takes an iterable of Node objects, got {type(nodes).__name__}"
+            )
         for node in nodes:
             self.add(node)
 
@@ -133,11 +145,21 @@ class TensorNetwork:
         return stored
 
     def node(self, name: str) -> Node:
-        """The node called ``name``."""
+        """The node called ``name``.
+
+        Raises
+        ------
+        NodeNotFoundError
+            A ``ValueError`` (also a ``KeyError``) naming the missing node.
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"node names are str, got {type(name).__name__} {name!r}")
         try:
             return self._nodes[name]
-        except (KeyError, TypeError):
-            raise KeyError(f"no node named {name!r}; nodes are {list(self._nodes)}") from None
+        except KeyError:
+            raise NodeNotFoundError(
+                f"no node named {name!r}; nodes are {short_list(self._nodes)}"
+            ) from None
 
     def copy(self) -> TensorNetwork:
         """A new network with the same nodes (tensors shared; nodes are immutable)."""
@@ -160,10 +182,12 @@ class TensorNetwork:
     # -- structure -------------------------------------------------------------------------
     @property
     def nodes(self) -> tuple[Node, ...]:
+        """The nodes, in insertion order."""
         return tuple(self._nodes.values())
 
     @property
     def names(self) -> tuple[str, ...]:
+        """The node names, in insertion order."""
         return tuple(self._nodes)
 
     @property
@@ -175,12 +199,10 @@ class TensorNetwork:
             if len(owners) == 2
         )
 
-    def bond(self, leg: str) -> Bond:
-        """The bond called ``leg``."""
-        owners = self._owners.get(leg)
-        if owners is None or len(owners) != 2:
-            kind = "an open leg" if owners else "not a leg of this network"
-            raise ValueError(f"{leg!r} is {kind}, not a bond; bonds are {self._bond_legs()}")
+    def bond(self, leg: str | Bond) -> Bond:
+        """The bond called ``leg`` (a leg name, or a :class:`Bond` from :attr:`bonds`)."""
+        leg = gauge.bond_leg(self, leg, "bond")
+        owners = self._owners[leg]
         return Bond(leg, (owners[0], owners[1]), self._nodes[owners[0]].dim(leg))
 
     def _bond_legs(self) -> list[str]:
@@ -234,6 +256,7 @@ class TensorNetwork:
 
     @property
     def device(self) -> torch.device:
+        """The one device of all nodes (ValueError when they differ)."""
         return self._common_dtype_device()[1]
 
     def _structure(self) -> tuple:
@@ -383,7 +406,7 @@ class TensorNetwork:
 
     # -- splitting -------------------------------------------------------------------------
     def _fresh_leg(self, base: str) -> str:
-        return _split._fresh(base, tuple(self._owners))
+        return _split.fresh_names([base], tuple(self._owners))[0]
 
     def split(
         self,
@@ -398,6 +421,14 @@ class TensorNetwork:
 
         See :func:`tensornet.split` for the arguments. The new nodes replace ``name`` in place
         in the node order and are called ``names`` (default ``"<name>_L"``, ``"<name>_R"``).
+
+        Examples
+        --------
+        >>> import torch
+        >>> t = Node(torch.randn(4, 5, 6, dtype=torch.float64), ("a", "b", "c"), name="T")
+        >>> net, info = TensorNetwork([t]).split("T", ["a"], trunc=3)
+        >>> net.names, info.rank, [b.leg for b in net.bonds]
+        (('T_L', 'T_R'), 3, ['T_bond'])
         """
         node = self.node(name)
         if bond is None:
@@ -421,7 +452,15 @@ class TensorNetwork:
         bond: str | None = None,
         names: Sequence[str] | None = None,
     ) -> TensorNetwork:
-        """Split node ``name`` exactly as ``Q R`` (``Q`` on the left is an isometry)."""
+        """Split node ``name`` exactly as ``Q R`` (``Q`` on the left is an isometry).
+
+        Examples
+        --------
+        >>> import torch
+        >>> t = Node(torch.randn(4, 5, 6), ("a", "b", "c"), name="T")
+        >>> TensorNetwork([t]).qr_split("T", ["a", "b"]).node("T_R").shape
+        (6, 6)
+        """
         node = self.node(name)
         if bond is None:
             bond = self._fresh_leg(f"{name}_bond")
@@ -437,42 +476,82 @@ class TensorNetwork:
                 raise ValueError(f"a node named {part.name!r} is already in the network")
 
     # -- gauges, spectra and truncation on trees -------------------------------------------
-    def canonicalize(self, towards: str) -> TensorNetwork:
-        """A new network of equal value whose nodes other than ``towards`` are all isometries
-        pointing at it (QR sweeps from the leaves). Trees only; a loop raises ValueError naming
-        the bond that closes it. ``towards`` may also be a bond (centre at its first node)."""
-        from . import gauge
+    def canonicalize(self, towards: str | Bond) -> TensorNetwork:
+        """A new network of equal value whose other nodes are isometries pointing at ``towards``.
 
+        QR sweeps from the leaves. Trees only; a loop raises ValueError naming the bond that
+        closes it. ``towards`` may also be a bond, by leg name or :class:`Bond` (centre at its
+        first node). Nodes on different devices, or holding NaN/inf, are refused up front.
+
+        Examples
+        --------
+        >>> import torch
+        >>> a = Node(torch.randn(5, 3, dtype=torch.float64), ("i", "j"), name="A")
+        >>> b = Node(torch.randn(3, 4, dtype=torch.float64), ("j", "k"), name="B")
+        >>> net = TensorNetwork([a, b])
+        >>> q = net.canonicalize(net.bonds[0]).node("B").tensor  # centre: the bond's first node A
+        >>> torch.allclose(q @ q.T, torch.eye(3, dtype=torch.float64))
+        True
+        """
         return gauge.canonicalize(self, towards)
 
-    def spectrum(self, bond: str) -> Spectrum:
-        """Exact singular values of the dense tensor across the cut that bond ``bond`` induces,
-        computed through the gauge without contracting the network (trees only)."""
-        from . import gauge
+    def spectrum(self, bond: str | Bond) -> Spectrum:
+        """Exact singular values of the dense tensor across the cut that ``bond`` induces.
 
+        Computed through the gauge without contracting the network (trees only); ``bond`` is a
+        leg name or a :class:`Bond`.
+
+        Examples
+        --------
+        >>> import torch
+        >>> a = Node(torch.randn(4, 3, dtype=torch.float64), ("i", "j"), name="A")
+        >>> b = Node(torch.randn(3, 5, dtype=torch.float64), ("j", "k"), name="B")
+        >>> net = TensorNetwork([a, b])
+        >>> dense = torch.linalg.svdvals(net.contract().tensor)
+        >>> torch.allclose(net.spectrum(net.bonds[0]).values, dense[:3])  # bond dimension 3
+        True
+        """
         return gauge.bond_spectrum(self, bond)
 
     def truncate(
-        self, bond: str, trunc: Truncation | int
+        self, bond: str | Bond, trunc: Truncation | int
     ) -> tuple[TensorNetwork, _split.SplitInfo]:
-        """Optimally truncate ``bond`` (equal to truncating the dense tensor along the induced
-        cut); return the new network and a ``SplitInfo`` with the error (trees only)."""
-        from . import gauge
+        """Optimally truncate ``bond`` (equal to truncating the dense tensor along the cut).
 
+        Returns the new network and a ``SplitInfo`` with the error (trees only).
+
+        Examples
+        --------
+        >>> import torch
+        >>> a = Node(torch.randn(4, 3, dtype=torch.float64), ("i", "j"), name="A")
+        >>> b = Node(torch.randn(3, 5, dtype=torch.float64), ("j", "k"), name="B")
+        >>> net = TensorNetwork([a, b])
+        >>> new, info = net.truncate("j", 1)
+        >>> new.bond("j").dim, abs(info.error - net.spectrum("j").relative_error(1)) < 1e-12
+        (1, True)
+        """
         return gauge.truncate_bond(self, bond, trunc)
 
     def cut(self, left_legs: Sequence[str], max_elements: int = 2**26) -> Spectrum:
-        """Spectrum of any bipartition of the open legs: through the gauge when a bond induces
-        it, otherwise by contracting (ValueError above ``max_elements``)."""
-        from . import gauge
+        """Spectrum of any bipartition of the open legs.
 
+        Through the gauge when a bond induces it, otherwise by contracting (ValueError above
+        ``max_elements``).
+
+        Examples
+        --------
+        >>> import torch
+        >>> a = Node(torch.randn(2, 3, 4, dtype=torch.float64), ("i", "j", "b"), name="A")
+        >>> b = Node(torch.randn(4, 5, dtype=torch.float64), ("b", "k"), name="B")
+        >>> net = TensorNetwork([a, b])
+        >>> net.cut(["k"]).name, net.cut(["i", "k"]).chi_max  # the first is the bond's cut
+        ('b', 3)
+        """
         return gauge.cut(self, left_legs, max_elements=max_elements)
 
     @property
     def is_tree(self) -> bool:
         """True for a connected network without loops."""
-        from . import gauge
-
         try:
             gauge.check_tree(self)
         except ValueError:
@@ -500,14 +579,62 @@ class TensorNetwork:
             for node in self._nodes.values()
         )
 
+    # -- conveniences ----------------------------------------------------------------------
+    def to_dense(self, output: Sequence[str] | None = None) -> torch.Tensor:
+        """The contracted tensor (legs in ``output`` order, default :attr:`open_legs`).
+
+        Examples
+        --------
+        >>> import torch
+        >>> a = Node(torch.ones(2, 3), ("i", "j"))
+        >>> TensorNetwork([a, Node(torch.ones(3), ("j",))]).to_dense()
+        tensor([3., 3.])
+        """
+        return self.contract(output=output).tensor
+
+    def norm(self) -> torch.Tensor:
+        """Frobenius norm of the represented tensor, from ``<net, net>`` (no dense tensor).
+
+        Examples
+        --------
+        >>> import torch
+        >>> a = Node(torch.full((2, 3), 2.0, dtype=torch.float64), ("i", "j"), name="A")
+        >>> net = TensorNetwork([a, Node(torch.ones(3, 4, dtype=torch.float64), ("j", "k"))])
+        >>> float(net.norm()), float(net.to_dense().norm())
+        (16.97056274847714, 16.97056274847714)
+        """
+        bonds = self._bond_legs()
+        taken = tuple(self._owners)
+        new = _split.fresh_names([leg + "~" for leg in bonds], taken)
+        other = self.conj().rename(dict(zip(bonds, new))) if bonds else self.conj()
+        names = _split.fresh_names([f"{name}~" for name in self.names], self.names)
+        nodes = [*self._nodes.values(), *(n.with_name(x) for n, x in zip(other, names))]
+        value = TensorNetwork(nodes).contract(output=()).tensor
+        return value.real.clamp_min(0).sqrt() if value.is_complex() else value.clamp_min(0).sqrt()
+
+    def draw(self, **kwargs: Any) -> Any:
+        """Draw the network with matplotlib: an alias of :func:`tensornet.plot.draw_network`.
+
+        Examples
+        --------
+        >>> import torch
+        >>> fig = TensorNetwork([Node(torch.ones(2, 3), ("i", "j"), name="A")]).draw()
+        >>> type(fig).__name__
+        'Figure'
+        """
+        from .. import plot  # the hook resolves only when called: core does not need matplotlib
+
+        return plot.draw_network(self, **kwargs)
+
     def __repr__(self) -> str:
-        lines = [
+        """A header line, plus one line per node for networks of up to 12 nodes."""
+        head = (
             f"TensorNetwork({len(self._nodes)} nodes, {len(self._bond_legs())} bonds, "
-            f"open legs {self.open_legs}, {self.num_params:,} params)"
-        ]
-        for node in self._nodes.values():
-            lines.append(f"  {node!r}")
-        return "\n".join(lines)
+            f"open legs {short_list(self.open_legs)}, {self.num_params:,} params)"
+        )
+        if len(self._nodes) > 12:
+            return head
+        return "\n".join([head, *(f"  {node!r}" for node in self._nodes.values())])
 
 
 def contract(

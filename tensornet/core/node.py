@@ -34,6 +34,21 @@ def as_tensor(data: Any) -> torch.Tensor:
         raise TypeError(f"cannot convert {type(data).__name__} to a torch tensor: {exc}") from None
 
 
+def _check_tags(tags: Any, what: str) -> frozenset[str]:
+    if isinstance(tags, str):
+        return frozenset((tags,))
+    try:
+        tags = frozenset(tags)
+    except TypeError:
+        raise TypeError(
+            f"{what}: tags must be a str or an iterable of str, got {type(tags).__name__} {tags!r}"
+        ) from None
+    for tag in tags:
+        if not isinstance(tag, str):
+            raise TypeError(f"{what}: every tag must be a str, got {type(tag).__name__} {tag!r}")
+    return tags
+
+
 def _check_legs(legs: Any, shape: tuple[int, ...], what: str) -> tuple[str, ...]:
     if isinstance(legs, str):
         raise TypeError(
@@ -99,9 +114,7 @@ class Node:
         self._legs = _check_legs(legs, tuple(tensor.shape), what)
         self._tensor = tensor
         self._name = name
-        if isinstance(tags, str):
-            tags = (tags,)
-        self._tags = frozenset(tags)
+        self._tags = _check_tags(tags, what)
 
     @classmethod
     def _trusted(
@@ -125,26 +138,32 @@ class Node:
 
     @property
     def name(self) -> str | None:
+        """The node's label (``None`` until a network names it)."""
         return self._name
 
     @property
     def tags(self) -> frozenset[str]:
+        """Free-form labels."""
         return self._tags
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """Dimensions in leg order."""
         return tuple(self._tensor.shape)
 
     @property
     def ndim(self) -> int:
+        """Number of legs."""
         return self._tensor.ndim
 
     @property
     def dtype(self) -> torch.dtype:
+        """The tensor's dtype."""
         return self._tensor.dtype
 
     @property
     def device(self) -> torch.device:
+        """The tensor's device."""
         return self._tensor.device
 
     @property
@@ -158,7 +177,7 @@ class Node:
             return self._legs.index(leg)
         except ValueError:
             raise ValueError(
-                f"{self._describe()} has no leg {leg!r}; its legs are {self._legs}"
+                f"{self.describe()} has no leg {leg!r}; its legs are {self._legs}"
             ) from None
 
     def dim(self, leg: str) -> int:
@@ -182,8 +201,7 @@ class Node:
 
     def with_tags(self, tags: Iterable[str]) -> Node:
         """Same tensor and legs with another set of tags."""
-        tags = (tags,) if isinstance(tags, str) else tags
-        return Node._trusted(self._tensor, self._legs, self._name, frozenset(tags))
+        return Node._trusted(self._tensor, self._legs, self._name, _check_tags(tags, "with_tags"))
 
     def rename(self, mapping: Mapping[str, str]) -> Node:
         """Rename legs; legs missing from ``mapping`` keep their names.
@@ -193,7 +211,7 @@ class Node:
         for old in mapping:
             if old not in self._legs:
                 raise ValueError(
-                    f"cannot rename leg {old!r}: {self._describe()} has legs {self._legs}"
+                    f"cannot rename leg {old!r}: {self.describe()} has legs {self._legs}"
                 )
         legs = tuple(mapping.get(leg, leg) for leg in self._legs)
         return Node(self._tensor, legs, self._name, self._tags)
@@ -203,7 +221,7 @@ class Node:
         legs = tuple(legs)
         if sorted(legs) != sorted(self._legs):
             raise ValueError(
-                f"transpose of {self._describe()} needs a permutation of its legs {self._legs}, "
+                f"transpose of {self.describe()} needs a permutation of its legs {self._legs}, "
                 f"got {legs}"
             )
         if legs == self._legs:
@@ -225,6 +243,7 @@ class Node:
         return Node._trusted(self._tensor.conj(), self._legs, self._name, self._tags)
 
     def detach(self) -> Node:
+        """The same node with the tensor detached from autograd."""
         return Node._trusted(self._tensor.detach(), self._legs, self._name, self._tags)
 
     def matricize(self, row_legs: Sequence[str]) -> torch.Tensor:
@@ -238,10 +257,21 @@ class Node:
         cols = int(np.prod([self.dim(leg) for leg in col_legs], dtype=np.int64))
         return t.reshape(rows, cols)
 
-    def _describe(self) -> str:
+    def describe(self) -> str:
+        """``node 'A'`` (or ``node`` when unnamed), for messages.
+
+        Examples
+        --------
+        >>> import torch
+        >>> Node(torch.ones(2), ("i",), name="A").describe()
+        "node 'A'"
+        """
         return f"node {self._name!r}" if self._name is not None else "node"
 
+    _describe = describe  # the former private name, for callers on other branches
+
     def __repr__(self) -> str:
+        """``Node('A', [i=2, j=3], float32)``: name, legs and dims, dtype (device, tags)."""
         dims = ", ".join(f"{leg}={d}" for leg, d in zip(self._legs, self._tensor.shape))
         extra = f", tags={sorted(self._tags)}" if self._tags else ""
         dt = str(self._tensor.dtype).replace("torch.", "")

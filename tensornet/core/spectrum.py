@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from .truncation import Truncation, as_truncation
+from .validate import is_int
 
 __all__ = ["Spectrum", "cut_label", "cuts"]
 
@@ -52,6 +53,7 @@ class Spectrum:
     name: str | None = None
 
     def __post_init__(self) -> None:
+        """Validate and store the values sorted, detached, as float64 on the CPU."""
         v = torch.as_tensor(self.values).detach()
         if v.ndim != 1:
             raise ValueError(f"Spectrum values must be 1-D, got shape {tuple(v.shape)}")
@@ -95,7 +97,7 @@ class Spectrum:
         return s2 / total if float(total) > 0 else torch.zeros_like(s2)
 
     def entropy(self, alpha: float = 1.0, base: float = math.e) -> float:
-        """von Neumann (``alpha=1``) or Renyi entropy of the cut, in units of ``log(base)``.
+        """The von Neumann (``alpha=1``) or Renyi entropy of the cut, in units of ``log(base)``.
 
         ``alpha=0`` gives the log of the number of non-zero values, ``alpha=inf`` the min-entropy
         ``-log max p``. A zero tensor has entropy 0.
@@ -124,9 +126,9 @@ class Spectrum:
 
     # -- truncation ------------------------------------------------------------------------
     def _check_chi(self, chi: int) -> int:
-        if isinstance(chi, bool) or not isinstance(chi, int) or chi < 0:
+        if not is_int(chi) or int(chi) < 0:
             raise ValueError(f"chi must be an int >= 0, got {chi!r}")
-        return min(chi, self.chi_max)
+        return min(int(chi), self.chi_max)
 
     def discarded_weight(self, chi: int) -> float:
         """Fraction of ``sum s^2`` lost by keeping ``chi`` values."""
@@ -167,6 +169,7 @@ class Spectrum:
         }
 
     def __repr__(self) -> str:
+        """One line: name, cut, size, norm and entropy."""
         name = f"{self.name}: " if self.name else ""
         return (
             f"Spectrum({name}{self.label}, chi_max={self.chi_max}, norm={self.norm:.4g}, "

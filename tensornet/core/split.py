@@ -1,4 +1,9 @@
-"""Splitting one node into two along a bipartition of its legs (SVD with truncation, or QR)."""
+"""Splitting one node into two along a bipartition of its legs (SVD with truncation, or QR).
+
+Both splits are differentiable; see :mod:`tensornet.core.linalg` for what their backward passes
+guarantee at repeated and zero singular values (``absorb="both"``, the default, is exact for
+every loss of the contracted product, rank-deficient nodes included).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,10 @@ from typing import Literal
 
 import torch
 
-from .linalg import qr, truncated_svd
+from .linalg import factorize, qr
 from .node import Node
 from .truncation import Truncation, as_truncation
+from .validate import check_finite
 
 __all__ = ["SplitInfo", "fresh_names", "split", "qr_split", "truncation_error"]
 
@@ -55,6 +61,15 @@ class SplitInfo:
         """Fraction of ``sum s^2`` that was thrown away (``error**2``)."""
         return self.error**2
 
+    def __repr__(self) -> str:
+        """One line: the cut, the kept rank out of the full one, the error (not the tensor)."""
+        full = int(self.singular_values.shape[-1]) if self.singular_values.ndim else 0
+        return (
+            f"SplitInfo(bond={self.bond!r}, rank={self.rank} of {full}, "
+            f"error={self.error:.3g}, norm={self.norm:.4g}, "
+            f"cut={' '.join(self.left_legs)} | {' '.join(self.right_legs)})"
+        )
+
 
 def truncation_error(s: torch.Tensor, rank: int) -> tuple[float, float, float]:
     """``(relative, absolute, norm)`` Frobenius error of keeping the first ``rank`` values of ``s``.
@@ -69,16 +84,32 @@ def truncation_error(s: torch.Tensor, rank: int) -> tuple[float, float, float]:
     return (abs_err / norm if norm > 0 else 0.0), abs_err, norm
 
 
+def _check_node(node: Node, what: str) -> None:
+    if not isinstance(node, Node):
+        raise TypeError(f"{what}: node must be a Node, got {type(node).__name__}")
+
+
 def _check_cut(
     node: Node, left_legs: Sequence[str], what: str
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    _check_node(node, what)
     if isinstance(left_legs, str):
         left_legs = (left_legs,)
-    left = tuple(left_legs)
+    try:
+        left = tuple(left_legs)
+    except TypeError:
+        raise TypeError(
+            f"{what}: left_legs must be a leg name or a sequence of leg names of "
+            f"{node.describe()} {node.legs}, got {type(left_legs).__name__}"
+        ) from None
     for leg in left:
+        if not isinstance(leg, str):
+            raise TypeError(
+                f"{what}: left_legs must hold leg names (str), got {type(leg).__name__} {leg!r}"
+            )
         if leg not in node.legs:
             raise ValueError(
-                f"{what}: {node._describe()} has no leg {leg!r}; its legs are {node.legs}"
+                f"{what}: {node.describe()} has no leg {leg!r}; its legs are {node.legs}"
             )
     if len(set(left)) != len(left):
         raise ValueError(f"{what}: left_legs repeats a leg: {left}")
@@ -87,7 +118,7 @@ def _check_cut(
     right = tuple(leg for leg in node.legs if leg not in left)
     if not right:
         raise ValueError(
-            f"{what}: left_legs {left} take every leg of {node._describe()}; leave at least one "
+            f"{what}: left_legs {left} take every leg of {node.describe()}; leave at least one "
             "on the right"
         )
     return left, right
@@ -114,18 +145,32 @@ def _fresh(name: str, taken: Sequence[str]) -> str:
     return fresh_names([name], taken)[0]
 
 
+def _check_finite_node(node: Node, what: str) -> None:
+    check_finite(node.tensor, f"{what}: {node.describe()}")
+
+
 def _check_bond_name(bond: str, node: Node, what: str) -> None:
     if not isinstance(bond, str) or not bond:
         raise TypeError(f"{what}: bond must be a non-empty str, got {bond!r}")
     if bond in node.legs:
-        raise ValueError(f"{what}: bond name {bond!r} is already a leg of {node._describe()}")
+        raise ValueError(f"{what}: bond name {bond!r} is already a leg of {node.describe()}")
 
 
 def _child_names(node: Node, names: Sequence[str | None] | None, count: int) -> tuple:
     if names is not None:
-        names = tuple(names)
+        if isinstance(names, str):
+            raise TypeError(f"names must be a sequence of {count} node names, got {names!r}")
+        try:
+            names = tuple(names)
+        except TypeError:
+            raise TypeError(
+                f"names must be a sequence of {count} node names, got {type(names).__name__}"
+            ) from None
         if len(names) != count:
             raise ValueError(f"names must give {count} node names, got {names}")
+        for name in names:
+            if name is not None and not isinstance(name, str):
+                raise TypeError(f"names must be str or None, got {type(name).__name__} {name!r}")
         return names
     if node.name is None:
         return (None,) * count
@@ -198,20 +243,14 @@ def split(
         bond_l = bond_r = _fresh("bond", node.legs) if bond is None else bond
         _check_bond_name(bond_l, node, what)
     node_names = _child_names(node, names, 3 if absorb is None else 2)
+    _check_finite_node(node, what)
 
     left_shape = [node.dim(leg) for leg in left]
     right_shape = [node.dim(leg) for leg in right]
-    u, s, vh, s_full = truncated_svd(node.matricize(left), trunc)
+    u, s, vh, s_full = factorize(node.matricize(left), trunc, absorb)
     k = s.shape[0]
     rel, abs_err, norm = truncation_error(s_full, k)
     s_c = s.to(u.dtype)
-    if absorb == "both":
-        root = s_c.sqrt()
-        u, vh = u * root, root[:, None] * vh
-    elif absorb == "left":
-        u = u * s_c
-    elif absorb == "right":
-        vh = s_c[:, None] * vh
 
     tags = node.tags
     left_node = Node._trusted(u.reshape(*left_shape, k), left + (bond_l,), node_names[0], tags)
@@ -240,7 +279,10 @@ def qr_split(
 ) -> tuple[Node, Node]:
     """Split ``node`` exactly as ``Q R`` across ``left_legs``; ``Q`` (left) is an isometry.
 
-    The new bond has dimension ``min(prod(left dims), prod(right dims))``.
+    The new bond has dimension ``min(prod(left dims), prod(right dims))``. The backward is exact
+    for losses of the product ``Q R`` also when the node is rank-deficient, except, for a tall
+    ``Q``, the part outside ``Q``'s columns and in the node's null space (not recoverable from
+    the factors; set to zero). See :func:`tensornet.core.linalg.qr`.
 
     Examples
     --------
@@ -255,6 +297,7 @@ def qr_split(
     bond = _fresh("bond", node.legs) if bond is None else bond
     _check_bond_name(bond, node, what)
     node_names = _child_names(node, names, 2)
+    _check_finite_node(node, what)
     q, r = qr(node.matricize(left))
     k = q.shape[-1]
     left_shape = [node.dim(leg) for leg in left]

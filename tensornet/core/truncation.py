@@ -15,25 +15,40 @@ Each set field proposes a rank; the strictest (smallest) wins, and at least one 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
+
+from .validate import is_int
 
 __all__ = ["Truncation", "as_truncation"]
 
 
+def _as_real(field: str, value: Any) -> float:
+    """A real number of any library (0-d tensors included) as a Python float."""
+    if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_complex():
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"Truncation.{field} must be a real number, got {type(value).__name__} {value!r}"
+        )
+    return float(value)
+
+
 def _check_number(
     field: str, value: Any, *, low: float, low_open: bool, high: float | None
-) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"Truncation.{field} must be a number, got {type(value).__name__}")
+) -> float:
+    value = _as_real(field, value)
     if not math.isfinite(value):
         raise ValueError(f"Truncation.{field} must be finite, got {value}")
     if value < low or (low_open and value == low) or (high is not None and value > high):
         lo = f"> {low}" if low_open else f">= {low}"
         hi = f" and <= {high}" if high is not None else ""
         raise ValueError(f"Truncation.{field} must be {lo}{hi}, got {value}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -43,9 +58,10 @@ class Truncation:
     Parameters
     ----------
     max_rank : int, optional
-        Keep at most this many values (>= 1).
+        Keep at most this many values (>= 1; numpy and torch integers are accepted).
     rel_tol : float, optional
-        Keep the fewest values whose discarded part has relative Frobenius norm <= rel_tol (>= 0).
+        Keep the fewest values whose discarded part has relative Frobenius norm <= rel_tol, in
+        [0, 1]: a relative error above 1 cannot be asked for, and 1 already keeps only rank 1.
     abs_tol : float, optional
         Keep the fewest values whose discarded part has Frobenius norm <= abs_tol (>= 0).
     keep_energy : float, optional
@@ -67,19 +83,25 @@ class Truncation:
     keep_energy: float | None = None
 
     def __post_init__(self) -> None:
+        """Validate every field (naming it) and store plain Python numbers."""
         if self.max_rank is not None:
-            if isinstance(self.max_rank, bool) or not isinstance(self.max_rank, int):
+            if not is_int(self.max_rank):
                 raise TypeError(
-                    f"Truncation.max_rank must be an int, got {type(self.max_rank).__name__}"
+                    f"Truncation.max_rank must be an int, got {type(self.max_rank).__name__} "
+                    f"{self.max_rank!r}"
                 )
-            if self.max_rank < 1:
+            if int(self.max_rank) < 1:
                 raise ValueError(f"Truncation.max_rank must be >= 1, got {self.max_rank}")
-        if self.rel_tol is not None:
-            _check_number("rel_tol", self.rel_tol, low=0.0, low_open=False, high=None)
-        if self.abs_tol is not None:
-            _check_number("abs_tol", self.abs_tol, low=0.0, low_open=False, high=None)
-        if self.keep_energy is not None:
-            _check_number("keep_energy", self.keep_energy, low=0.0, low_open=True, high=1.0)
+            object.__setattr__(self, "max_rank", int(self.max_rank))
+        checks = {
+            "rel_tol": dict(low=0.0, low_open=False, high=1.0),
+            "abs_tol": dict(low=0.0, low_open=False, high=None),
+            "keep_energy": dict(low=0.0, low_open=True, high=1.0),
+        }
+        for field, bounds in checks.items():
+            value = getattr(self, field)
+            if value is not None:
+                object.__setattr__(self, field, _check_number(field, value, **bounds))
 
     @property
     def is_exact(self) -> bool:
@@ -101,6 +123,11 @@ class Truncation:
         norm : float, optional
             Reference norm for ``rel_tol``; defaults to ``||s||``, the norm of the matrix itself.
             Multi-step algorithms pass the norm of the whole tensor here.
+
+        Returns
+        -------
+        int
+            Between 1 and ``len(s)``.
         """
         if s.ndim != 1:
             raise ValueError(f"singular values must be 1-D, got shape {tuple(s.shape)}")
@@ -139,8 +166,8 @@ class Truncation:
         Tolerances are divided by ``sqrt(steps)`` so that, for algorithms whose errors add in
         squares (TT-SVD, HT-SVD), the total stays within the original tolerance.
         """
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
+        if not is_int(steps) or int(steps) < 1:
+            raise ValueError(f"steps must be an int >= 1, got {steps!r}")
         f = math.sqrt(steps)
         return Truncation(
             max_rank=self.max_rank,
@@ -151,11 +178,20 @@ class Truncation:
 
 
 def as_truncation(value: Truncation | int | None, field: str = "trunc") -> Truncation | None:
-    """Accept ``None``, a `Truncation`, or an int (shorthand for ``max_rank``)."""
+    """Accept ``None``, a `Truncation`, or an int of any library (shorthand for ``max_rank``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> as_truncation(np.int64(3))
+    Truncation(max_rank=3, rel_tol=None, abs_tol=None, keep_energy=None)
+    """
     if value is None or isinstance(value, Truncation):
         return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return Truncation(max_rank=value)
+    if is_int(value):
+        if int(value) < 1:
+            raise ValueError(f"{field} as an int is a max_rank and must be >= 1, got {value}")
+        return Truncation(max_rank=int(value))
     raise TypeError(
         f"{field} must be a Truncation, an int (max_rank) or None, got {type(value).__name__}"
     )

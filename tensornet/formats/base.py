@@ -8,17 +8,20 @@ dense tensor's legs, so contraction, cuts and spectra work on ``fmt.network`` un
 from __future__ import annotations
 
 import math
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
+import numpy as np
 import torch
 
-from ..core.linalg import qr, truncated_svd
+from ..core.linalg import leading_frame, qr
 from ..core.network import TensorNetwork
 from ..core.node import Node, as_tensor
 from ..core.split import fresh_names
 from ..core.truncation import Truncation, as_truncation
+from ..core.validate import check_finite, is_int
 from .structure import Factor, Structure, budget_rank
 
 __all__ = ["Format", "budget_rank"]
@@ -186,26 +189,71 @@ class Format(ABC):
 
 # -- helpers shared by the formats -----------------------------------------------------------
 def dense_input(x: Any, legs: Sequence[str] | None, what: str) -> tuple[torch.Tensor, tuple]:
-    """The input as a floating tensor plus its leg names (default ``d0, d1, ...``)."""
+    """The input of a ``from_dense`` as a floating tensor plus its leg names, checked.
+
+    Every format's ``from_dense`` starts here, so what is refused here is refused everywhere
+    before any work: tensors holding NaN or inf (ValueError naming the input: ``x``, or the
+    Node's name), modes of size 0 (ValueError naming the leg), 0-d tensors, bad ``legs``.
+    Integer inputs are converted to the default float dtype.
+
+    Parameters
+    ----------
+    x : Node, tensor or array-like
+        The dense tensor.
+    legs : sequence of str, optional
+        Its leg names (default ``d0, d1, ...``; taken from the Node when ``x`` is one).
+    what : str
+        The caller, for messages (``"TT.from_dense"``).
+
+    Returns
+    -------
+    (torch.Tensor, tuple of str)
+
+    Examples
+    --------
+    >>> import torch
+    >>> t, legs = dense_input(torch.ones(2, 3, dtype=torch.int64), None, "demo")
+    >>> t.dtype, legs
+    (torch.float32, ('d0', 'd1'))
+    >>> dense_input(torch.tensor([1.0, float("nan")]), None, "demo")
+    Traceback (most recent call last):
+    ...
+    ValueError: demo: x holds NaN or inf values (1 of 2 entries); refusing to work on it
+    """
     if isinstance(x, Node):
         if legs is not None:
             raise ValueError(f"{what}: legs= is taken from the Node; do not pass both")
-        return x.tensor, x.legs
-    x = as_tensor(x)
-    if not (x.is_floating_point() or x.is_complex()):
-        x = x.to(torch.get_default_dtype())
-    if x.ndim == 0:
-        raise ValueError(f"{what}: x must have at least one dimension")
-    if legs is None:
-        return x, tuple(f"d{i}" for i in range(x.ndim))
-    if isinstance(legs, str):
-        raise ValueError(f"{what}: legs must be a sequence of names, got the string {legs!r}")
-    legs = tuple(legs)
-    if len(legs) != x.ndim:
-        raise ValueError(f"{what}: legs has {len(legs)} names for a {x.ndim}-way tensor")
-    if len(set(legs)) != len(legs) or not all(isinstance(leg, str) and leg for leg in legs):
-        raise ValueError(f"{what}: legs must be unique non-empty strings, got {legs}")
-    return x, legs
+        t, legs = x.tensor, x.legs
+        label = f"{what}: {x.describe()}"
+    else:
+        t = as_tensor(x)
+        if t.ndim == 0:
+            raise ValueError(f"{what}: x must have at least one dimension")
+        if legs is None:
+            legs = tuple(f"d{i}" for i in range(t.ndim))
+        else:
+            if isinstance(legs, str):
+                raise ValueError(
+                    f"{what}: legs must be a sequence of names, got the string {legs!r}"
+                )
+            legs = tuple(legs)
+            if len(legs) != t.ndim:
+                raise ValueError(f"{what}: legs has {len(legs)} names for a {t.ndim}-way tensor")
+            if len(set(legs)) != len(legs) or not all(
+                isinstance(leg, str) and leg for leg in legs
+            ):
+                raise ValueError(f"{what}: legs must be unique non-empty strings, got {legs}")
+        label = f"{what}: x"
+    if not (t.is_floating_point() or t.is_complex()):
+        t = t.to(torch.get_default_dtype())
+    for leg, size in zip(legs, t.shape):
+        if size == 0:
+            raise ValueError(
+                f"{what}: leg {leg!r} has size 0 (shape {tuple(t.shape)}); a format of an "
+                "empty tensor has nothing to represent"
+            )
+    check_finite(t, label)
+    return t, tuple(legs)
 
 
 def choose(
@@ -220,7 +268,7 @@ def choose(
     if len(given) > 1:
         raise ValueError(f"{what}: give at most one of trunc, ranks, fraction; got {given}")
     if fraction is not None:
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+        if isinstance(fraction, (bool, np.bool_)) or not isinstance(fraction, numbers.Real):
             raise ValueError(f"{what}: fraction must be a number in (0, 1], got {fraction!r}")
         if not (0 < fraction <= 1):
             raise ValueError(f"{what}: fraction must be in (0, 1], got {fraction}")
@@ -228,9 +276,21 @@ def choose(
 
 
 def check_ranks(ranks: Any, count: int, what: str) -> tuple[int, ...]:
-    """``ranks`` as a tuple of ``count`` positive ints (an int is repeated)."""
-    if isinstance(ranks, int) and not isinstance(ranks, bool):
+    """``ranks`` as a tuple of ``count`` positive Python ints (an int is repeated).
+
+    Integers of any library are accepted (``numpy.int64``, 0-d torch tensors, numpy arrays and
+    1-d tensors of integers).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> check_ranks(np.int64(2), 3, "demo"), check_ranks(np.array([1, 2]), 2, "demo")
+    ((2, 2, 2), (1, 2))
+    """
+    if is_int(ranks):
         ranks = (ranks,) * count
+    if isinstance(ranks, (str, bytes)):
+        raise ValueError(f"{what}: ranks must be an int or a sequence of ints, got {ranks!r}")
     try:
         ranks = tuple(ranks)
     except TypeError:
@@ -238,9 +298,9 @@ def check_ranks(ranks: Any, count: int, what: str) -> tuple[int, ...]:
     if len(ranks) != count:
         raise ValueError(f"{what}: ranks must have {count} entries, got {len(ranks)}: {ranks}")
     for r in ranks:
-        if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+        if not is_int(r) or int(r) < 1:
             raise ValueError(f"{what}: ranks must be positive ints, got {ranks}")
-    return ranks
+    return tuple(int(r) for r in ranks)
 
 
 def error_limit(trunc: Truncation | None, norm: float) -> float | None:
@@ -309,18 +369,21 @@ def left_svd(m: torch.Tensor, step: Truncation | None) -> tuple[torch.Tensor, to
       ``sqrt(eps) * ||m||``, which such a tolerance (or a plain rank cap) never needs;
     - wide matrices otherwise: ``m = R^T Q^T`` and the SVD of the small square ``R^T``;
     - else the SVD of ``m``.
+
+    All routes are differentiable through :func:`~tensornet.core.linalg.leading_frame`: the frame
+    is used gauge-invariantly by every format (projections onto it, rebuilt through it), so
+    repeated and zero singular values (rank-deficient inputs, pruned channels) give finite
+    gradients equal to finite differences wherever the decomposition is differentiable.
+    float16/bfloat16 inputs are computed in float32.
     """
     rows, cols = m.shape
+    rank = None if step is None else step.rank
     if rows <= cols and _gram_is_enough(m, step):
-        evals, evecs = torch.linalg.eigh(m @ m.mH)
-        s = evals.flip(0).clamp_min(0).sqrt()
-        k = s.shape[0] if step is None else step.rank(s)
-        return evecs.flip(1)[:, :k], s
-    if 2 * rows <= cols:
-        _, r = qr(m.mT)
+        return leading_frame(m, rank, method="gram")
+    if 2 * rows <= cols and not (m.requires_grad and torch.is_grad_enabled()):
+        _, r = qr(m.mT)  # the same frame and spectrum from the small square R^T
         m = r.mT
-    u, _, _, s = truncated_svd(m, step)
-    return u, s
+    return leading_frame(m, rank, method="svd")
 
 
 def _gram_is_enough(m: torch.Tensor, step: Truncation | None) -> bool:

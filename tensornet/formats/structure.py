@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..core.einsum import plan_einsum
+from ..core.validate import is_int
 
 if TYPE_CHECKING:
     from .base import Format
@@ -278,6 +279,9 @@ def budget_rank(count: Callable[[int], int], budget: float, high: int, what: str
     >>> budget_rank(lambda r: 10 * r, budget=55, high=100, what="demo")
     5
     """
+    if not is_int(high) or int(high) < 1:
+        raise ValueError(f"{what}: the largest rank must be a positive int, got {high!r}")
+    high = int(high)
     if count(1) > budget:
         raise ValueError(
             f"{what}: fraction too small: even rank 1 needs {count(1):,} parameters, "

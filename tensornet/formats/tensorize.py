@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import torch
 
+from ..core.validate import is_int
+
 __all__ = ["balanced_factors", "check_dims", "tensorize_matrix", "mode_legs"]
 
 
@@ -33,10 +35,11 @@ def balanced_factors(n: int, d: int) -> tuple[int, ...]:
     >>> balanced_factors(256, 3), balanced_factors(1000, 3), balanced_factors(7, 2)
     ((8, 8, 4), (10, 10, 10), (7, 1))
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if not is_int(n) or int(n) < 1:
         raise ValueError(f"balanced_factors: n must be a positive int, got {n!r}")
-    if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+    if not is_int(d) or int(d) < 1:
         raise ValueError(f"balanced_factors: d must be a positive int, got {d!r}")
+    n, d = int(n), int(d)
     sizes = [1] * d
     for p in sorted(_prime_factors(n), reverse=True):
         i = min(range(d), key=lambda j: sizes[j])
@@ -45,13 +48,25 @@ def balanced_factors(n: int, d: int) -> tuple[int, ...]:
 
 
 def check_dims(dims: Sequence[int], total: int, field: str, what: str) -> tuple[int, ...]:
-    """``dims`` as positive ints whose product is ``total`` (ValueError naming ``field``)."""
+    """``dims`` as positive Python ints whose product is ``total`` (ValueError naming ``field``).
+
+    Integers of any library are accepted.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> check_dims(np.array([2, 3]), 6, "row_dims", "demo")
+    (2, 3)
+    """
+    if isinstance(dims, (str, bytes)):
+        raise ValueError(f"{what}: {field} must be a sequence of ints, got {dims!r}")
     try:
         dims = tuple(dims)
     except TypeError:
         raise ValueError(f"{what}: {field} must be a sequence of ints, got {dims!r}") from None
-    if not dims or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in dims):
+    if not dims or any(not is_int(n) or int(n) < 1 for n in dims):
         raise ValueError(f"{what}: {field} must be positive ints, got {dims}")
+    dims = tuple(int(n) for n in dims)
     if math.prod(dims) != total:
         raise ValueError(
             f"{what}: {field} {dims} multiply to {math.prod(dims)}, not the size {total}"

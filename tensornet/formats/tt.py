@@ -72,7 +72,7 @@ def _min(*values: int | None) -> int | None:
     return min(vals) if vals else None
 
 
-def _max_ranks(sizes: Sequence[int]) -> tuple[int, ...]:
+def tt_max_ranks(sizes: Sequence[int]) -> tuple[int, ...]:
     """Largest useful rank at each bond: min(prod of sizes left, prod of sizes right)."""
     return tuple(
         min(math.prod(sizes[: k + 1]), math.prod(sizes[k + 1 :])) for k in range(len(sizes) - 1)
@@ -283,7 +283,7 @@ class TT(Format):
         shape, legs = check_shape(shape, legs, what)
         order = check_order(order, legs, what)
         sizes = [shape[legs.index(leg)] for leg in order]
-        tops = _max_ranks(sizes)
+        tops = tt_max_ranks(sizes)
         ranks = tops if ranks is None else check_ranks(ranks, len(sizes) - 1, what)
         bonds = fresh_names([f"r{k + 1}" for k in range(len(sizes) - 1)], legs)
         factors = chain_factors([(leg,) for leg in order], [(n,) for n in sizes], bonds, ranks)

@@ -29,7 +29,7 @@ from .base import (
 )
 from .structure import Structure, fraction_ranks, register_format
 from .tensorize import balanced_factors, check_dims, mode_legs
-from .tt import TT, Budget, _max_ranks, tt_svd
+from .tt import TT, Budget, tt_max_ranks, tt_svd
 
 __all__ = ["TTMatrix"]
 
@@ -127,7 +127,7 @@ class TTMatrix(Format):
         shape, legs = check_shape(shape, legs, what)
         out_dims, in_dims, groups, dims = _layout(shape, legs, out_dims, in_dims, d, what)
         sizes = [math.prod(g) for g in dims]
-        tops = _max_ranks(sizes)
+        tops = tt_max_ranks(sizes)
         ranks = tops if ranks is None else check_ranks(ranks, len(groups) - 1, what)
         flat = tuple(leg for g in groups for leg in g)
         bonds = fresh_names([f"r{k + 1}" for k in range(len(groups) - 1)], flat)

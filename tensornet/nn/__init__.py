@@ -16,7 +16,7 @@ from .compress import CompressionReport, LayerReport, compress, dense_flops, lay
 from .cost import calibrate, costs_for
 from .export import conv_sequence, to_standard
 from .functional import ConvGeometry, ForwardPlan
-from .layers import PlanInfo, TNConv2d, TNLinear, kernel_options
+from .layers import PlanInfo, TNConv2d, TNLayer, TNLinear, kernel_options
 from .select import NoMatchingLayer, matches, select_layers
 from .serialize import describe, load, save
 from .truncate import KernelTruncation, truncate_kernel
@@ -32,6 +32,7 @@ __all__ = [
     "NoMatchingLayer",
     "PlanInfo",
     "TNConv2d",
+    "TNLayer",
     "TNLinear",
     "allocate",
     "calibrate",

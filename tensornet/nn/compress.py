@@ -21,7 +21,7 @@ from torch import nn
 from ..core.truncation import Truncation
 from ..formats import get_format
 from ..formats.base import choose
-from .layers import TNConv2d, TNLinear, _TNLayer
+from .layers import TNConv2d, TNLayer, TNLinear
 from .select import Selector, matches, select_layers
 
 __all__ = ["CompressionReport", "LayerReport", "compress", "dense_flops", "layer_inputs"]
@@ -249,7 +249,7 @@ def compress(
     modules = {n: model.get_submodule(n) for n in names}
     shapes = layer_inputs(model, example_input, names) if example_input is not None else {}
     # Build every replacement first: any error leaves the model untouched.
-    built: dict[str, _TNLayer] = {}
+    built: dict[str, TNLayer] = {}
     reports = []
     for name in names:
         module = modules[name]

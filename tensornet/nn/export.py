@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from . import cost
-from .functional import ConvGeometry, _Channels, _Conv, conv_candidates
+from .functional import ConvGeometry, ConvStep, MatmulStep, conv_candidates
 from .layers import TNConv2d, TNLinear
 
 __all__ = ["to_standard", "conv_sequence"]
@@ -91,7 +91,7 @@ def conv_sequence(layer: TNConv2d, input_shape: Sequence[int] | None = None) -> 
     mods: list[nn.Module] = []
     for step in best.steps:
         w = step.weight(tensors)
-        if isinstance(step, _Channels):
+        if isinstance(step, MatmulStep):
             g, co, ci = w.shape
             mods += _padded_conv(
                 g * ci, g * co, ConvGeometry((1, 1)), g, w.reshape(g * co, ci, 1, 1)
@@ -110,10 +110,10 @@ def _params(plan, tensors) -> int:
 
 def _is_chain(plan) -> bool:
     for step in plan.steps:
-        if isinstance(step, _Channels):
+        if isinstance(step, MatmulStep):
             if step.view[1] != 1:  # legs folded into the batch
                 return False
-        elif isinstance(step, _Conv):
+        elif isinstance(step, ConvStep):
             if step.view[0] != plan.output_shape[0]:
                 return False
         else:

@@ -175,7 +175,7 @@ class Step:
 
 
 @dataclass
-class _Weight:
+class WeightExpr:
     """Factors contracted into one operator tensor (legs ``legs``), reshaped to ``shape``."""
 
     names: tuple[str, ...]
@@ -185,17 +185,17 @@ class _Weight:
     program: object
 
     @staticmethod
-    def build(factors: Sequence[Factor], legs: Sequence[str], shape: Sequence[int]) -> _Weight:
+    def build(factors: Sequence[Factor], legs: Sequence[str], shape: Sequence[int]) -> WeightExpr:
         plan, program = plan_einsum([f.legs for f in factors], [f.shape for f in factors], legs)
         flops = plan.flops if len(factors) > 1 else 0
-        return _Weight(tuple(f.name for f in factors), tuple(legs), tuple(shape), flops, program)
+        return WeightExpr(tuple(f.name for f in factors), tuple(legs), tuple(shape), flops, program)
 
     def __call__(self, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.program(*(tensors[n] for n in self.names)).reshape(self.shape)
 
 
 @dataclass
-class _Permute(Step):
+class PermuteStep(Step):
     dims: tuple[int, ...] = ()
     shape: tuple[int, ...] = ()
 
@@ -204,10 +204,10 @@ class _Permute(Step):
 
 
 @dataclass
-class _Channels(Step):
+class MatmulStep(Step):
     """``h[b, P, G, ci, L] -> w[G, co, ci] @ h``: a (grouped, batched) ``1 x 1`` convolution."""
 
-    weight: _Weight = None  # type: ignore[assignment]
+    weight: WeightExpr = None  # type: ignore[assignment]
     view: tuple[int, ...] = ()
 
     def __call__(self, h, tensors):
@@ -215,10 +215,10 @@ class _Channels(Step):
 
 
 @dataclass
-class _Conv(Step):
+class ConvStep(Step):
     """``F.conv2d`` on ``h`` viewed as ``(b P, G ci, H, W)`` with ``groups = G``."""
 
-    weight: _Weight = None  # type: ignore[assignment]
+    weight: WeightExpr = None  # type: ignore[assignment]
     view: tuple[int, ...] = ()
     geometry: ConvGeometry = None  # type: ignore[assignment]
     groups: int = 1
@@ -258,7 +258,7 @@ def _depthwise_shift(x: torch.Tensor, w: torch.Tensor, g: ConvGeometry) -> torch
 
 
 @dataclass
-class _Unfold(Step):
+class UnfoldStep(Step):
     """Patches ``(b, C kh kw, L)`` of the input (``F.unfold``)."""
 
     geometry: ConvGeometry = None  # type: ignore[assignment]
@@ -273,7 +273,7 @@ class _Unfold(Step):
 
 
 @dataclass
-class _Einsum(Step):
+class EinsumStep(Step):
     """One planned einsum of the activation and all factors."""
 
     names: tuple[str, ...] = ()
@@ -379,24 +379,24 @@ def _stage_step(
     if wanted != state:
         src = frame.shape()
         perm = [0] + [1 + state.index(leg) for leg in wanted] + [len(state) + 1]
-        steps.append(_Permute("copy", 0, 2 * frame.elements, "permute", tuple(perm), src))
+        steps.append(PermuteStep("copy", 0, 2 * frame.elements, "permute", tuple(perm), src))
         frame.legs = wanted
     nb = frame.batch * frame.size(passive)
     g, ci, co = frame.size(group), frame.size(c_in), frame.size(c_out)
     rows, cols = frame.hw
     if geometry is None:  # channels only: a batched matmul
-        weight = _Weight.build(factors, group + c_out + c_in, (g, co, ci))
+        weight = WeightExpr.build(factors, group + c_out + c_in, (g, co, ci))
         view = (frame.batch, frame.size(passive), g, ci, rows * cols)
         flops = 2 * nb * g * co * ci * rows * cols
         elements = nb * g * (ci + co) * rows * cols
         label = f"1x1 {g * ci}->{g * co}" + (f" (groups {g})" if g > 1 else "")
-        steps.append(_Channels("matmul", flops + weight.flops, elements, label, weight, view))
+        steps.append(MatmulStep("matmul", flops + weight.flops, elements, label, weight, view))
         out_hw = (rows, cols)
     else:
         kh, kw = geometry.kernel
         kernel_legs = [leg for leg in spatial if leg in f_legs]
         kdims = tuple(frame.dims[leg] for leg in kernel_legs)
-        weight = _Weight.build(factors, group + c_out + c_in + kernel_legs, (g * co, ci, kh, kw))
+        weight = WeightExpr.build(factors, group + c_out + c_in + kernel_legs, (g * co, ci, kh, kw))
         if math.prod(kdims) != kh * kw:
             raise AssertionError("spatial legs do not match the geometry")
         out_hw = geometry.output_size(rows, cols)
@@ -407,7 +407,7 @@ def _stage_step(
         label = f"{kh}x{kw} conv {g * ci}->{g * co}" + (f" (groups {g})" if g > 1 else "")
         view = (nb, g * ci, rows, cols)
         steps.append(
-            _Conv(kind, flops + weight.flops, elements, label, weight, view, geometry, g, shift)
+            ConvStep(kind, flops + weight.flops, elements, label, weight, view, geometry, g, shift)
         )
     frame.legs = passive + group + c_out
     frame.hw = out_hw
@@ -589,7 +589,7 @@ def _build_staged(
     if list(frame.legs) != list(out_modes):
         src = frame.shape()
         perm = [0] + [1 + frame.legs.index(leg) for leg in out_modes] + [len(out_modes) + 1]
-        steps.append(_Permute("copy", 0, 2 * frame.elements, "permute", tuple(perm), src))
+        steps.append(PermuteStep("copy", 0, 2 * frame.elements, "permute", tuple(perm), src))
     out_shape = (batch, structure.shape[0], *frame.hw)
     return ForwardPlan(name, steps, out_shape, weight_flops=weight_flops, peak_elements=peak)
 
@@ -608,7 +608,7 @@ def _patches_plan(
     spatial = (structure.modes[2][0], structure.modes[3][0])
     patch_legs = (_B, *in_modes, *spatial, _L)
     patch_shape = (batch, *(structure.dim(m) for m in in_modes), kh, kw, positions)
-    unfold = _Unfold(
+    unfold = UnfoldStep(
         "unfold",
         0,
         batch * channels * (rows * cols + kh * kw * positions),
@@ -621,7 +621,7 @@ def _patches_plan(
     out_legs = (_B, *out_modes, _L)
     plan, program = plan_einsum(inputs, shapes, out_legs, memory_limit=max_elements)
     elements = batch * (channels * kh * kw + structure.shape[0]) * positions
-    ein = _Einsum(
+    ein = EinsumStep(
         "einsum",
         plan.flops,
         elements,
@@ -676,8 +676,8 @@ def linear_candidates(structure: Structure, input_shape: Sequence[int]) -> list[
     out_features = structure.shape[0]
     in_modes, out_modes = structure.modes[1], structure.modes[0]
     factors = structure.factors
-    weight = _Weight.build(factors, (*out_modes, *in_modes), (1, out_features, features))
-    dense = _Channels(
+    weight = WeightExpr.build(factors, (*out_modes, *in_modes), (1, out_features, features))
+    dense = MatmulStep(
         "matmul",
         2 * n * features * out_features + weight.flops,
         n * (features + out_features),
@@ -688,7 +688,7 @@ def linear_candidates(structure: Structure, input_shape: Sequence[int]) -> list[
     inputs = [(_B, *in_modes)] + [f.legs for f in factors]
     shapes = [(n, *(structure.dim(m) for m in in_modes))] + [f.shape for f in factors]
     plan, program = plan_einsum(inputs, shapes, (_B, *out_modes))
-    direct = _Einsum(
+    direct = EinsumStep(
         "einsum",
         plan.flops,
         n * (features + out_features),
@@ -700,7 +700,7 @@ def linear_candidates(structure: Structure, input_shape: Sequence[int]) -> list[
     return [
         ForwardPlan(
             "dense",
-            [_LinearDense(dense)],
+            [LinearStep(dense)],
             (n, out_features),
             weight_flops=weight.flops,
             peak_elements=n * out_features,
@@ -714,10 +714,10 @@ def linear_candidates(structure: Structure, input_shape: Sequence[int]) -> list[
     ]
 
 
-class _LinearDense(Step):
+class LinearStep(Step):
     """Rebuild ``W`` and apply ``F.linear``."""
 
-    def __init__(self, inner: _Channels) -> None:
+    def __init__(self, inner: MatmulStep) -> None:
         super().__init__(inner.kind, inner.flops, inner.elements, inner.label)
         self.inner = inner
 

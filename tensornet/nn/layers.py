@@ -71,7 +71,7 @@ class PlanInfo:
         return "\n".join(lines)
 
 
-class _TNLayer(nn.Module):
+class TNLayer(nn.Module):
     """What the compressed layers share: factors, initialisation, planning, conversions."""
 
     structure: Structure
@@ -254,7 +254,7 @@ def _resolve_ranks(
     return ranks
 
 
-class TNConv2d(_TNLayer):
+class TNConv2d(TNLayer):
     """A 2-d convolution whose kernel is a tensor network of any registered format.
 
     Parameters
@@ -427,7 +427,7 @@ class TNConv2d(_TNLayer):
         return s + ", " + self._compression_repr()
 
 
-class TNLinear(_TNLayer):
+class TNLinear(TNLayer):
     """A linear layer whose weight ``(out, in)`` is a tensor network of any registered format.
 
     Examples

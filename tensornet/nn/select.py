@@ -34,8 +34,15 @@ def matches(name: str, pattern: str | None) -> bool:
 
     ``"layer1.*"`` and ``"conv[12]"`` work either way; ``"fc*"`` matches ``fc`` and ``fc1`` but
     not ``classifier``; ``"1"`` matches only ``1``. Globs that are not valid regexes (``"*conv"``)
-    are matched as globs only.
+    are matched as globs only. ``None`` matches everything.
+
+    Examples
+    --------
+    >>> matches("fc1", "fc*"), matches("classifier", "fc*"), matches("a1", None)
+    (True, False, True)
     """
+    if pattern is not None and not isinstance(pattern, str):
+        raise TypeError(f"a layer pattern is a str (glob or regex), got {type(pattern).__name__}")
     if pattern is None or fnmatch.fnmatchcase(name, pattern):
         return True
     try:

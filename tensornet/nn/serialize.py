@@ -20,7 +20,7 @@ from torch import nn
 
 from ..formats import Structure
 from ..io import atomic_path
-from .layers import TNConv2d, TNLinear, _TNLayer
+from .layers import TNConv2d, TNLayer, TNLinear
 
 __all__ = ["describe", "load", "save"]
 
@@ -76,7 +76,7 @@ def save(model: nn.Module, path: str | os.PathLike, metadata: dict[str, Any] | N
         save_file(tensors, str(tmp), metadata=meta)
 
 
-def _build(record: dict[str, Any], what: str) -> _TNLayer:
+def _build(record: dict[str, Any], what: str) -> TNLayer:
     try:
         structure = Structure.from_dict(record["structure"])
         if record["kind"] == "conv2d":

@@ -82,7 +82,7 @@ def truncate_kernel(
     >>> res.ranks, small.weight.shape == conv.weight.shape, res.error >= max(res.step_errors)
     ((4, 4), True, True)
     """
-    from ..spectrum import truncate  # the dense cut truncation (module above nn)
+    from ..spectra import truncate  # the dense cut truncation (module above nn)
 
     weight = getattr(layer, "weight", None)
     if not isinstance(weight, torch.Tensor) or weight.ndim not in _LEGS:

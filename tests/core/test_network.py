@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+import tensornet as tn
 from tensornet import Bond, Node, TensorNetwork
 
 
@@ -137,3 +138,80 @@ def test_mixed_devices_are_rejected():
     b = Node(torch.ones(2, device="cuda"), ("i",), name="B")
     with pytest.raises(ValueError, match="different devices"):
         TensorNetwork([a, b]).contract()
+
+
+# -- objects the library hands out are accepted back; conveniences; summaries ----------------
+def _chain(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return TensorNetwork(
+        [
+            Node(torch.randn(2, 3, generator=g, dtype=torch.float64), ("i", "j"), name="A"),
+            Node(torch.randn(3, 4, 2, generator=g, dtype=torch.float64), ("j", "x", "k"), name="B"),
+            Node(torch.randn(2, 5, generator=g, dtype=torch.float64), ("k", "l"), name="C"),
+        ]
+    )
+
+
+def test_bond_objects_are_accepted_wherever_a_bond_is():
+    net = _chain()
+    j, k = net.bonds
+    assert net.bond(j) == j and net.bond("k") == k
+    assert torch.equal(net.spectrum(j).values, net.spectrum("j").values)
+    new_obj, info_obj = net.truncate(k, 1)
+    new_str, info_str = net.truncate("k", 1)
+    assert info_obj.error == info_str.error and new_obj.bond("k").dim == 1
+    by_bond = net.canonicalize(j).contract(output=("i", "x", "l")).tensor
+    torch.testing.assert_close(by_bond, net.contract(output=("i", "x", "l")).tensor)
+    a = net.canonicalize(j).node("B").matricize(("x", "k"))
+    torch.testing.assert_close(a.T @ a, torch.eye(3, dtype=torch.float64))  # B points at A
+
+
+def test_missing_node_is_a_value_error_and_still_a_key_error():
+    net = _chain()
+    with pytest.raises(ValueError, match=r"no node named 'Z'; nodes are \['A', 'B', 'C'\]"):
+        net.node("Z")
+    with pytest.raises(KeyError):
+        net.node("Z")
+
+
+def test_gauge_methods_check_devices_instead_of_moving_nodes():
+    net = TensorNetwork(
+        [
+            Node(torch.ones(2, 3), ("i", "j"), name="A"),
+            Node(torch.empty(3, 4, device="meta"), ("j", "k"), name="B"),
+        ]
+    )
+    for call in (
+        lambda: net.canonicalize("A"),
+        lambda: net.spectrum("j"),
+        lambda: net.truncate("j", 1),
+        lambda: net.cut(["i"]),
+    ):
+        with pytest.raises(ValueError, match=r"different devices \{'cpu': \['A'\], 'meta'"):
+            call()
+
+
+def test_to_dense_norm_and_draw():
+    net = _chain(1)
+    dense = net.contract().tensor
+    torch.testing.assert_close(net.to_dense(), dense)
+    torch.testing.assert_close(net.to_dense(output=("l", "x", "i")), dense.permute(2, 1, 0))
+    assert float(net.norm()) == pytest.approx(float(torch.linalg.vector_norm(dense)), rel=1e-12)
+    c = TensorNetwork([Node(torch.randn(3, 2, dtype=torch.complex128), ("i", "j"))])
+    assert float(c.norm()) == pytest.approx(float(torch.linalg.vector_norm(c.to_dense())))
+    fig = net.draw(bond_labels="leg")
+    ids = {t.get_gid() for t in fig.axes[0].texts}
+    assert {"node:A", "node:B", "node:C", "bond:j", "bond:k"} <= ids
+
+
+def test_reprs_are_summaries():
+    many = TensorNetwork(Node(torch.ones(2, 2), (f"b{i}", f"b{i + 1}")) for i in range(200))
+    text = repr(many)
+    assert "\n" not in text and len(text) < 200
+    assert text.startswith("TensorNetwork(200 nodes, 199 bonds, open legs ['b0', 'b200']")
+    small = repr(_chain())
+    assert small.count("\n") == 3 and "Node('B', [j=3, x=4, k=2], float64)" in small
+    *_, info = tn.split(Node(torch.randn(30, 40), ("a", "b")), ["a"], trunc=5)
+    text = repr(info)
+    assert "\n" not in text and "tensor(" not in text
+    assert "rank=5 of 30" in text and "cut=a | b" in text and f"error={info.error:.3g}" in text

@@ -161,3 +161,42 @@ def test_half_precision_kernels_truncate():
     ref = numpy_svdvals(w.double().numpy(), [0])
     expected = math.sqrt((ref[2:] ** 2).sum() / (ref**2).sum())
     assert out.error == pytest.approx(expected, rel=2e-2)
+
+
+def test_the_module_is_spectra_and_tn_spectrum_is_the_function():
+    import importlib
+    import importlib.util
+
+    module = importlib.import_module("tensornet.spectra")
+    assert module.spectrum is tn.spectrum and callable(tn.spectrum)
+    assert importlib.util.find_spec("tensornet.spectrum") is None  # no module shadowed any more
+
+
+def test_colliding_layer_names_are_refused():
+    w = torch.randn(4, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="'conv.weight' and 'conv' would both be layer 'conv'"):
+        tn.weight_spectra({"conv.weight": w, "conv": 2 * w})
+    # distinct layers are all kept (nothing silently dropped)
+    table = tn.weight_spectra({"conv.weight": w, "conv2": 2 * w})
+    assert table.layers == ["conv", "conv2"]
+    assert table.get("conv2", "out|in").norm == pytest.approx(2 * float(w.norm()))
+
+
+def test_truncation_result_repr_is_a_summary():
+    w = torch.randn(16, 8, 3, 3, dtype=torch.float64)
+    res = tn.truncate(w, [["out"], ["kh"]], 4)
+    text = repr(res)
+    assert "\n" not in text and "tensor(" not in text and len(text) < 200
+    assert "shape=(16, 8, 3, 3)" in text and "out|in,kh,kw -> 4 of 16" in text
+    assert "kh|out,in,kw -> 3 of 3" in text and f"error={res.error:.3g}" in text
+    assert res.ranks == (4, 3)
+
+
+def test_numpy_and_torch_integers_are_ints():
+    w = torch.randn(8, 4, 3, dtype=torch.float64)
+    a = tn.truncate(w, [np.int64(0)], np.int64(3))
+    b = tn.truncate(w, ["out"], 3)
+    torch.testing.assert_close(a.tensor, b.tensor)
+    assert tn.spectrum(w, [torch.tensor(1)]).left_legs == ("in",)
+    assert tn.spectrum(w, ["out"]).rank_for(np.int32(2)) == 2
+    assert tn.spectrum(w, ["out"]).relative_error(np.int64(8)) == 0.0

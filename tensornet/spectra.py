@@ -6,6 +6,10 @@ half-precision inputs the values come from the eigenvalues of the float64 Gram m
 smaller side (``M M^T`` or ``M^T M``): one matmul and one small symmetric eigensolve, accurate
 to float64 rounding relative to the largest value, which is far below float32's own rounding.
 Float64 inputs use ``torch.linalg.svdvals`` directly.
+
+Every entry point refuses tensors holding NaN or inf with a ValueError that names the weight
+(one reduction per tensor), before any work. (This module was ``tensornet.spectrum``, a name
+that collided with the function :func:`tensornet.spectrum`.)
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import torch
 
-from .core.linalg import svdvals
+from .core.linalg import svdvals, truncated_svd
 from .core.node import Node, as_tensor
 from .core.spectrum import Spectrum, cuts
 from .core.truncation import Truncation, as_truncation
+from .core.validate import check_finite, is_int
 from .io import atomic_path
 from .nn.select import NoMatchingLayer
-from .nn.select import matches as _matches
+from .nn.select import matches as name_matches
 
 __all__ = [
     "NoMatchingLayer",
@@ -36,6 +41,7 @@ __all__ = [
     "spectrum",
     "kernel_spectra",
     "layer_name",
+    "name_matches",
     "weight_spectra",
     "model_spectra",
     "truncate",
@@ -53,23 +59,45 @@ KERNEL_LEGS: dict[int, tuple[str, ...]] = {
 Method = Literal["auto", "svd", "gram"]
 
 
-def _as_node(x: Node | Any, legs: Sequence[str] | None) -> Node:
+def _as_node(x: Node | Any, legs: Sequence[str] | None, what: str = "x") -> Node:
+    """``x`` as a Node with ``legs``, checked to be finite (ValueError naming ``what``)."""
     if isinstance(x, Node):
-        if legs is not None and tuple(legs) != x.legs:
-            return x.transpose(legs)
-        return x
+        node = x.transpose(legs) if legs is not None and tuple(legs) != x.legs else x
+        check_finite(node.tensor, x.describe() if x.name is not None else what)
+        return node
     t = as_tensor(x)
     if legs is None:
         legs = KERNEL_LEGS.get(t.ndim, tuple(f"d{i}" for i in range(t.ndim)))
-    return Node(t, legs)
+    node = Node(t, legs)
+    check_finite(node.tensor, what)
+    return node
 
 
 def _resolve_left(
     node: Node, left_legs: Sequence[str | int] | str
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    if isinstance(left_legs, (str, int)):
+    if isinstance(left_legs, str) or is_int(left_legs):
         left_legs = (left_legs,)
-    left = tuple(node.legs[leg] if isinstance(leg, int) else leg for leg in left_legs)
+    try:
+        left_legs = tuple(left_legs)
+    except TypeError:
+        raise TypeError(
+            f"left_legs must be leg names or axis positions of {node.legs}, got "
+            f"{type(left_legs).__name__} {left_legs!r}"
+        ) from None
+    left = []
+    for leg in left_legs:
+        if is_int(leg):
+            if not -node.ndim <= int(leg) < node.ndim:
+                raise ValueError(f"left_legs: axis {leg} is out of range for legs {node.legs}")
+            leg = node.legs[int(leg)]
+        elif not isinstance(leg, str):
+            raise TypeError(
+                f"left_legs must hold leg names or axis positions, got {type(leg).__name__} "
+                f"{leg!r}"
+            )
+        left.append(leg)
+    left = tuple(left)
     for leg in left:
         node.axis(leg)
     if not left or len(left) == node.ndim or len(set(left)) != len(left):
@@ -123,7 +151,7 @@ def spectrum(
     >>> sp.label, sp.chi_max
     ('out,in|kh,kw', 9)
     """
-    node = _as_node(x, legs)
+    node = _as_node(x, legs, "x" if name is None else repr(name))
     left, right = _resolve_left(node, left_legs)
     s = _singular_values(node.matricize(left).unsqueeze(0), method)[0]
     return Spectrum(s, left, right, name=name)
@@ -166,12 +194,18 @@ def kernel_spectra(
     elif isinstance(weights, (list, tuple)):
         items = [(str(i), w) for i, w in enumerate(weights)]
         single = False
+    elif weights is None or isinstance(weights, (str, bytes)):
+        raise TypeError(
+            "kernel_spectra takes a tensor, a mapping name -> tensor or a sequence of tensors, "
+            f"got {type(weights).__name__}"
+        )
     else:
         items = [(None, weights)]
         single = True
     jobs: list[tuple[str | None, tuple[str, ...], tuple[str, ...], torch.Tensor]] = []
     for name, w in items:
-        node = _as_node(w.detach() if isinstance(w, torch.Tensor) else w, legs)
+        label = "weight" if name is None else f"weight {name!r}"
+        node = _as_node(w.detach() if isinstance(w, torch.Tensor) else w, legs, label)
         if node.ndim < 2:
             raise ValueError(f"weight {name!r} has shape {node.shape}; a cut needs >= 2 legs")
         for left, right in cuts(node.legs):
@@ -219,6 +253,7 @@ class SpectrumTable:
         return list(dict.fromkeys(sp.label for sp in self.spectra))
 
     def get(self, layer: str, cut: str) -> Spectrum:
+        """The spectrum of ``layer`` along the cut labelled ``cut`` (KeyError if none)."""
         for sp in self.spectra:
             if str(sp.name) == layer and sp.label == cut:
                 return sp
@@ -236,8 +271,10 @@ class SpectrumTable:
         return out
 
     def entropy_matrix(self, alpha: float = 1.0) -> tuple[list[str], list[str], np.ndarray]:
-        """``(layers, cuts, E)`` with ``E[i, j]`` the entropy of layer i along cut j (NaN where the
-        layer has no such cut)."""
+        """``(layers, cuts, E)`` with ``E[i, j]`` the entropy of layer i along cut j.
+
+        ``E`` is NaN where the layer has no such cut.
+        """
         layers, cut_labels = self.layers, self.cuts
         e = np.full((len(layers), len(cut_labels)), np.nan)
         for sp in self.spectra:
@@ -284,15 +321,36 @@ def weight_spectra(
     """All cuts of every weight (2-5 dims) in a name -> tensor mapping, e.g. a state_dict.
 
     ``layers`` filters names by glob (``"layer*.conv1"``) or regular expression; tensors with
-    fewer than 2 dimensions (biases, norms) are skipped. Raises ValueError when nothing matches.
+    fewer than 2 dimensions (biases, norms) are skipped. Layers are named by :func:`layer_name`
+    (``"conv1.weight" -> "conv1"``). Raises ValueError when nothing matches, when two weights
+    would get the same layer name (``"conv.weight"`` and ``"conv"``), or when a weight holds NaN
+    or inf (naming it).
+
+    Examples
+    --------
+    >>> import torch
+    >>> weight_spectra({"fc.weight": torch.randn(4, 3), "fc.bias": torch.randn(4)}).layers
+    ['fc']
     """
-    chosen = {}
+    if not isinstance(weights, Mapping):
+        raise TypeError(
+            f"weight_spectra takes a mapping name -> tensor (a state_dict), got "
+            f"{type(weights).__name__}"
+        )
+    chosen: dict[str, torch.Tensor] = {}
+    keys: dict[str, str] = {}
     for name, w in weights.items():
         if not isinstance(w, torch.Tensor) or not 2 <= w.ndim <= 5:
             continue
-        layer = layer_name(name)
-        if _matches(layer, layers) or _matches(name, layers):
+        layer = layer_name(str(name))
+        if name_matches(layer, layers) or name_matches(str(name), layers):
+            if layer in chosen:
+                raise ValueError(
+                    f"weights {keys[layer]!r} and {name!r} would both be layer {layer!r}; "
+                    "rename one of them"
+                )
             chosen[layer] = w
+            keys[layer] = str(name)
     if not chosen:
         what = f"matching {layers!r}" if layers else "with 2-5 dimensions"
         names = list(weights)
@@ -329,14 +387,33 @@ def model_spectra(
 
 
 class TruncationResult(NamedTuple):
-    """Outcome of :func:`truncate`: the truncated tensor (same shape), the spectra that were cut
-    (one per cut, each taken on the tensor as it was at that step), the total relative error
-    ``||T - T'|| / ||T||`` and each step's own relative error."""
+    """Outcome of :func:`truncate`.
+
+    The truncated tensor (same shape), the spectra that were cut (one per cut, each taken on
+    the tensor as it was at that step), the total relative error ``||T - T'|| / ||T||``, each
+    step's own relative error, and each step's kept rank.
+    """
 
     tensor: torch.Tensor
     spectrum: Spectrum | tuple[Spectrum, ...]
     error: float
     step_errors: tuple[float, ...]
+    ranks: tuple[int, ...] = ()
+
+    def __repr__(self) -> str:
+        """One line: shape, dtype, cuts with their kept ranks, errors (not the tensor)."""
+        spectra = self.spectrum if isinstance(self.spectrum, tuple) else (self.spectrum,)
+        ranks = self.ranks or (None,) * len(spectra)
+        cut = ", ".join(
+            f"{sp.label} -> {r if r is not None else '?'} of {sp.chi_max}"
+            for sp, r in zip(spectra, ranks)
+        )
+        dt = str(self.tensor.dtype).replace("torch.", "")
+        steps = ", ".join(f"{e:.3g}" for e in self.step_errors)
+        return (
+            f"TruncationResult(shape={tuple(self.tensor.shape)}, {dt}, cuts=[{cut}], "
+            f"error={self.error:.3g}, step_errors=[{steps}])"
+        )
 
 
 def truncate(
@@ -350,11 +427,19 @@ def truncate(
     Along one cut this is the best approximation whose matricisation across the cut has the
     rank ``trunc`` allows (Eckart-Young-Mirsky); the tensor keeps its shape.
 
+    Differentiable: the gradient is exact across a gap at the kept rank, repeated and
+    exactly-zero singular values included (see :mod:`tensornet.core.linalg`).
+
     Parameters
     ----------
     x : Node, tensor or array-like
+        The tensor; refused (ValueError) if it holds NaN or inf.
     left_legs : one cut (sequence of legs) or a sequence of cuts
+        Leg names or axis positions.
     trunc : Truncation or int (max_rank), applied at every cut
+        Integers of any library are accepted.
+    legs : sequence of str, optional
+        Leg names of a plain tensor (default :data:`KERNEL_LEGS`).
 
     Examples
     --------
@@ -367,31 +452,44 @@ def truncate(
     >>> len(both.spectrum), both.error >= max(both.step_errors) - 1e-12
     (2, True)
     """
-    node = _as_node(x, legs)
     policy = as_truncation(trunc, "trunc")
     if policy is None:
         raise ValueError("trunc must be given (a Truncation or an int max_rank)")
-    single = isinstance(left_legs, str) or (
-        len(left_legs) > 0 and all(isinstance(leg, (str, int)) for leg in left_legs)
-    )
-    steps = [left_legs] if single else list(left_legs)
-    if not steps or any(len(step) == 0 for step in steps):
+    node = _as_node(x, legs)
+    if isinstance(left_legs, str) or is_int(left_legs):
+        left_legs = (left_legs,)
+    try:
+        left_legs = list(left_legs)
+    except TypeError:
+        raise TypeError(
+            f"left_legs must be one cut (leg names) or a sequence of cuts, got "
+            f"{type(left_legs).__name__}"
+        ) from None
+    single = len(left_legs) > 0 and all(isinstance(leg, str) or is_int(leg) for leg in left_legs)
+    steps = [left_legs] if single else left_legs
+    def empty(step: Any) -> bool:
+        return not (isinstance(step, str) or is_int(step)) and len(step) == 0
+
+    if not steps or any(empty(step) for step in steps):
         raise ValueError(f"left_legs must name at least one cut, got {left_legs!r}")
     resolved = [_resolve_left(node, step) for step in steps]
-    from .core.linalg import truncated_svd  # noqa: PLC0415 (keeps the module import light)
 
     original = node.tensor
     current = node
-    spectra, errors = [], []
+    spectra, errors, ranks = [], [], []
     for left, right in resolved:
         u, s, vh, full = truncated_svd(current.matricize(left), policy)
         sp = Spectrum(full, left, right)
         spectra.append(sp)
         errors.append(sp.relative_error(s.shape[0]))
+        ranks.append(int(s.shape[0]))
         approx = (u * s.to(u.dtype)) @ vh
         shape = [current.dim(leg) for leg in left + right]
         current = Node(approx.reshape(shape), left + right).transpose(node.legs)
     out = current.tensor
-    norm = torch.linalg.norm(original)
-    total = float(torch.linalg.norm(out - original) / norm) if float(norm) > 0 else 0.0
-    return TruncationResult(out, spectra[0] if single else tuple(spectra), total, tuple(errors))
+    with torch.no_grad():
+        norm = float(torch.linalg.norm(original))
+        total = float(torch.linalg.norm(out - original)) / norm if norm > 0 else 0.0
+    return TruncationResult(
+        out, spectra[0] if single else tuple(spectra), total, tuple(errors), tuple(ranks)
+    )
