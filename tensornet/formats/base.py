@@ -239,9 +239,7 @@ def dense_input(x: Any, legs: Sequence[str] | None, what: str) -> tuple[torch.Te
             legs = tuple(legs)
             if len(legs) != t.ndim:
                 raise ValueError(f"{what}: legs has {len(legs)} names for a {t.ndim}-way tensor")
-            if len(set(legs)) != len(legs) or not all(
-                isinstance(leg, str) and leg for leg in legs
-            ):
+            if len(set(legs)) != len(legs) or not all(isinstance(leg, str) and leg for leg in legs):
                 raise ValueError(f"{what}: legs must be unique non-empty strings, got {legs}")
         label = f"{what}: x"
     if not (t.is_floating_point() or t.is_complex()):
@@ -326,8 +324,8 @@ def step_truncation(max_rank: int | None, limit: float | None) -> Truncation | N
 
 def relative_error(x: torch.Tensor, approx: torch.Tensor) -> float:
     """``||x - approx|| / ||x||`` as a Python float (0 when ``x`` is zero)."""
-    norm = float(torch.linalg.vector_norm(x))
-    diff = float(torch.linalg.vector_norm(x - approx))
+    norm = float(torch.linalg.vector_norm(x.detach()))
+    diff = float(torch.linalg.vector_norm((x - approx).detach()))
     return diff / norm if norm > 0 else diff
 
 
@@ -391,7 +389,7 @@ def _gram_is_enough(m: torch.Tensor, step: Truncation | None) -> bool:
         return True
     if step.rel_tol is not None or step.keep_energy is not None:
         return False
-    return step.abs_tol >= GRAM_MIN_TOL * float(torch.linalg.vector_norm(m))
+    return step.abs_tol >= GRAM_MIN_TOL * float(torch.linalg.vector_norm(m.detach()))
 
 
 def inner(a: TensorNetwork, b: TensorNetwork) -> torch.Tensor:

@@ -99,7 +99,7 @@ def cp_als(
     d = x.ndim
     factors = _initial_factors(x, rank, init, seed)
     weights = x.new_ones(rank)
-    norm2 = float(torch.linalg.vector_norm(x)) ** 2
+    norm2 = float(torch.linalg.vector_norm(x.detach())) ** 2
     grams = [f.mH @ f for f in factors]
     unfoldings = [unfold(x, [k]) for k in range(d)]
     history: list[float] = []

@@ -218,7 +218,7 @@ class Grouped(Format):
         rest = tuple(x.shape[2:])
         mats = x.reshape(f, k, c // k, *rest).movedim(1, 0).reshape(k, f, -1)
         u, s, vh = svd(mats)
-        norm = float(torch.linalg.vector_norm(x))
+        norm = float(torch.linalg.vector_norm(x.detach()))
         if ranks is not None:
             j = check_ranks(ranks, 1, what)[0]
         elif fraction is not None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..core.linalg import qr
+from ..core.linalg import leading_frame, qr
 from ..core.network import TensorNetwork
 from ..core.node import Node, as_tensor
 from ..core.truncation import Truncation, as_truncation
@@ -203,7 +203,7 @@ def ht_svd(
     Returns the node tensors (leaf frames ``(n, r)``, transfer tensors ``(ra, rb, r)``, root
     ``(ra, rb)``) and the discarded singular-value norm of every edge.
     """
-    norm = float(torch.linalg.vector_norm(x))
+    norm = float(torch.linalg.vector_norm(x.detach()))
     limit = error_limit(trunc, norm)
     lim = None if limit is None else limit / math.sqrt(tree.num_edges)
     cap = None if trunc is None else trunc.max_rank
@@ -654,18 +654,22 @@ class HT(Format):
         max_ranks = None if ranks is None else check_ranks(ranks, len(tree) - 1, what)
         tensors = _orthogonalize(tree, self._tensors())
         grams = _gramians(tree, tensors)
-        norm = float(torch.linalg.vector_norm(tensors[0]))
+        norm = float(torch.linalg.vector_norm(tensors[0].detach()))
         limit = error_limit(trunc, norm)
         lim = None if limit is None else limit / math.sqrt(tree.num_edges)
         cap = None if trunc is None else trunc.max_rank
         bases, tails = {}, {}
         for t in range(1, len(tree)):
-            evals, evecs = torch.linalg.eigh(grams[t])
-            s = evals.flip(0).clamp_min(0).sqrt()
             caps = [v for v in (cap, None if max_ranks is None else max_ranks[t - 1]) if v]
             st = step_truncation(min(caps) if caps else None, lim)
-            k = s.shape[0] if st is None else st.rank(s)
-            bases[t] = evecs.flip(1)[:, :k]
+            # G_t is Hermitian PSD: its left singular vectors are its eigenvectors, and the
+            # frame's backward stays finite at repeated or zero eigenvalues (eigh's does not)
+            frame, evals = leading_frame(
+                grams[t], None if st is None else (lambda e, st=st: st.rank(e.clamp_min(0).sqrt()))
+            )
+            s = evals.clamp_min(0).sqrt()
+            k = frame.shape[1]
+            bases[t] = frame
             tails[t] = tail_norm(s, k)
         new = {}
         for t in range(len(tree)):
@@ -680,8 +684,8 @@ class HT(Format):
         out = HT(new, tree, self._groups, self._group_dims(), self._legs, None, self._dense)
         out._tails = tails
         xx = norm * norm
-        yy = float(inner(out.network, out.network).real)
-        xy = float(inner(self.network, out.network).real)
+        yy = float(inner(out.network, out.network).real.detach())
+        xy = float(inner(self.network, out.network).real.detach())
         # The inner-product formula cancels below ~1e-8; the HT-SVD bound sqrt(sum tails^2)
         # (root edge once) is rigorous, so the smaller of the two is the better estimate.
         bound = math.sqrt(sum(v * v for t, v in tails.items() if t != 2))

@@ -273,7 +273,7 @@ def tr_svd(
     """TR-SVD of ``x`` (cores along its axes). Returns the cores and the exact relative error."""
     sizes = tuple(x.shape)
     d = len(sizes)
-    norm = float(torch.linalg.vector_norm(x))
+    norm = float(torch.linalg.vector_norm(x.detach()))
     limit = error_limit(trunc, norm)
     step_limit = None if limit is None else limit / math.sqrt(d - 1)
     cap = None if trunc is None else trunc.max_rank
@@ -308,7 +308,7 @@ def tr_svd(
         budget = None if limit is None else math.sqrt(max(limit**2 - spent2, 0.0))
         inner = None if budget is None else Truncation(abs_tol=budget)
         tt_cores, tt_err = tt_svd(rest, tt_sizes, inner, caps)
-        spent2 += (tt_err * float(torch.linalg.vector_norm(rest))) ** 2
+        spent2 += (tt_err * float(torch.linalg.vector_norm(rest.detach()))) ** 2
         cores = [g0]
         for k, c in enumerate(tt_cores):
             if k == 0:

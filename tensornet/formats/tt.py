@@ -98,7 +98,7 @@ def tt_svd(
     so their errors add in squares.
     """
     d = len(sizes)
-    norm = float(torch.linalg.vector_norm(x))
+    norm = float(torch.linalg.vector_norm(x.detach()))
     limit = error_limit(trunc, norm)
     cap = None if trunc is None else trunc.max_rank
     floor = _noise_floor(x, norm, d)
@@ -152,7 +152,7 @@ def tt_round(
     """Round a TT: right-orthogonalise, then truncate left to right. Returns (cores, rel. error)."""
     d = len(cores)
     cores = right_orthogonalize(cores)
-    norm = float(torch.linalg.vector_norm(cores[0]))
+    norm = float(torch.linalg.vector_norm(cores[0].detach()))
     limit = error_limit(trunc, norm)
     cap = None if trunc is None else trunc.max_rank
     floor = _noise_floor(cores[0], norm, d)
@@ -496,7 +496,7 @@ class TT(Format):
 
     def norm(self) -> float:
         """Frobenius norm, from the centre core of a canonical form (no dense tensor)."""
-        return float(torch.linalg.vector_norm(right_orthogonalize(self._cores3())[0]))
+        return float(torch.linalg.vector_norm(right_orthogonalize(self._cores3())[0].detach()))
 
     def add(self, other: TT, trunc: Truncation | int | None = None) -> TT:
         """``self + other`` (ranks add), rounded with ``trunc`` when one is given."""

@@ -45,10 +45,10 @@ def projection_error(x: torch.Tensor, core: torch.Tensor, approx: Any) -> float:
     The difference of squares cancels when the error is below ~1e-4, so then the error is
     measured directly on ``approx()`` (the reconstruction).
     """
-    nx = float(torch.linalg.vector_norm(x))
+    nx = float(torch.linalg.vector_norm(x.detach()))
     if nx == 0:
         return 0.0
-    nc = float(torch.linalg.vector_norm(core))
+    nc = float(torch.linalg.vector_norm(core.detach()))
     rel2 = max(nx * nx - nc * nc, 0.0) / (nx * nx)
     if rel2 > 1e-8:
         return math.sqrt(rel2)
@@ -71,7 +71,7 @@ def hosvd(
     Tolerances are shared as ``limit / sqrt(N)`` per mode, since the HOSVD error squared is at
     most the sum of the per-mode squared tails.
     """
-    norm = float(torch.linalg.vector_norm(x))
+    norm = float(torch.linalg.vector_norm(x.detach()))
     limit = error_limit(trunc, norm)
     cap = None if trunc is None else trunc.max_rank
     factors = []
@@ -97,7 +97,7 @@ def hooi(
 
     Returns the core, the factors and the relative error after every sweep.
     """
-    norm2 = float(torch.linalg.vector_norm(x)) ** 2
+    norm2 = float(torch.linalg.vector_norm(x.detach())) ** 2
     factors = list(factors)
     history: list[float] = []
     core = x
@@ -110,7 +110,9 @@ def hooi(
             step = Truncation(max_rank=factors[i].shape[1])
             factors[i] = leading_vectors(y, axis, step)
             core = mode_product(y, factors[i].mH, axis)
-        err = math.sqrt(max(norm2 - float(torch.linalg.vector_norm(core)) ** 2, 0.0) / norm2)
+        err = math.sqrt(
+            max(norm2 - float(torch.linalg.vector_norm(core.detach())) ** 2, 0.0) / norm2
+        )
         history.append(err)
         if len(history) > 1 and abs(history[-2] - err) < tol:
             break

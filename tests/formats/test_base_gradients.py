@@ -128,3 +128,21 @@ def test_ttmatrix_from_matrix_gradient_is_exact_on_a_pruned_matrix():
     g = ad_grad(f, m)
     assert torch.isfinite(g).all()
     assert rel(g, fd_grad(f, m)) < 1e-6
+
+
+def test_ht_truncate_gradient_is_finite_and_exact_on_rank_deficient_input():
+    """HT.truncate's frames come from the Gramians through leading_frame (eigh's backward
+    divides by zero at repeated eigenvalues)."""
+    from tensornet.formats import HT
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 3, 2, dtype=torch.float64)
+    x[:, 0] = 0
+    ht = HT.from_dense(x)
+    tensors = {k: v.clone().requires_grad_() for k, v in ht.factor_tensors().items()}
+
+    def loss(*ts):
+        h = HT.from_factors(ht.structure, dict(zip(tensors, ts)))
+        return h.truncate(2).to_dense().pow(2).sum()
+
+    assert torch.autograd.gradcheck(loss, tuple(tensors.values()), eps=1e-6, atol=1e-6)
