@@ -9,9 +9,10 @@ number of times the contraction is expected to be reused:
 - when the greedy path runs in well under a millisecond, or the budget is too small for a single
   further trial: the greedy path;
 - up to 12 tensors: opt_einsum's dynamic programming ``dp`` (exact for the FLOP count);
-- otherwise a budgeted randomized search: cotengra's hyper-optimizer over greedy trials scored
-  by FLOPs plus memory traffic (``minimize="combo"``) and its fast random-greedy (accelerated by
-  cotengrust when installed), or opt_einsum's ``RandomGreedy`` without cotengra.
+- otherwise a budgeted randomized search: randomized greedy trials of cotengrust (cotengra's
+  Rust core) each scored by :func:`estimate_seconds`; without cotengrust, cotengra's
+  hyper-optimizer over greedy trials scored by FLOPs plus memory traffic
+  (``minimize="combo"``); without cotengra, opt_einsum's ``RandomGreedy``.
 
 Candidates are compared with :func:`estimate_seconds`, a roofline model of the executor (each
 step costs the larger of its FLOPs at a compute rate and the bytes it reads and writes at a
@@ -42,9 +43,10 @@ __all__ = ["DefaultOptimizer", "PathChoice", "estimate_seconds", "path_costs"]
 
 # Rates of the roofline model (2-core CPU, float64; only their ratio matters for ranking)
 FLOP_RATE = 2.0e10  # opt_einsum flop units (a multiply-add counts 2) per second
-BYTE_RATE = 6.0e9  # bytes per second streamed through memory
+BYTE_RATE = 3.0e9  # bytes per second streamed through memory
 STEP_SECONDS = 4e-6  # Python and dispatch cost of one step
 ITEMSIZE = 8
+MIN_TRIALS = 128  # randomized greedy trials before a found path may cut the budget short
 
 
 @dataclass(frozen=True)
@@ -188,7 +190,7 @@ class DefaultOptimizer(oe_paths.PathOptimizer):
     'default:optimal'
     """
 
-    reuse: float = 10.0
+    reuse: float = 20.0
     fraction: float = 0.2
     max_seconds: float = 10.0
     use_cotengra: bool | None = None
@@ -248,7 +250,9 @@ class DefaultOptimizer(oe_paths.PathOptimizer):
                 path = tuple(tuple(s) for s in dp(inputs, output, size_dict))
                 candidates.append(("dp", path, estimate_seconds(inputs, output, size_dict, path)))
             else:
-                candidates += self._random_search(inputs, output, size_dict, deadline)
+                candidates += self._random_search(
+                    inputs, output, size_dict, deadline, spent, start, greedy_seconds
+                )
         name, path, seconds = min(candidates, key=lambda c: c[2])
         return self._done(path, name, start, inputs, output, size_dict, budget, seconds)
 
@@ -258,33 +262,24 @@ class DefaultOptimizer(oe_paths.PathOptimizer):
         output: frozenset[str],
         size_dict: dict[str, int],
         deadline: float,
+        trial: float,
+        start: float,
+        best_seconds: float,
     ) -> list[tuple[str, tuple[tuple[int, ...], ...], float]]:
+        """Random searches until ``deadline``; ``trial`` is the time one greedy run took, so
+        that no search starts that could not finish in time."""
         found = []
         use_ctg = _have("cotengra") if self.use_cotengra is None else self.use_cotengra
-        if use_ctg:
+        if use_ctg and _have("cotengrust"):
+            found += self._greedy_trials(
+                inputs, output, size_dict, deadline, start, best_seconds, self.fraction * self.reuse
+            )
+        elif use_ctg:
             import cotengra as ctg
 
-            ctg_inputs = [tuple(sorted(x)) for x in inputs]
-            ctg_output = tuple(sorted(output))
-            if _have("cotengrust"):
-                # fast random-greedy trials (FLOP-scored) for a fifth of the budget
-                rg = ctg.RandomGreedyOptimizer(max_repeats=16, seed=0, parallel=False)
-                stop = time.perf_counter() + 0.2 * max(deadline - time.perf_counter(), 0.0)
-                for _ in range(64):
-                    rg(ctg_inputs, ctg_output, size_dict)
-                    if time.perf_counter() >= stop:
-                        break
-                if rg.best_ssa_path is not None:
-                    path = tuple(tuple(s) for s in oe_paths.ssa_to_linear(rg.best_ssa_path))
-                    found.append(
-                        (
-                            "cotengra-random-greedy",
-                            path,
-                            estimate_seconds(inputs, output, size_dict, path),
-                        )
-                    )
             remaining = deadline - time.perf_counter()
-            if remaining > 5e-3:
+            # each hyper-optimizer trial builds a contraction tree: several greedy runs' worth
+            if remaining > max(5e-3, 20 * trial):
                 hyper = ctg.HyperOptimizer(
                     methods=["greedy"],
                     minimize="combo",
@@ -293,21 +288,72 @@ class DefaultOptimizer(oe_paths.PathOptimizer):
                     parallel=False,
                     progbar=False,
                     optlib="random",
+                    seed=0,
                 )
-                tree = hyper.search(ctg_inputs, ctg_output, size_dict)
+                tree = hyper.search(
+                    [tuple(sorted(x)) for x in inputs], tuple(sorted(output)), size_dict
+                )
                 path = tuple(tuple(s) for s in tree.get_path())
                 found.append(
                     ("cotengra-hyper", path, estimate_seconds(inputs, output, size_dict, path))
                 )
         else:
             remaining = deadline - time.perf_counter()
-            if remaining > 1e-3:
+            if remaining > max(1e-3, 2 * trial):
                 rg = oe.RandomGreedy(max_repeats=4096, max_time=remaining, parallel=False)
                 path = tuple(tuple(s) for s in rg(inputs, output, size_dict))
                 found.append(
                     ("random-greedy", path, estimate_seconds(inputs, output, size_dict, path))
                 )
         return found
+
+    @staticmethod
+    def _greedy_trials(
+        inputs: list[frozenset[str]],
+        output: frozenset[str],
+        size_dict: dict[str, int],
+        deadline: float,
+        start: float,
+        best_seconds: float,
+        factor: float,
+    ) -> list[tuple[str, tuple[tuple[int, ...], ...], float]]:
+        """cotengrust's randomized greedy (cotengra's Rust core), trial after trial, each path
+        scored by :func:`estimate_seconds` (FLOPs and memory traffic). The search stops at
+        ``deadline`` or, after ``MIN_TRIALS`` trials, once it has run ``factor`` times the best
+        estimate so far (a better path shortens the search it is worth). The trials' parameters
+        follow a fixed seed, so equal budgets give equal paths."""
+        import random
+
+        import cotengrust
+
+        rng = random.Random(0)
+        ins = [sorted(x) for x in inputs]
+        out = sorted(output)
+        best = None
+        for trial in range(100_000):
+            # the hyper-parameter space of cotengra's hyper-optimized "greedy" method
+            costmod = rng.uniform(0.1, 4.0)
+            temperature = math.exp(rng.uniform(math.log(1e-3), 0.0))
+            strength = math.exp(rng.uniform(math.log(1e-3), 0.0))
+            jittered = {k: v * (1 + strength * rng.expovariate(1.0)) for k, v in size_dict.items()}
+            ssa = cotengrust.optimize_greedy(
+                ins,
+                out,
+                jittered,
+                costmod=costmod,
+                temperature=temperature,
+                seed=trial,
+                use_ssa=True,
+            )
+            path = tuple(tuple(s) for s in oe_paths.ssa_to_linear(ssa))
+            seconds = estimate_seconds(inputs, output, size_dict, path)
+            if best is None or seconds < best[2]:
+                best = ("cotengrust-greedy", path, seconds)
+                best_seconds = min(best_seconds, seconds)
+            now = time.perf_counter()
+            if now >= deadline or (trial >= MIN_TRIALS and now >= start + factor * best_seconds):
+                break
+        return [best] if best is not None else []
 
     def _done(
         self,

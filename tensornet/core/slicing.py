@@ -19,19 +19,21 @@ import torch
 __all__ = ["choose_sliced_legs", "SlicedContraction"]
 
 
-def _largest(
+def _over_limit(
     inputs: Sequence[frozenset[str]],
     output: frozenset[str],
     size_dict: dict[str, int],
     path: Sequence[Sequence[int]],
-) -> tuple[int, frozenset[str], int]:
-    """(largest intermediate, its legs, FLOPs) along ``path``."""
+    limit: int,
+) -> tuple[int, int, frozenset[str], int]:
+    """Along ``path``: (largest intermediate, total elements above ``limit`` over all
+    intermediates, legs of the intermediates above it, FLOPs)."""
     live = list(inputs)
     count: dict[str, int] = dict.fromkeys(output, 1)
     for legs in live:
         for leg in legs:
             count[leg] = count.get(leg, 0) + 1
-    largest, legs_of_largest, flops = 0, frozenset(), 0
+    largest, excess, over, flops = 0, 0, frozenset(), 0
     for step in path:
         taken = [live.pop(p) for p in sorted(step, reverse=True)]
         union = frozenset().union(*taken)
@@ -46,10 +48,12 @@ def _largest(
             count[leg] += 1
         flops += math.prod(size_dict[i] for i in union) * (2 if union != result else 1)
         size = math.prod(size_dict[i] for i in result)
-        if size > largest:
-            largest, legs_of_largest = size, result
+        largest = max(largest, size)
+        if size > limit:
+            excess += size - limit
+            over |= result
         live.append(result)
-    return largest, legs_of_largest, flops
+    return largest, excess, over, flops
 
 
 def choose_sliced_legs(
@@ -60,6 +64,9 @@ def choose_sliced_legs(
     limit: int,
 ) -> tuple[str, ...]:
     """Summed legs to slice so that no intermediate of ``path`` exceeds ``limit`` elements.
+
+    Greedy: each round slices the summed leg (of an intermediate above the limit) that most
+    reduces the elements above the limit, ties broken by the total FLOPs of all slices.
 
     Raises
     ------
@@ -75,28 +82,28 @@ def choose_sliced_legs(
     """
     sizes = dict(size_dict)
     sliced: list[str] = []
-    largest, legs, flops = _largest(inputs, output, sizes, path)
+    largest, excess, over, _ = _over_limit(inputs, output, sizes, path, limit)
     while largest > limit:
         best = None
-        for leg in sorted(legs - output):
+        for leg in sorted(over - output):
             if sizes[leg] == 1:
                 continue
             trial = dict(sizes)
             trial[leg] = 1
-            new_largest, _, new_flops = _largest(inputs, output, trial, path)
+            _, new_excess, _, new_flops = _over_limit(inputs, output, trial, path, limit)
             total = new_flops * math.prod(size_dict[x] for x in sliced) * size_dict[leg]
-            key = (new_largest, total, leg)
+            key = (new_excess, total, leg)
             if best is None or key < best[0]:
                 best = (key, leg)
-        if best is None or best[0][0] >= largest:
+        if best is None or best[0][0] >= excess:
             raise ValueError(
-                f"cannot slice the contraction below {limit:,} elements: its largest "
-                f"intermediate ({largest:,} elements) has no summed leg left to slice"
+                f"cannot slice the contraction below {limit:,} elements: an intermediate of "
+                f"{largest:,} elements has no summed leg left to slice"
             )
         leg = best[1]
         sliced.append(leg)
         sizes[leg] = 1
-        largest, legs, flops = _largest(inputs, output, sizes, path)
+        largest, excess, over, _ = _over_limit(inputs, output, sizes, path, limit)
     return tuple(sliced)
 
 
