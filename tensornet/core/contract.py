@@ -34,7 +34,7 @@ from opt_einsum import paths as oe_paths
 
 from .executor import Contraction
 from .pathfind import DefaultOptimizer, path_costs
-from .slicing import SlicedContraction, choose_sliced_legs
+from .slicing import SlicedContraction, choose_chunks
 
 __all__ = [
     "Plan",
@@ -111,7 +111,7 @@ class Plan:
     estimated_seconds : float
         Run time the default policy's roofline model predicts (0 for other optimizers).
     sliced : tuple of str
-        Summed legs contracted one value at a time (empty unless sliced).
+        Summed legs contracted one chunk of values at a time (empty unless sliced).
     slices : int
         Number of slices (1 unless sliced).
     """
@@ -383,16 +383,16 @@ def _sliced(
     size_dict = {
         symbols[leg]: d for legs, shape in zip(plan.inputs, shapes) for leg, d in zip(legs, shape)
     }
-    chosen = choose_sliced_legs(sym_inputs, sym_output, size_dict, plan.path, limit)
-    sliced = tuple(back[s] for s in chosen)
-    dims = tuple(size_dict[s] for s in chosen)
-    inner_inputs = tuple(tuple(x for x in legs if x not in sliced) for legs in plan.inputs)
+    chosen = choose_chunks(sym_inputs, sym_output, size_dict, plan.path, limit)
+    sliced = tuple(back[s] for s, _ in chosen)
+    dims = tuple(size_dict[s] for s, _ in chosen)
+    chunk = {back[s]: c for s, c in chosen}
     inner_shapes = tuple(
-        tuple(d for x, d in zip(legs, shape) if x not in sliced)
+        tuple(chunk.get(x, d) for x, d in zip(legs, shape))
         for legs, shape in zip(plan.inputs, shapes)
     )
-    inner_plan, inner = compiled(inner_inputs, inner_shapes, plan.output, plan.path, dtype, device)
-    program = SlicedContraction(inner, plan.inputs, sliced, dims)
+    inner_plan, inner = compiled(plan.inputs, inner_shapes, plan.output, plan.path, dtype, device)
+    program = SlicedContraction(inner, plan.inputs, sliced, dims, [chunk[x] for x in sliced])
     sliced_plan = Plan(
         equation=plan.equation,
         inputs=plan.inputs,

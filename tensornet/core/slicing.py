@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["choose_sliced_legs", "SlicedContraction"]
+__all__ = ["choose_sliced_legs", "choose_chunks", "SlicedContraction"]
 
 
 def _over_limit(
@@ -107,22 +107,58 @@ def choose_sliced_legs(
     return tuple(sliced)
 
 
+def choose_chunks(
+    inputs: Sequence[frozenset[str]],
+    output: frozenset[str],
+    size_dict: dict[str, int],
+    path: Sequence[Sequence[int]],
+    limit: int,
+) -> tuple[tuple[str, int], ...]:
+    """Like :func:`choose_sliced_legs`, but each sliced leg is cut into the fewest equal chunks
+    that still keep every intermediate within ``limit``: ``(leg, chunk size)`` pairs.
+
+    Fewer, larger slices run faster (less per-slice overhead, less repeated work).
+
+    Examples
+    --------
+    >>> ins = [frozenset("ab"), frozenset("bc"), frozenset("cd")]
+    >>> sizes = dict(a=2, b=100, c=100, d=2)
+    >>> choose_chunks(ins, frozenset("ad"), sizes, [(0, 2), (0, 1)], limit=1000)
+    (('b', 2),)
+    """
+    legs = choose_sliced_legs(inputs, output, size_dict, path, limit)
+    sizes = dict(size_dict)
+    sizes.update(dict.fromkeys(legs, 1))
+    chunks = dict.fromkeys(legs, 1)
+    for leg in reversed(legs):  # the last sliced was needed least
+        d = size_dict[leg]
+        for chunk in sorted((c for c in range(2, d + 1) if d % c == 0), reverse=True):
+            trial = dict(sizes)
+            trial[leg] = chunk
+            if _over_limit(inputs, output, trial, path, limit)[0] <= limit:
+                sizes[leg] = chunks[leg] = chunk
+                break
+    return tuple((leg, chunks[leg]) for leg in legs if chunks[leg] < size_dict[leg])
+
+
 class SlicedContraction:
-    """Runs ``inner`` once per value of the sliced legs and adds the results.
+    """Runs ``inner`` once per chunk of the sliced legs and adds the results.
 
     Parameters
     ----------
     inner : callable
-        The compiled contraction of one slice (the sliced legs removed from its operands).
+        The compiled contraction of one slice (each sliced leg of size ``chunk``).
     inputs : sequence of tuple of str
         Leg names of the full operands.
     sliced : sequence of str
         The legs to slice.
     dims : sequence of int
         Their dimensions.
+    chunks : sequence of int, optional
+        The size of each leg's chunks (a divisor of its dimension; default 1).
     """
 
-    __slots__ = ("inner", "sliced", "dims", "selects")
+    __slots__ = ("inner", "sliced", "dims", "chunks", "narrows")
 
     def __init__(
         self,
@@ -130,32 +166,38 @@ class SlicedContraction:
         inputs: Sequence[tuple[str, ...]],
         sliced: Sequence[str],
         dims: Sequence[int],
+        chunks: Sequence[int] | None = None,
     ) -> None:
         self.inner = inner
         self.sliced = tuple(sliced)
         self.dims = tuple(int(d) for d in dims)
+        self.chunks = tuple(int(c) for c in chunks) if chunks is not None else (1,) * len(dims)
+        for leg, d, c in zip(self.sliced, self.dims, self.chunks):
+            if c < 1 or d % c:
+                raise ValueError(f"chunk {c} of sliced leg {leg!r} does not divide {d}")
         position = {leg: j for j, leg in enumerate(self.sliced)}
-        selects = []
+        narrows = []
         for i, legs in enumerate(inputs):
-            # select from the last axis first so earlier axis numbers stay valid
-            axes = [(a, position[leg]) for a, leg in enumerate(legs) if leg in position]
+            axes = tuple((a, position[leg]) for a, leg in enumerate(legs) if leg in position)
             if axes:
-                selects.append((i, tuple(sorted(axes, reverse=True))))
-        self.selects = tuple(selects)
+                narrows.append((i, axes))
+        self.narrows = tuple(narrows)
 
     @property
     def slices(self) -> int:
-        return math.prod(self.dims)
+        return math.prod(d // c for d, c in zip(self.dims, self.chunks))
 
     def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
         total = None
         in_place = not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
-        for index in itertools.product(*(range(d) for d in self.dims)):
+        counts = [range(d // c) for d, c in zip(self.dims, self.chunks)]
+        chunks = self.chunks
+        for index in itertools.product(*counts):
             operands = list(tensors)
-            for i, axes in self.selects:
+            for i, axes in self.narrows:
                 t = operands[i]
                 for axis, j in axes:
-                    t = t.select(axis, index[j])
+                    t = t.narrow(axis, index[j] * chunks[j], chunks[j])
                 operands[i] = t
             part = self.inner(*operands)
             if total is None:

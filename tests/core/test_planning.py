@@ -315,3 +315,19 @@ def test_einsums_that_are_not_networks_run_through_opt_einsum():
     _, program = compiled(inputs, shapes, ("b",))
     ts = [torch.randn(s, dtype=torch.float64) for s in shapes]
     torch.testing.assert_close(program(*ts), torch.einsum("bi,bij,jb->b", *ts))
+
+
+def test_slices_are_chunks_when_that_is_enough():
+    from tensornet.core.slicing import SlicedContraction, choose_chunks
+
+    net = chain(n=3, bond=12, end=4)  # (i,b0) (b0,b1) (b1,l); the path's largest is 48
+    plan = net.plan(optimize=[(0, 1), (0, 1)])
+    assert plan.largest_intermediate == 48
+    sliced = net.plan(optimize=[(0, 1), (0, 1)], max_intermediate=24, slicing=True)
+    assert sliced.sliced == ("b1",) and sliced.slices == 2  # halves of b1, not 12 values
+    got = net.contract(optimize=[(0, 1), (0, 1)], max_intermediate=24, slicing=True)
+    np.testing.assert_allclose(got.tensor.numpy(), dense_value(net, ("i", "l")), rtol=1e-12)
+    inputs, sizes = symbolic(net)
+    assert choose_chunks(inputs, frozenset(), sizes, [(0, 1), (0, 1)], limit=10**6) == ()
+    with pytest.raises(ValueError, match="does not divide"):
+        SlicedContraction(lambda *t: t[0], [("a",)], ["a"], [6], [4])
