@@ -9,6 +9,14 @@ Side by side with quimb's ``auto-hq`` contraction (cotengra's hyper-optimized pa
 
 Target: tensornet within 1.3x of quimb in both columns.
 
+On a shared machine, compare CPU time with one thread (the figures in issue 11's note):
+    OMP_NUM_THREADS=1 .venv/bin/python -m pytest bench/test_bench_contract.py \
+        bench/test_bench_peps.py bench/test_bench_overhead.py bench/test_bench_sliced.py \
+        --benchmark-only --benchmark-timer=time.process_time
+except for the two first-call tests, which need wall time (quimb's auto-hq searches in worker
+processes, whose CPU time a process timer does not see): add ``-k first_call`` and
+``--benchmark-timer=time.perf_counter``.
+
 Then the question of issue 11, "why does a 0.16 GFLOP path run slower than a 0.29 GFLOP one":
 on PEPS 5x5, one cotengra hyper-optimized path minimizing FLOPs and one minimizing
 FLOPs + memory traffic ("combo"), each run by tensornet and by one `torch.tensordot` per step.
