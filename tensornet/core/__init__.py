@@ -1,6 +1,15 @@
 """The graph core: nodes, networks, planned contraction, splits and the truncation policy."""
 
-from .contract import Plan, cache_info, clear_cache, plan_contraction, set_cache_size
+from .contract import (
+    DefaultOptimizer,
+    Plan,
+    cache_info,
+    clear_cache,
+    get_max_intermediate,
+    plan_contraction,
+    set_cache_size,
+    set_max_intermediate,
+)
 from .linalg import qr, svd, svdvals, truncated_svd
 from .network import Bond, TensorNetwork, contract
 from .node import Node, as_tensor
@@ -10,6 +19,7 @@ from .truncation import Truncation, as_truncation
 
 __all__ = [
     "Bond",
+    "DefaultOptimizer",
     "Node",
     "Plan",
     "SplitInfo",
@@ -22,10 +32,12 @@ __all__ = [
     "clear_cache",
     "contract",
     "cuts",
+    "get_max_intermediate",
     "plan_contraction",
     "qr",
     "qr_split",
     "set_cache_size",
+    "set_max_intermediate",
     "split",
     "svd",
     "svdvals",

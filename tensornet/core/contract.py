@@ -1,18 +1,28 @@
-"""Contraction planning: opt_einsum paths, compiled contractions and a bounded LRU cache.
+"""Contraction planning: paths, compiled contractions, a bounded LRU cache and a size limit.
 
 A contraction is described by the legs and shapes of its operands and the order of the output
-legs. Leg names are mapped to opt_einsum symbols (``opt_einsum.get_symbol``) and a path is found
-with ``opt_einsum.contract_path``. The path is compiled into a `Contraction`: a fixed list of
-``torch.tensordot`` calls and one final permutation. That is what opt_einsum's compiled
-expressions run for such steps, minus the 52-letter limit of their einsum fallback: in a network
-every summed leg joins exactly two tensors, so every step is a tensordot and any number of legs
-works. Compiled contractions are cached under a key made of the structure, the shapes, the dtype,
-the device and the optimizer, so repeating a contraction does no planning at all.
+legs. Leg names are mapped to opt_einsum symbols (``opt_einsum.get_symbol``) and a pairwise path
+is chosen: by the default policy of :class:`~tensornet.core.pathfind.DefaultOptimizer` (search
+effort scaled to the contraction's estimated run time), or by whatever ``optimize=`` names (an
+opt_einsum optimizer, an explicit path, any ``PathOptimizer`` such as cotengra's). The path is
+compiled into a :class:`~tensornet.core.executor.Contraction`: matrix products with planned
+memory layouts, generated once as straight-line code. In a network every summed leg joins
+exactly two tensors, so every step is a matrix product and any number of legs works (no
+52-letter einsum limit); other einsums (a leg on three operands, a shared leg kept) run through
+opt_einsum's compiled expression.
+
+Compiled contractions are cached under a key made of the structure, the shapes, the dtype, the
+device and the optimizer, so repeating a contraction does no planning at all.
+
+Plans whose largest intermediate exceeds a limit (default ``2**28`` elements, see
+:func:`set_max_intermediate`) are refused before any work, or contracted in slices when asked.
 """
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
@@ -22,17 +32,50 @@ import opt_einsum as oe
 import torch
 from opt_einsum import paths as oe_paths
 
+from .executor import Contraction
+from .pathfind import DefaultOptimizer, path_costs
+from .slicing import SlicedContraction, choose_chunks
+
 __all__ = [
     "Plan",
     "Contraction",
+    "DefaultOptimizer",
     "plan_contraction",
     "compiled",
+    "prepared",
     "cache_info",
     "clear_cache",
     "set_cache_size",
+    "set_max_intermediate",
+    "get_max_intermediate",
+    "short_legs",
 ]
 
-Optimize = Any  # str | explicit path | opt_einsum.paths.PathOptimizer (cotengra's included)
+Optimize = Any  # None | str | explicit path | opt_einsum.paths.PathOptimizer (cotengra's too)
+
+DEFAULT_MAX_INTERMEDIATE = 2**28
+_DEFAULT_OPTIMIZER = DefaultOptimizer()
+
+
+def short_legs(legs: Sequence[str], shown: int = 8) -> str:
+    """A leg list for messages: at most ``shown`` names, then how many more.
+
+    Examples
+    --------
+    >>> short_legs(("a", "b"))
+    "('a', 'b')"
+    >>> short_legs(tuple(f"x{i}" for i in range(40)), shown=3)
+    "('x0', 'x1', 'x2', ... 37 more)"
+    """
+    opening, closing = ("[", "]") if isinstance(legs, list) else ("(", ")")
+    legs = tuple(legs)
+    if len(legs) <= shown:
+        return repr(list(legs)) if opening == "[" else repr(legs)
+    return (
+        opening
+        + ", ".join(repr(x) for x in legs[:shown])
+        + f", ... {len(legs) - shown} more{closing}"
+    )
 
 
 @dataclass(frozen=True)
@@ -50,13 +93,27 @@ class Plan:
     path : tuple of tuple of int
         Pairwise contraction order in opt_einsum's format.
     flops : int
-        Estimated floating-point operations of the planned order (opt_einsum's cost model).
+        Estimated floating-point operations of the planned order (opt_einsum's cost model; for
+        a sliced plan, all slices together).
     naive_flops : int
         Estimated cost of a single einsum over all operands at once.
     largest_intermediate : int
-        Elements in the largest tensor the plan creates.
+        Elements in the largest tensor the plan creates (per slice when sliced).
     optimizer : str
-        Name of the path optimizer that produced ``path``.
+        What produced ``path``: the ``optimize`` name given (``"greedy"``, ``"auto"``, a class
+        name, ``"explicit-path"``), or for the default policy ``"default:<search>"`` naming
+        the search that won (``"default:greedy"``, ``"default:dp"``, ``"default:cotengra-hyper"``,
+        ...).
+    info : opt_einsum.contract.PathInfo or None
+        opt_einsum's report when the path came from ``opt_einsum.contract_path``.
+    search_seconds : float
+        Wall time spent finding the path.
+    estimated_seconds : float
+        Run time the default policy's roofline model predicts (0 for other optimizers).
+    sliced : tuple of str
+        Summed legs contracted one chunk of values at a time (empty unless sliced).
+    slices : int
+        Number of slices (1 unless sliced).
     """
 
     equation: str
@@ -68,6 +125,10 @@ class Plan:
     largest_intermediate: int
     optimizer: str
     info: Any = field(default=None, repr=False, compare=False)
+    search_seconds: float = field(default=0.0, compare=False)
+    estimated_seconds: float = field(default=0.0, compare=False)
+    sliced: tuple[str, ...] = ()
+    slices: int = 1
 
     @property
     def speedup(self) -> float:
@@ -82,78 +143,35 @@ class Plan:
         path = ", ".join(str(step) for step in self.path[:shown])
         if len(self.path) > shown:
             path += f", ... ({len(self.path)} steps)"
-        return (
-            f"Plan[{self.optimizer}]: {len(self.inputs)} tensors -> ({' '.join(self.output)})\n"
-            f"  inputs: {legs}\n"
+        out = " ".join(self.output[:shown]) + (" ..." if len(self.output) > shown else "")
+        lines = [
+            f"Plan[{self.optimizer}]: {len(self.inputs)} tensors -> ({out})",
+            f"  inputs: {legs}",
             f"  flops: {self.flops:.4g} (naive {self.naive_flops:.4g}, "
-            f"speedup {self.speedup:.3g}x)\n"
-            f"  largest intermediate: {self.largest_intermediate:,} elements\n"
-            f"  path: [{path}]"
-        )
-
-
-class Contraction:
-    """A compiled contraction: pairwise ``torch.tensordot`` steps along a planned path.
-
-    Built from the operands' leg names, an opt_einsum path and the output order; calling it with
-    tensors of the planned shapes runs the steps. Steps follow opt_einsum's convention: the
-    operands named by a step are removed from the list and their product is appended.
-    """
-
-    __slots__ = ("steps", "permutation")
-
-    def __init__(
-        self,
-        inputs: Sequence[tuple[str, ...]],
-        path: Sequence[tuple[int, ...]],
-        output: tuple[str, ...],
-    ) -> None:
-        legs = [list(x) for x in inputs]
-        steps = []
-        for step in path:
-            positions = tuple(sorted(step, reverse=True))
-            taken = [legs.pop(p) for p in positions]
-            current = taken[0]
-            pair_axes = []
-            for other in taken[1:]:
-                shared = [leg for leg in current if leg in other]
-                pair_axes.append(
-                    (tuple(current.index(x) for x in shared), tuple(other.index(x) for x in shared))
-                )
-                current = [x for x in current if x not in shared] + [
-                    x for x in other if x not in shared
-                ]
-            legs.append(current)
-            steps.append((positions, tuple(pair_axes)))
-        if len(legs) != 1:
-            raise ValueError(f"the path leaves {len(legs)} tensors uncontracted: {list(path)}")
-        final = legs[0]
-        perm = tuple(final.index(leg) for leg in output)
-        self.steps = tuple(steps)
-        self.permutation = None if perm == tuple(range(len(perm))) else perm
-
-    def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
-        operands = list(tensors)
-        tensordot = torch.tensordot
-        for positions, pair_axes in self.steps:
-            taken = [operands.pop(p) for p in positions]
-            result = taken[0]
-            for other, dims in zip(taken[1:], pair_axes):
-                result = tensordot(result, other, dims=dims)
-            operands.append(result)
-        result = operands[0]
-        return result if self.permutation is None else result.permute(self.permutation)
+            f"speedup {self.speedup:.3g}x)",
+            f"  largest intermediate: {self.largest_intermediate:,} elements",
+            f"  path: [{path}]",
+            f"  search: {self.search_seconds * 1e3:.3g} ms",
+        ]
+        if self.sliced:
+            lines.append(f"  sliced: {short_legs(self.sliced)} ({self.slices:,} slices)")
+        return "\n".join(lines)
 
 
 def _optimizer_key(optimize: Optimize) -> tuple[Hashable, str]:
     """A hashable cache key and a readable name for ``optimize``; validates it."""
+    if optimize is None:
+        return "default", "default"
     if isinstance(optimize, str):
         if optimize not in oe_paths._PATH_OPTIONS:
             raise ValueError(
                 f"optimize={optimize!r} is not an opt_einsum path optimizer; choose one of "
-                f"{sorted(oe_paths._PATH_OPTIONS)}, an explicit path, or a PathOptimizer"
+                f"{sorted(oe_paths._PATH_OPTIONS)}, None (the default policy), an explicit "
+                "path, or a PathOptimizer"
             )
         return optimize, optimize
+    if isinstance(optimize, DefaultOptimizer):
+        return ("default", optimize), "default"  # frozen: keyed by its settings
     if isinstance(optimize, oe_paths.PathOptimizer):
         # Stateful optimizers (random-greedy, cotengra) are keyed by identity.
         return ("optimizer", id(optimize)), type(optimize).__name__
@@ -166,19 +184,46 @@ def _optimizer_key(optimize: Optimize) -> tuple[Hashable, str]:
             ) from None
         return ("path", path), "explicit-path"
     raise TypeError(
-        "optimize must be an opt_einsum optimizer name, an explicit path or a PathOptimizer, "
-        f"got {type(optimize).__name__}"
+        "optimize must be None (the default policy), an opt_einsum optimizer name, an explicit "
+        f"path or a PathOptimizer, got {type(optimize).__name__}"
     )
 
 
-def _equation(inputs: Sequence[tuple[str, ...]], output: tuple[str, ...]) -> str:
+def _symbols(inputs: Sequence[tuple[str, ...]]) -> dict[str, str]:
     symbols: dict[str, str] = {}
     for legs in inputs:
         for leg in legs:
             if leg not in symbols:
                 symbols[leg] = oe.get_symbol(len(symbols))
+    return symbols
+
+
+def _equation(inputs: Sequence[tuple[str, ...]], output: tuple[str, ...]) -> str:
+    symbols = _symbols(inputs)
     lhs = ",".join("".join(symbols[leg] for leg in legs) for legs in inputs)
     return lhs + "->" + "".join(symbols[leg] for leg in output)
+
+
+def _is_network(inputs: Sequence[tuple[str, ...]], output: tuple[str, ...]) -> bool:
+    """True when every leg is on one operand (and kept) or on two (and summed)."""
+    count: dict[str, int] = {}
+    for legs in inputs:
+        for leg in legs:
+            count[leg] = count.get(leg, 0) + 1
+    out = set(output)
+    return all((k == 1) == (leg in out) and k <= 2 for leg, k in count.items())
+
+
+class _EinsumProgram:
+    """Fallback for einsums that are not networks: opt_einsum's compiled expression."""
+
+    __slots__ = ("expression",)
+
+    def __init__(self, equation: str, shapes, path) -> None:
+        self.expression = oe.contract_expression(equation, *shapes, optimize=list(path))
+
+    def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
+        return self.expression(*tensors, backend="torch")
 
 
 class _LRUCache:
@@ -186,6 +231,7 @@ class _LRUCache:
         self.maxsize = maxsize
         self.hits = 0
         self.misses = 0
+        self.generation = 0  # bumped by clear(): per-network memos compare it
         self._data: OrderedDict[Hashable, Any] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -216,12 +262,23 @@ class _LRUCache:
         with self._lock:
             self._data.clear()
             self.hits = self.misses = 0
+            self.generation += 1
 
     def __len__(self) -> int:
         return len(self._data)
 
 
 _CACHE = _LRUCache(maxsize=512)
+
+
+def cache_generation() -> int:
+    """A counter that :func:`clear_cache` bumps (per-network memos compare it)."""
+    return _CACHE.generation
+
+
+def count_hit() -> None:
+    """Count a repeat served from a per-network memo as a cache hit."""
+    _CACHE.hits += 1
 
 
 def cache_info() -> dict[str, int]:
@@ -250,42 +307,235 @@ def compiled(
     inputs: tuple[tuple[str, ...], ...],
     shapes: tuple[tuple[int, ...], ...],
     output: tuple[str, ...],
-    optimize: Optimize = "auto",
+    optimize: Optimize = None,
     dtype: torch.dtype | None = None,
     device: torch.device | None = None,
-) -> tuple[Plan, Contraction]:
-    """The plan and compiled `Contraction` for one contraction, from the cache if seen.
+) -> tuple[Plan, Any]:
+    """The plan and compiled program for one contraction, from the cache if seen.
 
-    ``inputs``/``shapes`` are per operand; callers validate consistency beforehand.
+    ``inputs``/``shapes`` are per operand; callers validate consistency beforehand. The program
+    is called with the operand tensors (of one dtype) and returns the result.
     """
     opt_key, opt_name = _optimizer_key(optimize)
     key = (inputs, shapes, output, opt_key, dtype, device)
     hit = _CACHE.get(key)
     if hit is not None:
         return hit
-    equation = _equation(inputs, output)
-    path, info = oe.contract_path(equation, *shapes, shapes=True, optimize=optimize)
-    program = Contraction(inputs, path, output)
+    symbols = _symbols(inputs)
+    equation = (
+        ",".join("".join(symbols[leg] for leg in legs) for legs in inputs)
+        + "->"
+        + "".join(symbols[leg] for leg in output)
+    )
+    sym_inputs = [frozenset(symbols[leg] for leg in legs) for legs in inputs]
+    sym_output = frozenset(symbols[leg] for leg in output)
+    size_dict = {
+        symbols[leg]: d for legs, shape in zip(inputs, shapes) for leg, d in zip(legs, shape)
+    }
+    info = None
+    estimated = 0.0
+    start = time.perf_counter()
+    if optimize is None or isinstance(optimize, DefaultOptimizer):
+        choice = (optimize or _DEFAULT_OPTIMIZER).search(sym_inputs, sym_output, size_dict)
+        path = choice.path
+        opt_name = f"default:{choice.optimizer}"
+        estimated = choice.estimated_seconds
+    elif opt_key[0] == "path":
+        path = opt_key[1]
+    else:
+        found, info = oe.contract_path(equation, *shapes, shapes=True, optimize=optimize)
+        path = tuple(tuple(int(i) for i in step) for step in found)
+    searched = time.perf_counter() - start
+    if len(inputs) == 1 and not path:
+        path = ((0,),)
+    flops, largest = path_costs(sym_inputs, sym_output, size_dict, path)
+    every = frozenset().union(*sym_inputs) if sym_inputs else frozenset()
+    naive = math.prod(size_dict[i] for i in every) * (
+        max(1, len(inputs) - 1) + bool(every - sym_output)
+    )
+    if _is_network(inputs, output):
+        program: Any = Contraction(inputs, path, output, shapes)
+    else:
+        program = _EinsumProgram(equation, shapes, path)
     plan = Plan(
         equation=equation,
         inputs=inputs,
         output=output,
         path=tuple(tuple(step) for step in path),
-        flops=int(info.opt_cost),
-        naive_flops=int(info.naive_cost),
-        largest_intermediate=int(info.largest_intermediate),
+        flops=int(flops),
+        naive_flops=int(naive),
+        largest_intermediate=int(largest),
         optimizer=opt_name,
         info=info,
+        search_seconds=searched,
+        estimated_seconds=estimated,
     )
     _CACHE.put(key, (plan, program))
     return plan, program
+
+
+def _sliced(
+    plan: Plan,
+    shapes: tuple[tuple[int, ...], ...],
+    limit: int,
+    dtype,
+    device,
+) -> tuple[Plan, SlicedContraction]:
+    """The plan and program that contract ``plan`` in slices of at most ``limit`` elements."""
+    key = ("sliced", plan.inputs, shapes, plan.output, plan.path, limit, dtype, device)
+    hit = _CACHE.get(key)
+    if hit is not None:
+        return hit
+    symbols = _symbols(plan.inputs)
+    back = {s: leg for leg, s in symbols.items()}
+    sym_inputs = [frozenset(symbols[leg] for leg in legs) for legs in plan.inputs]
+    sym_output = frozenset(symbols[leg] for leg in plan.output)
+    size_dict = {
+        symbols[leg]: d for legs, shape in zip(plan.inputs, shapes) for leg, d in zip(legs, shape)
+    }
+    chosen = choose_chunks(sym_inputs, sym_output, size_dict, plan.path, limit)
+    sliced = tuple(back[s] for s, _ in chosen)
+    dims = tuple(size_dict[s] for s, _ in chosen)
+    chunk = {back[s]: c for s, c in chosen}
+    inner_shapes = tuple(
+        tuple(chunk.get(x, d) for x, d in zip(legs, shape))
+        for legs, shape in zip(plan.inputs, shapes)
+    )
+    inner_plan, inner = compiled(plan.inputs, inner_shapes, plan.output, plan.path, dtype, device)
+    program = SlicedContraction(inner, plan.inputs, sliced, dims, [chunk[x] for x in sliced])
+    sliced_plan = Plan(
+        equation=plan.equation,
+        inputs=plan.inputs,
+        output=plan.output,
+        path=plan.path,
+        flops=inner_plan.flops * program.slices,
+        naive_flops=plan.naive_flops,
+        largest_intermediate=inner_plan.largest_intermediate,
+        optimizer=plan.optimizer,
+        info=plan.info,
+        search_seconds=plan.search_seconds,
+        estimated_seconds=plan.estimated_seconds * program.slices,
+        sliced=sliced,
+        slices=program.slices,
+    )
+    _CACHE.put(key, (sliced_plan, program))
+    return sliced_plan, program
+
+
+def prepared(
+    inputs: tuple[tuple[str, ...], ...],
+    shapes: tuple[tuple[int, ...], ...],
+    output: tuple[str, ...],
+    optimize: Optimize = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | None = None,
+    max_intermediate: int | None = None,
+    slicing: bool | None = None,
+    refuse: bool = True,
+) -> tuple[Plan, Any]:
+    """:func:`compiled`, then the size limit: sliced, refused or unchanged.
+
+    The limit is ``max_intermediate`` or else the global one (:func:`set_max_intermediate`);
+    ``slicing`` (default: the global setting) chooses between slicing and refusing a plan above
+    it. With ``refuse=False`` an oversized plan is returned as it is (for inspection).
+
+    Raises
+    ------
+    ValueError
+        Before any planning when the result alone exceeds the limit; after planning when the
+        largest intermediate exceeds it and slicing is off.
+    """
+    if max_intermediate is None:
+        limit, explicit = _LIMIT["elements"], False
+    else:
+        if isinstance(max_intermediate, bool) or not isinstance(max_intermediate, int):
+            raise TypeError(f"max_intermediate must be an int, got {max_intermediate!r}")
+        if max_intermediate < 1:
+            raise ValueError(f"max_intermediate must be >= 1, got {max_intermediate}")
+        limit, explicit = max_intermediate, True
+    if slicing is None:
+        slicing = _LIMIT["slicing"]
+    elif not isinstance(slicing, bool):
+        raise TypeError(f"slicing must be True, False or None, got {slicing!r}")
+    if limit is None:
+        return compiled(inputs, shapes, output, optimize, dtype, device)
+    where = f"max_intermediate={limit:,}" if explicit else f"the limit of {limit:,} elements"
+    fix = "pass a larger max_intermediate=" if explicit else "raise it with tn.set_max_intermediate"
+    if refuse:
+        dims = {leg: d for legs, shape in zip(inputs, shapes) for leg, d in zip(legs, shape)}
+        out_size = math.prod(dims[leg] for leg in output)
+        if out_size > limit:
+            raise ValueError(
+                f"the result alone has {out_size:,} elements (legs {short_legs(output)}), "
+                f"above {where}; slicing cannot help, {fix}(...)"
+            )
+    plan, program = compiled(inputs, shapes, output, optimize, dtype, device)
+    if plan.largest_intermediate <= limit:
+        return plan, program
+    if slicing:
+        return _sliced(plan, shapes, limit, dtype, device)
+    if not refuse:
+        return plan, program
+    raise ValueError(
+        f"contraction needs an intermediate of {plan.largest_intermediate:,} elements, above "
+        f"{where} (plan by {plan.optimizer}); pass slicing=True to contract it in slices "
+        f"(tn.set_max_intermediate(..., slicing=True) for every contraction), {fix}(...), or "
+        "try another optimize="
+    )
+
+
+_LIMIT: dict[str, Any] = {"elements": DEFAULT_MAX_INTERMEDIATE, "slicing": False}
+
+
+def limit_state() -> tuple[int | None, bool]:
+    """The global largest-intermediate limit and slicing switch (for memo keys)."""
+    return _LIMIT["elements"], _LIMIT["slicing"]
+
+
+def set_max_intermediate(elements: int | None, slicing: bool | None = None) -> None:
+    """Set the default limit on a contraction's largest intermediate (elements).
+
+    Applies to every :meth:`TensorNetwork.contract` (and so to ``Format.to_dense``) that does
+    not pass ``max_intermediate=``. Above the limit a contraction raises ValueError before any
+    work, unless slicing is on, in which case it runs in slices that fit.
+
+    Parameters
+    ----------
+    elements : int or None
+        The limit; None removes it. The default is ``2**28`` (2 GiB of float64).
+    slicing : bool, optional
+        Slice oversized contractions instead of refusing them (unchanged when omitted).
+
+    Examples
+    --------
+    >>> import tensornet as tn
+    >>> tn.set_max_intermediate(2**20, slicing=True)
+    >>> tn.get_max_intermediate()
+    1048576
+    >>> tn.set_max_intermediate(2**28, slicing=False)  # the defaults
+    """
+    if elements is not None:
+        if isinstance(elements, bool) or not isinstance(elements, int):
+            raise TypeError(f"max intermediate must be an int or None, got {elements!r}")
+        if elements < 1:
+            raise ValueError(f"max intermediate must be >= 1, got {elements}")
+    if slicing is not None and not isinstance(slicing, bool):
+        raise TypeError(f"slicing must be True, False or None, got {slicing!r}")
+    _LIMIT["elements"] = elements
+    if slicing is not None:
+        _LIMIT["slicing"] = slicing
+
+
+def get_max_intermediate() -> int | None:
+    """The default limit on a contraction's largest intermediate (None: no limit)."""
+    return _LIMIT["elements"]
 
 
 def plan_contraction(
     inputs: Sequence[Sequence[str]],
     shapes: Sequence[Sequence[int]],
     output: Sequence[str],
-    optimize: Optimize = "auto",
+    optimize: Optimize = None,
 ) -> Plan:
     """Plan a contraction given only leg names and shapes (no tensors needed).
 

@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 
+from . import contract as _contract
 from . import gauge
 from . import split as _split
-from .contract import Optimize, Plan, compiled
+from .contract import Optimize, Plan, prepared, short_legs
 from .node import Node
 from .spectrum import Spectrum
 from .truncation import Truncation
@@ -79,6 +80,7 @@ class TensorNetwork:
         self._owners: dict[str, list[str]] = {}
         self._counter = 0
         self._cached: tuple | None = None
+        self._memo: dict = {}  # contract() arguments -> compiled program (see contract)
         if isinstance(nodes, Node):
             nodes = (nodes,)
         if nodes is None or isinstance(nodes, (str, bytes)) or not isinstance(nodes, Iterable):
@@ -129,6 +131,7 @@ class TensorNetwork:
         for leg in node.legs:
             self._owners.setdefault(leg, []).append(node.name)
         self._cached = None
+        self._memo = {}
         return node
 
     def remove(self, node: Node | str) -> Node:
@@ -142,6 +145,7 @@ class TensorNetwork:
             if not owners:
                 del self._owners[leg]
         self._cached = None
+        self._memo = {}
         return stored
 
     def node(self, name: str) -> Node:
@@ -168,6 +172,7 @@ class TensorNetwork:
         new._owners = {leg: list(owners) for leg, owners in self._owners.items()}
         new._counter = self._counter
         new._cached = self._cached
+        new._memo = self._memo  # same structure; replaced (never cleared) on change
         return new
 
     def __len__(self) -> int:
@@ -260,13 +265,17 @@ class TensorNetwork:
         return self._common_dtype_device()[1]
 
     def _structure(self) -> tuple:
-        """Cached (nodes, inputs, open legs, shapes); nodes are immutable so this is stable."""
+        """Cached (nodes, inputs, open legs, shapes, tensors).
+
+        Nodes are immutable, so this is stable.
+        """
         if self._cached is None:
             nodes = tuple(self._nodes.values())
             inputs = tuple(node.legs for node in nodes)
             shapes = tuple(node.shape for node in nodes)
             open_legs = tuple(leg for legs in inputs for leg in legs if len(self._owners[leg]) == 1)
-            self._cached = (nodes, inputs, open_legs, shapes)
+            tensors = tuple(node.tensor for node in nodes)
+            self._cached = (nodes, inputs, open_legs, shapes, tensors)
         return self._cached
 
     def _common_dtype_device(self) -> tuple[torch.dtype, torch.device]:
@@ -301,30 +310,44 @@ class TensorNetwork:
                     "not an open leg"
                 )
         if len(set(output)) != len(output):
-            raise ValueError(f"output repeats a leg: {output}")
+            raise ValueError(f"output repeats a leg: {short_legs(output)}")
         missing = [leg for leg in open_legs if leg not in output]
         if missing:
-            raise ValueError(f"output must list every open leg; missing {missing}")
+            raise ValueError(f"output must list every open leg; missing {short_legs(missing)}")
         return output
 
     # -- contraction -----------------------------------------------------------------------
-    def plan(self, output: Sequence[str] | None = None, optimize: Optimize = "auto") -> Plan:
-        """The contraction plan (path, FLOPs, largest intermediate) without running it.
+    def plan(
+        self,
+        output: Sequence[str] | None = None,
+        optimize: Optimize = None,
+        max_intermediate: int | None = None,
+        slicing: bool | None = None,
+    ) -> Plan:
+        """The contraction plan (path, FLOPs, largest intermediate, search time), not run.
+
+        The arguments are those of :meth:`contract`.
 
         The plan is cached, so a following :meth:`contract` with the same arguments reuses it.
+        An oversized plan is returned rather than refused (sliced when slicing is on), so its
+        cost can be inspected.
         """
-        nodes, inputs, _, shapes = self._structure()
+        nodes, inputs, _, shapes, _ = self._structure()
         if not nodes:
             raise ValueError("cannot plan the contraction of an empty network")
         out = self._check_output(output)
         dtype, device = self._common_dtype_device()
-        return compiled(inputs, shapes, out, optimize, dtype, device)[0]
+        plan, _ = prepared(
+            inputs, shapes, out, optimize, dtype, device, max_intermediate, slicing, refuse=False
+        )
+        return plan
 
     def contract(
         self,
         output: Sequence[str] | None = None,
-        optimize: Optimize = "auto",
+        optimize: Optimize = None,
         max_intermediate: int | None = None,
+        slicing: bool | None = None,
     ) -> Node:
         """Contract every node into one.
 
@@ -333,37 +356,88 @@ class TensorNetwork:
         output : sequence of str, optional
             Order of the open legs in the result (default: :attr:`open_legs`). It must list every
             open leg and nothing else.
-        optimize : str, path or PathOptimizer
-            opt_einsum path optimizer (``"auto"``, ``"greedy"``, ``"optimal"``, ``"dp"``, ...), an
-            explicit path, or a ``PathOptimizer`` instance such as a cotengra optimizer.
+        optimize : None, str, path or PathOptimizer
+            None (default): the adaptive policy of :class:`~tensornet.DefaultOptimizer`, which
+            searches longer for contractions that cost more. Anything else overrides it: an
+            opt_einsum optimizer name (``"auto"``, ``"greedy"``, ``"optimal"``, ``"dp"``, ...),
+            an explicit path, or a ``PathOptimizer`` instance such as a cotengra optimizer.
         max_intermediate : int, optional
-            Refuse (ValueError, before any work) plans whose largest intermediate has more
-            elements than this.
+            Limit on the largest intermediate (elements) for this call; default: the global
+            limit of :func:`~tensornet.set_max_intermediate` (``2**28``).
+        slicing : bool, optional
+            Above the limit, contract in slices that fit (True) or raise ValueError before any
+            work (False). Default: the global setting (False).
 
         Returns
         -------
         Node
             Unnamed node with legs ``output``; mixed dtypes are promoted.
+
+        Examples
+        --------
+        >>> import torch
+        >>> a = Node(torch.ones(2, 8), ("i", "j"))
+        >>> b = Node(torch.ones(8, 8), ("j", "k"))
+        >>> c = Node(torch.ones(8, 2), ("k", "l"))
+        >>> net = TensorNetwork([a, b, c])
+        >>> net.plan().largest_intermediate
+        16
+        >>> net.plan(max_intermediate=4, slicing=True).sliced
+        ('k',)
+        >>> net.contract(max_intermediate=4, slicing=True).tensor
+        tensor([[64., 64.],
+                [64., 64.]])
         """
-        nodes, inputs, _, shapes = self._structure()
+        # Repeated calls: everything that depends only on the structure and the arguments is
+        # memoized on the network, so a hit checks dtypes/devices and runs the program.
+        memo_key: tuple | None = (
+            output,
+            optimize,
+            max_intermediate,
+            slicing,
+            _contract.limit_state(),
+        )
+        try:
+            hit = self._memo.get(memo_key)
+        except TypeError:  # an unhashable argument (a list): no memo
+            hit, memo_key = None, None
+        tensors = self._structure()[4]
+        if hit is not None and hit[0] == _contract.cache_generation():
+            _, program, out, dtype, device, dtypes, cast = hit
+            for t, t_dtype in zip(tensors, dtypes):
+                if t.dtype is not t_dtype or t.device != device:
+                    break  # a tensor changed dtype/device in place (module.to): plan again
+            else:
+                _contract.count_hit()
+                if cast:
+                    tensors = [t if t.dtype == dtype else t.to(dtype) for t in tensors]
+                return Node._trusted(program(*tensors), out, None, frozenset())
+        nodes, inputs, _, shapes, _ = self._structure()
         if not nodes:
             raise ValueError("cannot contract an empty network")
         out = self._check_output(output)
         dtype, device = self._common_dtype_device()
-        plan, program = compiled(inputs, shapes, out, optimize, dtype, device)
-        if max_intermediate is not None and plan.largest_intermediate > max_intermediate:
-            raise ValueError(
-                f"contraction needs an intermediate of {plan.largest_intermediate:,} elements, "
-                f"above max_intermediate={max_intermediate:,}"
+        _, program = prepared(
+            inputs, shapes, out, optimize, dtype, device, max_intermediate, slicing
+        )
+        cast = any(t.dtype != dtype for t in tensors)
+        if memo_key is not None:
+            dtypes = tuple(t.dtype for t in tensors)
+            self._memo[memo_key] = (
+                _contract.cache_generation(),
+                program,
+                out,
+                dtype,
+                device,
+                dtypes,
+                cast,
             )
-        tensors = [
-            node.tensor if node.tensor.dtype == dtype else node.tensor.to(dtype) for node in nodes
-        ]
-        result = program(*tensors)
-        return Node._trusted(result, out, None, frozenset())
+        if cast:
+            tensors = [t if t.dtype == dtype else t.to(dtype) for t in tensors]
+        return Node._trusted(program(*tensors), out, None, frozenset())
 
     def contract_nodes(
-        self, names: Sequence[str], name: str | None = None, optimize: Optimize = "auto"
+        self, names: Sequence[str], name: str | None = None, optimize: Optimize = None
     ) -> TensorNetwork:
         """A new network in which the nodes ``names`` are contracted into one.
 
@@ -640,7 +714,9 @@ class TensorNetwork:
 def contract(
     *nodes: Node | TensorNetwork | Iterable[Node],
     output: Sequence[str] | None = None,
-    optimize: Optimize = "auto",
+    optimize: Optimize = None,
+    max_intermediate: int | None = None,
+    slicing: bool | None = None,
 ) -> Node:
     """Contract nodes (or one network) into a single node; see :meth:`TensorNetwork.contract`.
 
@@ -658,7 +734,9 @@ def contract(
         net = TensorNetwork(_as_node_list(nodes[0]))
     else:
         net = TensorNetwork(_as_node_list(nodes))
-    return net.contract(output=output, optimize=optimize)
+    return net.contract(
+        output=output, optimize=optimize, max_intermediate=max_intermediate, slicing=slicing
+    )
 
 
 def _as_node_list(items: Iterable[Any]) -> list[Node]:

@@ -136,7 +136,8 @@ def test_plan_reports_cost_before_running():
     plan = TensorNetwork(nodes).plan()
     assert plan.largest_intermediate == 1000  # (a,c) or (b,d), never (b,c)-sized
     assert plan.flops < plan.naive_flops
-    assert plan.path and plan.optimizer == "auto"
+    assert plan.path and plan.optimizer == "default:optimal"  # three tensors: exhaustive
+    assert TensorNetwork(nodes).plan(optimize="auto").optimizer == "auto"
     assert "largest intermediate: 1,000 elements" in str(plan)
     with pytest.raises(ValueError, match="above max_intermediate=10"):
         TensorNetwork(nodes).contract(max_intermediate=10)
