@@ -160,15 +160,17 @@ class TNLayer(nn.Module):
     def _candidates(self, shape: tuple[int, ...], device_type: str) -> list[ForwardPlan]:
         raise NotImplementedError
 
-    def _key(self, x: torch.Tensor) -> tuple:
-        return (tuple(x.shape), x.dtype, x.device.type, self.plan)
+    def _plan_shape(self, x: torch.Tensor) -> tuple[int, ...]:
+        """The input shape the plans are made for (a linear layer flattens leading dims)."""
+        return tuple(x.shape)
 
     @torch.compiler.disable
     def _plan_for(self, x: torch.Tensor) -> ForwardPlan:
-        key = self._key(x)
+        shape = self._plan_shape(x)
+        key = (shape, x.dtype, x.device.type, self.plan)
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._choose(tuple(x.shape), x.device, x.dtype)
+            plan = self._choose(shape, x.device, x.dtype)
             self._plans[key] = plan
         return plan
 
@@ -236,7 +238,7 @@ class TNLayer(nn.Module):
         )
 
 
-def _resolve_ranks(
+def _new_structure(
     fmt: str,
     shape: tuple[int, ...],
     legs: tuple[str, ...],
@@ -244,14 +246,16 @@ def _resolve_ranks(
     fraction: Any,
     options: Mapping[str, Any],
     what: str,
-) -> Any:
+) -> Structure:
+    """The structure of a layer built from scratch (``ranks`` or ``fraction``)."""
+    fmt = get_format(fmt).name
     if ranks is not None and fraction is not None:
         raise ValueError(f"{what}: give ranks or fraction, not both")
     if ranks is None and fraction is None:
         raise ValueError(f"{what}: a compressed layer needs ranks= or fraction=")
     if fraction is not None:
-        return fraction_ranks(fmt, shape, fraction, legs=legs, what=what, **options)
-    return ranks
+        ranks = fraction_ranks(fmt, shape, fraction, legs=legs, what=what, **options)
+    return get_format(fmt).structure_for(shape, ranks, legs=legs, **options)
 
 
 class TNConv2d(TNLayer):
@@ -322,11 +326,9 @@ class TNConv2d(TNLayer):
         self.stride, self.dilation = self.geometry.stride, self.geometry.dilation
         self.padding, self.padding_mode, self.groups = padding, padding_mode, 1
         if _structure is None:
-            fmt = get_format(format).name
-            options = kernel_options(fmt, options)
             shape = (out_channels, in_channels, *kernel)
-            ranks = _resolve_ranks(fmt, shape, KERNEL_LEGS, ranks, fraction, options, what)
-            _structure = get_format(fmt).structure_for(shape, ranks, legs=KERNEL_LEGS, **options)
+            options = kernel_options(format, options)
+            _structure = _new_structure(format, shape, KERNEL_LEGS, ranks, fraction, options, what)
         self._setup(_structure, bias, out_channels, plan, device, dtype)
         self.reset_parameters()
 
@@ -461,10 +463,8 @@ class TNLinear(TNLayer):
                 raise ValueError(f"{what}: {field_name} must be a positive int, got {v!r}")
         self.in_features, self.out_features = in_features, out_features
         if _structure is None:
-            fmt = get_format(format).name
             shape = (out_features, in_features)
-            ranks = _resolve_ranks(fmt, shape, MATRIX_LEGS, ranks, fraction, options, what)
-            _structure = get_format(fmt).structure_for(shape, ranks, legs=MATRIX_LEGS, **options)
+            _structure = _new_structure(format, shape, MATRIX_LEGS, ranks, fraction, options, what)
         self._setup(_structure, bias, out_features, plan, device, dtype)
         self.reset_parameters()
 
@@ -503,17 +503,8 @@ class TNLinear(TNLayer):
     def _candidates(self, shape, device_type):
         return linear_candidates(self.structure, shape)
 
-    def _key(self, x: torch.Tensor) -> tuple:
-        return ((math.prod(x.shape[:-1]), x.shape[-1]), x.dtype, x.device.type, self.plan)
-
-    @torch.compiler.disable
-    def _plan_for(self, x: torch.Tensor) -> ForwardPlan:
-        key = self._key(x)
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._choose(key[0], x.device, x.dtype)
-            self._plans[key] = plan
-        return plan
+    def _plan_shape(self, x: torch.Tensor) -> tuple[int, ...]:
+        return (math.prod(x.shape[:-1]), x.shape[-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the layer (the cached plan for this input shape, then the bias)."""
