@@ -252,8 +252,9 @@ def _depthwise_shift(x: torch.Tensor, w: torch.Tensor, g: ConvGeometry) -> torch
                 a * dh : a * dh + (rows - 1) * sh + 1 : sh,
                 b * dw : b * dw + (cols - 1) * sw + 1 : sw,
             ]
-            term = tap * w[:, 0, a, b].reshape(1, -1, 1, 1)
-            out = term if out is None else out + term
+            weight = w[:, 0, a, b].reshape(1, -1, 1, 1)
+            # in place after the first tap: autograd saves the taps and weights, not the sum
+            out = tap * weight if out is None else out.addcmul_(tap, weight)
     return out
 
 
