@@ -131,18 +131,21 @@ def test_ttmatrix_from_matrix_gradient_is_exact_on_a_pruned_matrix():
 
 
 def test_ht_truncate_gradient_is_finite_and_exact_on_rank_deficient_input():
-    """HT.truncate's frames come from the Gramians through leading_frame (eigh's backward
-    divides by zero at repeated eigenvalues)."""
+    """HT.truncate's frames come from the Gramians through leading_frame: exact gradients on
+    an HT whose ranks exceed the tensor's (zero and repeated Gramian eigenvalues)."""
     from tensornet.formats import HT
 
     torch.manual_seed(0)
-    x = torch.randn(4, 3, 3, 2, dtype=torch.float64)
-    x[:, 0] = 0
-    ht = HT.from_dense(x)
-    tensors = {k: v.clone().requires_grad_() for k, v in ht.factor_tensors().items()}
+    x = torch.zeros(3, 3, 2, 2, dtype=torch.float64)
+    x[0, 0] = torch.randn(2, 2, dtype=torch.float64)  # rank 1 across most cuts
+    x[1, 1] = x[0, 0]  # a repeated singular value
+    ht = HT.from_dense(x, ranks=3)  # ranks above the tensor's: zero and repeated eigenvalues
+    tensors = ht.factor_tensors()
+    free = ["B0", next(n for n in tensors if n.startswith("U"))]  # enough to cross every frame
 
     def loss(*ts):
-        h = HT.from_factors(ht.structure, dict(zip(tensors, ts)))
+        h = HT.from_factors(ht.structure, {**tensors, **dict(zip(free, ts))})
         return h.truncate(2).to_dense().pow(2).sum()
 
-    assert torch.autograd.gradcheck(loss, tuple(tensors.values()), eps=1e-6, atol=1e-6)
+    args = tuple(tensors[n].clone().requires_grad_() for n in free)
+    assert torch.autograd.gradcheck(loss, args, eps=1e-6, atol=1e-6)
