@@ -309,6 +309,14 @@ class CP(Format):
             )
         else:
             raise ValueError(f"{what}: CP needs a rank: give ranks=, fraction= or trunc=<int>")
+        # Every tensor has CP rank <= the product of all but its largest size: beyond it ALS
+        # only pays for more columns (and a huge rank is an allocation failure waiting).
+        ceiling = math.prod(sorted(x.shape)[:-1]) if x.ndim > 1 else 1
+        if rank > ceiling:
+            raise ValueError(
+                f"{what}: rank {rank} exceeds {ceiling}, the largest CP rank a tensor of shape "
+                f"{tuple(x.shape)} can need"
+            )
         weights, factors, history = cp_als(x, rank, init, max_iter, tol, normalize, seed)
         new = cls(factors, weights if normalize else None, legs)
         new._error = relative_error(x, new.to_dense())

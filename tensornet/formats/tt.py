@@ -527,7 +527,12 @@ class TT(Format):
         return self._rebuilt(cores, None)
 
     def __mul__(self, scalar: float) -> TT:
-        if not isinstance(scalar, (int, float, complex, torch.Tensor)):
+        if isinstance(scalar, torch.Tensor) and scalar.ndim != 0:
+            raise TypeError(
+                f"a TT can be multiplied by a scalar only, got a tensor of shape "
+                f"{tuple(scalar.shape)}"
+            )
+        if isinstance(scalar, bool) or not isinstance(scalar, (int, float, complex, torch.Tensor)):
             return NotImplemented
         cores = self._cores3()
         cores[0] = cores[0] * scalar

@@ -114,3 +114,10 @@ def test_exact_complex_rank3_is_fitted():
     assert cp.to_dense().dtype == torch.complex128
     assert rel_err(x, cp.to_dense()) < 1e-8
     assert cp.error == pytest.approx(rel_err(x, cp.to_dense()), abs=1e-10)
+
+
+def test_rank_above_the_largest_possible_cp_rank_is_refused():
+    x = torch.randn(3, 4, 5, dtype=F64)
+    with pytest.raises(ValueError, match="exceeds 12, the largest CP rank"):
+        CP.from_dense(x, ranks=13)
+    assert CP.from_dense(x, ranks=12, max_iter=2).rank == 12

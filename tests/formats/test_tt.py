@@ -202,3 +202,11 @@ def test_to_moves_and_casts():
 def test_bad_inputs_name_the_field(kwargs, match):
     with pytest.raises(ValueError, match=match):
         TT.from_dense(torch.ones(3, 4, 5, dtype=F64), **kwargs)
+
+
+def test_tt_times_a_tensor_that_is_not_a_scalar_is_refused():
+    tt = TT.from_dense(torch.randn(3, 4, dtype=torch.float64))
+    with pytest.raises(TypeError, match="scalar only"):
+        tt * torch.ones(3)
+    torch.testing.assert_close((tt * torch.tensor(2.0, dtype=torch.float64)).to_dense(),
+                               2 * tt.to_dense())
