@@ -4,12 +4,15 @@ The model and the evaluation go to each worker once (scattered); cells name the 
 only this process writes the results file, so resuming works as in a serial run.
 """
 
+import csv
+
 import pytest
 import torch
 
 distributed = pytest.importorskip("distributed")
 
 from models import build_model  # noqa: E402
+from studies import truncation  # noqa: E402
 from studies.common.data import load_digits  # noqa: E402
 from studies.common.training import SplitAccuracy  # noqa: E402
 from tensornet.analysis import Cell, truncation_sweep  # noqa: E402
@@ -101,3 +104,35 @@ def test_cluster_sweep_equals_the_serial_sweep(client, setup, tmp_path):
         == rows
     )
     assert again.submitted == [] and again.scattered == []
+
+
+def test_study_on_a_running_scheduler_matches_the_serial_study(client, tmp_path):
+    argv = ["--quick", "--limit", "150", "--epochs", "1", "--chis", "1,4", "--device", "cpu"]
+    assert truncation.main([*argv, "--out", str(tmp_path / "serial")]) == 0
+    address = client.scheduler.address
+    assert truncation.main([*argv, "--out", str(tmp_path / "dask"), "--scheduler", address]) == 0
+    with open(tmp_path / "serial" / "seed-0" / "sweep.csv") as f:
+        serial = list(csv.DictReader(f))
+    with open(tmp_path / "dask" / "seed-0" / "sweep.csv") as f:
+        on_cluster = list(csv.DictReader(f))
+    assert [(r["layer"], r["cut"], r["chi"]) for r in serial] == [
+        (r["layer"], r["cut"], r["chi"]) for r in on_cluster
+    ]
+    for a, b in zip(serial, on_cluster):
+        assert a["val_accuracy"] == b["val_accuracy"] and a["test_accuracy"] == b["test_accuracy"]
+        for k in ("rel_error", "norm_kept", "entropy"):
+            assert float(a[k]) == pytest.approx(float(b[k]), rel=1e-5, abs=1e-6)
+
+
+def test_unreachable_scheduler_is_one_line(tmp_path, capsys, monkeypatch):
+    from studies.common import runner
+
+    monkeypatch.setattr(runner, "SCHEDULER_TIMEOUT", "2s")
+    out = tmp_path / "o"
+    code = truncation.main(
+        ["--quick", "--limit", "50", "--epochs", "1", "--out", str(out), "--device", "cpu",
+         "--scheduler", "tcp://127.0.0.1:9"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "cannot connect" in err
+    assert not out.exists()
