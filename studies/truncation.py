@@ -261,7 +261,7 @@ class SeedRun:
         )
         layers = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
         table = self.spectra(model, layers)
-        rows = self.sweep(model, layers, executor)
+        rows = self.sweep(model, layers, executor, {"val": base_val, "test": base_test})
         combined = self.combined(model, rows, layers, base_val)
         agg = combined["aggressive"]
         self.log(
@@ -300,7 +300,13 @@ class SeedRun:
         self.log(f"[2/4] spectra of {len(layers)} conv layers x {len(table.cuts)} cuts")
         return table
 
-    def sweep(self, model: torch.nn.Module, layers: Sequence[str], executor: Any) -> list[dict]:
+    def sweep(
+        self,
+        model: torch.nn.Module,
+        layers: Sequence[str],
+        executor: Any,
+        base: Mapping[str, float],
+    ) -> list[dict]:
         cfg, data = self.cfg, self.data
         rows = truncation_sweep(
             model,
@@ -319,11 +325,16 @@ class SeedRun:
                 rows,
                 x="chi",
                 y=f"{split}_accuracy",
+                baseline=base[split],
                 path=self.dir / f"accuracy_vs_chi{suffix}.png",
                 title=f"{split} accuracy vs chi (one layer, one cut truncated)",
             )
         tnplot.sweep_curves(
-            rows, x="norm_kept", y="test_accuracy", path=self.dir / "accuracy_vs_norm.png"
+            rows,
+            x="norm_kept",
+            y="test_accuracy",
+            baseline=base["test"],
+            path=self.dir / "accuracy_vs_norm.png",
         )
         self.log(f"[3/4] sweep: {len(rows)} cells (layer x cut x chi)")
         return rows
