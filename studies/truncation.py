@@ -1,58 +1,82 @@
 """Study 1 (Singh, Jahromi, Orus 2024): how far can conv kernels be truncated along cuts?
 
-``python -m studies truncation [--quick] [--model vanilla_cnn] [--dataset digits] ...``
+``python -m studies truncation [--quick] [--seeds N] [--model vanilla_cnn] [--dataset digits] ...``
 
-1. Train (or reuse) the model and report its test accuracy.
+Per seed (``OUT/seed-S/``; the seed sets the data split, the initial weights and the shuffling):
+
+1. Train (or reuse) the model; its validation and test accuracy.
 2. Spectra of every conv kernel along all 7 cuts: table, bond-spectrum plots, entropy heat map.
-3. Per layer and cut, sweep chi: test accuracy and kernel norm kept at each chi.
-4. Truncate all layers along several cuts together: at the level each cut alone tolerates
-   (< 1 point lost), and at an aggressive level; re-train the aggressive one for a few epochs.
-5. ``report.md`` in the output folder: the paper's three findings, tested with this run's
-   numbers, links to the figures, and the exact configuration.
+3. Per layer and cut, sweep chi: validation and test accuracy and kernel norm kept at each chi.
+4. Choose levels **on the validation split**: per (layer, cut) the smallest chi whose validation
+   accuracy stays within ``--tolerance`` (the safe level) or ``--aggressive-drop`` (the
+   aggressive level); truncate all layers along several cuts at those levels together, read
+   their test accuracy, and re-train the aggressive one for a few epochs (the epoch kept is the
+   one with the best validation accuracy).
+
+Then ``OUT/report.md`` and ``OUT/findings.json``: the paper's three findings, each with a verdict
+(holds / not significant / does not hold), its test and its p-value or bootstrap interval, and
+every number as mean ± standard deviation over the seeds.
 
 Every stage is resumable: the trained model is a safetensors checkpoint keyed by its training
-configuration, sweep cells are appended to ``sweep.jsonl`` as they finish, and the combined
-truncation result is written once to ``combined.json``. Files are written atomically.
+configuration, sweep cells are appended to ``sweep.jsonl`` as they finish, and each seed's combined
+truncation result is written once to ``combined.json``. Files are written atomically; a second run
+on the same ``--out`` refuses to start; a rerun with another configuration refuses to mix results.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import csv
-import io
-import json
 import platform
-import sys
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from scipy import stats
 
 import tensornet as tn
 from models import MODEL_NAMES, build_model
-from studies.common.checkpoints import train_or_load
-from studies.common.data import get_dataset
-from studies.common.training import evaluate, train
+from studies.common import cli, runner, stats
+from studies.common.checkpoints import check_checkpoint, checkpoint_path, train_or_load
+from studies.common.cli import StudyError
+from studies.common.data import BUNDLED, DATASET_NAMES, DataError, DatasetSplits, get_dataset
+from studies.common.levels import cheapest_within
+from studies.common.report import md_table, rows_to_csv, verdict_text
+from studies.common.training import (
+    SplitAccuracy,
+    correct,
+    evaluate,
+    pack_correct,
+    train,
+    unpack_correct,
+)
 from tensornet import plot as tnplot
 from tensornet.analysis import truncate_layers, truncation_sweep
 from tensornet.core.spectrum import cut_label
 from tensornet.io import atomic_write_text
 
+PROG = "python -m studies truncation"
 KERNEL_LEGS = tn.KERNEL_LEGS[4]
 ALL_CUTS: tuple[tuple[str, ...], ...] = tuple(left for left, _ in tn.cuts(KERNEL_LEGS))
 COMBINED_CUTS: tuple[tuple[str, ...], ...] = (("out",), ("in",), ("out", "in"))
 QUICK_CHIS = (1, 2, 4, 8, 16, 32, 64)
+MUCH_NORM = 0.10  # "much" kernel norm: at least 10 % removed
+SWEEP_COLUMNS = (
+    "layer", "cut", "chi", "chi_max", "val_accuracy", "test_accuracy", "rel_error", "norm_kept",
+    "discarded_weight", "entropy",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Config:
-    """Everything that determines the study's results (written into the report)."""
+    """Everything that determines the study's results (written into the report).
+
+    ``seed`` is the first seed and ``seeds`` their number; ``device``, ``out``, ``workers`` and
+    ``scheduler`` say where the run happens, not what it computes.
+    """
 
     model: str = "vanilla_cnn"
     dataset: str = "digits"
@@ -61,6 +85,7 @@ class Config:
     lr: float = 1e-3
     batch_size: int = 64
     seed: int = 0
+    seeds: int = 1
     cuts: tuple[tuple[str, ...], ...] = ALL_CUTS
     chis: tuple[int, ...] | None = None
     tolerance: float = 0.01
@@ -72,25 +97,34 @@ class Config:
     device: str = "cpu"
     out: str = "runs/truncation"
     quick: bool = False
-    extra: dict = field(default_factory=dict, compare=False)
+    workers: int | None = None
+    scheduler: str | None = None
 
-    def training(self) -> dict[str, Any]:
+    def training(self, seed: int) -> dict[str, Any]:
+        """What the trained model of ``seed`` depends on (its checkpoint key)."""
         return {
             "model": self.model,
             "dataset": self.dataset,
             "epochs": self.epochs,
             "lr": self.lr,
             "batch_size": self.batch_size,
-            "seed": self.seed,
+            "seed": seed,
             "limit": self.limit,
         }
 
-    def sweep(self) -> dict[str, Any]:
-        return {**self.training(), "cuts": [list(c) for c in self.cuts], "chis": self.chis}
-
-    def combined(self) -> dict[str, Any]:
+    def sweep(self, seed: int) -> dict[str, Any]:
+        """What the sweep of ``seed`` depends on (the header of its ``sweep.jsonl``)."""
         return {
-            **self.sweep(),
+            **self.training(seed),
+            "cuts": [list(c) for c in self.cuts],
+            "chis": list(self.chis) if self.chis else None,
+            "metrics": ["val_accuracy", "test_accuracy"],
+        }
+
+    def combined(self, seed: int) -> dict[str, Any]:
+        """What the combined truncation of ``seed`` depends on (stored in ``combined.json``)."""
+        return {
+            **self.sweep(seed),
             "tolerance": self.tolerance,
             "aggressive_drop": self.aggressive_drop,
             "combined_cuts": [list(c) for c in self.combined_cuts],
@@ -98,55 +132,48 @@ class Config:
             "retrain_lr": self.retrain_lr,
         }
 
-
-# -- small file helpers -----------------------------------------------------------------------
-def md(text: str) -> str:
-    """Escape a cut label (``out|in,kh,kw``) for a Markdown table cell."""
-    return text.replace("|", "\\|")
+    def seed_list(self) -> list[int]:
+        """The seeds of this run."""
+        return runner.seed_list(self.seed, self.seeds)
 
 
-def rows_to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-# -- analysis of the sweep ------------------------------------------------------------------------
-def tolerated(rows: Sequence[dict], base: float, drop: float) -> dict[tuple[str, str], dict]:
-    """Per (layer, cut): the smallest-chi row whose accuracy stays within ``drop`` of ``base``.
+# -- levels chosen on validation ----------------------------------------------------------------
+def tolerated(rows: Sequence[Mapping], base_val: float, drop: float) -> dict[tuple[str, str], dict]:
+    """Per (layer, cut): the smallest chi whose **validation** accuracy is within ``drop``.
 
     The full-rank row always qualifies (it is the untruncated model), so every pair has one.
+    Test accuracies play no part in the choice.
     """
-    best: dict[tuple[str, str], dict] = {}
-    for row in rows:
-        if row["accuracy"] < base - drop - 1e-12:
-            continue
-        key = (row["layer"], row["cut"])
-        if key not in best or row["chi"] < best[key]["chi"]:
-            best[key] = row
-    return best
+    chosen = cheapest_within(
+        rows,
+        ["layer", "cut"],
+        "chi",
+        "val_accuracy",
+        reference=base_val,
+        drop=drop,
+        always=lambda r: r["chi"] == r["chi_max"],
+    )
+    return {(k[0], k[1]): dict(v) for k, v in chosen.items()}
 
 
-def nontrivial(choice: dict[tuple[str, str], dict]) -> dict[tuple[str, str], dict]:
+def nontrivial(choice: Mapping[tuple[str, str], dict]) -> dict[tuple[str, str], dict]:
     """Drop cuts with a single singular value (e.g. ``in`` of a one-channel input layer)."""
     return {k: r for k, r in choice.items() if r["chi_max"] > 1}
 
 
-def layer_truncatability(
-    choice: dict[tuple[str, str], dict], layers: Sequence[str]
-) -> dict[str, float]:
-    """Mean over cuts of the norm fraction that can be removed within tolerance, per layer."""
-    out = {}
+def removable_norm(choice: Mapping[tuple[str, str], dict], layers: Sequence[str]) -> list[float]:
+    """Per layer, the mean over its non-trivial cuts of the norm removed at the chosen chi."""
+    out = []
     for layer in layers:
-        lost = [1 - r["norm_kept"] for (name, _), r in choice.items() if name == layer]
-        out[layer] = float(np.mean(lost)) if lost else float("nan")
+        lost = [1 - r["norm_kept"] for (name, _), r in nontrivial(choice).items() if name == layer]
+        out.append(float(np.mean(lost)) if lost else float("nan"))
     return out
 
 
-def combined_plan(choice: dict[tuple[str, str], dict], layers: Sequence[str], cuts) -> dict:
-    """layer -> [(left legs, chi)] for the cuts in ``cuts`` at the chosen chi of each."""
+def combined_plan(
+    choice: Mapping[tuple[str, str], dict], layers: Sequence[str], cuts: Sequence[tuple[str, ...]]
+) -> dict[str, list[tuple[tuple[str, ...], int]]]:
+    """layer -> [(left legs, chi)] for the cuts in ``cuts`` truncated below full rank."""
     plan = {}
     for layer in layers:
         steps = []
@@ -154,13 +181,13 @@ def combined_plan(choice: dict[tuple[str, str], dict], layers: Sequence[str], cu
             label = cut_label(left, tuple(x for x in KERNEL_LEGS if x not in left))
             row = choice.get((layer, label))
             if row is not None and row["chi"] < row["chi_max"]:
-                steps.append((left, int(row["chi"])))
+                steps.append((tuple(left), int(row["chi"])))
         if steps:
             plan[layer] = steps
     return plan
 
 
-def cut_ranks(model: torch.nn.Module, plan: dict) -> dict[str, list[int]]:
+def cut_ranks(model: torch.nn.Module, plan: Mapping[str, Sequence]) -> dict[str, list[int]]:
     """Numerical rank of each planned layer's weight along each planned cut (for checking)."""
     out = {}
     for layer, steps in plan.items():
@@ -168,316 +195,580 @@ def cut_ranks(model: torch.nn.Module, plan: dict) -> dict[str, list[int]]:
         cutoff = 100 * torch.finfo(param.dtype).eps  # values below this are rounding noise
         ranks = []
         for left, _ in steps:
-            s = tn.spectrum(param.double(), left).values
+            s = tn.spectrum(param.double(), tuple(left)).values
             ranks.append(int((s > cutoff * s[0]).sum()))
         out[layer] = ranks
     return out
 
 
-# -- the study ------------------------------------------------------------------------------------
-class Study:
-    def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
-        self.out = Path(cfg.out)
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.device = torch.device(cfg.device)
-        self.log_lines: list[str] = []
-        self.started = time.perf_counter()
+# -- one seed -----------------------------------------------------------------------------------
+class SeedRun:
+    """Everything for one seed in ``OUT/seed-S``; each stage is reused when already done."""
 
-    def log(self, text: str) -> None:
-        text = f"{text}  [{time.perf_counter() - self.started:.1f} s]"
-        print(text, flush=True)
-        self.log_lines.append(text)
+    def __init__(self, cfg: Config, seed: int, data: DatasetSplits, log: Callable) -> None:
+        self.cfg, self.seed, self.data = cfg, seed, data
+        self.dir = runner.seed_dir(cfg.out, seed)
+        self.log = lambda text: log(f"[seed {seed}] {text}")
 
-    def run(self, data) -> Path:
-        """Run every stage on ``data`` (a ``DatasetSplits``); return the report's path."""
+    def build(self) -> torch.nn.Module:
+        """The untrained model of this seed."""
+        torch.manual_seed(self.seed)
+        d = self.data
+        return build_model(self.cfg.model, d.in_channels, d.num_classes, d.image_size)
+
+    def train_kwargs(self) -> dict[str, Any]:
+        c = self.cfg
+        return {
+            "epochs": c.epochs,
+            "lr": c.lr,
+            "batch_size": c.batch_size,
+            "seed": self.seed,
+            "device": c.device,
+        }
+
+    def check(self) -> None:
+        """Refuse (StudyError naming the file) any artefact of this seed that cannot be reused."""
         cfg = self.cfg
-        start = time.perf_counter()
-        self.data = data
-
-        def build() -> torch.nn.Module:
-            torch.manual_seed(cfg.seed)
-            return build_model(cfg.model, data.in_channels, data.num_classes, data.image_size)
-
-        model, meta, reused = train_or_load(
-            build,
-            cfg.training(),
-            data,
-            cache_dir=self.out / "checkpoints",
-            train_kwargs={
-                "epochs": cfg.epochs,
-                "lr": cfg.lr,
-                "batch_size": cfg.batch_size,
-                "seed": cfg.seed,
-                "device": cfg.device,
-            },
+        ckpt, _ = checkpoint_path(
+            cfg.training(self.seed), self.data, self.dir / "checkpoints", self.train_kwargs()
         )
-        model.to(self.device).eval()
-        base = self.accuracy(model)
+        if ckpt.exists():
+            check_checkpoint(ckpt, self.build)
+        runner.check_results_file(self.dir / "sweep.jsonl", cfg.sweep(self.seed))
+        runner.check_json_artefact(
+            self.dir / "combined.json",
+            "a combined-truncation result",
+            ("base", "safe", "aggressive"),
+            cfg.combined(self.seed),
+        )
+
+    def run(self, executor: Any = None) -> dict[str, Any]:
+        """Train, spectra, sweep, combined truncation; returns this seed's result record."""
+        cfg, data = self.cfg, self.data
+        model, _, reused = train_or_load(
+            self.build,
+            cfg.training(self.seed),
+            data,
+            cache_dir=self.dir / "checkpoints",
+            train_kwargs=self.train_kwargs(),
+        )
+        model.to(cfg.device).eval()
+        base_val = evaluate(model, data.val, device=cfg.device)
+        base_test = evaluate(model, data.test, device=cfg.device)
+        how = "reused checkpoint" if reused else f"trained {cfg.epochs} epochs"
         self.log(
-            f"[1/5] {cfg.model} on {cfg.dataset}: test accuracy {base:.4f} "
-            f"({'reused checkpoint' if reused else f'trained {cfg.epochs} epochs'})"
+            f"[1/4] {cfg.model} on {cfg.dataset}: val {base_val:.4f}, test {base_test:.4f} ({how})"
         )
         layers = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
-        self.shapes = {n: tuple(model.get_submodule(n).weight.shape) for n in layers}
+        table = self.spectra(model, layers)
+        rows = self.sweep(model, layers, executor, {"val": base_val, "test": base_test})
+        combined = self.combined(model, rows, layers, base_val)
+        agg = combined["aggressive"]
+        self.log(
+            f"[4/4] combined truncation (test): safe {combined['safe']['test_accuracy']:.4f}, "
+            f"aggressive {agg['test_accuracy']:.4f} -> re-trained "
+            f"{agg['retrain'][agg['retrain_epoch'] - 1]['test_accuracy']:.4f}"
+        )
+        shapes = {n: tuple(model.get_submodule(n).weight.shape) for n in layers}
+        entropies = {(sp.name, sp.label): sp.entropy() for sp in table}
+        return {
+            "seed": self.seed,
+            "layers": layers,
+            "shapes": shapes,
+            "cuts": list(table.cuts),
+            "entropy": entropies,
+            "rows": rows,
+            "combined": combined,
+            "sizes": (len(data.train), len(data.val), len(data.test)),
+            "reused": reused,
+        }
 
+    def spectra(self, model: torch.nn.Module, layers: Sequence[str]) -> tn.SpectrumTable:
         table = tn.weight_spectra({n: model.get_submodule(n).weight for n in layers})
-        table.to_csv(self.out / "spectra.csv")
-        figures = {"entropy": "entropy_heatmap.png"}
+        table.to_csv(self.dir / "spectra.csv")
         tnplot.entropy_heatmap(
-            table, path=self.out / figures["entropy"], title=f"Entropy of each cut, {cfg.model}"
+            table,
+            path=self.dir / "entropy_heatmap.png",
+            title=f"Entropy of each cut, {self.cfg.model}",
         )
         for layer in layers:
-            figures[f"spectra_{layer}"] = f"spectra_{layer}.png"
             tnplot.bond_spectra(
                 [sp for sp in table if sp.name == layer],
-                path=self.out / figures[f"spectra_{layer}"],
+                path=self.dir / f"spectra_{layer}.png",
                 title=f"Bond spectra of {layer}",
             )
-        self.log(
-            f"[2/5] spectra of {len(layers)} conv layers x {len(table.cuts)} cuts -> spectra.csv"
-        )
+        self.log(f"[2/4] spectra of {len(layers)} conv layers x {len(table.cuts)} cuts")
+        return table
 
+    def sweep(
+        self,
+        model: torch.nn.Module,
+        layers: Sequence[str],
+        executor: Any,
+        base: Mapping[str, float],
+    ) -> list[dict]:
+        cfg, data = self.cfg, self.data
         rows = truncation_sweep(
             model,
-            lambda m: {"accuracy": self.accuracy(m)},
-            layers=layers,
+            SplitAccuracy(data.val, data.test, device=cfg.device),
+            layers=list(layers),
             cuts=cfg.cuts,
             chis=cfg.chis,
-            results=self.out / "sweep.jsonl",
-            config={**cfg.sweep(), "base_accuracy": base},
+            results=self.dir / "sweep.jsonl",
+            config=cfg.sweep(self.seed),
+            executor=executor,
         )
-        columns = [
-            "layer",
-            "cut",
-            "chi",
-            "chi_max",
-            "accuracy",
-            "rel_error",
-            "norm_kept",
-            "discarded_weight",
-            "entropy",
-        ]
-        atomic_write_text(self.out / "sweep.csv", rows_to_csv(rows, columns))
-        figures["accuracy_vs_chi"] = "accuracy_vs_chi.png"
-        figures["accuracy_vs_norm"] = "accuracy_vs_norm.png"
-        tnplot.sweep_curves(
-            rows, x="chi", y="accuracy", baseline=base, path=self.out / figures["accuracy_vs_chi"]
-        )
+        atomic_write_text(self.dir / "sweep.csv", rows_to_csv(rows, SWEEP_COLUMNS))
+        for split in ("test", "val"):
+            suffix = "" if split == "test" else "_val"
+            tnplot.sweep_curves(
+                rows,
+                x="chi",
+                y=f"{split}_accuracy",
+                baseline=base[split],
+                path=self.dir / f"accuracy_vs_chi{suffix}.png",
+                title=f"{split} accuracy vs chi (one layer, one cut truncated)",
+            )
         tnplot.sweep_curves(
             rows,
             x="norm_kept",
-            y="accuracy",
-            baseline=base,
-            path=self.out / figures["accuracy_vs_norm"],
+            y="test_accuracy",
+            baseline=base["test"],
+            path=self.dir / "accuracy_vs_norm.png",
         )
-        self.log(f"[3/5] sweep: {len(rows)} cells (layer x cut x chi) -> sweep.csv")
+        self.log(f"[3/4] sweep: {len(rows)} cells (layer x cut x chi)")
+        return rows
 
-        combined = self.combined(model, rows, base, layers)
-        figures["recovery"] = "recovery.png"
-        tnplot.recovery_curve(
-            combined["aggressive"]["retrain_accuracy"],
-            before=base,
-            truncated=combined["aggressive"]["accuracy"],
-            path=self.out / figures["recovery"],
-        )
-        self.log(
-            f"[4/5] combined truncation: safe {combined['safe']['accuracy']:.4f}, aggressive "
-            f"{combined['aggressive']['accuracy']:.4f} -> retrained "
-            f"{combined['aggressive']['retrain_accuracy'][-1]:.4f}"
-        )
-        report = self.report(
-            base, reused, meta, table, rows, combined, layers, figures, time.perf_counter() - start
-        )
-        path = self.out / "report.md"
-        atomic_write_text(path, report)
-        self.log(f"[5/5] report: {path}")
-        return path
+    def scores(self, model: torch.nn.Module) -> dict[str, Any]:
+        """Validation and test accuracy, and per-image test correctness."""
+        hits = correct(model, self.data.test, device=self.cfg.device)
+        return {
+            "val_accuracy": evaluate(model, self.data.val, device=self.cfg.device),
+            "test_accuracy": float(hits.mean()),
+            "test_correct": pack_correct(hits),
+        }
 
-    def accuracy(self, model: torch.nn.Module) -> float:
-        return evaluate(model, self.data.test, device=self.cfg.device)
-
-    def combined(self, model, rows, base, layers) -> dict[str, Any]:
+    def combined(
+        self, model: torch.nn.Module, rows: Sequence[dict], layers: Sequence[str], base_val: float
+    ) -> dict[str, Any]:
         cfg = self.cfg
-        path = self.out / "combined.json"
-        config = {**cfg.combined(), "base_accuracy": base}
-        if path.exists():
-            saved = json.loads(path.read_text())
-            if saved.get("config") == config:
-                return saved
-        result: dict[str, Any] = {"config": config}
+        path = self.dir / "combined.json"
+        if path.exists():  # checked against this configuration before the run started
+            return runner.read_json(path, "combined-truncation results", "delete it to recompute")
+        result: dict[str, Any] = {"config": cfg.combined(self.seed), "base": self.scores(model)}
         for level, drop in (("safe", cfg.tolerance), ("aggressive", cfg.aggressive_drop)):
-            choice = tolerated(rows, base, drop)
-            plan = combined_plan(choice, layers, cfg.combined_cuts)
+            plan = combined_plan(tolerated(rows, base_val, drop), layers, cfg.combined_cuts)
             trial = copy.deepcopy(model)
-            report = truncate_layers(trial, plan)
             entry = {
                 "plan": {k: [[list(c), chi] for c, chi in v] for k, v in plan.items()},
-                "layers": report,
-                "accuracy": self.accuracy(trial),
-                "params_dense": sum(model.get_submodule(n).weight.numel() for n in layers),
+                "layers": truncate_layers(trial, plan),
+                **self.scores(trial),
             }
             if level == "aggressive":
-                # Projected re-training: one epoch of ordinary training, then the same truncation
-                # again, so the model that is scored is always truncated along the same cuts to
-                # the same chi. (The optimizer starts afresh each epoch, after the projection.)
-                history = []
-                for epoch in range(cfg.retrain_epochs):
-                    train(
-                        trial,
-                        self.data,
-                        epochs=1,
-                        lr=cfg.retrain_lr,
-                        batch_size=cfg.batch_size,
-                        seed=cfg.seed + 1000 + epoch,
-                        device=cfg.device,
-                        progress=False,
-                    )
-                    truncate_layers(trial, plan)
-                    history.append(self.accuracy(trial))
-                entry["retrain_accuracy"] = history
-                entry["ranks_after_retrain"] = cut_ranks(trial, plan)
+                entry.update(self.retrain(trial, plan))
             result[level] = entry
-        atomic_write_text(path, json.dumps(result, indent=1, sort_keys=True))
+        runner.write_json(path, result)
         return result
 
-    # -- report -----------------------------------------------------------------------------
-    def report(self, base, reused, meta, table, rows, combined, layers, figures, seconds) -> str:
+    def retrain(self, trial: torch.nn.Module, plan: Mapping[str, Sequence]) -> dict[str, Any]:
+        """Projected re-training: one epoch, then the same truncation again, per epoch.
+
+        The model scored is always truncated along the same cuts to the same chi; the epoch
+        reported is the one with the best validation accuracy (the earliest among ties).
+        """
         cfg = self.cfg
-        tol_pts = 100 * cfg.tolerance
-        choice = tolerated(rows, base, cfg.tolerance)
-        per_layer = layer_truncatability(nontrivial(choice), layers)
-        pairs = list(nontrivial(choice).values())
-        much = [r for r in pairs if 1 - r["norm_kept"] >= 0.10]
-        f1 = len(much) >= 0.5 * len(pairs)
-        first, deepest = layers[0], layers[-1]
-        depth = list(range(len(layers)))
-        tau = stats.kendalltau(depth, [per_layer[n] for n in layers]) if len(layers) > 2 else None
-        deeper = per_layer[deepest] > per_layer[first]
-        trend = tau is None or (np.isfinite(tau.statistic) and tau.statistic > 0)
-        f2 = "holds" if deeper and trend else ("is mixed" if deeper or trend else "does not hold")
-        agg = combined["aggressive"]
-        safe = combined["safe"]
-        recovered = max(agg["retrain_accuracy"]) if agg["retrain_accuracy"] else agg["accuracy"]
-        f3 = recovered >= base - cfg.tolerance and agg["accuracy"] < base - cfg.tolerance
-        lost = base - agg["accuracy"]
-        regained = (recovered - agg["accuracy"]) / lost if lost > 0 else 1.0
-
-        def pct(x: float) -> str:
-            return f"{100 * x:.1f}%"
-
-        def mean_lost(entry) -> float:
-            values = [1 - v["norm_kept"] for v in entry["layers"].values()]
-            return float(np.mean(values)) if values else 0.0
-
-        lines = [
-            f"# Truncation along cuts: {cfg.model} on {cfg.dataset}",
-            "",
-            "Reproduction of Singh, Jahromi & Orus (2024), *Tensor network compressibility of "
-            "convolutional models*, on this run's data. Numbers below come from this run; "
-            f"it took {seconds:.0f} s. Accuracies are test-set accuracies; "
-            "*norm lost* is `1 - ||K'|| / ||K||` for a truncated kernel `K'`, *error* is "
-            "`||K - K'|| / ||K||`.",
-            "",
-            "## Model",
-            f"- Test accuracy of the trained model: **{base:.4f}** "
-            f"({'reused checkpoint' if reused else 'trained in this run'}; "
-            f"{len(self.data.train)} train / {len(self.data.val)} val / "
-            f"{len(self.data.test)} test images).",
-            "",
-            "## Findings",
-            "",
-            f"**1. Kernels can be truncated along cuts, losing much norm but little accuracy: "
-            f"{'holds' if f1 else 'does not hold'}.** In {len(much)} of {len(pairs)} "
-            f"non-trivial (layer, cut) pairs at least 10% of the kernel norm can be removed "
-            f"along that cut while the accuracy drops by less than {tol_pts:.0f} point. "
-            f"Truncating every layer along {len(cfg.combined_cuts)} cuts at once, each at its "
-            "own tolerated level, "
-            f"removes on average {pct(mean_lost(safe))} of the kernel norm and gives accuracy "
-            f"{safe['accuracy']:.4f} ({100 * (safe['accuracy'] - base):+.1f} points).",
-            "",
-            f"**2. Deeper layers are more truncatable: {f2}.** "
-            f"Mean norm removable within {tol_pts:.0f} point, over the swept cuts: first layer "
-            f"`{first}` {pct(per_layer[first])}, deepest `{deepest}` {pct(per_layer[deepest])}."
-            + (
-                f" Kendall tau between depth and removable norm over all {len(layers)} layers: "
-                f"{tau.statistic:.2f} (p = {tau.pvalue:.2f})."
-                if tau is not None and np.isfinite(tau.statistic)
-                else ""
-            ),
-            "",
-            f"**3. Re-training recovers from aggressive truncation: "
-            f"{'holds' if f3 else 'does not hold'}.** Truncating every layer along "
-            f"{len(cfg.combined_cuts)} cuts at the level where each cut alone loses up to "
-            f"{100 * cfg.aggressive_drop:.0f} points removes {pct(mean_lost(agg))} of the kernel "
-            f"norm on average and drops accuracy from {base:.4f} to {agg['accuracy']:.4f}; "
-            f"after each of {cfg.retrain_epochs} epoch(s) of re-training (the truncation "
-            "re-applied after every epoch, so the model stays truncated) it is "
-            + ", ".join(f"{a:.4f}" for a in agg["retrain_accuracy"])
-            + f" (epoch by epoch), recovering {pct(regained)} of the accuracy lost; the finding "
-            f"counts as holding when re-training ends within {tol_pts:.0f} point of the "
-            f"original accuracy, here {100 * (recovered - base):+.1f} points.",
-            "",
-            f"## Norm removable within {tol_pts:.0f} point of accuracy, per layer and cut",
-            "",
-            "| layer | " + " | ".join(md(c) for c in table.cuts) + " |",
-            "| --- | " + " | ".join("---" for _ in table.cuts) + " |",
-        ]
-        for layer in layers:
-            cells = []
-            for cut in table.cuts:
-                row = choice.get((layer, cut))
-                cells.append(
-                    f"{pct(1 - row['norm_kept'])} (chi {row['chi']}/{row['chi_max']})"
-                    if row
-                    else "-"
-                )
-            lines.append(f"| {layer} | " + " | ".join(cells) + " |")
-        lines += [
-            "",
-            "## Spectra (entropy of each cut, nats)",
-            "",
-            "| layer | shape | " + " | ".join(table.cuts) + " |",
-            "| --- | --- | " + " | ".join("---" for _ in table.cuts) + " |",
-        ]
-        for layer in layers:
-            shape = "x".join(str(d) for d in self.shapes[layer])
-            ent = [f"{table.get(layer, c).entropy():.2f}" for c in table.cuts]
-            lines.append(f"| {layer} | {shape} | " + " | ".join(ent) + " |")
-        lines += ["", "## Combined truncation plans", ""]
-        for level in ("safe", "aggressive"):
-            entry = combined[level]
-            lines.append(
-                f"- {level}: "
-                + "; ".join(
-                    f"`{layer}` "
-                    + ", ".join(f"{','.join(c)}->{chi}" for c, chi in steps)
-                    + f" (norm lost {pct(1 - entry['layers'][layer]['norm_kept'])})"
-                    for layer, steps in entry["plan"].items()
-                )
-                + f"; accuracy {entry['accuracy']:.4f}"
+        history = []
+        for epoch in range(1, cfg.retrain_epochs + 1):
+            train(
+                trial,
+                self.data,
+                epochs=1,
+                lr=cfg.retrain_lr,
+                batch_size=cfg.batch_size,
+                seed=self.seed + 1000 + epoch,
+                device=cfg.device,
+                progress=False,
             )
-        lines += ["", "## Figures", ""]
-        lines += [f"- [{name}]({file})" for name, file in figures.items()]
-        lines += [
-            "",
-            "Tables: [spectra.csv](spectra.csv), [sweep.csv](sweep.csv), "
-            "[combined.json](combined.json).",
-            "",
-            "## Configuration",
-            "",
-            "```",
-        ]
-        for key, value in asdict(cfg).items():
-            if key != "extra":
-                lines.append(f"{key} = {value!r}")
-        lines += [
-            f"python = {platform.python_version()}, torch = {torch.__version__}, "
-            f"tensornet = {tn.__version__}",
-            "```",
-            "",
-        ]
-        return "\n".join(lines)
+            truncate_layers(trial, plan)
+            history.append({"epoch": epoch, **self.scores(trial)})
+        best = max(history, key=lambda h: (h["val_accuracy"], -h["epoch"]))
+        return {
+            "retrain": history,
+            "retrain_epoch": best["epoch"],
+            "ranks_after_retrain": cut_ranks(trial, plan),
+        }
+
+
+# -- findings over seeds ------------------------------------------------------------------------
+def seed_numbers(result: Mapping[str, Any], cfg: Config) -> dict[str, Any]:
+    """The numbers the findings quote, for one seed (recomputed from its tables)."""
+    combined = result["combined"]
+    base, safe, agg = combined["base"], combined["safe"], combined["aggressive"]
+    layers = result["layers"]
+    choice = nontrivial(tolerated(result["rows"], base["val_accuracy"], cfg.tolerance))
+    much = [r for r in choice.values() if 1 - r["norm_kept"] >= MUCH_NORM]
+    retrained = agg["retrain"][agg["retrain_epoch"] - 1]
+
+    def mean_lost(entry: Mapping[str, Any]) -> float:
+        values = [1 - v["norm_kept"] for v in entry["layers"].values()]
+        return float(np.sum(values) / len(layers)) if layers else 0.0
+
+    lost = base["test_accuracy"] - agg["test_accuracy"]
+    return {
+        "seed": result["seed"],
+        "base_val_accuracy": base["val_accuracy"],
+        "base_test_accuracy": base["test_accuracy"],
+        "pairs": len(choice),
+        "pairs_much_norm": len(much),
+        "pair_test_drop": float(
+            np.mean([base["test_accuracy"] - r["test_accuracy"] for r in choice.values()])
+        ),
+        "removable_norm": removable_norm(choice, layers),
+        "safe_test_accuracy": safe["test_accuracy"],
+        "safe_drop": base["test_accuracy"] - safe["test_accuracy"],
+        "safe_norm_lost": mean_lost(safe),
+        "aggressive_test_accuracy": agg["test_accuracy"],
+        "aggressive_drop": lost,
+        "aggressive_norm_lost": mean_lost(agg),
+        "retrain_epoch": agg["retrain_epoch"],
+        "retrained_test_accuracy": retrained["test_accuracy"],
+        "retrained_drop": base["test_accuracy"] - retrained["test_accuracy"],
+        "regained": (
+            (retrained["test_accuracy"] - agg["test_accuracy"]) / lost if lost > 0 else float("nan")
+        ),
+    }
+
+
+def findings(results: Sequence[Mapping[str, Any]], cfg: Config) -> dict[str, Any]:
+    """The three findings over all seeds: numbers per seed, their spread, verdicts.
+
+    Every verdict is recomputable from the seeds' ``sweep.csv`` and ``combined.json``.
+    """
+    per_seed = [seed_numbers(r, cfg) for r in results]
+    tol = cfg.tolerance
+    base = [unpack_correct(r["combined"]["base"]["test_correct"]) for r in results]
+
+    def correctness(level: str) -> list[np.ndarray]:
+        out = []
+        for r in results:
+            if level == "retrained":
+                agg = r["combined"]["aggressive"]
+                entry = agg["retrain"][agg["retrain_epoch"] - 1]
+            else:
+                entry = r["combined"][level]
+            out.append(unpack_correct(entry["test_correct"]))
+        return out
+
+    def boot(level: str, offset: int) -> stats.Interval:
+        return stats.paired_bootstrap(base, correctness(level), seed=cfg.seed + offset)
+
+    test_name = "paired bootstrap of the test accuracy drop"
+    # 1. much norm (>= 10 % of the kernel norm on average) but little accuracy (< tolerance)
+    safe_iv = boot("safe", 1)
+    norm_lost = stats.spread([n["safe_norm_lost"] for n in per_seed]).mean
+    f1 = stats.threshold_verdict(
+        safe_iv, tol, claim="below", test=test_name, what="the safe plan's accuracy drop"
+    )
+    if norm_lost < MUCH_NORM:
+        f1 = stats.Verdict(
+            stats.DOES_NOT_HOLD,
+            test_name,
+            f"the safe plan removes only {100 * norm_lost:.1f}% of the kernel norm "
+            f"(< {100 * MUCH_NORM:.0f}%)",
+            interval=safe_iv,
+        )
+    # 2. deeper layers are more truncatable
+    depth = [i for n in per_seed for i in range(len(n["removable_norm"]))]
+    removable = [v for n in per_seed for v in n["removable_norm"]]
+    f2 = stats.kendall_verdict(depth, removable, what="the removable norm with layer depth")
+    # 3. re-training recovers from aggressive truncation
+    before_iv, after_iv = boot("aggressive", 2), boot("retrained", 3)
+    after = stats.threshold_verdict(
+        after_iv, tol, claim="below", test=test_name, what="the re-trained drop"
+    )
+    before = stats.threshold_verdict(
+        before_iv, tol, claim="above", test=test_name, what="the aggressive drop"
+    )
+    if after.status == stats.DOES_NOT_HOLD:
+        f3 = after
+    elif after.status == stats.HOLDS and before.status == stats.HOLDS:
+        f3 = replace(after, reason=f"{before.reason}, and {after.reason}")
+    else:
+        weak = before if before.status != stats.HOLDS else after
+        f3 = replace(after, status=stats.NOT_SIGNIFICANT, reason=weak.reason)
+    keys = [k for k in per_seed[0] if k not in ("seed", "removable_norm")]
+    summary = {k: asdict(stats.spread([n[k] for n in per_seed])) for k in keys}
+    summary["removable_norm"] = [
+        asdict(stats.spread([n["removable_norm"][i] for n in per_seed]))
+        for i in range(len(per_seed[0]["removable_norm"]))
+    ]
+    return {
+        "seeds": [n["seed"] for n in per_seed],
+        "note": stats.seeds_note(len(per_seed)),
+        "per_seed": per_seed,
+        "summary": summary,
+        "intervals": {
+            "safe_drop": asdict(safe_iv),
+            "aggressive_drop": asdict(before_iv),
+            "retrained_drop": asdict(after_iv),
+        },
+        "verdicts": {"1": f1.as_dict(), "2": f2.as_dict(), "3": f3.as_dict()},
+    }
+
+
+# -- report -------------------------------------------------------------------------------------
+def _s(summary: Mapping[str, Any], key: str, fmt: str = ".4f", scale: float = 1.0, unit: str = ""):
+    return stats.Spread(**summary[key]).format(fmt, scale, unit)
+
+
+def _iv(intervals: Mapping[str, Any], key: str) -> str:
+    return stats.Interval(**intervals[key]).format(scale=100, unit=" points")
+
+
+def _verdict(found: Mapping[str, Any], number: str) -> str:
+    v = found["verdicts"][number]
+    interval = stats.Interval(**v["interval"]) if v["interval"] else None
+    verdict = stats.Verdict(**{**v, "interval": interval})
+    return f"{verdict_text(verdict)}.** Why: {verdict.reason}."
+
+
+def report(
+    cfg: Config, results: Sequence[Mapping[str, Any]], found: Mapping[str, Any], seconds: float
+) -> str:
+    """``report.md``: the findings with verdicts, tables, figures and the configuration."""
+    s = found["summary"]
+    first = results[0]
+    layers = first["layers"]
+    tol = f"{100 * cfg.tolerance:g} point{'s' if cfg.tolerance != 0.01 else ''}"
+    pts = {"fmt": ".2f", "scale": 100.0, "unit": " points"}  # accuracy lost
+    pct = {"fmt": ".1f", "scale": 100.0, "unit": "%"}
+    n = len(results)
+    sizes = first["sizes"]
+    iv = found["intervals"]
+    lines = [
+        f"# Truncation along cuts: {cfg.model} on {cfg.dataset}",
+        "",
+        "Reproduction of Singh, Jahromi & Orus (2024), *Tensor network compressibility of "
+        f"convolutional models*, on this run's data ({n} seed{'s' if n > 1 else ''}: "
+        f"{', '.join(str(x) for x in found['seeds'])}; {seconds:.0f} s). Every level (the chi "
+        "of each cut, the safe and aggressive combined plans, the re-training epoch) is chosen "
+        "on the validation split; accuracies below are test-split accuracies of those choices. "
+        "*Norm lost* is `1 - ||K'|| / ||K||` for a truncated kernel `K'`.",
+        "",
+        f"**{found['note']}**",
+        "",
+        "## Model",
+        f"- Test accuracy of the trained model: **{_s(s, 'base_test_accuracy')}** (validation "
+        f"{_s(s, 'base_val_accuracy')}); {sizes[0]} train / {sizes[1]} val / {sizes[2]} test "
+        "images per seed.",
+        "",
+        "## Findings",
+        "",
+        "Each verdict: *holds* when the named test supports the finding at 95% (p < 0.05 or the "
+        "whole 95% interval on the finding's side), *does not hold* when it supports the "
+        "opposite, *not significant* otherwise.",
+        "",
+        f"**1. Kernels can be truncated along cuts, losing much norm but little accuracy: "
+        f"{_verdict(found, '1')} Truncating every layer along {len(cfg.combined_cuts)} cuts "
+        f"at once, each at the smallest chi whose validation accuracy stays within {tol} (the "
+        f"safe plan), removes {_s(s, 'safe_norm_lost', **pct)} of the kernel norm on average "
+        f"and loses {_s(s, 'safe_drop', **pts)} of test accuracy (test accuracy "
+        f"{_s(s, 'safe_test_accuracy')}; {stats.Interval(**iv['safe_drop']).method}). The "
+        "finding needs at least "
+        f"{100 * MUCH_NORM:.0f}% of the norm removed and the drop's interval below {tol}. "
+        f"One cut at a time: in {_s(s, 'pairs_much_norm', '.3g')} of "
+        f"{_s(s, 'pairs', '.3g')} non-trivial (layer, cut) pairs at least "
+        f"{100 * MUCH_NORM:.0f}% of the norm goes within the tolerance; the test accuracy at the "
+        f"chosen chi is {_s(s, 'pair_test_drop', **pts)} below the model's on average.",
+        "",
+        f"**2. Deeper layers are more truncatable: {_verdict(found, '2')} Mean norm "
+        f"removable within {tol} over the swept cuts, per layer from first to last: "
+        + ", ".join(
+            f"`{layer}` {stats.Spread(**v).format(**pct)}"
+            for layer, v in zip(layers, s["removable_norm"])
+        )
+        + f". The test is Kendall tau-b between layer depth and removable norm over {n} seed(s) "
+        f"x {len(layers)} layers, one-sided (deeper = more).",
+        "",
+        f"**3. Re-training recovers from aggressive truncation: {_verdict(found, '3')} "
+        f"Truncating every layer along {len(cfg.combined_cuts)} cuts at the level where each cut "
+        f"alone loses up to {100 * cfg.aggressive_drop:g} points on validation removes "
+        f"{_s(s, 'aggressive_norm_lost', **pct)} of the kernel norm and loses "
+        f"{_s(s, 'aggressive_drop', **pts)} of test accuracy (to "
+        f"{_s(s, 'aggressive_test_accuracy')}). After up "
+        f"to {cfg.retrain_epochs} epoch(s) of re-training (the truncation re-applied after every "
+        f"epoch; the epoch kept, {_s(s, 'retrain_epoch', '.3g')} on average, has the best "
+        f"validation accuracy) the loss is {_s(s, 'retrained_drop', **pts)} (test accuracy "
+        f"{_s(s, 'retrained_test_accuracy')}), regaining {_s(s, 'regained', **pct)} of the "
+        "accuracy lost. The finding needs the interval of the aggressive loss above the "
+        f"tolerance (here {_iv(iv, 'aggressive_drop')}) "
+        "and that of the re-trained loss below it (here "
+        f"{_iv(iv, 'retrained_drop')}).",
+        "",
+    ]
+    lines += _tables(cfg, results, found)
+    lines += ["", "## Configuration", "", "```"]
+    for key, value in asdict(cfg).items():
+        lines.append(f"{key} = {value!r}")
+    lines += [
+        f"python = {platform.python_version()}, torch = {torch.__version__}, "
+        f"tensornet = {tn.__version__}",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _tables(
+    cfg: Config, results: Sequence[Mapping[str, Any]], found: Mapping[str, Any]
+) -> list[str]:
+    first = results[0]
+    layers, cuts = first["layers"], first["cuts"]
+    swept = sorted({r["cut"] for r in first["rows"]}, key=cuts.index)
+    tol = f"{100 * cfg.tolerance:g} point{'s' if cfg.tolerance != 0.01 else ''}"
+    choices = [
+        tolerated(r["rows"], r["combined"]["base"]["val_accuracy"], cfg.tolerance) for r in results
+    ]
+    cells = []
+    for layer in layers:
+        row = [layer]
+        for cut in swept:
+            picks = [c[(layer, cut)] for c in choices if (layer, cut) in c]
+            lost = stats.spread([1 - p["norm_kept"] for p in picks]).format(".1f", 100, "%")
+            chis = "/".join(str(p["chi"]) for p in picks)
+            row.append(f"{lost} (chi {chis} of {picks[0]['chi_max']})")
+        cells.append(row)
+    lines = [
+        f"## Norm removable within {tol} of validation accuracy, per layer and cut",
+        "",
+        "Mean over seeds; the chi chosen in each seed, of the cut's full rank.",
+        "",
+        md_table(["layer", *swept], cells),
+        "",
+        f"## Spectra (entropy of each cut, nats; seed {first['seed']})",
+        "",
+        md_table(
+            ["layer", "shape", *cuts],
+            [
+                [layer, "x".join(map(str, first["shapes"][layer]))]
+                + [f"{first['entropy'][(layer, c)]:.2f}" for c in cuts]
+                for layer in layers
+            ],
+        ),
+        "",
+        "## Per seed",
+        "",
+    ]
+    per_seed = found["per_seed"]
+    lines.append(
+        md_table(
+            [
+                "seed",
+                "test acc.",
+                "safe: acc.",
+                "norm lost",
+                "aggressive: acc.",
+                "norm lost",
+                "re-trained acc.",
+                "epoch",
+            ],
+            [
+                [
+                    n["seed"],
+                    f"{n['base_test_accuracy']:.4f}",
+                    f"{n['safe_test_accuracy']:.4f}",
+                    f"{100 * n['safe_norm_lost']:.1f}%",
+                    f"{n['aggressive_test_accuracy']:.4f}",
+                    f"{100 * n['aggressive_norm_lost']:.1f}%",
+                    f"{n['retrained_test_accuracy']:.4f}",
+                    n["retrain_epoch"],
+                ]
+                for n in per_seed
+            ],
+        )  # fmt: skip
+    )
+    lines += ["", "## Combined truncation plans", ""]
+    for r in results:
+        for level in ("safe", "aggressive"):
+            entry = r["combined"][level]
+            steps = "; ".join(
+                f"`{layer}` "
+                + ", ".join(f"{','.join(c)}->{chi}" for c, chi in plan)
+                + f" (norm lost {100 * (1 - entry['layers'][layer]['norm_kept']):.1f}%)"
+                for layer, plan in entry["plan"].items()
+            )
+            lines.append(
+                f"- seed {r['seed']}, {level}: {steps or 'nothing truncated'}; test accuracy "
+                f"{entry['test_accuracy']:.4f}"
+            )
+    d = f"seed-{first['seed']}"
+    lines += ["", f"## Figures (seed {first['seed']}; every seed's are in its folder)", ""]
+    figures = ["entropy_heatmap", "accuracy_vs_chi", "accuracy_vs_chi_val", "accuracy_vs_norm"]
+    figures += [f"spectra_{layer}" for layer in layers]
+    lines += [f"- [{name}]({d}/{name}.png)" for name in figures]
+    lines += [
+        "",
+        "Tables: [findings.json](findings.json) (verdicts and every number per seed), and per "
+        f"seed `seed-S/spectra.csv`, `seed-S/sweep.csv`, `seed-S/combined.json` (e.g. [{d}/"
+        f"sweep.csv]({d}/sweep.csv)).",
+    ]
+    return lines
+
+
+# -- running ------------------------------------------------------------------------------------
+class Study:
+    """The whole run: lock ``--out``, check what is there, run every seed, write the report.
+
+    Parameters
+    ----------
+    cfg
+        The configuration.
+    load_data
+        ``seed -> DatasetSplits``; default :func:`studies.common.data.get_dataset`.
+    """
+
+    def __init__(
+        self, cfg: Config, load_data: Callable[[int], DatasetSplits] | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.started = time.perf_counter()
+        self._load = load_data or self._default_load
+
+    def _default_load(self, seed: int) -> DatasetSplits:
+        cfg = self.cfg
+        try:
+            return get_dataset(cfg.dataset, cfg.data_dir, seed=seed, limit=cfg.limit)
+        except (FileNotFoundError, DataError) as exc:
+            raise StudyError(str(exc)) from None
+
+    def log(self, text: str) -> None:
+        print(f"{text}  [{time.perf_counter() - self.started:.1f} s]", flush=True)
+
+    def run(self) -> Path:
+        """Run every seed (reusing what is done) and write the report; return its path."""
+        cfg = self.cfg
+        path = runner.run_seeds(
+            self.out,
+            cfg.seed_list(),
+            self._load,
+            lambda seed, data: SeedRun(cfg, seed, data, self.log),
+            self.finish,
+            workers=cfg.workers,
+            scheduler=cfg.scheduler,
+            log=self.log,
+        )
+        self.log(f"report: {path}")
+        return path
+
+    def finish(self, results: list[dict[str, Any]]) -> Path:
+        """findings.json and report.md from the seeds' results."""
+        found = findings(results, self.cfg)
+        runner.write_json(self.out / "findings.json", found)
+        seconds = time.perf_counter() - self.started
+        path = self.out / "report.md"
+        atomic_write_text(path, report(self.cfg, results, found, seconds))
+        return path
 
 
 def parse_cuts(text: str) -> tuple[tuple[str, ...], ...]:
@@ -488,66 +779,45 @@ def parse_cuts(text: str) -> tuple[tuple[str, ...], ...]:
     for part in text.split(";"):
         legs = tuple(x.strip() for x in part.split(",") if x.strip())
         bad = [x for x in legs if x not in KERNEL_LEGS]
-        if bad or not legs:
+        if bad or not legs or len(set(legs)) != len(legs) or len(legs) >= len(KERNEL_LEGS):
             raise argparse.ArgumentTypeError(
-                f"cut {part!r}: legs must be among {KERNEL_LEGS}, separated by ','"
+                f"cut {part!r}: 1-3 distinct legs among {', '.join(KERNEL_LEGS)}, separated by ','"
             )
         out.append(legs)
     return tuple(out)
 
 
-def parse_args(argv: Sequence[str] | None) -> Config:
-    p = argparse.ArgumentParser(
-        prog="python -m studies truncation", description=__doc__.split("\n")[0]
-    )
+def build_parser() -> cli.OneLineParser:
+    """The argument parser; every value is checked here (one line and exit 2 when bad)."""
+    p = cli.OneLineParser(prog=PROG, description=__doc__.split("\n")[0])
     p.add_argument("--model", default="vanilla_cnn", choices=MODEL_NAMES)
-    p.add_argument(
-        "--dataset",
-        default="digits",
-        choices=["digits", "cifar10", "cifar100", "mnist", "fashion_mnist"],
-    )
-    p.add_argument("--data-dir", default=None, help="folder with the dataset's standard files")
-    p.add_argument(
-        "--cuts",
-        type=parse_cuts,
-        default=ALL_CUTS,
-        help="'all' or e.g. 'out;in;out,in' (default: all 7)",
-    )
-    p.add_argument(
-        "--chis",
-        type=lambda s: tuple(int(x) for x in s.split(",")),
-        default=None,
-        help="comma-separated chi values (default: powers of two up to full rank)",
-    )
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--retrain-epochs", type=int, default=5)
-    p.add_argument("--retrain-lr", type=float, default=1e-3)
-    p.add_argument(
-        "--tolerance",
-        type=float,
-        default=0.01,
-        help="accuracy drop counted as 'little' (fraction, default 0.01 = 1 point)",
-    )
-    p.add_argument(
-        "--aggressive-drop",
-        type=float,
-        default=0.05,
-        help="per-cut accuracy drop defining the aggressive level (default 0.05)",
-    )
-    p.add_argument("--limit", type=int, default=None, help="use at most this many images per split")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument(
-        "--out", default=None, help="output folder (default runs/truncation-DATASET-MODEL)"
-    )
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="CI-sized run: 3 epochs, 3 cuts, chi in 1..64 by powers of two, 1 re-train epoch",
-    )
+    cli.add_run_arguments(p, DATASET_NAMES, default_out="runs/truncation-DATASET-MODEL")
+    add = p.add_argument
+    add("--cuts", type=parse_cuts, default=ALL_CUTS,
+        help="'all' or e.g. 'out;in;out,in' (default: all 7)")
+    add("--chis", type=cli.int_list, default=None,
+        help="comma-separated chi values (default: powers of two up to full rank)")
+    add("--epochs", type=cli.positive_int, default=15)
+    add("--lr", type=cli.positive_float, default=1e-3)
+    add("--batch-size", type=cli.positive_int, default=64)
+    add("--retrain-epochs", type=cli.positive_int, default=5)
+    add("--retrain-lr", type=cli.positive_float, default=1e-3)
+    add("--tolerance", type=cli.fraction, default=0.01,
+        help="validation accuracy drop counted as 'little' (fraction, default 0.01 = 1 point)")
+    add("--aggressive-drop", type=cli.fraction, default=0.05,
+        help="per-cut validation accuracy drop of the aggressive level (default 0.05)")
+    add("--quick", action="store_true",
+        help="CI-sized run: 3 epochs, 3 cuts, chi in 1..64 by powers of two, 1 re-train epoch")
+    return p  # fmt: skip
+
+
+def parse_args(argv: Sequence[str] | None) -> Config:
+    """Parse and check the arguments (exits with status 2 and one line when they are bad)."""
+    p = build_parser()
     a = p.parse_args(argv)
+    if a.aggressive_drop <= a.tolerance:
+        p.error(f"--aggressive-drop ({a.aggressive_drop}) must exceed --tolerance ({a.tolerance})")
+    out = cli.check_run_arguments(p, a, BUNDLED, f"runs/truncation-{a.dataset}-{a.model}")
     cfg = Config(
         model=a.model,
         dataset=a.dataset,
@@ -556,6 +826,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         lr=a.lr,
         batch_size=a.batch_size,
         seed=a.seed,
+        seeds=a.seeds,
         cuts=a.cuts,
         chis=a.chis,
         tolerance=a.tolerance,
@@ -564,8 +835,10 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         retrain_lr=a.retrain_lr,
         limit=a.limit,
         device=a.device,
-        out=a.out or f"runs/truncation-{a.dataset}-{a.model}",
+        out=out,
         quick=a.quick,
+        workers=a.workers,
+        scheduler=a.scheduler,
     )
     if a.quick:
         cfg = replace(
@@ -579,11 +852,14 @@ def parse_args(argv: Sequence[str] | None) -> Config:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg = parse_args(argv)
+    """``python -m studies truncation``: returns the exit status (2: a bad argument or file)."""
     try:
-        data = get_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed, limit=cfg.limit)
-    except (FileNotFoundError, ValueError) as exc:  # missing or malformed dataset files
-        print(f"studies truncation: error: {exc}", file=sys.stderr)
-        return 2
-    Study(cfg).run(data)
-    return 0
+        cfg = parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed as one line
+        return exc.code if isinstance(exc.code, int) else cli.EXIT_USAGE
+
+    def body() -> int:
+        Study(cfg).run()
+        return 0
+
+    return cli.run_cli(PROG, body)

@@ -294,9 +294,13 @@ def truncation_sweep(
         JSON-lines file for resuming: finished cells are skipped on rerun.
     config : mapping, optional
         Stored with the results; a rerun with another config raises ValueError.
-    executor : concurrent.futures.Executor, optional
+    executor : concurrent.futures.Executor or distributed.Client, optional
         Runs cells through ``executor.map``, each on its own deep copy of the model (threads,
-        processes, or a Dask/Ray executor with that interface). Default: in this process.
+        processes, or a Dask/Ray executor with that interface). A Dask ``distributed.Client``
+        gets the model and ``evaluate`` once per worker (scattered, not pickled into every
+        cell); the cells then run on the cluster in any order. Either way only this process
+        writes ``results``, so resuming works as in a serial run and the returned table is
+        the same. Default: in this process.
     progress : bool, optional
         tqdm bar; default on when stderr is a terminal.
 
@@ -374,6 +378,8 @@ def _run(
     show = sys.stderr.isatty() if progress is None else progress
     if executor is None:
         results: Iterable[dict[str, Any]] = _run_local(model, evaluate, cells)
+    elif hasattr(executor, "scatter") and hasattr(executor, "submit"):  # distributed.Client
+        results = _run_distributed(executor, model, evaluate, cells)
     else:
         results = executor.map(_CopyingTask(model, evaluate), cells)
     yield from tqdm(results, total=len(cells), disable=not show, desc="truncation sweep")
@@ -390,6 +396,33 @@ def _run_local(
             weight = model.get_submodule(cell.layer).weight.detach()
             factors = _CutFactors(weight, cell.left_legs)
         yield _evaluate_cell(model, evaluate, cell, factors)
+
+
+def _run_distributed(
+    client: Any, model: torch.nn.Module, evaluate: Evaluate, cells: Sequence[Cell]
+) -> Iterable[dict[str, Any]]:
+    """Cells on a Dask cluster, yielded as they finish; cancelled if the caller stops early."""
+    if not cells:
+        return
+    from distributed import as_completed
+
+    # Sent to every worker once; each task then names the worker-local copies.
+    shared_model, shared_evaluate = client.scatter([model, evaluate], broadcast=True, hash=False)
+    futures = [
+        client.submit(_remote_cell, shared_model, shared_evaluate, cell, pure=False)
+        for cell in cells
+    ]
+    try:
+        for future in as_completed(futures):
+            yield future.result()
+            future.release()
+    finally:  # an interrupted sweep leaves nothing running on the cluster
+        client.cancel([*futures, shared_model, shared_evaluate])
+
+
+def _remote_cell(model: torch.nn.Module, evaluate: Evaluate, cell: Cell) -> dict[str, Any]:
+    """One cell on a worker, on a private copy (a worker may run several tasks at once)."""
+    return _evaluate_cell(copy.deepcopy(model), evaluate, cell)
 
 
 class _CopyingTask:

@@ -10,10 +10,15 @@ line ``tensornet: error: ...`` on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import pickle
+import pickletools
+import re
+import stat
 import struct
 import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +37,15 @@ NESTED_KEYS = ("state_dict", "model_state_dict")
 PLOTS = ("bond_spectra.png", "entropy_heatmap.png", "truncation_curves.png")
 
 
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
 class CLIError(Exception):
     """A problem with the user's input, reported as one line and exit status 2."""
 
@@ -44,26 +58,67 @@ def _looks_like_safetensors(path: Path) -> bool:
     return len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] > 1
 
 
+def _natural_key(name: str) -> list[Any]:
+    """Sort key reading digit runs as numbers: ``layer2`` before ``layer10``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    """Read the tensors in their saved order, else in natural order of their names.
+
+    safetensors stores tensors sorted by dtype and name; a writer that keeps the order puts it
+    in the metadata as ``order`` (a JSON list of the names, as the studies' checkpoints do).
+    """
+    from safetensors import SafetensorError, safe_open
 
     try:
-        return load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            names = list(f.keys())
+            try:
+                order = json.loads((f.metadata() or {}).get("order", "null"))
+            except ValueError:
+                order = None
+            if not (isinstance(order, list) and sorted(map(str, order)) == sorted(names)):
+                order = sorted(names, key=_natural_key)
+            return {name: f.get_tensor(name) for name in order}
     except SafetensorError as e:
         raise CLIError(f"cannot read {path} as safetensors: {e}") from None
 
 
+def _pickled_globals(path: Path) -> list[str]:
+    """The globals (``module.name``) a plain pickle file names, read without unpickling."""
+    found: list[str] = []
+    strings: list[str] = []
+    try:
+        with path.open("rb") as f:
+            for op, arg, _ in pickletools.genops(f):
+                if op.name in ("GLOBAL", "INST"):
+                    found.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+                elif isinstance(arg, str):
+                    strings.append(arg)
+    except Exception:  # not (or no longer) a pickle: what was read so far is the answer
+        pass
+    return found
+
+
 def _load_torch(path: Path) -> object:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. torch's pickle-protocol warning: one line only
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        # torch words every failure of the restricted unpickler alike; a disallowed global is
-        # what a pickled Python object (as opposed to a corrupt file) produces.
-        if "Unsupported global" in f"{e} {e.__context__}":
+        # A global the restricted unpickler refused is a pickled Python object (a class or a
+        # function the file would call), not damage: name it. torch reads only its own format,
+        # so for a plain pickle the globals are listed from its opcodes, without unpickling.
+        named = re.findall(r"GLOBAL ([\w.]+)", f"{e} {e.__context__}") or [
+            g for g in _pickled_globals(path) if not g.startswith(("torch.", "collections."))
+        ]
+        if named:
             raise CLIError(
-                f"{path} contains pickled Python objects; refusing to unpickle an untrusted file "
-                "(only tensors and plain containers are loaded, with weights_only=True)"
+                f"{path} contains pickled Python objects ({named[0]}); refusing to unpickle an "
+                "untrusted file (only tensors and plain containers are read)"
             ) from None
         raise CLIError(f"cannot read {path}: not a PyTorch checkpoint (corrupt file?)") from None
     except (RuntimeError, EOFError, ValueError) as e:
@@ -93,6 +148,10 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.exists():
         raise CLIError(f"no such file: {path}")
+    if not path.is_file():  # reading a FIFO would block forever, a device never end
+        mode = path.stat().st_mode
+        kind = next((k for test, k in _KINDS if test(mode)), "not a regular file")
+        raise CLIError(f"{path} is {kind}, not a checkpoint file; refused")
     try:
         if path.suffix == ".safetensors" or _looks_like_safetensors(path):
             obj: object = _load_safetensors(path)

@@ -161,3 +161,101 @@ def test_usage_errors_return_2(capsys):
     assert main([]) == 2
     assert main(["spectra", "x.pt", "--chi", "0"]) == 2
     assert "must be a positive integer" in capsys.readouterr().err
+
+
+class RunsCode:
+    """Unpickling this would run ``os.system``; the CLI must refuse it and run nothing."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def pickled_with_torch(path, marker):
+    torch.save({"w": torch.ones(2, 2), "evil": RunsCode(marker)}, path)
+
+
+def pickled_with_torch_legacy(path, marker):
+    torch.save({"evil": RunsCode(marker)}, path, _use_new_zipfile_serialization=False)
+
+
+def pickled_plain(path, marker, protocol):
+    import pickle
+
+    with open(path, "wb") as f:
+        pickle.dump({"w": RunsCode(marker)}, f, protocol=protocol)
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        pickled_with_torch,
+        pickled_with_torch_legacy,
+        lambda p, m: pickled_plain(p, m, 2),
+        lambda p, m: pickled_plain(p, m, 4),
+    ],
+    ids=["torch.save", "torch.save legacy", "pickle protocol 2", "pickle protocol 4"],
+)
+def test_pickled_code_is_refused_as_such_and_never_runs(write, tmp_path, capsys):
+    marker = tmp_path / "ran"
+    path = tmp_path / "model.pt"
+    write(path, marker)
+    assert main(["spectra", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err  # no warnings, no traceback
+    assert "contains pickled Python objects (posix.system)" in err or "(nt.system)" in err
+    assert "refusing to unpickle" in err and "corrupt" not in err
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_non_regular_files_are_refused_without_blocking(tmp_path, capsys):
+    import os
+
+    fifo = tmp_path / "pipe.pt"
+    os.mkfifo(fifo)  # opening a FIFO for reading blocks until a writer appears
+    folder = tmp_path / "folder.safetensors"
+    folder.mkdir()
+    for path, kind in [(fifo, "a FIFO"), (folder, "a directory")]:
+        assert main(["spectra", str(path), "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"is {kind}" in err and "refused" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_safetensors_tensors_keep_their_saved_order(tmp_path, capsys):
+    from tensornet.cli import load_state_dict
+
+    weights = {
+        f"layer{i}.weight": torch.randn(4, 3, 3, 3, generator=torch.Generator().manual_seed(i))
+        for i in (2, 10, 1, 3)
+    }
+    plain = tmp_path / "plain.safetensors"
+    save_file(weights, str(plain))  # safetensors stores them sorted by dtype and name
+    assert list(load_state_dict(plain)) == [f"layer{i}.weight" for i in (1, 2, 3, 10)]
+    recorded = tmp_path / "recorded.safetensors"
+    import json
+
+    save_file(weights, str(recorded), metadata={"order": json.dumps(list(weights))})
+    state = load_state_dict(recorded)
+    assert list(state) == list(weights)  # the writer's order, kept in the metadata
+    assert all(torch.equal(state[k], weights[k]) for k in weights)
+    assert main(["spectra", str(recorded), "--no-plots", "--out", str(tmp_path / "o")]) == 0
+    rows = [r["layer"] for r in read_csv(tmp_path / "o" / "spectra.csv")]
+    assert list(dict.fromkeys(rows)) == ["layer2", "layer10", "layer1", "layer3"]
+    summary = [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:6]]
+    assert summary == ["layer2", "layer10", "layer1", "layer3"]
+
+
+def test_study_checkpoints_record_their_order(tmp_path):
+    from studies.common.checkpoints import read_metadata, save_checkpoint
+    from tensornet.cli import load_state_dict
+
+    model = torch.nn.Sequential(*[torch.nn.Linear(3, 3) for _ in range(12)])
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(model, path, {"epochs": 1})
+    assert list(load_state_dict(path)) == list(model.state_dict())  # 0, 1, ..., 10, 11
+    assert read_metadata(path) == {"epochs": 1}

@@ -10,12 +10,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tensornet.io import atomic_path
 
+from .cli import StudyError
 from .data import DatasetSplits
 from .training import evaluate, train
 
@@ -34,10 +35,13 @@ def save_checkpoint(model: nn.Module, path: str | Path, metadata: Mapping[str, A
 
     Each metadata value is stored JSON-encoded (safetensors metadata is str -> str); the file is
     written next to its destination and moved into place, so readers never see a partial file.
+    safetensors stores tensors sorted by dtype and name, so the state_dict's order is kept in
+    the metadata entry ``order`` (a JSON list of the names), which ``tensornet spectra`` reads.
     """
     # Cloning breaks storage sharing between entries, which safetensors refuses to write.
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     meta = {str(k): json.dumps(v, sort_keys=True, default=str) for k, v in metadata.items()}
+    meta["order"] = json.dumps(list(tensors))
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
 
@@ -46,7 +50,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     """The decoded metadata of a checkpoint written by :func:`save_checkpoint`."""
     with safe_open(str(path), framework="pt") as f:
         raw = f.metadata() or {}
-    return {k: json.loads(v) for k, v in raw.items()}
+    return {k: json.loads(v) for k, v in raw.items() if k != "order"}
 
 
 def load_checkpoint(model: nn.Module, path: str | Path) -> dict[str, Any]:
@@ -69,6 +73,47 @@ def _fingerprint(data: DatasetSplits) -> dict[str, Any]:
         digest.update(split.tensors[1].numpy().tobytes())
     sizes = [len(data.train), len(data.val), len(data.test)]
     return {"name": data.name, "sizes": sizes, "labels": digest.hexdigest()[:16]}
+
+
+def checkpoint_path(
+    config: Mapping[str, Any],
+    data: DatasetSplits,
+    cache_dir: str | Path,
+    train_kwargs: Mapping[str, Any],
+) -> tuple[Path, str]:
+    """Where :func:`train_or_load` keeps the checkpoint of this configuration, and its key.
+
+    Known before training, so a run can check an existing checkpoint before it writes anything.
+    """
+    keyed = {k: v for k, v in train_kwargs.items() if k not in _UNKEYED}
+    key = config_key({"config": config, "train": keyed, "data": _fingerprint(data)})
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(config.get("model", "model")))
+    return Path(cache_dir) / f"{name}-{key}.safetensors", key
+
+
+def check_checkpoint(path: str | Path, build: Callable[[], nn.Module]) -> None:
+    """Check that an existing checkpoint can be loaded into ``build()``'s model.
+
+    Raises
+    ------
+    StudyError
+        The file is truncated or corrupt, its metadata is not ours, or its tensors do not fit
+        the model; the message names the file and says to delete it (it is then retrained).
+    """
+    path = Path(path)
+    remedy = "delete it to train the model again"
+    try:
+        read_metadata(path)
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        reason = " ".join(str(exc).split())[:120]
+        raise StudyError(f"{path}: not a readable checkpoint ({reason}); {remedy}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise StudyError(f"{path}: its metadata is not a study checkpoint's; {remedy}") from None
+    try:
+        build().load_state_dict(state, strict=True)
+    except RuntimeError:
+        raise StudyError(f"{path}: its tensors do not fit the model; {remedy}") from None
 
 
 def train_or_load(
@@ -106,9 +151,7 @@ def train_or_load(
         ``train_seconds``; and whether an existing checkpoint was loaded instead of training.
     """
     keyed = {k: v for k, v in train_kwargs.items() if k not in _UNKEYED}
-    key = config_key({"config": config, "train": keyed, "data": _fingerprint(data)})
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(config.get("model", "model")))
-    path = Path(cache_dir) / f"{name}-{key}.safetensors"
+    path, key = checkpoint_path(config, data, cache_dir, train_kwargs)
     device = train_kwargs.get("device", "cpu")
     model = build()
     if path.is_file():

