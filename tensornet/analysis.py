@@ -126,6 +126,17 @@ class Cell:
         return f"{self.layer}\t{self.cut}\t{self.chi}"
 
 
+def _strict_json(value: Any) -> Any:
+    """``value`` with NaN and infinities replaced by ``None`` (recursively)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(v) for v in value]
+    return value
+
+
 class ResultStore:
     """Append-only JSON-lines results: one row per finished cell, with a header row of config.
 
@@ -164,7 +175,8 @@ class ResultStore:
         return [json.loads(line) for line in complete.decode().splitlines() if line.strip()]
 
     def _append(self, row: Mapping[str, Any]) -> None:
-        line = (json.dumps(row, sort_keys=True) + "\n").encode()
+        # strict JSON: a NaN/inf metric is written as null, which every JSON reader accepts
+        line = (json.dumps(_strict_json(row), sort_keys=True, allow_nan=False) + "\n").encode()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line)

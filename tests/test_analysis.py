@@ -192,3 +192,16 @@ def test_nan_weights_are_named(setup):
         truncation_sweep(model, evaluate, progress=False)
     with pytest.raises(ValueError, match=r"layer '2' weight holds NaN or inf"):
         truncate_layers(model, {"2": [(("out",), 2)]})
+
+
+def test_result_store_writes_strict_json(tmp_path):
+    import json
+
+    from tensornet.analysis import ResultStore
+
+    store = ResultStore(tmp_path / "rows.jsonl")
+    store.add({"key": "a", "accuracy": float("nan"), "loss": [float("inf"), 1.0]})
+    line = (tmp_path / "rows.jsonl").read_text().strip().splitlines()[-1]  # after the header
+    assert "NaN" not in line and "Infinity" not in line
+    row = json.loads(line)
+    assert row["accuracy"] is None and row["loss"] == [None, 1.0]
