@@ -163,8 +163,15 @@ def measure(fn: Callable[[], object], device: torch.device, repeat: int = 5) -> 
     return times[len(times) // 2]
 
 
+# (channels, spatial side, batch) of the layers calibrate() measures
+CALIBRATION_CASES = ((64, 16, 16), (128, 8, 8), (32, 32, 8))
+
+
 def _step_samples(
-    device: torch.device, dtype: torch.dtype, repeat: int
+    device: torch.device,
+    dtype: torch.dtype,
+    repeat: int,
+    cases: Sequence[tuple[int, int, int]] = CALIBRATION_CASES,
 ) -> list[tuple[str, float, float, float]]:
     """(kind, flops, bytes, seconds) of the steps of real candidate plans on this device."""
     from ..formats import fraction_ranks, get_format
@@ -173,7 +180,6 @@ def _step_samples(
     legs = ("out", "in", "kh", "kw")
     itemsize = torch.empty((), dtype=dtype).element_size()
     samples = []
-    cases = [(64, 16, 16), (128, 8, 8), (32, 32, 8)]  # channels, spatial side, batch
     formats = {"tucker2": 0.25, "cp": 0.1, "tt": 0.25, "svd": 0.25, "grouped": 0.25}
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -226,19 +232,23 @@ def _fit(points: list[tuple[float, float, float]], base: tuple[float, float, flo
 
 
 def calibrate(
-    device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, repeat: int = 5
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    repeat: int = 5,
+    cases: Sequence[tuple[int, int, int]] = CALIBRATION_CASES,
 ) -> DeviceCosts:
     """Measure this machine, fit the cost table, install it for the device type and return it.
 
     Runs the steps of the candidate plans of a few compressed 3x3 convolutions (about half a
     minute on a 2-core CPU), and fits, per step kind, ``time = flops / rate + bytes /
     bandwidth + overhead`` by non-negative least squares on relative errors. Layers made after
-    this (or after ``layer.clear_plans()``) plan with the new table.
+    this (or after ``layer.clear_plans()``) plan with the new table. ``cases`` are the
+    ``(channels, spatial side, batch)`` of the measured layers.
     """
     device = torch.device(device)
     base = costs_for(device.type)
     by_kind: dict[str, list[tuple[float, float, float]]] = {}
-    for kind, flops, nbytes, seconds in _step_samples(device, dtype, repeat):
+    for kind, flops, nbytes, seconds in _step_samples(device, dtype, repeat, cases):
         by_kind.setdefault(kind, []).append((flops, nbytes, seconds))
     rate, bandwidth, overhead = dict(base.rate), dict(base.bandwidth), dict(base.overhead)
     for kind, points in by_kind.items():

@@ -197,7 +197,9 @@ class TNLayer(nn.Module):
         with torch.no_grad():
             for p in shortlist:
                 p.cost["measured"] = cost.measure(lambda p=p: p(x, tensors), device, repeat=3)
-        return min(shortlist, key=lambda p: p.cost["measured"])
+        best_plan = min(shortlist, key=lambda p: p.cost["measured"])
+        best_plan.cost["timings"] = {p.name: p.cost["measured"] for p in shortlist}
+        return best_plan
 
     def plan_info(self, input_shape: Sequence[int], device: Any = None, dtype: Any = None):
         """Every candidate forward for ``input_shape``, its steps and cost, and the choice."""
