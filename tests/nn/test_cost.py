@@ -38,9 +38,10 @@ def test_calibrate_installs_a_table_and_restore():
 
 
 def test_measure_policy_picks_the_fastest_timed_candidate():
-    layer = TNConv2d(8, 8, 3, padding=1, format="cp", ranks=4, plan="measure")
-    x = torch.randn(2, 8, 6, 6)
-    ref = TNConv2d(8, 8, 3, padding=1, format="cp", ranks=4)
+    layer = TNConv2d(8, 8, 3, padding=1, format="cp", ranks=4, plan="measure",
+                     dtype=torch.float64)
+    x = torch.randn(2, 8, 6, 6, dtype=torch.float64)
+    ref = TNConv2d(8, 8, 3, padding=1, format="cp", ranks=4, dtype=torch.float64)
     ref.load_state_dict(layer.state_dict())
     torch.testing.assert_close(layer(x), ref(x))
     chosen = next(iter(layer._plans.values()))
