@@ -1,1 +1,14 @@
-"""Benchmarks run with pytest-benchmark: `make bench`. Peers are skipped when not installed."""
+"""Benchmarks run with pytest-benchmark: `make bench`. Peers are skipped when not installed;
+benchmarks marked ``gpu`` are skipped without CUDA."""
+
+import pytest
+import torch
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
