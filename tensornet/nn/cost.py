@@ -2,13 +2,18 @@
 
 Each step of a :class:`~tensornet.nn.functional.ForwardPlan` is priced as
 
-``time = flops / rate[kind] + bytes / bandwidth[kind] + overhead[kind]``
+``time = flops / rate[kind] + bytes / bandwidth[kind] + overhead[kind]
++ images * per_image[kind]``
 
-where ``kind`` is what runs it (a batched matmul, a dense conv, a grouped conv, a depthwise
-conv, an einsum, an unfold, a copy). FLOPs alone mislead: on CPUs a depthwise or grouped conv
-runs far below the matmul rate and an unfold is bound by memory, while on GPUs launch overheads
-dominate small layers. The default tables were measured (CPU: x86-64, 2 threads, float32; CUDA:
-a conservative data-centre GPU guess); :func:`calibrate` measures the current machine and
+where ``images`` is the number of independent products the step batches (the batch of a
+conv, the broadcast batch of a matmul) and ``kind`` is what runs it (a batched matmul, a dense
+conv, a grouped conv, a depthwise conv, an einsum, an unfold, a copy). FLOPs alone mislead: on
+CPUs a depthwise or grouped conv runs far below the matmul rate, an unfold is bound by memory,
+and a conv over thousands of tiny images (what a tensorized kernel's spatial core becomes) pays
+a cost per image, while on GPUs launch overheads dominate small layers. The default CPU table
+was fitted by :func:`fit_costs` to the candidate timings of ``bench/test_bench_layers.py`` on
+a quiet 2-core x86-64 machine (float32, 2 threads; ``bench/fit_costs.py``); the CUDA table is a
+conservative data-centre GPU guess. :func:`calibrate` measures the current machine and
 replaces them. The plan with the lowest estimate wins; the estimate is recorded in
 ``plan.cost``.
 """
@@ -22,56 +27,78 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from .functional import ForwardPlan
+from .functional import ForwardPlan, Step
 
-__all__ = ["DeviceCosts", "calibrate", "choose", "costs_for", "estimate", "set_costs"]
+__all__ = [
+    "DeviceCosts",
+    "calibrate",
+    "choose",
+    "costs_for",
+    "estimate",
+    "fit_costs",
+    "set_costs",
+]
 
 KINDS = ("matmul", "conv", "grouped", "depthwise", "einsum", "unfold", "copy")
 
 
 @dataclass(frozen=True)
 class DeviceCosts:
-    """Rates (FLOP/s), bandwidths (bytes/s) and per-call overheads (s) by step kind."""
+    """Rates (FLOP/s), bandwidths (bytes/s), per-call and per-image overheads (s) by step kind."""
 
     rate: dict[str, float]
     bandwidth: dict[str, float]
     overhead: dict[str, float]
     source: str = "default"
     measured: dict = field(default_factory=dict, compare=False)
+    per_image: dict[str, float] = field(default_factory=dict)
 
-    def step_time(self, kind: str, flops: float, nbytes: float) -> float:
+    def step_time(self, kind: str, flops: float, nbytes: float, images: float = 0) -> float:
         """Estimated seconds of one step of ``kind``."""
-        return flops / self.rate[kind] + nbytes / self.bandwidth[kind] + self.overhead[kind]
+        return (
+            flops / self.rate[kind]
+            + nbytes / self.bandwidth[kind]
+            + self.overhead[kind]
+            + images * self.per_image.get(kind, 0.0)
+        )
 
 
-# Measured on a 2-core x86-64 machine (torch 2.13 CPU build, float32, 2 threads).
+# Fitted by ``bench/fit_costs.py`` (``fit_costs`` on whole-plan timings) to the 400 candidate
+# timings of ``bench/test_bench_layers.py`` on a quiet 2-core x86-64 machine (torch 2.13 CPU
+# build, float32, 2 threads); per-call overheads are hand-set lower bounds (see that script).
+# 1e18: the fit found no cost in that term. Run ``calibrate()`` on other machines.
 _CPU = DeviceCosts(
     rate={
-        "matmul": 60e9,
-        "conv": 60e9,
-        "grouped": 12e9,
-        "depthwise": 6e9,
-        "einsum": 25e9,
+        "matmul": 65.9e9,
+        "conv": 125e9,
+        "grouped": 1e18,
+        "depthwise": 5.44e9,
+        "einsum": 373e9,
         "unfold": 1e18,
         "copy": 1e18,
     },
     bandwidth={
-        "matmul": 12e9,
-        "conv": 8e9,
-        "grouped": 4e9,
-        "depthwise": 3e9,
-        "einsum": 4e9,
-        "unfold": 1.5e9,
-        "copy": 4e9,
+        "matmul": 12.4e9,
+        "conv": 1.87e9,
+        "grouped": 1.13e9,
+        "depthwise": 1e18,
+        "einsum": 0.637e9,
+        "unfold": 1e18,
+        "copy": 3.02e9,
     },
     overhead={
-        "matmul": 8e-6,
-        "conv": 30e-6,
-        "grouped": 30e-6,
-        "depthwise": 10e-6,
+        "matmul": 45e-6,
+        "conv": 60e-6,
+        "grouped": 40e-6,
+        "depthwise": 30e-6,
         "einsum": 25e-6,
-        "unfold": 20e-6,
+        "unfold": 30e-6,
         "copy": 5e-6,
+    },
+    per_image={
+        "matmul": 2.37e-6,
+        "conv": 0.978e-6,
+        "grouped": 150e-6,
     },
     source="default-cpu",
 )
@@ -124,7 +151,9 @@ def set_costs(device_type: str, costs: DeviceCosts | None) -> None:
 
 def estimate(plan: ForwardPlan, itemsize: int, costs: DeviceCosts) -> float:
     """Estimated seconds of one forward of ``plan``."""
-    return sum(costs.step_time(s.kind, s.flops, s.elements * itemsize) for s in plan.steps)
+    return sum(
+        costs.step_time(s.kind, s.flops, s.elements * itemsize, s.images) for s in plan.steps
+    )
 
 
 def choose(
@@ -172,15 +201,15 @@ def _step_samples(
     dtype: torch.dtype,
     repeat: int,
     cases: Sequence[tuple[int, int, int]] = CALIBRATION_CASES,
-) -> list[tuple[str, float, float, float]]:
-    """(kind, flops, bytes, seconds) of the steps of real candidate plans on this device."""
+) -> list[tuple[list[Step], float]]:
+    """``([step], seconds)`` for every step of the candidate plans of a few compressed convs."""
     from ..formats import fraction_ranks, get_format
     from .functional import ConvGeometry, conv_candidates
 
     legs = ("out", "in", "kh", "kw")
-    itemsize = torch.empty((), dtype=dtype).element_size()
     samples = []
     formats = {"tucker2": 0.25, "cp": 0.1, "tt": 0.25, "svd": 0.25, "grouped": 0.25}
+    formats["ttmatrix"] = 0.25
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for (c, n, b), (fmt, frac) in itertools.product(cases, formats.items()):
@@ -204,30 +233,69 @@ def _step_samples(
                     seconds = measure(
                         lambda s=step, h_in=h_in, t=tensors: s(h_in, t), device, repeat
                     )
-                    samples.append((step.kind, step.flops, step.elements * itemsize, seconds))
+                    samples.append(([step], seconds))
                     h = step(h_in, tensors)
     return samples
 
 
-def _fit(points: list[tuple[float, float, float]], base: tuple[float, float, float]):
-    """Non-negative least squares of ``t = flops / rate + bytes / bandwidth + overhead``.
+def fit_costs(
+    samples: Sequence[tuple[Sequence[Step], float]],
+    itemsize: int = 4,
+    base: DeviceCosts | None = None,
+    source: str = "fitted",
+) -> DeviceCosts:
+    """Fit a cost table to measured run times of steps or whole plans.
 
-    Relative errors count (each row is divided by its time), so small and large steps weigh the
-    same. Coefficients the data cannot determine keep their defaults.
+    Every sample is a sequence of steps (one step, or a whole plan's) and the seconds it took.
+    The model is linear in its coefficients (``1 / rate``, ``1 / bandwidth``, ``overhead`` and
+    ``per_image`` of every step kind), so it is fitted jointly by non-negative least squares on
+    relative errors (each row divided by its time: small and large samples weigh the same). A
+    kind no sample uses keeps ``base``'s coefficients; a coefficient the fit sets to zero means
+    that term costs nothing (rate or bandwidth ``1e18``).
+
+    Parameters
+    ----------
+    samples
+        ``(steps, seconds)`` pairs.
+    itemsize
+        Bytes per element of the measured runs (4 for float32).
+    base
+        The table whose values unmeasured kinds keep (default: the current CPU table).
+    source
+        The new table's ``source``.
+
+    Examples
+    --------
+    >>> from tensornet.nn.functional import Step
+    >>> steps = [Step("matmul", f, e, "") for f, e in [(1e6, 1e4), (1e9, 1e6), (1e7, 1e8)]]
+    >>> table = fit_costs([([s], s.flops / 1e11 + 4 * s.elements / 1e10 + 1e-5) for s in steps])
+    >>> round(table.rate["matmul"] / 1e11, 6), round(table.overhead["matmul"] / 1e-5, 6)
+    (1.0, 1.0)
     """
     import numpy as np
     from scipy.optimize import nnls
 
-    rate, bandwidth, overhead = base
-    a = np.array([[f, b, 1.0] for f, b, _ in points], dtype=float)
-    t = np.array([p[2] for p in points], dtype=float)
-    scale = np.array([1e-12, 1e-11, 1e-6])  # keep the columns of comparable size
+    base = base or costs_for("cpu")
+    kinds = sorted({step.kind for steps, _ in samples for step in steps})
+    column = {kind: 4 * i for i, kind in enumerate(kinds)}
+    a = np.zeros((len(samples), 4 * len(kinds)))
+    t = np.array([seconds for _, seconds in samples], dtype=float)
+    for row, (steps, _) in enumerate(samples):
+        for step in steps:
+            j = column[step.kind]
+            a[row, j : j + 4] += (step.flops, step.elements * itemsize, 1.0, step.images)
+    scale = np.tile([1e-12, 1e-11, 1e-6, 1e-7], len(kinds))  # columns of comparable size
     coef, _ = nnls(a * scale / t[:, None], np.ones_like(t))
     coef = coef * scale
-    return (
-        1.0 / coef[0] if coef[0] > 0 else rate,
-        1.0 / coef[1] if coef[1] > 0 else bandwidth,
-        coef[2] if coef[2] > 0 else overhead,
+    rate, bandwidth = dict(base.rate), dict(base.bandwidth)
+    overhead, per_image = dict(base.overhead), dict(base.per_image)
+    for kind, j in column.items():
+        rate[kind] = float(min(1e18, 1.0 / coef[j])) if coef[j] > 0 else 1e18
+        bandwidth[kind] = float(min(1e18, 1.0 / coef[j + 1])) if coef[j + 1] > 0 else 1e18
+        overhead[kind] = float(coef[j + 2])
+        per_image[kind] = float(coef[j + 3])
+    return replace(
+        base, rate=rate, bandwidth=bandwidth, overhead=overhead, per_image=per_image, source=source
     )
 
 
@@ -240,29 +308,19 @@ def calibrate(
     """Measure this machine, fit the cost table, install it for the device type and return it.
 
     Runs the steps of the candidate plans of a few compressed 3x3 convolutions (about half a
-    minute on a 2-core CPU), and fits, per step kind, ``time = flops / rate + bytes /
-    bandwidth + overhead`` by non-negative least squares on relative errors. Layers made after
+    minute on a 2-core CPU), and fits the table with :func:`fit_costs`. Layers made after
     this (or after ``layer.clear_plans()``) plan with the new table. ``cases`` are the
     ``(channels, spatial side, batch)`` of the measured layers.
     """
     device = torch.device(device)
-    base = costs_for(device.type)
-    by_kind: dict[str, list[tuple[float, float, float]]] = {}
-    for kind, flops, nbytes, seconds in _step_samples(device, dtype, repeat, cases):
-        by_kind.setdefault(kind, []).append((flops, nbytes, seconds))
-    rate, bandwidth, overhead = dict(base.rate), dict(base.bandwidth), dict(base.overhead)
-    for kind, points in by_kind.items():
-        if len(points) >= 3:
-            rate[kind], bandwidth[kind], overhead[kind] = _fit(
-                points, (rate[kind], bandwidth[kind], overhead[kind])
-            )
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    samples = _step_samples(device, dtype, repeat, cases)
+    measured: dict[str, list[tuple[float, float, float]]] = {}
+    for (step,), seconds in samples:
+        measured.setdefault(step.kind, []).append((step.flops, step.elements * itemsize, seconds))
     table = replace(
-        base,
-        rate=rate,
-        bandwidth=bandwidth,
-        overhead=overhead,
-        source=f"calibrated-{device.type}",
-        measured=by_kind,
+        fit_costs(samples, itemsize, costs_for(device.type), f"calibrated-{device.type}"),
+        measured=measured,
     )
     set_costs(device.type, table)
     return table

@@ -161,13 +161,18 @@ class Step:
 
     ``kind`` names what prices it (``"matmul"``, ``"conv"``, ``"depthwise"``, ``"einsum"``,
     ``"unfold"``, ``"copy"``, ``"weight"``); ``flops`` counts multiply-adds twice; ``elements``
-    counts the elements it reads and writes.
+    counts the elements it reads and writes; ``images`` the independent products it batches.
     """
 
     kind: str
     flops: int
     elements: int
     label: str
+
+    @property
+    def images(self) -> int:
+        """How many independent products the step runs as one batch (0: not batched)."""
+        return 0
 
     def __call__(self, h: torch.Tensor, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Run the steps on ``tensors`` (in the order the plan was built for)."""
@@ -210,6 +215,10 @@ class MatmulStep(Step):
     weight: WeightExpr = None  # type: ignore[assignment]
     view: tuple[int, ...] = ()
 
+    @property
+    def images(self) -> int:
+        return math.prod(self.view[:3])
+
     def __call__(self, h, tensors):
         return torch.matmul(self.weight(tensors), h.reshape(self.view))
 
@@ -223,6 +232,10 @@ class ConvStep(Step):
     geometry: ConvGeometry = None  # type: ignore[assignment]
     groups: int = 1
     shift: bool = False  # depthwise as shifted multiply-adds (fast on CPU for small kernels)
+
+    @property
+    def images(self) -> int:
+        return self.view[0]
 
     def __call__(self, h, tensors):
         g = self.geometry
@@ -520,9 +533,14 @@ def _stage_variants(structure: Structure, spatial: tuple[str, str]) -> list[tupl
                 leg_first = spatial[0] if first == "h" else spatial[1]
                 leg_second = spatial[1] if first == "h" else spatial[0]
                 if holders[leg_first] <= part and not (holders[leg_second] & part):
+                    split = _tag(ins, set(), outs, order)[1:-1].split(" ")
+                    split[len(ins) > 0 : len(ins) > 0] = [
+                        f"{first}=" + ",".join(n for n in order if n in part),
+                        f"{second}=" + ",".join(n for n in order if n in rest),
+                    ]
                     variants.append(
                         (
-                            f"separable{tag}",
+                            "separable[" + " ".join(p for p in split if p) + "]",
                             seq(
                                 ("channels", ins), (first, part), (second, rest), ("channels", outs)
                             ),

@@ -58,7 +58,13 @@ def test_compress_resnet20_report_and_original_untouched(resnet):
     names = select_layers(resnet, None, ("first", "last"))
     assert [r.name for r in report.layers] == names and len(names) == 18  # 19 convs + fc
     for r in report.layers:
-        assert r.params_after < r.params_before and r.flops_after < r.flops_before
+        assert r.params_after < r.params_before
+        # FLOPs are those of the plan the cost model chose: a factorized plan does fewer; the
+        # rebuild-then-conv plan (cheapest for tiny inputs) does the dense conv plus the rebuild
+        if r.plan == "dense":
+            assert r.flops_after > r.flops_before
+        else:
+            assert r.flops_after < r.flops_before
         assert isinstance(small.get_submodule(r.name), TNConv2d)
     assert report.model_params_after == sum(p.numel() for p in small.parameters())
     assert report.model_params_after < 0.35 * report.model_params_before
