@@ -141,7 +141,7 @@ def build_resnet(width: int, in_channels: int, num_classes: int) -> ResNet:
 
     >>> net = build_resnet(16, 3, 10)
     >>> sum(p.numel() for p in net.parameters())
-    272474
+    269722
     """
     widths = (width, 2 * width, 4 * width)
     return ResNet(BasicBlock, (3, 3, 3), widths, in_channels, num_classes, shortcut="pad")
