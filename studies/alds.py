@@ -161,7 +161,7 @@ def grouped_formula(layer: Mapping[str, Any]) -> int:
 
     >>> grouped_formula({"format": "grouped", "j": 2, "k": 4, "shape": [16, 8, 3, 3],
     ...                  "dense_params": 1152})
-    416
+    272
     """
     if layer["format"] == "dense":
         return int(layer["dense_params"])
