@@ -10,6 +10,10 @@ STUDIES = {
         "studies.truncation",
         "Singh et al. 2024: truncation of conv kernels along cuts",
     ),
+    "alds": (
+        "studies.alds",
+        "Maalouf, Liebenwein et al. 2021: ALDS global low-rank allocation vs uniform/energy SVD",
+    ),
 }
 
 

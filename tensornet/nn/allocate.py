@@ -231,16 +231,20 @@ def _alds(layers, budget, measure, iterations, seeds, rng) -> tuple[list[int], l
         js = _global(layers, ks, budget, measure)
         if js is None:
             continue
+        # every iterate is a feasible allocation: keep the best one seen, not only the last
+        start_best = (max(layer.error(j, k) for layer, j, k in zip(layers, js, ks)), js, ks)
         for _ in range(iterations):
             new_ks = _local(layers, js, ks, measure)
             new_js = _global(layers, new_ks, budget, measure)
             if new_js is None:
                 break
             ks, js = new_ks, new_js
-        err = max(layer.error(j, k) for layer, j, k in zip(layers, js, ks))
-        history.append(err)
-        if best is None or err < best[0]:
-            best = (err, js, ks)
+            err = max(layer.error(j, k) for layer, j, k in zip(layers, js, ks))
+            if err < start_best[0]:
+                start_best = (err, js, ks)
+        history.append(start_best[0])
+        if best is None or start_best[0] < best[0]:
+            best = start_best
     if best is None:
         raise ValueError("allocate: the budget is below what rank 1 in every layer needs")
     return best[1], best[2], history

@@ -228,3 +228,57 @@ def test_truncate_kernel_is_eckart_young_along_one_cut():
     assert res2.norm_kept == pytest.approx(float(two.weight.norm() / conv.weight.norm()))
     with pytest.raises(ValueError, match="2 chi values for 1 cuts"):
         truncate_kernel(conv, ["out"], [2, 3])
+
+
+def test_alds_min_max_error_against_brute_force():
+    """ALDS on two compressible layers, against an exhaustive search over (j, k) per layer.
+
+    The error of every choice is recomputed here from numpy SVDs (Eckart-Young-Mirsky:
+    ``max_g sigma_(j+1)(W_g) / ||W||_2``); ALDS's maximum layer error must be at most the best
+    single-group (k = 1) allocation's (the global step is exact for fixed k, and the best
+    iterate is kept) and at least the best over all (j, k).
+    """
+    import itertools
+
+    import numpy as np
+
+    torch.manual_seed(3)
+    net = nn.Sequential(
+        nn.Conv2d(2, 8, 3), nn.Conv2d(8, 12, 3), nn.Conv2d(12, 8, 3), nn.Conv2d(8, 2, 1)
+    )
+    layers = ["1", "2"]
+    weights = {n: net.get_submodule(n).weight.detach().double().numpy() for n in layers}
+    fixed = sum(p.numel() for p in net.parameters()) - sum(w.size for w in weights.values())
+
+    def options(w):
+        f, c = w.shape[:2]
+        rest = int(np.prod(w.shape[2:]))
+        norm = np.linalg.norm(w.reshape(f, -1), 2)
+        out = [(w.size, 0.0, 1)]  # dense
+        for k in [k for k in range(1, c + 1) if c % k == 0]:
+            groups = w.reshape(f, k, c // k, rest).transpose(1, 0, 2, 3).reshape(k, f, -1)
+            s = np.stack([np.linalg.svd(g, compute_uv=False) for g in groups])
+            for j in range(1, s.shape[1] + 1):
+                params = j * (k * f + c * rest)
+                if params < w.size:
+                    err = s[:, j].max() / norm if j < s.shape[1] else 0.0
+                    out.append((params, float(err), k))
+        return out
+
+    opts = [options(weights[n]) for n in layers]
+    total = sum(p.numel() for p in net.parameters())
+    for fraction in (0.3, 0.5, 0.7):
+        budget = fraction * total - fixed
+        feasible = [c for c in itertools.product(*opts) if sum(o[0] for o in c) <= budget]
+        best_any = min(max(o[1] for o in c) for c in feasible)
+        best_k1 = min(max(o[1] for o in c) for c in feasible if all(o[2] == 1 for o in c))
+        alloc = allocate(net, fraction, "alds", skip=("first", "last"))
+        assert set(alloc.layers) == set(layers)
+        assert best_any - 1e-12 <= alloc.max_error <= best_k1 + 1e-12, fraction
+        for name, choice in alloc.layers.items():  # the reported error is the EYM quantity
+            match = [o for o in options(weights[name]) if o[0] == choice.params]
+            if choice.format == "dense":
+                assert choice.error == 0.0
+            else:
+                assert any(abs(o[1] - choice.error) < 1e-9 and o[2] == choice.groups for o in match)
+        assert min(alloc.history) == pytest.approx(alloc.max_error)

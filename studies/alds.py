@@ -1,0 +1,963 @@
+"""Study 4 (Maalouf, Liebenwein et al. 2021, ALDS): global layer-wise allocation of low rank.
+
+``python -m studies alds [--quick] [--seeds N] [--dataset digits] [--budgets 0.6,0.4,...] ...``
+
+Per seed (``OUT/seed-S/``; the seed sets the data split, the initial weights and the shuffling):
+
+1. Train (or reuse) a ResNet-20-style model (3 stages x 3 basic blocks, widths ``w, 2w, 4w``,
+   option-A shortcuts; ``--width 16`` is He et al.'s ResNet-20).
+2. For every kept-parameter fraction in ``--budgets`` (plus 1.0, the uncompressed reference)
+   and every allocation method of :func:`tensornet.nn.allocate` (``alds``: channel-grouped low
+   rank with per-layer rank ``j`` and group count ``k``; ``uniform``: one rank ratio, plain SVD;
+   ``energy``: one energy threshold, plain SVD, the threshold solved to meet the budget), a
+   *cell*: allocate, compress (first and last layer stay dense), validation and test accuracy,
+   then re-train for ``--retrain-epochs`` at ``--retrain-lr`` (the tail of the schedule: the
+   base model is trained at a constant ``--lr``; re-training continues at a tenth of it by
+   default) and keep the epoch with the best validation accuracy.
+3. Cells are appended to ``cells.jsonl`` as they finish (resumable) and run in this process or on
+   a Dask cluster (``--workers``/``--scheduler``), the model and data sent to each worker once.
+
+Then ``OUT/report.md`` and ``OUT/findings.json``: per budget and method the parameter and FLOP
+compression and the accuracy before and after re-training; the paper-style number (the largest
+compression whose **validation** drop is at most ``--max-drop``, reported on test); and the
+finding "at equal parameter budget ALDS loses less accuracy than uniform rank and than energy
+SVD" as holds / not significant / does not hold, by a paired bootstrap of per-image test
+correctness over budgets x seeds x images (and a one-sided Wilcoxon signed-rank test over the
+budget x seed cells), separately before and after re-training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats as sps
+
+import tensornet as tn
+import tensornet.nn as tnn
+from models.resnet import BasicBlock, ResNet
+from studies.common import cli, runner, stats
+from studies.common.checkpoints import check_checkpoint, checkpoint_path, train_or_load
+from studies.common.cli import StudyError
+from studies.common.data import BUNDLED, DATASET_NAMES, DataError, DatasetSplits, get_dataset
+from studies.common.levels import cheapest_within
+from studies.common.report import md_table, rows_to_csv, verdict_text
+from studies.common.training import correct, evaluate, pack_correct, train, unpack_correct
+from tensornet.analysis import ResultStore
+from tensornet.io import atomic_write_text
+
+PROG = "python -m studies alds"
+METHODS: tuple[str, ...] = ("alds", "uniform", "energy")
+BUDGETS: tuple[float, ...] = (0.6, 0.4, 0.25, 0.15)
+QUICK_BUDGETS: tuple[float, ...] = (0.5, 0.25)
+# Per-dataset defaults: mnist5k (28x28, 3,000 training images) is shrunk to stay near 10 min.
+DEFAULTS = {
+    "digits": {"width": 16, "epochs": 15, "retrain_epochs": 3},
+    "mnist5k": {"width": 8, "epochs": 6, "retrain_epochs": 1},
+}
+OTHER_DEFAULTS = {"width": 16, "epochs": 30, "retrain_epochs": 5}
+CELL_COLUMNS = (
+    "method", "budget", "params", "model_params", "params_kept", "flops", "model_flops",
+    "flops_kept", "max_error", "val_before", "test_before", "val_after", "test_after",
+    "retrain_epoch",
+)  # fmt: skip
+PAPER = (
+    "ResNet-20 on CIFAR-10 (91.39 % top-1), one-shot, largest compression with top-1 drop "
+    "<= 0.5 %: ALDS -0.47 %, 74.9 % fewer parameters, 67.9 % fewer FLOPs; uniform SVD and "
+    "energy-based SVD baselines reach roughly 40-50 % fewer parameters (STUDIES.md section 4)"
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that determines the study's results (written into the report).
+
+    ``device``, ``out``, ``workers`` and ``scheduler`` say where the run happens, not what it
+    computes.
+    """
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    width: int = 16
+    epochs: int = 15
+    lr: float = 1e-3
+    batch_size: int = 64
+    seed: int = 0
+    seeds: int = 1
+    budgets: tuple[float, ...] = BUDGETS
+    retrain_epochs: int = 3
+    retrain_lr: float = 1e-4
+    max_drop: float = 0.005
+    iterations: int = 4
+    random_starts: int = 4
+    limit: int | None = None
+    device: str = "cpu"
+    out: str = "runs/alds"
+    quick: bool = False
+    workers: int | None = None
+    scheduler: str | None = None
+
+    def training(self, seed: int) -> dict[str, Any]:
+        """What the trained model of ``seed`` depends on (its checkpoint key)."""
+        return {
+            "model": f"resnet20-w{self.width}",
+            "dataset": self.dataset,
+            "epochs": self.epochs,
+            "lr": self.lr,
+            "batch_size": self.batch_size,
+            "seed": seed,
+            "limit": self.limit,
+        }
+
+    def cells(self, seed: int) -> dict[str, Any]:
+        """What the cells of ``seed`` depend on (the header of its ``cells.jsonl``)."""
+        return {
+            **self.training(seed),
+            "retrain_epochs": self.retrain_epochs,
+            "retrain_lr": self.retrain_lr,
+            "iterations": self.iterations,
+            "random_starts": self.random_starts,
+        }
+
+    def levels(self) -> list[float]:
+        """The kept fractions of every seed: 1.0 (the reference) and the budgets, descending."""
+        return [1.0, *sorted(self.budgets, reverse=True)]
+
+    def seed_list(self) -> list[int]:
+        """The seeds of this run."""
+        return runner.seed_list(self.seed, self.seeds)
+
+
+def build_resnet(width: int, in_channels: int, num_classes: int) -> ResNet:
+    """ResNet-20's layout (3 stages x 3 basic blocks, option-A shortcuts), widths ``w, 2w, 4w``.
+
+    >>> net = build_resnet(16, 3, 10)
+    >>> sum(p.numel() for p in net.parameters())
+    269722
+    """
+    widths = (width, 2 * width, 4 * width)
+    return ResNet(BasicBlock, (3, 3, 3), widths, in_channels, num_classes, shortcut="pad")
+
+
+def cell_key(method: str, budget: float) -> str:
+    """The identity of one cell in ``cells.jsonl``: ``method<TAB>budget``.
+
+    >>> cell_key("alds", 0.25)
+    'alds\\t0.25'
+    """
+    return f"{method}\t{budget:g}"
+
+
+def grouped_formula(layer: Mapping[str, Any]) -> int:
+    """Parameters of a saved layer choice: ``j (k f + c k1 k2)``, or the dense count.
+
+    >>> grouped_formula({"format": "grouped", "j": 2, "k": 4, "shape": [16, 8, 3, 3],
+    ...                  "dense_params": 1152})
+    272
+    """
+    if layer["format"] == "dense":
+        return int(layer["dense_params"])
+    f, c = layer["shape"][0], layer["shape"][1]
+    rest = int(np.prod(layer["shape"][2:])) if len(layer["shape"]) > 2 else 1
+    return int(layer["j"]) * (int(layer["k"]) * f + c * rest)
+
+
+# -- one cell -----------------------------------------------------------------------------------
+class CellContext:
+    """What every cell needs (picklable: sent once to each Dask worker)."""
+
+    def __init__(self, cfg: Config, seed: int, model: torch.nn.Module, data: DatasetSplits):
+        self.cfg, self.seed, self.model, self.data = cfg, seed, model, data
+        self.example = data.train.tensors[0][:1]
+
+    def scores(self, model: torch.nn.Module) -> dict[str, Any]:
+        """Validation and test accuracy, and per-image test correctness."""
+        hits = correct(model, self.data.test, device=self.cfg.device)
+        return {
+            "val_accuracy": evaluate(model, self.data.val, device=self.cfg.device),
+            "test_accuracy": float(hits.mean()),
+            "test_correct": pack_correct(hits),
+        }
+
+
+def run_cell(ctx: CellContext, cell: tuple[str, float]) -> dict[str, Any]:
+    """Allocate, compress, score, re-train and score one (method, budget) cell."""
+    cfg, model = ctx.cfg, ctx.model
+    method, budget = cell
+    started = time.perf_counter()
+    example = ctx.example.to(cfg.device)
+    alloc = tnn.allocate(
+        model,
+        budget,
+        method,
+        example_input=example,
+        iterations=cfg.iterations,
+        seeds=cfg.random_starts,
+        seed=ctx.seed,
+    )
+    layers = []
+    for name, choice in alloc.layers.items():
+        shape = list(model.get_submodule(name).weight.shape)
+        layers.append(
+            {
+                "name": name,
+                "format": choice.format,
+                "j": choice.ranks[0] if choice.ranks else 0,
+                "k": choice.groups,
+                "params": choice.params,
+                "dense_params": choice.dense_params,
+                "shape": shape,
+                "error": choice.error,
+            }
+        )
+    compressed_any = any(c.format != "dense" for c in alloc.layers.values())
+    plan_flops = None
+    if compressed_any:
+        small, rep = tnn.compress(model, allocation=alloc, example_input=example)
+        plan_flops = [rep.flops_before, rep.flops_after]
+    else:
+        small = copy.deepcopy(model)
+    small.eval()
+    before = ctx.scores(small)
+    history = []
+    if compressed_any and cfg.retrain_epochs > 0:
+        for epoch in range(1, cfg.retrain_epochs + 1):
+            train(
+                small,
+                ctx.data,
+                epochs=1,
+                lr=cfg.retrain_lr,
+                batch_size=cfg.batch_size,
+                seed=ctx.seed + 1000 + epoch,
+                device=cfg.device,
+                progress=False,
+            )
+            small.eval()
+            history.append({"epoch": epoch, **ctx.scores(small)})
+        after = max(history, key=lambda h: (h["val_accuracy"], -h["epoch"]))
+    else:  # nothing compressed: nothing to re-train, "after" is the model itself
+        after = {"epoch": 0, **before}
+    params = sum(p.numel() for p in small.parameters())
+    return {
+        "key": cell_key(method, budget),
+        "method": method,
+        "budget": budget,
+        "target_params": alloc.budget,
+        "params": params,
+        "allocated_params": alloc.total_params,
+        "model_params": alloc.model_params,
+        "flops": alloc.total_flops,
+        "model_flops": alloc.model_flops,
+        "plan_flops": plan_flops,
+        "max_error": alloc.max_error,
+        "layers": layers,
+        "before": before,
+        "after": after,
+        "retrain": [{k: h[k] for k in ("epoch", "val_accuracy", "test_accuracy")} for h in history],
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def map_cells(
+    ctx: CellContext, cells: Sequence[tuple[str, float]], executor: Any
+) -> Iterable[dict[str, Any]]:
+    """Run cells here (in order) or on a Dask client (as they finish) or a futures executor."""
+    if not cells:
+        return
+    if executor is None:
+        for cell in cells:
+            yield run_cell(ctx, cell)
+    elif hasattr(executor, "scatter") and hasattr(executor, "submit"):  # distributed.Client
+        from distributed import as_completed
+
+        (shared,) = executor.scatter([ctx], broadcast=True, hash=False)
+        futures = [executor.submit(run_cell, shared, cell, pure=False) for cell in cells]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+                future.release()
+        finally:
+            executor.cancel([*futures, shared])
+    else:
+        yield from executor.map(run_cell, [ctx] * len(cells), cells)
+
+
+# -- one seed -----------------------------------------------------------------------------------
+class SeedRun:
+    """Everything for one seed in ``OUT/seed-S``; each stage is reused when already done."""
+
+    def __init__(self, cfg: Config, seed: int, data: DatasetSplits, log: Callable) -> None:
+        self.cfg, self.seed, self.data = cfg, seed, data
+        self.dir = runner.seed_dir(cfg.out, seed)
+        self.log = lambda text: log(f"[seed {seed}] {text}")
+
+    def build(self) -> torch.nn.Module:
+        """The untrained model of this seed."""
+        torch.manual_seed(self.seed)
+        return build_resnet(self.cfg.width, self.data.in_channels, self.data.num_classes)
+
+    def train_kwargs(self) -> dict[str, Any]:
+        c = self.cfg
+        return {
+            "epochs": c.epochs,
+            "lr": c.lr,
+            "batch_size": c.batch_size,
+            "seed": self.seed,
+            "device": c.device,
+        }
+
+    def check(self) -> None:
+        """Refuse (StudyError naming the file) any artefact of this seed that cannot be reused."""
+        ckpt, _ = checkpoint_path(
+            self.cfg.training(self.seed), self.data, self.dir / "checkpoints", self.train_kwargs()
+        )
+        if ckpt.exists():
+            check_checkpoint(ckpt, self.build)
+        runner.check_results_file(self.dir / "cells.jsonl", self.cfg.cells(self.seed))
+
+    def run(self, executor: Any = None) -> dict[str, Any]:
+        """Train, then every (method, budget) cell; returns this seed's result record."""
+        cfg = self.cfg
+        model, _, reused = train_or_load(
+            self.build,
+            cfg.training(self.seed),
+            self.data,
+            cache_dir=self.dir / "checkpoints",
+            train_kwargs=self.train_kwargs(),
+        )
+        model.to(cfg.device).eval()
+        ctx = CellContext(cfg, self.seed, model, self.data)
+        base = ctx.scores(model)
+        how = "reused checkpoint" if reused else f"trained {cfg.epochs} epochs"
+        self.log(
+            f"[1/2] resnet20 (width {cfg.width}) on {cfg.dataset}: val "
+            f"{base['val_accuracy']:.4f}, test {base['test_accuracy']:.4f} ({how})"
+        )
+        store = ResultStore(self.dir / "cells.jsonl", cfg.cells(self.seed))
+        wanted = [(m, b) for b in cfg.levels() for m in METHODS]
+        todo = [c for c in wanted if cell_key(*c) not in store.done]
+        for row in map_cells(ctx, todo, executor):
+            store.add(row)
+            self.log(
+                f"  {row['method']:<7} budget {row['budget']:<5g} params {row['params']:,} "
+                f"test {row['before']['test_accuracy']:.4f} -> "
+                f"{row['after']['test_accuracy']:.4f} ({row['seconds']:.1f} s)"
+            )
+        by_key = {r["key"]: r for r in store.rows if "key" in r}
+        rows = [by_key[cell_key(*c)] for c in wanted]
+        self.log(f"[2/2] cells: {len(todo)} computed, {len(wanted) - len(todo)} reused")
+        atomic_write_text(self.dir / "cells.csv", rows_to_csv(flat_rows(rows), CELL_COLUMNS))
+        plot_allocations(rows, cfg.levels(), self.dir / "allocations.png")
+        return {
+            "seed": self.seed,
+            "base": base,
+            "rows": rows,
+            "computed": len(todo),
+            "input_shape": list(ctx.example.shape),
+            "num_classes": self.data.num_classes,
+            "sizes": (len(self.data.train), len(self.data.val), len(self.data.test)),
+            "reused": reused,
+        }
+
+
+def flat_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One flat dict per cell (the columns of ``cells.csv``)."""
+    out = []
+    for r in rows:
+        out.append(
+            {
+                "method": r["method"],
+                "budget": r["budget"],
+                "params": r["params"],
+                "model_params": r["model_params"],
+                "params_kept": r["params"] / r["model_params"],
+                "flops": r["flops"],
+                "model_flops": r["model_flops"],
+                "flops_kept": r["flops"] / r["model_flops"],
+                "max_error": r["max_error"],
+                "val_before": r["before"]["val_accuracy"],
+                "test_before": r["before"]["test_accuracy"],
+                "val_after": r["after"]["val_accuracy"],
+                "test_after": r["after"]["test_accuracy"],
+                "retrain_epoch": r["after"]["epoch"],
+            }
+        )
+    return out
+
+
+def plot_allocations(rows: Sequence[Mapping[str, Any]], levels: Sequence[float], path: Path):
+    """Per budget: rank ``j`` per layer for each method (0: left dense) and ALDS's ``k``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    budgets = [b for b in levels if b < 1]
+    fig, axes = plt.subplots(len(budgets), 2, figsize=(13, 2.6 * len(budgets) + 0.6), squeeze=False)
+    for ax_j, ax_k, budget in zip(axes[:, 0], axes[:, 1], budgets):
+        cells = {r["method"]: r for r in rows if r["budget"] == budget}
+        names = [lay["name"] for lay in cells[METHODS[0]]["layers"]]
+        x = np.arange(len(names))
+        width = 0.8 / len(METHODS)
+        for i, method in enumerate(METHODS):
+            js = [lay["j"] for lay in cells[method]["layers"]]
+            ax_j.bar(x + (i - 1) * width, js, width, label=method)
+        ax_j.set_ylabel(f"rank j\n(budget {budget:g})")
+        ks = [lay["k"] if lay["format"] != "dense" else 0 for lay in cells["alds"]["layers"]]
+        ax_k.bar(x, ks, 0.6, color="tab:blue")
+        ax_k.set_ylabel("ALDS groups k")
+        for ax in (ax_j, ax_k):
+            ax.set_xticks(x)
+            ax.set_xticklabels(names, rotation=70, fontsize=6)
+    axes[0, 0].legend(fontsize=7)
+    axes[0, 0].set_title("rank per layer (0: layer left dense)")
+    axes[0, 1].set_title("ALDS channel groups per layer (0: dense)")
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+# -- findings -----------------------------------------------------------------------------------
+def paper_number(
+    rows: Sequence[Mapping[str, Any]], base: Mapping[str, Any], max_drop: float, phase: str
+) -> dict[str, dict[str, Any]]:
+    """Per method: the cell of fewest parameters whose **validation** drop is <= ``max_drop``.
+
+    ``phase`` is ``"before"`` or ``"after"`` re-training. The uncompressed cell always qualifies.
+    """
+    flat = [
+        {**r, "val_accuracy": r[phase]["val_accuracy"], "test_accuracy": r[phase]["test_accuracy"]}
+        for r in rows
+    ]
+    chosen = cheapest_within(
+        flat,
+        ["method"],
+        "params",
+        "val_accuracy",
+        reference=base["val_accuracy"],
+        drop=max_drop,
+        always=lambda r: r["budget"] == 1.0,
+    )
+    out = {}
+    for (method,), r in chosen.items():
+        out[method] = {
+            "budget": r["budget"],
+            "params_removed": 1 - r["params"] / r["model_params"],
+            "flops_removed": 1 - r["flops"] / r["model_flops"],
+            "test_drop": base["test_accuracy"] - r["test_accuracy"],
+            "val_drop": base["val_accuracy"] - r["val_accuracy"],
+        }
+    return out
+
+
+def compare(
+    results: Sequence[Mapping[str, Any]], other: str, phase: str, seed: int
+) -> dict[str, Any]:
+    """ALDS against ``other`` at equal budgets (< 1), ``phase`` ``"before"``/``"after"``.
+
+    Primary: paired percentile bootstrap of ``mean(correct_alds - correct_other)`` over test
+    images (per image averaged over the budgets; seeds resampled too when there are several);
+    the claim holds when the whole 95 % interval lies above 0. Secondary: one-sided Wilcoxon
+    signed-rank test of the per-cell accuracy differences over budgets x seeds.
+    """
+    ref, oth, diffs = [], [], []
+    for res in results:
+        cells = {(r["method"], r["budget"]): r for r in res["rows"]}
+        budgets = sorted({b for (_, b) in cells if b < 1}, reverse=True)
+        a = np.mean([unpack_correct(cells["alds", b][phase]["test_correct"]) for b in budgets], 0)
+        o = np.mean([unpack_correct(cells[other, b][phase]["test_correct"]) for b in budgets], 0)
+        ref.append(a)
+        oth.append(o)
+        diffs += [
+            cells["alds", b][phase]["test_accuracy"] - cells[other, b][phase]["test_accuracy"]
+            for b in budgets
+        ]
+    iv = stats.paired_bootstrap(ref, oth, seed=seed)
+    verdict = stats.threshold_verdict(
+        iv,
+        0.0,
+        claim="above",
+        test="paired bootstrap of the test-accuracy advantage over budgets x seeds x images",
+        what=f"ALDS's accuracy advantage over {other}",
+    )
+    nonzero = [d for d in diffs if d != 0]
+    wilcoxon_p = (
+        float(sps.wilcoxon(nonzero, alternative="greater").pvalue) if nonzero else float("nan")
+    )
+    return {
+        "verdict": verdict.as_dict(),
+        "advantage": asdict(iv),
+        "cell_differences": diffs,
+        "wins": sum(d > 0 for d in diffs),
+        "ties": sum(d == 0 for d in diffs),
+        "losses": sum(d < 0 for d in diffs),
+        "wilcoxon_p": wilcoxon_p,
+    }
+
+
+def combine(verdicts: Sequence[Mapping[str, Any]]) -> str:
+    """Both comparisons must hold; one that does not hold makes the finding not hold.
+
+    >>> combine([{"status": "holds"}, {"status": "not significant"}])
+    'not significant'
+    """
+    status = [v["status"] for v in verdicts]
+    if stats.DOES_NOT_HOLD in status:
+        return stats.DOES_NOT_HOLD
+    if all(s == stats.HOLDS for s in status):
+        return stats.HOLDS
+    return stats.NOT_SIGNIFICANT
+
+
+def findings(results: Sequence[Mapping[str, Any]], cfg: Config) -> dict[str, Any]:
+    """Tables, paper-style numbers and verdicts over all seeds (recomputable from cells.jsonl)."""
+    table = []
+    for budget in cfg.levels():
+        for method in METHODS:
+            cells = [
+                next(r for r in res["rows"] if r["method"] == method and r["budget"] == budget)
+                for res in results
+            ]
+            bases = [res["base"] for res in results]
+            table.append(
+                {
+                    "budget": budget,
+                    "method": method,
+                    "params_kept": asdict(
+                        stats.spread([c["params"] / c["model_params"] for c in cells])
+                    ),
+                    "flops_kept": asdict(
+                        stats.spread([c["flops"] / c["model_flops"] for c in cells])
+                    ),
+                    "max_error": asdict(stats.spread([c["max_error"] for c in cells])),
+                    **{
+                        f"{phase}_{what}": asdict(
+                            stats.spread(
+                                [
+                                    (b["test_accuracy"] - c[phase]["test_accuracy"])
+                                    if what == "drop"
+                                    else c[phase]["test_accuracy"]
+                                    for b, c in zip(bases, cells)
+                                ]
+                            )
+                        )
+                        for phase in ("before", "after")
+                        for what in ("accuracy", "drop")
+                    },
+                }
+            )
+    paper = {
+        phase: [
+            {"seed": res["seed"], **paper_number(res["rows"], res["base"], cfg.max_drop, phase)}
+            for res in results
+        ]
+        for phase in ("before", "after")
+    }
+    comparisons: dict[str, dict[str, Any]] = {}
+    verdicts = {}
+    for i, phase in enumerate(("before", "after")):
+        comparisons[phase] = {
+            other: compare(results, other, phase, cfg.seed + 10 * i + j)
+            for j, other in enumerate(METHODS[1:])
+        }
+        verdicts[phase] = combine([c["verdict"] for c in comparisons[phase].values()])
+    return {
+        "seeds": [res["seed"] for res in results],
+        "note": stats.seeds_note(len(results)),
+        "base": [res["base"]["test_accuracy"] for res in results],
+        "base_val": [res["base"]["val_accuracy"] for res in results],
+        "table": table,
+        "paper_number": paper,
+        "comparisons": comparisons,
+        "verdicts": verdicts,
+    }
+
+
+# -- report -------------------------------------------------------------------------------------
+def _sp(d: Mapping[str, Any], fmt: str = ".2f", scale: float = 100.0, unit: str = "") -> str:
+    return stats.Spread(**d).format(fmt, scale, unit)
+
+
+def _verdict_line(c: Mapping[str, Any]) -> str:
+    v = c["verdict"]
+    iv = stats.Interval(**v["interval"]) if v["interval"] else None
+    verdict = stats.Verdict(**{**v, "interval": iv})
+    return (
+        f"{verdict_text(verdict)}.** {verdict.reason}; per cell ALDS wins {c['wins']}, ties "
+        f"{c['ties']}, loses {c['losses']} (one-sided Wilcoxon signed-rank p = "
+        f"{c['wilcoxon_p']:.3g})"
+    )
+
+
+def report(
+    cfg: Config, results: Sequence[Mapping[str, Any]], found: Mapping[str, Any], seconds: float
+) -> str:
+    """``report.md``: the finding with verdicts, tables, the paper-style number, figures."""
+    n = len(results)
+    first = results[0]
+    sizes = first["sizes"]
+    base = stats.spread(found["base"]).format(".4f")
+    params = first["rows"][0]["model_params"]
+    flops = first["rows"][0]["model_flops"]
+    lines = [
+        f"# ALDS global allocation: ResNet-20-style (width {cfg.width}) on {cfg.dataset}",
+        "",
+        "Reproduction of Maalouf, Liebenwein, Feldman, Rus et al. (NeurIPS 2021), *Compressing "
+        "Neural Networks: Towards Determining the Optimal Layer-wise Decomposition*, on this "
+        f"run's data ({n} seed{'s' if n > 1 else ''}: {', '.join(map(str, found['seeds']))}; "
+        f"{seconds:.0f} s). Budgets are kept fractions of the whole model's {params:,} "
+        f"parameters (first conv and the classifier are never compressed); FLOPs are the "
+        f"library's count (2 per multiply-add, conv/linear layers, factored forward) for one "
+        f"{'x'.join(map(str, first['input_shape'][1:]))} input image "
+        f"({flops:,} dense). The re-training epoch and the paper-style level are chosen on the "
+        "validation split; accuracies below are test-split accuracies.",
+        "",
+        f"**{found['note']}**",
+        "",
+        "## Model",
+        f"- Test accuracy of the trained model: **{base}** (validation "
+        f"{stats.spread(found['base_val']).format('.4f')}); {sizes[0]} train / {sizes[1]} val / "
+        f"{sizes[2]} test images per seed. Chance level (1 / classes): "
+        f"{1 / first['num_classes']:.4f}; a compressed model at or near it has collapsed (most "
+        "likely its activations no longer match the batch-norm statistics it was trained with; "
+        "the study does not recalibrate them).",
+        "",
+        "## Finding: at equal parameter budget, ALDS loses less accuracy than uniform rank and "
+        "than energy-threshold SVD",
+        "",
+        "Each comparison: *holds* when the 95 % paired-bootstrap interval of ALDS's test-accuracy "
+        "advantage (per image, averaged over the budgets "
+        f"{', '.join(f'{b:g}' for b in sorted(cfg.budgets, reverse=True))}; resampling seeds, "
+        "then images) lies above 0, *does not hold* when it lies below 0, *not significant* "
+        "otherwise. The finding holds when both comparisons hold. The Wilcoxon test over the "
+        f"{len(cfg.budgets) * n} budget x seed cells is secondary (with {len(cfg.budgets) * n} "
+        f"cells its smallest possible one-sided p is {0.5 ** (len(cfg.budgets) * n):.3g}).",
+        "",
+    ]
+    for phase, label in (
+        ("before", "one-shot (before re-training)"),
+        ("after", "after re-training"),
+    ):
+        lines.append(f"**{label.capitalize()}: {found['verdicts'][phase]}.**")
+        lines.append("")
+        for other, c in found["comparisons"][phase].items():
+            iv = stats.Interval(**c["advantage"]).format(scale=100, unit=" points")
+            lines.append(f"- vs {other}: advantage {iv}. **{_verdict_line(c)}.")
+        lines.append("")
+    lines += [
+        f"## Paper-style number: largest compression with a drop <= {100 * cfg.max_drop:g} points",
+        "",
+        f"Reference [paper]: {PAPER}. Here: the budget of fewest parameters whose *validation* "
+        f"drop is at most {100 * cfg.max_drop:g} points (1.0, no compression, always qualifies); "
+        "its test drop. Only the budgets of this run are candidates.",
+        "",
+    ]
+    rows = []
+    for phase in ("before", "after"):
+        for method in METHODS:
+            picks = [p[method] for p in found["paper_number"][phase] if method in p]
+            rows.append(
+                [
+                    "one-shot" if phase == "before" else "re-trained",
+                    method,
+                    "/".join(f"{p['budget']:g}" for p in picks),
+                    stats.spread([p["params_removed"] for p in picks]).format(".1f", 100, "%"),
+                    stats.spread([p["flops_removed"] for p in picks]).format(".1f", 100, "%"),
+                    stats.spread([p["test_drop"] for p in picks]).format(".2f", 100),
+                ]
+            )
+    lines += [
+        md_table(
+            ["phase", "method", "budget", "fewer params", "fewer FLOPs", "test drop (points)"], rows
+        ),
+        "",
+        "## Per budget (mean ± std over seeds)",
+        "",
+    ]
+    rows = []
+    for t in found["table"]:
+        rows.append(
+            [
+                f"{t['budget']:g}",
+                t["method"],
+                _sp(t["params_kept"], ".1f", unit="%"),
+                _sp(t["flops_kept"], ".1f", unit="%"),
+                _sp(t["max_error"], ".3f", 1.0),
+                _sp(t["before_accuracy"], ".2f"),
+                _sp(t["before_drop"], ".2f"),
+                _sp(t["after_accuracy"], ".2f"),
+                _sp(t["after_drop"], ".2f"),
+            ]
+        )
+    lines += [
+        md_table(
+            [
+                "budget",
+                "method",
+                "params kept",
+                "FLOPs kept",
+                "max layer error",
+                "test acc. % (one-shot)",
+                "drop",
+                "test acc. % (re-trained)",
+                "drop",
+            ],
+            rows,
+        ),
+        "",
+        "*max layer error* is ALDS's `max_g sigma_(j+1)(W_g) / ||W||_2` of the chosen ranks "
+        "(the quantity ALDS minimises; for uniform/energy with one group).",
+        "",
+        "## Differences from the paper's setting",
+        "",
+        f"- Data: {cfg.dataset} ({sizes[0]} training images"
+        f"{'' if cfg.dataset in ('cifar10',) else '; the paper uses CIFAR-10, 50,000 32x32 images'}"
+        ").",
+        f"- Model: ResNet-20 layout with stage widths {cfg.width}/{2 * cfg.width}/{4 * cfg.width}"
+        f" ({'as the paper' if cfg.width == 16 else 'the paper: 16/32/64'}), trained {cfg.epochs} "
+        f"epochs with Adam at a constant lr {cfg.lr:g} (the paper: SGD with a step schedule, "
+        "182 epochs).",
+        f"- Re-training: {cfg.retrain_epochs} epoch(s) of Adam at lr {cfg.retrain_lr:g} (the tail "
+        "of a schedule, standing in for the paper's re-training with the last part of its "
+        "schedule); the epoch kept has the best validation accuracy.",
+        f"- Budgets: {', '.join(f'{b:g}' for b in cfg.levels())} kept parameter fractions only; "
+        "the paper sweeps finely, so the paper-style number here is as coarse as the grid.",
+        f"- ALDS search: {cfg.iterations} global/local alternations from starts k ~ 1, 3, 5, 7, 9 "
+        f"(the divisor nearest) in every layer and {cfg.random_starts} random starts; group "
+        "counts up to 64; the best (least maximum layer error) kept. Uniform and energy are "
+        "plain SVD (k = 1), their ratio/threshold solved by bisection to meet the budget, "
+        "leftover budget spent round-robin one rank at a time.",
+        "",
+        "## Per seed",
+        "",
+    ]
+    rows = []
+    for res in results:
+        for r in res["rows"]:
+            rows.append(
+                [
+                    res["seed"],
+                    f"{r['budget']:g}",
+                    r["method"],
+                    f"{r['params']:,}",
+                    f"{r['flops']:,}",
+                    f"{r['before']['test_accuracy']:.4f}",
+                    f"{r['after']['test_accuracy']:.4f}",
+                    r["after"]["epoch"],
+                ]
+            )
+    lines += [
+        md_table(
+            [
+                "seed",
+                "budget",
+                "method",
+                "params",
+                "FLOPs",
+                "test one-shot",
+                "test re-trained",
+                "epoch",
+            ],
+            rows,
+        ),  # fmt: skip
+        "",
+        "## Figures and tables",
+        "",
+    ]
+    lines += [
+        f"- [seed-{res['seed']}/allocations.png](seed-{res['seed']}/allocations.png): rank j "
+        "per layer for each method and ALDS's group count k, per budget"
+        for res in results
+    ]
+    lines += [
+        "- [findings.json](findings.json) (every number and verdict); per seed "
+        "`seed-S/cells.jsonl` (every cell, with per-layer ranks/groups and per-image test "
+        "correctness) and `seed-S/cells.csv`.",
+        "",
+        "## Configuration",
+        "",
+        "```",
+    ]
+    for key, value in asdict(cfg).items():
+        lines.append(f"{key} = {value!r}")
+    lines += [
+        f"python = {platform.python_version()}, torch = {torch.__version__}, "
+        f"tensornet = {tn.__version__}",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# -- running ------------------------------------------------------------------------------------
+class Study:
+    """The whole run: lock ``--out``, check what is there, run every seed, write the report."""
+
+    def __init__(
+        self, cfg: Config, load_data: Callable[[int], DatasetSplits] | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.started = time.perf_counter()
+        self._load = load_data or self._default_load
+
+    def _default_load(self, seed: int) -> DatasetSplits:
+        cfg = self.cfg
+        try:
+            return get_dataset(cfg.dataset, cfg.data_dir, seed=seed, limit=cfg.limit)
+        except (FileNotFoundError, DataError) as exc:
+            raise StudyError(str(exc)) from None
+
+    def log(self, text: str) -> None:
+        print(f"{text}  [{time.perf_counter() - self.started:.1f} s]", flush=True)
+
+    def run(self) -> Path:
+        """Run every seed (reusing what is done) and write the report; return its path."""
+        cfg = self.cfg
+        path = runner.run_seeds(
+            self.out,
+            cfg.seed_list(),
+            self._load,
+            lambda seed, data: SeedRun(cfg, seed, data, self.log),
+            self.finish,
+            workers=cfg.workers,
+            scheduler=cfg.scheduler,
+            log=self.log,
+        )
+        self.log(f"report: {path}")
+        return path
+
+    def finish(self, results: list[dict[str, Any]]) -> Path:
+        """findings.json and report.md from the seeds' results."""
+        found = findings(results, self.cfg)
+        runner.write_json(self.out / "findings.json", found)
+        path = self.out / "report.md"
+        seconds = time.perf_counter() - self.started
+        atomic_write_text(path, report(self.cfg, results, found, seconds))
+        return path
+
+
+def budget_list(text: str) -> tuple[float, ...]:
+    """Comma-separated distinct kept fractions in (0, 1), e.g. ``"0.6,0.4,0.25"``.
+
+    >>> budget_list("0.25,0.6")
+    (0.6, 0.25)
+    """
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated numbers expected") from None
+    if not values or any(not 0 < v < 1 for v in values) or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: distinct kept fractions strictly between 0 and 1 expected"
+        )
+    return tuple(sorted(values, reverse=True))
+
+
+def build_parser() -> cli.OneLineParser:
+    """The argument parser; every value is checked here (one line and exit 2 when bad)."""
+    p = cli.OneLineParser(prog=PROG, description=__doc__.split("\n")[0])
+    cli.add_run_arguments(p, DATASET_NAMES, default_out="runs/alds-DATASET")
+    add = p.add_argument
+    add(
+        "--budgets",
+        type=budget_list,
+        default=BUDGETS,
+        help="kept parameter fractions (default 0.6,0.4,0.25,0.15; 1.0 is always added)",
+    )
+    add(
+        "--width",
+        type=cli.positive_int,
+        default=None,
+        help="first-stage width (16: ResNet-20; default 16, mnist5k 8)",
+    )
+    add(
+        "--epochs",
+        type=cli.positive_int,
+        default=None,
+        help="training epochs (default digits 15, mnist5k 6, others 30)",
+    )
+    add("--lr", type=cli.positive_float, default=1e-3)
+    add("--batch-size", type=cli.positive_int, default=64)
+    add(
+        "--retrain-epochs",
+        type=cli.nonnegative_int,
+        default=None,
+        help="re-training epochs after compression (default digits 3, mnist5k 1, others 5)",
+    )
+    add("--retrain-lr", type=cli.positive_float, default=1e-4)
+    add(
+        "--max-drop",
+        type=cli.fraction,
+        default=0.005,
+        help="accuracy drop of the paper-style number (fraction, default 0.005 = 0.5 points)",
+    )
+    add("--iterations", type=cli.positive_int, default=4, help="ALDS alternations per start")
+    add("--random-starts", type=cli.nonnegative_int, default=4, help="ALDS random starts")
+    add(
+        "--quick",
+        action="store_true",
+        help="CI-sized run: width 8, 4 epochs, budgets 0.5,0.25, 1 re-train epoch",
+    )
+    return p  # fmt: skip
+
+
+def parse_args(argv: Sequence[str] | None) -> Config:
+    """Parse and check the arguments (exits with status 2 and one line when they are bad)."""
+    p = build_parser()
+    a = p.parse_args(argv)
+    out = cli.check_run_arguments(p, a, BUNDLED, f"runs/alds-{a.dataset}")
+    defaults = DEFAULTS.get(a.dataset, OTHER_DEFAULTS)
+    if a.quick:
+        defaults = {"width": 8, "epochs": 4, "retrain_epochs": 1}
+    cfg = Config(
+        dataset=a.dataset,
+        data_dir=a.data_dir,
+        width=a.width or defaults["width"],
+        epochs=a.epochs or defaults["epochs"],
+        lr=a.lr,
+        batch_size=a.batch_size,
+        seed=a.seed,
+        seeds=a.seeds,
+        budgets=a.budgets,
+        retrain_epochs=(
+            defaults["retrain_epochs"] if a.retrain_epochs is None else a.retrain_epochs
+        ),
+        retrain_lr=a.retrain_lr,
+        max_drop=a.max_drop,
+        iterations=a.iterations,
+        random_starts=a.random_starts,
+        limit=a.limit,
+        device=a.device,
+        out=out,
+        quick=a.quick,
+        workers=a.workers,
+        scheduler=a.scheduler,
+    )
+    if a.quick and a.budgets == BUDGETS:
+        cfg = replace(cfg, budgets=QUICK_BUDGETS)
+    return cfg
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m studies alds``: returns the exit status (2: a bad argument or file)."""
+    try:
+        cfg = parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed as one line
+        return exc.code if isinstance(exc.code, int) else cli.EXIT_USAGE
+
+    def body() -> int:
+        Study(cfg).run()
+        return 0
+
+    return cli.run_cli(PROG, body)
