@@ -10,6 +10,10 @@ STUDIES = {
         "studies.truncation",
         "Singh et al. 2024: truncation of conv kernels along cuts",
     ),
+    "hybrid": (
+        "studies.hybrid",
+        "Wu et al. 2020: hybrid TT (conv) / HT (FC) compression at matched parameter count",
+    ),
 }
 
 
