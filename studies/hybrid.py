@@ -91,6 +91,7 @@ FINDINGS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
     ),
 }
 STAGES = ("after", "before")
+RANK_SEARCH = "per-layer share, then global fill (v2)"  # stored: results of another search refused
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ class Config:
     conv_modes: int = 3
     fc_modes: int = 4
     match_tol: float = 0.02
-    finetune_epochs: int = 3
+    finetune_epochs: int = 5
     finetune_lr: float = 1e-3
     limit: int | None = None
     device: str = "cpu"
@@ -147,6 +148,7 @@ class Config:
             "match_tol": self.match_tol,
             "finetune_epochs": self.finetune_epochs,
             "finetune_lr": self.finetune_lr,
+            "rank_search": RANK_SEARCH,
         }
 
     def seed_list(self) -> list[int]:
@@ -387,6 +389,7 @@ def findings(results: Sequence[Mapping[str, Any]], cfg: Config) -> dict[str, Any
             "cells": len(gaps),
             "within_tol": sum(abs(g) <= cfg.match_tol for g in gaps),
             "max_abs_gap": max((abs(g) for g in gaps), default=0.0),
+            "global_fill": sum(bool(row.get("global_fill")) for r in results for row in r["rows"]),
         },
     }
 
@@ -560,8 +563,12 @@ def report(
         f"- Matched counts: {mt['within_tol']} of {mt['cells']} compressed cells within "
         f"{100 * cfg.match_tol:g}% of `dense / ratio` (largest gap "
         f"{100 * mt['max_abs_gap']:.2f}%). "
-        "Ranks: per layer the largest uniform ranks within its share, then a greedy fill of "
-        "single/paired rank increments; no rank exceeds what its factor can use.",
+        "Ranks: per layer, the largest uniform ranks within its share (its dense weights / "
+        "ratio), then single or paired rank changes while they bring the layer closer to its "
+        "share; only when the total is still off by more than the tolerance, changes in any "
+        f"layer towards the total (needed in {mt['global_fill']} of {mt['cells']} cells). So "
+        "configurations sharing a conv (or FC) format have the same conv (FC) layers, up to "
+        "those cells. No rank exceeds what its factor can use.",
         "",
         f"## Test accuracy vs compression ratio (mean over seeds; uncompressed "
         f"{acc('base_test_accuracy')})",
@@ -789,7 +796,12 @@ def build_parser() -> cli.OneLineParser:
     )
     add("--lr", type=cli.positive_float, default=1e-3)
     add("--batch-size", type=cli.positive_int, default=64)
-    add("--finetune-epochs", type=cli.positive_int, default=3)
+    add(
+        "--finetune-epochs",
+        type=cli.positive_int,
+        default=None,
+        help="fine-tuning epochs of every cell (default 5 on digits, 2 otherwise)",
+    )
     add("--finetune-lr", type=cli.positive_float, default=1e-3)
     add(
         "--quick",
@@ -813,6 +825,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         widths=a.widths or size["widths"],
         hidden=a.hidden or size["hidden"],
         epochs=a.epochs or (15 if a.dataset == "digits" else 8),
+        finetune_epochs=a.finetune_epochs or (5 if a.dataset == "digits" else 2),
         lr=a.lr,
         batch_size=a.batch_size,
         seed=a.seed,
@@ -821,7 +834,6 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         conv_modes=a.conv_modes,
         fc_modes=a.fc_modes,
         match_tol=a.match_tol,
-        finetune_epochs=a.finetune_epochs,
         finetune_lr=a.finetune_lr,
         limit=a.limit,
         device=a.device,

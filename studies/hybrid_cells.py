@@ -26,7 +26,7 @@ import copy
 import itertools
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -248,22 +248,59 @@ def _base_ranks(spec: LayerSpec, fmt: str, target: float) -> tuple[int, ...]:
         best = ranks
 
 
+def _best_move(
+    spec: LayerSpec, fmt: str, now: tuple[int, ...], tops: tuple[int, ...], distance: Callable
+) -> tuple[tuple[int, ...], int] | None:
+    """The one- or two-rank change of a layer that improves ``distance(change in params)``.
+
+    Increments first: among the improving ones, the one raising the smallest ranks wins (ranks
+    stay balanced), then the one closest to the goal. Decrements (the largest ranks first) only
+    when no increment improves; ``None`` when nothing does.
+    """
+    current = spec.structure(fmt, now).num_params
+    n = len(now)
+    moves = [(k,) for k in range(n)] + list(itertools.combinations(range(n), 2))
+    for step in (1, -1):
+        best = None
+        for move in moves:
+            new = tuple(r + step * (k in move) for k, r in enumerate(now))
+            if any(r > t or r < 1 for r, t in zip(new, tops)):
+                continue
+            structure = spec.structure(fmt, new)
+            if not useful(structure):
+                continue
+            gain = distance(structure.num_params - current)
+            if gain >= distance(0):
+                continue
+            score = (step * min(step * now[k] for k in move), gain)
+            if best is None or score < best[0]:
+                best = (score, new, structure.num_params)
+        if best is not None:
+            return best[1], best[2]
+    return None
+
+
 def match_ranks(
     specs: Sequence[LayerSpec], formats: Sequence[str], ratio: float, tol: float = 0.02
 ) -> dict[str, Any]:
     """Ranks for every layer so the total parameter count is ``dense / ratio`` within ``tol``.
 
-    Each layer starts from the largest uniform ranks within its own share (its dense size over
-    ``ratio``); then, while the total is below the target, the layer furthest below its share
-    gets the one- or two-rank increment that brings the total closest to the target (never a
-    rank its factor cannot use, see :func:`useful`). The result may miss ``tol`` when even the
-    smallest ranks are too many parameters; the gap is returned either way.
+    1. Per layer, on its own: the largest uniform ranks within its share (its dense size over
+       ``ratio``), then one- or two-rank changes while they bring the layer closer to its
+       share. A layer's ranks depend only on the layer, its format and the ratio, so two
+       configurations with the same conv format have the same conv layers.
+    2. Only when the total is still more than ``tol`` from the target: changes anywhere (the
+       layer furthest below its share first) while they bring the total closer.
+
+    No rank is larger than its factor can use (:func:`useful`). The result may miss ``tol``
+    when even the smallest ranks are too many parameters; the gap is returned either way.
 
     Returns
     -------
     dict
         ``ranks`` (layer -> tuple), ``params`` (layer -> factor parameters), ``total``,
-        ``target`` and ``gap`` (``total / target - 1``).
+        ``target``, ``gap`` (``total / target - 1``), ``within_tol`` and ``global_fill``
+        (whether step 2 was needed).
 
     Examples
     --------
@@ -274,38 +311,36 @@ def match_ranks(
     """
     dense = sum(s.dense_params for s in specs)
     target = dense / ratio
-    ranks = {s.name: _base_ranks(s, f, s.dense_params / ratio) for s, f in zip(specs, formats)}
-    params = {s.name: s.structure(f, ranks[s.name]).num_params for s, f in zip(specs, formats)}
-    tops = {s.name: s.structure(f).max_ranks for s, f in zip(specs, formats)}
-    while True:
-        total = sum(params.values())
-        if total >= target:
-            break
-        order = sorted(zip(specs, formats), key=lambda sf: params[sf[0].name] / sf[0].dense_params)
-        moved = False
-        for spec, fmt in order:
-            now = ranks[spec.name]
-            n = len(now)
-            moves = [(k,) for k in range(n)] + list(itertools.combinations(range(n), 2))
-            best = None
-            for move in moves:
-                new = tuple(r + (k in move) for k, r in enumerate(now))
-                if any(r > t for r, t in zip(new, tops[spec.name])):
-                    continue
-                structure = spec.structure(fmt, new)
-                if not useful(structure):
-                    continue
-                after = total - params[spec.name] + structure.num_params
-                if abs(after - target) >= abs(total - target):
-                    continue
-                score = (min(now[k] for k in move), abs(after - target))
-                if best is None or score < best[0]:
-                    best = (score, new, structure.num_params)
-            if best is not None:
-                ranks[spec.name], params[spec.name] = best[1], best[2]
-                moved = True
+    ranks, params, tops = {}, {}, {}
+    for spec, fmt in zip(specs, formats):
+        share = spec.dense_params / ratio
+        tops[spec.name] = spec.structure(fmt).max_ranks
+        ranks[spec.name] = _base_ranks(spec, fmt, share)
+        params[spec.name] = spec.structure(fmt, ranks[spec.name]).num_params
+        while True:
+            here = params[spec.name]
+            move = _best_move(
+                spec,
+                fmt,
+                ranks[spec.name],
+                tops[spec.name],
+                lambda d, h=here, g=share: abs(h + d - g),
+            )
+            if move is None:
                 break
-        if not moved:
+            ranks[spec.name], params[spec.name] = move
+    global_fill = abs(sum(params.values()) / target - 1) > tol
+    while global_fill:
+        total = sum(params.values())
+        order = sorted(zip(specs, formats), key=lambda sf: params[sf[0].name] / sf[0].dense_params)
+        for spec, fmt in order:
+            move = _best_move(
+                spec, fmt, ranks[spec.name], tops[spec.name], lambda d, t=total: abs(t + d - target)
+            )
+            if move is not None:
+                ranks[spec.name], params[spec.name] = move
+                break
+        else:
             break
     total = sum(params.values())
     return {
@@ -315,6 +350,7 @@ def match_ranks(
         "target": target,
         "gap": total / target - 1,
         "within_tol": abs(total / target - 1) <= tol,
+        "global_fill": global_fill,
     }
 
 
@@ -328,6 +364,7 @@ class HybridCell:
     formats: tuple[tuple[str, str], ...]  # (layer, format)
     ranks: tuple[tuple[str, tuple[int, ...]], ...]  # (layer, ranks)
     target: float
+    global_fill: bool = False  # whether match_ranks needed its global step
 
     @property
     def key(self) -> str:
@@ -360,6 +397,7 @@ def plan_cells(specs: Sequence[LayerSpec], ratios: Sequence[float], tol: float) 
                     tuple((s.name, f) for s, f in zip(specs, formats)),
                     tuple((s.name, m["ranks"][s.name]) for s in specs),
                     m["target"],
+                    m["global_fill"],
                 )
             )
     return cells
@@ -446,6 +484,7 @@ def run_cell(
         "target": cell.target,
         "params": total if layers else cell.target,
         "gap": (total / cell.target - 1) if layers else 0.0,
+        "global_fill": cell.global_fill,
         "layers": layers,
         "before": before,
         "finetune": history,
