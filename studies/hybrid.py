@@ -534,7 +534,9 @@ def report(
         "",
         "Reproduction of Wu, Wang, Zhao, Deng & Li (2020), *Hybrid tensor decomposition in neural "
         f"network compression* (Neural Networks), on this run's data ({n} seed"
-        f"{'s' if n > 1 else ''}: {', '.join(str(x) for x in found['seeds'])}; {seconds:.0f} s). "
+        f"{'s' if n > 1 else ''}: {', '.join(str(x) for x in found['seeds'])}; this invocation "
+        f"took {seconds:.0f} s and computed {sum(r['computed'] for r in results)} of "
+        f"{sum(len(r['rows']) for r in results)} cells, the others reused). "
         "The only level chosen is the fine-tuning epoch, chosen on the validation split; every "
         "accuracy below is a test-split accuracy.",
         "",
