@@ -7,8 +7,8 @@
 - :func:`tt_storage`, :func:`ht_storage`: the papers' storage counts, written out independently
   of the library, to check the layers' actual parameter counts against.
 - :func:`match_ranks`: per configuration and compression ratio, ranks for every layer whose
-  total parameter count is within a tolerance of the target (per-layer base ranks, then a
-  greedy fill), with no rank larger than its factor can use.
+  total parameter count is within a tolerance of the target (each layer matched to its own
+  share, then a global fill only where needed), with no rank larger than its factor can use.
 - :func:`run_cells`: the cells (decompose, score, fine-tune, score) in this process or on a Dask
   cluster (model and data sent to each worker once), results appended as they finish.
 
@@ -16,8 +16,9 @@ Examples
 --------
 >>> tt_storage((9, 16, 8), (3, 2))   # 9*1*3 + 16*3*2 + 8*2*1
 139
->>> ht_storage(((0, 1), 2), (9, 16, 8), {(0, 1): 3, 2: 3, 0: 2, 1: 2})  # B0 + B(0,1) + U0 U1 U2
-57
+>>> ranks = {(0, 1): 3, 2: 3, 0: 2, 1: 2}
+>>> ht_storage(((0, 1), 2), (9, 16, 8), ranks)  # B0 3*3 + B(0,1) 2*2*3 + U0 9*2, U1 16*2, U2 8*3
+95
 """
 
 from __future__ import annotations
