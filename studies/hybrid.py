@@ -468,6 +468,7 @@ def accuracy_figure(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     acc = found["summary"]["accuracy"]
     base = found["summary"]["base_test_accuracy"]["mean"]
@@ -479,6 +480,7 @@ def accuracy_figure(
         ax.axhline(base, color="grey", linestyle="--", label="uncompressed")
         ax.set_xscale("log")
         ax.set_xticks(cfg.ratios, [f"{r:g}" for r in cfg.ratios])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("compression ratio of the compressed layers")
         ax.set_title(title)
         ax.grid(alpha=0.3)
