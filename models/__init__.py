@@ -6,6 +6,7 @@ from collections.abc import Callable
 from torch import nn
 
 from .garipov import GaripovNet
+from .hybrid import HybridCNN
 from .resnet import ResNet, resnet18, resnet20, resnet50
 from .vanilla import VanillaCNN
 from .vgg import VGG16
@@ -17,6 +18,7 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "resnet18": resnet18,
     "resnet50": resnet50,
     "vgg16": VGG16,
+    "hybrid_cnn": HybridCNN,
 }
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 
@@ -50,6 +52,7 @@ def build_model(
 __all__ = [
     "MODEL_NAMES",
     "GaripovNet",
+    "HybridCNN",
     "ResNet",
     "VGG16",
     "VanillaCNN",

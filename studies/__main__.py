@@ -14,6 +14,10 @@ STUDIES = {
         "studies.alds",
         "Maalouf, Liebenwein et al. 2021: ALDS global low-rank allocation vs uniform/energy SVD",
     ),
+    "hybrid": (
+        "studies.hybrid",
+        "Wu et al. 2020: hybrid TT (conv) / HT (FC) compression at matched parameter count",
+    ),
 }
 
 
