@@ -46,7 +46,7 @@ mutate: install
 	$(PY) tools/mutate.py $(MODULES)
 
 lint: install
-	$(PY) -m ruff check tensornet models studies tests bench examples
+	$(PY) -m ruff check tensornet models studies tests bench examples tools
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks build *.egg-info .mutate mutants

@@ -20,7 +20,9 @@ def test_example_runs(script, tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     if script.name == "quick_tour.py":
         assert "contract == einsum: True" in out
-        reported, measured = map(float, re.search(r"reported error (\S+), measured (\S+)", out).groups())
+        reported, measured = map(
+            float, re.search(r"reported error (\S+), measured (\S+)", out).groups()
+        )
         assert reported == pytest.approx(measured, abs=2e-6)
         assert float(re.search(r"gradient norm through a truncated split: (\S+)", out)[1]) > 0
 

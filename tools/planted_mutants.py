@@ -150,8 +150,11 @@ def main(argv: list[str]) -> int:
     survived = []
     for name in names:
         caught, seconds = run(name)
-        print(f"{name:28s} {'caught' if caught else 'SURVIVED':8s} {seconds:6.1f}s  "
-              f"{MUTANTS[name][4]}", flush=True)
+        print(
+            f"{name:28s} {'caught' if caught else 'SURVIVED':8s} {seconds:6.1f}s  "
+            f"{MUTANTS[name][4]}",
+            flush=True,
+        )
         if not caught:
             survived.append(name)
     print(f"{len(names) - len(survived)} of {len(names)} caught")

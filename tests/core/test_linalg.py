@@ -106,7 +106,9 @@ def test_small_well_separated_values_keep_exact_gradients(dtype, values):
     assert rel < (1e-8 if dtype == torch.float64 else 1e-2)
 
 
-@pytest.mark.parametrize("trunc, rank", [(Truncation(max_rank=3), 3), (Truncation(rel_tol=0.3), None)])
+@pytest.mark.parametrize(
+    "trunc, rank", [(Truncation(max_rank=3), 3), (Truncation(rel_tol=0.3), None)]
+)
 def test_truncated_svd_is_the_eckart_young_mirsky_optimum(trunc, rank):
     g = torch.Generator().manual_seed(1)
     a = torch.randn(8, 6, generator=g, dtype=torch.float64)

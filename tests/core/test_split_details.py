@@ -103,9 +103,13 @@ def test_bad_bonds_names_and_values(fn):
     with pytest.raises(ValueError, match=f"^{f}: bond name 'b' is already a leg of node 'T'"):
         fn(n, ["a"], bond="b")
     count = 2
-    with pytest.raises(TypeError, match=f"^names must be a sequence of {count} node names, got 'x'"):
+    with pytest.raises(
+        TypeError, match=f"^names must be a sequence of {count} node names, got 'x'"
+    ):
         fn(n, ["a"], names="x")
-    with pytest.raises(TypeError, match=f"^names must be a sequence of {count} node names, got int"):
+    with pytest.raises(
+        TypeError, match=f"^names must be a sequence of {count} node names, got int"
+    ):
         fn(n, ["a"], names=3)
     with pytest.raises(ValueError, match=rf"^names must give {count} node names, got \('x',\)"):
         fn(n, ["a"], names=("x",))
@@ -118,13 +122,19 @@ def test_bad_bonds_names_and_values(fn):
 
 def test_split_bond_forms_are_checked():
     n = node()
-    with pytest.raises(TypeError, match=r"^split: bond must be a str or a pair of str, got \['k'\]"):
+    with pytest.raises(
+        TypeError, match=r"^split: bond must be a str or a pair of str, got \['k'\]"
+    ):
         split(n, ["a"], absorb=None, bond=["k"])
     with pytest.raises(TypeError, match="^split: bond must be a str or a pair of str"):
         split(n, ["a"], absorb=None, bond=("k", "l", "m"))
-    with pytest.raises(ValueError, match=r"^split: the two bond names must differ, got \('k', 'k'\)"):
+    with pytest.raises(
+        ValueError, match=r"^split: the two bond names must differ, got \('k', 'k'\)"
+    ):
         split(n, ["a"], absorb=None, bond=("k", "k"))
-    with pytest.raises(TypeError, match=r"^split: bond must be a str when absorb='both', got \('k', 'l'\)"):
+    with pytest.raises(
+        TypeError, match=r"^split: bond must be a str when absorb='both', got \('k', 'l'\)"
+    ):
         split(n, ["a"], bond=("k", "l"))
     with pytest.raises(TypeError, match="^split: bond must be a non-empty str"):
         split(n, ["a"], absorb=None, bond=("", "l"))
