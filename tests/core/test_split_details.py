@@ -146,3 +146,17 @@ def test_split_bond_forms_are_checked():
     assert middle.legs == ("k", "l") and middle.dtype == F64
     # the middle node holds the singular values (real, in the node's dtype)
     torch.testing.assert_close(torch.diag(middle.tensor), torch.linalg.svdvals(n.matricize(("a",))))
+
+
+def test_a_single_leg_name_is_a_cut_and_complex_spectra_stay_in_the_node_dtype():
+    n = node()
+    for fn in (split, qr_split):
+        a, b = fn(n, "a")[:2]
+        c, d = fn(n, ["a"])[:2]
+        assert a.legs == c.legs and torch.equal(a.tensor, c.tensor) and b.legs == d.legs
+    z = Node(torch.randn(3, 4, dtype=torch.complex128), ("a", "b"))
+    left, middle, right, info = split(z, ["a"], absorb=None)
+    assert middle.dtype == left.dtype == torch.complex128
+    assert info.singular_values.dtype == torch.float64
+    _, _, info = split(node(), ["a"], trunc=2)
+    assert repr(info).endswith("cut=a | b c)")
