@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 # from pulling a multi-GB CUDA build for the permissive `torch>=2.2` in pyproject.toml.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: venv install install-bench demo test bench lint clean
+.PHONY: venv install install-bench demo test bench lint mutate clean
 
 $(VENV)/.stamp-base:
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,15 @@ test: install lint
 bench: install-bench
 	$(PY) -m pytest bench --benchmark-only --benchmark-columns=min,median,mean,stddev,rounds
 
+# Mutation testing (mutmut, slow: minutes per module on one core; not part of `make test`).
+# All modules: `make mutate`; some: `make mutate MODULES="tensornet/core/split.py ..."`.
+# Scores per module are printed; equivalent mutants are listed in tools/equivalent_mutants.txt.
+MODULES ?=
+mutate: install
+	$(PY) tools/mutate.py $(MODULES)
+
 lint: install
-	$(PY) -m ruff check tensornet models studies tests bench examples
+	$(PY) -m ruff check tensornet models studies tests bench examples tools
 
 clean:
-	rm -rf $(VENV) .pytest_cache .benchmarks build *.egg-info
+	rm -rf $(VENV) .pytest_cache .benchmarks build *.egg-info .mutate mutants

@@ -10,7 +10,12 @@ Inputs (float64, seeded Gaussian): a conv kernel (256, 256, 3, 3) and a 10-way (
 
 Each benchmark stores the relative Frobenius error of its result in ``extra_info["error"]``;
 pytest-benchmark groups put ours and tensorly's next to each other.
-Target: our time / tensorly's time <= 1 at equal or lower error.
+Target: our time / tensorly's time <= 1 at equal or lower error. The error part is asserted:
+each of our benchmarks also runs tensorly's method once (untimed) and fails when our error is
+worse than tensorly's (beyond rounding, ``SLACK``). CP-ALS is a non-convex iteration and the
+two start from different SVD initialisations (tensorly pads and orders its start differently):
+after 10 sweeps ours is 1e-4 relative above tensorly's on both inputs (0.98677 vs 0.98666 on
+the kernel, 0.999715 vs 0.999703 on the 10-way tensor), so it gets ``CP_SLACK`` = 1e-3.
 
 Torch runs single-threaded here (``TENSORNET_BENCH_THREADS`` overrides): on a small shared machine
 two OpenMP threads make LAPACK calls vary by 10x from run to run, which swamps the comparison.
@@ -57,10 +62,20 @@ def rel_err(x, y):
     return float(torch.linalg.vector_norm(x - y) / torch.linalg.vector_norm(x))
 
 
-def run(benchmark, group, fn, dense, x):
+SLACK = 1e-9  # relative: rounding differences between two correct implementations
+CP_SLACK = 1e-3  # relative: ALS from different starting points (see the module docstring)
+
+
+def run(benchmark, group, fn, dense, x, peer=None, slack=SLACK):
+    """Time ``fn``; store its error; with ``peer`` (fn, dense), assert ours is no worse."""
     benchmark.group = group
     result = benchmark.pedantic(fn, rounds=ROUNDS, iterations=1, warmup_rounds=1)
-    benchmark.extra_info["error"] = rel_err(x, dense(result))
+    error = rel_err(x, dense(result))
+    benchmark.extra_info["error"] = error
+    if peer is not None:
+        peer_error = rel_err(x, peer[1](peer[0]()))
+        benchmark.extra_info["peer_error"] = peer_error
+        assert error <= peer_error * (1 + slack) + 1e-12, (error, peer_error)
     return result
 
 
@@ -73,6 +88,7 @@ def test_tt_svd_tensornet(benchmark, case):
         lambda: TT.from_dense(x, ranks=ranks),
         lambda r: r.to_dense(),
         x,
+        peer=(lambda: tld.tensor_train(x, rank=[1, *ranks, 1]), tl.tt_to_tensor),
     )
     assert tt.ranks == ranks
 
@@ -97,6 +113,7 @@ def test_hosvd_tensornet(benchmark, case):
         lambda: Tucker.from_dense(x, ranks=ranks),
         lambda r: r.to_dense(),
         x,
+        peer=(lambda: tld.tucker(x, rank=list(ranks), n_iter_max=0), tl.tucker_to_tensor),
     )
 
 
@@ -119,6 +136,7 @@ def test_hooi_tensornet(benchmark, case):
         lambda: Tucker.from_dense(x, ranks=ranks, method="hooi", max_iter=5, tol=0.0),
         lambda r: r.to_dense(),
         x,
+        peer=(lambda: tld.tucker(x, rank=list(ranks), n_iter_max=5, tol=0), tl.tucker_to_tensor),
     )
 
 
@@ -134,6 +152,7 @@ def test_hooi_tensorly(benchmark, case):
 
 
 # -- CP-ALS --------------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:Trying to compute SVD with n_eigenvecs")  # the peer's run
 def test_cp_als_tensornet(benchmark, case):
     name, x, _, _, rank = case
     run(
@@ -142,6 +161,8 @@ def test_cp_als_tensornet(benchmark, case):
         lambda: CP.from_dense(x, ranks=rank, init="svd", max_iter=10, tol=0.0),
         lambda r: r.to_dense(),
         x,
+        peer=(lambda: tld.parafac(x, rank=rank, init="svd", n_iter_max=10, tol=0), tl.cp_to_tensor),
+        slack=CP_SLACK,
     )
 
 

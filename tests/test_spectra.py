@@ -1,7 +1,9 @@
 """Dense spectra: every cut against numpy's SVD; entropies and errors against their formulas."""
 
 import csv
+import importlib
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -200,3 +202,38 @@ def test_numpy_and_torch_integers_are_ints():
     assert tn.spectrum(w, [torch.tensor(1)]).left_legs == ("in",)
     assert tn.spectrum(w, ["out"]).rank_for(np.int32(2)) == 2
     assert tn.spectrum(w, ["out"]).relative_error(np.int64(8)) == 0.0
+
+
+def test_gram_route_of_a_float32_kernel_is_accurate_to_float64_rounding():
+    # Singular values over three decades; the float64 Gram route gets each one above 1e-3 of
+    # the largest to ~1e-10 relative (a float32 Gram matrix would give ~1e-4).
+    g = torch.Generator().manual_seed(3)
+    u = torch.linalg.qr(torch.randn(48, 48, generator=g, dtype=torch.float64))[0]
+    v = torch.linalg.qr(torch.randn(200, 48, generator=g, dtype=torch.float64))[0]
+    s = torch.logspace(0, -3, 48, dtype=torch.float64)
+    w = ((u * s) @ v.T).float()
+    ref = np.linalg.svd(w.double().numpy(), compute_uv=False)
+    for method in ("auto", "gram"):
+        got = tn.spectrum(w, ("out",), legs=("out", "in"), method=method).values.numpy()
+        np.testing.assert_allclose(got, ref, rtol=1e-8)
+
+
+def test_kernel_spectra_batch_matricisations_of_equal_shape(monkeypatch):
+    spectra_module = importlib.import_module("tensornet.spectra")
+    batches = []
+    real = spectra_module._singular_values
+    monkeypatch.setattr(
+        spectra_module,
+        "_singular_values",
+        lambda batch, method: batches.append(tuple(batch.shape)) or real(batch, method),
+    )
+    weights = {"a": torch.randn(4, 4, 2, 2), "b": torch.randn(4, 4, 2, 2)}
+    out = tn.kernel_spectra(weights)
+    # 7 cuts per kernel; equal shapes across cuts and kernels share one batched call
+    shapes = Counter()
+    for sp in out:
+        w = weights[sp.name]
+        rows = math.prod(w.shape[tn.KERNEL_LEGS[4].index(x)] for x in sp.left_legs)
+        shapes[(rows, w.numel() // rows)] += 1
+    assert sorted(batches) == sorted((n, *shape) for shape, n in shapes.items())
+    assert len(batches) < len(out)

@@ -208,3 +208,55 @@ def test_cotengra_optimizer_when_installed():
     opt = ctg.HyperOptimizer(max_repeats=2, methods=["greedy"], progbar=False)
     assert net.plan(optimize=opt).optimizer == "HyperOptimizer"
     torch.testing.assert_close(net.contract(optimize=opt).tensor, t[0] @ t[1])
+
+
+def pair(n):
+    """A fresh two-node network (no per-network memo) whose plan is keyed by ``n``."""
+    return TensorNetwork([Node(torch.ones(n), ("i",)), Node(torch.ones(n), ("i",))])
+
+
+def test_cache_drops_the_least_recently_used_entry():
+    tn.clear_cache()
+    tn.set_cache_size(3)
+    try:
+        for n in (2, 3, 4):
+            pair(n).contract()
+        pair(2).contract()  # 2 is now the most recently used, 3 the least
+        pair(5).contract()  # evicts 3
+        assert tn.cache_info()["size"] == 3
+        before = tn.cache_info()
+        for n in (2, 4, 5):
+            pair(n).contract()
+        after = tn.cache_info()
+        assert (after["hits"] - before["hits"], after["misses"] - before["misses"]) == (3, 0)
+        pair(3).contract()
+        assert tn.cache_info()["misses"] == after["misses"] + 1
+    finally:
+        tn.set_cache_size(512)
+
+
+def test_a_repeated_contraction_does_no_planning(monkeypatch):
+    import importlib
+
+    contract_module = importlib.import_module("tensornet.core.contract")
+    calls = []
+    real = contract_module.path_costs
+    monkeypatch.setattr(
+        contract_module, "path_costs", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    tn.clear_cache()
+    shapes = [(3, 4), (4, 5), (5, 2)]
+    legs = [("i", "j"), ("j", "k"), ("k", "l")]
+
+    def fresh():
+        return TensorNetwork([Node(torch.randn(*s), l) for s, l in zip(shapes, legs)])
+
+    fresh().contract()
+    assert len(calls) == 1
+    for _ in range(3):
+        fresh().contract()  # new networks, same structure: served from the cache
+    net = fresh()
+    for _ in range(3):
+        net.contract()  # and the per-network memo
+    assert len(calls) == 1
+    assert tn.cache_info()["misses"] == 1

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from torch.autograd import gradcheck
@@ -103,3 +104,43 @@ def test_small_well_separated_values_keep_exact_gradients(dtype, values):
     reference = grad(lambda a: torch.linalg.svd(a, full_matrices=False), base)  # float64 torch
     rel = float((ours - reference).norm() / reference.norm())
     assert rel < (1e-8 if dtype == torch.float64 else 1e-2)
+
+
+@pytest.mark.parametrize(
+    "trunc, rank", [(Truncation(max_rank=3), 3), (Truncation(rel_tol=0.3), None)]
+)
+def test_truncated_svd_is_the_eckart_young_mirsky_optimum(trunc, rank):
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(8, 6, generator=g, dtype=torch.float64)
+    ref = np.linalg.svd(a.numpy(), compute_uv=False)
+    u, s, vh, full = truncated_svd(a, trunc)
+    np.testing.assert_allclose(full.numpy(), ref, rtol=1e-12)
+    tails = [np.linalg.norm(ref[k:]) / np.linalg.norm(ref) for k in range(len(ref) + 1)]
+    k = rank if rank is not None else min(k for k, e in enumerate(tails) if e <= 0.3)
+    assert s.shape == (k,) and u.shape == (8, k) and vh.shape == (k, 6)
+    np.testing.assert_allclose(s.numpy(), ref[:k], rtol=1e-12)
+    torch.testing.assert_close(u.T @ u, torch.eye(k, dtype=torch.float64))
+    torch.testing.assert_close(vh @ vh.T, torch.eye(k, dtype=torch.float64))
+    err = float(torch.linalg.norm(a - (u * s) @ vh))
+    assert err == pytest.approx(np.linalg.norm(ref[k:]), rel=1e-10)
+
+
+def test_degenerate_inputs_give_the_exact_gradients_of_gauge_invariant_losses():
+    # nuclear norm at the identity: d sum(s) / dA = U V^T = I
+    a = torch.eye(4, dtype=torch.float64, requires_grad=True)
+    svd(a)[1].sum().backward()
+    torch.testing.assert_close(a.grad, torch.eye(4, dtype=torch.float64))
+    # squared Frobenius norm from the values (a repeated pair and a zero): d sum(s^2) / dA = 2A
+    d = torch.diag(torch.tensor([2.0, 1.0, 1.0, 0.0], dtype=torch.float64))
+    b = d.clone().requires_grad_(True)
+    svd(b)[1].square().sum().backward()
+    torch.testing.assert_close(b.grad, 2 * d)
+    # the rank-3 part (the repeated pair inside, a gap to the dropped zero): the derivative of
+    # sum(W * A_3) is W less its component on the dropped pair u4 v4^T = e4 e4^T
+    w = torch.randn(4, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    c = d.clone().requires_grad_(True)
+    u, s, vh = svd(c)
+    ((u[:, :3] * s[:3]) @ vh[:3] * w).sum().backward()
+    expected = w.clone()
+    expected[3, 3] = 0
+    torch.testing.assert_close(c.grad, expected, atol=1e-8, rtol=0)

@@ -140,6 +140,15 @@ def test_mixed_devices_are_rejected():
         TensorNetwork([a, b]).contract()
 
 
+def test_mixed_devices_are_rejected_on_cpu_with_the_meta_device():
+    a = Node(torch.ones(2), ("i",), name="A")
+    b = Node(torch.ones(2, device="meta"), ("i",), name="B")
+    net = TensorNetwork([a, b])
+    for call in (net.contract, lambda: net.device, lambda: net.plan()):
+        with pytest.raises(ValueError, match=r"different devices .*'meta': 'B'"):
+            call()
+
+
 # -- objects the library hands out are accepted back; conveniences; summaries ----------------
 def _chain(seed=0):
     g = torch.Generator().manual_seed(seed)

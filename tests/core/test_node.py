@@ -72,3 +72,10 @@ def test_to_cuda_round_trip():
     node = Node(torch.ones(2, 2), ("i", "j")).to("cuda")
     assert node.device.type == "cuda"
     assert node.to("cpu").device.type == "cpu"
+
+
+def test_to_another_device_keeps_legs_and_name_on_cpu_with_meta():
+    node = Node(torch.ones(2, 3), ("i", "j"), name="A")
+    moved = node.to("meta")
+    assert moved.device.type == "meta" and moved.legs == ("i", "j") and moved.name == "A"
+    assert moved.shape == (2, 3) and node.device.type == "cpu"

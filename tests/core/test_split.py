@@ -102,6 +102,14 @@ def test_qr_split_is_exact():
     q, r = qr_split(Node(t, ("a", "b", "c")), ["b"], bond="k")
     assert q.legs == ("b", "k") and r.legs == ("k", "a", "c")
     torch.testing.assert_close(contract(q, r, output=("a", "b", "c")).tensor, t)
+    # Q is an isometry (Q^T Q = I on the bond) and R is the projection Q^T t
+    qm = q.transpose(("b", "k")).tensor
+    torch.testing.assert_close(qm.T @ qm, torch.eye(4, dtype=torch.float64))
+    tm = t.permute(1, 0, 2).reshape(4, 15)
+    torch.testing.assert_close(r.transpose(("k", "a", "c")).tensor.reshape(4, 15), qm.T @ tm)
+    wide_q, _ = qr_split(Node(t, ("a", "b", "c")), ["a", "b"], bond="k")
+    wq = wide_q.tensor.reshape(12, 5)
+    torch.testing.assert_close(wq.T @ wq, torch.eye(5, dtype=torch.float64))
 
 
 def test_gradients_flow_through_truncated_split():

@@ -210,3 +210,25 @@ def test_tt_times_a_tensor_that_is_not_a_scalar_is_refused():
         tt * torch.ones(3)
     torch.testing.assert_close((tt * torch.tensor(2.0, dtype=torch.float64)).to_dense(),
                                2 * tt.to_dense())
+
+
+@pytest.mark.parametrize("sizes", [(4, 3, 5), (4, 3, 2, 3)])
+def test_uniform_budget_keeps_the_smallest_rank_within_its_share(sizes):
+    # The first unfolding has singular values (1, 0.5, t), t chosen between the per-step shares
+    # tol / sqrt(d) and tol / sqrt(d - 1) of the norm: the uniform budget (tol / sqrt(d - 1))
+    # must drop t, and no smaller rank meets the share.
+    d, tol = len(sizes), 0.1
+    c = tol * (1 / math.sqrt(d - 1) + 1 / math.sqrt(d)) / 2
+    t = c * math.sqrt(1.25) / math.sqrt(1 - c * c)
+    s = torch.tensor([1.0, 0.5, t], dtype=F64)
+    g = gen(7)
+    a = torch.linalg.qr(torch.randn(sizes[0], 3, generator=g, dtype=F64))[0]
+    b = torch.linalg.qr(torch.randn(math.prod(sizes[1:]), 3, generator=g, dtype=F64))[0]
+    x = ((a * s) @ b.T).reshape(sizes)
+    share = tol / math.sqrt(d - 1) * float(x.norm())
+    tails = [float(s[r:].norm()) for r in range(4)]
+    smallest = min(r for r in range(4) if tails[r] <= share)
+    assert smallest == 2  # the construction: t alone fits the share, 0.5 does not
+    tt = TT.from_dense(x, Truncation(rel_tol=tol), budget="uniform")
+    assert tt.ranks[0] == smallest
+    assert rel_err(x, tt.to_dense()) <= tol

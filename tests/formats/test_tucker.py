@@ -135,3 +135,36 @@ def test_fraction_budget(fraction):
 def test_bad_inputs_name_the_field(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Tucker.from_dense(torch.ones(3, 4, 5, dtype=F64), **kwargs)
+
+
+def project_others(x, factors, keep):
+    """``x`` times ``U_j^T`` on every mode but ``keep`` (the tensor HOOI's step ``keep`` sees)."""
+    y = x
+    for j, u in enumerate(factors):
+        if j != keep:
+            y = torch.movedim(torch.tensordot(u.T, y, dims=([1], [j])), 0, j)
+    return y
+
+
+def test_hooi_converges_to_a_stationary_point_and_beats_hosvd():
+    # A Gaussian tensor at ranks (2, 2, 2): the HOSVD is not optimal there, HOOI improves on it.
+    x = torch.randn(7, 6, 5, generator=gen(11), dtype=F64)
+    ranks = (2, 2, 2)
+    hosvd = Tucker.from_dense(x, ranks=ranks)
+    hooi = Tucker.from_dense(x, ranks=ranks, method="hooi", max_iter=500, tol=1e-14)
+    e_hosvd, e_hooi = rel_err(x, hosvd.to_dense()), rel_err(x, hooi.to_dense())
+    assert e_hooi < e_hosvd - 1e-4  # a strict improvement, not HOSVD again
+    # stationarity: every factor spans the leading left singular vectors of the unfolding of x
+    # projected on the other factors (the HOOI fixed-point condition)
+    factors = hooi.factors
+    for k, u in enumerate(factors):
+        y = project_others(x, factors, k)
+        m = y.movedim(k, 0).reshape(y.shape[k], -1)
+        lead = torch.linalg.svd(m, full_matrices=False)[0][:, : ranks[k]]
+        torch.testing.assert_close(u @ u.T, lead @ lead.T, atol=1e-6, rtol=0)
+    # the core is the projection of x on all factors, and the error is ||x||^2 - ||core||^2
+    core = project_others(x, factors, -1)
+    torch.testing.assert_close(hooi.core, core)
+    assert hooi.error == pytest.approx(
+        math.sqrt(1 - float(core.norm()) ** 2 / float(x.norm()) ** 2), rel=1e-8
+    )
