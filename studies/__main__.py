@@ -10,6 +10,10 @@ STUDIES = {
         "studies.truncation",
         "Singh et al. 2024: truncation of conv kernels along cuts",
     ),
+    "approx-error": (
+        "studies.approx_error",
+        "Schuurmans et al. 2023: is the approximation error informative?",
+    ),
 }
 
 
