@@ -121,7 +121,7 @@ class Config:
     fractions: tuple[float, ...] = FRACTIONS
     repeats: int = 3
     finetune_epochs: int = 3
-    finetune_lr: float = 1e-2
+    finetune_lr: float = 1e-4
     momentum: float = 0.9
     feature_images: int = 1000
     pseudo_runs: int = 5
@@ -777,7 +777,13 @@ def build_parser() -> cli.OneLineParser:
     add("--lr", type=cli.positive_float, default=1e-3)
     add("--batch-size", type=cli.positive_int, default=64)
     add("--finetune-epochs", type=cli.nonnegative_int, default=None)
-    add("--finetune-lr", type=cli.positive_float, default=None)
+    add(
+        "--finetune-lr",
+        type=cli.positive_float,
+        default=None,
+        help="SGD learning rate of the fine-tuning (default 1e-4, the paper's; 1e-2 makes "
+        "every CP layer diverge on digits)",
+    )
     add("--feature-images", type=cli.positive_int, default=1000)
     add("--quick", action="store_true", help="CI size: 3 epochs, levels 0.1,0.5, 2 repeats")
     return p  # fmt: skip
@@ -797,7 +803,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         batch_size=a.batch_size, seed=a.seed, seeds=a.seeds, methods=a.methods,
         fractions=a.fractions, repeats=a.repeats,
         finetune_epochs=finetune,
-        finetune_lr=a.finetune_lr or (1e-2 if small else 1e-4),
+        finetune_lr=a.finetune_lr or 1e-4,
         feature_images=a.feature_images, pseudo_runs=a.pseudo_runs, limit=a.limit,
         device=a.device, out=out, quick=a.quick, workers=a.workers, scheduler=a.scheduler,
     )  # fmt: skip
