@@ -18,6 +18,10 @@ STUDIES = {
         "studies.hybrid",
         "Wu et al. 2020: hybrid TT (conv) / HT (FC) compression at matched parameter count",
     ),
+    "approx-error": (
+        "studies.approx_error",
+        "Schuurmans et al. 2023: is the approximation error informative?",
+    ),
 }
 
 

@@ -1,0 +1,835 @@
+"""Study 2 (Schuurmans, Batselier & Kooij, ICLR 2023): is the approximation error informative?
+
+``python -m studies approx-error [--quick] [--dataset digits] [--repeats 3] ...``
+
+Per seed (``OUT/seed-S/``):
+
+1. Train (or reuse) the base model; its validation and test accuracy.
+2. One layer decomposed at a time (never the first layer nor the last, which is the linear
+   classifier), by CP (ALS), Tucker-2 (HOSVD, spatial modes whole) and TT (TT-SVD, cores in, kh,
+   kw, out), at kept parameter fractions {0.1, 0.25, 0.5, 0.75, 0.9} (the library's fraction
+   solver), each repeated ``--repeats`` times. Repeat ``r`` differs in the CP-ALS random
+   initialisation (seed ``r``) and, for every method, in the fine-tuning shuffle (seed
+   ``1000 * seed + r + 1``); Tucker-2 and TT decompositions are deterministic, so their errors
+   and accuracies before fine-tuning are the same in every repeat.
+3. Per cell: weight errors and feature errors (output of the decomposed layer vs the original,
+   per training image, averaged), each absolute ``||W - W~||_F``, relative ``||W - W~|| / ||W||``
+   and scaled ``||W - W~|| / numel``; performance error ``1 - test accuracy`` before and after a
+   short fine-tuning of the whole network (SGD with momentum).
+4. Kendall tau-a between each error and the performance error over pseudo-runs (one repeat
+   sampled per configuration): pooled over all choices, across layers only (method and level
+   fixed, then averaged) and across methods only (layer and level fixed, then averaged).
+
+Cells are appended to ``cells.jsonl`` as they finish (resumable; ``--workers``/``--scheduler``
+run them on Dask as the truncation sweep does). ``OUT/report.md`` and ``OUT/findings.json``
+hold the verdicts. No level is chosen in this study (fractions and fine-tuning epochs are fixed
+by the protocol), so the test split is read only for the performance error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import math
+import platform
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats as sps
+
+import tensornet as tn
+from models import MODEL_NAMES, build_model
+from studies.common import cli, runner, stats
+from studies.common.checkpoints import check_checkpoint, checkpoint_path, train_or_load
+from studies.common.cli import StudyError
+from studies.common.data import BUNDLED, DATASET_NAMES, DataError, DatasetSplits, get_dataset
+from studies.common.report import md_table, rows_to_csv
+from studies.common.training import evaluate, train
+from tensornet.analysis import ResultStore
+from tensornet.io import atomic_write_text
+from tensornet.nn import TNConv2d
+
+PROG = "python -m studies approx-error"
+METHODS = ("cp", "tucker2", "tt")
+FRACTIONS = (0.1, 0.25, 0.5, 0.75, 0.9)
+PAPER_FRACTIONS = (0.1, 0.25, 0.5)  # the paper's 90 / 75 / 50 % compression
+MEASURES = (
+    "weight_abs", "weight_rel", "weight_scaled", "feature_abs", "feature_rel", "feature_scaled",
+)  # fmt: skip
+FEATURE_MEASURES = ("feature_abs", "feature_rel", "feature_scaled")
+GROUPINGS = {"all": None, "layers": ("method", "fraction"), "methods": ("layer", "fraction")}
+PERF = ("before", "after")
+N_BOOT = 2000
+# [paper, STUDIES.md] tau before / after fine-tuning, all choices at 50/75/90 % compression
+REFERENCE = {
+    "ResNet-18 CIFAR-10": {"weight_rel": (0.51, 0.57), "feature_rel": (0.48, 0.55)},
+    "GaripovNet CIFAR-10": {"weight_rel": (0.82, 0.69), "feature_rel": (0.73, 0.57)},
+    "GaripovNet F-MNIST": {"weight_rel": (0.78, 0.65), "feature_rel": (0.62, 0.50)},
+}
+CELL_COLUMNS = (
+    "layer", "method", "fraction", "repeat", "ranks", "params", "dense_params", "kernel_kept",
+    *MEASURES,
+    "val_before", "test_before", "val_after", "test_after", "perf_before", "perf_after", "seconds",
+)  # fmt: skip
+
+
+# -- Kendall tau-a ------------------------------------------------------------------------------
+def tau_a(x: Sequence[float], y: Sequence[float], ids: Sequence[int] | None = None) -> float:
+    """Kendall tau-a: ``(concordant - discordant) / (n (n - 1) / 2)``; tied pairs count zero.
+
+    With ``ids``, pairs of two items with the same id (two bootstrap copies of one observation)
+    are left out of the numerator and the denominator.
+
+    >>> tau_a([1, 2, 3], [10, 20, 30]), tau_a([1, 2, 3], [3, 2, 1])
+    (1.0, -1.0)
+    >>> tau_a([1, 2, 2, 3], [1, 3, 2, 2])   # 3 concordant, 1 discordant, 2 tied of 6 pairs
+    0.3333333333333333
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"tau_a needs two equally long 1-D sequences, got {x.shape}, {y.shape}")
+    i, j = np.triu_indices(x.size, 1)
+    if ids is not None:
+        ids = np.asarray(ids)
+        keep = ids[i] != ids[j]
+        i, j = i[keep], j[keep]
+    if i.size == 0:
+        return float("nan")
+    return float((np.sign(x[i] - x[j]) * np.sign(y[i] - y[j])).sum() / i.size)
+
+
+# -- configuration ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Config:
+    """Everything that determines the results; ``device``/``out``/``workers``/``scheduler`` not."""
+
+    model: str = "vanilla_cnn"
+    dataset: str = "digits"
+    data_dir: str | None = None
+    epochs: int = 15
+    lr: float = 1e-3
+    batch_size: int = 64
+    seed: int = 0
+    seeds: int = 1
+    methods: tuple[str, ...] = METHODS
+    fractions: tuple[float, ...] = FRACTIONS
+    repeats: int = 3
+    finetune_epochs: int = 3
+    finetune_lr: float = 1e-4
+    momentum: float = 0.9
+    feature_images: int = 1000
+    pseudo_runs: int = 5
+    boot: int = N_BOOT
+    limit: int | None = None
+    device: str = "cpu"
+    out: str = "runs/approx-error"
+    quick: bool = False
+    workers: int | None = None
+    scheduler: str | None = None
+
+    def training(self, seed: int) -> dict[str, Any]:
+        """What the base model of ``seed`` depends on (its checkpoint key)."""
+        return {
+            "model": self.model, "dataset": self.dataset, "epochs": self.epochs, "lr": self.lr,
+            "batch_size": self.batch_size, "seed": seed, "limit": self.limit,
+        }  # fmt: skip
+
+    def cells(self, seed: int) -> dict[str, Any]:
+        """What the cells of ``seed`` depend on (the header of its ``cells.jsonl``)."""
+        return {
+            **self.training(seed),
+            "finetune_epochs": self.finetune_epochs,
+            "finetune_lr": self.finetune_lr,
+            "momentum": self.momentum,
+            "feature_images": self.feature_images,
+        }
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One decomposition: ``layer`` by ``method`` keeping ``fraction`` of its parameters.
+
+    ``fraction == 1.0`` leaves the layer dense (the uncompressed reference cell).
+    """
+
+    layer: str
+    method: str
+    fraction: float
+    repeat: int
+
+    @property
+    def key(self) -> str:
+        """Identity in ``cells.jsonl``."""
+        return f"{self.layer}\t{self.method}\t{self.fraction!r}\t{self.repeat}"
+
+
+def middle_layers(model: torch.nn.Module) -> list[str]:
+    """Conv layers other than the first and the last weight layer (the paper never decomposes them).
+
+    >>> from models import build_model
+    >>> middle_layers(build_model("vanilla_cnn", 1, 10, 8))
+    ['conv2', 'conv3', 'conv4']
+    """
+    names = [
+        n for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+    ]
+    inner = names[1:-1]
+    return [n for n in inner if isinstance(model.get_submodule(n), torch.nn.Conv2d)]
+
+
+def _set_submodule(model: torch.nn.Module, name: str, module: torch.nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
+
+
+# -- one cell -----------------------------------------------------------------------------------
+class CellContext:
+    """What every cell needs: the base model, the data and the settings (sent once per worker).
+
+    The layer inputs of the feature images are computed on first use per layer and cached in
+    the process (not pickled).
+    """
+
+    def __init__(self, cfg: Config, seed: int, model: torch.nn.Module, data: DatasetSplits):
+        self.cfg, self.seed, self.model, self.data = cfg, seed, model, data
+        self._inputs: dict[str, list[torch.Tensor]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_inputs": {}}
+
+    def inputs(self, layer: str) -> list[torch.Tensor]:
+        """The input batches of ``layer`` for the first ``feature_images`` training images."""
+        if layer not in self._inputs:
+            self._inputs.clear()  # one layer at a time: cells come grouped by layer
+            x = self.data.train.tensors[0][: self.cfg.feature_images]
+            captured: list[torch.Tensor] = []
+            module = self.model.get_submodule(layer)
+            hook = module.register_forward_pre_hook(lambda m, a: captured.append(a[0].detach()))
+            try:
+                with torch.no_grad():
+                    for start in range(0, len(x), 256):
+                        self.model(x[start : start + 256].to(self.cfg.device))
+            finally:
+                hook.remove()
+            self._inputs[layer] = captured
+        return self._inputs[layer]
+
+
+def decompose(conv: torch.nn.Conv2d, method: str, fraction: float, repeat: int) -> torch.nn.Module:
+    """The decomposed layer (a :class:`~tensornet.nn.TNConv2d`), or ``conv`` itself at 1.0."""
+    if fraction >= 1.0:
+        return copy.deepcopy(conv)
+    options: dict[str, Any] = {"init": "random", "seed": repeat} if method == "cp" else {}
+    return TNConv2d.from_conv(conv, method, fraction=fraction, **options)
+
+
+def weight_errors(w: torch.Tensor, approx: torch.Tensor) -> dict[str, float]:
+    """Absolute, relative and scaled Frobenius errors of ``approx`` (computed in float64)."""
+    w, approx = w.detach().double(), approx.detach().double()
+    err = float(torch.linalg.vector_norm(w - approx))
+    norm = float(torch.linalg.vector_norm(w))
+    return {"weight_abs": err, "weight_rel": err / norm, "weight_scaled": err / w.numel()}
+
+
+@torch.no_grad()
+def feature_errors(
+    original: torch.nn.Module, approx: torch.nn.Module, inputs: Iterable[torch.Tensor]
+) -> dict[str, float]:
+    """Per-image absolute, relative and scaled errors of the layer output, averaged."""
+    d, n, sizes = [], [], []
+    for x in inputs:
+        f, g = original(x), approx(x)
+        d.append(torch.linalg.vector_norm((f - g).flatten(1).double(), dim=1))
+        n.append(torch.linalg.vector_norm(f.flatten(1).double(), dim=1))
+        sizes.append(f[0].numel())
+    diff, norm = torch.cat(d), torch.cat(n)
+    return {
+        "feature_abs": float(diff.mean()),
+        "feature_rel": float((diff / norm.clamp_min(1e-30)).mean()),
+        "feature_scaled": float(diff.mean() / sizes[0]),
+    }
+
+
+def run_cell(ctx: CellContext, cell: Cell) -> dict[str, Any]:
+    """Decompose, measure the errors, score, fine-tune, score again: one row of ``cells.jsonl``."""
+    start = time.perf_counter()
+    cfg, data = ctx.cfg, ctx.data
+    conv = ctx.model.get_submodule(cell.layer)
+    layer = decompose(conv, cell.method, cell.fraction, cell.repeat).to(cfg.device)
+    approx_weight = layer.weight
+    row: dict[str, Any] = {
+        "kind": "cell", "key": cell.key, **asdict(cell),
+        "ranks": list(getattr(layer, "ranks", ())),
+        "params": int(getattr(layer, "num_params", sum(p.numel() for p in layer.parameters()))),
+        "dense_params": int(sum(p.numel() for p in conv.parameters())),
+        "kernel_kept": (
+            layer.structure.num_params if isinstance(layer, TNConv2d) else conv.weight.numel()
+        )
+        / conv.weight.numel(),
+        **weight_errors(conv.weight, approx_weight),
+        **feature_errors(conv, layer, ctx.inputs(cell.layer)),
+    }  # fmt: skip
+    model = copy.deepcopy(ctx.model)
+    _set_submodule(model, cell.layer, layer)
+    row["val_before"] = evaluate(model, data.val, device=cfg.device)
+    row["test_before"] = evaluate(model, data.test, device=cfg.device)
+    if cfg.finetune_epochs:
+        train(
+            model, data, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr,
+            batch_size=cfg.batch_size, optimizer="sgd", momentum=cfg.momentum,
+            device=cfg.device, seed=1000 * ctx.seed + cell.repeat + 1, progress=False,
+        )  # fmt: skip
+    row["val_after"] = evaluate(model, data.val, device=cfg.device)
+    row["test_after"] = evaluate(model, data.test, device=cfg.device)
+    row["perf_before"] = 1.0 - row["test_before"]
+    row["perf_after"] = 1.0 - row["test_after"]
+    row["seconds"] = time.perf_counter() - start
+    return row
+
+
+def run_cells(ctx: CellContext, cells: Sequence[Cell], executor: Any) -> Iterable[dict[str, Any]]:
+    """Cells in this process, on a ``concurrent.futures`` executor, or on a Dask client.
+
+    As in :func:`tensornet.analysis.truncation_sweep`: a ``distributed.Client`` gets the context
+    once per worker (scattered); only the caller writes results.
+    """
+    if not cells:
+        return
+    if executor is None:
+        for cell in cells:
+            yield run_cell(ctx, cell)
+    elif hasattr(executor, "scatter") and hasattr(executor, "submit"):
+        from distributed import as_completed
+
+        shared = executor.scatter(ctx, broadcast=True, hash=False)
+        futures = [executor.submit(run_cell, shared, c, pure=False) for c in cells]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+                future.release()
+        finally:
+            executor.cancel([*futures, shared])
+    else:
+        yield from executor.map(functools.partial(run_cell, ctx), cells)
+
+
+# -- one seed -----------------------------------------------------------------------------------
+class SeedRun:
+    """Base model and cells of one seed in ``OUT/seed-S``, reused when already done."""
+
+    def __init__(self, cfg: Config, seed: int, data: DatasetSplits, log: Callable) -> None:
+        self.cfg, self.seed, self.data = cfg, seed, data
+        self.dir = runner.seed_dir(cfg.out, seed)
+        self.log = lambda text: log(f"[seed {seed}] {text}")
+
+    def build(self) -> torch.nn.Module:
+        torch.manual_seed(self.seed)
+        d = self.data
+        return build_model(self.cfg.model, d.in_channels, d.num_classes, d.image_size)
+
+    def train_kwargs(self) -> dict[str, Any]:
+        c = self.cfg
+        return {
+            "epochs": c.epochs, "lr": c.lr, "batch_size": c.batch_size, "seed": self.seed,
+            "device": c.device,
+        }  # fmt: skip
+
+    def check(self) -> None:
+        """Refuse any artefact of this seed that cannot be reused (one line, naming it)."""
+        ckpt, _ = checkpoint_path(
+            self.cfg.training(self.seed), self.data, self.dir / "checkpoints", self.train_kwargs()
+        )
+        if ckpt.exists():
+            check_checkpoint(ckpt, self.build)
+        runner.check_results_file(self.dir / "cells.jsonl", self.cfg.cells(self.seed))
+
+    def plan(self, layers: Sequence[str]) -> list[Cell]:
+        c = self.cfg
+        return [
+            Cell(layer, method, fraction, repeat)
+            for layer in layers
+            for method in c.methods
+            for fraction in c.fractions
+            for repeat in range(c.repeats)
+        ]
+
+    def run(self, executor: Any = None) -> dict[str, Any]:
+        cfg, data = self.cfg, self.data
+        model, _, reused = train_or_load(
+            self.build, cfg.training(self.seed), data, self.dir / "checkpoints",
+            self.train_kwargs(),
+        )  # fmt: skip
+        model.to(cfg.device).eval()
+        base_val = evaluate(model, data.val, device=cfg.device)
+        base_test = evaluate(model, data.test, device=cfg.device)
+        how = "reused checkpoint" if reused else f"trained {cfg.epochs} epochs"
+        self.log(f"[1/2] {cfg.model}: val {base_val:.4f}, test {base_test:.4f} ({how})")
+        layers = middle_layers(model)
+        plan = self.plan(layers)
+        store = ResultStore(self.dir / "cells.jsonl", cfg.cells(self.seed))
+        todo = [c for c in plan if c.key not in store.done]
+        rows = {r["key"]: r for r in store.rows if "key" in r}
+        ctx = CellContext(cfg, self.seed, model, data)
+        for i, row in enumerate(run_cells(ctx, todo, executor), start=1):
+            store.add(row)
+            rows[row["key"]] = row
+            if i % 10 == 0 or i == len(todo):
+                self.log(f"  {i}/{len(todo)} cells")
+        table = [rows[c.key] for c in plan]
+        csv_rows = [{**r, "ranks": "x".join(map(str, r["ranks"]))} for r in table]
+        atomic_write_text(self.dir / "cells.csv", rows_to_csv(csv_rows, CELL_COLUMNS))
+        self.log(f"[2/2] {len(plan)} cells ({len(todo)} computed, {len(plan) - len(todo)} reused)")
+        return {
+            "seed": self.seed, "layers": layers, "rows": table, "computed": len(todo),
+            "base_val": base_val, "base_test": base_test,
+            "sizes": (len(data.train), len(data.val), len(data.test)),
+        }  # fmt: skip
+
+
+# -- correlations -------------------------------------------------------------------------------
+def configurations(rows: Sequence[Mapping[str, Any]], fractions=None) -> list[list[Mapping]]:
+    """Rows grouped per (layer, method, fraction), repeats in order; optionally some fractions."""
+    groups: dict[tuple, list] = {}
+    for r in rows:
+        if fractions is None or any(math.isclose(r["fraction"], f) for f in fractions):
+            groups.setdefault((r["layer"], r["method"], r["fraction"]), []).append(r)
+    return [sorted(g, key=lambda r: r["repeat"]) for g in groups.values()]
+
+
+def pseudo_runs(configs: Sequence[Sequence[Mapping]], n: int, seed: int) -> list[list[Mapping]]:
+    """``n`` samples of one repeat per configuration (seeded)."""
+    rng = np.random.default_rng(seed)
+    return [[c[int(rng.integers(len(c)))] for c in configs] for _ in range(n)]
+
+
+def grouped_tau(sample: Sequence[Mapping], measure: str, perf: str, grouping: str) -> float:
+    """tau-a of ``measure`` vs ``perf_<perf>``: pooled, or averaged over groups of fixed keys."""
+    keys = GROUPINGS[grouping]
+    if keys is None:
+        return tau_a([r[measure] for r in sample], [r[f"perf_{perf}"] for r in sample])
+    groups: dict[tuple, list] = {}
+    for r in sample:
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+    taus = [grouped_tau(g, measure, perf, "all") for g in groups.values() if len(g) > 1]
+    taus = [t for t in taus if math.isfinite(t)]
+    return float(np.mean(taus)) if taus else float("nan")
+
+
+def correlation_table(samples: Sequence[Sequence[Mapping]]) -> dict[str, Any]:
+    """grouping -> perf -> measure -> tau-a per pseudo-run, with mean and std."""
+    out: dict[str, Any] = {}
+    for grouping in GROUPINGS:
+        for perf in PERF:
+            for m in MEASURES:
+                values = [grouped_tau(s, m, perf, grouping) for s in samples]
+                out.setdefault(grouping, {}).setdefault(perf, {})[m] = {
+                    "values": values,
+                    **asdict(stats.spread(values)),
+                }
+    return out
+
+
+def tau_difference(
+    per_seed: Sequence[Sequence[Sequence[Mapping]]],
+    a: str,
+    b: str,
+    perf: str,
+    seed: int,
+    n_boot: int = N_BOOT,
+    pseudo: int = 5,
+) -> stats.Interval:
+    """Bootstrap interval of pooled ``tau_a(a) - tau_a(b)`` (paired: the same resample for both).
+
+    A replicate resamples seeds (when several), then configurations with replacement, and
+    samples one repeat per configuration; copies of one configuration are not paired.
+    """
+    rng = np.random.default_rng(seed)
+    reps = []
+    n_seeds = len(per_seed)
+    for _ in range(n_boot):
+        chosen = rng.integers(0, n_seeds, n_seeds) if n_seeds > 1 else [0]
+        diffs = []
+        for s in chosen:
+            configs = per_seed[s]
+            idx = rng.integers(0, len(configs), len(configs))
+            pick = [int(rng.integers(len(c))) for c in configs]
+            rows = [configs[k][pick[k]] for k in idx]
+            y = [r[f"perf_{perf}"] for r in rows]
+            diffs.append(tau_a([r[a] for r in rows], y, idx) - tau_a([r[b] for r in rows], y, idx))
+        reps.append(np.nanmean(diffs))
+    low, high = np.nanquantile(reps, [0.025, 0.975])
+    samples = [pseudo_runs(c, pseudo, seed) for c in per_seed]
+    estimate = float(
+        np.mean(
+            [
+                grouped_tau(s, a, perf, "all") - grouped_tau(s, b, perf, "all")
+                for runs in samples
+                for s in runs
+            ]
+        )
+    )
+    method = f"paired bootstrap over configurations ({n_boot} replicates)"
+    return stats.Interval(estimate, float(low), float(high), 0.95, method)
+
+
+def verdict(
+    per_seed: Sequence[Sequence[Sequence[Mapping]]], cfg: Config, perf: str, offset: int
+) -> dict[str, Any]:
+    """The main finding for one performance error: rel. weight tau > 0, features no better.
+
+    The p-value is the largest over the pseudo-runs (and seeds) of scipy's one-sided Kendall
+    test (tau-b; equal to tau-a without ties): a valid, conservative p-value.
+    """
+    samples = [s for configs in per_seed for s in pseudo_runs(configs, cfg.pseudo_runs, cfg.seed)]
+    x = [[r["weight_rel"] for r in s] for s in samples]
+    y = [[r[f"perf_{perf}"] for r in s] for s in samples]
+    taus = [tau_a(a, b) for a, b in zip(x, y)]
+    p_up = max(float(sps.kendalltau(a, b, alternative="greater").pvalue) for a, b in zip(x, y))
+    p_down = max(float(sps.kendalltau(a, b, alternative="less").pvalue) for a, b in zip(x, y))
+    diffs = {
+        m: tau_difference(
+            per_seed, m, "weight_rel", perf, cfg.seed + offset + i, cfg.boot, cfg.pseudo_runs
+        )
+        for i, m in enumerate(FEATURE_MEASURES)
+    }
+    better = [m for m, iv in diffs.items() if iv.low > 0]
+    tau = float(np.mean(taus))
+    rel_iv = diffs["feature_rel"]
+    test = (
+        "one-sided Kendall test of rel. weight error vs performance error (largest p over "
+        "pseudo-runs) and paired bootstrap of tau(feature) - tau(rel. weight)"
+    )
+    if p_up < stats.ALPHA and not better:
+        status = stats.HOLDS
+        reason = (
+            f"rel. weight error correlates positively (mean tau-a {tau:.2f}, p <= {p_up:.3g}) and "
+            "no feature error's interval of tau(feature) - tau(rel. weight) lies above 0"
+        )
+    elif better or p_down < stats.ALPHA:
+        status = stats.DOES_NOT_HOLD
+        reason = (
+            f"{', '.join(better)} correlate(s) significantly better than rel. weight error"
+            if better
+            else f"rel. weight error correlates negatively (p <= {p_down:.3g})"
+        )
+    else:
+        status = stats.NOT_SIGNIFICANT
+        reason = f"mean tau-a {tau:.2f}, largest one-sided p {p_up:.3g} >= {stats.ALPHA}"
+    v = stats.Verdict(status, test, reason, tau, p_up, rel_iv, "tau-a")
+    return {
+        **v.as_dict(),
+        "taus": taus,
+        "p_less": p_down,
+        "differences": {m: asdict(iv) for m, iv in diffs.items()},
+    }
+
+
+def findings(results: Sequence[Mapping[str, Any]], cfg: Config) -> dict[str, Any]:
+    """Correlation tables and verdicts (all levels and the paper's subset, before and after)."""
+    out: dict[str, Any] = {"seeds": [r["seed"] for r in results], "tables": {}, "verdicts": {}}
+    for subset, fractions in (("all", None), ("paper", PAPER_FRACTIONS)):
+        per_seed = [configurations(r["rows"], fractions) for r in results]
+        if not all(per_seed):
+            continue
+        samples = [s for c in per_seed for s in pseudo_runs(c, cfg.pseudo_runs, cfg.seed)]
+        out["tables"][subset] = correlation_table(samples)
+        for k, perf in enumerate(PERF):
+            out["verdicts"][f"{subset}/{perf}"] = verdict(per_seed, cfg, perf, 10 * k + 1)
+    out["note"] = stats.seeds_note(len(results))
+    return out
+
+
+# -- figures and report -------------------------------------------------------------------------
+def scatter(rows: Sequence[Mapping], perf: str, by: str, path: Path) -> None:
+    """Every error measure vs the performance error, one colour per ``by`` (method or layer)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(r[by] for r in rows))
+    fig, axes = plt.subplots(2, 3, figsize=(12, 7))
+    for ax, m in zip(axes.flat, MEASURES):
+        for i, name in enumerate(names):
+            sel = [r for r in rows if r[by] == name]
+            ax.scatter([r[m] for r in sel], [r[f"perf_{perf}"] for r in sel], s=14,
+                       color=f"C{i}", label=name, alpha=0.8)  # fmt: skip
+        if not m.endswith("rel"):
+            ax.set_xscale("log")
+        ax.set_xlabel(m.replace("_", " "))
+        ax.set_ylabel(f"performance error ({perf} fine-tuning)")
+    axes.flat[0].legend(title=by, fontsize=8)
+    fig.suptitle(f"Approximation error vs performance error {perf} fine-tuning, by {by}")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def _fmt(entry: Mapping[str, Any]) -> str:
+    return stats.Spread(**{k: entry[k] for k in ("mean", "std", "low", "high", "n")}).format(".2f")
+
+
+def report(cfg: Config, results: Sequence[Mapping], found: Mapping, seconds: float) -> str:
+    """``report.md``: verdicts, tau tables beside the paper's, cell table, figures, settings."""
+    first = results[0]
+    n = len(results)
+    v = found["verdicts"]
+    lines = [
+        f"# Is the approximation error informative? {cfg.model} on {cfg.dataset}",
+        "",
+        "Reproduction of Schuurmans, Batselier & Kooij (ICLR 2023) on this run's data "
+        f"({n} seed(s); {seconds:.0f} s). One layer ({', '.join(first['layers'])}) decomposed at "
+        f"a time by {', '.join(cfg.methods)} keeping {', '.join(map(str, cfg.fractions))} of its "
+        f"parameters, {cfg.repeats} repeat(s) each; Kendall tau-a between each error and the "
+        f"performance error (1 - test accuracy) over {cfg.pseudo_runs} pseudo-runs (one repeat "
+        "sampled per configuration), mean ± std.",
+        "",
+        f"**{found['note']}**"
+        + (
+            " With one repeat per configuration the pseudo-runs coincide."
+            if cfg.repeats == 1
+            else ""
+        ),
+        "",
+        f"Base model: test accuracy **{first['base_test']:.4f}** (validation "
+        f"{first['base_val']:.4f}); {first['sizes'][0]} train / {first['sizes'][1]} val / "
+        f"{first['sizes'][2]} test images.",
+        "",
+        "## Finding: relative weight error correlates best with performance error; feature "
+        "errors are no better",
+        "",
+        "Verdict per set of levels and performance error: *holds* when the one-sided Kendall "
+        "test of rel. weight error vs performance error has p < 0.05 (the largest p over the "
+        "pseudo-runs) and no feature error's 95% bootstrap interval of tau(feature) - tau(rel. "
+        "weight) lies above 0; *does not hold* when a feature error is significantly better or "
+        "the correlation is significantly negative; *not significant* otherwise.",
+        "",
+    ]
+    for key, entry in v.items():
+        subset, perf = key.split("/")
+        label = "all levels" if subset == "all" else "paper's levels (50/75/90 % compression)"
+        diffs = "; ".join(
+            f"{m.replace('_', ' ')} - rel. weight: {stats.Interval(**iv).format('.2f')}"
+            for m, iv in entry["differences"].items()
+        )
+        lines.append(
+            f"- **{label}, {perf} fine-tuning: {entry['status']}** (tau-a of rel. weight error "
+            f"{entry['statistic']:.2f}, one-sided p = {entry['p_value']:.3g}). {entry['reason']}. "
+            f"Differences of pooled tau-a: {diffs}."
+        )
+    lines += ["", "## tau beside the paper's (all choices, 50/75/90 % compression)", ""]
+    if "paper" in found["tables"]:
+        t = found["tables"]["paper"]["all"]
+        header = ["setting", "rel. weight before", "rel. weight after",
+                  "rel. feature before", "rel. feature after"]  # fmt: skip
+        rows = [[f"this run: {cfg.model} {cfg.dataset}", _fmt(t["before"]["weight_rel"]),
+                 _fmt(t["after"]["weight_rel"]), _fmt(t["before"]["feature_rel"]),
+                 _fmt(t["after"]["feature_rel"])]]  # fmt: skip
+        for name, ref in REFERENCE.items():
+            w, f = ref["weight_rel"], ref["feature_rel"]
+            rows.append([f"paper: {name}", f"{w[0]:.2f}", f"{w[1]:.2f}", f"{f[0]:.2f}",
+                         f"{f[1]:.2f}"])  # fmt: skip
+        lines.append(md_table(header, rows))
+    else:
+        lines.append("(the run's fractions include none of 0.1, 0.25, 0.5)")
+    for subset, title in (("all", "all levels"), ("paper", "the paper's levels")):
+        if subset not in found["tables"]:
+            continue
+        t = found["tables"][subset]
+        lines += ["", f"## tau-a per measure and grouping, {title}", ""]
+        header = ["measure"] + [f"{g} {p}" for g in GROUPINGS for p in PERF]
+        body = [[m.replace("_", " ")] + [_fmt(t[g][p][m]) for g in GROUPINGS for p in PERF]
+                for m in MEASURES]  # fmt: skip
+        lines.append(md_table(header, body))
+    lines += ["", "*all*: pooled over every layer, method and level; *layers*: across layers "
+              "with method and level fixed, averaged; *methods*: across methods with layer and "
+              "level fixed, averaged.", "", "## Cells (mean over repeats, seed "
+              f"{first['seed']})", ""]  # fmt: skip
+    cells = []
+    for c in configurations(first["rows"]):
+        r0 = c[0]
+        cells.append([
+            r0["layer"], r0["method"], r0["fraction"], "x".join(map(str, r0["ranks"])),
+            f"{np.mean([r['weight_rel'] for r in c]):.3f}",
+            f"{np.mean([r['feature_rel'] for r in c]):.3f}",
+            f"{np.mean([r['test_before'] for r in c]):.4f}",
+            f"{np.mean([r['test_after'] for r in c]):.4f}",
+        ])  # fmt: skip
+    lines.append(md_table(["layer", "method", "fraction", "ranks", "rel. weight err.",
+                           "rel. feature err.", "test acc. before", "after"], cells))  # fmt: skip
+    d = f"seed-{first['seed']}"
+    lines += ["", "## Figures", ""]
+    lines += [f"- [scatter_{by}_{p}]({d}/scatter_{by}_{p}.png)"
+              for by in ("method", "layer") for p in PERF]  # fmt: skip
+    lines += [
+        "",
+        "## Differences from the paper's setting",
+        "",
+        f"- Data: {cfg.dataset} ({first['sizes'][0]} training images) instead of CIFAR-10 / "
+        "Fashion-MNIST; model " + cfg.model + " instead of ResNet-18 / GaripovNet unless noted.",
+        f"- Repeats: {cfg.repeats} (paper 5); pseudo-runs {cfg.pseudo_runs} (paper 5).",
+        f"- Fine-tuning: {cfg.finetune_epochs} epoch(s) SGD lr {cfg.finetune_lr:g} momentum "
+        f"{cfg.momentum:g} (paper, GaripovNet: 10 epochs SGD lr 1e-4 momentum 0.9).",
+        f"- Feature errors over the first {cfg.feature_images} training images (all of them "
+        "when fewer); CP by ALS from a random start (seed = repeat), TT-SVD cores in, kh, kw, "
+        "out; ranks from the library's uniform-cap fraction solver.",
+        "",
+        "## Configuration",
+        "",
+        "```",
+    ]
+    lines += [f"{k} = {val!r}" for k, val in asdict(cfg).items()]
+    lines += [f"python = {platform.python_version()}, torch = {torch.__version__}, "
+              f"tensornet = {tn.__version__}", "```", ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+# -- running ------------------------------------------------------------------------------------
+class Study:
+    """Lock ``--out``, check it, run every seed, write findings, figures and the report."""
+
+    def __init__(self, cfg: Config, load_data: Callable[[int], DatasetSplits] | None = None):
+        self.cfg, self.out = cfg, Path(cfg.out)
+        self.started = time.perf_counter()
+        self._load = load_data or self._default_load
+
+    def _default_load(self, seed: int) -> DatasetSplits:
+        try:
+            return get_dataset(self.cfg.dataset, self.cfg.data_dir, seed=seed, limit=self.cfg.limit)
+        except (FileNotFoundError, DataError) as exc:
+            raise StudyError(str(exc)) from None
+
+    def log(self, text: str) -> None:
+        print(f"{text}  [{time.perf_counter() - self.started:.1f} s]", flush=True)
+
+    def run(self) -> Path:
+        """Run (or resume) everything; return the report's path."""
+        cfg = self.cfg
+        path = runner.run_seeds(
+            self.out, runner.seed_list(cfg.seed, cfg.seeds), self._load,
+            lambda seed, data: SeedRun(cfg, seed, data, self.log), self.finish,
+            workers=cfg.workers, scheduler=cfg.scheduler, log=self.log,
+        )  # fmt: skip
+        self.log(f"report: {path}")
+        return path
+
+    def finish(self, results: list[dict[str, Any]]) -> Path:
+        found = findings(results, self.cfg)
+        runner.write_json(self.out / "findings.json", found)
+        for r in results:
+            d = runner.seed_dir(self.out, r["seed"])
+            for by in ("method", "layer"):
+                for perf in PERF:
+                    scatter(r["rows"], perf, by, d / f"scatter_{by}_{perf}.png")
+        path = self.out / "report.md"
+        seconds = time.perf_counter() - self.started
+        atomic_write_text(path, report(self.cfg, results, found, seconds))
+        return path
+
+
+def _methods(text: str) -> tuple[str, ...]:
+    values = tuple(x.strip() for x in text.split(","))
+    bad = [x for x in values if x not in METHODS]
+    if bad or not values or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"distinct methods among {', '.join(METHODS)}: {text!r}")
+    return values
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(0 < v <= 1 for v in values) or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"distinct fractions in (0, 1], got {text!r}")
+    return values
+
+
+def build_parser() -> cli.OneLineParser:
+    """The argument parser (one line and exit 2 for a bad value)."""
+    p = cli.OneLineParser(prog=PROG, description=__doc__.split("\n")[0])
+    add = p.add_argument
+    add(
+        "--model",
+        default=None,
+        choices=MODEL_NAMES,
+        help="default: vanilla_cnn on digits, garipov otherwise",
+    )
+    cli.add_run_arguments(p, DATASET_NAMES, default_out="runs/approx-error-DATASET-MODEL")
+    add("--methods", type=_methods, default=METHODS, help="comma-separated, of cp,tucker2,tt")
+    add(
+        "--fractions",
+        type=_fractions,
+        default=FRACTIONS,
+        help="kept parameter fractions (1.0: the layer left dense)",
+    )
+    add("--repeats", type=cli.positive_int, default=3)
+    add("--pseudo-runs", type=cli.positive_int, default=5)
+    add("--epochs", type=cli.positive_int, default=None, help="base training epochs")
+    add("--lr", type=cli.positive_float, default=1e-3)
+    add("--batch-size", type=cli.positive_int, default=64)
+    add("--finetune-epochs", type=cli.nonnegative_int, default=None)
+    add(
+        "--finetune-lr",
+        type=cli.positive_float,
+        default=None,
+        help="SGD learning rate of the fine-tuning (default 1e-4, the paper's; 1e-2 makes "
+        "every CP layer diverge on digits)",
+    )
+    add("--feature-images", type=cli.positive_int, default=1000)
+    add("--quick", action="store_true", help="CI size: 3 epochs, levels 0.1,0.5, 2 repeats")
+    return p  # fmt: skip
+
+
+def parse_args(argv: Sequence[str] | None) -> Config:
+    """Parse and check the arguments (exit 2 with one line when bad)."""
+    p = build_parser()
+    a = p.parse_args(argv)
+    model = a.model or ("vanilla_cnn" if a.dataset == "digits" else "garipov")
+    out = cli.check_run_arguments(p, a, BUNDLED, f"runs/approx-error-{a.dataset}-{model}")
+    small = a.dataset in ("digits", "mnist5k")
+    finetune = a.finetune_epochs if a.finetune_epochs is not None else (3 if small else 10)
+    cfg = Config(
+        model=model, dataset=a.dataset, data_dir=a.data_dir,
+        epochs=a.epochs or (15 if a.dataset == "digits" else 10), lr=a.lr,
+        batch_size=a.batch_size, seed=a.seed, seeds=a.seeds, methods=a.methods,
+        fractions=a.fractions, repeats=a.repeats,
+        finetune_epochs=finetune,
+        finetune_lr=a.finetune_lr or 1e-4,
+        feature_images=a.feature_images, pseudo_runs=a.pseudo_runs, limit=a.limit,
+        device=a.device, out=out, quick=a.quick, workers=a.workers, scheduler=a.scheduler,
+    )  # fmt: skip
+    if a.quick:
+        cfg = replace(
+            cfg,
+            epochs=min(cfg.epochs, 3) if a.epochs is None else cfg.epochs,
+            fractions=(0.1, 0.5) if a.fractions == FRACTIONS else cfg.fractions,
+            repeats=min(cfg.repeats, 2),
+            finetune_epochs=min(cfg.finetune_epochs, 1),
+            feature_images=min(cfg.feature_images, 256),
+            pseudo_runs=min(cfg.pseudo_runs, 3),
+            boot=200,
+        )
+    return cfg
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m studies approx-error``: the exit status (2: a bad argument or file)."""
+    try:
+        cfg = parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else cli.EXIT_USAGE
+
+    def body() -> int:
+        Study(cfg).run()
+        return 0
+
+    return cli.run_cli(PROG, body)
