@@ -47,9 +47,9 @@ import tensornet as tn
 from models import MODEL_NAMES, build_model
 from studies.common import cli, runner, stats
 from studies.common.checkpoints import check_checkpoint, checkpoint_path, train_or_load
-from studies.common.cli import StudyError
-from studies.common.data import BUNDLED, DATASET_NAMES, DataError, DatasetSplits, get_dataset
+from studies.common.data import BUNDLED, DATASET_NAMES, DatasetSplits
 from studies.common.report import md_table, rows_to_csv
+from studies.common.study import StudyDriver
 from studies.common.training import evaluate, train
 from tensornet.analysis import ResultStore
 from tensornet.io import atomic_write_text
@@ -693,46 +693,23 @@ def report(cfg: Config, results: Sequence[Mapping], found: Mapping, seconds: flo
 
 
 # -- running ------------------------------------------------------------------------------------
-class Study:
-    """Lock ``--out``, check it, run every seed, write findings, figures and the report."""
+class Study(StudyDriver):
+    """The whole run: lock ``--out``, check what is there, run every seed, write the report."""
 
-    def __init__(self, cfg: Config, load_data: Callable[[int], DatasetSplits] | None = None):
-        self.cfg, self.out = cfg, Path(cfg.out)
-        self.started = time.perf_counter()
-        self._load = load_data or self._default_load
+    seed_run = SeedRun
 
-    def _default_load(self, seed: int) -> DatasetSplits:
-        try:
-            return get_dataset(self.cfg.dataset, self.cfg.data_dir, seed=seed, limit=self.cfg.limit)
-        except (FileNotFoundError, DataError) as exc:
-            raise StudyError(str(exc)) from None
+    def findings(self, results: list[dict[str, Any]]) -> dict[str, Any]:
+        return findings(results, self.cfg)
 
-    def log(self, text: str) -> None:
-        print(f"{text}  [{time.perf_counter() - self.started:.1f} s]", flush=True)
-
-    def run(self) -> Path:
-        """Run (or resume) everything; return the report's path."""
-        cfg = self.cfg
-        path = runner.run_seeds(
-            self.out, runner.seed_list(cfg.seed, cfg.seeds), self._load,
-            lambda seed, data: SeedRun(cfg, seed, data, self.log), self.finish,
-            workers=cfg.workers, scheduler=cfg.scheduler, log=self.log,
-        )  # fmt: skip
-        self.log(f"report: {path}")
-        return path
-
-    def finish(self, results: list[dict[str, Any]]) -> Path:
-        found = findings(results, self.cfg)
-        runner.write_json(self.out / "findings.json", found)
+    def figures(self, results: list[dict[str, Any]], found: dict[str, Any]) -> None:
         for r in results:
             d = runner.seed_dir(self.out, r["seed"])
             for by in ("method", "layer"):
                 for perf in PERF:
                     scatter(r["rows"], perf, by, d / f"scatter_{by}_{perf}.png")
-        path = self.out / "report.md"
-        seconds = time.perf_counter() - self.started
-        atomic_write_text(path, report(self.cfg, results, found, seconds))
-        return path
+
+    def report(self, results: list[dict[str, Any]], found: dict[str, Any], seconds: float) -> str:
+        return report(self.cfg, results, found, seconds)
 
 
 def _methods(text: str) -> tuple[str, ...]:

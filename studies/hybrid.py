@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -44,9 +43,9 @@ import tensornet as tn
 from models import build_model
 from studies.common import cli, runner, stats
 from studies.common.checkpoints import check_checkpoint, checkpoint_path, train_or_load
-from studies.common.cli import StudyError
-from studies.common.data import BUNDLED, DATASET_NAMES, DataError, DatasetSplits, get_dataset
+from studies.common.data import BUNDLED, DATASET_NAMES, DatasetSplits
 from studies.common.report import md_table, rows_to_csv, verdict_text
+from studies.common.study import StudyDriver
 from studies.common.training import correct, evaluate, pack_correct, unpack_correct
 from studies.hybrid_cells import (
     CONFIGS,
@@ -720,62 +719,19 @@ def report(
 
 
 # -- running --------------------------------------------------------------------------------------
-class Study:
-    """The whole run: lock ``--out``, check what is there, run every seed, write the report.
+class Study(StudyDriver):
+    """The whole run: lock ``--out``, check what is there, run every seed, write the report."""
 
-    Parameters
-    ----------
-    cfg
-        The configuration.
-    load_data
-        ``seed -> DatasetSplits``; default :func:`studies.common.data.get_dataset`.
-    """
+    seed_run = SeedRun
 
-    def __init__(
-        self, cfg: Config, load_data: Callable[[int], DatasetSplits] | None = None
-    ) -> None:
-        self.cfg = cfg
-        self.out = Path(cfg.out)
-        self.started = time.perf_counter()
-        self._load = load_data or self._default_load
-        self.results: list[dict[str, Any]] = []
+    def findings(self, results: list[dict[str, Any]]) -> dict[str, Any]:
+        return findings(results, self.cfg)
 
-    def _default_load(self, seed: int) -> DatasetSplits:
-        cfg = self.cfg
-        try:
-            return get_dataset(cfg.dataset, cfg.data_dir, seed=seed, limit=cfg.limit)
-        except (FileNotFoundError, DataError) as exc:
-            raise StudyError(str(exc)) from None
-
-    def log(self, text: str) -> None:
-        print(f"{text}  [{time.perf_counter() - self.started:.1f} s]", flush=True)
-
-    def run(self) -> Path:
-        """Run every seed (reusing what is done) and write the report; return its path."""
-        cfg = self.cfg
-        path = runner.run_seeds(
-            self.out,
-            cfg.seed_list(),
-            self._load,
-            lambda seed, data: SeedRun(cfg, seed, data, self.log),
-            self.finish,
-            workers=cfg.workers,
-            scheduler=cfg.scheduler,
-            log=self.log,
-        )
-        self.log(f"report: {path}")
-        return path
-
-    def finish(self, results: list[dict[str, Any]]) -> Path:
-        """findings.json, the figure and report.md from the seeds' results."""
-        self.results = results
-        found = findings(results, self.cfg)
-        runner.write_json(self.out / "findings.json", found)
+    def figures(self, results: list[dict[str, Any]], found: dict[str, Any]) -> None:
         accuracy_figure(found, self.cfg, self.out / "accuracy_vs_ratio.png")
-        seconds = time.perf_counter() - self.started
-        path = self.out / "report.md"
-        atomic_write_text(path, report(self.cfg, results, found, seconds))
-        return path
+
+    def report(self, results: list[dict[str, Any]], found: dict[str, Any], seconds: float) -> str:
+        return report(self.cfg, results, found, seconds)
 
 
 def ratio_list(text: str) -> tuple[float, ...]:
