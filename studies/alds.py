@@ -916,13 +916,4 @@ def parse_args(argv: Sequence[str] | None) -> Config:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m studies alds``: returns the exit status (2: a bad argument or file)."""
-    try:
-        cfg = parse_args(argv)
-    except SystemExit as exc:  # --help, or a usage error already printed as one line
-        return exc.code if isinstance(exc.code, int) else cli.EXIT_USAGE
-
-    def body() -> int:
-        Study(cfg).run()
-        return 0
-
-    return cli.run_cli(PROG, body)
+    return Study.main(PROG, parse_args, argv)

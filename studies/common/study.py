@@ -24,13 +24,13 @@ Examples
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from tensornet.io import atomic_write_text
 
-from . import runner
+from . import cli, runner
 from .cli import StudyError
 from .data import DataError, DatasetSplits, get_dataset
 
@@ -104,6 +104,25 @@ class StudyDriver:
         seconds = time.perf_counter() - self.started
         atomic_write_text(path, self.report(results, found, seconds))
         return path
+
+    @classmethod
+    def main(
+        cls, prog: str, parse_args: Callable[[Any], Any], argv: Sequence[str] | None = None
+    ) -> int:
+        """Parse ``argv`` and run the study: the exit status (2: a bad argument or file).
+
+        A usage error has already been printed as one line by the parser; ``--help`` exits 0.
+        """
+        try:
+            cfg = parse_args(argv)
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else cli.EXIT_USAGE
+
+        def body() -> int:
+            cls(cfg).run()
+            return 0
+
+        return cli.run_cli(prog, body)
 
     def findings(self, results: list[dict[str, Any]]) -> dict[str, Any]:
         """The findings (JSON-able) of the seeds' results."""
