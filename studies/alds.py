@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -41,14 +40,13 @@ import numpy as np
 import torch
 from scipy import stats as sps
 
-import tensornet as tn
 import tensornet.nn as tnn
 from models.resnet import BasicBlock, ResNet
 from studies.common import cli, runner, stats
 from studies.common.checkpoints import check_checkpoint, checkpoint_path, train_or_load
 from studies.common.data import BUNDLED, DATASET_NAMES, DatasetSplits
 from studies.common.levels import cheapest_within
-from studies.common.report import md_table, rows_to_csv, verdict_text
+from studies.common.report import configuration, md_table, rows_to_csv, verdict_text
 from studies.common.study import StudyDriver
 from studies.common.training import correct, evaluate, pack_correct, train, unpack_correct
 from tensornet.analysis import ResultStore
@@ -784,18 +782,8 @@ def report(
         "`seed-S/cells.jsonl` (every cell, with per-layer ranks/groups and per-image test "
         "correctness) and `seed-S/cells.csv`.",
         "",
-        "## Configuration",
-        "",
-        "```",
     ]
-    for key, value in asdict(cfg).items():
-        lines.append(f"{key} = {value!r}")
-    lines += [
-        f"python = {platform.python_version()}, torch = {torch.__version__}, "
-        f"tensornet = {tn.__version__}",
-        "```",
-        "",
-    ]
+    lines += configuration(cfg)
     return "\n".join(lines)
 
 

@@ -32,7 +32,6 @@ import argparse
 import copy
 import functools
 import math
-import platform
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -43,12 +42,11 @@ import numpy as np
 import torch
 from scipy import stats as sps
 
-import tensornet as tn
 from models import MODEL_NAMES, build_model
 from studies.common import cli, runner, stats
 from studies.common.checkpoints import check_checkpoint, checkpoint_path, train_or_load
 from studies.common.data import BUNDLED, DATASET_NAMES, DatasetSplits
-from studies.common.report import md_table, rows_to_csv
+from studies.common.report import configuration, md_table, rows_to_csv
 from studies.common.study import StudyDriver
 from studies.common.training import evaluate, train
 from tensornet.analysis import ResultStore
@@ -682,13 +680,8 @@ def report(cfg: Config, results: Sequence[Mapping], found: Mapping, seconds: flo
         "when fewer); CP by ALS from a random start (seed = repeat), TT-SVD cores in, kh, kw, "
         "out; ranks from the library's uniform-cap fraction solver.",
         "",
-        "## Configuration",
-        "",
-        "```",
     ]
-    lines += [f"{k} = {val!r}" for k, val in asdict(cfg).items()]
-    lines += [f"python = {platform.python_version()}, torch = {torch.__version__}, "
-              f"tensornet = {tn.__version__}", "```", ""]  # fmt: skip
+    lines += configuration(cfg)
     return "\n".join(lines)
 
 

@@ -29,7 +29,6 @@ second run on the same ``--out`` refuses to start; another configuration refuses
 from __future__ import annotations
 
 import argparse
-import platform
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -39,12 +38,11 @@ import numpy as np
 import torch
 from scipy import stats as sps
 
-import tensornet as tn
 from models import build_model
 from studies.common import cli, runner, stats
 from studies.common.checkpoints import check_checkpoint, checkpoint_path, train_or_load
 from studies.common.data import BUNDLED, DATASET_NAMES, DatasetSplits
-from studies.common.report import md_table, rows_to_csv, verdict_text
+from studies.common.report import configuration, md_table, rows_to_csv, verdict_text
 from studies.common.study import StudyDriver
 from studies.common.training import correct, evaluate, pack_correct, unpack_correct
 from studies.hybrid_cells import (
@@ -703,18 +701,8 @@ def report(
         "per-image "
         "test correctness).",
         "",
-        "## Configuration",
-        "",
-        "```",
     ]
-    for key, value in asdict(cfg).items():
-        lines.append(f"{key} = {value!r}")
-    lines += [
-        f"python = {platform.python_version()}, torch = {torch.__version__}, "
-        f"tensornet = {tn.__version__}",
-        "```",
-        "",
-    ]
+    lines += configuration(cfg)
     return "\n".join(lines)
 
 

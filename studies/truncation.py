@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -41,7 +40,7 @@ from studies.common import cli, runner, stats
 from studies.common.checkpoints import check_checkpoint, checkpoint_path, train_or_load
 from studies.common.data import BUNDLED, DATASET_NAMES, DatasetSplits
 from studies.common.levels import cheapest_within
-from studies.common.report import md_table, rows_to_csv, verdict_text
+from studies.common.report import configuration, md_table, rows_to_csv, verdict_text
 from studies.common.study import StudyDriver
 from studies.common.training import (
     SplitAccuracy,
@@ -605,15 +604,7 @@ def report(
         "",
     ]
     lines += _tables(cfg, results, found)
-    lines += ["", "## Configuration", "", "```"]
-    for key, value in asdict(cfg).items():
-        lines.append(f"{key} = {value!r}")
-    lines += [
-        f"python = {platform.python_version()}, torch = {torch.__version__}, "
-        f"tensornet = {tn.__version__}",
-        "```",
-        "",
-    ]
+    lines += ["", *configuration(cfg)]
     return "\n".join(lines)
 
 

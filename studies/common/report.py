@@ -17,7 +17,7 @@ from typing import Any
 
 from .stats import Verdict
 
-__all__ = ["md_cell", "md_table", "rows_to_csv", "verdict_text"]
+__all__ = ["configuration", "md_cell", "md_table", "rows_to_csv", "verdict_text"]
 
 
 def md_cell(value: Any) -> str:
@@ -89,3 +89,33 @@ def verdict_text(verdict: Verdict, scale: float = 100.0, unit: str = " points") 
             f"[{iv.low * scale:.2f}, {iv.high * scale:.2f}]{unit}"
         )
     return f"{verdict.status} ({verdict.test}: {', '.join(evidence) or verdict.reason})"
+
+
+def configuration(cfg: Any) -> list[str]:
+    """The report's closing "Configuration" section: every field of the dataclass ``cfg`` and
+    the versions of Python, torch and tensornet, as lines.
+
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class C:
+    ...     out: str = "runs/x"
+    >>> lines = configuration(C())
+    >>> lines[:4], lines[4].startswith("python = "), lines[-2:]
+    (['## Configuration', '', '```', "out = 'runs/x'"], True, ['```', ''])
+    """
+    import platform
+    from dataclasses import asdict
+
+    import torch
+
+    import tensornet
+
+    lines = ["## Configuration", "", "```"]
+    lines += [f"{key} = {value!r}" for key, value in asdict(cfg).items()]
+    lines += [
+        f"python = {platform.python_version()}, torch = {torch.__version__}, "
+        f"tensornet = {tensornet.__version__}",
+        "```",
+        "",
+    ]
+    return lines
