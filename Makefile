@@ -40,7 +40,7 @@ bench: install-bench
 
 # Mutation testing (mutmut, slow: minutes per module on one core; not part of `make test`).
 # All modules: `make mutate`; some: `make mutate MODULES="tensornet/core/split.py ..."`.
-# Scores per module are printed; equivalent mutants are listed in tools/equivalent_mutants.txt.
+# Scores per module are printed; equivalent mutants are listed in tools/equivalent_mutants/.
 MODULES ?=
 mutate: install
 	$(PY) tools/mutate.py $(MODULES)

@@ -1,6 +1,8 @@
 """Shared test configuration: the `gpu` marker skips without CUDA; a `device` fixture runs a
 test on CPU and (when available) on CUDA."""
 
+import os
+
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
@@ -8,7 +10,12 @@ from hypothesis import HealthCheck, settings
 settings.register_profile(
     "ci", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
-settings.load_profile("ci")
+# `make mutate` runs each mutant against fewer, fixed examples (tools/mutate.py sets the profile)
+settings.register_profile(
+    "mutate", max_examples=10, derandomize=True, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)  # fmt: skip
+settings.load_profile(os.environ.get("TENSORNET_HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_collection_modifyitems(config, items):

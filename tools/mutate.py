@@ -5,16 +5,19 @@ Usage (from the repository root)::
     python tools/mutate.py                                  # every module in MODULES
     python tools/mutate.py tensornet/core/split.py ...      # some of them
     python tools/mutate.py --jobs 2 tensornet/formats/tucker.py
+    python tools/mutate.py --survivors tensornet/formats/tucker.py   # after adding tests
+    python tools/mutate.py --resume tensornet/core/contract.py       # after an interruption
 
 Each module is mutated in a scratch copy of the working tree (``.mutate/<module>``, ignored by
 git) with only the test files that cover it (``TESTS`` below), ``-x`` and one thread, so a
 mutant costs seconds. Per module it prints killed / survived / no tests / equivalent and the
 score ``killed / (mutants - equivalent)``; "no tests" (lines no selected test reaches) count as
-not killed. Survivors are listed in ``.mutate/<module>/survivors.txt`` (``mutmut show NAME``
-there shows the diff).
+not killed. Survivors are listed in ``.mutate/<module>/survivors.txt`` and their diffs in
+``survivors.diff`` there (``--diffs-only`` rewrites that file without rerunning).
 
 Equivalent mutants (same behaviour as the original, so no test can kill them) are listed with
-the reason in ``tools/equivalent_mutants.txt``, one ``<mutant name>  # why`` per line; they are
+the reason in ``tools/equivalent_mutants/<module>.txt``, one ``<mutant name>  # why`` per line;
+they are
 left out of the score. Mutant names are mutmut's (``module.x_function__mutmut_N``) and stay
 stable while the function's source is unchanged.
 
@@ -33,35 +36,47 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRATCH = ROOT / ".mutate"
-EQUIVALENT = ROOT / "tools" / "equivalent_mutants.txt"
+EQUIVALENT = ROOT / "tools" / "equivalent_mutants"
 
-# module -> the test files that cover it (what each mutant is run against)
+# module -> the test files that cover it (what each mutant is run against). Groups are kept apart
+# by blank lines so that work on one group merges cleanly with work on another.
 TESTS: dict[str, list[str]] = {
+    # core: truncation policy, validation, spectra, splits
+    "tensornet/core/truncation.py": ["tests/core/test_truncation.py", "tests/test_bad_inputs.py"],
+    "tensornet/core/validate.py": ["tests/test_bad_inputs.py"],
+    "tensornet/core/spectrum.py": ["tests/test_spectra.py"],
+    "tensornet/core/split.py": ["tests/core/test_split.py", "tests/core/test_split_details.py"],
+
+    # core: the graph, gauges, linear algebra
+    "tensornet/core/network.py": ["tests/core/test_network.py"],
+    "tensornet/core/node.py": ["tests/core/test_node.py"],
+    "tensornet/core/gauge.py": ["tests/core/test_gauge.py"],
+    "tensornet/core/linalg.py": ["tests/core/test_linalg.py", "tests/core/test_gradients.py"],
+
+    # core: contraction, planning, execution
     "tensornet/core/contract.py": ["tests/core/test_contract.py", "tests/core/test_planning.py"],
     "tensornet/core/einsum.py": ["tests/core/test_contract.py"],
     "tensornet/core/executor.py": ["tests/core/test_executor.py", "tests/core/test_contract.py"],
-    "tensornet/core/gauge.py": ["tests/core/test_gauge.py"],
-    "tensornet/core/linalg.py": ["tests/core/test_linalg.py", "tests/core/test_gradients.py"],
-    "tensornet/core/network.py": ["tests/core/test_network.py"],
-    "tensornet/core/node.py": ["tests/core/test_node.py"],
     "tensornet/core/pathfind.py": ["tests/core/test_planning.py"],
     "tensornet/core/slicing.py": ["tests/core/test_planning.py"],
-    "tensornet/core/spectrum.py": ["tests/test_spectra.py"],
-    "tensornet/core/split.py": ["tests/core/test_split.py", "tests/core/test_split_details.py"],
-    "tensornet/core/truncation.py": ["tests/core/test_truncation.py"],
-    "tensornet/core/validate.py": ["tests/test_bad_inputs.py"],
+
+    # formats: the shared base and structures, Tucker, TT, TT-matrix
     "tensornet/formats/base.py": ["tests/formats/test_common.py"],
-    "tensornet/formats/cp.py": ["tests/formats/test_cp.py"],
-    "tensornet/formats/grouped.py": ["tests/formats/test_tr_lowrank_grouped.py"],
-    "tensornet/formats/ht.py": ["tests/formats/test_ht.py"],
-    "tensornet/formats/lowrank.py": ["tests/formats/test_tr_lowrank_grouped.py"],
     "tensornet/formats/structure.py": ["tests/formats/test_common.py"],
-    "tensornet/formats/tensorize.py": ["tests/formats/test_ttmatrix.py"],
-    "tensornet/formats/tr.py": ["tests/formats/test_tr_lowrank_grouped.py"],
+    "tensornet/formats/tucker.py": ["tests/formats/test_tucker.py", "tests/formats/test_common.py"],
     "tensornet/formats/tt.py": ["tests/formats/test_tt.py"],
     "tensornet/formats/ttmatrix.py": ["tests/formats/test_ttmatrix.py"],
-    "tensornet/formats/tucker.py": ["tests/formats/test_tucker.py"],
+    "tensornet/formats/tensorize.py": ["tests/formats/test_ttmatrix.py"],
+
+    # formats: CP, HT, TR, low rank, grouped; the analysis helpers
+    "tensornet/formats/cp.py": ["tests/formats/test_cp.py"],
+    "tensornet/formats/ht.py": ["tests/formats/test_ht.py"],
+    "tensornet/formats/tr.py": ["tests/formats/test_tr_lowrank_grouped.py"],
+    "tensornet/formats/lowrank.py": ["tests/formats/test_tr_lowrank_grouped.py"],
+    "tensornet/formats/grouped.py": ["tests/formats/test_tr_lowrank_grouped.py"],
     "tensornet/analysis.py": ["tests/test_analysis.py"],
+
+    # studies: the verdict code (findings from the run's tables) and its statistics
     "studies/truncation.py": ["tests/studies/test_truncation_verdicts.py"],
 }
 MODULES = list(TESTS)
@@ -70,8 +85,8 @@ MODULES = list(TESTS)
 def equivalents() -> dict[str, str]:
     """Documented equivalent mutants: name -> why."""
     out = {}
-    if EQUIVALENT.exists():
-        for line in EQUIVALENT.read_text().splitlines():
+    for listing in sorted(EQUIVALENT.glob("*.txt")):
+        for line in listing.read_text().splitlines():
             line = line.strip()
             if line and not line.startswith("#"):
                 name, _, why = line.partition("#")
@@ -79,19 +94,20 @@ def equivalents() -> dict[str, str]:
     return out
 
 
-def scratch_copy(module: str) -> Path:
-    """The working tree (tracked and untracked, not ignored files) copied to a scratch folder."""
-    dest = SCRATCH / module.replace("/", "_").removesuffix(".py")
-    shutil.rmtree(dest, ignore_errors=True)
-    files = subprocess.run(
+def scratch_dir(module: str) -> Path:
+    return SCRATCH / module.replace("/", "_").removesuffix(".py")
+
+
+def tracked_files() -> list[str]:
+    """Tracked and untracked, not ignored files of the working tree."""
+    return subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard"],
         cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
-    for rel in files:
-        src = ROOT / rel
-        if src.is_file() and not rel.startswith(".mutate/"):
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
+
+
+def write_config(dest: Path, module: str, files: list[str]) -> None:
+    """The project's pyproject.toml plus a [tool.mutmut] section for `module` and its tests."""
     package = module.split("/")[0]
     others = sorted({f.split("/")[0] for f in files if "/" in f} - {package, "tests"})
     config = (
@@ -102,19 +118,62 @@ def scratch_copy(module: str) -> Path:
         + f"pytest_add_cli_args_test_selection = {TESTS[module]!r}\n".replace("'", '"')
         + 'pytest_add_cli_args = ["-x", "-q", "-p", "no:cacheprovider"]\n'
     )
-    with open(dest / "pyproject.toml", "a") as f:
-        f.write(config)
+    (dest / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text() + config)
+
+
+def scratch_copy(module: str) -> Path:
+    """The working tree copied to a fresh scratch folder, configured for `module`."""
+    dest = scratch_dir(module)
+    shutil.rmtree(dest, ignore_errors=True)
+    files = tracked_files()
+    for rel in files:
+        src = ROOT / rel
+        if src.is_file() and not rel.startswith(".mutate/"):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    write_config(dest, module, files)
     return dest
 
 
-def mutate(module: str, jobs: int, known: dict[str, str]) -> dict[str, int | float]:
-    where = scratch_copy(module)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+def refresh_tests(module: str) -> Path:
+    """An earlier scratch folder with today's tests and test selection (the mutants are kept)."""
+    dest = scratch_dir(module)
+    files = tracked_files()
+    for rel in files:
+        if rel.startswith("tests/"):
+            for base in (dest, dest / "mutants"):
+                (base / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / rel, base / rel)
+    write_config(dest, module, files)
+    return dest
+
+
+def previous_survivors(where: Path) -> list[str]:
+    listing = where / "survivors.txt"
+    if not listing.exists():
+        return []
+    return [w[:-1] for w in listing.read_text().split() if w.endswith(":")]
+
+
+def mutate(module: str, jobs: int, known: dict[str, str], mode: str) -> dict[str, int | float]:
+    """Run (``mode="fresh"``), continue (``"resume"``) or rerun the survivors (``"survivors"``)."""
+    where = scratch_dir(module)
+    names: list[str] = []
+    if mode == "survivors" and (where / "mutants").exists():
+        names = previous_survivors(where)
+        refresh_tests(module)
+    elif not (mode == "resume" and (where / "mutants").exists()):
+        scratch_copy(module)
+    env = {
+        **os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+        "TENSORNET_HYPOTHESIS_PROFILE": "mutate",
+    }  # fmt: skip
     mutmut = [sys.executable, "-m", "mutmut"]
-    subprocess.run(
-        [*mutmut, "run", "--max-children", str(jobs)], cwd=where, env=env,
-        stdout=subprocess.DEVNULL, check=False,
-    )  # fmt: skip
+    if mode != "survivors" or names:
+        subprocess.run(
+            [*mutmut, "run", "--max-children", str(jobs), *names], cwd=where, env=env,
+            stdout=subprocess.DEVNULL, check=False,
+        )  # fmt: skip
     listing = subprocess.run(
         [*mutmut, "results", "--all", "true"], cwd=where, env=env, capture_output=True, text=True
     ).stdout
@@ -132,23 +191,56 @@ def mutate(module: str, jobs: int, known: dict[str, str]) -> dict[str, int | flo
         if s not in ("killed", "timeout") and n not in known
     ]  # fmt: skip
     (where / "survivors.txt").write_text("\n".join(survivors) + "\n")
+    write_diffs(where, [line.partition(":")[0] for line in survivors])
     return counts
+
+
+DIFFS = """
+import sys
+from mutmut.mutation.diff_apply import get_diff_for_mutant
+with open("survivors.diff", "w") as out:
+    for name in sys.argv[1:]:
+        out.write(f"# {name}\\n{get_diff_for_mutant(name)}\\n\\n")
+"""
+
+
+def write_diffs(where: Path, names: list[str]) -> None:
+    """``survivors.diff``: every survivor's diff, for reading without one ``mutmut show`` each."""
+    subprocess.run([sys.executable, "-c", DIFFS, *names], cwd=where, check=False)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tools/mutate.py", description=__doc__.split("\n")[0])
     parser.add_argument("modules", nargs="*", help=f"default: all {len(MODULES)} modules")
     parser.add_argument("--jobs", type=int, default=1, help="mutants run at once (default 1)")
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="continue an interrupted run of each module instead of starting afresh",
+    )  # fmt: skip
+    parser.add_argument(
+        "--survivors", action="store_true",
+        help="rerun only the last run's survivors, against today's tests (after adding tests)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--diffs-only", action="store_true",
+        help="rewrite survivors.diff of earlier runs without running anything",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     modules = args.modules or MODULES
     unknown = [m for m in modules if m not in TESTS]
     if unknown:
         parser.error(f"no test files known for {unknown}; add them to TESTS in tools/mutate.py")
     known = equivalents()
+    if args.diffs_only:
+        for module in modules:
+            where = scratch_dir(module)
+            write_diffs(where, previous_survivors(where))
+        return 0
     print(f"{'module':34s} {'mutants':>7s} {'killed':>6s} {'surv.':>5s} {'no t.':>5s} "
           f"{'equiv':>5s} {'score':>6s}", flush=True)  # fmt: skip
     for module in modules:
-        c = mutate(module, args.jobs, known)
+        mode = "survivors" if args.survivors else "resume" if args.resume else "fresh"
+        c = mutate(module, args.jobs, known, mode)
         print(
             f"{module:34s} {c['mutants']:7d} {c['killed'] + c['timeout']:6d} {c['survived']:5d} "
             f"{c['no tests']:5d} {c['equivalent']:5d} {c['score']:5.1f}%",
