@@ -44,7 +44,7 @@ TESTS: dict[str, list[str]] = {
     # core: truncation policy, validation, spectra, splits
     "tensornet/core/truncation.py": ["tests/core/test_truncation.py", "tests/test_bad_inputs.py"],
     "tensornet/core/validate.py": ["tests/core/test_validate.py", "tests/test_bad_inputs.py"],
-    "tensornet/core/spectrum.py": ["tests/test_spectra.py"],
+    "tensornet/core/spectrum.py": ["tests/core/test_spectrum_values.py", "tests/test_spectra.py"],
     "tensornet/core/split.py": ["tests/core/test_split.py", "tests/core/test_split_details.py"],
 
     # core: the graph, gauges, linear algebra
