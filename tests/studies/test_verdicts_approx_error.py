@@ -7,6 +7,7 @@ verdicts are derived here independently (by hand, with numpy or scipy) and compa
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -55,6 +56,9 @@ def test_tau_a_counts_concordant_minus_discordant_pairs():
     assert ae.tau_a([1, 2, 3, 4], [1, 2, 4, 3], ids=[0, 1, 2, 3]) == pytest.approx(4 / 6)
     assert ae.tau_a([1, 2, 3], [2, 1, 3], ids=[5, 6, 6]) == pytest.approx(0.0)
     assert math.isnan(ae.tau_a([1.0], [2.0])) and math.isnan(ae.tau_a([1, 2], [1, 2], ids=[0, 0]))
+    # boolean measures count as 0/1
+    assert ae.tau_a([True, False, True], [3, 1, 2]) == pytest.approx(2 / 3)
+    assert ae.tau_a([3, 1, 2], [True, False, True]) == pytest.approx(2 / 3)
 
 
 def test_tau_a_rejects_unequal_or_2d_inputs():
@@ -142,7 +146,10 @@ def test_grouped_tau_skips_groups_whose_tau_is_undefined():
     # the (ht, 0.9) group's tau is NaN (sign(nan) is nan): left out of the average
     assert ae.grouped_tau(with_nan, "weight_rel", "before", "layers") == pytest.approx(1 / 3)
     only_nan = sample_of([("z", "ht", 0.9, float("nan"), 1), ("y", "ht", 0.9, 1, 2)])
-    assert math.isnan(ae.grouped_tau(only_nan, "weight_rel", "before", "layers"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no tau to average: NaN, without a mean-of-empty warning
+        assert math.isnan(ae.grouped_tau(only_nan, "weight_rel", "before", "layers"))
+        assert math.isnan(ae.grouped_tau(SAMPLE[-1:], "weight_rel", "before", "methods"))
 
 
 def test_correlation_table_lists_every_grouping_perf_and_measure():
@@ -209,6 +216,10 @@ def test_tau_difference_matches_the_bootstrap_by_hand():
         )
     )
     assert iv.low < iv.estimate < iv.high < 0
+    # the estimate averages 5 pseudo-runs unless told otherwise
+    args = ([configs], "feature_rel", "weight_rel", "after", 5, 10)
+    assert ae.tau_difference(*args) == ae.tau_difference(*args, pseudo=5)
+    assert ae.tau_difference(*args).estimate != ae.tau_difference(*args, pseudo=6).estimate
 
 
 # -- verdict and findings -----------------------------------------------------------------------
