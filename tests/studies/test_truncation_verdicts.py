@@ -6,6 +6,7 @@ number can be derived here independently and compared.
 """
 
 import math
+import warnings
 from dataclasses import asdict
 
 import numpy as np
@@ -197,7 +198,9 @@ def test_removable_norm_averages_the_non_trivial_cuts_per_layer():
         ("c", "x"): {"chi_max": 8, "norm_kept": 1.0},
     }
     assert truncation.nontrivial(choice).keys() == {("a", "x"), ("a", "y"), ("c", "x")}
-    out = truncation.removable_norm(choice, ["c", "a", "b"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a layer without cuts is NaN, without a warning
+        out = truncation.removable_norm(choice, ["c", "a", "b"])
     assert out[:2] == pytest.approx([0.0, 0.2]) and math.isnan(out[2])
 
 
@@ -236,14 +239,15 @@ def test_seed_numbers_edge_cases():
 
 def test_findings_intervals_verdicts_and_summary():
     results = [
-        seed_result(safe_kept=0.6, safe_wrong=0, agg_wrong=200, retrained_wrong=0,
+        seed_result(safe_kept=0.6, safe_wrong=4, agg_wrong=200, retrained_wrong=3,
                     lost_at_choice=RISING, seed=s)
         for s in range(2)
     ]  # fmt: skip
     cfg = truncation.Config(quick=True, seed=5)
     found = truncation.findings(results, cfg)
     base = [np.ones(N)] * 2
-    levels = {"safe_drop": (0, 1), "aggressive_drop": (200, 2), "retrained_drop": (0, 3)}
+    # a few images lost: the intervals depend on the bootstrap seed, one per interval
+    levels = {"safe_drop": (4, 1), "aggressive_drop": (200, 2), "retrained_drop": (3, 3)}
     for key, (wrong, offset) in levels.items():
         iv = stats.paired_bootstrap(base, [np.arange(N) >= wrong] * 2, seed=5 + offset)
         assert found["intervals"][key] == asdict(iv)
