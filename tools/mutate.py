@@ -77,7 +77,13 @@ TESTS: dict[str, list[str]] = {
     "tensornet/analysis.py": ["tests/test_analysis.py"],
 
     # studies: the verdict code (findings from the run's tables) and its statistics
-    "studies/truncation.py": ["tests/studies/test_truncation_verdicts.py"],
+    "studies/verdicts/truncation.py": ["tests/studies/test_truncation_verdicts.py"],
+    "studies/verdicts/alds.py": ["tests/studies/test_verdicts_alds.py"],
+    "studies/verdicts/hybrid.py": ["tests/studies/test_verdicts_hybrid.py"],
+    "studies/verdicts/approx_error.py": ["tests/studies/test_verdicts_approx_error.py"],
+    "studies/common/stats.py": [
+        "tests/studies/test_stats.py", "tests/studies/test_stats_values.py",
+    ],  # fmt: skip
 }
 MODULES = list(TESTS)
 

@@ -5,10 +5,15 @@ the same structure as ``sweep.csv`` and ``combined.json``), so each verdict and 
 number can be derived here independently and compared.
 """
 
+import math
+import warnings
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 
 from studies import truncation
+from studies.common import stats
 from studies.common.training import pack_correct
 
 N = 1000  # test images
@@ -166,3 +171,155 @@ def test_verdicts_pool_the_seeds():
     assert found["seeds"] == [0, 1, 2] and statuses(found) == ["holds", "holds", "holds"]
     # finding 2 pools (depth, removable norm) over seeds: 15 points, ties within each depth
     assert found["verdicts"]["2"]["p_value"] < 1e-3
+
+
+# -- the pieces, number by number ---------------------------------------------------------------
+def test_tolerated_picks_the_smallest_chi_within_the_drop_on_validation():
+    rows = [
+        {"layer": "a", "cut": "x", "chi": 1, "chi_max": 4, "val_accuracy": 0.97, "test": 1},
+        {"layer": "a", "cut": "x", "chi": 2, "chi_max": 4, "val_accuracy": 0.99, "test": 0},
+        {"layer": "a", "cut": "x", "chi": 4, "chi_max": 4, "val_accuracy": 0.995, "test": 0},
+        {"layer": "a", "cut": "y", "chi": 1, "chi_max": 2, "val_accuracy": 0.5, "test": 1},
+        # the full-rank row qualifies whatever its validation accuracy
+        {"layer": "a", "cut": "y", "chi": 2, "chi_max": 2, "val_accuracy": 0.6, "test": 1},
+    ]  # fmt: skip
+    pick = truncation.tolerated(rows, 1.0, 0.01)
+    assert pick == {("a", "x"): rows[1], ("a", "y"): rows[4]}
+    assert pick[("a", "x")] is not rows[1]  # copies
+    assert truncation.tolerated(rows, 1.0, 0.05)[("a", "x")]["chi"] == 1
+
+
+def test_removable_norm_averages_the_non_trivial_cuts_per_layer():
+    choice = {
+        ("a", "x"): {"chi_max": 4, "norm_kept": 0.7},
+        ("a", "y"): {"chi_max": 2, "norm_kept": 0.9},
+        ("a", "z"): {"chi_max": 1, "norm_kept": 0.0},  # a single singular value: left out
+        ("b", "x"): {"chi_max": 1, "norm_kept": 0.5},
+        ("c", "x"): {"chi_max": 8, "norm_kept": 1.0},
+    }
+    assert truncation.nontrivial(choice).keys() == {("a", "x"), ("a", "y"), ("c", "x")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a layer without cuts is NaN, without a warning
+        out = truncation.removable_norm(choice, ["c", "a", "b"])
+    assert out[:2] == pytest.approx([0.0, 0.2]) and math.isnan(out[2])
+
+
+def test_seed_numbers_quote_the_tables():
+    result = seed_result(safe_kept=0.6, safe_wrong=5, agg_wrong=200, retrained_wrong=50,
+                         lost_at_choice=[0.2, 0.05, 0.3, 0.4, 0.5], seed=7)  # fmt: skip
+    result["combined"]["safe"]["layers"]["conv0"]["norm_kept"] = 0.1
+    n = truncation.seed_numbers(result, CFG)
+    assert n["seed"] == 7 and n["base_val_accuracy"] == 1.0 and n["base_test_accuracy"] == 1.0
+    assert n["pairs"] == 5 and n["pairs_much_norm"] == 4  # 5 % lost is not much
+    assert n["pair_test_drop"] == pytest.approx(0.005)  # chosen rows: test accuracy 0.995
+    assert n["removable_norm"] == pytest.approx([0.2, 0.05, 0.3, 0.4, 0.5])
+    assert n["safe_test_accuracy"] == pytest.approx(0.995)
+    assert n["safe_drop"] == pytest.approx(0.005)
+    assert n["safe_norm_lost"] == pytest.approx((0.9 + 4 * 0.4) / 5)
+    assert n["aggressive_test_accuracy"] == pytest.approx(0.8)
+    assert n["aggressive_drop"] == pytest.approx(0.2)
+    assert n["aggressive_norm_lost"] == pytest.approx(0.7)
+    assert n["retrain_epoch"] == 2 and n["retrained_test_accuracy"] == pytest.approx(0.95)
+    assert n["retrained_drop"] == pytest.approx(0.05)
+    assert n["regained"] == pytest.approx(0.15 / 0.2)
+    # the tolerance decides which chi is chosen: 0.5 admits chi 1 (validation 0.90)
+    loose = truncation.seed_numbers(result, truncation.Config(quick=True, tolerance=0.2))
+    assert loose["removable_norm"] == pytest.approx([0.8] * 5)
+
+
+def test_seed_numbers_edge_cases():
+    result = seed_result(safe_kept=0.6, safe_wrong=0, agg_wrong=0, retrained_wrong=0,
+                         lost_at_choice=RISING)  # fmt: skip
+    assert math.isnan(truncation.seed_numbers(result, CFG)["regained"])  # nothing lost
+    result["layers"] = []
+    n = truncation.seed_numbers(result, CFG)
+    assert n["safe_norm_lost"] == 0.0 and n["aggressive_norm_lost"] == 0.0
+    assert n["removable_norm"] == []
+
+
+def test_findings_intervals_verdicts_and_summary():
+    results = [
+        seed_result(safe_kept=0.6, safe_wrong=4, agg_wrong=200, retrained_wrong=3,
+                    lost_at_choice=RISING, seed=s)
+        for s in range(2)
+    ]  # fmt: skip
+    # seed 1 has 997 test images: replicate means are (nearly) continuous, so each interval
+    # depends on its own bootstrap seed
+    combined = results[1]["combined"]
+    for entry in (*(combined[k] for k in combined), *combined["aggressive"]["retrain"]):
+        entry["test_correct"] = entry["test_correct"][:997]
+    cfg = truncation.Config(quick=True, seed=5)
+    found = truncation.findings(results, cfg)
+    base = [np.ones(N), np.ones(997)]
+    levels = {"safe_drop": (4, 1), "aggressive_drop": (200, 2), "retrained_drop": (3, 3)}
+    for key, (wrong, offset) in levels.items():
+        other = [np.arange(N) >= wrong, np.arange(997) >= wrong]
+        iv = stats.paired_bootstrap(base, other, seed=5 + offset)
+        assert found["intervals"][key] == asdict(iv)
+        assert iv != stats.paired_bootstrap(base, other, seed=5 + offset + 1)
+    assert found["note"] == stats.seeds_note(2) and found["seeds"] == [0, 1]
+    test = "paired bootstrap of the test accuracy drop"
+    v1, v2, v3 = (found["verdicts"][k] for k in "123")
+    assert v1 == stats.threshold_verdict(
+        stats.Interval(**found["intervals"]["safe_drop"]), 0.01, claim="below", test=test,
+        what="the safe plan's accuracy drop",
+    ).as_dict()  # fmt: skip
+    depth = [0, 1, 2, 3, 4] * 2
+    assert v2 == stats.kendall_verdict(
+        depth, RISING * 2, what="the removable norm with layer depth"
+    ).as_dict()
+    assert v3["status"] == "holds" and v3["test"] == test
+    assert v3["reason"] == (
+        "the 95% interval of the aggressive drop lies above 0.01, and "
+        "the 95% interval of the re-trained drop lies below 0.01"
+    )
+    assert v3["interval"] == found["intervals"]["retrained_drop"]
+    per_seed = found["per_seed"]
+    assert per_seed == [truncation.seed_numbers(r, cfg) for r in results]
+    keys = [k for k in per_seed[0] if k not in ("seed", "removable_norm")]
+    assert list(found["summary"]) == [*keys, "removable_norm"]
+    assert found["summary"]["aggressive_drop"] == pytest.approx(asdict(stats.spread([0.2, 0.2])))
+    assert found["summary"]["retrain_epoch"] == asdict(stats.spread([2, 2]))
+    for got, v in zip(found["summary"]["removable_norm"], RISING, strict=True):
+        assert got == pytest.approx(asdict(stats.spread([v, v])))
+
+
+def test_finding_1_reason_when_too_little_norm_is_removed():
+    found = truncation.findings(
+        [seed_result(safe_kept=0.95, safe_wrong=0, agg_wrong=200, retrained_wrong=0,
+                     lost_at_choice=RISING)],
+        CFG,
+    )  # fmt: skip
+    assert found["verdicts"]["1"] == {
+        "status": "does not hold", "test": "paired bootstrap of the test accuracy drop",
+        "reason": "the safe plan removes only 5.0% of the kernel norm (< 10%)",
+        "statistic": None, "p_value": None, "interval": found["intervals"]["safe_drop"],
+        "statistic_name": "statistic",
+    }  # fmt: skip
+    # exactly 10 % removed on average (half of one layer of five) is "much"
+    exact = seed_result(safe_kept=1.0, safe_wrong=0, agg_wrong=200, retrained_wrong=0,
+                        lost_at_choice=RISING)  # fmt: skip
+    exact["combined"]["safe"]["layers"]["conv0"]["norm_kept"] = 0.5
+    at = truncation.findings([exact], CFG)
+    assert at["per_seed"][0]["safe_norm_lost"] == 0.1
+    assert at["verdicts"]["1"]["status"] == "holds"
+
+
+def test_finding_3_not_significant_names_the_weak_part():
+    # aggressive drop 0: its interval is not above the tolerance; re-trained drop 0 holds
+    weak_before = truncation.findings(
+        [seed_result(safe_kept=0.6, safe_wrong=0, agg_wrong=0, retrained_wrong=0,
+                     lost_at_choice=RISING)],
+        CFG,
+    )["verdicts"]["3"]  # fmt: skip
+    assert weak_before["status"] == "not significant"
+    assert weak_before["reason"] == "the 95% interval of the aggressive drop lies below 0.01"
+    # aggressive drop 20 points (holds) but re-trained drop ~1 point: straddles the tolerance
+    weak_after = truncation.findings(
+        [seed_result(safe_kept=0.6, safe_wrong=0, agg_wrong=200, retrained_wrong=10,
+                     lost_at_choice=RISING)],
+        CFG,
+    )["verdicts"]["3"]  # fmt: skip
+    assert weak_after["status"] == "not significant"
+    assert weak_after["reason"] == "the 95% interval of the re-trained drop contains 0.01"
+    assert weak_after["interval"]["estimate"] == pytest.approx(0.01)
