@@ -78,7 +78,8 @@ def test_dense_input_takes_legs_from_a_node():
         (torch.ones(2, 3), ("a", "a"), r"^demo: legs must be unique non-empty strings"),
         (torch.ones(2, 3), ("a", ""), r"^demo: legs must be unique non-empty strings"),
         (torch.ones(2, 3), ("a", 1), r"^demo: legs must be unique non-empty strings"),
-        (torch.ones(2, 0, 3), None, r"^demo: leg 'd1' has size 0 \(shape \(2, 0, 3\)\); a format"),
+        (torch.ones(2, 0, 3), None, r"^demo: leg 'd1' has size 0 \(shape \(2, 0, 3\)\); a format "
+                                    r"of an empty tensor has nothing to represent$"),
         (torch.tensor([1.0, float("nan")]), None, r"^demo: x holds NaN or inf values \(1 of 2"),
     ],
 )
@@ -148,6 +149,7 @@ def test_check_shape_defaults_and_refusals():
     """check_shape: positive ints, default legs, legs checked like dense_input's."""
     assert check_shape([2, 3], None, "demo") == ((2, 3), ("d0", "d1"))
     assert check_shape((2, 3), ["a", "b"], "demo") == ((2, 3), ("a", "b"))
+    assert check_shape((1, 1), None, "demo") == ((1, 1), ("d0", "d1"))  # size 1 is a size
     for shape, match in [
         (5, r"^demo: shape must be a sequence of ints, got 5"),
         ((), r"^demo: shape must be positive ints, got \(\)"),
@@ -205,6 +207,8 @@ def test_relative_error_and_tail_norm():
     x = torch.tensor([3.0, 4.0], dtype=F64)
     assert relative_error(x, torch.tensor([3.0, 1.0], dtype=F64)) == pytest.approx(0.6)
     assert relative_error(torch.zeros(2, dtype=F64), x) == pytest.approx(5.0)
+    small = torch.tensor([0.3, 0.4], dtype=F64)  # norm 0.5: still divided by it
+    assert relative_error(small, torch.tensor([0.3, 0.1], dtype=F64)) == pytest.approx(0.6)
     s = torch.tensor([5.0, 3.0, 4.0], dtype=F64)
     assert tail_norm(s, 1) == pytest.approx(5.0)
     assert tail_norm(s, 0) == pytest.approx(math.sqrt(50.0))
@@ -286,6 +290,25 @@ def test_left_svd_abs_tol_threshold_is_gram_min_tol_times_the_norm():
     assert abs(float(coarse[2]) - 1e-9) > 1e-12  # Gram: tiny values are only sqrt(eps) accurate
 
 
+def test_left_svd_gram_route_for_rank_caps_and_coarse_tolerances():
+    """No tolerance, a plain rank cap, or abs_tol >= 1e-6 * ||m|| (also square m): Gram route.
+
+    Its tiny singular values are only sqrt(eps) * ||m|| accurate, which is how the route shows.
+    """
+    s = [1.0, 1e-4, 1e-9]
+    for rows, cols in [(3, 5), (3, 3)]:
+        m, _ = with_spectrum(rows, cols, s, seed=12 + cols)
+        m = 100.0 * m
+        norm = float(torch.linalg.vector_norm(m))
+        for step in (None, Truncation(max_rank=2), Truncation(abs_tol=1e-6 * norm)):
+            u, spectrum = left_svd(m, step)
+            assert abs(float(spectrum[2]) - 1e-7) > 1e-10
+            torch.testing.assert_close(spectrum[:2], 100 * torch.tensor(s[:2], dtype=F64))
+        # just below the threshold (relative to ||m|| = 100, not 1): the exact SVD route
+        _, exact = left_svd(m, Truncation(abs_tol=0.9e-6 * norm))
+        torch.testing.assert_close(exact, 100 * torch.tensor(s, dtype=F64), rtol=1e-6, atol=0)
+
+
 def test_left_svd_needs_grad_route_gives_the_same_frame():
     """With gradients enabled on a wide input the SVD route gives the same frame and spectrum."""
     m, _ = with_spectrum(2, 8, [3.0, 1.0], seed=6)
@@ -294,6 +317,18 @@ def test_left_svd_needs_grad_route_gives_the_same_frame():
     u1, s1 = left_svd(m.clone().requires_grad_(True), step)
     torch.testing.assert_close(s1.detach(), s0)
     torch.testing.assert_close((u1 @ u1.T).detach(), u0 @ u0.T)
+
+
+def test_inner_renames_bonds_apart_from_every_leg_of_both():
+    """b's bonds get fresh names that clash with no leg of a (here a has a bond named 'j~')."""
+    x = torch.randn(2, 3, generator=gen(13), dtype=F64)
+    y = torch.randn(3, 4, generator=gen(14), dtype=F64)
+    a = TensorNetwork([Node(x, ("i", "j~"), name="A"), Node(y, ("j~", "k"), name="B")])
+    p = torch.randn(2, 5, generator=gen(15), dtype=F64)
+    q = torch.randn(5, 4, generator=gen(16), dtype=F64)
+    b = TensorNetwork([Node(p, ("i", "j"), name="A"), Node(q, ("j", "k"), name="B")])
+    expected = float(((x @ y) * (p @ q)).sum())
+    assert float(inner(a, b)) == pytest.approx(expected, rel=1e-12)
 
 
 def test_inner_matches_the_dense_inner_product():
@@ -389,6 +424,9 @@ def test_to_casts_every_factor_and_keeps_the_rest():
     assert f32.legs == t.legs and f32.ranks == t.ranks and f32.error == t.error
     assert f32.modes == t.modes and f32.history == t.history
     torch.testing.assert_close(f32.to_dense(), t.to_dense().float())
+    meta = t.to(device="meta")
+    assert meta.device.type == "meta" and meta.dtype == F64
+    assert all(v.device.type == "meta" for v in meta.factor_tensors().values())
     same = t.to()
     torch.testing.assert_close(same.to_dense(), t.to_dense(), rtol=0, atol=0)
     assert t.structure == f32.structure
