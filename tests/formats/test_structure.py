@@ -177,6 +177,12 @@ def test_budget_rank_agrees_with_a_linear_search(high):
         assert budget_rank(count, budget, high, "demo") == linear
 
 
+def test_budget_rank_never_exceeds_the_largest_rank():
+    """However large the budget, the cap is at most high (also for high = 1)."""
+    for high in (1, 2, 5):
+        assert budget_rank(lambda r: r, 1e9, high, "demo") == high
+
+
 def test_budget_rank_refusals():
     """A bad largest rank and a budget below rank 1 are refused, naming the caller."""
     with pytest.raises(ValueError, match=r"^demo: the largest rank must be a positive int, got 0"):
