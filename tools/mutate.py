@@ -61,7 +61,10 @@ TESTS: dict[str, list[str]] = {
     "tensornet/core/slicing.py": ["tests/core/test_planning.py"],
 
     # formats: the shared base and structures, Tucker, TT, TT-matrix
-    "tensornet/formats/base.py": ["tests/formats/test_base.py", "tests/formats/test_common.py"],
+    "tensornet/formats/base.py": [
+        "tests/formats/test_base.py", "tests/formats/test_common.py",
+        "tests/formats/test_base_gradients.py",
+    ],
     "tensornet/formats/structure.py": [
         "tests/formats/test_structure.py", "tests/formats/test_common.py",
     ],
