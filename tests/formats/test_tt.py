@@ -472,3 +472,25 @@ def test_fraction_with_named_legs_and_an_order():
     tt = TT.from_dense(Node(x, ("a", "b", "c")), fraction=0.3, order=("c", "a", "b"))
     expected = fraction_ranks("tt", (8, 6, 7), 0.3)
     assert tt.ranks == expected and tt.num_params <= 0.3 * x.numel()
+
+
+def test_one_sided_sweeps_touch_only_their_side():
+    """right_canonical sweeps from the right only: a bond only a left sweep would shrink is kept."""
+    g = gen(38)
+    cores = [torch.randn(1, 2, 5, generator=g, dtype=F64), torch.randn(5, 3, 2, generator=g,
+             dtype=F64), torch.randn(2, 4, 1, generator=g, dtype=F64)]  # fmt: skip
+    tt = TT.from_cores(cores)
+    right = tt.right_canonical()
+    assert right.ranks == (5, 2) and right.core(0).shape == (1, 2, 5)
+    assert float(right.core(0).norm()) == pytest.approx(float(tt.to_dense().norm()), rel=1e-12)
+    torch.testing.assert_close(right.to_dense(), tt.to_dense())
+    assert tt.canonical(1).ranks == (2, 2)  # the left sweep of core 0 shrinks bond 1 to 1 * 2
+    assert tt.left_canonical().ranks == (2, 2)
+
+
+def test_a_one_core_train_rounds():
+    """A vector as a one-core TT: rounding has no bond to cut and reports error 0."""
+    v = torch.randn(6, generator=gen(39), dtype=F64)
+    r = TT.from_dense(v).round(Truncation(rel_tol=0.1))
+    assert r.ranks == () and r.error == 0.0
+    torch.testing.assert_close(r.to_dense(), v)
