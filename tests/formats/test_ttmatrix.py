@@ -336,3 +336,37 @@ def test_fraction_reaches_the_dims():
 
     assert t.ranks == fraction_ranks("ttmatrix", (24, 30), 0.3, out_dims=(4, 6), in_dims=(5, 6))
     assert t.num_params <= 0.3 * 720
+
+
+def test_inner_train_errors_format_name_and_device():
+    """The train carries the same error; structures are 'ttmatrix' with their ranks; to(device)."""
+    import dataclasses
+
+    w = torch.randn(24, 30, generator=gen(19), dtype=F64)
+    t = TTMatrix.from_matrix(w, (4, 6), (5, 6), ranks=(3,))
+    assert t.tt.error == t.error and t.error > 0
+    s = t.structure
+    assert s.format == "ttmatrix" and s.ranks == (3,) and s.max_ranks == (20,)
+    again = TTMatrix.from_factors(s, t.factor_tensors(), error=0.5)
+    assert again.tt.error == 0.5
+    bad = dataclasses.replace(s, options=(("out_dims", (5, 5)), ("in_dims", (5, 6))))
+    with pytest.raises(ValueError, match=r"^TTMatrix\.from_factors: out_dims \(5, 5\) multiply"):
+        TTMatrix.from_factors(bad, t.factor_tensors())
+    meta = t.to(device="meta")
+    assert meta.device.type == "meta" and meta.shape == (24, 30)
+    with pytest.raises(ValueError, match=r"^TTMatrix\.from_matrix: col_dims \(7, 5\) multiply"):
+        TTMatrix.from_matrix(w, (4, 6), (7, 5))
+    with pytest.raises(ValueError, match=r"^TTMatrix\.from_dense: give at most one of"):
+        TTMatrix.from_dense(w, 2, fraction=0.5)
+
+
+def test_kernel_fraction_budget():
+    """from_conv_kernel passes the fraction on: the cap is fraction_ranks' for those dims."""
+    from tensornet.formats import fraction_ranks
+
+    k = torch.randn(8, 6, 3, 3, generator=gen(20), dtype=F64)
+    t = TTMatrix.from_conv_kernel(k, (2, 4), (3, 2), fraction=0.3)
+    legs = ("out", "in", "kh", "kw")
+    expected = fraction_ranks("ttmatrix", (8, 6, 3, 3), 0.3, legs=legs, out_dims=(2, 4),
+                              in_dims=(3, 2))  # fmt: skip
+    assert t.ranks == expected and t.num_params <= 0.3 * k.numel()
