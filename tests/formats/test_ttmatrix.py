@@ -138,6 +138,8 @@ def test_bad_kernel_inputs():
         (9, 2, (3, 3)),
         (49, 3, (7, 7, 1)),
         (2**5 * 3, 2, (12, 8)),
+        (2, 2, (2, 1)),
+        (3, 1, (3,)),
     ],
 )
 def test_balanced_factors_exact(n, d, expected):
@@ -169,6 +171,7 @@ def test_check_dims_and_mode_legs():
     got = check_dims(np.array([2, 3]), 6, "row_dims", "demo")
     assert got == (2, 3) and all(type(n) is int for n in got)
     assert check_dims([6], 6, "row_dims", "demo") == (6,)
+    assert check_dims([1, 6, 1], 6, "row_dims", "demo") == (1, 6, 1)  # sizes of 1 pad
     for dims, match in [
         ("23", r"^demo: row_dims must be a sequence of ints, got '23'$"),
         (6, r"^demo: row_dims must be a sequence of ints, got 6$"),
