@@ -61,8 +61,13 @@ TESTS: dict[str, list[str]] = {
     "tensornet/core/slicing.py": ["tests/core/test_planning.py"],
 
     # formats: the shared base and structures, Tucker, TT, TT-matrix
-    "tensornet/formats/base.py": ["tests/formats/test_common.py"],
-    "tensornet/formats/structure.py": ["tests/formats/test_common.py"],
+    "tensornet/formats/base.py": [
+        "tests/formats/test_base.py", "tests/formats/test_common.py",
+        "tests/formats/test_base_gradients.py",
+    ],
+    "tensornet/formats/structure.py": [
+        "tests/formats/test_structure.py", "tests/formats/test_common.py",
+    ],
     "tensornet/formats/tucker.py": ["tests/formats/test_tucker.py", "tests/formats/test_common.py"],
     "tensornet/formats/tt.py": ["tests/formats/test_tt.py"],
     "tensornet/formats/ttmatrix.py": ["tests/formats/test_ttmatrix.py"],

@@ -168,3 +168,158 @@ def test_hooi_converges_to_a_stationary_point_and_beats_hosvd():
     assert hooi.error == pytest.approx(
         math.sqrt(1 - float(core.norm()) ** 2 / float(x.norm()) ** 2), rel=1e-8
     )
+
+
+# -- details pinned down by mutation testing -------------------------------------------------
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(trunc=2, ranks=2), r"^Tucker\.from_dense: give at most one of"),
+        (dict(legs=("a",)), r"^Tucker\.from_dense: legs has 1 names"),
+        (dict(method="als"), r"^Tucker\.from_dense: method must be 'hosvd' or 'hooi'"),
+        (dict(method="hooi", max_iter=True), r"^Tucker\.from_dense: max_iter must be a positive"),
+        (dict(method="hooi", tol=-1.0), r"^Tucker\.from_dense: tol must be a number >= 0"),
+        (dict(method="hooi", tol="small"), r"^Tucker\.from_dense: tol must be a number >= 0"),
+        (dict(modes=("zz",)), r"^Tucker\.from_dense: modes \('zz',\) must be distinct"),
+        (dict(modes=()), r"^Tucker\.from_dense: modes \(\) must be distinct"),
+        (dict(modes=("d0", "d0")), r"^Tucker\.from_dense: modes \('d0', 'd0'\) must be"),
+        (dict(ranks=(2, 2)), r"^Tucker\.from_dense: ranks must have 3 entries"),
+        (dict(fraction=1e-3), r"^Tucker\.from_dense: fraction too small"),
+    ],
+)
+def test_from_dense_errors_start_with_the_caller(kwargs, match):
+    """Every refusal of from_dense names the entry point and the field."""
+    with pytest.raises(ValueError, match=match):
+        Tucker.from_dense(torch.ones(3, 4, 5, dtype=F64), **kwargs)
+
+
+def test_other_entry_points_name_themselves_in_errors():
+    """structure_for, truncate, from_factors and the constructor name themselves and the field."""
+    with pytest.raises(ValueError, match=r"^Tucker\.structure_for: shape must be positive"):
+        Tucker.structure_for((3, 0))
+    with pytest.raises(ValueError, match=r"^Tucker\.structure_for: modes \('x',\) must be"):
+        Tucker.structure_for((3, 4), modes=("x",))
+    with pytest.raises(ValueError, match=r"^Tucker\.structure_for: ranks must have 2 entries"):
+        Tucker.structure_for((3, 4), (1, 2, 3))
+    t = Tucker.from_dense(torch.randn(3, 4, 5, generator=gen(20), dtype=F64))
+    with pytest.raises(ValueError, match=r"^Tucker\.truncate: ranks must have 3 entries"):
+        t.truncate(ranks=(1, 1))
+    tensors = t.factor_tensors()
+    del tensors["U_d1"]
+    with pytest.raises(ValueError, match=r"^Tucker\.from_factors: tensors must be the factors"):
+        Tucker.from_factors(t.structure, tensors)
+    with pytest.raises(ValueError, match=r"^Tucker: 1 factors for 3 modes"):
+        Tucker(t.core, t.factors[:1], t.legs)
+
+
+def test_hooi_max_iter_one_is_allowed():
+    """max_iter=1 (the smallest positive int) runs exactly one sweep."""
+    x = decaying((5, 4, 3), seed=21)
+    t = Tucker.from_dense(x, ranks=2, method="hooi", max_iter=1)
+    assert len(t.history) == 1 and t.history[0] == pytest.approx(t.error, rel=1e-8)
+
+
+def test_hooi_defaults_are_fifty_sweeps_and_tol_1e_10():
+    """The documented defaults: max_iter=50, tol=1e-10 (same run as passing them explicitly)."""
+    x = torch.randn(6, 5, 4, generator=gen(22), dtype=F64)
+    default = Tucker.from_dense(x, ranks=2, method="hooi")
+    explicit = Tucker.from_dense(x, ranks=2, method="hooi", max_iter=50, tol=1e-10)
+    assert default.history == explicit.history and len(default.history) > 2
+    never_stops = Tucker.from_dense(x, ranks=2, method="hooi", tol=0.0)
+    assert len(never_stops.history) == 50
+
+
+def test_hooi_with_tol_zero_runs_every_sweep_even_when_the_error_repeats():
+    """tol=0 stops only at max_iter: with one mode every sweep gives the same error exactly."""
+    x = torch.randn(5, 6, generator=gen(23), dtype=F64)
+    t = Tucker.from_dense(x, ranks=(2,), modes=("d0",), method="hooi", max_iter=5, tol=0.0)
+    assert len(t.history) == 5 and len(set(t.history)) == 1
+
+
+def test_hooi_history_at_full_rank_is_zero():
+    """At full rank every sweep is exact: the clamped error is ~0, whatever the norm of x."""
+    x = 10.0 * torch.randn(3, 4, 5, generator=gen(24), dtype=F64)
+    t = Tucker.from_dense(x, method="hooi", max_iter=3, tol=0.0)
+    assert len(t.history) == 3 and max(t.history) < 1e-6
+
+
+def test_hosvd_history_is_its_error():
+    """HOSVD has one history entry: its error."""
+    t = Tucker.from_dense(decaying((5, 4, 3), seed=25), ranks=2)
+    assert t.history == (t.error,) and t.error > 0
+
+
+def test_error_is_relative_for_any_norm():
+    """The reported error is ||x - approx|| / ||x|| also for small and unit-norm tensors."""
+    small = 1e-3 * decaying((6, 5, 4), seed=26)
+    t = Tucker.from_dense(small, ranks=2)
+    assert t.error == pytest.approx(rel_err(small, t.to_dense()), rel=1e-8) and t.error > 1e-3
+    unit = 0.5 * torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]], dtype=F64)  # norm exactly 1
+    assert float(unit.norm()) == 1.0
+    u = Tucker.from_dense(unit, ranks=1)
+    assert u.error == pytest.approx(rel_err(unit, u.to_dense()), rel=1e-8) and u.error > 0.1
+
+
+def test_zero_tensor_has_zero_error():
+    """A zero tensor is represented exactly: error 0, not 1."""
+    t = Tucker.from_dense(torch.zeros(3, 4, 2, dtype=F64), ranks=1)
+    assert t.error == 0.0
+    assert torch.count_nonzero(t.to_dense()) == 0
+
+
+def test_projection_error_uses_the_norms_unless_the_error_is_tiny():
+    """Above ~1e-4: sqrt(||x||^2 - ||core||^2) / ||x||; below it approx() is measured."""
+    from tensornet.formats.tucker import projection_error
+
+    x = torch.tensor([3.0, 4.0], dtype=F64)  # norm 5
+    core = torch.tensor([3.0], dtype=F64)  # the formula gives 4 / 5
+    wrong = torch.tensor([0.0, 0.0], dtype=F64)  # a reconstruction the formula never looks at
+    assert projection_error(x, core, lambda: wrong) == pytest.approx(0.8, rel=1e-12)
+    close = torch.tensor([5.0 * (1 - 1e-12)], dtype=F64)  # formula below 1e-8: measure directly
+    approx = torch.tensor([3.0, 4.0 + 1e-3], dtype=F64)
+    assert projection_error(x, close, lambda: approx) == pytest.approx(1e-3 / 5, rel=1e-9)
+
+
+def test_constructor_defaults_and_views():
+    """Tucker(core, factors, legs) decomposes every leg; history is empty; node() finds nodes."""
+    x = torch.randn(3, 4, 5, generator=gen(27), dtype=F64)
+    t = Tucker.from_dense(x, ranks=(2, 3, 2))
+    direct = Tucker(t.core, t.factors, t.legs)
+    assert direct.modes == t.legs and direct.history == () and direct.error is None
+    torch.testing.assert_close(direct.to_dense(), t.to_dense(), rtol=0, atol=0)
+    torch.testing.assert_close(t.node("U_d1").transpose(("d1", "r_d1")).tensor, t.factors[1])
+    again = Tucker.from_factors(t.structure, t.factor_tensors(), error=0.25)
+    assert again.error == 0.25
+
+
+def test_tucker2_defaults_to_the_first_two_legs():
+    """Tucker2 decomposes out and in only; the spatial legs stay whole in the core."""
+    from tensornet.formats import Tucker2
+
+    k = torch.randn(6, 5, 3, 3, generator=gen(28), dtype=F64)
+    t = Tucker2.from_dense(k, ranks=(2, 3), legs=("out", "in", "kh", "kw"))
+    assert t.modes == ("out", "in") and t.core.shape == (2, 3, 3, 3)
+    s = Tucker2.structure_for((6, 5, 3, 3), legs=("out", "in", "kh", "kw"))
+    assert s.option("modes") == ("out", "in") and s.ranks == (6, 5)
+
+
+def test_structure_for_partial_modes_and_integer_max_ranks():
+    """structure_for honours modes; maximal ranks min(n, prod / n) are ints (JSON as ints)."""
+    s = Tucker.structure_for((8, 2, 3), legs=("a", "b", "c"), modes=("a", "b"))
+    assert s.ranks == s.max_ranks == (6, 2)
+    assert all(type(r) is int for r in s.max_ranks + s.ranks)
+    assert [f.shape for f in s.factors] == [(6, 2, 3), (8, 6), (2, 2)]
+    assert s.num_params == 36 + 48 + 4
+
+
+@pytest.mark.parametrize("fraction", [0.15, 0.4])
+def test_fraction_uses_only_the_decomposed_modes(fraction):
+    """The fraction's rank cap is the largest whose partial-Tucker count fits the budget."""
+    shape = (12, 10, 3, 3)
+    x = torch.randn(*shape, generator=gen(29), dtype=F64)
+    t = Tucker.from_dense(x, fraction=fraction, legs=("o", "i", "h", "w"), modes=("o", "i"))
+    budget = fraction * math.prod(shape)
+    fits = [r for r in range(1, 13) if tucker_params(shape, (0, 1), (min(r, 12), min(r, 10)))
+            <= budget]
+    cap = max(fits)
+    assert t.ranks == (min(cap, 12), min(cap, 10))
