@@ -269,7 +269,8 @@ def test_cut_size_guard_is_exact_and_does_not_overflow():
     with pytest.raises(ValueError, match=f"has {size:,} elements, above max_elements={size - 1}"):
         net.cut(["p0", "p2"], max_elements=size - 1)
     huge = TensorNetwork([Node(torch.zeros(2**16), (f"x{i}",)) for i in range(5)])  # 2**80
-    with pytest.raises(ValueError, match="has 1,208,925,819,614,629,174,706,176 elements"):
+    guard = r"^cut \('x0',\) \| .* is not induced by a bond, and the dense tensor has 1,208,925,"
+    with pytest.raises(ValueError, match=guard):
         huge.cut(["x0"])
 
 
@@ -314,6 +315,8 @@ def two_devices():
          r"^truncate: trunc must be given \(a Truncation or an int max_rank\)$"),
         (lambda: chain().cut(None), TypeError,
          r"^cut: left_legs must be a leg name or a sequence of leg names, got NoneType$"),
+        (lambda: chain().cut(5), TypeError,
+         r"^cut: left_legs must be a leg name or a sequence of leg names, got int$"),
         (lambda: chain().cut([3]), TypeError, r"^cut: leg names are str, got int 3$"),
         (lambda: chain().cut(["i", "i"]), ValueError, r"^cut: left legs \('i', 'i'\) must be a"),
         (lambda: chain().cut(["i"], max_elements="10"), TypeError,
