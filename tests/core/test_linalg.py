@@ -371,3 +371,87 @@ def test_leading_frame_rotations_of_repeated_values_get_no_gradient():
                     si * torch.outer(q[:, j], vhf[i]) + sj * torch.outer(p[:, i], vhf[2 + j])
                 )
         torch.testing.assert_close(x.grad, expected, rtol=1e-6, atol=1e-8)
+
+
+def test_batched_matrices_of_very_different_scales_each_keep_exact_gradients():
+    """Widths and floors are relative to each matrix's own largest value, not the batch's."""
+    base = torch.stack([rotated_diag([3.0, 2.0, 1.0], seed=20)[:, :2]] * 2)  # tall 3 x 2
+    scales = torch.tensor([1e-200, 1.0], dtype=DT)[:, None, None]
+    a = base * scales
+    w = _rand(3, 3, seed=21)
+    r = _rand(3, 2, seed=22)
+
+    def losses(u, s, vh, x_scale):
+        proj = u[:, :1] @ u[:, :1].T  # scale-free
+        rec = (u * s) @ vh / x_scale
+        return (proj * w).sum() + ((rec - r) ** 2).sum() + (u.abs() ** 2)[:, 0].sum()
+
+    x = a.clone().requires_grad_(True)
+    u, s, vh = svd(x)
+    sum(losses(u[i], s[i], vh[i], scales[i]) for i in range(2)).backward()
+    assert torch.isfinite(x.grad).all()
+    for i in range(2):
+        y = base[i].clone().requires_grad_(True)  # the same matrix at unit scale
+        losses(*svd(y), 1.0).backward()
+        torch.testing.assert_close(x.grad[i] * scales[i], y.grad, rtol=1e-9, atol=1e-12)
+
+
+def test_batched_empty_matrices_have_zero_gradients_of_the_batch_shape():
+    a = torch.zeros(2, 3, 0, 4, dtype=DT, requires_grad=True)
+    u, s, vh = svd(a)
+    assert u.shape == (2, 3, 0, 0) and vh.shape == (2, 3, 0, 4)
+    (u.sum() + s.sum() + vh.sum() + a.sum()).backward()
+    assert a.grad.shape == (2, 3, 0, 4)
+
+
+def test_complex_polar_factor_with_drop_passes_gradcheck():
+    """``degenerate="drop"`` on complex input (the ill-defined part is then zero, not estimated)."""
+    a = _rand(3, 3, seed=23, dtype=torch.complex128).requires_grad_(True)
+
+    def polar(x):
+        u, s, vh = svd(x, degenerate="drop")
+        return u @ vh, s
+
+    assert gradcheck(polar, (a,), fast_mode=True)
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 3), (2, 3, 3), (2, 3, 4)])
+def test_batched_complex_qr_gradcheck(shape):
+    a = _rand(*shape, seed=24, dtype=torch.complex128).requires_grad_(True)
+    assert gradcheck(lambda x: qr(x)[0], (a,), fast_mode=True)
+    assert gradcheck(lambda x: qr(x)[1], (a,), fast_mode=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_reference_norm_sets_the_relative_tolerance(dtype):
+    """``norm`` replaces ||a|| in ``rel_tol``: a larger reference norm keeps fewer values."""
+    a = torch.diag(torch.tensor([4.0, 2.0, 1.0, 0.5], dtype=DT)).to(dtype)
+    trunc = Truncation(rel_tol=0.3)
+    norm = float(a.double().norm())
+    assert truncated_svd(a, trunc)[1].shape == (2,)  # tail (1, .5): 0.24 of 4.58
+    assert truncated_svd(a, trunc, norm=4 * norm)[1].shape == (1,)  # tail of (2, 1, .5) / 18.3
+    assert factorize(a, trunc)[1].shape == (2,)
+    left, sk, right, _ = factorize(a, trunc, absorb="right", norm=4 * norm)
+    assert sk.shape == (1,) and left.shape == (4, 1) and right.shape == (1, 4)
+    assert left.dtype == dtype
+    torch.testing.assert_close(
+        (left @ right).double(), torch.diag(torch.tensor([4.0, 0, 0, 0], dtype=DT)), rtol=0, atol=0
+    )
+
+
+def test_half_precision_gradients_honour_broadening_and_truncation():
+    a = rotated_diag([3.0, 2.9, 1.0], seed=25).to(torch.float32)
+    w = _rand(3, 3, seed=26).float()
+
+    def grad(dtype, **kwargs):
+        x = a.to(dtype).detach().clone().requires_grad_(True)
+        u, _, _ = svd(x, **kwargs)
+        ((u[:, :1].float() @ u[:, :1].float().T) * w).sum().backward()
+        return x.grad.float()
+
+    exact = grad(torch.float32)
+    torch.testing.assert_close(grad(torch.bfloat16), exact, rtol=0.1, atol=0.1)
+    assert float((grad(torch.bfloat16, broadening=1.0) - exact).norm()) > 0.1 * float(exact.norm())
+    x = a.half()
+    left, sk, right, full = factorize(x, Truncation(max_rank=2), absorb="left")
+    assert sk.shape == (2,) and full.shape == (3,) and left.shape == (3, 2)
