@@ -455,3 +455,29 @@ def test_half_precision_gradients_honour_broadening_and_truncation():
     x = a.half()
     left, sk, right, full = factorize(x, Truncation(max_rank=2), absorb="left")
     assert sk.shape == (2,) and full.shape == (3,) and left.shape == (3, 2)
+
+
+def test_leading_frame_defaults_and_small_values():
+    """Default method is the SVD; gram takes square matrices; values below 1 are not clamped."""
+    m = 0.01 * _rand(3, 3, seed=27)
+    s = np.linalg.svd(m.numpy(), compute_uv=False)
+    frame, spectrum = leading_frame(m, 2)
+    ref, _ = leading_frame(m, 2, method="svd")
+    assert torch.equal(frame, ref)
+    for method in ("svd", "gram"):
+        frame, spectrum = leading_frame(m, None, method=method)
+        np.testing.assert_allclose(spectrum.numpy(), s, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"^method='gram' needs rows <= cols, got shape \(3, 2\)$"):
+        leading_frame(m[:, :2].half(), 1, method="gram")
+    np.testing.assert_allclose(svdvals(m).numpy(), s, rtol=1e-12)
+
+
+def test_leading_frame_gradient_ignores_rotations_of_the_kept_columns():
+    """A loss that depends on the gauge of U_k: torch's gradient has a rotation part, ours not."""
+    m = _rand(3, 5, seed=28)
+    w = _rand(3, 2, seed=29)
+    x = m.clone().requires_grad_(True)
+    (leading_frame(x, 2)[0] * w).sum().backward()
+    y = m.clone().requires_grad_(True)
+    (torch.linalg.svd(y, full_matrices=False)[0][:, :2] * w).sum().backward()
+    assert float((x.grad - y.grad).norm()) > 0.1 * float(y.grad.norm())
