@@ -141,18 +141,20 @@ def check_tree(net: TensorNetwork) -> None:
 
 
 def _postorder(net: TensorNetwork, root: str) -> list[tuple[str, str, str]]:
-    """(child, parent, bond leg) for every non-root node, leaves first."""
+    """(child, parent, bond leg) for every non-root node, leaves first.
+
+    ``net`` is a checked tree: skipping the leg a node was reached by is enough to reach every
+    other node exactly once.
+    """
     order: list[tuple[str, str, str]] = []
     stack = [(root, None)]
-    seen = {root}
     while stack:
         name, via = stack.pop()
         for leg in net.node(name).legs:
             if leg == via:
                 continue
             for other in net.owners(leg):
-                if other != name and other not in seen:
-                    seen.add(other)
+                if other != name:
                     order.append((other, name, leg))
                     stack.append((other, leg))
     return order[::-1]

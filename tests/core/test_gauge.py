@@ -154,3 +154,185 @@ def test_mixed_real_and_complex_nodes_keep_the_imaginary_part():
     np.testing.assert_allclose(net.spectrum("b").values.numpy(), ref, rtol=1e-6)
     canon = net.canonicalize("A")
     torch.testing.assert_close(canon.contract().tensor, dense.tensor, rtol=1e-5, atol=1e-5)
+
+
+# -- bookkeeping, centres, messages that name the call and the culprit ----------------------------
+def chain(bad=None, device=None):
+    """A - B - C with open legs i, x, l and bonds j (A-B), k (B-C); tagged nodes."""
+    g = torch.Generator().manual_seed(21)
+    b = rand(3, 4, 5, g=g)
+    if bad is not None:
+        b[0, 0, 0] = bad
+    return TensorNetwork(
+        [
+            Node(rand(2, 3, g=g), ("i", "j"), name="A", tags=("left",)),
+            Node(b if device is None else b.to(device), ("j", "k", "x"), name="B", tags=("mid",)),
+            Node(rand(4, 6, g=g), ("k", "l"), name="C", tags=("right",)),
+        ]
+    )
+
+
+def test_canonicalize_centre_by_name_leg_or_bond_keeps_tags():
+    """A bond (leg name or Bond) centres on its first node, exactly as naming that node does."""
+    net = chain()
+    by_name = net.canonicalize("B")
+    for towards in ("k", net.bond("k")):
+        canon = net.canonicalize(towards)
+        for x, y in zip(canon.nodes, by_name.nodes):
+            assert x.legs == y.legs and x.name == y.name
+            torch.testing.assert_close(x.tensor, y.tensor, rtol=0, atol=0)
+    for node in by_name.nodes:
+        assert node.tags == net.node(node.name).tags
+    a = by_name.node("A").tensor  # (i, j): rows i ... A points at B through j
+    c = by_name.node("C").matricize(["l"])  # C points at B through k
+    torch.testing.assert_close(a.T @ a, torch.eye(2, dtype=DT), atol=1e-12, rtol=0)
+    torch.testing.assert_close(c.T @ c, torch.eye(4, dtype=DT), atol=1e-12, rtol=0)
+    assert by_name.bond("j").dim == 2  # the bond shrank to A's rank bound (2 rows)
+    dense = net.contract().tensor
+    torch.testing.assert_close(by_name.contract().tensor, dense, rtol=1e-12, atol=1e-12)
+
+
+def test_single_node_network_is_its_own_centre():
+    """A one-node tree: nothing to sweep, the node is returned as it is."""
+    t = rand(2, 3, g=torch.Generator().manual_seed(22))
+    canon = TensorNetwork([Node(t, ("i", "j"), name="A")]).canonicalize("A")
+    assert canon.names == ("A",) and torch.equal(canon.node("A").tensor, t)
+
+
+def test_bond_spectrum_names_its_bond_and_sides():
+    net = chain()
+    sp = net.spectrum("k")
+    assert sp.name == "k" and sp.left_legs == ("i", "x") and sp.right_legs == ("l",)
+    assert torch.equal(net.spectrum(net.bond("k")).values, sp.values)
+    assert tn.core.gauge.bond_sides(net, net.bond("j")) == (("i",), ("x", "l"))
+
+
+def test_truncate_bond_reports_the_whole_split_info():
+    """Spectrum, rank, absolute and relative error, norm, sides and bond: all against dense."""
+    net = chain()
+    dense = net.contract().tensor
+    new, info = net.truncate("k", 2)
+    ref = torch.linalg.svdvals(dense.permute(0, 1, 2).reshape(10, 6))  # (i x) | l
+    norm = float(dense.norm())
+    tail = float(ref[2:].square().sum().sqrt())
+    np.testing.assert_allclose(info.singular_values.numpy(), ref[:4].numpy(), rtol=1e-10)
+    assert not info.singular_values.requires_grad
+    assert info.rank == 2 and info.bond == "k"
+    assert info.left_legs == ("i", "x") and info.right_legs == ("l",)
+    assert info.abs_error == pytest.approx(tail, rel=1e-10)
+    assert info.norm == pytest.approx(norm, rel=1e-12)
+    assert info.error == pytest.approx(tail / norm, rel=1e-10)
+    assert [n.tags for n in new.nodes] == [n.tags for n in net.nodes]
+
+
+def test_real_centre_absorbs_into_a_complex_node():
+    """The R of a float32 node is cast before it meets a complex128 neighbour."""
+    g = torch.Generator().manual_seed(23)
+    a = Node(torch.randn(3, 4, generator=g), ("x", "b"), name="A")  # float32
+    b = Node(torch.randn(4, 5, generator=g, dtype=torch.complex128), ("b", "y"), name="B")
+    net = TensorNetwork([a, b])
+    canon = net.canonicalize("B")
+    torch.testing.assert_close(canon.contract().tensor, net.contract().tensor, rtol=1e-5, atol=1e-5)
+
+
+def triangle():
+    g = torch.Generator().manual_seed(24)
+    return TensorNetwork(
+        [
+            Node(rand(4, 4, 2, g=g), ("a", "c", "i"), name="A"),
+            Node(rand(4, 4, 2, g=g), ("a", "b", "j"), name="B"),
+            Node(rand(4, 4, 2, g=g), ("b", "c", "k"), name="C"),
+        ]
+    )
+
+
+def test_cut_of_a_loop_is_dense_and_honours_max_elements_for_intermediates():
+    """A loop has no gauge: the cut is the dense SVD, and no intermediate may exceed the limit."""
+    net = triangle()
+    dense = net.contract().tensor  # (i, j, k)
+    sp = net.cut("j")  # a single leg name is accepted
+    assert sp.left_legs == ("j",) and sp.right_legs == ("i", "k")
+    ref = np.linalg.svd(dense.permute(1, 0, 2).reshape(2, 4).numpy(), compute_uv=False)
+    np.testing.assert_allclose(sp.values.numpy(), ref, rtol=1e-10)
+    assert torch.equal(net.cut(["j"]).values, sp.values)
+    with pytest.raises(ValueError, match="intermediate of 64 elements, above max_intermediate=8"):
+        net.cut(["j"], max_elements=8)  # the dense tensor (8) fits, A*B (64) does not
+
+
+def test_cut_size_guard_is_exact_and_does_not_overflow():
+    net = mps(torch.Generator().manual_seed(25))
+    dense = net.contract()
+    size = dense.size  # 144
+    sp = net.cut(["p0", "p2"], max_elements=size)  # exactly at the limit: allowed
+    assert sp.right_legs == ("p1", "p3", "p4")
+    np.testing.assert_allclose(sp.values.numpy(), dense_spectrum(dense, ["p0", "p2"]), rtol=1e-9)
+    with pytest.raises(ValueError, match=f"has {size:,} elements, above max_elements={size - 1}"):
+        net.cut(["p0", "p2"], max_elements=size - 1)
+    huge = TensorNetwork([Node(torch.zeros(2**16), (f"x{i}",)) for i in range(5)])  # 2**80
+    guard = r"^cut \('x0',\) \| .* is not induced by a bond, and the dense tensor has 1,208,925,"
+    with pytest.raises(ValueError, match=guard):
+        huge.cut(["x0"])
+
+
+def two_devices():
+    return chain(device="meta")
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: chain().spectrum(5), TypeError,
+         r"^spectrum: a bond is given by its leg name \(str\) or a Bond from net.bonds, "
+         r"got int 5$"),
+        (lambda: chain().truncate("x", 1), ValueError,
+         r"^truncate: 'x' is an open leg, not a bond; bonds are \['j', 'k'\]$"),
+        (lambda: chain().spectrum("zz"), ValueError,
+         r"^spectrum: 'zz' is not a leg of this network, not a bond; bonds are \['j', 'k'\]$"),
+        (lambda: chain().spectrum(tn.Bond("j", ("X", "Y"), 3)), ValueError,
+         r"^spectrum: Bond\(leg='j', nodes=\('X', 'Y'\), dim=3\) joins nodes \('X', 'Y'\), but in "
+         r"this network bond 'j' joins \('A', 'B'\); was it taken from another network\?$"),
+        (lambda: tn.core.gauge.bond_sides(chain(), "x"), ValueError, r"^bond_sides: 'x' is an"),
+        (lambda: chain().canonicalize("Q"), ValueError,
+         r"^canonicalize: towards='Q' is neither a node nor a bond of the network; nodes are "
+         r"\['A', 'B', 'C'\]$"),
+        (lambda: chain().canonicalize(5), TypeError,
+         r"^canonicalize: towards must be a node name, a bond's leg name or a Bond, got int 5$"),
+        (lambda: chain().canonicalize("i"), ValueError, r"^canonicalize: 'i' is an open leg"),
+        (lambda: chain().canonicalize(tn.Bond("k", ("A", "C"), 4)), ValueError,
+         r"^canonicalize: Bond\(leg='k'.* joins nodes \('A', 'C'\)"),
+        (lambda: chain(np.nan).canonicalize("A"), ValueError,
+         r"^canonicalize: node 'B' holds NaN or inf values \(1 of 60 entries\)"),
+        (lambda: chain(np.inf).spectrum("j"), ValueError, r"^spectrum: node 'B' holds NaN"),
+        (lambda: chain(np.nan).truncate("j", 1), ValueError, r"^truncate: node 'B' holds NaN"),
+        (lambda: chain(np.nan).cut(["i"]), ValueError, r"^cut: node 'B' holds NaN"),
+        (lambda: two_devices().canonicalize("A"), ValueError,
+         r"^canonicalize: nodes live on different devices "
+         r"\{'cpu': \['A', 'C'\], 'meta': \['B'\]\}"),
+        (lambda: two_devices().spectrum("j"), ValueError, r"^spectrum: nodes live on different"),
+        (lambda: two_devices().truncate("j", 1), ValueError, r"^truncate: nodes live on different"),
+        (lambda: two_devices().cut(["i"]), ValueError, r"^cut: nodes live on different"),
+        (lambda: chain().truncate("j", None), ValueError,
+         r"^truncate: trunc must be given \(a Truncation or an int max_rank\)$"),
+        (lambda: chain().cut(None), TypeError,
+         r"^cut: left_legs must be a leg name or a sequence of leg names, got NoneType$"),
+        (lambda: chain().cut(5), TypeError,
+         r"^cut: left_legs must be a leg name or a sequence of leg names, got int$"),
+        (lambda: chain().cut([3]), TypeError, r"^cut: leg names are str, got int 3$"),
+        (lambda: chain().cut(["i", "i"]), ValueError, r"^cut: left legs \('i', 'i'\) must be a"),
+        (lambda: chain().cut(["i"], max_elements="10"), TypeError,
+         r"^cut: max_elements must be an int, got str$"),
+        (lambda: chain().cut(["i"], max_elements=True), TypeError,
+         r"^cut: max_elements must be an int, got bool$"),
+        (lambda: TensorNetwork().canonicalize("A"), ValueError, r"^the network has no nodes$"),
+        (lambda: triangle().canonicalize("A"), ValueError,
+         r"^bond 'b' between 'B' and 'C' closes a loop; exact gauge methods need a tree-shaped "
+         r"network$"),
+        (lambda: TensorNetwork([Node(torch.ones(2), ("p",)), Node(torch.ones(2), ("q",))]).spectrum(
+            "p"), ValueError,
+         r"^the network is not connected \(components \[\['n0'\], \['n1'\]\]\); exact gauge "
+         r"methods need one tree$"),
+    ],
+)  # fmt: skip
+def test_gauge_errors_name_the_call_and_the_culprit(call, error, match):
+    with pytest.raises(error, match=match):
+        call()

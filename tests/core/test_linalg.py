@@ -144,3 +144,340 @@ def test_degenerate_inputs_give_the_exact_gradients_of_gauge_invariant_losses():
     expected = w.clone()
     expected[3, 3] = 0
     torch.testing.assert_close(c.grad, expected, atol=1e-8, rtol=0)
+
+
+# -- messages, half precision, factorize, leading_frame, one-sided gradients ----------------------
+from tensornet.core.linalg import factorize, leading_frame, svdvals  # noqa: E402
+
+DT = torch.float64
+
+
+def _rand(*shape, seed=0, dtype=DT):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: qr([[1.0]]), TypeError, "^qr needs a torch.Tensor, got list$"),
+        (lambda: svdvals(torch.ones(3)), ValueError,
+         r"^svdvals needs a matrix \(\.\.\., m, n\), got shape \(3,\)$"),
+        (lambda: factorize(torch.ones(2, 2, dtype=torch.int64)), TypeError,
+         "^factorize needs a floating-point or complex tensor, got torch.int64$"),
+        (lambda: truncated_svd(torch.ones(2)), ValueError, "^truncated_svd needs a matrix"),
+        (lambda: leading_frame(torch.ones(2)), ValueError, "^leading_frame needs a matrix "),
+        (lambda: svd(torch.ones(2, 2), degenerate="x"), ValueError,
+         r"^degenerate must be one of \('product', 'drop'\), got 'x'$"),
+        (lambda: truncated_svd(torch.ones(2, 2), degenerate="y"), ValueError, "got 'y'$"),
+        (lambda: factorize(torch.ones(2, 2), absorb="up"), ValueError,
+         "^absorb must be 'left', 'right', 'both' or None, got 'up'$"),
+        (lambda: leading_frame(torch.ones(2, 3, 4)), ValueError,
+         r"^leading_frame needs a matrix, got shape \(2, 3, 4\)$"),
+        (lambda: leading_frame(torch.ones(5, 3), method="gram"), ValueError,
+         r"^method='gram' needs rows <= cols, got shape \(5, 3\)$"),
+        (lambda: leading_frame(torch.ones(3, 5), method="qr"), ValueError,
+         "^method must be 'svd' or 'gram', got 'qr'$"),
+    ],
+)  # fmt: skip
+def test_bad_arguments_are_named(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_half_precision_is_computed_in_float32_and_cast_back():
+    a16 = _rand(5, 3, seed=1, dtype=torch.float32).half()
+    ref = a16.float()
+    u, s, vh = svd(a16)
+    assert u.dtype == s.dtype == vh.dtype == torch.float16
+    torch.testing.assert_close(s.float(), torch.linalg.svdvals(ref), rtol=2e-3, atol=2e-3)
+    torch.testing.assert_close((u.float() * s.float()) @ vh.float(), ref, rtol=0, atol=1e-2)
+    assert svdvals(a16).dtype == torch.float16
+    torch.testing.assert_close(svdvals(a16).float(), torch.linalg.svdvals(ref), rtol=2e-3, atol=0)
+    parts = truncated_svd(a16, Truncation(max_rank=2))
+    assert [p.dtype for p in parts] == [torch.float16] * 4 and parts[1].shape == (2,)
+    left, sk, right, full = factorize(a16.bfloat16(), Truncation(max_rank=3), absorb="left")
+    assert left.dtype == right.dtype == full.dtype == torch.bfloat16
+    torch.testing.assert_close((left.float() @ right.float()), ref, rtol=0, atol=5e-2)
+    q, r = qr(a16)
+    assert q.dtype == r.dtype == torch.float16
+    torch.testing.assert_close(q.float() @ r.float(), ref, rtol=0, atol=1e-2)
+    f, fs = leading_frame(a16.T.contiguous(), 2, method="gram")
+    assert f.dtype == fs.dtype == torch.float16 and f.shape == (3, 2)
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (4, 6)])
+@pytest.mark.parametrize("grad", [False, True])
+def test_factorize_puts_the_values_where_absorb_says(shape, grad):
+    """left/right are U_k S_k / Vh_k, U_k / S_k Vh_k, U_k sqrt(S_k) / sqrt(S_k) Vh_k, U_k / Vh_k."""
+    a = _rand(*shape, seed=2)
+    u, s, vh = (torch.from_numpy(x) for x in np.linalg.svd(a.numpy(), full_matrices=False))
+    k = 3
+    expected = {
+        "left": (u[:, :k] * s[:k], vh[:k]),
+        "right": (u[:, :k], s[:k, None] * vh[:k]),
+        "both": (u[:, :k] * s[:k].sqrt(), s[:k, None].sqrt() * vh[:k]),
+        None: (u[:, :k], vh[:k]),
+    }
+    x = a.clone().requires_grad_(grad)
+    for absorb, (el, er) in expected.items():
+        left, sk, right, full = factorize(x, Truncation(max_rank=k), absorb)
+        np.testing.assert_allclose(full.numpy(), s.numpy(), rtol=1e-12)
+        np.testing.assert_allclose(sk.detach().numpy(), s[:k].numpy(), rtol=1e-12)
+        sign = torch.sign((right.detach()[:, 0]) * er[:, 0])
+        torch.testing.assert_close(left.detach() * sign, el, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(right.detach() * sign[:, None], er, rtol=1e-10, atol=1e-12)
+    left, _, right, _ = factorize(x)  # no truncation: exact
+    torch.testing.assert_close(left.detach() @ right.detach(), a, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("absorb", ["left", "right", "both", None])
+@pytest.mark.parametrize("shape", [(5, 3), (3, 5)])
+def test_factorize_gradcheck_through_the_product(absorb, shape):
+    a = _rand(*shape, seed=3).requires_grad_(True)
+
+    def product(x):
+        left, sk, right, _ = factorize(x, Truncation(max_rank=2), absorb)
+        mid = left * sk if absorb is None else left
+        return mid @ right, sk
+
+    assert gradcheck(product, (a,), fast_mode=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+@pytest.mark.parametrize("shape", [(5, 3), (3, 5), (3, 3)])
+def test_svd_gradcheck_of_each_output_alone(shape, dtype):
+    """The backward with only dU, only dVh or only dS given (the others None)."""
+    a = _rand(*shape, seed=4, dtype=dtype).requires_grad_(True)
+    w = _rand(*shape, seed=5, dtype=dtype)
+    assert gradcheck(lambda x: svd(x)[1], (a,), fast_mode=True)
+    assert gradcheck(lambda x: (svd(x)[0].abs() ** 2)[:, :3], (a,), fast_mode=True)
+    assert gradcheck(lambda x: (svd(x)[2].abs() ** 2)[:3], (a,), fast_mode=True)
+    # a phase-invariant loss of U alone and of Vh alone: the projectors onto 2 leading vectors
+    assert gradcheck(lambda x: (lambda u: u[:, :2] @ u[:, :2].mH)(svd(x)[0]), (a,), fast_mode=True)
+    assert gradcheck(lambda x: (lambda v: v[:2].mH @ v[:2])(svd(x)[2]), (a,), fast_mode=True)
+
+    def weighted_product(x):
+        u, s, v = svd(x)
+        return ((u * s.to(dtype)) @ v * w).sum()
+
+    assert gradcheck(weighted_product, (a,), fast_mode=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+@pytest.mark.parametrize("shape", [(5, 3), (3, 5), (3, 3)])
+def test_qr_gradcheck_of_q_and_r_alone(shape, dtype):
+    """The QR backward with only dQ or only dR given, real and complex, tall, wide, square."""
+    a = _rand(*shape, seed=6, dtype=dtype).requires_grad_(True)
+    assert gradcheck(lambda x: qr(x)[0], (a,), fast_mode=True)
+    assert gradcheck(lambda x: qr(x)[1], (a,), fast_mode=True)
+    assert gradcheck(lambda x: torch.matmul(*qr(x)), (a,), fast_mode=True)
+
+
+def test_qr_without_gradients_is_torch_qr():
+    a = _rand(5, 3, seed=7)
+    q, r = qr(a)
+    ref = torch.linalg.qr(a, mode="reduced")
+    assert torch.equal(q, ref.Q) and torch.equal(r, ref.R)
+    torch.testing.assert_close(q.mT @ q, torch.eye(3, dtype=DT), rtol=0, atol=1e-12)
+
+
+def test_broadening_is_the_width_it_says():
+    """An explicit broadening equal to the default changes nothing; a wide one damps gradients."""
+    values = [3.0, 2.9, 1.0]
+    a = rotated_diag(values)
+    w = _rand(3, 3, seed=8)
+
+    def grad(**kwargs):
+        x = a.clone().requires_grad_(True)
+        u, _, _ = svd(x, **kwargs)
+        ((u[:, :1] @ u[:, :1].T) * w).sum().backward()
+        return x.grad
+
+    exact = grad()
+    default = grad(broadening=torch.finfo(DT).eps ** 0.5)
+    torch.testing.assert_close(default, exact, rtol=0, atol=0)
+    ref = a.clone().requires_grad_(True)
+    u, _, _ = torch.linalg.svd(ref)
+    ((u[:, :1] @ u[:, :1].T) * w).sum().backward()
+    torch.testing.assert_close(exact, ref.grad, rtol=1e-10, atol=1e-12)
+    assert float((grad(broadening=1.0) - exact).norm()) > 0.1 * float(exact.norm())
+
+
+def rotated_diag(values, seed=9):
+    n = len(values)
+    q1 = torch.linalg.qr(_rand(n, n, seed=seed))[0]
+    q2 = torch.linalg.qr(_rand(n, n, seed=seed + 1))[0]
+    return q1 @ torch.diag(torch.tensor(values, dtype=DT)) @ q2.T
+
+
+@pytest.mark.parametrize("method", ["svd", "gram"])
+def test_leading_frame_spans_the_leading_subspace(method):
+    """The frame is orthonormal, spans numpy's leading left singular vectors; S is the spectrum."""
+    m = _rand(4, 7, seed=10)
+    u, s, _ = np.linalg.svd(m.numpy(), full_matrices=False)
+    for rank, k in ((None, 4), (2, 2), (lambda sv: int((sv > s[1] * 0.99).sum()), 2)):
+        frame, spectrum = leading_frame(m, rank, method=method)
+        assert frame.shape == (4, k)
+        np.testing.assert_allclose(spectrum.numpy(), s, rtol=1e-10)
+        proj = frame @ frame.T
+        np.testing.assert_allclose(proj.numpy(), u[:, :k] @ u[:, :k].T, atol=1e-10)
+        torch.testing.assert_close(frame.T @ frame, torch.eye(k, dtype=DT), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["svd", "gram"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+def test_leading_frame_gradient_of_the_projection_is_exact(method, dtype):
+    """``U_k U_k^H M`` (a HOSVD step) has the gradient torch computes at distinct values."""
+    m = _rand(3, 6, seed=11, dtype=dtype).requires_grad_(True)
+    w = _rand(3, 6, seed=12, dtype=dtype)
+
+    def loss(x, frame_fn):
+        u = frame_fn(x)
+        return ((u @ (u.mH @ x)) * w).abs().square().sum()
+
+    ours = torch.autograd.grad(loss(m, lambda x: leading_frame(x, 2, method=method)[0]), m)[0]
+    ref = torch.autograd.grad(loss(m, lambda x: torch.linalg.svd(x)[0][:, :2]), m)[0]
+    torch.testing.assert_close(ours, ref, rtol=1e-6 if method == "gram" else 1e-9, atol=1e-9)
+
+    def projector(x):
+        u = leading_frame(x, 2, method=method)[0]
+        return u @ u.mH
+
+    assert gradcheck(projector, (m,), fast_mode=True)
+
+
+def test_leading_frame_rotations_of_repeated_values_get_no_gradient():
+    """At a repeated leading pair the frame's projector is smooth: finite, exact gradient."""
+    m = torch.cat([rotated_diag([2.0, 2.0, 1.0]), torch.zeros(3, 2, dtype=DT)], 1)
+    w = _rand(3, 3, seed=13)
+    for method in ("svd", "gram"):
+        x = m.clone().requires_grad_(True)
+        u, _ = leading_frame(x, 2, method=method)
+        ((u @ u.T) * w).sum().backward()
+        assert torch.isfinite(x.grad).all()
+        # the projector onto the (2, 2) block is that of the exact block, so the gradient is its
+        # derivative: w projected across the gap, divided by the gap's squares
+        uf, sf, vhf = torch.linalg.svd(m)
+        p, q = uf[:, :2], uf[:, 2:]
+        sym = (w + w.T) / 2
+        c = p.T @ sym @ q  # (2, 1)
+        expected = torch.zeros(3, 5, dtype=DT)
+        for i in range(2):
+            for j in range(1):
+                si, sj = sf[i], sf[2 + j]
+                # d(P) along dA: sum over kept i, dropped j of terms in u_i u_j^T
+                coef = 2 * c[i, j] / (si**2 - sj**2)
+                expected += coef * (
+                    si * torch.outer(q[:, j], vhf[i]) + sj * torch.outer(p[:, i], vhf[2 + j])
+                )
+        torch.testing.assert_close(x.grad, expected, rtol=1e-6, atol=1e-8)
+
+
+def test_batched_matrices_of_very_different_scales_each_keep_exact_gradients():
+    """Widths and floors are relative to each matrix's own largest value, not the batch's."""
+    base = torch.stack([rotated_diag([3.0, 2.0, 1.0], seed=20)[:, :2]] * 2)  # tall 3 x 2
+    scales = torch.tensor([1e-200, 1.0], dtype=DT)[:, None, None]
+    a = base * scales
+    w = _rand(3, 3, seed=21)
+    r = _rand(3, 2, seed=22)
+
+    def losses(u, s, vh, x_scale):
+        proj = u[:, :1] @ u[:, :1].T  # scale-free
+        rec = (u * s) @ vh / x_scale
+        return (proj * w).sum() + ((rec - r) ** 2).sum() + (u.abs() ** 2)[:, 0].sum()
+
+    x = a.clone().requires_grad_(True)
+    u, s, vh = svd(x)
+    sum(losses(u[i], s[i], vh[i], scales[i]) for i in range(2)).backward()
+    assert torch.isfinite(x.grad).all()
+    for i in range(2):
+        y = base[i].clone().requires_grad_(True)  # the same matrix at unit scale
+        losses(*svd(y), 1.0).backward()
+        torch.testing.assert_close(x.grad[i] * scales[i], y.grad, rtol=1e-9, atol=1e-12)
+
+
+def test_batched_empty_matrices_have_zero_gradients_of_the_batch_shape():
+    a = torch.zeros(2, 3, 0, 4, dtype=DT, requires_grad=True)
+    u, s, vh = svd(a)
+    assert u.shape == (2, 3, 0, 0) and vh.shape == (2, 3, 0, 4)
+    (u.sum() + s.sum() + vh.sum() + a.sum()).backward()
+    assert a.grad.shape == (2, 3, 0, 4)
+
+
+def test_complex_polar_factor_with_drop_passes_gradcheck():
+    """``degenerate="drop"`` on complex input (the ill-defined part is then zero, not estimated)."""
+    a = _rand(3, 3, seed=23, dtype=torch.complex128).requires_grad_(True)
+
+    def polar(x):
+        u, s, vh = svd(x, degenerate="drop")
+        return u @ vh, s
+
+    assert gradcheck(polar, (a,), fast_mode=True)
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 3), (2, 3, 3), (2, 3, 4)])
+def test_batched_complex_qr_gradcheck(shape):
+    a = _rand(*shape, seed=24, dtype=torch.complex128).requires_grad_(True)
+    assert gradcheck(lambda x: qr(x)[0], (a,), fast_mode=True)
+    assert gradcheck(lambda x: qr(x)[1], (a,), fast_mode=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_reference_norm_sets_the_relative_tolerance(dtype):
+    """``norm`` replaces ||a|| in ``rel_tol``: a larger reference norm keeps fewer values."""
+    a = torch.diag(torch.tensor([4.0, 2.0, 1.0, 0.5], dtype=DT)).to(dtype)
+    trunc = Truncation(rel_tol=0.3)
+    norm = float(a.double().norm())
+    assert truncated_svd(a, trunc)[1].shape == (2,)  # tail (1, .5): 0.24 of 4.58
+    assert truncated_svd(a, trunc, norm=4 * norm)[1].shape == (1,)  # tail of (2, 1, .5) / 18.3
+    assert factorize(a, trunc)[1].shape == (2,)
+    left, sk, right, _ = factorize(a, trunc, absorb="right", norm=4 * norm)
+    assert sk.shape == (1,) and left.shape == (4, 1) and right.shape == (1, 4)
+    assert left.dtype == dtype
+    torch.testing.assert_close(
+        (left @ right).double(), torch.diag(torch.tensor([4.0, 0, 0, 0], dtype=DT)), rtol=0, atol=0
+    )
+
+
+def test_half_precision_gradients_honour_broadening_and_truncation():
+    a = rotated_diag([3.0, 2.9, 1.0], seed=25).to(torch.float32)
+    w = _rand(3, 3, seed=26).float()
+
+    def grad(dtype, **kwargs):
+        x = a.to(dtype).detach().clone().requires_grad_(True)
+        u, _, _ = svd(x, **kwargs)
+        ((u[:, :1].float() @ u[:, :1].float().T) * w).sum().backward()
+        return x.grad.float()
+
+    exact = grad(torch.float32)
+    torch.testing.assert_close(grad(torch.bfloat16), exact, rtol=0.1, atol=0.1)
+    assert float((grad(torch.bfloat16, broadening=1.0) - exact).norm()) > 0.1 * float(exact.norm())
+    x = a.half()
+    left, sk, right, full = factorize(x, Truncation(max_rank=2), absorb="left")
+    assert sk.shape == (2,) and full.shape == (3,) and left.shape == (3, 2)
+
+
+def test_leading_frame_defaults_and_small_values():
+    """Default method is the SVD; gram takes square matrices; values below 1 are not clamped."""
+    m = 0.01 * _rand(3, 3, seed=27)
+    s = np.linalg.svd(m.numpy(), compute_uv=False)
+    frame, spectrum = leading_frame(m, 2)
+    ref, _ = leading_frame(m, 2, method="svd")
+    assert torch.equal(frame, ref)
+    for method in ("svd", "gram"):
+        frame, spectrum = leading_frame(m, None, method=method)
+        np.testing.assert_allclose(spectrum.numpy(), s, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"^method='gram' needs rows <= cols, got shape \(3, 2\)$"):
+        leading_frame(m[:, :2].half(), 1, method="gram")
+    np.testing.assert_allclose(svdvals(m).numpy(), s, rtol=1e-12)
+
+
+def test_leading_frame_gradient_ignores_rotations_of_the_kept_columns():
+    """A loss that depends on the gauge of U_k: torch's gradient has a rotation part, ours not."""
+    m = _rand(3, 5, seed=28)
+    w = _rand(3, 2, seed=29)
+    x = m.clone().requires_grad_(True)
+    (leading_frame(x, 2)[0] * w).sum().backward()
+    y = m.clone().requires_grad_(True)
+    (torch.linalg.svd(y, full_matrices=False)[0][:, :2] * w).sum().backward()
+    assert float((x.grad - y.grad).norm()) > 0.1 * float(y.grad.norm())
