@@ -202,7 +202,7 @@ def test_greedy_trials_stop_after_the_minimum_once_the_search_has_paid(monkeypat
     real = cotengrust.optimize_greedy
 
     def counting(*args, **kwargs):
-        calls.append(kwargs)
+        calls.append({**kwargs, "jittered": args[2]})
         return real(*args, **kwargs)
 
     monkeypatch.setattr(cotengrust, "optimize_greedy", counting)
@@ -213,13 +213,21 @@ def test_greedy_trials_stop_after_the_minimum_once_the_search_has_paid(monkeypat
     calls.clear()
     now = time.perf_counter()
     ((name, path, seconds),) = DefaultOptimizer._greedy_trials(
-        inputs, output, sizes, now + 60, now, 1.0, 0.0
+        inputs, output, sizes, now + 20, now, 1.0, 0.0
     )
     assert len(calls) == pathfind.MIN_TRIALS + 1 == 129
     assert [c["seed"] for c in calls] == list(range(129))
     assert all(c["use_ssa"] for c in calls)
+    # the trial parameters span cotengra's "greedy" hyper-parameter space
+    costmods = [c["costmod"] for c in calls]
+    temperatures = [c["temperature"] for c in calls]
+    assert 0.1 <= min(costmods) < 0.3 and 3.7 < max(costmods) <= 4.0
+    assert 1e-3 <= min(temperatures) < 3e-3 and 0.7 < max(temperatures) <= 1.0
+    assert len({c["costmod"] for c in calls}) == len(calls)
+    stretch = [v / sizes[k] for c in calls for k, v in c["jittered"].items()]
+    assert all(x >= 1 for x in stretch) and max(stretch) > 2 and min(stretch) < 1.01
     assert seconds == estimate_seconds(inputs, output, sizes, path)
-    again = DefaultOptimizer._greedy_trials(inputs, output, sizes, now + 60, now, 1.0, 0.0)
+    again = DefaultOptimizer._greedy_trials(inputs, output, sizes, now + 20, now, 1.0, 0.0)
     assert again[0][1] == path  # a fixed seed: equal budgets, equal paths
 
 
@@ -261,3 +269,59 @@ def test_bad_use_cotengra_is_refused(monkeypatch):
     ):
         DefaultOptimizer(use_cotengra=True)
     assert DefaultOptimizer(use_cotengra=False).use_cotengra is False
+
+
+def test_randomized_searches_are_configured_serial_and_seeded(monkeypatch):
+    """cotengra's hyper-optimizer runs greedy trials scored by "combo", serially, quietly,
+    with a fixed seed, within the time left; opt_einsum's RandomGreedy likewise."""
+    ctg = pytest.importorskip("cotengra")
+    _, _, inputs, output, sizes = network(13, 6)
+    made = {}
+
+    class Hyper(ctg.HyperOptimizer):
+        def __init__(self, **kwargs):
+            made["hyper"] = kwargs
+            super().__init__(**kwargs)
+
+        def search(self, inputs, output, size_dict, **kwargs):
+            made["search"] = (inputs, output, size_dict)
+            return super().search(inputs, output, size_dict, **kwargs)
+
+    monkeypatch.setattr(ctg, "HyperOptimizer", Hyper)
+    monkeypatch.setattr(pathfind, "_have", only(("cotengrust",)))
+    DefaultOptimizer(reuse=1e9, max_seconds=0.2).search(inputs, output, sizes)
+    kwargs = made["hyper"]
+    assert 0 < kwargs.pop("max_time") <= 0.2
+    assert kwargs == dict(
+        methods=["greedy"], minimize="combo", max_repeats=4096, parallel=False,
+        progbar=False, optlib="random", seed=0,
+    )  # fmt: skip
+    assert made["search"] == ([tuple(sorted(x)) for x in inputs], tuple(sorted(output)), sizes)
+
+    class Random(oe.RandomGreedy):
+        def __init__(self, **kwargs):
+            made["random"] = kwargs
+            super().__init__(**kwargs)
+
+    monkeypatch.setattr(pathfind.oe, "RandomGreedy", Random)
+    DefaultOptimizer(reuse=1e9, max_seconds=0.2, use_cotengra=False).search(inputs, output, sizes)
+    kwargs = made["random"]
+    assert 0 < kwargs.pop("max_time") <= 0.2
+    assert kwargs == dict(max_repeats=4096, parallel=False)
+
+
+def test_no_randomized_search_without_time_for_it(monkeypatch):
+    """A budget too short for one hyper-optimizer trial (5 ms) or one RandomGreedy run (1 ms)
+    starts neither: the greedy path stays."""
+    pytest.importorskip("cotengra")
+    _, _, inputs, output, sizes = network(13, 6)
+    monkeypatch.setattr(pathfind, "_have", only(("cotengrust",)))
+    opt = DefaultOptimizer(reuse=1e9, max_seconds=0.004)
+    assert opt.search(inputs, output, sizes).optimizer == "greedy"
+    now = time.perf_counter()
+    assert opt._random_search(inputs, output, sizes, now + 0.004, 0.0, now, 1.0) == []
+    assert opt._random_search(inputs, output, sizes, now + 1.0, 0.1, now, 1.0) == []
+    fast = DefaultOptimizer(use_cotengra=False)
+    now = time.perf_counter()
+    assert fast._random_search(inputs, output, sizes, now + 0.0009, 0.0, now, 1.0) == []
+    assert fast._random_search(inputs, output, sizes, now + 1.0, 0.6, now, 1.0) == []
