@@ -296,3 +296,42 @@ def test_bad_shapes_and_outputs_are_refused_by_name(shapes, output, message):
     legs = [("i", "j"), ("j", "k"), ("k", "l")]
     with pytest.raises(ValueError, match=f"^{message}$"):
         Contraction(legs, [(0, 1), (0, 1)], output, shapes)
+
+
+# random networks (opt_einsum's generator, dims 1..6, greedy paths): elements copied per call,
+# permutes and batched products in the compiled program
+RANDOM_PLANS = [
+    (6, 0, 2, 720, 2, 0),
+    (7, 1, 1, 8, 1, 0),
+    (8, 2, 3, 32512, 4, 0),
+    (9, 3, 0, 192, 2, 0),
+    (10, 4, 2, 390, 6, 0),
+    (8, 5, 4, 420, 4, 0),
+    (7, 6, 2, 1162, 4, 0),
+    (9, 7, 3, 768, 5, 1),
+    (10, 8, 1, 3072, 4, 0),
+    (6, 9, 3, 420, 2, 0),
+    (8, 10, 2, 220, 2, 0),
+    (10, 11, 3, 360, 3, 0),
+]
+
+
+@pytest.mark.parametrize("n, seed, n_out, copied, permutes, batched", RANDOM_PLANS)
+def test_random_networks_copy_as_planned(n, seed, n_out, copied, permutes, batched):
+    """Longer paths: the look-ahead's layout choices give these copies per call, and the
+    program equals numpy's einsum."""
+    import opt_einsum as oe
+    from opt_einsum.testing import rand_equation
+
+    eq, shapes = rand_equation(n, 3, n_out=n_out, d_min=1, d_max=6, seed=seed)
+    lhs, out = eq.split("->")
+    legs = [tuple(x) for x in lhs.split(",")]
+    path, _ = oe.contract_path(eq, *shapes, shapes=True, optimize="greedy")
+    program = Contraction(legs, path, tuple(out), shapes)
+    assert program.copied == copied
+    assert program.source.count("permute") == permutes
+    assert program.source.count("bmm") == batched
+    g = torch.Generator().manual_seed(seed)
+    tensors = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
+    expected = torch.from_numpy(np.asarray(np.einsum(eq, *[t.numpy() for t in tensors])))
+    torch.testing.assert_close(program(*tensors), expected, rtol=1e-10, atol=1e-10)
