@@ -186,6 +186,32 @@ PLANS = {
             "    return t2.reshape((5, 6, 2, 3)).permute((1, 2, 0, 3))",
         ),
     ),
+    # a middle block with exactly MIN_BATCH_INNER elements after it: batched
+    "batch_at_16": (
+        [("a", "s", "b"), ("s", "c")],
+        [(0, 1)],
+        ("a", "c", "b"),
+        [(40, 6, 16), (6, 4)],
+        0,
+        (
+            "def run(t0, t1):",
+            "    t2 = bmm(t1.reshape(6, 4).T.expand(40, 4, 6), t0.reshape(40, 6, 16))",
+            "    return t2.reshape((40, 4, 16))",
+        ),
+    ),
+    # both operands hold the summed block at an end, in different orders: one is copied
+    "summed_orders": (
+        [("i", "s", "t"), ("t", "s", "k")],
+        [(0, 1)],
+        ("i", "k"),
+        [(5, 3, 4), (4, 3, 6)],
+        60,
+        (
+            "def run(t0, t1):",
+            "    t2 = mm(t0.permute((0, 2, 1)).reshape(5, 12), t1.reshape(12, 6))",
+            "    return t2.reshape((5, 6))",
+        ),
+    ),
 }
 
 
