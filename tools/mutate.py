@@ -55,10 +55,12 @@ TESTS: dict[str, list[str]] = {
 
     # core: contraction, planning, execution
     "tensornet/core/contract.py": ["tests/core/test_contract.py", "tests/core/test_planning.py"],
-    "tensornet/core/einsum.py": ["tests/core/test_contract.py"],
-    "tensornet/core/executor.py": ["tests/core/test_executor.py", "tests/core/test_contract.py"],
-    "tensornet/core/pathfind.py": ["tests/core/test_planning.py"],
-    "tensornet/core/slicing.py": ["tests/core/test_planning.py"],
+    "tensornet/core/einsum.py": ["tests/core/test_einsum.py"],
+    "tensornet/core/executor.py": [
+        "tests/core/test_executor.py", "tests/core/test_executor_plans.py",
+    ],
+    "tensornet/core/pathfind.py": ["tests/core/test_pathfind.py"],
+    "tensornet/core/slicing.py": ["tests/core/test_slicing.py"],
 
     # formats: the shared base and structures, Tucker, TT, TT-matrix
     "tensornet/formats/base.py": [

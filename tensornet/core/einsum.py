@@ -136,7 +136,7 @@ def _compiled(
     opt = list(optimize) if isinstance(optimize, tuple) else optimize
     if len(inputs) == 1:
         path, flops, naive = [(0,)], _size(shapes[0]), _size(shapes[0])
-        largest = _size([_dim(leg, inputs, shapes) for leg in output])
+        largest = _size([shapes[0][inputs[0].index(leg)] for leg in output])
     else:
         path, info = oe.contract_path(
             equation, *shapes, shapes=True, optimize=opt, memory_limit=memory_limit
@@ -160,13 +160,6 @@ def _size(shape: Sequence[int]) -> int:
     for d in shape:
         out *= d
     return out
-
-
-def _dim(leg: str, inputs: Sequence[tuple[str, ...]], shapes: Sequence[tuple[int, ...]]) -> int:
-    for legs, shape in zip(inputs, shapes):
-        if leg in legs:
-            return shape[legs.index(leg)]
-    raise KeyError(leg)
 
 
 def plan_einsum(

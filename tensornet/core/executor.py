@@ -86,13 +86,6 @@ def _block(layout: tuple[str, ...], block: frozenset[str], dims: dict[str, int])
     return None
 
 
-def _arrange(free: tuple[str, ...], nxt: frozenset[str], where: str) -> tuple[str, ...]:
-    """``free`` with the legs in ``nxt`` moved to the front ('first') or back ('last')."""
-    inside = tuple(x for x in free if x in nxt)
-    outside = tuple(x for x in free if x not in nxt)
-    return inside + outside if where == "first" else outside + inside
-
-
 class Contraction:
     """A compiled contraction: matrix products along a planned path, with planned layouts.
 

@@ -98,7 +98,9 @@ def choose_sliced_legs(
             key = (new_excess, total, leg)
             if best is None or key < best[0]:
                 best = (key, leg)
-        if best is None or best[0][0] >= excess:
+        # slicing a leg of an intermediate above the limit always shrinks it, so any candidate
+        # makes progress; none is left only when every such leg is kept or already sliced
+        if best is None:
             raise ValueError(
                 f"cannot slice the contraction below {limit:,} elements: an intermediate of "
                 f"{largest:,} elements has no summed leg left to slice"

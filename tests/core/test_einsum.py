@@ -1,0 +1,182 @@
+"""Fast value checks of the planned einsum (hyperedges, batch legs) against numpy float64."""
+
+import numpy as np
+import opt_einsum as oe
+import pytest
+import torch
+
+from tensornet.core.einsum import EinsumProgram, _compiled, einsum, plan_einsum
+
+DT = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def fresh_plan_cache():
+    """Every test plans afresh (no plan cached by an earlier test or process)."""
+    _compiled.cache_clear()
+
+
+def rand(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=DT)
+
+
+def reference(inputs, tensors, output):
+    """numpy.einsum in float64 over the same legs (letters assigned here)."""
+    letters = {}
+    for legs in (*inputs, output):
+        for leg in legs:
+            letters.setdefault(leg, chr(ord("a") + len(letters)))
+    eq = ",".join("".join(letters[x] for x in legs) for legs in inputs)
+    eq += "->" + "".join(letters[x] for x in output)
+    return torch.from_numpy(np.asarray(np.einsum(eq, *[t.numpy() for t in tensors])))
+
+
+# (legs of each operand, their shapes, output legs): hyperedges, batch legs, outer products,
+# full traces, output orders unlike the input order
+CASES = [
+    ([("i", "r"), ("j", "r"), ("k", "r")], [(4, 3), (5, 3), (6, 3)], ("k", "i", "j")),
+    ([("b", "i"), ("b", "i", "j"), ("j", "b")], [(2, 3), (2, 3, 4), (4, 2)], ("b",)),
+    ([("g", "x", "r"), ("g", "r", "y"), ("g", "x")], [(2, 3, 4), (2, 4, 5), (2, 3)], ("y", "g")),
+    ([("a", "b"), ("b", "c"), ("c", "d"), ("d", "a")], [(2, 3), (3, 4), (4, 5), (5, 2)], ()),
+    ([("p",), ("q",)], [(3,), (4,)], ("q", "p")),
+    ([("s", "t", "u"), ("u", "v"), ("v", "s"), ("t", "w")],
+     [(2, 3, 4), (4, 5), (5, 2), (3, 2)], ("w",)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("optimize", ["auto", "greedy", "optimal"])
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_einsum_matches_numpy(case, optimize):
+    """Every einsum (any optimizer) equals numpy.einsum in float64."""
+    inputs, shapes, output = CASES[case]
+    tensors = [rand(*s, seed=k) for k, s in enumerate(shapes)]
+    out = einsum(inputs, tensors, output, optimize=optimize)
+    torch.testing.assert_close(out, reference(inputs, tensors, output), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_plan_reports_opt_einsums_costs(case):
+    """The plan's path and costs are opt_einsum's for the same equation and optimizer."""
+    inputs, shapes, output = CASES[case]
+    plan, _ = plan_einsum(inputs, shapes, output, optimize="greedy")
+    path, info = oe.contract_path(plan.equation, *shapes, shapes=True, optimize="greedy")
+    assert plan.path == tuple(tuple(s) for s in path)
+    assert (plan.flops, plan.naive_flops) == (int(info.opt_cost), int(info.naive_cost))
+    assert plan.largest_intermediate == int(info.largest_intermediate)
+    assert plan.optimizer == "greedy"
+    assert plan.inputs == tuple(tuple(x) for x in inputs) and plan.output == output
+
+
+def test_plan_equation_assigns_symbols_in_order_of_appearance():
+    """Legs become opt_einsum symbols in order of first appearance; the output follows."""
+    plan, _ = plan_einsum([("x", "r"), ("y", "r"), ("z", "r")], [(2, 3)] * 3, ("z", "x", "y"))
+    assert plan.equation == "ab,cb,db->dac"
+
+
+def test_program_steps_keep_only_the_legs_still_needed():
+    """Each step keeps the legs a later operand or the output needs, in order of appearance;
+    the last step writes the output order."""
+    inputs = [("i", "r"), ("j", "r"), ("k", "r")]
+    program = EinsumProgram(inputs, [(0, 1), (0, 1)], ("i", "j", "k"))
+    assert program.steps == (((1, 0), "ab,cb->abc"), ((1, 0), "abc,db->cad"))
+    program = EinsumProgram([("i", "j"), ("j", "k"), ("k", "l")], [(1, 2), (0, 1)], ("l", "i"))
+    assert program.steps == (((2, 1), "ab,ca->bc"), ((1, 0), "ab,cb->ac"))
+
+
+def test_explicit_path_is_followed_and_named():
+    """An explicit path (lists, numpy ints) is used as given; the plan says "explicit-path"."""
+    inputs, shapes, output = [("a", "b"), ("b", "c"), ("c", "d")], [(2, 30), (30, 40), (40, 5)], (
+        "a", "d",
+    )  # fmt: skip
+    tensors = [rand(*s, seed=k) for k, s in enumerate(shapes)]
+    for path, flops in (([[np.int64(0), 1], [0, 1]], 2 * 2 * 30 * 40 + 2 * 2 * 40 * 5),
+                        ([(1, 2), (0, 1)], 2 * 30 * 40 * 5 + 2 * 2 * 30 * 5)):  # fmt: skip
+        plan, program = plan_einsum(inputs, shapes, output, optimize=path)
+        assert plan.path == tuple(tuple(int(i) for i in s) for s in path)
+        assert plan.optimizer == "explicit-path" and plan.flops == flops
+        torch.testing.assert_close(program(*tensors), reference(inputs, tensors, output))
+        out = einsum(inputs, tensors, output, optimize=path)
+        torch.testing.assert_close(out, reference(inputs, tensors, output))
+
+
+def test_memory_limit_reaches_the_path_search():
+    """``memory_limit`` is opt_einsum's: below every intermediate it forces one einsum."""
+    inputs, shapes, output = [("a", "b"), ("b", "c"), ("c", "d")], [(2, 30), (30, 40), (40, 5)], (
+        "a", "d",
+    )  # fmt: skip
+    free, _ = plan_einsum(inputs, shapes, output, optimize="greedy")
+    limited, program = plan_einsum(inputs, shapes, output, optimize="greedy", memory_limit=10)
+    assert free.path == ((1, 2), (0, 1)) and free.flops == 12600
+    assert limited.path == ((0, 1, 2),) and limited.flops == 36000 == limited.naive_flops
+    tensors = [rand(*s, seed=k) for k, s in enumerate(shapes)]
+    torch.testing.assert_close(program(*tensors), reference(inputs, tensors, output))
+
+
+def test_single_operand_transposes_and_sums():
+    """One operand: a permutation and partial sum; its costs are the operand's size."""
+    t = rand(2, 3, 4)
+    plan, program = plan_einsum([("a", "b", "c")], [(2, 3, 4)], ("c", "a"))
+    assert plan.path == ((0,),) and plan.flops == plan.naive_flops == 24
+    assert plan.largest_intermediate == 8
+    torch.testing.assert_close(program(t), t.sum(1).T)
+    torch.testing.assert_close(einsum([("a", "b", "c")], [t], ()), t.sum())
+
+
+def test_fifty_two_legs_in_one_step_and_not_more():
+    """A step may join 52 distinct legs (one letter each); a 53rd is refused by name."""
+    legs52 = tuple(f"l{k}" for k in range(52))
+    t = rand(*([1] * 51 + [2]))
+    out = einsum([legs52], [t], legs52[::-1])
+    torch.testing.assert_close(out, t.permute(*range(51, -1, -1)))
+    legs53 = (*legs52, "extra")
+    with pytest.raises(ValueError, match="one einsum step joins more than 52 distinct legs"):
+        plan_einsum([legs53], [(1,) * 53], legs53)
+
+
+def test_repeated_plan_is_cached_and_cache_is_bounded():
+    """The same structure and shapes return the cached plan and program; the cache holds 1024."""
+    first = plan_einsum([("i", "j"), ("j", "k")], [(2, 3), (3, 4)], ("i", "k"))
+    again = plan_einsum([["i", "j"], ["j", "k"]], [[2, 3], [3, 4]], ["i", "k"])
+    assert again[0] is first[0] and again[1] is first[1]
+    assert _compiled.cache_info().maxsize == 1024
+
+
+def test_einsum_plans_with_the_optimizer_given_auto_by_default():
+    """``einsum`` plans (and caches) with its ``optimize``, ``"auto"`` when not given, like
+    ``plan_einsum``."""
+    inputs, shapes = [("u", "v"), ("v", "w"), ("w", "u")], [(2, 7), (7, 3), (3, 2)]
+    tensors = [rand(*s, seed=k) for k, s in enumerate(shapes)]
+    for given, name in ((), "auto"), (("greedy",), "greedy"):
+        einsum(inputs, tensors, (), *given)
+        hits = _compiled.cache_info().hits
+        plan, _ = plan_einsum(inputs, shapes, (), optimize=name)
+        assert _compiled.cache_info().hits == hits + 1 and plan.optimizer == name
+    assert plan_einsum(inputs, shapes, ())[0].optimizer == "auto"
+
+
+def test_program_refuses_a_path_that_leaves_operands():
+    """A path that does not contract everything to one tensor is refused, with the count."""
+    with pytest.raises(ValueError, match=r"the path leaves 2 operands uncontracted: \[\(0, 1\)\]"):
+        EinsumProgram([("a", "b"), ("b", "c"), ("c", "d")], [(0, 1)], ("a", "d"))
+
+
+@pytest.mark.parametrize(
+    "inputs, shapes, output, message",
+    [
+        ([], [], (), "einsum needs at least one operand"),
+        ([("a",), ("a",)], [(2,)], (), r"einsum: 2 leg lists for 1 shapes"),
+        ([("a",), ("a", "b")], [(2,), (2,)], (),
+         r"einsum: operand 1 has legs \('a', 'b'\) but shape \(2,\)"),
+        ([("a",), ("b", "b")], [(2,), (3, 3)], (),
+         r"einsum: operand 1 repeats a leg: \('b', 'b'\)"),
+        ([("a", "r"), ("r",)], [(2, 3), (4,)], (), "einsum: leg 'r' has sizes 3 and 4"),
+        ([("a", "b")], [(2, 3)], ("a", "c"),
+         r"einsum: output \('a', 'c'\) must name distinct legs of the operands"),
+        ([("a", "b")], [(2, 3)], ("a", "a"),
+         r"einsum: output \('a', 'a'\) must name distinct legs of the operands"),
+    ],
+)  # fmt: skip
+def test_bad_einsums_are_refused_by_name(inputs, shapes, output, message):
+    """Malformed leg lists, shapes and outputs are refused up front, naming the culprit."""
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        plan_einsum(inputs, shapes, output)
