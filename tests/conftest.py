@@ -30,3 +30,15 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 def device(request):
     return torch.device(request.param)
+
+
+if os.environ.get("TENSORNET_HYPOTHESIS_PROFILE") == "mutate":
+    # Under mutmut every mutant runs in a process forked after a full test run, so plans cached
+    # then would be reused and hide the mutated planning code: start each test with none.
+    @pytest.fixture(autouse=True)
+    def _no_plans_cached_before_the_test():
+        import tensornet as tn
+        from tensornet.core.einsum import _compiled
+
+        tn.clear_cache()
+        _compiled.cache_clear()
