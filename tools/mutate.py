@@ -71,7 +71,9 @@ TESTS: dict[str, list[str]] = {
     # formats: CP, HT, TR, low rank, grouped; the analysis helpers
     "tensornet/formats/cp.py": ["tests/formats/test_cp.py"],
     "tensornet/formats/ht.py": ["tests/formats/test_ht.py"],
-    "tensornet/formats/tr.py": ["tests/formats/test_tr_lowrank_grouped.py"],
+    "tensornet/formats/tr.py": [
+        "tests/formats/test_tr_lowrank_grouped.py", "tests/formats/test_tr_details.py"
+    ],
     "tensornet/formats/lowrank.py": [
         "tests/formats/test_tr_lowrank_grouped.py", "tests/formats/test_lowrank_details.py"
     ],
