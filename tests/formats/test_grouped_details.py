@@ -206,3 +206,60 @@ def test_bad_inputs_name_the_call_and_the_culprit(call, match):
     """Errors say which call failed and what was wrong with which field."""
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_network_view_names_and_devices():
+    """The padded network has nodes U and V joined by one band leg; to(device) moves everything."""
+    w = torch.randn(4, 4, 2, generator=gen(8), dtype=F64)
+    fmt = Grouped.from_dense(w, ranks=1, channel_groups=2, legs=("o", "i", "h"))
+    assert fmt.network.node("U").legs == ("o", "r_band")
+    assert fmt.network.node("V").legs == ("r_band", "i_g", "i_c", "h")
+    moved = fmt.to(device="meta")
+    assert {t.device.type for t in moved.factor_tensors().values()} == {"meta"}
+    assert moved.spectra.device.type == "meta"
+
+
+def test_defaults_small_norms_and_structure_built_factors():
+    """One group by default; errors are relative at any scale; structure shapes are ints."""
+    w = 1e-3 * torch.randn(4, 6, 2, generator=gen(9), dtype=F64)
+    assert Grouped.from_dense(w, ranks=2).groups == 1
+    fmt = Grouped.from_dense(w, ranks=(2,), channel_groups=2)
+    spectra = torch.stack([torch.linalg.svdvals(b) for b in group_blocks(w, 2)])
+    want = math.sqrt(float(spectra[:, 2:].square().sum())) / float(w.norm())
+    assert fmt.ranks == (2,) and fmt.error == pytest.approx(want, rel=1e-9)
+    full = Grouped.from_dense(w, channel_groups=2)
+    assert full.truncate(2).error == pytest.approx(want, rel=1e-9)
+    # random factors in the structure's layout give a tensor of the structure's shape
+    s = Grouped.structure_for((4, 6, 2), 2, channel_groups=3)
+    tensors = {f.name: torch.randn(*f.shape, generator=gen(10), dtype=F64) for f in s.factors}
+    u, v = tensors["U"], tensors["V"]
+    dense = torch.einsum("ogr,grch->ogch", u, v).reshape(4, 6, 2)
+    torch.testing.assert_close(Grouped.from_factors(s, tensors).to_dense(), dense)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: Grouped.structure_for((2, 0)), r"^Grouped.structure_for: shape must be positive"),
+        (
+            lambda: Grouped.from_dense(torch.ones(2, 4, dtype=F64), legs=("a",)),
+            r"^Grouped.from_dense: legs has 1 names",
+        ),
+        (
+            lambda: Grouped.from_dense(torch.ones(2, 4, dtype=F64), 1, ranks=1),
+            r"^Grouped.from_dense: give at most one of trunc, ranks, fraction",
+        ),
+        (
+            lambda: Grouped.from_dense(torch.ones(2, 4, dtype=F64), 1, fraction=0.5),
+            r"^Grouped.from_dense: give at most one of trunc, ranks, fraction",
+        ),
+        (
+            lambda: Grouped.from_dense(torch.ones(2, 4, dtype=F64), fraction=0.1),
+            r"^Grouped.from_dense: fraction too small",
+        ),
+    ],
+)
+def test_more_bad_inputs_name_the_call(call, match):
+    """Messages of the shared validators carry the calling method's name."""
+    with pytest.raises(ValueError, match=match):
+        call()

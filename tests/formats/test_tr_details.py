@@ -43,6 +43,7 @@ def test_structure_maximal_ranks_factors_and_options():
     assert s.modes == (("d0",), ("d1",), ("d2",), ("d3",))
     assert TR.structure_for((2, 3)).max_ranks == (1, 1)  # min(2, 3) = 2 -> isqrt 1
     assert TR.structure_for((8, 8)).max_ranks == (2, 2)
+    assert TR.structure_for((9, 2)).max_ranks == (1, 1)  # min(9, 18 / 9) = 2 -> isqrt 1
     # an order around the ring, and bond names fresh against the legs
     o = TR.structure_for((2, 3, 4), (1, 2, 3), legs=("a", "r1", "c"), order=("c", "a", "r1"))
     assert [(f.legs, f.shape) for f in o.factors] == [
@@ -55,7 +56,8 @@ def test_structure_maximal_ranks_factors_and_options():
 
 def test_full_rank_tr_svd_is_exact_with_balanced_first_ranks():
     """At full rank TR-SVD is exact; r0 r1 is the first unfolding's rank, split most evenly."""
-    for sizes, first in (((6, 4, 5), (2, 3)), ((5, 4, 3), (1, 5)), ((4, 3, 3, 2), (2, 2))):
+    cases = (((6, 4, 5), (2, 3)), ((5, 4, 3), (1, 5)), ((4, 3, 3, 2), (2, 2)), ((10, 4, 3), (2, 5)))
+    for sizes, first in cases:
         x = torch.randn(*sizes, generator=gen(sum(sizes)), dtype=F64)
         tr = TR.from_dense(x)
         assert tr.ranks[:2] == first
@@ -71,7 +73,9 @@ def test_tolerance_is_shared_over_the_steps_as_in_tr_svd():
     x = decaying((6, 4, 5, 3), seed=2, rate=0.6)
     norm = float(x.norm())
     d = 4
-    for tol in (0.05, 0.15, 0.3):
+    s_first = torch.linalg.svdvals(x.reshape(6, -1))
+    between = 2 * float(s_first[2:].norm()) / norm  # tail_2 / tol is 2, between sqrt(3) and sqrt(5)
+    for tol in (0.05, 0.15, 0.3, between):
         tr = TR.from_dense(x, Truncation(rel_tol=tol))
         err = rel_err(x, tr.to_dense())
         assert err <= tol + 1e-12 and tr.error == pytest.approx(err, rel=1e-8, abs=1e-12)
@@ -110,6 +114,13 @@ def test_max_rank_caps_every_bond_and_ranks_are_used_as_given():
     assert padded.ranks == (2, 2, 6) and padded.error < 1e-12  # r2 <= min(2 * 3, 4 * 2)
     torch.testing.assert_close(padded.to_dense(), small)
     assert float(padded.cores[0][1, :, 1].abs().max()) == 0.0  # component 4 > rank 2 is zero
+    # a first unfolding of rank 2 < 4 = r0 r1 with more rows than its rank
+    g = gen(8)
+    low = torch.einsum("ia,ajk->ijk", torch.randn(4, 2, generator=g, dtype=F64),
+                       torch.randn(2, 3, 2, generator=g, dtype=F64))  # fmt: skip
+    low_tr = TR.from_dense(low, ranks=(2, 2, 6))
+    assert low_tr.ranks[:2] == (2, 2) and low_tr.error < 1e-12
+    torch.testing.assert_close(low_tr.to_dense(), low)
     zero = TR.from_dense(torch.zeros(3, 4, 2, dtype=F64), ranks=(1, 1, 1))
     assert zero.error == 0.0 and float(zero.to_dense().abs().max()) == 0.0
 
@@ -127,6 +138,12 @@ def test_fraction_budget_and_order():
         r for r in range(1, 31) if tr_params((5, 6, 4), [min(r, t) for t in want.max_ranks]) <= 60
     ]
     assert fmt.ranks == tuple(min(max(caps), t) for t in want.max_ranks)
+    # the budget is priced for the ring's order: (9, 9, 2) allows other ranks than (2, 9, 9)
+    y = torch.randn(2, 9, 9, generator=gen(9), dtype=F64)
+    around = TR.from_dense(y, fraction=0.5, order=("d1", "d2", "d0"))
+    want = TR.structure_for((2, 9, 9), None, order=("d1", "d2", "d0")).max_ranks
+    caps = [r for r in range(1, 30) if tr_params((9, 9, 2), [min(r, t) for t in want]) <= 81]
+    assert around.ranks == tuple(min(max(caps), t) for t in want)
     ordered = TR.from_dense(x, legs=("a", "b", "c"), order=("b", "c", "a"))
     torch.testing.assert_close(ordered.to_dense(), x)
     torch.testing.assert_close(ring_dense(ordered.cores), x.permute(1, 2, 0))
@@ -212,3 +229,11 @@ def test_bad_inputs_name_the_call_and_the_culprit(call, match):
     """Errors say which call failed and what was wrong with which field."""
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_small_norm_tensors_report_their_relative_error():
+    """The reported error is relative at any scale (norms below 1 too)."""
+    x = 1e-3 * decaying((4, 5, 3), seed=10)
+    tr = TR.from_dense(x, Truncation(max_rank=2))
+    assert tr.error == pytest.approx(rel_err(x, tr.to_dense()), rel=1e-8)
+    assert tr.error > 1e-3
