@@ -80,7 +80,7 @@ TESTS: dict[str, list[str]] = {
     "tensornet/formats/grouped.py": [
         "tests/formats/test_tr_lowrank_grouped.py", "tests/formats/test_grouped_details.py"
     ],
-    "tensornet/analysis.py": ["tests/test_analysis.py"],
+    "tensornet/analysis.py": ["tests/test_analysis.py", "tests/test_analysis_details.py"],
 
     # studies: the verdict code (findings from the run's tables) and its statistics
     "studies/truncation.py": ["tests/studies/test_truncation_verdicts.py"],
