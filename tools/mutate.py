@@ -70,7 +70,7 @@ TESTS: dict[str, list[str]] = {
 
     # formats: CP, HT, TR, low rank, grouped; the analysis helpers
     "tensornet/formats/cp.py": ["tests/formats/test_cp.py", "tests/formats/test_cp_details.py"],
-    "tensornet/formats/ht.py": ["tests/formats/test_ht.py"],
+    "tensornet/formats/ht.py": ["tests/formats/test_ht.py", "tests/formats/test_ht_details.py"],
     "tensornet/formats/tr.py": [
         "tests/formats/test_tr_lowrank_grouped.py", "tests/formats/test_tr_details.py"
     ],
