@@ -100,7 +100,7 @@ def cp_als(
     if d == 1:  # a vector is its own CP tensor (rank 1): nothing to alternate
         weights = torch.linalg.vector_norm(x).reshape(1) if normalize else x.new_ones(1)
         weights = torch.where(weights > 0, weights, torch.ones_like(weights))
-        return weights.to(x.dtype), [x.reshape(-1, 1) / weights.to(x.dtype)], [0.0]
+        return weights, [x.reshape(-1, 1) / weights], [0.0]
     factors = _initial_factors(x, rank, init, seed)
     weights = x.new_ones(rank)
     norm2 = float(torch.linalg.vector_norm(x.detach())) ** 2

@@ -7,7 +7,7 @@ import torch
 
 from tensornet import Truncation
 from tensornet.formats import CP
-from tensornet.formats.cp import _initial_factors
+from tensornet.formats.cp import _initial_factors, cp_als
 from tensornet.formats.structure import Structure
 
 from .helpers import F64, cp_dense, gen, rel_err, unfold
@@ -56,10 +56,10 @@ def test_initial_factors_are_leading_singular_vectors_or_seeded_noise():
         kept = min(3, x.shape[k])
         assert f.shape == (x.shape[k], 3)
         torch.testing.assert_close(f[:, :kept].abs(), u[:, :kept].abs())  # up to signs
-        torch.testing.assert_close(f[:, kept:], noise[k][:, kept:])
+        assert torch.equal(f[:, kept:], noise[k][:, kept:])
     rand = _initial_factors(x, 3, "random", seed=7)
     for f, n in zip(rand, noise):
-        torch.testing.assert_close(f, n)
+        assert torch.equal(f, n)  # the float64 stream of the seed, bit for bit
     f32 = _initial_factors(x.float(), 2, "random", seed=0)
     assert all(f.dtype == torch.float32 for f in f32)
 
@@ -149,7 +149,7 @@ def test_int_trunc_fraction_and_to():
     assert CP.from_dense(x, Truncation(max_rank=3), max_iter=2).rank == 3
     assert CP.from_dense(x, fraction=0.5, normalize=True, max_iter=2).rank == 60 // 16
     assert CP.from_dense(x, fraction=0.5, max_iter=2, legs=("a", "b", "c")).rank == 60 // 15
-    cp = CP.from_dense(x, ranks=2, max_iter=4, normalize=True)
+    cp = CP.from_dense(x, ranks=2, max_iter=4, normalize=True, legs=("a", "b", "c"))
     moved = cp.to(device="meta", dtype=torch.float32)
     assert {f.device.type for f in moved.factors} == {
         "meta"
@@ -168,14 +168,14 @@ def test_truncate_orders_components_by_weighted_norm():
     factors = [torch.randn(n, 3, generator=g, dtype=F64) for n in (3, 4, 5)]
     norms = math.prod(f.norm(dim=0) for f in factors)
     w = torch.tensor([1.0, -50.0, 3.0], dtype=F64) / norms  # sizes 1, 50, 3
-    cp = CP(factors, w)
+    cp = CP(factors, w, legs=("p", "q", "s"))
     for small in (cp.truncate(2), cp.truncate(ranks=2), cp.truncate(Truncation(max_rank=2))):
         keep = [1, 2]
         torch.testing.assert_close(small.weights, w[keep])
         want = cp_dense([f[:, keep] for f in factors], w[keep])
         torch.testing.assert_close(small.to_dense(), want)
         assert small.error == pytest.approx(rel_err(cp.to_dense(), want), rel=1e-12)
-        assert small.options == {"normalize": True} and small.legs == cp.legs
+        assert small.options == {"normalize": True} and small.legs == ("p", "q", "s")
     unweighted = CP([f * torch.tensor([1.0, 5.0, 2.0], dtype=F64) / f.norm(dim=0) for f in factors])
     assert "weights" not in unweighted.truncate(1).factor_tensors()
     torch.testing.assert_close(unweighted.truncate(1).factors[0], unweighted.factors[0][:, [1]])
@@ -260,3 +260,55 @@ def test_truncate_needs_a_max_rank():
         cp.truncate(ranks=0)
     assert CP.from_dense(torch.ones(2, 3, dtype=F64), ranks=1, max_iter=1, tol=0).error < 1e-12
     assert CP.from_dense(torch.ones(2, 3, dtype=F64), ranks=1, tol=0).history[-1] < 1e-12
+
+
+def test_cp_als_defaults_are_the_documented_ones():
+    """cp_als(x, R) runs svd init, 100 sweeps at most, tol 1e-8, no weights, seed 0."""
+    x = torch.randn(4, 3, 5, generator=gen(20), dtype=F64)
+    w, factors, history = cp_als(x, 3)
+    w2, factors2, history2 = cp_als(x, 3, "svd", 100, 1e-8, False, 0)
+    assert history == history2 and 2 < len(history) < 100
+    torch.testing.assert_close(w, torch.ones(3, dtype=F64))
+    for a, b in zip(factors, factors2):
+        assert torch.equal(a, b)
+    assert len(cp_als(x, 3, tol=0.0)[2]) == 100
+    assert len(CP.from_dense(x, ranks=3, tol=0.0).history) == 100
+    assert CP.from_dense(x, ranks=3).history == tuple(history)
+    r1 = cp_als(x, 2, "random")
+    r2 = cp_als(x, 2, "random", seed=0)
+    assert r1[2] == r2[2] and all(torch.equal(a, b) for a, b in zip(r1[1], r2[1]))
+    c1 = CP.from_dense(x, ranks=2, init="random", max_iter=3)
+    c2 = CP.from_dense(x, ranks=2, init="random", max_iter=3, seed=0)
+    assert torch.equal(c1.to_dense(), c2.to_dense())
+
+
+def test_errors_and_weights_do_not_depend_on_the_scale():
+    """Scaling x scales the fit: the error history is the same, columns stay unit-norm."""
+    x = torch.randn(4, 3, 5, generator=gen(21), dtype=F64)
+    for normalize in (False, True):
+        big = CP.from_dense(x, ranks=2, max_iter=5, tol=0.0, normalize=normalize)
+        small = CP.from_dense(1e-3 * x, ranks=2, max_iter=5, tol=0.0, normalize=normalize)
+        assert small.history == pytest.approx(big.history, rel=1e-6)
+        torch.testing.assert_close(small.to_dense(), 1e-3 * big.to_dense())
+        if normalize:
+            norms = torch.stack([f.norm(dim=0) for f in small.factors])
+            torch.testing.assert_close(norms, torch.ones_like(norms))
+    v = torch.tensor([0.3, -0.4], dtype=F64)  # norm 0.5 < 1
+    unit = CP.from_dense(v, ranks=1, normalize=True)
+    torch.testing.assert_close(unit.weights, torch.tensor([0.5], dtype=F64))
+    torch.testing.assert_close(unit.factors[0], (v / 0.5)[:, None])
+    assert [n.name for n in unit.network] == ["A0"]
+    with pytest.raises(ValueError, match=r"^CP.from_dense: rank 2 exceeds 1, the largest CP rank"):
+        CP.from_dense(v, ranks=2)
+
+
+def test_random_init_follows_the_device_and_structures_price_weights():
+    """Random factors are made where x lives; normalised structures count R weights."""
+    meta = torch.empty(2, 3, device="meta", dtype=F64)
+    assert {f.device.type for f in _initial_factors(meta, 2, "random", 0)} == {"meta"}
+    # per rank 24 (+1 with weights): 1296 // 25 = 51 vs 1296 // 24 = 54
+    assert CP.structure_for((6, 6, 6, 6), normalize=True).max_ranks == (51,)
+    assert CP.structure_for((6, 6, 6, 6)).max_ranks == (54,)
+    bad = {"A0": torch.ones(2, 1), "A1": torch.ones(4, 1)}
+    with pytest.raises(ValueError, match=r"^CP.from_factors: "):
+        CP.from_factors(CP.structure_for((2, 3), 1), bad)

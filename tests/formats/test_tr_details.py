@@ -121,6 +121,10 @@ def test_max_rank_caps_every_bond_and_ranks_are_used_as_given():
     low_tr = TR.from_dense(low, ranks=(2, 2, 6))
     assert low_tr.ranks[:2] == (2, 2) and low_tr.error < 1e-12
     torch.testing.assert_close(low_tr.to_dense(), low)
+    tall = torch.randn(6, 2, generator=gen(11), dtype=F64)  # a 6 x 2 unfolding: 2 < 4 columns
+    tall_tr = TR.from_dense(tall, ranks=(2, 2))
+    assert tall_tr.ranks == (2, 2) and tall_tr.error < 1e-12
+    torch.testing.assert_close(tall_tr.to_dense(), tall)
     zero = TR.from_dense(torch.zeros(3, 4, 2, dtype=F64), ranks=(1, 1, 1))
     assert zero.error == 0.0 and float(zero.to_dense().abs().max()) == 0.0
 
