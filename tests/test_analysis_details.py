@@ -204,3 +204,54 @@ def test_in_process_dask_client_gives_the_local_rows():
                 assert a[k] == pytest.approx(b[k], rel=1e-12), k
         none = truncation_sweep(model, weight_norm_metric, layers="2", cuts=[], executor=client)
         assert none == []
+
+
+def test_rows_are_sorted_json_lines_with_plain_file_permissions(tmp_path):
+    """Each row is one line with sorted keys; the file is rw-r--r-- under umask 022."""
+    path = tmp_path / "rows.jsonl"
+    old = os.umask(0o022)
+    try:
+        store = ResultStore(path, {"z": 1, "a": 2})
+    finally:
+        os.umask(old)
+    store.add({"key": "k", "b": 1, "a": 2})
+    assert store.rows == [{"key": "k", "b": 1, "a": 2}] and store.done == {"k"}
+    assert path.read_text().splitlines() == [
+        '{"config": {"a": 2, "z": 1}, "kind": "config"}',
+        '{"a": 2, "b": 1, "key": "k"}',
+    ]
+    assert os.stat(path).st_mode & 0o777 == 0o644
+
+
+def test_a_file_holding_only_a_torn_line_is_restarted(tmp_path):
+    """A first line torn before its newline is dropped entirely; the header starts the file."""
+    path = tmp_path / "torn.jsonl"
+    path.write_bytes(b'{"kind": "con')
+    store = ResultStore(path, {"a": 1})
+    assert store.rows == []
+    assert path.read_text() == '{"config": {"a": 1}, "kind": "config"}\n'
+
+
+class SerialExecutor:
+    """An executor interface that runs the tasks one after another in this thread."""
+
+    def map(self, fn, items):
+        return map(fn, items)
+
+
+def test_executor_cells_run_on_private_copies():
+    """Cells sent through an executor never touch the caller's model, even while running."""
+    model = small_model()
+    original = model[0].weight.detach().clone()
+    seen = []
+
+    def evaluate(m):
+        seen.append(float((model[0].weight.detach() - original).abs().max()))
+        return {"own": float(m[0].weight.detach().norm())}
+
+    rows = truncation_sweep(model, evaluate, layers="0", chis=[1], executor=SerialExecutor())
+    local = truncation_sweep(
+        model, lambda m: {"own": float(m[0].weight.detach().norm())}, layers="0", chis=[1]
+    )
+    assert seen and max(seen) == 0.0
+    assert [r["own"] for r in rows] == pytest.approx([r["own"] for r in local], rel=1e-12)
