@@ -167,7 +167,9 @@ def test_result_store_refuses_other_files(tmp_path):
     mine = tmp_path / "mine.jsonl"
     ResultStore(mine, {"a": 1})
     with pytest.raises(
-        ValueError, match=r"mine.jsonl holds results of another configuration \(\{'a': 1\}\)"
+        ValueError,
+        match=r"mine.jsonl holds results of another configuration \(\{'a': 1\}\); "
+        r"use another results path or delete it$",
     ):
         ResultStore(mine, {"a": 2})
     one_line = tmp_path / "one.jsonl"
