@@ -76,12 +76,18 @@ TESTS: dict[str, list[str]] = {
     "tensornet/formats/tensorize.py": ["tests/formats/test_ttmatrix.py"],
 
     # formats: CP, HT, TR, low rank, grouped; the analysis helpers
-    "tensornet/formats/cp.py": ["tests/formats/test_cp.py"],
-    "tensornet/formats/ht.py": ["tests/formats/test_ht.py"],
-    "tensornet/formats/tr.py": ["tests/formats/test_tr_lowrank_grouped.py"],
-    "tensornet/formats/lowrank.py": ["tests/formats/test_tr_lowrank_grouped.py"],
-    "tensornet/formats/grouped.py": ["tests/formats/test_tr_lowrank_grouped.py"],
-    "tensornet/analysis.py": ["tests/test_analysis.py"],
+    "tensornet/formats/cp.py": ["tests/formats/test_cp.py", "tests/formats/test_cp_details.py"],
+    "tensornet/formats/ht.py": ["tests/formats/test_ht.py", "tests/formats/test_ht_details.py"],
+    "tensornet/formats/tr.py": [
+        "tests/formats/test_tr_lowrank_grouped.py", "tests/formats/test_tr_details.py"
+    ],
+    "tensornet/formats/lowrank.py": [
+        "tests/formats/test_tr_lowrank_grouped.py", "tests/formats/test_lowrank_details.py"
+    ],
+    "tensornet/formats/grouped.py": [
+        "tests/formats/test_tr_lowrank_grouped.py", "tests/formats/test_grouped_details.py"
+    ],
+    "tensornet/analysis.py": ["tests/test_analysis.py", "tests/test_analysis_details.py"],
 
     # studies: the verdict code (findings from the run's tables) and its statistics
     "studies/verdicts/truncation.py": ["tests/studies/test_truncation_verdicts.py"],

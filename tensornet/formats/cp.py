@@ -97,6 +97,10 @@ def cp_als(
     tracked with ``||x||^2 - 2 <x, y> + ||y||^2`` from quantities ALS computes anyway.
     """
     d = x.ndim
+    if d == 1:  # a vector is its own CP tensor (rank 1): nothing to alternate
+        weights = torch.linalg.vector_norm(x).reshape(1) if normalize else x.new_ones(1)
+        weights = torch.where(weights > 0, weights, torch.ones_like(weights))
+        return weights, [x.reshape(-1, 1) / weights], [0.0]
     factors = _initial_factors(x, rank, init, seed)
     weights = x.new_ones(rank)
     norm2 = float(torch.linalg.vector_norm(x.detach())) ** 2

@@ -285,10 +285,13 @@ def tr_svd(
     else:
         step = step_truncation(None if cap is None else cap * cap, step_limit)
     u, s, vh, s_full = truncated_svd(first, step)
-    spent2 = tail_norm(s_full, s.shape[0]) ** 2
     if ranks is None:
-        r0, r1 = _balanced_pair(s.shape[0])
-        keep = r0 * r1
+        keep = s.shape[0]
+        while cap is not None and _balanced_pair(keep)[1] > cap:  # e.g. 3 = 1 x 3 for cap 2
+            keep -= 1
+        u, s, vh = u[:, :keep], s[:keep], vh[:keep]
+        r0, r1 = _balanced_pair(keep)
+    spent2 = tail_norm(s_full, s.shape[0]) ** 2
     rest = s.to(vh.dtype)[:, None] * vh
     if u.shape[1] < keep:  # the unfolding has a smaller rank than asked: pad with zeros
         u = torch.cat([u, u.new_zeros(u.shape[0], keep - u.shape[1])], dim=1)
