@@ -181,6 +181,8 @@ def mutate(module: str, jobs: int, known: dict[str, str], mode: str) -> dict[str
     if mode == "survivors" and (where / "mutants").exists():
         names = previous_survivors(where)
         refresh_tests(module)
+        # which tests reach which function is recollected: an edited test may reach new ones
+        (where / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
     elif not (mode == "resume" and (where / "mutants").exists()):
         scratch_copy(module)
     env = {
