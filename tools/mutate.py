@@ -48,7 +48,7 @@ TESTS: dict[str, list[str]] = {
     "tensornet/core/split.py": ["tests/core/test_split.py", "tests/core/test_split_details.py"],
 
     # core: the graph, gauges, linear algebra
-    "tensornet/core/network.py": ["tests/core/test_network.py"],
+    "tensornet/core/network.py": ["tests/core/test_network.py", "tests/core/test_network_calls.py"],
     "tensornet/core/node.py": ["tests/core/test_node.py"],
     "tensornet/core/gauge.py": ["tests/core/test_gauge.py"],
     "tensornet/core/linalg.py": ["tests/core/test_linalg.py", "tests/core/test_gradients.py"],
