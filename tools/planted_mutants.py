@@ -43,14 +43,14 @@ MUTANTS: dict[str, tuple[str, str, str, list[str], str]] = {
         "CP-ALS moves each factor only half way to the least-squares update",
     ),
     "study_f1_norm_kept": (
-        "studies/truncation.py",
+        "studies/verdicts/truncation.py",
         'values = [1 - v["norm_kept"] for v in entry["layers"].values()]',
         'values = [v["norm_kept"] for v in entry["layers"].values()]',
         ["tests/studies/test_truncation_verdicts.py", "tests/studies/test_truncation_study.py"],
         "finding 1 counts the kernel norm kept instead of the norm lost",
     ),
     "study_f3_threshold": (
-        "studies/truncation.py",
+        "studies/verdicts/truncation.py",
         'after_iv, tol, claim="below"',
         'after_iv, cfg.aggressive_drop, claim="below"',
         ["tests/studies/test_truncation_verdicts.py", "tests/studies/test_truncation_study.py"],
