@@ -54,7 +54,10 @@ TESTS: dict[str, list[str]] = {
     "tensornet/core/linalg.py": ["tests/core/test_linalg.py", "tests/core/test_gradients.py"],
 
     # core: contraction, planning, execution
-    "tensornet/core/contract.py": ["tests/core/test_contract.py", "tests/core/test_planning.py"],
+    "tensornet/core/contract.py": [
+        "tests/core/test_contract_details.py", "tests/core/test_contract.py",
+        "tests/core/test_planning.py",
+    ],
     "tensornet/core/einsum.py": ["tests/core/test_einsum.py"],
     "tensornet/core/executor.py": [
         "tests/core/test_executor.py", "tests/core/test_executor_plans.py",
