@@ -136,3 +136,64 @@ def test_settings_messages_and_state():
     finally:
         tn.set_max_intermediate(before, slicing=False)
         tn.set_cache_size(512)
+
+
+def chain(n=8, seed=0):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    a = tn.Node(torch.randn(2, n, generator=g, dtype=torch.float64), ("i", "j"), name="A")
+    b = tn.Node(torch.randn(n, n, generator=g, dtype=torch.float64), ("j", "k"), name="B")
+    c = tn.Node(torch.randn(n, 2, generator=g, dtype=torch.float64), ("k", "l"), name="C")
+    return tn.TensorNetwork([a, b, c])
+
+
+def test_a_sliced_plan_keeps_the_plan_and_scales_its_costs():
+    tn.clear_cache()
+    net = chain()
+    whole = net.plan()
+    sliced = net.plan(max_intermediate=4, slicing=True)
+    assert sliced.equation == whole.equation and sliced.optimizer == whole.optimizer
+    assert sliced.path == whole.path and sliced.info is whole.info
+    assert sliced.search_seconds == whole.search_seconds
+    assert sliced.estimated_seconds == pytest.approx(whole.estimated_seconds * sliced.slices)
+    assert sliced.flops >= whole.flops and sliced.flops % sliced.slices == 0
+    hits = tn.cache_info()["hits"]
+    assert net.plan(max_intermediate=4, slicing=True) == sliced  # the sliced plan is cached
+    assert tn.cache_info()["hits"] > hits
+    other = chain(n=16).plan(max_intermediate=4, slicing=True)  # a different network: own entry
+    assert other.flops > sliced.flops and other.slices != sliced.slices
+
+
+def test_a_one_node_network_plans_a_single_step():
+    import torch
+
+    a = tn.Node(torch.ones(2, 3, dtype=torch.float64), ("i", "j"), name="A")
+    plan = tn.TensorNetwork([a]).plan(output=("j", "i"))
+    assert plan.path == ((0,),)
+    assert tn.TensorNetwork([a]).contract(output=("j", "i")).tensor.shape == (3, 2)
+
+
+def test_limit_messages_name_the_limit_and_the_fix():
+    net = chain()
+    with says(ValueError, "max_intermediate must be >= 1, got 0"):
+        net.contract(max_intermediate=0)
+    with says(TypeError, "max_intermediate must be an int, got 2.5"):
+        net.contract(max_intermediate=2.5)
+    with pytest.raises(ValueError, match=r"above max_intermediate=4 \(plan by .*pass a larger "
+                       r"max_intermediate=\(\.\.\.\)"):  # fmt: skip
+        net.contract(max_intermediate=4)
+    result_too_big = (
+        r"^the result alone has 4 elements \(legs \('i', 'l'\)\), above max_intermediate=1; "
+        r"slicing cannot help, pass a larger max_intermediate=\(\.\.\.\)$"
+    )
+    with pytest.raises(ValueError, match=result_too_big):
+        net.contract(max_intermediate=1, slicing=True)  # 1 is allowed (and too small)
+    before = tn.get_max_intermediate()
+    try:
+        tn.set_max_intermediate(8)
+        with pytest.raises(ValueError, match=r"above the limit of 8 elements .*raise it with "
+                           r"tn\.set_max_intermediate\(\.\.\.\)"):  # fmt: skip
+            net.contract()
+    finally:
+        tn.set_max_intermediate(before)
