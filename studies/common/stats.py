@@ -35,6 +35,7 @@ import numpy as np
 from scipy import stats as sps
 
 __all__ = [
+    "all_hold",
     "DOES_NOT_HOLD",
     "HOLDS",
     "NOT_SIGNIFICANT",
@@ -52,6 +53,17 @@ __all__ = [
 HOLDS = "holds"
 NOT_SIGNIFICANT = "not significant"
 DOES_NOT_HOLD = "does not hold"
+
+
+def all_hold(statuses: Sequence[str]) -> str:
+    """A finding made of parts: holds when every part holds, does not hold when any part does not.
+
+    >>> all_hold([HOLDS, NOT_SIGNIFICANT])
+    'not significant'
+    """
+    if DOES_NOT_HOLD in statuses:
+        return DOES_NOT_HOLD
+    return HOLDS if all(s == HOLDS for s in statuses) else NOT_SIGNIFICANT
 STATUSES = (HOLDS, NOT_SIGNIFICANT, DOES_NOT_HOLD)
 ALPHA = 0.05
 

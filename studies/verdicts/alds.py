@@ -109,12 +109,7 @@ def combine(verdicts: Sequence[Mapping[str, Any]]) -> str:
     >>> combine([{"status": "holds"}, {"status": "not significant"}])
     'not significant'
     """
-    status = [v["status"] for v in verdicts]
-    if stats.DOES_NOT_HOLD in status:
-        return stats.DOES_NOT_HOLD
-    if all(s == stats.HOLDS for s in status):
-        return stats.HOLDS
-    return stats.NOT_SIGNIFICANT
+    return stats.all_hold([v["status"] for v in verdicts])
 
 
 def findings(results: Sequence[Mapping[str, Any]], cfg: Config) -> dict[str, Any]:

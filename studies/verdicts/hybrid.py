@@ -204,11 +204,7 @@ def _both(parts: Sequence[stats.Verdict]) -> stats.Verdict:
     """Holds when every part holds, does not hold when any part does not, else not significant."""
     reason = "; ".join(p.reason for p in parts)
     test = parts[0].test + " (each comparison separately)"
-    if any(p.status == stats.DOES_NOT_HOLD for p in parts):
-        return stats.Verdict(stats.DOES_NOT_HOLD, test, reason)
-    if all(p.status == stats.HOLDS for p in parts):
-        return stats.Verdict(stats.HOLDS, test, reason)
-    return stats.Verdict(stats.NOT_SIGNIFICANT, test, reason)
+    return stats.Verdict(stats.all_hold([p.status for p in parts]), test, reason)
 
 
 def seed_numbers(result: Mapping[str, Any], cfg: Config) -> dict[str, Any]:
