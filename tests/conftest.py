@@ -2,6 +2,8 @@
 test on CPU and (when available) on CUDA."""
 
 import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -42,3 +44,14 @@ if os.environ.get("TENSORNET_HYPOTHESIS_PROFILE") == "mutate":
 
         tn.clear_cache()
         _compiled.cache_clear()
+
+    def _fresh_dask_offload_thread() -> None:
+        # Dask (de)serializes through a module-level one-thread pool; a forked child inherits
+        # the pool but not its thread, so the first Dask task in a mutant would wait forever.
+        utils = sys.modules.get("distributed.utils")
+        if utils is not None:
+            utils._offload_executor = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="Dask-Offload"
+            )
+
+    os.register_at_fork(after_in_child=_fresh_dask_offload_thread)

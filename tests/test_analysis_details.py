@@ -3,12 +3,25 @@
 import json
 import math
 import os
+import re
+import sys
+import time
 
 import numpy as np
 import pytest
 import torch
 
-from tensornet.analysis import Cell, ResultStore, chi_grid, replaced_weight, truncation_sweep
+from tensornet import analysis
+from tensornet.analysis import (
+    Cell,
+    ResultStore,
+    _evaluate_cell,
+    _run_distributed,
+    chi_grid,
+    replaced_weight,
+    truncatable_layers,
+    truncation_sweep,
+)
 
 
 def small_model():
@@ -257,3 +270,126 @@ def test_executor_cells_run_on_private_copies():
     )
     assert seen and max(seen) == 0.0
     assert [r["own"] for r in rows] == pytest.approx([r["own"] for r in local], rel=1e-12)
+
+
+def test_layers_compression_does_not_support_are_still_swept():
+    """Spectra work on any weight: Conv1d and grouped convs are truncatable, rows follow the SVD."""
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(
+        torch.nn.Conv1d(2, 4, 3), torch.nn.Conv2d(4, 4, 1, groups=2), torch.nn.Linear(3, 2)
+    ).double()
+    assert truncatable_layers(model) == ["0", "1", "2"]
+    assert truncatable_layers(model, "1") == ["1"]  # explicit: no "cannot be compressed" error
+    rows = truncation_sweep(model, weight_norm_metric, layers="0", cuts=[("out",)], chis=[1])
+    w = model[0].weight.detach().numpy().reshape(4, -1)
+    s = np.linalg.svd(w, compute_uv=False)
+    assert [r["chi"] for r in rows] == [1, 4]
+    assert rows[0]["rel_error"] == pytest.approx(math.sqrt((s[1:] ** 2).sum() / (s**2).sum()))
+
+
+def test_each_cut_is_factorized_once_for_all_its_chis(monkeypatch):
+    """A local sweep computes one SVD per (layer, cut), not one per cell."""
+    calls, svd = [], analysis.svd
+
+    def counting_svd(a, *args, **kwargs):
+        calls.append(tuple(a.shape))
+        return svd(a, *args, **kwargs)
+
+    monkeypatch.setattr(analysis, "svd", counting_svd)
+    model = small_model()
+    rows = truncation_sweep(
+        model, weight_norm_metric, layers="0", cuts=[("out",), ("out", "in")], chis=[1, 2]
+    )
+    assert [(r["cut"], r["chi"]) for r in rows] == [
+        ("out|in,kh,kw", 1), ("out|in,kh,kw", 2), ("out|in,kh,kw", 3),
+        ("out,in|kh,kw", 1), ("out,in|kh,kw", 2), ("out,in|kh,kw", 4),
+    ]  # fmt: skip
+    assert calls == [(3, 8), (6, 4)]
+    local = truncation_sweep(
+        small_model(), weight_norm_metric, layers="0", cuts=[("out",), ("out", "in")],
+        chis=[1, 2], executor=SerialExecutor(),
+    )  # fmt: skip
+    for a, b in zip(rows, local):
+        assert a.keys() == b.keys() and a["key"] == b["key"]
+        for k in ("rel_error", "norm_kept", "entropy", "w2"):
+            assert a[k] == pytest.approx(b[k], rel=1e-12), k
+
+
+def test_progress_bar_on_a_terminal_counts_the_cells(capsys, monkeypatch):
+    """By default the bar is drawn when stderr is a terminal, with the number of cells as total."""
+    model = small_model()
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    truncation_sweep(model, lambda m: 0.0, layers="2", cuts=[("out",)], chis=[1])
+    err = capsys.readouterr().err
+    assert re.search(r"(^|\r)truncation sweep: 100%\|[^|]*\| 2/2 \[", err), err
+
+
+def test_sweep_refuses_a_results_file_of_another_config(tmp_path):
+    """The config reaches the results file: a rerun with another one is refused, not mixed in."""
+    path = tmp_path / "rows.jsonl"
+    model = small_model()
+    first = truncation_sweep(model, lambda m: 0.0, layers="2", chis=[1], results=path,
+                             config={"seed": 1})  # fmt: skip
+    assert json.loads(path.read_text().splitlines()[0]) == {"config": {"seed": 1}, "kind": "config"}
+    again = truncation_sweep(model, lambda m: 1.0, layers="2", chis=[1], results=path,
+                             config={"seed": 1})  # fmt: skip
+    assert again == first  # resumed from the file, nothing evaluated again
+    with pytest.raises(ValueError, match=r"holds results of another configuration"):
+        truncation_sweep(model, lambda m: 0.0, layers="2", chis=[1], results=path,
+                         config={"seed": 2})  # fmt: skip
+
+
+def test_unused_cut_message_says_what_a_cut_is():
+    model = small_model()
+    with pytest.raises(ValueError) as info:
+        truncation_sweep(model, lambda m: 0.0, layers="2", cuts=[("kh",)])
+    assert str(info.value) == (
+        "cuts [('kh',)] apply to none of the layers swept (their legs: {'2': ('out', 'in')}); a "
+        "cut names legs of KERNEL_LEGS on one side, and leaves at least one leg on the other"
+    )
+
+
+def dask_client():
+    distributed = pytest.importorskip("distributed")
+    return distributed.Client(
+        processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0"
+    )
+
+
+def test_dask_cells_run_on_private_copies():
+    """Cells on a Dask worker never touch the scattered model, which other cells share."""
+    model = small_model()
+    original = model[0].weight.detach().clone()
+    seen = []
+
+    def evaluate(m):
+        seen.append(float((model[0].weight.detach() - original).abs().max()))
+        return {"own": float(m[0].weight.detach().norm())}
+
+    with dask_client() as client:
+        rows = truncation_sweep(model, evaluate, layers="0", chis=[1], executor=client)
+    local = truncation_sweep(
+        model, lambda m: {"own": float(m[0].weight.detach().norm())}, layers="0", chis=[1]
+    )
+    assert seen and max(seen) == 0.0
+    assert [r["own"] for r in rows] == pytest.approx([r["own"] for r in local], rel=1e-12)
+
+
+def test_a_stopped_dask_sweep_leaves_another_sweep_of_the_same_model_running():
+    """Each sweep scatters its own copy: cancelling one (early stop) cannot cancel the other's."""
+    model = small_model()
+
+    def slow(m):
+        time.sleep(0.02)
+        return weight_norm_metric(m)
+
+    cells = [Cell("0", ("out",), "out|in,kh,kw", chi) for chi in (1, 2, 3)] * 2
+    expected = [_evaluate_cell(small_model(), slow, c)["w2"] for c in cells]
+    with dask_client() as client:
+        first = _run_distributed(client, model, slow, cells)
+        second = _run_distributed(client, model, slow, cells)
+        next(first)
+        got = [next(second)["w2"]]
+        first.close()  # cancels its futures and its scattered model
+        got += [row["w2"] for row in second]
+    assert sorted(got) == pytest.approx(sorted(expected), rel=1e-12)
