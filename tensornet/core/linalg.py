@@ -162,9 +162,9 @@ def _svd_backward(
     dav: torch.Tensor,
     dbv: torch.Tensor,
     s_is_output: bool,
-    gx: torch.Tensor | None,
-    gs: torch.Tensor | None,
-    gyh: torch.Tensor | None,
+    gx: torch.Tensor,
+    gs: torch.Tensor,
+    gyh: torch.Tensor,
     degenerate: str,
     gap: float,
     floor: float,
@@ -173,7 +173,9 @@ def _svd_backward(
     """Gradient of ``A`` from the gradients of ``X = U_k diag(a)``, ``s_k``, ``Yh = diag(b) Vh_k``.
 
     ``P = U^H gX`` and ``Q = V^H gY`` are the outputs' gradients before the scales are applied;
-    the textbook ``J = U^H gU`` and ``K = V^H gV`` are ``P diag(a)`` and ``Q diag(b)``.
+    the textbook ``J = U^H gU`` and ``K = V^H gV`` are ``P diag(a)`` and ``Q diag(b)``. The
+    output gradients are never None: autograd passes zeros for unused outputs (gradients are
+    materialized, the default of ``torch.autograd.Function``).
     """
     m, n, p = u.shape[-2], vh.shape[-1], s.shape[-1]
     dt, rdt = u.dtype, s.dtype
@@ -183,11 +185,8 @@ def _svd_backward(
     v = vh.mH
     smax = s.amax(-1, keepdim=True)
     smax = torch.where(smax > 0, smax, torch.ones_like(smax))
-    batch = s.shape[:-1]
-    if gx is None and gyh is None and gs is None:
-        return u.new_zeros(*batch, m, n)
-    pk = u.mH @ gx if gx is not None else u.new_zeros(*batch, p, k)
-    qk = v.mH @ gyh.mH if gyh is not None else u.new_zeros(*batch, p, k)
+    pk = u.mH @ gx
+    qk = v.mH @ gyh.mH
     pp, qp = _pad(pk, p), _pad(qk, p)
     ap, bp = _pad(av, p), _pad(bv, p)
     cp = s if s_is_output else torch.ones_like(s)
@@ -225,9 +224,7 @@ def _svd_backward(
     eye = torch.eye(p, dtype=torch.bool, device=u.device)
     inner = inner.masked_fill(eye, 0)
 
-    diag = torch.zeros(*batch, p, dtype=rdt, device=u.device)
-    if gs is not None:
-        diag = diag + _pad(gs, p)
+    diag = _pad(gs, p)
     if k:
         diag = diag + _pad(dav * pk[..., :k, :].diagonal(dim1=-2, dim2=-1).real, p)
         diag = diag + _pad(dbv * qk[..., :k, :].diagonal(dim1=-2, dim2=-1).real, p)
@@ -235,10 +232,7 @@ def _svd_backward(
     if complex_:
         im_j = jm.diagonal(dim1=-2, dim2=-1).imag
         im_k = km.diagonal(dim1=-2, dim2=-1).imag
-        if gx is not None and gyh is not None:
-            im = (im_j - im_k) / 2
-        else:
-            im = im_j if gx is not None else -im_k
+        im = (im_j - im_k) / 2
         fl2 = floor * floor
         im = im * (sn / ((sn * sn + fl2) * smax))
         if chat is not None:
@@ -250,11 +244,11 @@ def _svd_backward(
         inner = inner.masked_fill(kept.unsqueeze(-1) & kept.unsqueeze(-2), 0)
 
     ga = u @ inner @ vh
-    if gx is not None and m > p:
+    if m > p:
         x = cp[..., :k] * bv  # gU S^-1 = gX diag(a / s) = gX diag(1 / (c b))
         gu_s = gx * _safe_inverse(x, floor).unsqueeze(-2).to(dt)
         ga = ga + (gu_s - u @ (u.mH @ gu_s)) @ vh[..., :k, :]
-    if gyh is not None and n > p:
+    if n > p:
         x = cp[..., :k] * av  # S^-1 gV^H = diag(b / s) gYh = diag(1 / (c a)) gYh
         gv_s = gyh * _safe_inverse(x, floor).unsqueeze(-1).to(dt)
         ga = ga + u[..., :k] @ (gv_s - (gv_s @ v) @ vh)
@@ -531,7 +525,7 @@ def _apply_inv_h(z: torch.Tensor, r: torch.Tensor, rel: float) -> torch.Tensor:
 
 
 def _qr_tall_backward(
-    q: torch.Tensor, r: torch.Tensor, gq: torch.Tensor | None, gr: torch.Tensor | None, rel: float
+    q: torch.Tensor, r: torch.Tensor, gq: torch.Tensor, gr: torch.Tensor, rel: float
 ) -> torch.Tensor:
     """Backward of the reduced QR of a tall or square matrix (``R`` square).
 
@@ -541,8 +535,6 @@ def _qr_tall_backward(
     singular ``R``.
     """
     m, n = q.shape[-2], q.shape[-1]
-    gq = torch.zeros_like(q) if gq is None else gq
-    gr = torch.zeros_like(r) if gr is None else gr
     nm = q.mH @ gq - gr @ r.mH
     low = (nm - nm.mH).tril(-1)
     if q.is_complex():
@@ -569,12 +561,10 @@ class _QR(torch.autograd.Function):
         if m >= n:
             return _qr_tall_backward(q, r, gq, gr, rel)
         # wide: A = [X | Y], X = Q U (square), Y = Q V, so V = Q^H Y
-        u_, v_ = r[..., :m], r[..., m:]
-        gu = gr[..., :m] if gr is not None else torch.zeros_like(u_)
-        gv = gr[..., m:] if gr is not None else torch.zeros_like(v_)
+        u_ = r[..., :m]
+        gu, gv = gr[..., :m], gr[..., m:]
         gy = q @ gv
-        gq_eff = (gq if gq is not None else torch.zeros_like(q)) + a[..., m:] @ gv.mH
-        gx = _qr_tall_backward(q, u_, gq_eff, gu, rel)
+        gx = _qr_tall_backward(q, u_, gq + a[..., m:] @ gv.mH, gu, rel)
         return torch.cat([gx, gy], dim=-1)
 
 

@@ -481,3 +481,139 @@ def test_leading_frame_gradient_ignores_rotations_of_the_kept_columns():
     y = m.clone().requires_grad_(True)
     (torch.linalg.svd(y, full_matrices=False)[0][:, :2] * w).sum().backward()
     assert float((x.grad - y.grad).norm()) > 0.1 * float(y.grad.norm())
+
+
+def test_broadened_inverse_values():
+    """``x / (x^2 + w^2)``: 1/x far from 0, 0 at 0, half of 1/x where |x| equals the width."""
+    from tensornet.core.linalg import _broadened
+
+    x = torch.tensor([0.0, 1.0, -1.0, 2.0, 1e3], dtype=DT)
+    torch.testing.assert_close(
+        _broadened(x, 1.0), torch.tensor([0.0, 0.5, -0.5, 0.4, 1e3 / (1e6 + 1)], dtype=DT)
+    )
+
+
+def test_svd_errors_name_svd():
+    message = r"^svd needs a matrix \(\.\.\., m, n\), got shape \(3,\)$"
+    with pytest.raises(ValueError, match=message):
+        svd(torch.ones(3))
+
+
+@pytest.mark.parametrize(
+    "shape, rank", [((2, 5, 3), None), ((2, 3, 5), None), ((2, 4, 4), None), ((5, 3), 2),
+                    ((3, 5), 2)],
+)  # fmt: skip
+def test_both_split_scales_have_exact_gradients(shape, rank):
+    """``absorb="both"``: the gauge-invariant Gram matrices ``X^H X`` and ``Yh Yh^H`` are
+    ``diag(s_k)`` on both sides, so their gradients test the scales' derivatives directly. A
+    batch holds matrices of very different sizes of values (scales are per matrix)."""
+    a = _rand(*shape, seed=25)
+    if a.ndim == 3:
+        a[1] *= 1e-3
+    a.requires_grad_(True)
+    trunc = None if rank is None else Truncation(max_rank=rank)
+
+    def grams(x):
+        left, _, right, _ = factorize(x, trunc, "both")
+        return left.mH @ left, right @ right.mH, left @ right
+
+    assert gradcheck(grams, (a,), fast_mode=True)
+    left, sk, right, full = factorize(a.detach(), trunc, "both")
+    torch.testing.assert_close(left.mH @ left, torch.diag_embed(sk), rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(right @ right.mH, torch.diag_embed(sk), rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(full, torch.linalg.svdvals(a.detach()), rtol=1e-12, atol=0)
+
+
+def test_both_split_of_tiny_values_in_float64_is_still_the_square_root():
+    """Values far below float32's rounding level stay ``sqrt(s)`` on both sides in float64."""
+    a = torch.diag(torch.tensor([1.0, 1e-9, 1e-13], dtype=DT))[:, :3]
+    left, sk, right, _ = factorize(a, None, "both")
+    np.testing.assert_allclose(left.norm(dim=0).numpy(), np.sqrt([1.0, 1e-9, 1e-13]), rtol=1e-12)
+    np.testing.assert_allclose(right.norm(dim=1).numpy(), np.sqrt([1.0, 1e-9, 1e-13]), rtol=1e-12)
+
+
+def test_half_precision_keeps_absorb_and_degenerate():
+    """The float32 round trip of half inputs passes every option on."""
+    a16 = _rand(5, 3, seed=26, dtype=torch.float32).half()
+    for absorb in ("left", "right", None):
+        half = factorize(a16, Truncation(max_rank=2), absorb)
+        ref = factorize(a16.float(), Truncation(max_rank=2), absorb)
+        for h, r in zip(half, ref):
+            torch.testing.assert_close(h.float(), r.half().float(), rtol=0, atol=0)
+    # repeated values 2, 2 and a loss through one column pair: "drop" and "product" differ
+    base = torch.diag(torch.tensor([2.0, 2.0, 1.0]))
+    w = _rand(3, 3, seed=27, dtype=torch.float32)
+
+    def grad(x, fn, degenerate):
+        x = x.clone().requires_grad_(True)
+        u, *_, vh = fn(x, degenerate)
+        (w.to(x.dtype) * (u[:, :1] @ vh[:1])).sum().backward()
+        return x.grad.float()
+
+    calls = {
+        "svd": lambda x, d: svd(x, degenerate=d),
+        "truncated_svd": lambda x, d: truncated_svd(x, Truncation(max_rank=3), degenerate=d),
+    }
+    for fn in calls.values():
+        drop, product = grad(base, fn, "drop"), grad(base, fn, "product")
+        assert (drop - product).abs().max() > 0.03
+        for degenerate, ref in (("drop", drop), ("product", product)):
+            torch.testing.assert_close(grad(base.half(), fn, degenerate), ref, rtol=0, atol=5e-3)
+
+
+@pytest.mark.parametrize("shape", [(4, 6), (6, 4)])
+def test_complex_both_split_is_exact_at_zero_values(shape):
+    """Complex input with exactly-zero values: ``absorb="both"`` keeps the product's gradient
+    exact, the phase (imaginary diagonal) part included."""
+    m, n = shape
+    g = torch.Generator().manual_seed(28)
+    ur = torch.linalg.qr(torch.randn(m, m, generator=g, dtype=torch.complex128))[0]
+    vr = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.complex128))[0]
+    d = torch.zeros(m, n, dtype=torch.complex128)
+    d[0, 0], d[1, 1] = 3.0, 1.0  # two zero values
+    a = (ur @ d @ vr).requires_grad_(True)
+    w = torch.randn(m, n, generator=g, dtype=torch.complex128)
+
+    def loss(x):
+        left, _, right, _ = factorize(x, None, "both")
+        prod = left @ right
+        return (w.conj() * prod).real.sum() + (prod.abs() ** 2).sum()
+
+    loss(a).backward()
+    expected = w + 2 * a.detach()  # d/d conj(a) of Re<w, a> + |a|^2, as torch reports it
+    torch.testing.assert_close(a.grad, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_truncated_svd_gradient_is_exact_for_close_but_distinct_values():
+    """Values 1e-4 apart (relative) are far outside the float64 broadening: exact gradient."""
+    a = rotated_diag([2.0, 2.0 * (1 - 1e-4), 1.0], seed=29)
+    w = _rand(3, 3, seed=30)
+
+    def loss(x):
+        u, _, _, _ = truncated_svd(x, Truncation(max_rank=3))
+        return (w * (u[:, :1] @ u[:, :1].T)).sum()  # the leading projector
+
+    x = a.clone().requires_grad_(True)
+    loss(x).backward()
+    h = 1e-8
+    fd = torch.zeros_like(a)
+    for i in range(3):
+        for j in range(3):
+            e = torch.zeros_like(a)
+            e[i, j] = h
+            fd[i, j] = (loss(a + e) - loss(a - e)) / (2 * h)
+    assert float(x.grad.abs().max()) > 100  # the close pair dominates the gradient
+    torch.testing.assert_close(x.grad, fd, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 3), (2, 3, 5)])
+def test_both_split_floors_are_per_matrix_in_a_batch(shape):
+    """A batch of a unit and a 1e-200 matrix: each keeps ``sqrt(s)`` on both sides (the floor
+    under ``sqrt`` follows each matrix's own largest value, not the batch's)."""
+    a = _rand(*shape, seed=31)
+    a[1] *= 1e-200
+    left, sk, right, _ = factorize(a, None, "both")
+    expected = torch.stack([torch.linalg.svdvals(a[0]), torch.linalg.svdvals(a[1] * 1e200)])
+    scale = torch.tensor([1.0, 1e-200], dtype=DT)[:, None]
+    torch.testing.assert_close(left.norm(dim=-2) ** 2 / scale, expected, rtol=1e-12, atol=0)
+    torch.testing.assert_close(right.norm(dim=-1) ** 2 / scale, expected, rtol=1e-12, atol=0)

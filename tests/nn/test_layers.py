@@ -45,7 +45,7 @@ def dense_conv(layer, x):
 
 
 def rel(a, b):
-    return float((a - b).norm() / b.norm())
+    return float((a - b).detach().norm() / b.detach().norm())
 
 
 @pytest.mark.parametrize("fmt", EXACT)
