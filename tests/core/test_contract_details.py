@@ -4,14 +4,18 @@ import re
 
 import opt_einsum as oe
 import pytest
+import torch
 
 import tensornet as tn
 from tensornet.core.contract import (
     Plan,
+    _check_path,
     _equation,
     _is_network,
     _LRUCache,
     _optimizer_key,
+    compiled,
+    limit_state,
     short_legs,
 )
 
@@ -73,6 +77,37 @@ def test_optimizer_keys_and_messages():
     with says(TypeError, "optimize must be None (the default policy), an opt_einsum optimizer "
               "name, an explicit path or a PathOptimizer, got float"):  # fmt: skip
         _optimizer_key(1.5)
+
+
+def test_explicit_paths_are_checked_before_planning():
+    """A path that cannot contract the tensors down to one is refused with the step at fault."""
+    _check_path(((0, 1), (0, 1)), 3)
+    _check_path(((1,), (2, 0), (0, 1)), 3)  # a one-tensor step keeps the count
+    _check_path((), 1)
+    _check_path(((0,),), 1)
+    with says(ValueError, "optimize path step 0 (0, 7) names position 7, but only 3 tensors are "
+              "left; path ((0, 7), (0, 1))"):  # fmt: skip
+        _check_path(((0, 7), (0, 1)), 3)
+    with says(ValueError, "optimize path step 1 (0, 2) names position 2, but only 2 tensors are "
+              "left; path ((0, 1), (0, 2))"):  # fmt: skip
+        _check_path(((0, 1), (0, 2)), 3)
+    with says(ValueError, "optimize path step 0 (1, 1) names a position twice; path ((1, 1),)"):
+        _check_path(((1, 1),), 2)
+    with says(ValueError, "optimize path step 1 () names no tensor; path ((0, 1), ())"):
+        _check_path(((0, 1), ()), 3)
+    with says(ValueError, "optimize path step 0 (-1, 0) names position -1, but only 2 tensors "
+              "are left; path ((-1, 0),)"):  # fmt: skip
+        _check_path(((-1, 0),), 2)
+    with says(ValueError, "optimize path ((0, 1),) leaves 2 tensors of 3, not one; each step "
+              "must contract tensors until one is left"):  # fmt: skip
+        _check_path(((0, 1),), 3)
+    with says(ValueError, "optimize path () leaves 2 tensors of 2, not one; each step must "
+              "contract tensors until one is left"):  # fmt: skip
+        _check_path((), 2)
+    a, b = tn.Node(torch.ones(2, 3), ("i", "j")), tn.Node(torch.ones(3, 4), ("j", "k"))
+    with says(ValueError, "optimize path () leaves 2 tensors of 2, not one; each step must "
+              "contract tensors until one is left"):  # fmt: skip
+        tn.contract([a, b], optimize=[])
 
 
 def test_equations_and_the_network_test():
@@ -197,3 +232,146 @@ def test_limit_messages_name_the_limit_and_the_fix():
             net.contract()
     finally:
         tn.set_max_intermediate(before)
+
+
+def chain_on(device="cpu", dtype=torch.float64, n=8):
+    return chain(n).to(dtype=dtype, device=device) if device != "cpu" else chain(n).to(dtype=dtype)
+
+
+@pytest.mark.parametrize("route", ["no limit", "limit", "sliced"])
+def test_every_route_keys_its_plans_by_dtype_and_device(route):
+    """float32, float64 and another device (meta) are three plans on every route; a repeat of
+    each is a hit, so nothing is planned twice (sliced plans are cached too)."""
+    before = limit_state()
+    limit = {"no limit": None, "limit": 10**6, "sliced": 8}[route]
+    tn.set_max_intermediate(limit, slicing=route == "sliced")
+    tn.clear_cache()
+    try:
+        first = [chain_on("cpu", dt).contract().tensor for dt in (torch.float64, torch.float32)]
+        first.append(chain_on("meta", torch.float64).contract().tensor)
+        misses = tn.cache_info()["misses"]
+        # compiled() once per kind; sliced: also the sliced plan and its inner slice plan
+        assert misses == (9 if route == "sliced" else 3)
+        again = [chain_on("cpu", dt).contract().tensor for dt in (torch.float64, torch.float32)]
+        again.append(chain_on("meta", torch.float64).contract().tensor)
+        assert tn.cache_info()["misses"] == misses
+        assert tn.cache_info()["hits"] == (6 if route == "sliced" else 3)
+        for x, y in zip(first, again):
+            assert x.dtype == y.dtype and x.device == y.device
+        torch.testing.assert_close(again[1], first[0].float(), rtol=1e-5, atol=1e-5)
+        if route == "sliced":
+            plan = chain().plan()
+            assert plan.sliced and plan.largest_intermediate <= 8
+        assert chain().plan(optimize=[(0, 1), (0, 1)]).optimizer == "explicit-path"
+    finally:
+        tn.set_max_intermediate(*before)
+
+
+def test_a_one_entry_cache_keeps_the_latest():
+    tn.clear_cache()
+    tn.set_cache_size(1)
+    try:
+        chain(4).contract()
+        chain(5).contract()
+        chain(5).contract()
+        assert tn.cache_info() == {"hits": 1, "misses": 2, "size": 1, "maxsize": 1}
+    finally:
+        tn.set_cache_size(512)
+
+
+def test_plan_text_of_two_steps():
+    text = str(plan(n_inputs=3, n_steps=2)).replace("\n  search: 2.1 ms", "")
+    assert text.endswith("  path: [(0, 1), (0, 1)]")
+    slow = Plan(equation="", inputs=(("a",),), output=(), path=((0,),), flops=1, naive_flops=1,
+                largest_intermediate=1, optimizer="x", search_seconds=0.0999)  # fmt: skip
+    assert str(slow).endswith("  search: 99.9 ms")
+
+
+def test_the_refusal_ends_with_every_way_out():
+    with says(ValueError, "contraction needs an intermediate of 16 elements, above "
+              "max_intermediate=4 (plan by greedy); pass slicing=True to contract it in slices "
+              "(tn.set_max_intermediate(..., slicing=True) for every contraction), pass a larger "
+              "max_intermediate=(...), or try another optimize="):  # fmt: skip
+        chain(8).contract(max_intermediate=4, optimize="greedy")
+
+
+def test_a_limit_equal_to_the_largest_intermediate_is_enough():
+    net = chain(8)
+    largest = net.plan(optimize="greedy").largest_intermediate
+    plan = net.plan(optimize="greedy", max_intermediate=largest, slicing=True)
+    assert plan.sliced == () and plan.largest_intermediate == largest
+    net.contract(optimize="greedy", max_intermediate=largest)  # not refused
+
+
+class FixedPath(oe.paths.PathOptimizer):
+    """An optimizer that always answers one (poor) path: contract A with C first."""
+
+    def __call__(self, inputs, output, size_dict, memory_limit=None):
+        return [(0, 2), (0, 1)]
+
+
+def test_plan_fields_follow_the_optimizer():
+    net = chain(8)
+    default = net.plan()
+    assert default.info is None and default.estimated_seconds > 0
+    assert 0 <= default.search_seconds < 10
+    greedy = net.plan(optimize="greedy")
+    assert type(greedy.info).__name__ == "PathInfo" and greedy.estimated_seconds == 0.0
+    assert greedy.info.opt_cost > 0
+    assert 0 <= greedy.search_seconds < 10
+    sliced = net.plan(optimize="greedy", max_intermediate=8, slicing=True)
+    assert sliced.info is greedy.info
+    explicit = net.plan(optimize=[(0, 1), (0, 1)])
+    assert explicit.info is None and explicit.estimated_seconds == 0.0
+    fixed = net.plan(optimize=FixedPath())
+    assert fixed.path == ((0, 2), (0, 1)) and fixed.optimizer == "FixedPath"
+    torch.testing.assert_close(
+        net.contract(optimize=FixedPath()).tensor, net.contract().tensor, rtol=1e-12, atol=1e-12
+    )
+
+
+def test_naive_flops_of_two_operands():
+    """Naive cost: the product of every dimension times (operands - 1, plus one if any leg is
+    summed): 2*3*4 * (1 + 1) for a matrix product."""
+    plan = tn.plan_contraction([("i", "j"), ("j", "k")], [(2, 3), (3, 4)], ("i", "k"))
+    assert plan.naive_flops == 48
+    outer = tn.plan_contraction([("i",), ("k",)], [(2,), (4,)], ("i", "k"))
+    assert outer.naive_flops == 8
+
+
+def test_plan_contraction_passes_optimize_on_and_one_operand_paths_are_filled_in():
+    legs, shapes = [("i", "j"), ("j", "k")], [(2, 3), (3, 4)]
+    plan = tn.plan_contraction(legs, shapes, ("i", "k"), optimize=[(0, 1)])
+    assert plan.optimizer == "explicit-path" and plan.path == ((0, 1),)
+    one = tn.plan_contraction([("i", "j")], [(2, 3)], ("j", "i"), optimize=[])
+    assert one.path == ((0,),) and one.optimizer == "explicit-path"
+    node = tn.Node(torch.arange(6.0).reshape(2, 3), ("i", "j"))
+    out = tn.contract([node], output=("j", "i"), optimize=[])
+    torch.testing.assert_close(out.tensor, node.tensor.T)
+
+
+def test_programs_are_compiled_when_planned_and_follow_the_plan():
+    """A network's program is compiled at planning time (in the cache, not at the first call);
+    an einsum that is not a network runs opt_einsum's expression along the planned path."""
+    _, program = compiled((("i", "j"), ("j", "k")), ((2, 3), (3, 4)), ("i", "k"))
+    assert program.shapes == ((2, 3), (3, 4)) and "mm" in program.source
+    hyper = (("i", "j"), ("i", "j"), ("i", "k"))  # i on three operands: not a network
+    _, program = compiled(hyper, ((2, 3), (2, 3), (2, 4)), ("i",), [(0, 2), (0, 1)])
+    assert [tuple(sorted(step[0])) for step in program.expression.contraction_list] == [
+        (0, 2), (0, 1)
+    ]
+
+
+def test_sliced_plans_of_one_path_name_their_own_optimizer():
+    """Two optimizers that find the same path share the sliced program, not the plan's story."""
+    tn.clear_cache()
+    net = chain()
+    default = net.plan(max_intermediate=8, slicing=True)
+    explicit = net.plan(optimize=list(default.path), max_intermediate=8, slicing=True)
+    assert default.optimizer.startswith("default:") and explicit.optimizer == "explicit-path"
+    assert explicit.sliced == default.sliced and explicit.slices == default.slices
+    assert explicit.estimated_seconds == 0.0 and default.estimated_seconds > 0
+    torch.testing.assert_close(
+        net.contract(optimize=list(default.path), max_intermediate=8, slicing=True).tensor,
+        net.contract().tensor, rtol=1e-12, atol=1e-12,
+    )  # fmt: skip
