@@ -7,18 +7,21 @@ Usage (from the repository root)::
     python tools/mutate.py --jobs 2 tensornet/formats/tucker.py
     python tools/mutate.py --survivors tensornet/formats/tucker.py   # after adding tests
     python tools/mutate.py --resume tensornet/core/contract.py       # after an interruption
+    python tools/mutate.py --only 'tensornet.core.contract.x__check_path*' \
+        tensornet/core/contract.py                                   # one function's mutants
 
 Each module is mutated in a scratch copy of the working tree (``.mutate/<module>``, ignored by
 git) with only the test files that cover it (``TESTS`` below), ``-x`` and one thread, so a
 mutant costs seconds. Per module it prints killed / survived / no tests / equivalent and the
 score ``killed / (mutants - equivalent)``; "no tests" (lines no selected test reaches) count as
-not killed. Survivors are listed in ``.mutate/<module>/survivors.txt`` and their diffs in
-``survivors.diff`` there (``--diffs-only`` rewrites that file without rerunning).
+not killed. ``--only PATTERN`` runs and scores just the mutants whose names match (fnmatch),
+e.g. the mutants of one function after it changed. Survivors are listed in
+``.mutate/<module>/survivors.txt`` and their diffs in ``survivors.diff`` there
+(``--diffs-only`` rewrites that file without rerunning).
 
 Equivalent mutants (same behaviour as the original, so no test can kill them) are listed with
 the reason in ``tools/equivalent_mutants/<module>.txt``, one ``<mutant name>  # why`` per line;
-they are
-left out of the score. Mutant names are mutmut's (``module.x_function__mutmut_N``) and stay
+they are left out of the score. Mutant names are mutmut's (``module.x_function__mutmut_N``) and stay
 stable while the function's source is unchanged.
 
 Slow by design (minutes per module on one core): not part of ``make test`` or CI.
@@ -27,6 +30,7 @@ Slow by design (minutes per module on one core): not part of ``make test`` or CI
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
 import re
 import shutil
@@ -177,8 +181,13 @@ def previous_survivors(where: Path) -> list[str]:
     return [w[:-1] for w in listing.read_text().split() if w.endswith(":")]
 
 
-def mutate(module: str, jobs: int, known: dict[str, str], mode: str) -> dict[str, int | float]:
-    """Run (``mode="fresh"``), continue (``"resume"``) or rerun the survivors (``"survivors"``)."""
+def mutate(
+    module: str, jobs: int, known: dict[str, str], mode: str, only: list[str] | None = None
+) -> dict[str, int | float]:
+    """Run (``mode="fresh"``), continue (``"resume"``) or rerun the survivors (``"survivors"``).
+
+    With ``only`` (fnmatch patterns of mutant names), just those mutants are run and counted.
+    """
     where = scratch_dir(module)
     names: list[str] = []
     if mode == "survivors" and (where / "mutants").exists():
@@ -195,7 +204,8 @@ def mutate(module: str, jobs: int, known: dict[str, str], mode: str) -> dict[str
     mutmut = [sys.executable, "-m", "mutmut"]
     # A changed test selection makes mutmut forget earlier verdicts ("not checked"); the plain
     # run after the survivors' rerun checks those again.
-    for run in ([names] if names else []) + [[]]:
+    runs = [only] if only else ([names] if names else []) + [[]]
+    for run in runs:
         subprocess.run(
             [*mutmut, "run", "--max-children", str(jobs), *run], cwd=where, env=env,
             stdout=subprocess.DEVNULL, check=False,
@@ -204,6 +214,8 @@ def mutate(module: str, jobs: int, known: dict[str, str], mode: str) -> dict[str
         [*mutmut, "results", "--all", "true"], cwd=where, env=env, capture_output=True, text=True
     ).stdout
     status = dict(re.findall(r"^\s+(\S+): (.+)$", listing, re.M))
+    if only:
+        status = {n: s for n, s in status.items() if any(fnmatch.fnmatch(n, p) for p in only)}
     counts: dict[str, int | float] = {"mutants": len(status)}
     for key in ("killed", "timeout", "survived", "no tests"):
         counts[key] = sum(1 for s in status.values() if s == key)
@@ -248,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         help="rerun only the last run's survivors, against today's tests (after adding tests)",
     )  # fmt: skip
     parser.add_argument(
+        "--only", action="append", metavar="PATTERN",
+        help="run and score only the mutants whose names match (fnmatch; may be repeated)",
+    )  # fmt: skip
+    parser.add_argument(
         "--diffs-only", action="store_true",
         help="rewrite survivors.diff of earlier runs without running anything",
     )  # fmt: skip
@@ -266,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'equiv':>5s} {'score':>6s}", flush=True)  # fmt: skip
     for module in modules:
         mode = "survivors" if args.survivors else "resume" if args.resume else "fresh"
-        c = mutate(module, args.jobs, known, mode)
+        c = mutate(module, args.jobs, known, mode, args.only)
         print(
             f"{module:34s} {c['mutants']:7d} {c['killed'] + c['timeout']:6d} {c['survived']:5d} "
             f"{c['no tests']:5d} {c['equivalent']:5d} {c['score']:5.1f}%",
