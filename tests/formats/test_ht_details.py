@@ -1,6 +1,8 @@
 """Hierarchical Tucker in detail: trees, HT-SVD ranks and bound per edge, layouts, messages."""
 
+import dataclasses
 import math
+import re
 
 import pytest
 import torch
@@ -294,3 +296,103 @@ def test_bad_inputs_name_the_call_and_the_culprit(call, match):
     """Errors say which call failed and which field was wrong."""
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def gauged(ht, seed=5):
+    """The same HT tensor with every frame mixed by an invertible matrix (inverse in the parent):
+    no frame is orthonormal any more, and the dense tensor is unchanged."""
+    tree, names = ht.tree, [f.name for f in ht.structure.factors]
+    factors = ht.factor_tensors()
+    nodes = {t: factors[name].clone() for t, name in enumerate(names)}
+    g = gen(seed)
+    for t in range(1, len(tree)):
+        r = nodes[t].shape[-1]
+        mix = torch.eye(r, dtype=F64) + 0.4 * torch.randn(r, r, generator=g, dtype=F64)
+        nodes[t] = torch.tensordot(nodes[t], mix, dims=([nodes[t].ndim - 1], [0]))
+        p = tree.parent(t)
+        slot = tree.children(p).index(t)
+        inv = torch.linalg.inv(mix)
+        nodes[p] = torch.movedim(torch.tensordot(inv, nodes[p], dims=([1], [slot])), 0, slot)
+    return HT.from_factors(ht.structure, {names[t]: x for t, x in nodes.items()})
+
+
+@pytest.mark.parametrize("structure", [None, ((0, 1), (2, (3, 4)))])
+def test_truncating_an_ht_with_non_orthonormal_frames_equals_truncating_the_tensor(structure):
+    """truncate() orthogonalises first: the result does not depend on the gauge of the frames."""
+    x = decaying((3, 4, 3, 4, 3)[: 5 if structure else 4], seed=6)
+    tree = None if structure is None else DimensionTree(structure)
+    ht = HT.from_dense(x, tree=tree)
+    mixed = gauged(ht)
+    leaf = mixed.factor_tensors()[mixed.structure.factors[-1].name]
+    assert not torch.allclose(leaf.mH @ leaf, torch.eye(leaf.shape[-1], dtype=F64))
+    torch.testing.assert_close(mixed.to_dense(), x, rtol=1e-10, atol=1e-10)
+    for trunc in (Truncation(max_rank=2), Truncation(rel_tol=0.05)):
+        a, b = ht.truncate(trunc), mixed.truncate(trunc)
+        assert a.ranks == b.ranks
+        torch.testing.assert_close(b.to_dense(), a.to_dense(), rtol=1e-9, atol=1e-9)
+        assert b.error == pytest.approx(a.error, rel=1e-6)
+        assert b.error == pytest.approx(rel_err(x, b.to_dense()), rel=1e-5)
+
+
+def says(message):
+    return pytest.raises(ValueError, match="^" + re.escape(message))
+
+
+def test_messages_name_the_constructor():
+    x = torch.zeros(3, 4, 3, dtype=F64)
+    with says("HT.from_dense: tree has 4 modes, the tensor has 3"):
+        HT.from_dense(x, tree=((0, 1), (2, 3)))
+    with says("HT.from_dense: ranks must have 4 entries, got 2: (1, 2)"):
+        HT.from_dense(x, ranks=[1, 2])
+    with says("HT.from_matrix: row_dims (4, 2) multiply to 8, not the size 6"):
+        HT.from_matrix(torch.zeros(6, 4, dtype=F64), row_dims=(4, 2), col_dims=(2, 2))
+    structure = HT.from_dense(x).structure
+    with says("HT.from_factors: tensors must be the factors ['B0', 'B1', 'U2', 'U3', 'U4']"):
+        HT.from_factors(structure, {})
+    other = dataclasses.replace(structure, options=(("tree", ((0, 1), (2, 3))),))
+    with says("HT.from_factors: tree has 4 modes, the tensor has 3"):
+        HT.from_factors(other, HT.from_dense(x).factor_tensors())
+
+
+def test_legs_trees_and_errors_survive_factors_and_truncation():
+    """Custom legs and trees, and a tensorized layout, come back from from_factors and stay
+    through truncate; a given error is kept."""
+    g = gen(8)
+    x = torch.randn(3, 4, 2, dtype=F64, generator=g)
+    ht = HT.from_dense(x, legs=("a", "b", "c"), tree=(0, (1, 2)))
+    back = HT.from_factors(ht.structure, ht.factor_tensors(), error=0.25)
+    assert back.legs == ("a", "b", "c") and back.tree == DimensionTree((0, (1, 2)))
+    assert back.error == 0.25
+    torch.testing.assert_close(back.to_dense(), x, rtol=1e-12, atol=1e-12)
+    cut = back.truncate(1)
+    assert cut.legs == ("a", "b", "c") and cut.tree == back.tree
+    w = torch.randn(8, 4, dtype=F64, generator=g)
+    tree = (0, (1, 2))  # not the balanced ((0, 1), 2)
+    mat = HT.from_matrix(w, row_dims=(2, 2, 2), col_dims=(1, 2, 2), legs=("o", "i"), tree=tree)
+    assert mat.tree == DimensionTree(tree) and mat.structure.options[0] == ("tree", tree)
+    again = HT.from_factors(mat.structure, mat.factor_tensors(), error=0.5)
+    assert again.error == 0.5 and again.legs == ("o", "i") and again.tree == mat.tree
+    torch.testing.assert_close(again.to_matrix(), w, rtol=1e-12, atol=1e-12)
+    assert mat.truncate(1).legs == ("o", "i") and mat.truncate(1).to_matrix().shape == (8, 4)
+    assert HT.structure_for((8, 4), mat.ranks, out_dims=(2, 2, 2), in_dims=(1, 2, 2),
+                            legs=("o", "i"), tree=tree) == mat.structure  # fmt: skip
+
+
+def test_truncate_without_a_truncation_is_exact():
+    x = decaying((3, 4, 3), seed=9)
+    ht = HT.from_dense(x)
+    same = ht.truncate()
+    assert same.ranks == ht.ranks and same.error == pytest.approx(0.0, abs=1e-7)
+    torch.testing.assert_close(same.to_dense(), x, rtol=1e-10, atol=1e-10)
+
+
+def test_fraction_follows_the_tree_and_legs_given():
+    """``fraction`` sizes the ranks for the tree that is used (a chain costs other parameters
+    than a balanced tree)."""
+    x = decaying((4, 4, 4, 4), seed=10)
+    chain = (((0, 1), 2), 3)
+    ht = HT.from_dense(x, fraction=0.3, tree=chain, legs=("p", "q", "r", "s"))
+    assert ht.tree == DimensionTree(chain) and ht.legs == ("p", "q", "r", "s")
+    assert ht_params(ht.tree, (4, 4, 4, 4), ht.ranks) <= 0.3 * 256
+    balanced = HT.from_dense(x, fraction=0.3)
+    assert ht_params(balanced.tree, (4, 4, 4, 4), balanced.ranks) <= 0.3 * 256
