@@ -235,3 +235,19 @@ def test_verdict_as_dict_nests_the_interval():
         "statistic_name": "statistic",
     }  # fmt: skip
     assert stats.Verdict(**{**v.as_dict(), "interval": iv}) == v
+
+
+# -- all_hold -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "parts, expected",
+    [
+        ([stats.HOLDS], stats.HOLDS),
+        ([stats.HOLDS, stats.HOLDS], stats.HOLDS),
+        ([stats.HOLDS, stats.NOT_SIGNIFICANT], stats.NOT_SIGNIFICANT),
+        ([stats.NOT_SIGNIFICANT, stats.DOES_NOT_HOLD], stats.DOES_NOT_HOLD),
+        ([stats.HOLDS, stats.DOES_NOT_HOLD, stats.HOLDS], stats.DOES_NOT_HOLD),
+        ([stats.NOT_SIGNIFICANT], stats.NOT_SIGNIFICANT),
+    ],
+)
+def test_a_finding_of_parts_holds_only_when_every_part_holds(parts, expected):
+    assert stats.all_hold(parts) == expected
