@@ -1,5 +1,6 @@
 """Truncation sweeps in detail: row values vs numpy, grids, the results file, argument checks."""
 
+import contextlib
 import json
 import math
 import os
@@ -203,12 +204,9 @@ def test_progress_bar_is_shown_on_request(capsys):
 
 def test_in_process_dask_client_gives_the_local_rows():
     """A distributed.Client runs the cells remotely; the table equals the local one."""
-    distributed = pytest.importorskip("distributed")
     model = small_model()
     local = truncation_sweep(model, weight_norm_metric, layers="2", chis=[1, 3])
-    with distributed.Client(
-        processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None
-    ) as client:
+    with dask_client() as client:
         remote = truncation_sweep(
             model, weight_norm_metric, layers="2", chis=[1, 3], executor=client
         )
@@ -254,8 +252,17 @@ class SerialExecutor:
         return map(fn, items)
 
 
-def test_executor_cells_run_on_private_copies():
-    """Cells sent through an executor never touch the caller's model, even while running."""
+def dask_client():
+    distributed = pytest.importorskip("distributed")
+    return distributed.Client(
+        processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0"
+    )
+
+
+@pytest.mark.parametrize("kind", ["serial", "dask"])
+def test_executor_cells_run_on_private_copies(kind):
+    """Cells sent through an executor never touch the caller's model, even while running; on
+    Dask, neither the scattered model, which every cell on a worker shares."""
     model = small_model()
     original = model[0].weight.detach().clone()
     seen = []
@@ -264,7 +271,9 @@ def test_executor_cells_run_on_private_copies():
         seen.append(float((model[0].weight.detach() - original).abs().max()))
         return {"own": float(m[0].weight.detach().norm())}
 
-    rows = truncation_sweep(model, evaluate, layers="0", chis=[1], executor=SerialExecutor())
+    runner = dask_client() if kind == "dask" else contextlib.nullcontext(SerialExecutor())
+    with runner as executor:
+        rows = truncation_sweep(model, evaluate, layers="0", chis=[1], executor=executor)
     local = truncation_sweep(
         model, lambda m: {"own": float(m[0].weight.detach().norm())}, layers="0", chis=[1]
     )
@@ -347,32 +356,6 @@ def test_unused_cut_message_says_what_a_cut_is():
         "cuts [('kh',)] apply to none of the layers swept (their legs: {'2': ('out', 'in')}); a "
         "cut names legs of KERNEL_LEGS on one side, and leaves at least one leg on the other"
     )
-
-
-def dask_client():
-    distributed = pytest.importorskip("distributed")
-    return distributed.Client(
-        processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0"
-    )
-
-
-def test_dask_cells_run_on_private_copies():
-    """Cells on a Dask worker never touch the scattered model, which other cells share."""
-    model = small_model()
-    original = model[0].weight.detach().clone()
-    seen = []
-
-    def evaluate(m):
-        seen.append(float((model[0].weight.detach() - original).abs().max()))
-        return {"own": float(m[0].weight.detach().norm())}
-
-    with dask_client() as client:
-        rows = truncation_sweep(model, evaluate, layers="0", chis=[1], executor=client)
-    local = truncation_sweep(
-        model, lambda m: {"own": float(m[0].weight.detach().norm())}, layers="0", chis=[1]
-    )
-    assert seen and max(seen) == 0.0
-    assert [r["own"] for r in rows] == pytest.approx([r["own"] for r in local], rel=1e-12)
 
 
 def test_a_stopped_dask_sweep_leaves_another_sweep_of_the_same_model_running():

@@ -7,7 +7,7 @@ Usage (from the repository root)::
     python tools/mutate.py --jobs 2 tensornet/formats/tucker.py
     python tools/mutate.py --survivors tensornet/formats/tucker.py   # after adding tests
     python tools/mutate.py --resume tensornet/core/contract.py       # after an interruption
-    python tools/mutate.py --only 'tensornet.core.contract.x__check_path*' \
+    python tools/mutate.py --only 'tensornet.core.contract.x_compiled*' \
         tensornet/core/contract.py                                   # one function's mutants
 
 Each module is mutated in a scratch copy of the working tree (``.mutate/<module>``, ignored by

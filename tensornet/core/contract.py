@@ -32,7 +32,7 @@ import opt_einsum as oe
 import torch
 from opt_einsum import paths as oe_paths
 
-from .executor import Contraction
+from .executor import Contraction, linear_to_pairs
 from .pathfind import DefaultOptimizer, path_costs
 from .slicing import SlicedContraction, choose_chunks
 
@@ -189,30 +189,6 @@ def _optimizer_key(optimize: Optimize) -> tuple[Hashable, str]:
     )
 
 
-def _check_path(path: tuple[tuple[int, ...], ...], operands: int) -> None:
-    """Refuse an explicit path that cannot contract ``operands`` tensors down to one.
-
-    Each step names distinct positions among the tensors left at that point; the step's result
-    goes to the end of the list (opt_einsum's convention).
-    """
-    left = operands
-    for number, step in enumerate(path):
-        bad = [i for i in step if not 0 <= i < left]
-        if not step or bad or len(set(step)) != len(step):
-            why = (
-                "names no tensor" if not step
-                else f"names position {bad[0]}, but only {left} tensors are left"
-                if bad else "names a position twice"
-            )  # fmt: skip
-            raise ValueError(f"optimize path step {number} {step} {why}; path {path}")
-        left -= len(step) - 1
-    if left != 1 and operands:
-        raise ValueError(
-            f"optimize path {path} leaves {left} tensors of {operands}, not one; "
-            "each step must contract tensors until one is left"
-        )
-
-
 def _symbols(inputs: Sequence[tuple[str, ...]]) -> dict[str, str]:
     symbols: dict[str, str] = {}
     for legs in inputs:
@@ -366,7 +342,11 @@ def compiled(
         estimated = choice.estimated_seconds
     elif opt_key[0] == "path":
         path = opt_key[1]
-        _check_path(path, len(inputs))
+        if inputs:  # refused before planning, with the step at fault
+            try:
+                linear_to_pairs(len(inputs), path)
+            except ValueError as err:
+                raise ValueError(f"optimize {err}") from None
     else:
         found, info = oe.contract_path(equation, *shapes, shapes=True, optimize=optimize)
         path = tuple(tuple(int(i) for i in step) for step in found)
@@ -408,38 +388,14 @@ def _sliced(
 ) -> tuple[Plan, SlicedContraction]:
     """The plan and program that contract ``plan`` in slices of at most ``limit`` elements.
 
-    The cache keeps the sliced program and the plan of one slice by path, not by optimizer:
-    two optimizers that found the same path share them, and each gets a plan that names its own
-    optimizer, search time and path info.
+    Keyed by the whole plan (the cached object from :func:`compiled`, so the lookup is by
+    identity): a sliced plan keeps the optimizer, search time and path info of its own plan,
+    also when another optimizer found the same path.
     """
-    key = ("sliced", plan.inputs, shapes, plan.output, plan.path, limit, dtype, device)
+    key = ("sliced", plan, shapes, limit, dtype, device)
     hit = _CACHE.get(key)
-    if hit is None:
-        hit = _slice_program(plan, shapes, limit, dtype, device)
-        _CACHE.put(key, hit)
-    inner_plan, program = hit
-    sliced_plan = Plan(
-        equation=plan.equation,
-        inputs=plan.inputs,
-        output=plan.output,
-        path=plan.path,
-        flops=inner_plan.flops * program.slices,
-        naive_flops=plan.naive_flops,
-        largest_intermediate=inner_plan.largest_intermediate,
-        optimizer=plan.optimizer,
-        info=plan.info,
-        search_seconds=plan.search_seconds,
-        estimated_seconds=plan.estimated_seconds * program.slices,
-        sliced=program.sliced,
-        slices=program.slices,
-    )
-    return sliced_plan, program
-
-
-def _slice_program(
-    plan: Plan, shapes: tuple[tuple[int, ...], ...], limit: int, dtype, device
-) -> tuple[Plan, SlicedContraction]:
-    """The plan of one slice and the program that runs every slice."""
+    if hit is not None:
+        return hit
     symbols = _symbols(plan.inputs)
     back = {s: leg for leg, s in symbols.items()}
     sym_inputs = [frozenset(symbols[leg] for leg in legs) for legs in plan.inputs]
@@ -457,7 +413,23 @@ def _slice_program(
     )
     inner_plan, inner = compiled(plan.inputs, inner_shapes, plan.output, plan.path, dtype, device)
     program = SlicedContraction(inner, plan.inputs, sliced, dims, [chunk[x] for x in sliced])
-    return inner_plan, program
+    sliced_plan = Plan(
+        equation=plan.equation,
+        inputs=plan.inputs,
+        output=plan.output,
+        path=plan.path,
+        flops=inner_plan.flops * program.slices,
+        naive_flops=plan.naive_flops,
+        largest_intermediate=inner_plan.largest_intermediate,
+        optimizer=plan.optimizer,
+        info=plan.info,
+        search_seconds=plan.search_seconds,
+        estimated_seconds=plan.estimated_seconds * program.slices,
+        sliced=sliced,
+        slices=program.slices,
+    )
+    _CACHE.put(key, (sliced_plan, program))
+    return sliced_plan, program
 
 
 def prepared(

@@ -37,16 +37,23 @@ def linear_to_pairs(n_inputs: int, path: Sequence[Sequence[int]]) -> list[tuple[
 
     Ids ``0 .. n_inputs-1`` are the inputs, and the ``k``-th pair produces id ``n_inputs + k``.
     Steps naming one operand are no-ops; steps naming more than two are folded left to right.
-    Raises ValueError if the path leaves more than one tensor.
+    Raises ValueError naming the step at fault when a step names no tensor, a position twice or
+    a position beyond the tensors left at that point, and when the path leaves several tensors.
     """
+    steps = tuple(tuple(int(p) for p in step) for step in path)
     live = list(range(n_inputs))
     pairs: list[tuple[int, ...]] = []
     next_id = n_inputs
-    for step in path:
-        positions = sorted((int(p) for p in step), reverse=True)
-        if len(set(positions)) != len(positions) or any(p < 0 or p >= len(live) for p in positions):
-            raise ValueError(f"path step {tuple(step)} does not name distinct live tensors")
-        taken = [live.pop(p) for p in positions]
+    for number, step in enumerate(steps):
+        bad = [p for p in step if not 0 <= p < len(live)]
+        if not step or bad or len(set(step)) != len(step):
+            why = (
+                "names no tensor" if not step
+                else f"names position {bad[0]}, but only {len(live)} tensors are left"
+                if bad else "names a position twice"
+            )  # fmt: skip
+            raise ValueError(f"path step {number} {step} {why}; path {steps}")
+        taken = [live.pop(p) for p in sorted(step, reverse=True)]
         current = taken[0]
         for other in taken[1:]:
             pairs.append((current, other))
@@ -54,7 +61,10 @@ def linear_to_pairs(n_inputs: int, path: Sequence[Sequence[int]]) -> list[tuple[
             next_id += 1
         live.append(current)
     if len(live) != 1:
-        raise ValueError(f"the path leaves {len(live)} tensors uncontracted: {list(path)}")
+        raise ValueError(
+            f"path {steps} leaves {len(live)} tensors of {n_inputs}, not one; "
+            "each step must contract tensors until one is left"
+        )
     return pairs
 
 

@@ -9,7 +9,6 @@ import torch
 import tensornet as tn
 from tensornet.core.contract import (
     Plan,
-    _check_path,
     _equation,
     _is_network,
     _LRUCache,
@@ -80,30 +79,36 @@ def test_optimizer_keys_and_messages():
 
 
 def test_explicit_paths_are_checked_before_planning():
-    """A path that cannot contract the tensors down to one is refused with the step at fault."""
-    _check_path(((0, 1), (0, 1)), 3)
-    _check_path(((1,), (2, 0), (0, 1)), 3)  # a one-tensor step keeps the count
-    _check_path((), 1)
-    _check_path(((0,),), 1)
+    """A path that cannot contract the tensors down to one is refused with the step at fault
+    (the executor's path check, run before planning)."""
+
+    def plan_path(path, n):
+        legs = tuple((f"a{i}", f"a{i + 1}") for i in range(n))
+        compiled(legs, ((2, 2),) * n, ("a0", f"a{n}"), path)
+
+    plan_path(((0, 1), (0, 1)), 3)
+    plan_path(((1,), (2, 0), (0, 1)), 3)  # a one-tensor step keeps the count
+    plan_path((), 1)
+    plan_path(((0,),), 1)
     with says(ValueError, "optimize path step 0 (0, 7) names position 7, but only 3 tensors are "
               "left; path ((0, 7), (0, 1))"):  # fmt: skip
-        _check_path(((0, 7), (0, 1)), 3)
+        plan_path(((0, 7), (0, 1)), 3)
     with says(ValueError, "optimize path step 1 (0, 2) names position 2, but only 2 tensors are "
               "left; path ((0, 1), (0, 2))"):  # fmt: skip
-        _check_path(((0, 1), (0, 2)), 3)
+        plan_path(((0, 1), (0, 2)), 3)
     with says(ValueError, "optimize path step 0 (1, 1) names a position twice; path ((1, 1),)"):
-        _check_path(((1, 1),), 2)
+        plan_path(((1, 1),), 2)
     with says(ValueError, "optimize path step 1 () names no tensor; path ((0, 1), ())"):
-        _check_path(((0, 1), ()), 3)
+        plan_path(((0, 1), ()), 3)
     with says(ValueError, "optimize path step 0 (-1, 0) names position -1, but only 2 tensors "
               "are left; path ((-1, 0),)"):  # fmt: skip
-        _check_path(((-1, 0),), 2)
+        plan_path(((-1, 0),), 2)
     with says(ValueError, "optimize path ((0, 1),) leaves 2 tensors of 3, not one; each step "
               "must contract tensors until one is left"):  # fmt: skip
-        _check_path(((0, 1),), 3)
+        plan_path(((0, 1),), 3)
     with says(ValueError, "optimize path () leaves 2 tensors of 2, not one; each step must "
               "contract tensors until one is left"):  # fmt: skip
-        _check_path((), 2)
+        plan_path((), 2)
     a, b = tn.Node(torch.ones(2, 3), ("i", "j")), tn.Node(torch.ones(3, 4), ("j", "k"))
     with says(ValueError, "optimize path () leaves 2 tensors of 2, not one; each step must "
               "contract tensors until one is left"):  # fmt: skip
@@ -235,7 +240,7 @@ def test_limit_messages_name_the_limit_and_the_fix():
 
 
 def chain_on(device="cpu", dtype=torch.float64, n=8):
-    return chain(n).to(dtype=dtype, device=device) if device != "cpu" else chain(n).to(dtype=dtype)
+    return chain(n).to(dtype=dtype, device=device)
 
 
 @pytest.mark.parametrize("route", ["no limit", "limit", "sliced"])
@@ -363,7 +368,7 @@ def test_programs_are_compiled_when_planned_and_follow_the_plan():
 
 
 def test_sliced_plans_of_one_path_name_their_own_optimizer():
-    """Two optimizers that find the same path share the sliced program, not the plan's story."""
+    """Two optimizers that find the same path each get a sliced plan that names them."""
     tn.clear_cache()
     net = chain()
     default = net.plan(max_intermediate=8, slicing=True)

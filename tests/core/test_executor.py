@@ -134,7 +134,8 @@ def test_paths_with_wide_steps_and_single_operand_steps():
 
 @pytest.mark.parametrize(
     "path, match",
-    [([(0, 1)], "leaves 2 tensors"), ([(0, 0)], "distinct live"), ([(0, 5)], "distinct live")],
+    [([(0, 1)], "leaves 2 tensors"), ([(0, 0)], "names a position twice"),
+     ([(0, 5)], "names position 5, but only 3 tensors are left")],
 )
 def test_bad_paths_are_refused(path, match):
     with pytest.raises(ValueError, match=match):

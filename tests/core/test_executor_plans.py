@@ -288,11 +288,16 @@ def test_linear_paths_become_single_assignment_pairs():
 @pytest.mark.parametrize(
     "path, message",
     [
-        ([(0, 1)], r"the path leaves 2 tensors uncontracted: \[\(0, 1\)\]"),
-        ([(0, 0)], r"path step \(0, 0\) does not name distinct live tensors"),
-        ([(0, 3)], r"path step \(0, 3\) does not name distinct live tensors"),
-        ([(-1, 0)], r"path step \(-1, 0\) does not name distinct live tensors"),
-        ([(0, 1), (0, 2)], r"path step \(0, 2\) does not name distinct live tensors"),
+        ([(0, 1)], r"path \(\(0, 1\),\) leaves 2 tensors of 3, not one; each step must "
+                   r"contract tensors until one is left"),
+        ([(0, 0)], r"path step 0 \(0, 0\) names a position twice; path \(\(0, 0\),\)"),
+        ([(0, 3)], r"path step 0 \(0, 3\) names position 3, but only 3 tensors are left; "
+                   r"path \(\(0, 3\),\)"),
+        ([(-1, 0)], r"path step 0 \(-1, 0\) names position -1, but only 3 tensors are left; "
+                    r"path \(\(-1, 0\),\)"),
+        ([(0, 1), (0, 2)], r"path step 1 \(0, 2\) names position 2, but only 2 tensors are "
+                           r"left; path \(\(0, 1\), \(0, 2\)\)"),
+        ([(0, 1), ()], r"path step 1 \(\) names no tensor; path \(\(0, 1\), \(\)\)"),
     ],
 )
 def test_bad_paths_are_refused_naming_the_step(path, message):
