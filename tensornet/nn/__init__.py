@@ -12,12 +12,20 @@
 """
 
 from .allocate import Allocation, LayerChoice, allocate
-from .compress import CompressionReport, LayerReport, compress, dense_flops, layer_inputs
+from .compress import (
+    CompressionReport,
+    LayerReport,
+    compress,
+    dense_flops,
+    dense_seconds,
+    kernel_errors,
+    layer_inputs,
+)
 from .cost import calibrate, costs_for
 from .export import conv_sequence, to_standard
 from .functional import ConvGeometry, ForwardPlan
 from .layers import PlanInfo, TNConv2d, TNLayer, TNLinear, kernel_options
-from .select import NoMatchingLayer, matches, select_layers
+from .select import EndLayers, NoMatchingLayer, end_layers, matches, select_layers
 from .serialize import describe, load, save
 from .truncate import KernelTruncation, truncate_kernel
 
@@ -25,6 +33,7 @@ __all__ = [
     "Allocation",
     "CompressionReport",
     "ConvGeometry",
+    "EndLayers",
     "ForwardPlan",
     "KernelTruncation",
     "LayerChoice",
@@ -40,7 +49,10 @@ __all__ = [
     "conv_sequence",
     "costs_for",
     "dense_flops",
+    "dense_seconds",
     "describe",
+    "end_layers",
+    "kernel_errors",
     "kernel_options",
     "layer_inputs",
     "load",
