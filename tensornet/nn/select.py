@@ -151,7 +151,8 @@ def end_layers(model: nn.Module, example_input: Any = None) -> EndLayers:
     forward with hooks finds them (the model runs in eval mode, no state changes); otherwise,
     or when that fails, ``torch.fx`` traces the model; when both fail (data-dependent control
     flow without an example), they are the first and last registered layers and ``note`` says
-    so. Names are first names (see :func:`layer_aliases`), in module order.
+    so. Compressed layers count as conv/linear layers. Names are first names (see
+    :func:`layer_aliases`), in module order.
 
     Examples
     --------
@@ -168,8 +169,7 @@ def end_layers(model: nn.Module, example_input: Any = None) -> EndLayers:
     >>> ends.first, ends.last, ends.method
     (('trunk',), ('cls', 'reg'), 'fx')
     """
-    aliases = layer_aliases(model)
-    order = list(aliases)
+    order = list(_first_names(model).values())
     notes = []
     if example_input is not None:
         try:
