@@ -299,8 +299,6 @@ def _sources(t: Any, leaves: dict[int, str]) -> set[str]:
     if not isinstance(t, torch.Tensor):
         return set()
     found = set()
-    if id(t) in leaves:
-        found.add(leaves[id(t)])
     todo = [t.grad_fn] if t.grad_fn is not None else []
     seen = set()
     while todo:

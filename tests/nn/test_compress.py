@@ -119,8 +119,8 @@ def test_a_layer_feeding_an_output_through_another_path_is_an_output_layer():
             self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
 
         def forward(self, x):
-            h = self.a(x)
-            return self.b(h) + h  # a reaches the output directly too
+            h = self.a(x).relu()
+            return self.b(h) + h * 2 + h  # a reaches the output directly too
 
     for ends in (end_layers(Skip()), end_layers(Skip(), torch.randn(3, 4))):
         assert ends.first == ("a",) and ends.last == ("a", "b")
@@ -556,3 +556,51 @@ def test_plan_and_flags_are_checked_before_work():
         measure_time=False,
     )
     assert small.trunk[2].plan == "measure"
+
+
+def test_integer_inputs_and_non_tensor_outputs():
+    class Lookup(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(10, 4)
+            self.a, self.b, self.c = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 3)
+
+        def forward(self, x, idx):
+            h = self.a(x) + self.b(self.emb(idx))
+            return {"out": self.c(h), "count": idx.numel(), "tag": "y"}
+
+    net = Lookup()
+    ends = end_layers(net, (torch.randn(5, 4), torch.randint(0, 10, (5,))))
+    assert ends.method == "hooks" and ends.first == ("a",) and ends.last == ("c",)
+    assert select_layers(net, skip="last") == ["a", "b"]
+
+
+def test_format_as_a_function_and_bad_format_values():
+    net = TwoHeads()
+
+    def pick(name, module):
+        return ("tt", {}) if isinstance(module, nn.Conv2d) else None
+
+    small, report = compress(net, pick, fraction=0.5)
+    assert [(r.name, r.format) for r in report.layers] == [("trunk.2", "tt"), ("trunk.4", "tt")]
+    assert (
+        report.layers[0].compression == report.layers[0].params_before / small.trunk[2].num_params
+    )
+    with pytest.raises(ValueError, match="layer 'trunk.2': a format must be a name or"):
+        compress(net, {"conv": 3}, fraction=0.5)
+
+
+def test_allocation_dense_choices_and_the_default_skip_do_not_apply():
+    from tensornet.nn import Allocation, LayerChoice
+
+    net = TwoHeads()
+    choices = {
+        "trunk.0": LayerChoice("trunk.0", "dense", (), 1, 224, None, 0.0, 224),
+        "trunk.2": LayerChoice("trunk.2", "grouped", (4,), 2, 0, None, 0.0, 1168),
+        "cls": LayerChoice("cls", "grouped", (2,), 1, 0, None, 0.0, 330),
+    }
+    alloc = Allocation("uniform", "params", 0.5, choices, 0, None, 0, None)
+    small, report = compress(net, allocation=alloc)
+    assert [r.name for r in report.layers] == ["trunk.2", "cls"]  # cls: "last" not skipped
+    assert type(small.trunk[0]) is nn.Conv2d and isinstance(small.cls, TNLinear)
+    assert small.trunk[2].format == "grouped" and small.trunk[2].ranks == (4,)
