@@ -67,6 +67,7 @@ PLAN_FAMILIES = {
     "linear": ("dense", "direct"),
 }
 _POLICIES = ("auto", "measure")
+_KINDS = ("conv", "linear")  # format mapping keys that are layer kinds, not patterns
 
 
 @dataclass(frozen=True)
@@ -386,11 +387,27 @@ def kernel_errors(dense: torch.Tensor, approx: torch.Tensor) -> tuple[float, flo
     w = dense.detach().to(torch.float64).reshape(dense.shape[0], -1)
     diff = w - approx.detach().to(device=w.device, dtype=torch.float64).reshape(w.shape)
     out = []
-    for ord_ in ("fro", 2):
-        num = float(torch.linalg.matrix_norm(diff, ord=ord_))
-        den = float(torch.linalg.matrix_norm(w, ord=ord_))
+    for norm in (torch.linalg.matrix_norm, _spectral_norm):
+        num, den = float(norm(diff)), float(norm(w))
         out.append(num / den if den > 0 else (0.0 if num == 0 else math.inf))
     return out[0], out[1]
+
+
+# Up to this smaller side, spectral norms by a full SVD; above, by Lanczos (scipy's svds).
+_EXACT_SIDE = 256
+
+
+def _spectral_norm(m: torch.Tensor) -> float:
+    """Largest singular value of a float64 matrix (Lanczos above ``_EXACT_SIDE``)."""
+    side = min(m.shape)
+    if side <= _EXACT_SIDE:
+        return float(torch.linalg.matrix_norm(m, ord=2))
+    if not bool(m.any()):
+        return 0.0
+    from scipy.sparse.linalg import svds
+
+    a = m.cpu().numpy()
+    return float(svds(a, k=1, return_singular_vectors=False, v0=np.ones(side))[0])
 
 
 def _kind(module: nn.Module) -> str:
@@ -409,7 +426,7 @@ def _format_for(
         value = None
         for key, v in spec.items():
             if key == kind or (
-                key not in PLAN_FAMILIES and any(matches(a, key) for a in (name, *aliases))
+                key not in _KINDS and any(matches(a, key) for a in (name, *aliases))
             ):
                 value = v
                 break
@@ -428,7 +445,7 @@ def _check_format_keys(spec: FormatSpec, aliases: Mapping[str, Sequence[str]]) -
         return
     every = [a for group in aliases.values() for a in group]
     for key in spec:
-        if key in PLAN_FAMILIES:
+        if key in _KINDS:
             continue
         if not isinstance(key, str):
             raise TypeError(

@@ -351,6 +351,13 @@ def test_report_errors_equal_a_recomputation(fmt):
 
 
 def test_kernel_errors():
+    torch.manual_seed(3)
+    big = torch.randn(300, 400) * torch.logspace(0, -2, 400)  # Lanczos above 256 rows
+    approx = big + 1e-2 * torch.randn(300, 400)
+    fro, spec = _np_errors(big, approx)
+    assert kernel_errors(big, approx) == pytest.approx((fro, spec), rel=1e-9)
+    assert kernel_errors(big, big) == (0.0, 0.0)
+    assert kernel_errors(torch.zeros(300, 300), torch.zeros(300, 300)) == (0.0, 0.0)
     w = torch.diag(torch.tensor([3.0, 4.0]))
     assert kernel_errors(w, torch.diag(torch.tensor([3.0, 0.0]))) == pytest.approx((0.8, 1.0))
     assert kernel_errors(torch.zeros(2, 2), torch.zeros(2, 2)) == (0.0, 0.0)
