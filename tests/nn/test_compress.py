@@ -611,3 +611,23 @@ def test_allocation_dense_choices_and_the_default_skip_do_not_apply():
     assert [r.name for r in report.layers] == ["trunk.2", "cls"]  # cls: "last" not skipped
     assert type(small.trunk[0]) is nn.Conv2d and isinstance(small.cls, TNLinear)
     assert small.trunk[2].format == "grouped" and small.trunk[2].ranks == (4,)
+
+
+def test_compress_on_each_device(device):
+    net = TwoHeads().to(device)
+    x = X.to(device)
+    small, report = compress(net, "tucker2", fraction=0.5, example_input=x, min_speedup=1e-6)
+    assert [r.name for r in report.layers] == ["trunk.2", "trunk.4", "trunk.7"]
+    assert small.trunk[2].weight.device == x.device and small(x)["logits"].device == x.device
+    for r in report.layers:
+        assert r.seconds_before > 0 and r.seconds_after > 0 and not r.kept_dense
+        fro, spec = _np_errors(
+            net.get_submodule(r.name).weight.cpu(), small.get_submodule(r.name).weight.cpu()
+        )
+        assert (r.error_fro, r.error_spectral) == pytest.approx((fro, spec), abs=1e-6)
+    table = cost.costs_for(x.device.type)
+    n_flops = 2 * 2 * (16 * 9) * 32
+    assert report.layers[2].seconds_before == pytest.approx(
+        table.step_time("matmul", n_flops, 4 * 2 * (144 + 32)), rel=1e-12
+    )
+    assert report.forward_before > 0 and report.forward_after > 0
