@@ -719,7 +719,9 @@ def compress(
             )
         layer = _build(name, module, fmt, plan, kw, opts)
         report = _layer_report(name, module, layer, shapes.get(name), aliases[name])
-        if min_speedup is not None and report.seconds_after > report.seconds_before / min_speedup:
+        if example_input is not None and name not in shapes:
+            notes.append(f"layer {name!r} did not run on example_input: no FLOPs or times")
+        if min_speedup is not None and name in shapes and _too_slow(report, min_speedup):
             notes.append(
                 f"layer {name!r} kept dense: estimated {report.seconds_after * 1e3:.3f} ms "
                 f"compressed vs {report.seconds_before * 1e3:.3f} ms dense "
@@ -798,6 +800,11 @@ def _layer_report(
         error_spectral,
         aliases,
     )
+
+
+def _too_slow(r: LayerReport, min_speedup: float) -> bool:
+    """The estimated compressed time exceeds the dense time / ``min_speedup``."""
+    return r.seconds_after > r.seconds_before / min_speedup
 
 
 def _kept_dense(r: LayerReport) -> LayerReport:

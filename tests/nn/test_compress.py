@@ -631,3 +631,23 @@ def test_compress_on_each_device(device):
         table.step_time("matmul", n_flops, 4 * 2 * (144 + 32)), rel=1e-12
     )
     assert report.forward_before > 0 and report.forward_after > 0
+
+
+def test_a_layer_the_example_does_not_run():
+    class Unused(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.spare, self.b = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.b(self.a(x).relu())
+
+    x = torch.randn(3, 8)
+    small, report = compress(
+        Unused(), "svd", ranks=2, skip=(), example_input=x, min_speedup=1e3, measure_time=False
+    )
+    spare = next(r for r in report.layers if r.name == "spare")
+    assert spare.flops_before is None and spare.seconds_after is None and not spare.kept_dense
+    assert isinstance(small.spare, TNLinear) and type(small.a) is nn.Linear
+    assert "layer 'spare' did not run on example_input: no FLOPs or times" in report.notes
+    assert report.flops_before is None and report.seconds_before is None
