@@ -698,18 +698,15 @@ def compress(
             continue
         module = modules[name]
         if allocation is not None:
-            choice = allocation.layers[name]
-            if choice.format == "dense":
-                continue
-            fmt, opts = choice.format, dict(choice.options)
-            kw = {"ranks": choice.ranks}
+            spec = _allocated(allocation.layers[name])
         else:
             spec = _format_for(format, name, module, aliases[name])
-            if spec is None:
-                continue
-            fmt, opts = spec
-            opts = {**options, **opts}
-            kw = {"trunc": trunc, "ranks": ranks, "fraction": fraction}
+            if spec is not None:
+                sizes = {"trunc": trunc, "ranks": ranks, "fraction": fraction}
+                spec = (spec[0], {**options, **spec[1]}, sizes)
+        if spec is None:
+            continue
+        fmt, opts, kw = spec
         reparam = _reparam_note(module)
         if reparam:
             _refresh(module)
@@ -747,6 +744,13 @@ def compress(
         reports, before, after, _shape_of(example_input), notes, forward_before, forward_after
     )
     return target, report
+
+
+def _allocated(choice: Any) -> tuple[str, dict, dict] | None:
+    """(format, options, sizes) of an allocation's choice; ``None`` for a dense one."""
+    if choice.format == "dense":
+        return None
+    return choice.format, dict(choice.options), {"ranks": choice.ranks}
 
 
 def _build(name: str, module: nn.Module, fmt: str, plan: str, kw: dict, opts: dict) -> TNLayer:
