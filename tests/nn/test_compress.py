@@ -12,6 +12,8 @@ from torch import nn
 from torch.nn.utils import parametrize, prune
 
 from tensornet.nn import (
+    CompressionReport,
+    LayerReport,
     NoMatchingLayer,
     TNConv2d,
     TNLinear,
@@ -409,6 +411,7 @@ def test_report_flops_times_and_totals():
     _, plain = compress(net, "tucker2", fraction=0.3, skip=("first", "reg"))
     assert plain.flops_before is None and plain.seconds_after is None
     assert plain.forward_before is None and plain.layers[0].speedup is None
+    assert plain.input_shape is None
     assert "model forward" not in str(plain) and "MFLOP," not in str(plain)
     _, quiet = compress(net, "tucker2", fraction=0.3, example_input=X, measure_time=False)
     assert quiet.forward_before is None and quiet.flops_before is not None
@@ -475,7 +478,7 @@ def test_min_speedup_with_a_cost_table_where_compressed_is_slow():
     assert r.kept_dense and type(small[1]) is nn.Conv2d
 
 
-@pytest.mark.parametrize("value", [0, -1.0, math.inf, float("nan"), True, "2"])
+@pytest.mark.parametrize("value", [0, -1.0, math.inf, float("nan"), True, np.bool_(True), "2"])
 def test_min_speedup_is_checked(value):
     with pytest.raises(ValueError, match="min_speedup must be a number > 0"):
         compress(TwoHeads(), "tt", fraction=0.5, example_input=X, min_speedup=value)
@@ -504,6 +507,8 @@ def test_fraction_as_numpy_or_tensor_number(fraction):
         (torch.tensor(True), "torch.bool tensor"),
         (torch.tensor(1.5), r"fraction must be in \(0, 1\]"),
         (np.float32(0.0), r"fraction must be in \(0, 1\]"),
+        (torch.tensor(0.3 + 0j), "torch.complex64 tensor"),
+        (np.bool_(True), "fraction must be a number"),
     ],
 )
 def test_bad_fractions(fraction, message):
@@ -651,3 +656,45 @@ def test_a_layer_the_example_does_not_run():
     assert isinstance(small.spare, TNLinear) and type(small.a) is nn.Linear
     assert "layer 'spare' did not run on example_input: no FLOPs or times" in report.notes
     assert report.flops_before is None and report.seconds_before is None
+
+
+def test_report_text():
+    net = TwoHeads()
+    small, report = compress(
+        net, "tt", fraction=0.3, example_input=X, skip=("first", "reg"), min_speedup=1e-9
+    )
+    report.forward_before, report.forward_after = 2e-3, 1e-3
+    lines = str(report).splitlines()
+    assert lines[0] == (
+        "layer                  format    ranks                     params         MFLOP"
+        "         est. ms  err F  err 2"
+    )
+    assert lines[1] == "-" * len(lines[0])
+    r = report.layers[0]
+    ranks = ",".join(map(str, r.ranks))
+    assert lines[2] == (
+        f"trunk.2                tt        {ranks:<14} "
+        f"{f'{r.params_before:,}->{r.params_after:,}':>17}"
+        f" {f'{r.flops_before / 1e6:.1f}->{r.flops_after / 1e6:.1f}':>13}"
+        f" {f'{r.seconds_before * 1e3:.3f}->{r.seconds_after * 1e3:.3f}':>15}"
+        f" {r.error_fro:6.3f} {r.error_spectral:6.3f}" + (" slower" if r.slower else "")
+    )
+    total = next(s for s in lines if s.startswith("layers: "))
+    assert total == (
+        f"layers: {report.params_before:,} -> {report.params_after:,} parameters, "
+        f"{report.flops_before / 1e6:.1f}->{report.flops_after / 1e6:.1f} MFLOP, "
+        f"{report.seconds_before * 1e3:.3f}->{report.seconds_after * 1e3:.3f} ms estimated "
+        "for input (2, 3, 8, 8)"
+    )
+    model = next(s for s in lines if s.startswith("model: "))
+    assert model == (
+        f"model: {report.model_params_before:,} -> {report.model_params_after:,} parameters "
+        f"({100 * report.params_ratio:.1f}%)"
+    )
+    assert "model forward (measured, median): 2.000 -> 1.000 ms (2.00x)" in lines
+    bare = CompressionReport(
+        [LayerReport("x", "conv", "tt", (100, 200, 300, 400, 500), 10, 5, None, None, None)], 20, 15
+    )
+    lines = str(bare).splitlines()
+    assert lines[2] == f"x{'':21} tt        100,200,300...{'10->5':>18}{'':30} {0:6.3f} {0:6.3f}"
+    assert lines[3:] == ["layers: 10 -> 5 parameters", "model: 20 -> 15 parameters (75.0%)"]
