@@ -179,7 +179,8 @@ def end_layers(model: nn.Module, example_input: Any = None) -> EndLayers:
             notes.append(f"the forward with hooks failed ({type(err).__name__}: {err})")
     try:
         first, last = _fx_ends(model)
-        return EndLayers(_ordered(first, order), _ordered(last, order), "fx")
+        note = "; ".join(notes) + "; found by torch.fx" if notes else None
+        return EndLayers(_ordered(first, order), _ordered(last, order), "fx", note)
     except Exception as err:  # fx refuses many models
         notes.append(f"torch.fx could not trace the model ({type(err).__name__})")
     note = (
@@ -291,6 +292,8 @@ def _hook_ends(model: nn.Module, example_input: Any) -> tuple[set[str], set[str]
     last: set[str] = set()
     for t in torch.utils._pytree.tree_leaves(out):
         last |= _sources(t, leaves) - {""}
+    if names and not last:
+        raise RuntimeError("no layer output reaches a model output through autograd")
     return first, last
 
 

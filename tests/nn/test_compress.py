@@ -13,6 +13,7 @@ from torch.nn.utils import parametrize, prune
 
 from tensornet.nn import (
     CompressionReport,
+    EndLayers,
     LayerReport,
     NoMatchingLayer,
     TNConv2d,
@@ -156,6 +157,18 @@ def test_untraceable_model_uses_hooks_or_falls_back_to_the_last_registered_layer
             "trunk.7",
             "cls",
         ]
+
+
+def test_outputs_without_autograd_fall_back_to_fx():
+    net = TwoHeads()
+    with torch.inference_mode():
+        ends = end_layers(net, X)
+    assert ends.method == "fx" and ends.last == ("cls", "reg")
+    assert ends.note == (
+        "the forward with hooks failed (RuntimeError: no layer output reaches a model output "
+        "through autograd); found by torch.fx"
+    )
+    assert end_layers(nn.Sequential(nn.ReLU()), torch.randn(2)) == EndLayers((), (), "hooks")
 
 
 def test_end_layers_leave_the_model_as_it_was():
