@@ -8,7 +8,8 @@
 - :func:`to_standard`: back to plain ``nn.Conv2d``/``nn.Linear`` modules with the same outputs.
 - :func:`save` / :func:`load`: safetensors plus a JSON description of each layer (no pickle).
 - :func:`truncate_kernel`: a layer's kernel truncated along cuts (the truncation study's step).
-- :func:`select_layers`: choosing layers by pattern, list or predicate.
+- :func:`select_layers`: choosing layers by pattern, list or predicate; :func:`end_layers`: a
+  model's input and output layers (what ``skip=("first", "last")`` leaves dense).
 """
 
 from .allocate import Allocation, LayerChoice, allocate
