@@ -8,16 +8,25 @@
 - :func:`to_standard`: back to plain ``nn.Conv2d``/``nn.Linear`` modules with the same outputs.
 - :func:`save` / :func:`load`: safetensors plus a JSON description of each layer (no pickle).
 - :func:`truncate_kernel`: a layer's kernel truncated along cuts (the truncation study's step).
-- :func:`select_layers`: choosing layers by pattern, list or predicate.
+- :func:`select_layers`: choosing layers by pattern, list or predicate; :func:`end_layers`: a
+  model's input and output layers (what ``skip=("first", "last")`` leaves dense).
 """
 
 from .allocate import Allocation, LayerChoice, allocate
-from .compress import CompressionReport, LayerReport, compress, dense_flops, layer_inputs
+from .compress import (
+    CompressionReport,
+    LayerReport,
+    compress,
+    dense_flops,
+    dense_seconds,
+    kernel_errors,
+    layer_inputs,
+)
 from .cost import calibrate, costs_for
 from .export import conv_sequence, to_standard
 from .functional import ConvGeometry, ForwardPlan
 from .layers import PlanInfo, TNConv2d, TNLayer, TNLinear, kernel_options
-from .select import NoMatchingLayer, matches, select_layers
+from .select import EndLayers, NoMatchingLayer, end_layers, matches, select_layers
 from .serialize import describe, load, save
 from .truncate import KernelTruncation, truncate_kernel
 
@@ -25,6 +34,7 @@ __all__ = [
     "Allocation",
     "CompressionReport",
     "ConvGeometry",
+    "EndLayers",
     "ForwardPlan",
     "KernelTruncation",
     "LayerChoice",
@@ -40,7 +50,10 @@ __all__ = [
     "conv_sequence",
     "costs_for",
     "dense_flops",
+    "dense_seconds",
     "describe",
+    "end_layers",
+    "kernel_errors",
     "kernel_options",
     "layer_inputs",
     "load",
