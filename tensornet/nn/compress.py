@@ -21,6 +21,7 @@ from torch import nn
 from ..core.truncation import Truncation
 from ..formats import get_format
 from ..formats.base import choose
+from .defaults import AUTO, default_format
 from .layers import TNConv2d, TNLayer, TNLinear
 from .select import Selector, matches, select_layers
 
@@ -167,6 +168,8 @@ def _format_for(spec: FormatSpec, name: str, module: nn.Module) -> tuple[str, di
                 break
     if value is None:
         return None
+    if isinstance(value, str) and value == AUTO:
+        return default_format(module)
     if isinstance(value, str):
         return get_format(value).name, {}
     if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], Mapping):
@@ -176,7 +179,7 @@ def _format_for(spec: FormatSpec, name: str, module: nn.Module) -> tuple[str, di
 
 def compress(
     model: nn.Module,
-    format: FormatSpec = "tt",
+    format: FormatSpec = AUTO,
     layers: Selector = None,
     *,
     trunc: Truncation | int | None = None,
@@ -197,7 +200,11 @@ def compress(
     format : str, (str, options), mapping or callable
         One format for all layers, a mapping whose keys are ``"conv"``, ``"linear"`` or layer
         patterns (first match wins; unmatched layers stay dense), or ``(name, module) ->
-        format | None``.
+        format | None``. ``"auto"`` (the default, also as a mapping value or a callable's
+        answer) gives each layer :func:`~tensornet.nn.defaults.default_format`: ``"svd"``
+        everywhere, as no format was reliably better than a truncated SVD of the matricised
+        kernel at the same parameter count on trained weights (``bench/default_formats.py``).
+        A named format always wins.
     layers : pattern, names, predicate or None
         Which layers (see :func:`~tensornet.nn.select.select_layers`); ``skip`` removes the
         first/last ones by default.
