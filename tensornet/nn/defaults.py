@@ -4,21 +4,24 @@ The rule a default must meet: for every layer kind and kernel shape, at a given 
 its relative Frobenius weight error is no higher than that of the plain baseline, the truncated
 SVD of the matricised kernel ``(out | in kh kw)`` at the same count, on trained weights.
 
-Measured by ``bench/default_formats.py`` (every model of ``models/`` plus a net with 2x2 and
-5x5 kernels, trained briefly on digits; each format at fractions 0.1, 0.25, 0.5 through
-``from_conv``/``from_linear`` with one rank cap, as ``compress`` does; the table is in
-``bench/results/default_formats.md``). Error / SVD error at equal count, median (worst):
+Measured by ``bench/default_formats.py`` (every model of ``models/``, ResNet-18/50 and VGG-16
+at widths 16-128, plus a net with 2x2 and 5x5 kernels, trained briefly on digits; each format
+at fractions 0.1, 0.25, 0.5 through ``from_conv``/``from_linear`` with one rank cap, as
+``compress`` does; 382 cases of a layer at a fraction; the table is
+``bench/results/default_formats.md``). Error / SVD error at equal count, median (worst, share
+of cases not worse):
 
-- linear and 1x1: nothing beats the SVD; TT, TR and CP equal it (a matrix has one cut),
-  Tucker-2, Tucker and HT pay for their core (up to 1.05), grouped low rank loses at small
-  fractions;
-- 2x2: Tucker-2/Tucker/HT 1.03 (1.08), TT 1.04 (1.14), TR 1.06 (1.25);
-- 3x3: Tucker-2 1.00 (1.05) and worse than SVD on more than half of the layers, TT 1.01 (1.12),
-  HT and TR worse still; grouped low rank (2 or 4 groups) 0.97-0.98 but worse on some layers
-  (up to 1.01);
-- 5x5: Tucker-2 and TT 0.99 (1.01-1.02);
-- CP was never worse (0.90 on 3x3), but its ALS fit is about 250x slower than the others
-  (minutes per 100k-element kernel, hours for a 512x512x3x3 one), so it is no default.
+- linear and 1x1: nothing beats the SVD. TT, TR and CP at best equal it (a matrix has one
+  cut; TT loses up to 1.08 on 1x1), Tucker-2, Tucker and HT pay for their core (up to 1.05),
+  grouped low rank loses in 27-56 % of the cases (up to 1.05);
+- 2x2: Tucker-2 1.03 (1.08, 0 %), TT 1.04 (1.14), TR 1.06 (1.25); grouped 0.99 (1.006);
+- 3x3: Tucker-2 1.004 (1.05, 30 %), TT 1.015 (1.12, 27 %), Tucker, HT and TR worse still;
+  grouped low rank with 2 or 4 groups 0.97-0.98 but worse on 2 % of the layers (up to 1.011);
+- 5x5: Tucker-2 and TT 0.99 (1.01-1.02, 67 %); grouped 0.98-0.99 (2x2 and 5x5: 6 cases
+  each, from one small net);
+- CP was never worse (0.91 on 3x3), but its ALS fit took 50x the time of all SVDs together
+  while run only on kernels up to 100k elements (up to 1,000x per layer; hours for a
+  512x512x3x3 kernel), so it is no default.
 
 So no format is reliably better than SVD on any kernel class and the default is ``svd``
 everywhere: a ``k x k`` conv to ``r`` channels followed by a ``1 x 1`` conv (a linear layer: two
