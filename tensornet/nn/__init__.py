@@ -3,7 +3,8 @@
 - :class:`TNConv2d`, :class:`TNLinear`: the factors of any registered format as parameters; the
   forward pass is chosen per input shape by a cost model (:mod:`.cost`) among the candidates of
   :mod:`.functional` (rebuild-then-conv, sequences of small convs, one planned contraction).
-- :func:`compress`: a compressed copy of a model and a per-layer report; :func:`allocate`:
+- :func:`compress`: a compressed copy of a model and a per-layer report (format ``"auto"``:
+  :func:`default_format`, never worse than a truncated SVD); :func:`allocate`:
   global rank allocation (uniform, energy, ALDS) under a parameter or FLOP budget.
 - :func:`to_standard`: back to plain ``nn.Conv2d``/``nn.Linear`` modules with the same outputs.
 - :func:`save` / :func:`load`: safetensors plus a JSON description of each layer (no pickle).
@@ -23,6 +24,7 @@ from .compress import (
     layer_inputs,
 )
 from .cost import calibrate, costs_for
+from .defaults import default_format
 from .export import conv_sequence, to_standard
 from .functional import ConvGeometry, ForwardPlan
 from .layers import PlanInfo, TNConv2d, TNLayer, TNLinear, kernel_options
@@ -49,6 +51,7 @@ __all__ = [
     "compress",
     "conv_sequence",
     "costs_for",
+    "default_format",
     "dense_flops",
     "dense_seconds",
     "describe",

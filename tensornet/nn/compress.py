@@ -43,6 +43,7 @@ from ..formats import get_format
 from ..formats.base import choose
 from ..formats.structure import Factor, Structure
 from . import cost
+from .defaults import AUTO, default_format
 from .functional import ConvGeometry, conv_candidates, linear_candidates
 from .layers import TNConv2d, TNLayer, TNLinear
 from .select import NoMatchingLayer, Selector, _select, _shown, layer_aliases, matches
@@ -432,6 +433,8 @@ def _format_for(
                 break
     if value is None:
         return None
+    if isinstance(value, str) and value == AUTO:
+        return default_format(module)
     if isinstance(value, str):
         return get_format(value).name, {}
     if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], Mapping):
@@ -588,7 +591,7 @@ def _forward_time(model: nn.Module, example_input: Any, repeat: int = 5) -> floa
 
 def compress(
     model: nn.Module,
-    format: FormatSpec = "tt",
+    format: FormatSpec = AUTO,
     layers: Selector = None,
     *,
     trunc: Truncation | int | None = None,
@@ -611,7 +614,12 @@ def compress(
     format : str, (str, options), mapping or callable
         One format for all layers, a mapping whose keys are ``"conv"``, ``"linear"`` or layer
         patterns (first match wins; unmatched layers stay dense; a pattern matching no layer
-        raises), or ``(name, module) -> format | None``.
+        raises), or ``(name, module) -> format | None``. ``"auto"`` (the default, also as a
+        mapping value or a callable's answer) gives each layer
+        :func:`~tensornet.nn.defaults.default_format`: ``"svd"`` everywhere, as no format
+        was reliably better than a truncated SVD of the matricised kernel at the same
+        parameter count on trained weights (``bench/default_formats.py``).
+        A named format always wins.
     layers : pattern, names, predicate or None
         Which layers (see :func:`~tensornet.nn.select.select_layers`).
     trunc, fraction, ranks
