@@ -150,7 +150,8 @@ def bond_cuts(structure: Any) -> dict[int, frozenset[str]]:
 
     A rank's bond is the one summed leg whose size follows that rank; it induces a cut of the
     dense legs when it joins exactly two factors and removing it splits the factors into two
-    groups, each holding whole dense legs (all their modes). Ranks without such a bond (CP's
+    groups, each holding whole dense legs (all their modes). The side given is the smaller one
+    (on a tie, the one holding the first dense leg). Ranks without such a bond (CP's
     hyperedge, ring bonds, grouped low rank) are left out.
 
     Examples
@@ -198,6 +199,9 @@ def _bond_side(structure: Any, bond: str) -> frozenset[str] | None:
             dense.add(leg)
         elif any(inside):
             return None  # a dense leg split across the bond
+    rest = set(structure.legs) - dense
+    if len(rest) < len(dense) or (len(rest) == len(dense) and structure.legs[0] in rest):
+        dense = rest  # the smaller side (on a tie, the one holding the first leg)
     return frozenset(dense)
 
 
@@ -226,9 +230,10 @@ def _truncate_network(layer, steps, policies, inplace):
         index = next((i for i, c in cuts.items() if wanted in (c, all_legs - c)), None)
         if index is None:
             bonds = [sorted(c) for c in cuts.values()]
+            have = f"its bonds cut {bonds}" if bonds else "it has no bond that cuts the kernel"
             raise ValueError(
-                f"{what}: no bond of the format induces the cut {list(left)}; its bonds cut "
-                f"{bonds}. Truncate the dense layer instead (to_conv() / to_linear())"
+                f"{what}: no bond of the format induces the cut {list(left)}; {have}. "
+                "Truncate the dense layer instead (to_conv() / to_linear())"
             )
         res = truncate(Node(current, legs), left, policy)
         new_ranks = list(fmt.ranks)
