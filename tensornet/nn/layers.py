@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.truncation import Truncation
-from ..core.validate import check_finite
+from ..core.validate import check_finite, is_int
 from ..formats import Format, Structure, fraction_ranks, get_format
 from . import cost
 from .functional import (
@@ -93,6 +93,22 @@ def _plan_choices(plan: Any, valid: Sequence[str], what: str) -> str:
         more = f" or one of {len(exact)} exact names such as {exact[0]!r}" if exact else ""
         raise ValueError(f"{what}: unknown plan {plan!r}; valid plans are {allowed}{more}")
     return plan
+
+
+def _positive_int(value: Any, field: str, what: str) -> int:
+    """A positive int of any library (numpy, 0-d torch) as a Python int, else ValueError."""
+    if not is_int(value) or int(value) < 1:
+        raise ValueError(f"{what}: {field} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _plain_ints(value: Any) -> Any:
+    """Integers of any library (alone or in a tuple/list) as Python ints; other values as is."""
+    if is_int(value):
+        return int(value)
+    if isinstance(value, (tuple, list)):
+        return tuple(int(v) if is_int(v) else v for v in value)
+    return value
 
 
 def _check_bias(bias: torch.Tensor | None, what: str) -> None:
@@ -428,9 +444,11 @@ class TNConv2d(TNLayer):
         what = "TNConv2d"
         if groups != 1:
             raise ValueError(f"{what}: groups={groups} is not supported (only groups=1)")
-        for field_name, v in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{what}: {field_name} must be a positive int, got {v!r}")
+        in_channels = _positive_int(in_channels, "in_channels", what)
+        out_channels = _positive_int(out_channels, "out_channels", what)
+        kernel_size, stride, padding, dilation = (
+            _plain_ints(v) for v in (kernel_size, stride, padding, dilation)
+        )
         kernel = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         self.geometry = ConvGeometry.from_conv_args(kernel, stride, padding, dilation, padding_mode)
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel
@@ -597,9 +615,8 @@ class TNLinear(TNLayer):
     ) -> None:
         super().__init__()
         what = "TNLinear"
-        for field_name, v in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{what}: {field_name} must be a positive int, got {v!r}")
+        in_features = _positive_int(in_features, "in_features", what)
+        out_features = _positive_int(out_features, "out_features", what)
         self.in_features, self.out_features = in_features, out_features
         if _structure is None:
             shape = (out_features, in_features)

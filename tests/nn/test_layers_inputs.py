@@ -501,3 +501,61 @@ def test_bond_cuts_per_format():
     assert cuts("cp") == cuts("tr") == cuts("grouped", channel_groups=2) == {}
     assert cuts("ttmatrix", out_dims=(4, 4), in_dims=(2, 4)) == {0: ["in", "out"]}
     assert math.prod((16, 8, 3, 3)) == 1152
+
+
+def test_truncate_kernel_of_a_zero_or_frozen_layer():
+    layer = TNConv2d(4, 6, 3, format="svd", ranks=3, dtype=F64)
+    with torch.no_grad():
+        for p in layer.factors.values():
+            p.zero_()
+    layer.requires_grad_(False)
+    small, res = truncate_kernel(layer, ["out"], 1)
+    assert res.error == 0.0 and res.step_errors == (0.0,) and res.norm_kept == 1.0
+    assert small.ranks == (1,) and not any(p.requires_grad for p in small.factors.values())
+    assert all(p.dtype == F64 for p in small.factors.values())
+
+
+def test_layer_sizes_take_integers_of_any_library():
+    conv = TNConv2d(
+        np.int64(4), torch.tensor(6), np.int32(3), stride=(np.int64(2), 1),
+        padding=torch.tensor(1), dilation=np.int64(1), format="tucker2", ranks=2,
+    )  # fmt: skip
+    assert (conv.in_channels, conv.out_channels, conv.kernel_size) == (4, 6, (3, 3))
+    assert type(conv.in_channels) is int and conv.stride == (2, 1) and conv.padding == 1
+    assert conv(torch.randn(1, 4, 5, 5)).shape == (1, 6, 3, 5)
+    lin = TNLinear(np.int64(5), torch.tensor(3), format="svd", ranks=2)
+    assert (lin.in_features, lin.out_features) == (5, 3) and type(lin.out_features) is int
+    for bad in (True, 0, np.float64(4.0), torch.tensor(4.0)):
+        with pytest.raises(ValueError, match="^TNConv2d: in_channels must be a positive int"):
+            TNConv2d(bad, 6, 3, format="tucker2", ranks=2)
+        with pytest.raises(ValueError, match="^TNLinear: out_features must be a positive int"):
+            TNLinear(5, bad, format="svd", ranks=2)
+
+
+def test_tr_and_ttmatrix_clamps():
+    tr = get_format("tr")
+    with pytest.raises(ValueError, match="^TR.clamp_ranks: ranks must have 3 entries"):
+        tr.clamp_ranks((2, 3, 4), (1, 2))
+    with pytest.raises(ValueError, match="^mine: ranks must have 3 entries"):
+        tr.clamp_ranks((2, 3, 4), (1, 2), what="mine")
+    assert tr.clamp_ranks((4, 6), 9) == (4, 1)  # r0 r1 <= min(4, 6): r0 first
+    tops = tr.structure_for((4, 6)).max_ranks
+    assert tr.clamp_ranks((4, 6), tops) == tops == (2, 2)
+    assert tr.clamp_ranks((9, 9, 9), (1, 9, 99)) == (1, 9, 9)  # r2 <= min(9 * 9, 1 * 9)
+    lin = TNLinear(64, 36, format="ttmatrix", ranks=100, out_dims=(6, 6), in_dims=(8, 8))
+    assert lin.ranks == (48,)  # min(6 * 8, 6 * 8)
+    s = get_format("ttmatrix").structure_for(
+        (36, 64), (48,), legs=("out", "in"), out_dims=(6, 6), in_dims=(8, 8)
+    )
+    assert lin.structure.num_params == s.num_params
+
+
+def test_conv_plan_names_of_a_tensorized_spatial_leg_are_empty():
+    from tensornet.formats.structure import Factor, Structure
+
+    s = Structure(
+        "custom", LEGS, (2, 2, 4, 1), (1,),
+        (Factor("A", ("out", "in", "h1", "h2", "kw"), (2, 2, 2, 2, 1)),),
+        (("out",), ("in",), ("h1", "h2"), ("kw",)), (1,),
+    )  # fmt: skip
+    assert conv_plan_names(s) == ()
