@@ -7,11 +7,18 @@ The forward pass is chosen per input shape by the cost model.
 ``factors.<name>`` and ``bias``). Build them from scratch (format and ranks, or a parameter
 fraction) or from a trained layer with ``from_conv`` / ``from_linear``. The forward pass is
 picked from the candidates of :mod:`tensornet.nn.functional` for the actual input shape, dtype
-and device, and the choice is cached; :meth:`plan_info` shows every candidate and its cost.
+and device, and the choice is cached (the last :data:`PLAN_CACHE_SIZE` shapes);
+:meth:`plan_info` shows every candidate and its cost.
+
+Like ``nn.Conv2d`` / ``nn.Linear``, the layers take unbatched input (``(C, H, W)``; any leading
+dimensions for a linear layer) and empty batches. Requested ranks above their useful maximum
+are lowered to it by one rule (:func:`clamp_ranks`), whichever constructor is used; trained
+layers holding NaN or inf are refused.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections import OrderedDict
@@ -82,13 +89,19 @@ def _with_families(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _plan_choices(plan: Any, valid: Sequence[str], what: str) -> str:
-    """``plan`` checked against the policies and the layer's candidate names (ValueError)."""
+def _plan_choices(plan: Any, names: Any, what: str) -> str:
+    """``plan`` checked against the policies and the layer's candidate names (ValueError).
+
+    ``names()`` gives the candidate names; it is only called when ``plan`` is not a policy.
+    """
+    if plan in POLICIES:
+        return plan
+    valid = names()
     families = [n for n in valid if "[" not in n]
     allowed = ", ".join(repr(n) for n in (*POLICIES, *families))
     if not isinstance(plan, str) or not plan:
         raise ValueError(f"{what}: plan must be one of {allowed} or a candidate name, got {plan!r}")
-    if plan not in POLICIES and plan not in valid:
+    if plan not in valid:
         exact = [n for n in valid if "[" in n]
         more = f" or one of {len(exact)} exact names such as {exact[0]!r}" if exact else ""
         raise ValueError(f"{what}: unknown plan {plan!r}; valid plans are {allowed}{more}")
@@ -150,7 +163,8 @@ class TNLayer(nn.Module):
         device: Any,
         dtype: Any,
     ) -> None:
-        self.plan = _plan_choices(plan, self._plan_names(structure), type(self).__name__)
+        names = functools.partial(self._plan_names, structure)  # built for named plans only
+        self.plan = _plan_choices(plan, names, type(self).__name__)
         self.structure = structure
         opts = {"device": device, "dtype": dtype}
         self.factors = nn.ParameterDict(
@@ -396,12 +410,16 @@ class TNConv2d(TNLayer):
         A registered format: ``"tt"``, ``"ttmatrix"``, ``"ht"``, ``"tucker"``, ``"tucker2"``,
         ``"cp"``, ``"tr"``, ``"svd"``, ``"grouped"``.
     ranks : int or sequence of int, optional
-        The format's ranks. Or ``fraction``: the largest uniform ranks keeping at most this
-        fraction of the dense kernel's parameters.
+        The format's ranks; a rank above its useful maximum is lowered to it
+        (:func:`clamp_ranks`: e.g. Tucker's ``min(n_i, prod of the others)``). Or
+        ``fraction``: the largest uniform ranks keeping at most this fraction of the dense
+        kernel's parameters (a number of any library: ``np.float32``, a 0-d tensor).
     plan : str
         ``"auto"`` (the cost model's choice per input shape), ``"measure"`` (time the likely
         candidates once per input shape and keep the fastest), or a candidate family
-        (``"dense"``, ``"staged"``, ``"separable"``, ``"patches"``) or exact name.
+        (``"dense"``, ``"staged"``, ``"separable"``, ``"patches"``) or exact name; checked
+        here (ValueError listing the valid names). The choice per input shape is cached for
+        the last :data:`PLAN_CACHE_SIZE` shapes (least recently used forgotten first).
     **options
         Format options (e.g. ``order`` for TT, ``groups`` for grouped, ``out_dims``/``in_dims``
         for TT-matrix).
