@@ -99,6 +99,26 @@ def test_the_issue_example_and_linear_layers():
         TNLinear.from_linear(dense_lin, "svd", ranks=0)
 
 
+@given(
+    st.sampled_from(["tt", "tucker", "tucker2", "svd", "ht", "tr", "grouped"]),
+    st.tuples(st.integers(1, 6), st.integers(1, 5), st.integers(1, 3), st.integers(1, 3)),
+    st.integers(1, 40),
+)
+def test_clamped_ranks_are_idempotent_never_larger_and_exact_at_the_top(fmt, shape, r):
+    cls = get_format(fmt)
+    clamped = cls.clamp_ranks(shape, r, legs=LEGS)
+    assert cls.clamp_ranks(shape, clamped, legs=LEGS) == clamped
+    assert all(c <= r for c in clamped)
+    asked = cls.structure_for(shape, (r,) * len(clamped), legs=LEGS)
+    assert cls.structure_for(shape, clamped, legs=LEGS).num_params <= asked.num_params
+    if r >= max(cls.structure_for(shape, None, legs=LEGS).max_ranks):  # the top: exact
+        x = torch.randn(shape, dtype=F64, generator=torch.Generator().manual_seed(r))
+        fmt_obj = cls.from_dense(x, ranks=r, legs=LEGS)
+        assert fmt_obj.ranks == clamped or fmt != "tr"  # TR-SVD may find lower ranks
+        assert all(a <= b for a, b in zip(fmt_obj.ranks, clamped))
+        assert fmt_obj.error < 1e-10 and frob(fmt_obj.to_dense(), x) < 1e-10
+
+
 def test_format_clamp_ranks_is_structure_max_ranks():
     tops = get_format("tt").structure_for((5, 6, 7)).max_ranks
     assert get_format("tt").clamp_ranks((5, 6, 7), 100) == tops == (5, 7)
@@ -224,7 +244,8 @@ def test_truncation_fields_stay_strict():
 
 def test_cp_ranks_accept_numpy_and_torch_integers():
     for r in (np.int64(3), torch.tensor(3), (np.int32(3),)):
-        assert TNConv2d(4, 6, 3, format="cp", ranks=r).ranks == (3,)
+        layer = TNConv2d(4, 6, 3, format="cp", ranks=r)
+        assert layer.ranks == (3,) and type(layer.ranks[0]) is int
     with pytest.raises(ValueError, match="^TNConv2d: ranks must be an int or a sequence"):
         TNConv2d(4, 6, 3, format="cp", ranks=np.float64(3.0))
 
@@ -518,7 +539,7 @@ def test_truncate_kernel_of_a_zero_or_frozen_layer():
 def test_layer_sizes_take_integers_of_any_library():
     conv = TNConv2d(
         np.int64(4), torch.tensor(6), np.int32(3), stride=(np.int64(2), 1),
-        padding=torch.tensor(1), dilation=np.int64(1), format="tucker2", ranks=2,
+        padding=torch.tensor(1), dilation=[np.int64(1), 1], format="tucker2", ranks=2,
     )  # fmt: skip
     assert (conv.in_channels, conv.out_channels, conv.kernel_size) == (4, 6, (3, 3))
     assert type(conv.in_channels) is int and conv.stride == (2, 1) and conv.padding == 1
