@@ -163,9 +163,8 @@ class TNLayer(nn.Module):
         device: Any,
         dtype: Any,
     ) -> None:
-        names = functools.partial(self._plan_names, structure)  # built for named plans only
-        self.plan = _plan_choices(plan, names, type(self).__name__)
         self.structure = structure
+        self.plan = plan
         opts = {"device": device, "dtype": dtype}
         self.factors = nn.ParameterDict(
             {f.name: nn.Parameter(torch.empty(f.shape, **opts)) for f in structure.factors}
@@ -173,6 +172,20 @@ class TNLayer(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_features, **opts)) if bias else None
         self._plans: OrderedDict[tuple, ForwardPlan] = OrderedDict()
         self.decomposition_error: float | None = None
+
+    @property
+    def plan(self) -> str:
+        """The plan policy: ``"auto"``, ``"measure"``, a candidate family or exact name.
+
+        Checked whenever it is set (ValueError listing the valid names); cached choices made
+        under another policy are not reused (the policy is part of the cache key).
+        """
+        return self._plan
+
+    @plan.setter
+    def plan(self, value: str) -> None:
+        names = functools.partial(self._plan_names, self.structure)  # built for names only
+        self._plan = _plan_choices(value, names, type(self).__name__)
 
     # -- parameters --------------------------------------------------------------------------
     @property

@@ -360,6 +360,19 @@ def test_plan_names_are_checked_at_construction():
         TNLinear.from_linear(nn.Linear(6, 8), "svd", ranks=2, plan="fast")
 
 
+def test_plan_is_checked_when_set_later():
+    layer = TNConv2d(6, 8, 3, padding=1, format="tucker2", ranks=2, dtype=F64)
+    x = torch.randn(1, 6, 5, 5, dtype=F64)
+    y = layer(x)
+    with pytest.raises(ValueError, match="^TNConv2d: unknown plan 'nope'; valid plans are 'auto'"):
+        layer.plan = "nope"
+    assert layer.plan == "auto"
+    layer.plan = "patches"
+    torch.testing.assert_close(layer(x), y)
+    assert [k[-1] for k in layer._plans] == ["auto", "patches"]
+    assert layer._plans[next(reversed(layer._plans))].name == "patches"
+
+
 def test_every_plan_name_of_the_structure_is_accepted_and_runs():
     torch.manual_seed(7)
     ref = TNConv2d(6, 8, 3, padding=1, format="tucker2", ranks=(3, 2), dtype=F64)
