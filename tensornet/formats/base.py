@@ -8,12 +8,10 @@ dense tensor's legs, so contraction, cuts and spectra work on ``fmt.network`` un
 from __future__ import annotations
 
 import math
-import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
-import numpy as np
 import torch
 
 from ..core.linalg import leading_frame, qr
@@ -22,7 +20,7 @@ from ..core.node import Node, as_tensor
 from ..core.split import fresh_names
 from ..core.truncation import Truncation, as_truncation
 from ..core.validate import check_finite, is_int
-from .structure import Factor, Structure, budget_rank
+from .structure import Factor, Structure, as_fraction, budget_rank
 
 __all__ = ["Format", "budget_rank"]
 
@@ -106,6 +104,46 @@ class Format(ABC):
     @abstractmethod
     def truncate(self: F, trunc: Truncation | int | None = None, *, ranks: Any = None) -> F:
         """A smaller approximation of this tensor; ``error`` is relative to this one."""
+
+    @classmethod
+    def clamp_ranks(
+        cls,
+        shape: Sequence[int],
+        ranks: Sequence[int] | int,
+        *,
+        legs: Sequence[str] | None = None,
+        what: str | None = None,
+        **options: Any,
+    ) -> tuple[int, ...]:
+        """``ranks`` with each rank lowered to its useful maximum (``structure.max_ranks``).
+
+        The one rule every compressed layer applies to requested ranks (direct constructors,
+        ``from_conv``, ``from_linear``), so that no layer holds factors that cannot help: the
+        maximum is the structure's own ``max_ranks`` (``structure_for(shape).max_ranks``):
+
+        - Tucker / Tucker-2 rank ``i``: ``min(n_i, prod of the other sizes)``;
+        - TT / TT-matrix bond ``k``: ``min(prod of the sizes left of it, prod right of it)``;
+        - HT node ``t``: ``min(prod of its sizes, prod of the others)``;
+        - low rank (svd) and grouped ``j``: ``min(f, c/k * kh * kw)``;
+        - CP: the rank at which the factors hold as many parameters as the dense tensor (a CP
+          rank has no maximum of its own; beyond that the layer would be larger than dense);
+        - TR: see :meth:`TR.clamp_ranks <tensornet.formats.tr.TR.clamp_ranks>` (the pair
+          ``r_0 r_1`` is bounded together).
+
+        ``from_dense`` of the formats with a hard bound (all but CP) clamps the same way.
+
+        Examples
+        --------
+        >>> from tensornet.formats import get_format
+        >>> get_format("tucker").clamp_ranks((16, 8, 3, 3), 64)
+        (16, 8, 3, 3)
+        >>> get_format("cp").clamp_ranks((16, 8, 3, 3), 64)  # 38 * (16 + 8 + 3 + 3) <= 1152
+        (38,)
+        """
+        what = what or f"{cls.__name__}.clamp_ranks"
+        tops = cls.structure_for(tuple(shape), None, legs=legs, **options).max_ranks
+        given = check_ranks(ranks, len(tops), what)
+        return tuple(min(r, t) for r, t in zip(given, tops))
 
     # -- shared read-only views ------------------------------------------------------------
     @property
@@ -257,7 +295,20 @@ def dense_input(x: Any, legs: Sequence[str] | None, what: str) -> tuple[torch.Te
 def choose(
     trunc: Truncation | int | None, ranks: Any, fraction: float | None, what: str
 ) -> Truncation | None:
-    """Check that at most one of trunc / ranks / fraction is given; validate fraction."""
+    """Check that at most one of trunc / ranks / fraction is given; validate fraction.
+
+    ``fraction`` may be any real number of any library (``np.float32``, a 0-d tensor: see
+    :func:`~tensornet.formats.structure.as_fraction`); ``trunc`` an int of any library or a
+    :class:`~tensornet.core.truncation.Truncation` (whose fields accept the same numbers).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> choose(np.int64(3), None, None, "demo").max_rank
+    3
+    >>> choose(None, None, np.float32(0.5), "demo") is None
+    True
+    """
     given = [
         name
         for name, v in (("trunc", trunc), ("ranks", ranks), ("fraction", fraction))
@@ -266,10 +317,7 @@ def choose(
     if len(given) > 1:
         raise ValueError(f"{what}: give at most one of trunc, ranks, fraction; got {given}")
     if fraction is not None:
-        if isinstance(fraction, (bool, np.bool_)) or not isinstance(fraction, numbers.Real):
-            raise ValueError(f"{what}: fraction must be a number in (0, 1], got {fraction!r}")
-        if not (0 < fraction <= 1):
-            raise ValueError(f"{what}: fraction must be in (0, 1], got {fraction}")
+        as_fraction(fraction, what)
     return as_truncation(trunc)
 
 

@@ -19,6 +19,7 @@ import torch
 from ..core.network import TensorNetwork
 from ..core.node import Node, as_tensor
 from ..core.truncation import Truncation
+from ..core.validate import is_int
 from .base import (
     Format,
     check_shape,
@@ -401,6 +402,6 @@ def _check_rank(ranks: Any, what: str) -> int:
         if len(ranks) != 1:
             raise ValueError(f"{what}: ranks must have 1 entry (the CP rank), got {ranks}")
         ranks = ranks[0]
-    if isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 1:
+    if not is_int(ranks) or int(ranks) < 1:
         raise ValueError(f"{what}: ranks must be a positive int, got {ranks!r}")
-    return ranks
+    return int(ranks)

@@ -202,7 +202,8 @@ class Grouped(Format):
             The smallest ``j`` whose total Frobenius error (groups add in squares) meets the
             tolerances, capped by ``max_rank``.
         ranks : int or (int,)
-            ``j``, the rank of every group (groups of smaller rank are padded with zeros).
+            ``j``, the rank of every group, at most ``min(f, c/k * prod(rest))`` (larger values
+            are lowered to it: :meth:`~tensornet.formats.Format.clamp_ranks`).
         fraction : float, optional
             Parameter budget: the largest ``j`` with ``j (k f + c k1 k2) <= fraction * size``.
         channel_groups : int
@@ -220,21 +221,18 @@ class Grouped(Format):
         u, s, vh = svd(mats)
         norm = float(torch.linalg.vector_norm(x.detach()))
         if ranks is not None:
-            j = check_ranks(ranks, 1, what)[0]
+            (j,) = cls.clamp_ranks(x.shape, ranks, legs=legs, what=what, channel_groups=k)
         elif fraction is not None:
             (j,) = fraction_ranks(
                 cls, tuple(x.shape), fraction, legs=legs, what=what, channel_groups=k
             )
         else:
             j = shared_rank(s, trunc, norm)
-        kept = min(j, s.shape[1])
-        root = s[:, :kept].sqrt().to(u.dtype)
-        uu = u[:, :, :kept] * root[:, None, :]
-        vv = root[:, :, None] * vh[:, :kept, :]
-        if kept < j:  # every group has rank < j: pad with zero components
-            uu = torch.cat([uu, uu.new_zeros(k, f, j - kept)], dim=2)
-            vv = torch.cat([vv, vv.new_zeros(k, j - kept, vv.shape[2])], dim=1)
-        tail = float(s[:, kept:].detach().square().sum().sqrt()) if kept < s.shape[1] else 0.0
+        # j <= min(f, c/k * prod(rest)) = s.shape[1]: every group has j singular values
+        root = s[:, :j].sqrt().to(u.dtype)
+        uu = u[:, :, :j] * root[:, None, :]
+        vv = root[:, :, None] * vh[:, :j, :]
+        tail = float(s[:, j:].detach().square().sum().sqrt()) if j < s.shape[1] else 0.0
         return cls(
             uu.movedim(0, 1),
             vv.reshape(k, j, c // k, *rest),

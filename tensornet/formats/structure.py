@@ -24,10 +24,12 @@ Examples
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from ..core.einsum import plan_einsum
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Factor",
+    "as_fraction",
     "Structure",
     "budget_rank",
     "format_names",
@@ -297,6 +300,33 @@ def budget_rank(count: Callable[[int], int], budget: float, high: int, what: str
     return lo
 
 
+def as_fraction(fraction: Any, what: str) -> float:
+    """``fraction`` as a Python float in ``(0, 1]``, else ``ValueError`` naming ``what``.
+
+    Real numbers of any library are accepted: Python and numpy ints and floats
+    (``np.float32(0.5)``) and 0-d real torch tensors (``torch.tensor(0.5)``); ``bool``, complex
+    numbers, tensors with more than one element, NaN and values outside ``(0, 1]`` are refused.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> as_fraction(np.float32(0.5), "demo"), as_fraction(torch.tensor(0.25), "demo")
+    (0.5, 0.25)
+    >>> as_fraction(True, "demo")
+    Traceback (most recent call last):
+    ...
+    ValueError: demo: fraction must be a number in (0, 1], got True
+    """
+    value = fraction
+    if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_complex():
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{what}: fraction must be a number in (0, 1], got {fraction!r}")
+    if not (0 < value <= 1):
+        raise ValueError(f"{what}: fraction must be in (0, 1], got {fraction}")
+    return float(value)
+
+
 def fraction_ranks(
     fmt: str | type[Format],
     shape: Sequence[int],
@@ -319,10 +349,7 @@ def fraction_ranks(
     """
     cls = get_format(fmt)
     what = what or f"{cls.name}: fraction"
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
-        raise ValueError(f"{what}: fraction must be a number in (0, 1], got {fraction!r}")
-    if not (0 < fraction <= 1):
-        raise ValueError(f"{what}: fraction must be in (0, 1], got {fraction}")
+    fraction = as_fraction(fraction, what)
     full = cls.structure_for(tuple(shape), None, legs=legs, **options)
     tops = full.max_ranks
     if not tops:

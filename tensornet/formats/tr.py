@@ -188,6 +188,46 @@ class TR(Format):
         """The options that, with shape, legs and ranks, rebuild the structure."""
         return {"order": self._order}
 
+    @classmethod
+    def clamp_ranks(
+        cls,
+        shape: Sequence[int],
+        ranks: Sequence[int] | int,
+        *,
+        legs: Sequence[str] | None = None,
+        what: str | None = None,
+        order: Sequence[str] | None = None,
+    ) -> tuple[int, ...]:
+        """``ranks`` lowered to what TR-SVD can use, ring order ``n_0, ..., n_{d-1}``.
+
+        The first pair is bounded together: ``r_0 <= m`` and ``r_1 <= m // r_0`` with
+        ``m = min(n_0, N / n_0)`` (the rank of the first unfolding), then
+        ``r_k <= min(r_1 n_1 ... n_{k-1}, r_0 n_k ... n_{d-1})`` for ``k >= 2``. A ring has
+        gauge freedom, so this is TR-SVD's bound rather than a bound on every ring; with
+        ``r_0 = r_1`` it gives :attr:`Structure.max_ranks`.
+
+        Examples
+        --------
+        >>> TR.clamp_ranks((16, 8, 3, 3), 64)
+        (16, 1, 8, 24)
+        >>> TR.clamp_ranks((16, 8, 3, 3), (4, 4, 64, 64))
+        (4, 4, 32, 12)
+        """
+        what = what or "TR.clamp_ranks"
+        shape, legs = check_shape(shape, legs, what)
+        order = check_order(order, legs, what)
+        sizes = [shape[legs.index(leg)] for leg in order]
+        given = check_ranks(ranks, len(sizes), what)
+        total = math.prod(sizes)
+        m = min(sizes[0], total // sizes[0])
+        r0 = min(given[0], m)
+        r1 = min(given[1], m // r0)
+        out = [r0, r1]
+        for k in range(2, len(sizes)):
+            top = min(r1 * math.prod(sizes[1:k]), r0 * math.prod(sizes[k:]))
+            out.append(min(given[k], top))
+        return tuple(out)
+
     # -- construction ------------------------------------------------------------------------
     @classmethod
     def from_dense(
@@ -211,8 +251,9 @@ class TR(Format):
             total relative error is at most ``rel_tol``; ``max_rank`` caps every rank. The first
             rank ``r_0 r_1`` found is split into the most balanced pair.
         ranks : sequence of int, optional
-            ``(r_0, ..., r_{d-1})``, used as given for ``r_0, r_1`` (zero-padded when the first
-            unfolding has a smaller rank) and as caps for the others.
+            ``(r_0, ..., r_{d-1})``, first lowered to what TR-SVD can use
+            (:meth:`clamp_ranks`), then used as given for ``r_0, r_1`` (zero-padded when the
+            first unfolding has a smaller rank) and as caps for the others.
         fraction : float, optional
             Parameter budget as a fraction of the dense size (one cap for all ranks).
         legs, order : sequence of str, optional
@@ -225,11 +266,9 @@ class TR(Format):
             raise ValueError(f"{what}: a tensor ring needs at least 2 legs")
         order = check_order(order, legs, what)
         x_ord = x.permute([legs.index(leg) for leg in order])
-        sizes = tuple(x_ord.shape)
-        d = len(sizes)
         given = None
         if ranks is not None:
-            given = check_ranks(ranks, d, what)
+            given = cls.clamp_ranks(x.shape, ranks, legs=legs, what=what, order=order)
         elif fraction is not None:
             given = fraction_ranks(cls, tuple(x.shape), fraction, legs=legs, what=what, order=order)
         cores, err = tr_svd(x_ord, trunc, given)

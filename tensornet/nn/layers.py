@@ -7,23 +7,40 @@ The forward pass is chosen per input shape by the cost model.
 ``factors.<name>`` and ``bias``). Build them from scratch (format and ranks, or a parameter
 fraction) or from a trained layer with ``from_conv`` / ``from_linear``. The forward pass is
 picked from the candidates of :mod:`tensornet.nn.functional` for the actual input shape, dtype
-and device, and the choice is cached; :meth:`plan_info` shows every candidate and its cost.
+and device, and the choice is cached (the last :data:`PLAN_CACHE_SIZE` shapes);
+:meth:`plan_info` shows every candidate and its cost.
+
+Like ``nn.Conv2d`` / ``nn.Linear``, the layers take unbatched input (``(C, H, W)``; any leading
+dimensions for a linear layer) and empty batches. Requested ranks above their useful maximum
+are lowered to it by one rule (:func:`clamp_ranks`), whichever constructor is used; trained
+layers holding NaN or inf are refused.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..core.truncation import Truncation
+from ..core.validate import check_finite, is_int
 from ..formats import Format, Structure, fraction_ranks, get_format
 from . import cost
-from .functional import ConvGeometry, ForwardPlan, conv_candidates, linear_candidates
+from .functional import (
+    ConvGeometry,
+    ForwardPlan,
+    _stage_variants,
+    conv_candidates,
+    linear_candidates,
+)
 
 __all__ = ["PlanInfo", "TNConv2d", "TNLinear", "kernel_options"]
 
@@ -45,10 +62,71 @@ def kernel_options(fmt: str, options: Mapping[str, Any] | None = None) -> dict[s
     return out
 
 
-def _plan_choices(plan: str) -> str:
+# Plan policies every layer takes, besides its candidates' names and families.
+POLICIES = ("auto", "measure")
+# Input shapes whose forward choice a layer remembers (least recently used forgotten first).
+PLAN_CACHE_SIZE = 32
+
+
+def conv_plan_names(structure: Structure) -> tuple[str, ...]:
+    """Every candidate name a conv layer of ``structure`` can plan, and their families.
+
+    Names depend on the structure only (not on the input shape), so a ``plan=`` is checked at
+    construction. A named plan may still be impossible for one input shape (its intermediates
+    too large), which the forward then reports.
+    """
+    spatial = (structure.modes[2], structure.modes[3])
+    if not all(len(m) == 1 for m in spatial):
+        return ()
+    names = [name for name, _ in _stage_variants(structure, (spatial[0][0], spatial[1][0]))]
+    names.append("patches")
+    return _with_families(names)
+
+
+def _with_families(names: Sequence[str]) -> tuple[str, ...]:
+    out = dict.fromkeys(n.split("[")[0] for n in names)
+    out.update(dict.fromkeys(names))
+    return tuple(out)
+
+
+def _plan_choices(plan: Any, names: Any, what: str) -> str:
+    """``plan`` checked against the policies and the layer's candidate names (ValueError).
+
+    ``names()`` gives the candidate names; it is only called when ``plan`` is not a policy.
+    """
+    if plan in POLICIES:
+        return plan
+    valid = names()
+    families = [n for n in valid if "[" not in n]
+    allowed = ", ".join(repr(n) for n in (*POLICIES, *families))
     if not isinstance(plan, str) or not plan:
-        raise ValueError(f"plan must be 'auto', 'measure' or a candidate name, got {plan!r}")
+        raise ValueError(f"{what}: plan must be one of {allowed} or a candidate name, got {plan!r}")
+    if plan not in valid:
+        exact = [n for n in valid if "[" in n]
+        more = f" or one of {len(exact)} exact names such as {exact[0]!r}" if exact else ""
+        raise ValueError(f"{what}: unknown plan {plan!r}; valid plans are {allowed}{more}")
     return plan
+
+
+def _positive_int(value: Any, field: str, what: str) -> int:
+    """A positive int of any library (numpy, 0-d torch) as a Python int, else ValueError."""
+    if not is_int(value) or int(value) < 1:
+        raise ValueError(f"{what}: {field} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _plain_ints(value: Any) -> Any:
+    """Integers of any library (alone or in a tuple/list) as Python ints; other values as is."""
+    if is_int(value):
+        return int(value)
+    if isinstance(value, (tuple, list)):
+        return tuple(int(v) if is_int(v) else v for v in value)
+    return value
+
+
+def _check_bias(bias: torch.Tensor | None, what: str) -> None:
+    if bias is not None:
+        check_finite(bias.detach(), f"{what}: bias")
 
 
 @dataclass(frozen=True)
@@ -86,14 +164,28 @@ class TNLayer(nn.Module):
         dtype: Any,
     ) -> None:
         self.structure = structure
+        self.plan = plan
         opts = {"device": device, "dtype": dtype}
         self.factors = nn.ParameterDict(
             {f.name: nn.Parameter(torch.empty(f.shape, **opts)) for f in structure.factors}
         )
         self.bias = nn.Parameter(torch.empty(out_features, **opts)) if bias else None
-        self.plan = _plan_choices(plan)
-        self._plans: dict[tuple, ForwardPlan] = {}
+        self._plans: OrderedDict[tuple, ForwardPlan] = OrderedDict()
         self.decomposition_error: float | None = None
+
+    @property
+    def plan(self) -> str:
+        """The plan policy: ``"auto"``, ``"measure"``, a candidate family or exact name.
+
+        Checked whenever it is set (ValueError listing the valid names); cached choices made
+        under another policy are not reused (the policy is part of the cache key).
+        """
+        return self._plan
+
+    @plan.setter
+    def plan(self, value: str) -> None:
+        names = functools.partial(self._plan_names, self.structure)  # built for names only
+        self._plan = _plan_choices(value, names, type(self).__name__)
 
     # -- parameters --------------------------------------------------------------------------
     @property
@@ -129,6 +221,26 @@ class TNLayer(nn.Module):
                 self.bias.copy_(bias.detach())
         self.decomposition_error = fmt.error
 
+    def _set_format(self, fmt: Format) -> None:
+        """Hold ``fmt``'s factors (new structure and parameters; plans forgotten).
+
+        The parameters keep their device, dtype and ``requires_grad``; ``decomposition_error``
+        becomes ``None`` (the kernel no longer is the one it described).
+        """
+        p0 = next(iter(self.factors.values()))
+        self.structure = fmt.structure
+        self.factors = nn.ParameterDict(
+            {
+                name: nn.Parameter(
+                    t.detach().to(device=p0.device, dtype=p0.dtype).clone(),
+                    requires_grad=p0.requires_grad,
+                )
+                for name, t in fmt.factor_tensors().items()
+            }
+        )
+        self._plans.clear()
+        self.decomposition_error = None
+
     @property
     def weight(self) -> torch.Tensor:
         """The dense kernel the factors make (differentiable; rebuilt on every access)."""
@@ -157,7 +269,14 @@ class TNLayer(nn.Module):
         return self.structure.dense_size + (0 if self.bias is None else self.bias.numel())
 
     # -- planning ----------------------------------------------------------------------------
+    #: How many input shapes (with dtype, device and policy) the layer remembers plans for.
+    plan_cache_size: int = PLAN_CACHE_SIZE
+
     def _candidates(self, shape: tuple[int, ...], device_type: str) -> list[ForwardPlan]:
+        raise NotImplementedError
+
+    @staticmethod
+    def _plan_names(structure: Structure) -> tuple[str, ...]:
         raise NotImplementedError
 
     def _plan_shape(self, x: torch.Tensor) -> tuple[int, ...]:
@@ -166,12 +285,17 @@ class TNLayer(nn.Module):
 
     @torch.compiler.disable
     def _plan_for(self, x: torch.Tensor) -> ForwardPlan:
+        """The cached plan for ``x`` (an LRU cache of :attr:`plan_cache_size` entries)."""
         shape = self._plan_shape(x)
         key = (shape, x.dtype, x.device.type, self.plan)
         plan = self._plans.get(key)
         if plan is None:
             plan = self._choose(shape, x.device, x.dtype)
             self._plans[key] = plan
+            while len(self._plans) > self.plan_cache_size:
+                self._plans.popitem(last=False)
+        else:
+            self._plans.move_to_end(key)
         return plan
 
     def _choose(self, shape: tuple[int, ...], device: torch.device, dtype: torch.dtype):
@@ -257,7 +381,35 @@ def _new_structure(
         raise ValueError(f"{what}: a compressed layer needs ranks= or fraction=")
     if fraction is not None:
         ranks = fraction_ranks(fmt, shape, fraction, legs=legs, what=what, **options)
+    else:
+        ranks = clamp_ranks(fmt, shape, ranks, legs, options, what)
     return get_format(fmt).structure_for(shape, ranks, legs=legs, **options)
+
+
+def clamp_ranks(
+    fmt: str,
+    shape: Sequence[int],
+    ranks: Any,
+    legs: Sequence[str],
+    options: Mapping[str, Any],
+    what: str,
+) -> tuple[int, ...]:
+    """Requested ranks lowered to their useful maximum (the format's ``clamp_ranks``).
+
+    Every layer constructor and ``from_conv``/``from_linear`` applies this one rule, so a
+    layer never holds more than its format can use (e.g. ``TNConv2d(8, 16, 3,
+    format="tucker", ranks=64)`` has ranks ``(16, 8, 3, 3)``). Options that only
+    ``from_dense`` takes (CP's ``init``, ...) are ignored here.
+
+    Examples
+    --------
+    >>> clamp_ranks("tucker2", (16, 8, 3, 3), 64, ("out", "in", "kh", "kw"), {}, "demo")
+    (16, 8)
+    """
+    cls = get_format(fmt)
+    accepted = inspect.signature(cls.structure_for).parameters
+    opts = {k: v for k, v in options.items() if k in accepted}
+    return cls.clamp_ranks(tuple(shape), ranks, legs=legs, what=what, **opts)
 
 
 class TNConv2d(TNLayer):
@@ -271,12 +423,16 @@ class TNConv2d(TNLayer):
         A registered format: ``"tt"``, ``"ttmatrix"``, ``"ht"``, ``"tucker"``, ``"tucker2"``,
         ``"cp"``, ``"tr"``, ``"svd"``, ``"grouped"``.
     ranks : int or sequence of int, optional
-        The format's ranks. Or ``fraction``: the largest uniform ranks keeping at most this
-        fraction of the dense kernel's parameters.
+        The format's ranks; a rank above its useful maximum is lowered to it
+        (:func:`clamp_ranks`: e.g. Tucker's ``min(n_i, prod of the others)``). Or
+        ``fraction``: the largest uniform ranks keeping at most this fraction of the dense
+        kernel's parameters (a number of any library: ``np.float32``, a 0-d tensor).
     plan : str
         ``"auto"`` (the cost model's choice per input shape), ``"measure"`` (time the likely
         candidates once per input shape and keep the fastest), or a candidate family
-        (``"dense"``, ``"staged"``, ``"separable"``, ``"patches"``) or exact name.
+        (``"dense"``, ``"staged"``, ``"separable"``, ``"patches"``) or exact name; checked
+        here (ValueError listing the valid names). The choice per input shape is cached for
+        the last :data:`PLAN_CACHE_SIZE` shapes (least recently used forgotten first).
     **options
         Format options (e.g. ``order`` for TT, ``groups`` for grouped, ``out_dims``/``in_dims``
         for TT-matrix).
@@ -319,9 +475,11 @@ class TNConv2d(TNLayer):
         what = "TNConv2d"
         if groups != 1:
             raise ValueError(f"{what}: groups={groups} is not supported (only groups=1)")
-        for field_name, v in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{what}: {field_name} must be a positive int, got {v!r}")
+        in_channels = _positive_int(in_channels, "in_channels", what)
+        out_channels = _positive_int(out_channels, "out_channels", what)
+        kernel_size, stride, padding, dilation = (
+            _plain_ints(v) for v in (kernel_size, stride, padding, dilation)
+        )
         kernel = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         self.geometry = ConvGeometry.from_conv_args(kernel, stride, padding, dilation, padding_mode)
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel
@@ -348,7 +506,9 @@ class TNConv2d(TNLayer):
     ) -> TNConv2d:
         """Decompose a trained ``nn.Conv2d`` (its kernel by the format's ``from_dense``).
 
-        ``decomposition_error`` holds the relative Frobenius error of the kernel.
+        ``decomposition_error`` holds the relative Frobenius error of the kernel. ``ranks``
+        above their useful maximum are lowered to it (:func:`clamp_ranks`); a kernel or bias
+        holding NaN or inf is refused (ValueError).
         """
         what = "TNConv2d.from_conv"
         if not isinstance(conv, nn.Conv2d):
@@ -359,8 +519,13 @@ class TNConv2d(TNLayer):
             raise ValueError(f"{what}: groups={conv.groups} is not supported (only groups=1)")
         fmt_name = get_format(format).name
         options = kernel_options(fmt_name, options)
+        weight = conv.weight.detach()
+        check_finite(weight, f"{what}: conv.weight")
+        _check_bias(conv.bias, f"{what}: conv")
+        if ranks is not None:
+            ranks = clamp_ranks(fmt_name, weight.shape, ranks, KERNEL_LEGS, options, what)
         fmt = get_format(fmt_name).from_dense(
-            conv.weight.detach(), trunc, ranks, fraction, legs=KERNEL_LEGS, **options
+            weight, trunc, ranks, fraction, legs=KERNEL_LEGS, **options
         )
         layer = cls(
             conv.in_channels,
@@ -383,16 +548,37 @@ class TNConv2d(TNLayer):
     def _candidates(self, shape, device_type):
         return conv_candidates(self.structure, self.geometry, shape, device_type)
 
+    @staticmethod
+    def _plan_names(structure: Structure) -> tuple[str, ...]:
+        return conv_plan_names(structure)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the layer (the cached plan for this input shape, then the bias)."""
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
+        """Apply the layer (the cached plan for this input shape, then the bias).
+
+        Takes ``(N, C, H, W)`` or unbatched ``(C, H, W)`` input, like ``nn.Conv2d``; an empty
+        batch (``N = 0``) gives an empty output of the right shape.
+        """
+        unbatched = x.ndim == 3
+        if x.ndim not in (3, 4) or x.shape[-3] != self.in_channels:
             raise ValueError(
-                f"TNConv2d expects input (N, {self.in_channels}, H, W), got {tuple(x.shape)}"
+                f"TNConv2d expects input (N, {self.in_channels}, H, W) or "
+                f"({self.in_channels}, H, W), got {tuple(x.shape)}"
             )
-        y = self._plan_for(x)(x, self.factors)
+        if unbatched:
+            x = x.unsqueeze(0)
+        if x.shape[0] == 0:
+            y = self._empty_forward(x)
+        else:
+            y = self._plan_for(x)(x, self.factors)
         if self.bias is not None:
             y = y + self.bias.to(y.dtype).reshape(1, -1, 1, 1)
-        return y
+        return y.squeeze(0) if unbatched else y
+
+    def _empty_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """An empty batch: the dense conv with the rebuilt kernel (no plan for zero images)."""
+        g = self.geometry
+        self.geometry.output_size(x.shape[2], x.shape[3])  # same size check as the plans
+        return F.conv2d(g.pad(x), self.weight.to(x.dtype), None, g.stride, 0, g.dilation)
 
     def to_conv(self) -> nn.Conv2d:
         """An ``nn.Conv2d`` with the rebuilt kernel (same outputs)."""
@@ -460,9 +646,8 @@ class TNLinear(TNLayer):
     ) -> None:
         super().__init__()
         what = "TNLinear"
-        for field_name, v in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{what}: {field_name} must be a positive int, got {v!r}")
+        in_features = _positive_int(in_features, "in_features", what)
+        out_features = _positive_int(out_features, "out_features", what)
         self.in_features, self.out_features = in_features, out_features
         if _structure is None:
             shape = (out_features, in_features)
@@ -482,13 +667,21 @@ class TNLinear(TNLayer):
         plan: str = "auto",
         **options: Any,
     ) -> TNLinear:
-        """Decompose a trained ``nn.Linear`` (its weight by the format's ``from_dense``)."""
+        """Decompose a trained ``nn.Linear`` (its weight by the format's ``from_dense``).
+
+        ``ranks`` above their useful maximum are lowered to it (:func:`clamp_ranks`); a weight
+        or bias holding NaN or inf is refused (ValueError).
+        """
+        what = "TNLinear.from_linear"
         if not isinstance(linear, nn.Linear):
-            raise TypeError(
-                f"TNLinear.from_linear: expected an nn.Linear, got {type(linear).__name__}"
-            )
+            raise TypeError(f"{what}: expected an nn.Linear, got {type(linear).__name__}")
+        weight = linear.weight.detach()
+        check_finite(weight, f"{what}: linear.weight")
+        _check_bias(linear.bias, f"{what}: linear")
+        if ranks is not None:
+            ranks = clamp_ranks(format, weight.shape, ranks, MATRIX_LEGS, options, what)
         fmt = get_format(format).from_dense(
-            linear.weight.detach(), trunc, ranks, fraction, legs=MATRIX_LEGS, **options
+            weight, trunc, ranks, fraction, legs=MATRIX_LEGS, **options
         )
         layer = cls(
             linear.in_features,
@@ -505,11 +698,18 @@ class TNLinear(TNLayer):
     def _candidates(self, shape, device_type):
         return linear_candidates(self.structure, shape)
 
+    @staticmethod
+    def _plan_names(structure: Structure) -> tuple[str, ...]:
+        return ("dense", "direct")
+
     def _plan_shape(self, x: torch.Tensor) -> tuple[int, ...]:
         return (math.prod(x.shape[:-1]), x.shape[-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the layer (the cached plan for this input shape, then the bias)."""
+        """Apply the layer (the cached plan for this input shape, then the bias).
+
+        Takes any leading dimensions, empty ones included, like ``nn.Linear``.
+        """
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(
                 f"TNLinear expects input (..., {self.in_features}), got {tuple(x.shape)}"

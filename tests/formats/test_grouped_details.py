@@ -75,15 +75,15 @@ def test_from_dense_is_the_optimal_rank_per_group_and_reports_spectra():
     torch.testing.assert_close(u.norm(dim=0), v.reshape(3, 2, -1).norm(dim=2))
 
 
-def test_ranks_above_the_group_rank_are_zero_padded_and_exact():
-    """Asking for more than every group's rank pads with zero components: exact, error 0."""
+def test_ranks_above_the_maximum_are_lowered_and_exact():
+    """Ranks above the maximum ``min(f, c/k * prod(rest))`` are lowered to it (exact there)."""
     w = torch.randn(3, 4, generator=gen(3), dtype=F64)  # two groups of 3 x 2: rank 2
-    fmt = Grouped.from_dense(w, ranks=3, channel_groups=2)
-    assert fmt.ranks == (3,) and fmt.error == 0.0
-    torch.testing.assert_close(fmt.to_dense(), w)
-    u, v = fmt.factor_tensors().values()
-    assert u.shape == (3, 2, 3) and v.shape == (2, 3, 2)
-    assert float(u[:, :, 2].abs().max()) == 0.0 and float(v[:, 2].abs().max()) == 0.0
+    for asked in (3, 64, (5,)):
+        fmt = Grouped.from_dense(w, ranks=asked, channel_groups=2)
+        assert fmt.ranks == (2,) and fmt.error == 0.0 and fmt.num_params == 2 * (3 * 2 + 2 * 2)
+        u, v = fmt.factor_tensors().values()
+        assert u.shape == (3, 2, 2) and v.shape == (2, 2, 2)
+        assert rel_err(w, fmt.to_dense()) < 1e-12
     full = Grouped.from_dense(w, channel_groups=2)  # default: the maximal rank, no tail
     assert full.ranks == (2,) and full.error == 0.0 and rel_err(w, full.to_dense()) < 1e-12
     zero = Grouped.from_dense(torch.zeros(3, 4, dtype=F64), ranks=1, channel_groups=2)

@@ -108,12 +108,15 @@ def test_max_rank_caps_every_bond_and_ranks_are_used_as_given():
     given = TR.from_dense(x, ranks=(1, 3, 4, 2))
     assert given.ranks == (1, 3, 4, 2)
     assert given.error == pytest.approx(rel_err(x, given.to_dense()), rel=1e-8)
-    # more than the first unfolding's rank: zero-padded, still exact
+    # more than the first unfolding can hold: lowered by clamp_ranks (r0 r1 <= min(2, 12)),
+    # then r2 <= min(r1 * 3, r0 * 4); still exact
     small = torch.randn(2, 3, 4, generator=gen(4), dtype=F64)
-    padded = TR.from_dense(small, ranks=(2, 2, 12))
-    assert padded.ranks == (2, 2, 6) and padded.error < 1e-12  # r2 <= min(2 * 3, 4 * 2)
-    torch.testing.assert_close(padded.to_dense(), small)
-    assert float(padded.cores[0][1, :, 1].abs().max()) == 0.0  # component 4 > rank 2 is zero
+    lowered = TR.from_dense(small, ranks=(2, 2, 12))
+    assert lowered.ranks == (2, 1, 3) and lowered.error < 1e-12
+    assert TR.clamp_ranks((2, 3, 4), (2, 2, 12)) == (2, 1, 3)
+    assert TR.clamp_ranks((2, 3, 4), (1, 5, 12)) == (1, 2, 4)  # r2 <= min(2 * 3, 1 * 4)
+    assert TR.clamp_ranks((2, 3, 4), (1, 5, 12), order=("d2", "d0", "d1")) == (1, 4, 3)
+    torch.testing.assert_close(lowered.to_dense(), small)
     # a first unfolding of rank 2 < 4 = r0 r1 with more rows than its rank
     g = gen(8)
     low = torch.einsum("ia,ajk->ijk", torch.randn(4, 2, generator=g, dtype=F64),
@@ -123,7 +126,7 @@ def test_max_rank_caps_every_bond_and_ranks_are_used_as_given():
     torch.testing.assert_close(low_tr.to_dense(), low)
     tall = torch.randn(6, 2, generator=gen(11), dtype=F64)  # a 6 x 2 unfolding: 2 < 4 columns
     tall_tr = TR.from_dense(tall, ranks=(2, 2))
-    assert tall_tr.ranks == (2, 2) and tall_tr.error < 1e-12
+    assert tall_tr.ranks == (2, 1) and tall_tr.error < 1e-12  # r0 r1 <= min(6, 2)
     torch.testing.assert_close(tall_tr.to_dense(), tall)
     zero = TR.from_dense(torch.zeros(3, 4, 2, dtype=F64), ranks=(1, 1, 1))
     assert zero.error == 0.0 and float(zero.to_dense().abs().max()) == 0.0
