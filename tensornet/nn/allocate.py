@@ -286,11 +286,13 @@ class _Layer:
         self._w = w
         self.s: dict[int, np.ndarray] = {}  # (k, m) singular values per group
         self.u: dict[int, torch.Tensor] = {}  # (f, k, m) left vectors, computed when needed
-        for k in self.ks:
+        for k in self.ks:  # left vectors where true errors will be needed (else on demand)
             if k > 1 and objective == "true":
-                self._vectors(k)
+                u, s, _ = torch.linalg.svd(self._groups(k), full_matrices=False)
+                self.u[k] = u.movedim(0, 1)
             else:
-                self.s[k] = torch.linalg.svdvals(self._groups(k)).numpy()
+                s = torch.linalg.svdvals(self._groups(k))
+            self.s[k] = s.numpy()
         s1 = self.s[1][0]
         self.norm2 = float(s1[0]) if s1[0] > 0 else 1.0
         frob = float(np.sqrt(np.square(s1).sum()))
@@ -322,8 +324,8 @@ class _Layer:
 
     def _vectors(self, k: int) -> torch.Tensor:
         if k not in self.u:
-            u, s, _ = torch.linalg.svd(self._groups(k), full_matrices=False)
-            self.u[k], self.s[k] = u.movedim(0, 1), s.numpy()
+            u = torch.linalg.svd(self._groups(k), full_matrices=False)[0]
+            self.u[k] = u.movedim(0, 1)
         return self.u[k]
 
     # -- errors ----------------------------------------------------------------------------
@@ -331,7 +333,11 @@ class _Layer:
         return self.s[k].shape[1]
 
     def spectral(self, j: int, k: int) -> float:
-        """True relative spectral error of keeping ``j`` values in each of ``k`` groups."""
+        """True relative spectral error of keeping ``j`` values in each of ``k`` groups.
+
+        ``sqrt(lambda_max(sum_g E_g E_g^T)) / ||W||_2`` from the tail ``[U_g S_g]_(j:)`` of
+        every group, on its smaller Gram side; computed once per ``(j, k)``.
+        """
         known = self.true[k]
         value = known[min(j, len(known) - 1)]
         if value != value:  # not computed yet (NaN)
@@ -356,7 +362,8 @@ class _Layer:
         """Smallest ``j >= 1`` whose objective error is ``<= eps``.
 
         The proxy (a lower bound) and ``sqrt(sum_g s_(j+1)(W_g)^2)`` (an upper bound) bracket
-        it; the true error is monotone in ``j``, so a bisection between them finds it.
+        it, and so do the true errors already computed; the true error is monotone in ``j``, so
+        a bisection in what is left finds it.
         """
         lo = max(1, int(np.count_nonzero(self.proxy[k][:-1] > eps)))
         if self.objective == "proxy":
@@ -439,36 +446,39 @@ def _total(layers, js, ks) -> float:
 
 
 def _global(layers: list[_Layer], ks: list[int], budget: float) -> list[int] | None:
-    """Ranks from the smallest common error threshold that fits the budget (None: none fits).
-
-    A bisection on the threshold; it stops when the ranks at its two ends differ by one rank
-    of one layer (nothing lies between), else at float resolution.
-    """
+    """Ranks from the smallest common error threshold that fits the budget (None: none fits)."""
 
     def ranks(eps: float) -> list[int]:
         return [layer.rank_for(eps, k) for layer, k in zip(layers, ks)]
 
     top = max(layer.curve(1, k) for layer, k in zip(layers, ks))
-    hi_js = ranks(top)  # rank 1 everywhere
-    if _total(layers, hi_js, ks) > budget:
+    ones = ranks(top)  # rank 1 everywhere
+    if _total(layers, ones, ks) > budget:
         return None
-    lo, hi = 0.0, top
-    lo_js = ranks(lo)
+    lo_js = ranks(0.0)
     if _total(layers, lo_js, ks) <= budget:
         return _fill(layers, lo_js, ks, budget)
+    hi_js = _bisect(layers, ks, budget, ranks, 0.0, top, lo_js, ones)
+    return _fill(layers, hi_js, ks, budget)
+
+
+def _bisect(layers, ks, budget, ranks, lo, hi, lo_js, hi_js) -> list[int]:
+    """The ranks of the smallest threshold in ``[lo, hi]`` within budget (bisection).
+
+    ``ranks(lo)`` is over budget and ``ranks(hi)`` within it. It stops when the ranks at the
+    two ends differ by one rank of one layer (nothing lies between), else at float resolution.
+    """
     for _ in range(200):
         gaps = [a - b for a, b in zip(lo_js, hi_js) if a != b]
-        if gaps == [1]:
-            break
         mid = 0.5 * (lo + hi)
-        if not lo < mid < hi:
+        if gaps == [1] or not lo < mid < hi:
             break
         mid_js = ranks(mid)
         if _total(layers, mid_js, ks) <= budget:
             hi, hi_js = mid, mid_js
         else:
             lo, lo_js = mid, mid_js
-    return _fill(layers, hi_js, ks, budget)
+    return hi_js
 
 
 def _fill(layers, js, ks, budget, by_error: bool = True) -> list[int]:
@@ -510,7 +520,8 @@ def _local(layers, js, ks) -> tuple[list[int], list[int]]:
             cap = layer.cost(j, k)
             for k2 in layer.ks:
                 j2 = layer.largest_rank(k2, cap)
-                if j2 is not None:
+                # the proxy bounds the error from below: skip what cannot win
+                if j2 is not None and layer.proxy[k2][j2] <= best[0]:
                     best = min(best, (layer.error(j2, k2), k2, j2))
         out_ks.append(best[1])
         out_js.append(best[2])
@@ -527,15 +538,23 @@ def _alds(layers, budget, iterations, seeds, rng, show) -> tuple[list[int], list
         starts.append([int(rng.choice(layer.ks)) for layer in layers])
     best = None
     history = []
+    solved: dict[tuple[int, ...], list[int] | None] = {}
+
+    def solve(ks: list[int]) -> list[int] | None:  # the global step is a function of ks
+        key = tuple(ks)
+        if key not in solved:
+            solved[key] = _global(layers, ks, budget)
+        return solved[key]
+
     for ks in _progress(starts, show, "allocate: alds starts"):
-        js = _global(layers, ks, budget)
+        js = solve(ks)
         if js is None:
             continue
         # every iterate is a feasible allocation: keep the best one seen, not only the last
         start_best = (_max_error(layers, js, ks), js, ks)
         for _ in range(iterations):
             new_ks = _local(layers, js, ks)[1]
-            new_js = _global(layers, new_ks, budget)
+            new_js = solve(new_ks)
             if new_js is None:
                 break
             ks, js = new_ks, new_js
