@@ -736,6 +736,12 @@ def allocate(
             f"allocate: the budget ({absolute:,.6g} {unit}) is below what the model needs at "
             f"rank 1 in every chosen layer ({fixed + least:,.6g}: {fixed:,.6g} in the layers "
             "and parameters that are not compressed)"
+            + (
+                ""
+                if measure == "params"
+                else "; a layer whose rank-1 form would run its dense plan, or cost no less "
+                "than dense, counts as dense (small inputs favour dense plans)"
+            )
         )
     history: list[float] = []
     if method == "alds":
