@@ -564,8 +564,7 @@ def _alds(layers, budget, iterations, seeds, rng, show) -> tuple[list[int], list
         history.append(start_best[0])
         if best is None or start_best[0] < best[0]:
             best = start_best
-    if best is None:
-        raise ValueError("allocate: the budget is below what rank 1 in every layer needs")
+    assert best is not None  # the k = 1 start fits: allocate checked rank 1 with k = 1
     # every group count the best at its layer's cost, leftover spent, and again
     js, ks = _local(layers, best[1], best[2])
     js = _fill(layers, js, ks, budget)
@@ -580,9 +579,7 @@ def _ratio_search(layers, budget, ranks_at: Callable[[float], list[int]]) -> lis
     def total(t):
         return _total(layers, ranks_at(t), ones)
 
-    if total(0.0) > budget:
-        raise ValueError("allocate: the budget is below what rank 1 in every layer needs")
-    lo, hi = 0.0, 1.0
+    lo, hi = 0.0, 1.0  # t = 0 is rank 1 everywhere, which allocate checked fits
     if total(hi) > budget:
         for _ in range(60):
             mid = (lo + hi) / 2

@@ -229,7 +229,8 @@ def test_time_budget_uses_the_cost_models_estimate(resnet):
     )
     assert alloc.total_seconds <= 0.7 * alloc.model_seconds
     assert any(c.format == "grouped" for c in alloc.layers.values())
-    assert str(alloc).splitlines()[-1].startswith(
+    last = str(alloc).splitlines()[-1]
+    assert last.startswith(
         f"alds (time, error=true): total {alloc.total_seconds * 1e3:.3f} ms of budget "
         f"{alloc.budget * 1e3:.3f} ms; max error {alloc.max_error:.4f}"
     )
