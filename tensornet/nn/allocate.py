@@ -186,7 +186,6 @@ class _Pricer:
         from . import cost
         from .functional import ConvGeometry
 
-        self.module = module
         self.linear = isinstance(module, nn.Linear)
         w = module.weight
         self.device_type = w.device.type
@@ -243,11 +242,10 @@ def _dense_seconds(module: nn.Module, shape: tuple[int, ...]) -> float:
     table = cost.costs_for(module.weight.device.type)
     batch, channels, rows, cols = shape
     geo_rows, geo_cols = _conv_out(module, rows, cols)
-    kind = (
-        "depthwise"
-        if module.weight.shape[1] == 1 and module.out_channels == channels
-        else "grouped"
-    )
+    # as functional prices a grouped step: one-in-one-out small kernels on CPU are shifts
+    shift = module.weight.shape[1] == 1 and module.out_channels == channels
+    small = math.prod(module.kernel_size) <= 9 and module.weight.device.type == "cpu"
+    kind = "depthwise" if shift and small else "grouped"
     elements = batch * (channels * rows * cols + module.out_channels * geo_rows * geo_cols)
     return table.step_time(
         kind, dense_flops(module, shape), elements * module.weight.element_size(), batch

@@ -251,6 +251,9 @@ def test_dense_seconds_price_one_conv_step():
     depthwise = nn.Conv2d(8, 8, 3, groups=8)
     want = table.step_time("depthwise", 2 * 2 * 8 * 9 * 49, 4 * 2 * (8 * 81 + 8 * 49), 2)
     assert _dense_seconds(depthwise, (2, 8, 9, 9)) == pytest.approx(want, rel=1e-12)
+    wide = nn.Conv2d(8, 8, 5, groups=8)  # a 5x5 depthwise conv is no shift: a grouped conv
+    want = table.step_time("grouped", 2 * 2 * 8 * 25 * 25, 4 * 2 * (8 * 81 + 8 * 25), 2)
+    assert _dense_seconds(wide, (2, 8, 9, 9)) == pytest.approx(want, rel=1e-12)
     grouped = nn.Conv2d(8, 16, 3, groups=2)
     want = table.step_time("grouped", 2 * 2 * 16 * 36 * 49, 4 * 2 * (8 * 81 + 16 * 49), 2)
     assert _dense_seconds(grouped, (2, 8, 9, 9)) == pytest.approx(want, rel=1e-12)
