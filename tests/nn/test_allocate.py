@@ -119,13 +119,17 @@ def test_spectral_and_frobenius_errors_equal_the_dense_ones_for_every_j_and_k(sh
 def test_rank_for_is_the_smallest_rank_meeting_the_threshold(objective):
     torch.manual_seed(5)
     module = nn.Conv2d(8, 16, 3, dtype=F64)
-    layer = _Layer("x", module, [1, 2, 4, 8], "params", objective, None)
-    for k in layer.ks:
-        curve = [layer.curve(j, k) for j in range(layer.max_rank(k) + 1)]
+    full = _Layer("x", module, [1, 2, 4, 8], "params", objective, None)
+    for k in full.ks:
+        curve = [full.curve(j, k) for j in range(full.max_rank(k) + 1)]
         assert all(a >= b - 1e-15 for a, b in zip(curve, curve[1:]))  # monotone in j
         for eps in sorted(set(curve)) + [0.5 * (curve[1] + curve[2]), 2.0]:
             want = next(j for j in range(1, len(curve)) if curve[j] <= eps)
-            assert layer.rank_for(eps, k) == want, (k, eps)
+            assert full.rank_for(eps, k) == want, (k, eps)  # every value known
+            fresh = _Layer("x", module, [1, k], "params", objective, None)
+            assert fresh.rank_for(eps, k) == want, (k, eps)  # found by bisection
+            if objective == "true" and k > 1:
+                assert fresh.evaluations < len(curve) - 1 or len(curve) <= 4
 
 
 def test_reported_errors_match_the_compressed_model_for_every_method(resnet):
@@ -207,6 +211,8 @@ def test_flop_budget_is_met_by_the_plans_that_run(resnet):
         dense = [c for c in alloc.layers.values() if c.format == "dense"]
         # layers whose best plan would be the dense one stay dense (and count as dense)
         assert dense and all(c.flops == c.dense_flops and c.plan is None for c in dense)
+        rows = {line.split()[0]: line.split() for line in str(alloc).splitlines()[1:-1]}
+        assert all(rows[c.name][6] == "-" and rows[c.name][2] == "-" for c in dense)
     # by parameters, the grouped layers mostly run their dense plan: more FLOPs than dense
     by_params = allocate(resnet, 0.4, "alds", example_input=x, seeds=0, iterations=1)
     total, report = running_flops(resnet, by_params, x)
@@ -311,6 +317,12 @@ def test_bad_arguments_are_refused_naming_the_field(kwargs, err, match):
 
 def test_accepted_edge_arguments():
     net = tiny()
+    whole = allocate(net, 1, "uniform")  # 1 is the whole model, not one parameter
+    assert whole.budget == sum(p.numel() for p in net.parameters())
+    assert all(c.format == "dense" for c in whole.layers.values())
+    x = torch.randn(2, 3, 10, 10)
+    timed = allocate(net, 1.0, "uniform", "time", example_input=x)
+    assert timed.budget == timed.model_seconds and timed.total_seconds <= timed.model_seconds
     alloc = allocate(net, 0.5, "alds", iterations=0, seeds=0, max_groups=1, seed=0)
     assert {c.groups for c in alloc.layers.values()} == {1}
     assert len(alloc.history) == 5  # the five fixed starts, all k = 1 here
