@@ -530,11 +530,13 @@ def _local(layers, js, ks) -> tuple[list[int], list[int]]:
         best = (layer.error(j, k), k, j)
         if not layer.is_dense(j, k):
             cap = layer.cost(j, k)
-            for k2 in layer.ks:
-                j2 = layer.largest_rank(k2, cap)
-                # the proxy bounds the error from below: skip what cannot win
-                if j2 is not None and layer.proxy[k2][j2] <= best[0]:
-                    best = min(best, (layer.error(j2, k2), k2, j2))
+            found = [(k2, layer.largest_rank(k2, cap)) for k2 in layer.ks]
+            # the proxy bounds the error from below: most promising first, stop at what
+            # cannot win
+            for low, k2, j2 in sorted((layer.proxy[k2][j2], k2, j2) for k2, j2 in found if j2):
+                if low > best[0]:
+                    break
+                best = min(best, (layer.error(j2, k2), k2, j2))
         out_ks.append(best[1])
         out_js.append(best[2])
     return out_js, out_ks
