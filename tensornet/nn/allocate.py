@@ -282,7 +282,6 @@ class _Layer:
         self.measure, self.objective, self.pricer = measure, objective, pricer
         self.ks = list(ks)
         self._w = w
-        self._ww: torch.Tensor | None = None  # W W^T, when needed
         self.s: dict[int, np.ndarray] = {}  # (k, m) singular values per group
         self.u: dict[int, torch.Tensor] = {}  # (f, k, m) left vectors, computed when needed
         for k in self.ks:  # left vectors where true errors will be needed (else on demand)
@@ -321,12 +320,6 @@ class _Layer:
             self._w.reshape(self.f, k, self.c // k, self.rest).movedim(1, 0).reshape(k, self.f, -1)
         )
 
-    def _gram(self) -> torch.Tensor:
-        if self._ww is None:
-            flat = self._w.reshape(self.f, -1)
-            self._ww = flat @ flat.T
-        return self._ww
-
     def _vectors(self, k: int) -> torch.Tensor:
         if k not in self.u:
             u = torch.linalg.svd(self._groups(k), full_matrices=False)[0]
@@ -341,22 +334,15 @@ class _Layer:
         """True relative spectral error of keeping ``j`` values in each of ``k`` groups.
 
         ``sqrt(lambda_max(sum_g E_g E_g^T)) / ||W||_2`` from the tail ``[U_g S_g]_(j:)`` of
-        every group, on its smaller Gram side (or as ``W W^T`` less the kept part when that
-        has fewer columns); computed once per ``(j, k)``.
+        every group, on its smaller Gram side; computed once per ``(j, k)``.
         """
         known = self.true[k]
         value = known[min(j, len(known) - 1)]
         if value != value:  # not computed yet (NaN)
             self.evaluations += 1
-            a = self._vectors(k) * torch.from_numpy(self.s[k])  # U_g S_g, (f, k, m)
-            tail = a[:, :, j:].reshape(self.f, -1)
-            if tail.shape[1] < self.f:
-                gram = tail.T @ tail
-            elif k * j < tail.shape[1]:  # W W^T less the kept part: fewer columns to multiply
-                head = a[:, :, :j].reshape(self.f, -1)
-                gram = self._gram() - head @ head.T
-            else:
-                gram = tail @ tail.T
+            s = torch.from_numpy(self.s[k][:, j:])  # (k, m - j)
+            tail = (self._vectors(k)[:, :, j:] * s).reshape(self.f, -1)  # [U_g S_g] over groups
+            gram = tail.T @ tail if tail.shape[1] < self.f else tail @ tail.T
             top = float(torch.linalg.eigvalsh(gram)[-1])
             value = known[j] = math.sqrt(max(top, 0.0)) / self.norm2
         return float(value)
