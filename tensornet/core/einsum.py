@@ -48,14 +48,16 @@ def _local_equation(inputs: Sequence[Sequence[str]], output: Sequence[str]) -> s
 
 
 class EinsumProgram:
-    """Pairwise ``torch.einsum`` steps along a planned path.
+    """Pairwise ``torch.einsum`` steps along a planned path, as one generated function.
 
     Each step takes the operands the path names, keeps the legs some later operand or the output
     still needs, and sums the rest; the last step writes the legs in output order, so no final
-    permutation is needed.
+    permutation is needed. ``steps`` lists ``(positions, equation)`` per step; the program runs
+    them as straight-line code (``source``) whose operand names and equations are literals, so
+    ``torch.compile`` sees constants, never operand positions it could make symbolic.
     """
 
-    __slots__ = ("steps",)
+    __slots__ = ("steps", "source", "_run")
 
     def __init__(
         self,
@@ -80,15 +82,42 @@ class EinsumProgram:
             steps.append((positions, _local_equation(taken, kept)))
         if len(legs) != 1:
             raise ValueError(f"the path leaves {len(legs)} operands uncontracted: {list(path)}")
-        self.steps = tuple(steps)
+        self.__setstate__((len(inputs), tuple(steps)))
 
     def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
         """Run the steps on ``tensors`` (in the order the plan was built for)."""
-        operands = list(tensors)
-        for positions, equation in self.steps:
-            taken = [operands.pop(p) for p in positions]
-            operands.append(torch.einsum(equation, *taken))
-        return operands[0]
+        return self._run(*tensors)
+
+    def __getstate__(self) -> tuple[int, tuple]:
+        """Operand count and steps (pickling and deep copies regenerate the code from them)."""
+        return self._run.__code__.co_argcount, self.steps
+
+    def __setstate__(self, state: tuple[int, tuple]) -> None:
+        n, self.steps = state
+        self.source = _program_source(n, self.steps)
+        namespace = {"einsum": torch.einsum}
+        exec(compile(self.source, "<tensornet einsum>", "exec"), namespace)
+        self._run = namespace["run"]
+
+
+def _program_source(n: int, steps: Sequence[tuple[tuple[int, ...], str]]) -> str:
+    """Straight-line code of ``steps`` on operands ``t0 .. t(n-1)``.
+
+    A single step that neither permutes nor sums (``"ab->ab"``) returns its operand as it is.
+    """
+    names = [f"t{i}" for i in range(n)]
+    lines = []
+    for k, (positions, equation) in enumerate(steps):
+        taken = [names.pop(p) for p in positions]
+        lhs, rhs = equation.split("->")
+        if len(taken) == 1 and lhs == rhs:
+            names.append(taken[0])
+            continue
+        names.append(f"t{n + k}")
+        lines.append(f"    t{n + k} = einsum({equation!r}, {', '.join(taken)})")
+    args = ", ".join(f"t{i}" for i in range(n))
+    lines.append(f"    return {names[0]}")
+    return f"def run({args}):\n" + "".join(line + "\n" for line in lines)
 
 
 def _check(

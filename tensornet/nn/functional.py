@@ -199,13 +199,25 @@ class WeightExpr:
         return self.program(*(tensors[n] for n in self.names)).reshape(self.shape)
 
 
+def _any_batch(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """``shape`` with its leading (batch) entry left free (``-1``).
+
+    Plans are built for one input shape, but the views they run with keep the batch free, so a
+    plan traced by ``torch.compile``/``torch.export`` stays valid for a symbolic batch size.
+    """
+    return (-1, *shape[1:]) if shape else shape
+
+
 @dataclass
 class PermuteStep(Step):
     dims: tuple[int, ...] = ()
     shape: tuple[int, ...] = ()
 
+    def __post_init__(self) -> None:
+        self.run_shape = _any_batch(self.shape)
+
     def __call__(self, h, tensors):
-        return h.reshape(self.shape).permute(self.dims).contiguous()
+        return h.reshape(self.run_shape).permute(self.dims).contiguous()
 
 
 @dataclass
@@ -215,12 +227,15 @@ class MatmulStep(Step):
     weight: WeightExpr = None  # type: ignore[assignment]
     view: tuple[int, ...] = ()
 
+    def __post_init__(self) -> None:
+        self.run_view = _any_batch(self.view)
+
     @property
     def images(self) -> int:
         return math.prod(self.view[:3])
 
     def __call__(self, h, tensors):
-        return torch.matmul(self.weight(tensors), h.reshape(self.view))
+        return torch.matmul(self.weight(tensors), h.reshape(self.run_view))
 
 
 @dataclass
@@ -233,13 +248,16 @@ class ConvStep(Step):
     groups: int = 1
     shift: bool = False  # depthwise as shifted multiply-adds (fast on CPU for small kernels)
 
+    def __post_init__(self) -> None:
+        self.run_view = _any_batch(self.view)
+
     @property
     def images(self) -> int:
         return self.view[0]
 
     def __call__(self, h, tensors):
         g = self.geometry
-        x = h.reshape(self.view)
+        x = h.reshape(self.run_view)
         w = self.weight(tensors)
         if self.shift:
             return _depthwise_shift(g.pad(x), w, g)
@@ -278,9 +296,12 @@ class UnfoldStep(Step):
     geometry: ConvGeometry = None  # type: ignore[assignment]
     view: tuple[int, ...] = ()
 
+    def __post_init__(self) -> None:
+        self.run_view = _any_batch(self.view)
+
     def __call__(self, h, tensors):
         g = self.geometry
-        x = h.reshape(self.view)
+        x = h.reshape(self.run_view)
         if g.symmetric_zero_padding:
             return F.unfold(x, g.kernel, g.dilation, (g.padding[0], g.padding[2]), g.stride)
         return F.unfold(g.pad(x), g.kernel, g.dilation, 0, g.stride)
@@ -294,8 +315,11 @@ class EinsumStep(Step):
     program: object = None
     view: tuple[int, ...] = ()
 
+    def __post_init__(self) -> None:
+        self.run_view = _any_batch(self.view)
+
     def __call__(self, h, tensors):
-        return self.program(h.reshape(self.view), *(tensors[n] for n in self.names))
+        return self.program(h.reshape(self.run_view), *(tensors[n] for n in self.names))
 
 
 # -- plans -----------------------------------------------------------------------------------
@@ -311,12 +335,15 @@ class ForwardPlan:
     peak_elements: int = 0
     cost: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.run_shape = _any_batch(self.output_shape)
+
     def __call__(self, x: torch.Tensor, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Run the steps on ``tensors`` (in the order the plan was built for)."""
         h = x
         for step in self.steps:
             h = step(h, tensors)
-        return h.reshape(self.output_shape)
+        return h.reshape(self.run_shape)
 
     @property
     def flops(self) -> int:

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.fx.experimental import symbolic_shapes
 
 from ..core.truncation import Truncation
 from ..core.validate import check_finite, is_int
@@ -283,20 +284,37 @@ class TNLayer(nn.Module):
         """The input shape the plans are made for (a linear layer flattens leading dims)."""
         return tuple(x.shape)
 
-    @torch.compiler.disable
     def _plan_for(self, x: torch.Tensor) -> ForwardPlan:
-        """The cached plan for ``x`` (an LRU cache of :attr:`plan_cache_size` entries)."""
-        shape = self._plan_shape(x)
-        key = (shape, x.dtype, x.device.type, self.plan)
+        if torch.compiler.is_compiling():
+            return self._traced_plan(x)
+        return self._cached_plan(self._plan_shape(x), x.dtype, x.device)
+
+    def _cached_plan(
+        self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+    ) -> ForwardPlan:
+        """The cached plan for this input (an LRU cache of :attr:`plan_cache_size` entries)."""
+        key = (shape, dtype, device.type, self.plan)
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._choose(shape, x.device, x.dtype)
+            plan = self._choose(shape, device, dtype)
             self._plans[key] = plan
             while len(self._plans) > self.plan_cache_size:
                 self._plans.popitem(last=False)
         else:
             self._plans.move_to_end(key)
         return plan
+
+    def _traced_plan(self, x: torch.Tensor) -> ForwardPlan:
+        """The plan under ``torch.compile`` / ``torch.export``, chosen as the graph is traced.
+
+        A symbolic size (dynamic batch) counts with its example value, and no guard is added
+        on it: plans run with the batch size left free, so the one chosen for the example's
+        batch size serves every batch size. Dynamo runs :func:`_prepare_plan` while tracing and
+        reads the plan from the attribute it names, so the graph holds only the plan's
+        operations (no graph break, even for a layer traced at several shapes).
+        """
+        shape = tuple(_example_size(n) for n in self._plan_shape(x))
+        return getattr(self, _prepare_plan(self, shape, x.dtype, x.device, self.plan))
 
     def _choose(self, shape: tuple[int, ...], device: torch.device, dtype: torch.dtype):
         plans = self._candidates(shape, device.type)
@@ -362,6 +380,29 @@ class TNLayer(nn.Module):
             f"params={self.structure.num_params:,} (dense {self.structure.dense_size:,}, "
             f"{ratio:.3g}x)"
         )
+
+
+@torch.compiler.assume_constant_result
+def _prepare_plan(
+    layer: TNLayer, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, policy: str
+) -> str:
+    """Put ``layer``'s plan for ``shape`` in an attribute of its own; return the attribute name.
+
+    Dynamo runs this while tracing (outside the graph) and takes the name as a constant. One
+    attribute per plan key, never a shared container, so what Dynamo reads is never a view of
+    the cache from before the plan was made. ``policy`` is ``layer.plan`` as the traced code
+    read it (so Dynamo guards on it).
+    """
+    key = (shape, dtype, device.type, policy)
+    names = layer.__dict__.setdefault("_traced_names", {})
+    name = names.setdefault(key, f"_traced_plan{len(names)}")
+    object.__setattr__(layer, name, layer._cached_plan(shape, dtype, device))
+    return name
+
+
+# A size as an int without a guard: a symbolic size gives its example value (Dynamo and export
+# evaluate it while tracing). Torch releases without it specialise the size instead.
+_example_size = getattr(symbolic_shapes, "optimization_hint", int)
 
 
 def _new_structure(

@@ -1,5 +1,8 @@
 """Fast value checks of the planned einsum (hyperedges, batch legs) against numpy float64."""
 
+import copy
+import pickle
+
 import numpy as np
 import opt_einsum as oe
 import pytest
@@ -180,3 +183,45 @@ def test_bad_einsums_are_refused_by_name(inputs, shapes, output, message):
     """Malformed leg lists, shapes and outputs are refused up front, naming the culprit."""
     with pytest.raises(ValueError, match=f"^{message}$"):
         plan_einsum(inputs, shapes, output)
+
+
+def test_program_is_straight_line_code_with_literal_steps():
+    """The program is generated code: operand names and equations are literals (nothing for
+    ``torch.compile`` to make symbolic); a step that neither permutes nor sums is skipped."""
+    program = EinsumProgram([("i", "r"), ("j", "r"), ("k", "r")], [(0, 1), (0, 1)], ("i", "j", "k"))
+    assert program.source == (
+        "def run(t0, t1, t2):\n"
+        "    t3 = einsum('ab,cb->abc', t1, t0)\n"
+        "    t4 = einsum('abc,db->cad', t3, t2)\n"
+        "    return t4\n"
+    )
+    same = EinsumProgram([("i", "j")], [(0,)], ("i", "j"))
+    assert same.source == "def run(t0):\n    return t0\n"
+    t = rand(2, 3)
+    assert same(t) is t
+    flip = EinsumProgram([("i", "j")], [(0,)], ("j", "i"))
+    assert "einsum('ab->ba', t0)" in flip.source
+    torch.testing.assert_close(flip(t), t.T)
+
+
+def test_programs_pickle_and_deep_copy():
+    """Pickling or copying a program regenerates its code from the steps."""
+    inputs, shapes, output = CASES[5]
+    _, program = plan_einsum(inputs, shapes, output)
+    tensors = [rand(*s, seed=k) for k, s in enumerate(shapes)]
+    for other in (pickle.loads(pickle.dumps(program)), copy.deepcopy(program)):
+        assert other.steps == program.steps and other.source == program.source
+        torch.testing.assert_close(other(*tensors), program(*tensors), rtol=0, atol=0)
+
+
+def test_programs_with_different_steps_compile_through_one_function():
+    """One compiled function running programs whose steps take different operand positions
+    (Dynamo used to turn the positions into SymInts after the first recompile and fail)."""
+    a = EinsumProgram([("i", "j"), ("j", "k"), ("k", "l")], [(1, 2), (0, 1)], ("l", "i"))
+    b = EinsumProgram([("i", "j"), ("j", "k"), ("k", "l")], [(0, 1), (0, 1)], ("l", "i"))
+    c = EinsumProgram([("i", "j"), ("j", "k"), ("k", "l")], [(0, 2), (0, 1)], ("l", "i"))
+    tensors = [rand(2, 3), rand(3, 4, seed=1), rand(4, 5, seed=2)]
+    run = torch.compile(lambda program, *ts: program(*ts), backend="eager", fullgraph=True)
+    expected = reference([("i", "j"), ("j", "k"), ("k", "l")], tensors, ("l", "i"))
+    for program in (a, b, c, a):
+        torch.testing.assert_close(run(program, *tensors), expected, rtol=1e-12, atol=1e-12)
