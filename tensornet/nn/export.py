@@ -94,6 +94,7 @@ class ChannelPermute(nn.Module):
         self.sizes, self.dims = tuple(sizes), tuple(dims)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The input with its channel legs permuted."""
         n, rest = x.shape[0], x.shape[2:]
         k = len(self.sizes)
         perm = (0, *(1 + d for d in self.dims), *range(1 + k, 1 + k + len(rest)))
@@ -101,6 +102,7 @@ class ChannelPermute(nn.Module):
         return h.reshape(n, -1, *rest)
 
     def extra_repr(self) -> str:
+        """Leg sizes and permutation."""
         return f"sizes={self.sizes}, dims={self.dims}"
 
 
@@ -123,6 +125,7 @@ class Folded(nn.Module):
         self.fold, self.inner, self.unsqueeze = fold, inner, unsqueeze
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``inner`` on the input with ``fold`` channel blocks in the batch."""
         n = x.shape[0]
         h = x.reshape(n * self.fold, -1, *x.shape[2:])
         if self.unsqueeze:
@@ -132,6 +135,7 @@ class Folded(nn.Module):
         return h.reshape(n, -1, *h.shape[2:])
 
     def extra_repr(self) -> str:
+        """The fold (and unsqueeze)."""
         return f"fold={self.fold}" + (", unsqueeze=True" if self.unsqueeze else "")
 
 
@@ -150,6 +154,7 @@ class ChannelBias(nn.Module):
         self.bias = nn.Parameter(bias.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The input plus the bias."""
         return x + self.bias.reshape(-1, *([1] * (x.ndim - 2)))
 
 
@@ -171,6 +176,7 @@ class ShiftConv2d(nn.Conv2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The depthwise conv of the (already padded) input."""
         geometry = ConvGeometry(self.kernel_size, self.stride, (0, 0, 0, 0), self.dilation)
         y = _depthwise_shift(x, self.weight, geometry)
         return y if self.bias is None else y + self.bias.reshape(1, -1, 1, 1)
@@ -197,7 +203,8 @@ def _conv(
         if t or b or le or r:
             mods.append(_PAD_MODULES[geometry.padding_mode]((le, r, t, b)))
         cls = ShiftConv2d if shift else nn.Conv2d
-        conv = cls(cin, cout, geometry.kernel, geometry.stride, 0, geometry.dilation, groups, **opts)
+        g = geometry
+        conv = cls(cin, cout, g.kernel, g.stride, 0, g.dilation, groups, **opts)
     with torch.no_grad():
         conv.weight.copy_(weight)
     return mods + [conv]
@@ -224,7 +231,8 @@ def _step_modules(step, tensors, batch: int, linear: bool) -> list[nn.Module]:
         if linear and g == 1:
             return [_wrap([_linear_module(ci, co, w.reshape(co, ci))], fold)]
         if linear:
-            conv = nn.Conv1d(g * ci, g * co, 1, groups=g, bias=False, device=w.device, dtype=w.dtype)
+            opts = {"groups": g, "bias": False, "device": w.device, "dtype": w.dtype}
+            conv = nn.Conv1d(g * ci, g * co, 1, **opts)
             with torch.no_grad():
                 conv.weight.copy_(w.reshape(g * co, ci, 1))
             return [_wrap([conv], fold, unsqueeze=True)]
@@ -435,9 +443,7 @@ def linear_chains(layer: TNLinear, input_shape: Sequence[int]) -> list[ForwardPl
     structure = layer.structure
     in_modes, out_modes = structure.modes[1], structure.modes[0]
     factors = structure.factors
-    orders = (
-        itertools.permutations(factors) if len(factors) <= _MAX_ORDER else [tuple(factors)]
-    )
+    orders = itertools.permutations(factors) if len(factors) <= _MAX_ORDER else [tuple(factors)]
     plans = []
     for order in orders:
         plan = _linear_chain(structure, order, n, in_modes, out_modes)
@@ -480,9 +486,10 @@ def linear_sequence(
 
     Among the orders of the factors (:func:`linear_chains`) and the dense ``nn.Linear``, those
     storing no more parameters than the layer, for ``input_shape`` (default ``(1,
-    in_features)``), chosen and checked against ``slack`` as in :func:`conv_sequence`. Chains that fold factor legs into the batch or group
-    them run inside :class:`Folded` (a grouped step is an ``nn.Conv1d`` with ``groups``); such
-    a chain flattens leading input dimensions as ``nn.Linear`` does.
+    in_features)``), chosen and checked against ``slack`` as in :func:`conv_sequence`. Chains
+    that fold factor legs into the batch or group them run inside :class:`Folded` (a grouped
+    step is an ``nn.Conv1d`` with ``groups``); such a chain flattens leading input dimensions
+    as ``nn.Linear`` does.
 
     Examples
     --------
