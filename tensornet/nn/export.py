@@ -549,7 +549,10 @@ def to_standard(
 
         p0 = next(target.parameters())
         x = torch.zeros(tuple(input_shape), device=p0.device, dtype=p0.dtype)
+        modes = {m: m.training for m in target.modules()}
         shapes = layer_inputs(target, x, list(layers))
+        for m, mode in modes.items():  # layer_inputs leaves every module in the model's mode
+            m.training = mode
     made: dict[int, nn.Module] = {}  # by module: a layer used at two places stays shared
     for name, module in layers.items():
         make = conv_sequence if isinstance(module, TNConv2d) else linear_sequence
