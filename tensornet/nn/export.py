@@ -8,15 +8,22 @@ TT-matrix or TT linear as a chain of small ``nn.Linear`` layers, and so on. The 
 more parameters than the compressed layer and runs the same operations, so it keeps the speed;
 it needs no tensornet operation to run and exports with ``torch.export.export``.
 
-The modules used are ``nn.Conv2d``, ``nn.Conv1d`` (grouped 1x1 steps of a linear layer),
-``nn.Linear``, the padding modules, and four tiny modules defined here:
+The modules used are ``nn.Conv2d``, ``nn.Linear``, the padding modules, and these small ones
+defined here (no other operation than reshapes, permutes and what the plain layer does):
 
+- :class:`PointwiseConv2d`: an ``nn.Conv2d`` 1x1 (grouped) conv, same parameters and
+  ``state_dict``, whose forward is one batched matmul (with channel blocks folded into the
+  batch), exactly what the compressed layer runs: on CPUs ``F.conv2d`` over many small images
+  is much slower;
+- :class:`ShiftConv2d`: an ``nn.Conv2d`` whose forward runs a small depthwise conv as shifted
+  multiply-adds, as the compressed layer does on CPUs, where ``F.conv2d``'s depthwise kernel is
+  several times slower (on other devices the plans use plain ``nn.Conv2d``);
 - :class:`ChannelPermute`: reorders the channel legs (a reshape and a permute);
-- :class:`Folded`: moves leading channel blocks into the batch around one module (a reshape);
-- :class:`ChannelBias`: adds the bias when the last step cannot hold it;
-- :class:`ShiftConv2d`: an ``nn.Conv2d`` (same parameters, same ``state_dict``) whose forward
-  runs a small depthwise conv as shifted multiply-adds, as the compressed layer does on CPUs
-  where ``F.conv2d``'s depthwise kernel is several times slower.
+- :class:`Folded`: moves leading channel blocks into the batch around a conv or linear layer;
+- :class:`ChannelBias`: adds the bias when the last step cannot hold it.
+
+Loading their ``state_dict`` into plain ``nn.Conv2d`` modules of the same arguments gives the
+same function (slower on CPUs).
 
 Where no chain of such modules holding at most the layer's parameters is estimated within
 ``slack`` (1.1x) of the layer's own forward plan (for instance a TT-matrix conv, which runs
@@ -58,6 +65,7 @@ __all__ = [
     "ChannelBias",
     "ChannelPermute",
     "Folded",
+    "PointwiseConv2d",
     "ShiftConv2d",
     "conv_sequence",
     "linear_sequence",
@@ -109,8 +117,7 @@ class ChannelPermute(nn.Module):
 class Folded(nn.Module):
     """``inner`` applied with ``fold`` leading channel blocks moved into the batch.
 
-    ``(N, fold C, *S) -> (N fold, C, *S) -> inner -> (N, fold C', *S')``. With ``unsqueeze``
-    a trailing unit dimension is added around ``inner`` (an ``nn.Conv1d`` on features).
+    ``(N, fold C, *S) -> (N fold, C, *S) -> inner -> (N, fold C', *S')``.
 
     Examples
     --------
@@ -120,23 +127,20 @@ class Folded(nn.Module):
     torch.Size([5, 12])
     """
 
-    def __init__(self, fold: int, inner: nn.Module, unsqueeze: bool = False) -> None:
+    def __init__(self, fold: int, inner: nn.Module) -> None:
         super().__init__()
-        self.fold, self.inner, self.unsqueeze = fold, inner, unsqueeze
+        self.fold, self.inner = fold, inner
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``inner`` on the input with ``fold`` channel blocks in the batch."""
         n = x.shape[0]
         h = x.reshape(n * self.fold, -1, *x.shape[2:])
-        if self.unsqueeze:
-            h = self.inner(h.unsqueeze(-1)).squeeze(-1)
-        else:
-            h = self.inner(h)
+        h = self.inner(h)
         return h.reshape(n, -1, *h.shape[2:])
 
     def extra_repr(self) -> str:
-        """The fold (and unsqueeze)."""
-        return f"fold={self.fold}" + (", unsqueeze=True" if self.unsqueeze else "")
+        """The fold."""
+        return f"fold={self.fold}"
 
 
 class ChannelBias(nn.Module):
@@ -182,6 +186,39 @@ class ShiftConv2d(nn.Conv2d):
         return y if self.bias is None else y + self.bias.reshape(1, -1, 1, 1)
 
 
+class PointwiseConv2d(nn.Conv2d):
+    """A 1x1 (grouped) ``nn.Conv2d`` computed as one batched matmul, as the compressed layer does.
+
+    Same parameters and ``state_dict`` as the ``nn.Conv2d`` it subclasses. ``fold`` leading
+    channel blocks of the input ride in the batch: the input ``(N, fold C_in, *S)`` gives
+    ``(N, fold C_out, *S)``; ``S`` may be empty (the features of a linear layer). On CPUs
+    a 1x1 conv over many small images is much slower than this matmul.
+
+    Examples
+    --------
+    >>> import torch
+    >>> conv = PointwiseConv2d(4, 6, 1, groups=2, bias=False)
+    >>> x = torch.randn(2, 4, 5, 5)
+    >>> bool(torch.allclose(conv(x), torch.nn.functional.conv2d(x, conv.weight, groups=2)))
+    True
+    """
+
+    fold: int = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The 1x1 conv of the input (with its ``fold`` blocks in the batch)."""
+        n, spatial = x.shape[0], x.shape[2:]
+        g = self.groups
+        w = self.weight.reshape(g, self.out_channels // g, self.in_channels // g)
+        h = x.reshape(n, self.fold, g, self.in_channels // g, math.prod(spatial))
+        y = torch.matmul(w, h).reshape(n, -1, *spatial)
+        return y if self.bias is None else y + self.bias.reshape(-1, *([1] * len(spatial)))
+
+    def extra_repr(self) -> str:
+        """As ``nn.Conv2d`` (and the fold)."""
+        return super().extra_repr() + (f", fold={self.fold}" if self.fold != 1 else "")
+
+
 # -- plans to modules --------------------------------------------------------------------------
 def _conv(
     cin: int,
@@ -210,9 +247,9 @@ def _conv(
     return mods + [conv]
 
 
-def _wrap(mods: list[nn.Module], fold: int, unsqueeze: bool = False) -> nn.Module:
+def _wrap(mods: list[nn.Module], fold: int) -> nn.Module:
     inner = mods[0] if len(mods) == 1 else nn.Sequential(*mods)
-    return inner if fold == 1 and not unsqueeze else Folded(fold, inner, unsqueeze)
+    return inner if fold == 1 else Folded(fold, inner)
 
 
 def _step_modules(step, tensors, batch: int, linear: bool) -> list[nn.Module]:
@@ -230,14 +267,12 @@ def _step_modules(step, tensors, batch: int, linear: bool) -> list[nn.Module]:
         co = w.shape[1]
         if linear and g == 1:
             return [_wrap([_linear_module(ci, co, w.reshape(co, ci))], fold)]
-        if linear:
-            opts = {"groups": g, "bias": False, "device": w.device, "dtype": w.dtype}
-            conv = nn.Conv1d(g * ci, g * co, 1, **opts)
-            with torch.no_grad():
-                conv.weight.copy_(w.reshape(g * co, ci, 1))
-            return [_wrap([conv], fold, unsqueeze=True)]
-        mods = _conv(g * ci, g * co, ConvGeometry((1, 1)), g, w.reshape(g * co, ci, 1, 1))
-        return [_wrap(mods, fold)]
+        opts = {"groups": g, "bias": False, "device": w.device, "dtype": w.dtype}
+        conv = PointwiseConv2d(g * ci, g * co, 1, **opts)
+        conv.fold = fold
+        with torch.no_grad():
+            conv.weight.copy_(w.reshape(g * co, ci, 1, 1))
+        return [conv]
     assert isinstance(step, ConvStep)
     fold = step.view[0] // batch
     mods = _conv(step.view[1], w.shape[0], step.geometry, step.groups, w, step.shift)
@@ -273,7 +308,7 @@ def _plan_modules(layer: TNLayer, plan: ForwardPlan, batch: int) -> list[nn.Modu
         mods += _step_modules(step, tensors, batch, linear)
     if layer.bias is not None:
         last = mods[-1]
-        if isinstance(last, (nn.Linear, nn.Conv2d, nn.Conv1d)):
+        if isinstance(last, (nn.Linear, nn.Conv2d)) and getattr(last, "fold", 1) == 1:
             last.bias = nn.Parameter(layer.bias.detach().clone())
         else:
             mods.append(ChannelBias(layer.bias))
@@ -418,7 +453,7 @@ def conv_sequence(
     --------
     >>> import torch
     >>> layer = TNConv2d(16, 16, 3, padding=1, format="tucker2", ranks=(4, 4))
-    >>> seq = conv_sequence(layer, (2, 16, 8, 8))
+    >>> seq = conv_sequence(layer, (2, 16, 8, 8), fallback="chain")
     >>> [m.kernel_size for m in seq]
     [(1, 1), (3, 3), (1, 1)]
     >>> x = torch.randn(2, 16, 8, 8)
@@ -486,16 +521,16 @@ def linear_sequence(
 
     Among the orders of the factors (:func:`linear_chains`) and the dense ``nn.Linear``, those
     storing no more parameters than the layer, for ``input_shape`` (default ``(1,
-    in_features)``), chosen and checked against ``slack`` as in :func:`conv_sequence`. Chains
-    that fold factor legs into the batch or group them run inside :class:`Folded` (a grouped
-    step is an ``nn.Conv1d`` with ``groups``); such a chain flattens leading input dimensions
-    as ``nn.Linear`` does.
+    in_features)``), chosen and checked against ``slack`` as in :func:`conv_sequence`. Steps
+    that fold factor legs into the batch run inside :class:`Folded`, grouped steps as a
+    :class:`PointwiseConv2d` (on ``(N, features)``); such a chain flattens leading input
+    dimensions as ``nn.Linear`` does.
 
     Examples
     --------
     >>> import torch
     >>> layer = TNLinear(16, 12, format="ttmatrix", ranks=2, out_dims=(3, 4), in_dims=(4, 4))
-    >>> seq = linear_sequence(layer, (8, 16))
+    >>> seq = linear_sequence(layer, (8, 16), fallback="chain")
     >>> sum(p.numel() for p in seq.parameters()) <= layer.num_params
     True
     >>> x = torch.randn(8, 16)
@@ -533,9 +568,11 @@ def to_standard(
     >>> from torch import nn
     >>> from tensornet.nn import TNConv2d
     >>> net = nn.Sequential(TNConv2d(8, 8, 3, padding=1, format="tucker2", ranks=(4, 4)))
-    >>> plain = to_standard(net, (2, 8, 6, 6))
-    >>> {type(m).__name__ for m in plain[0]}, len(plain[0]) > 1
-    ({'Conv2d'}, True)
+    >>> plain = to_standard(net, (2, 8, 6, 6), fallback="chain")  # even if slower here
+    >>> [type(m).__name__ for m in plain[0]]
+    ['PointwiseConv2d', 'Conv2d', 'PointwiseConv2d']
+    >>> all(isinstance(m, nn.Conv2d) for m in plain[0])
+    True
     >>> x = torch.randn(2, 8, 6, 6)
     >>> bool(torch.allclose(plain(x), net(x), atol=1e-5))
     True

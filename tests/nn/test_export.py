@@ -17,6 +17,7 @@ from tensornet.nn.export import (
     ChannelBias,
     ChannelPermute,
     Folded,
+    PointwiseConv2d,
     ShiftConv2d,
     conv_sequence,
     linear_chains,
@@ -103,9 +104,8 @@ def test_linear_chains_structure():
     assert {Folded, ChannelPermute} <= kinds
     grouped = TNLinear(8, 6, format="grouped", ranks=1, channel_groups=2)
     seq = linear_sequence(grouped, (4, 8), fallback="chain", measure=False)
-    folded = [m for m in seq if isinstance(m, Folded)]
-    assert folded and folded[0].unsqueeze and isinstance(folded[0].inner, nn.Conv1d)
-    assert folded[0].inner.groups == 2
+    grouped_steps = [m for m in seq if isinstance(m, PointwiseConv2d)]
+    assert grouped_steps and grouped_steps[0].groups == 2
 
 
 def test_conv_chain_structure_tucker2_and_cp():
@@ -247,12 +247,6 @@ def test_small_modules():
     f = Folded(3, lin)
     y = torch.randn(5, 6)
     assert torch.equal(f(y), lin(y.reshape(15, 2)).reshape(5, 12)) and "fold=3" in repr(f)
-    conv = nn.Conv1d(4, 6, 1, groups=2)
-    g = Folded(2, conv, unsqueeze=True)
-    z = torch.randn(3, 8)
-    ref = conv(z.reshape(6, 4, 1)).reshape(3, 12)
-    torch.testing.assert_close(g(z), ref)
-    assert "unsqueeze=True" in repr(g) and "unsqueeze" not in repr(f)
     b = ChannelBias(torch.tensor([1.0, -2.0]))
     assert torch.equal(b(torch.zeros(2, 2, 1, 1)).flatten(), torch.tensor([1.0, -2.0] * 2))
     assert torch.equal(b(torch.zeros(1, 2)), torch.tensor([[1.0, -2.0]]))
@@ -266,3 +260,21 @@ def test_shift_conv_equals_depthwise_conv(bias):
     conv = conv.double()
     ref = F.conv2d(x, conv.weight, conv.bias, (2, 1), 0, (1, 2), 5)
     torch.testing.assert_close(conv(x), ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_pointwise_conv_equals_conv(bias):
+    torch.manual_seed(4)
+    conv = PointwiseConv2d(6, 4, 1, groups=2, bias=bias).double()
+    x = torch.randn(3, 6, 4, 5, dtype=F64)
+    ref = F.conv2d(x, conv.weight, conv.bias, groups=2)
+    torch.testing.assert_close(conv(x), ref, rtol=1e-12, atol=1e-12)
+    assert "fold" not in repr(conv)
+    conv.fold = 3  # three channel blocks in the batch
+    y = torch.randn(2, 18, 4, 5, dtype=F64)
+    ref = F.conv2d(y.reshape(6, 6, 4, 5), conv.weight, conv.bias, groups=2).reshape(2, 12, 4, 5)
+    torch.testing.assert_close(conv(y), ref, rtol=1e-12, atol=1e-12)
+    assert "fold=3" in repr(conv)
+    z = torch.randn(5, 18, dtype=F64)  # features of a linear layer
+    ref = F.conv2d(z.reshape(15, 6, 1, 1), conv.weight, conv.bias, groups=2).reshape(5, 12)
+    torch.testing.assert_close(conv(z), ref, rtol=1e-12, atol=1e-12)
