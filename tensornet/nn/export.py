@@ -211,8 +211,10 @@ class PointwiseConv2d(nn.Conv2d):
         g = self.groups
         w = self.weight.reshape(g, self.out_channels // g, self.in_channels // g)
         h = x.reshape(n, self.fold, g, self.in_channels // g, math.prod(spatial))
-        y = torch.matmul(w, h).reshape(n, -1, *spatial)
-        return y if self.bias is None else y + self.bias.reshape(-1, *([1] * len(spatial)))
+        y = torch.matmul(w, h)
+        if self.bias is not None:  # the same bias for every folded block
+            y = y + self.bias.reshape(g, -1, 1)
+        return y.reshape(n, -1, *spatial)
 
     def extra_repr(self) -> str:
         """As ``nn.Conv2d`` (and the fold)."""
