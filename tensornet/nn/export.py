@@ -208,9 +208,15 @@ class PointwiseConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The 1x1 conv of the input (with its ``fold`` blocks in the batch)."""
         n, spatial = x.shape[0], x.shape[2:]
-        g = self.groups
-        w = self.weight.reshape(g, self.out_channels // g, self.in_channels // g)
-        h = x.reshape(n, self.fold, g, self.in_channels // g, math.prod(spatial))
+        g, ci = self.groups, self.in_channels // self.groups
+        w = self.weight.reshape(g, self.out_channels // g, ci)
+        if math.prod(spatial) == 1:  # features: one (images x ci) @ (ci x co) per group
+            h = x.reshape(n * self.fold, g, ci).transpose(0, 1)
+            y = torch.bmm(h, w.transpose(1, 2)).transpose(0, 1)
+            if self.bias is not None:
+                y = y + self.bias.reshape(g, -1)
+            return y.reshape(n, -1, *spatial)
+        h = x.reshape(n, self.fold, g, ci, math.prod(spatial))
         y = torch.matmul(w, h)
         if self.bias is not None:  # the same bias for every folded block
             y = y + self.bias.reshape(g, -1, 1)

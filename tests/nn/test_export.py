@@ -278,3 +278,6 @@ def test_pointwise_conv_equals_conv(bias):
     z = torch.randn(5, 18, dtype=F64)  # features of a linear layer
     ref = F.conv2d(z.reshape(15, 6, 1, 1), conv.weight, conv.bias, groups=2).reshape(5, 12)
     torch.testing.assert_close(conv(z), ref, rtol=1e-12, atol=1e-12)
+    one = y[:, :, :1, :1]  # 1x1 images take the features path too
+    ref = F.conv2d(one.reshape(6, 6, 1, 1), conv.weight, conv.bias, groups=2)
+    torch.testing.assert_close(conv(one), ref.reshape(2, 12, 1, 1), rtol=1e-12, atol=1e-12)
