@@ -79,8 +79,9 @@ _PAD_MODULES = {
     "circular": nn.CircularPad2d,
 }
 _FALLBACKS = ("keep", "chain")
-# Up to this many factors, every order of a linear layer's factors is a candidate chain.
-_MAX_ORDER = 6
+# Up to this many factors, every order of a linear layer's factors is a candidate chain (else
+# the structure's order and its reverse).
+_MAX_ORDER = 4
 # Timed runs per module with ``measure=True`` (the fastest counts).
 _REPEAT = 5
 
@@ -478,15 +479,19 @@ def conv_sequence(
 def linear_chains(layer: TNLinear, input_shape: Sequence[int]) -> list[ForwardPlan]:
     """Forward plans of a linear layer that apply its factors to the input one at a time.
 
-    Every order of the factors (up to six; else the order of the structure) in which each
-    factor touches the activation gives a chain of (grouped, batch-folded) matmuls and
-    permutes: the plain ``nn.Linear`` chains of :func:`linear_sequence`.
+    Every order of the factors (up to four factors; else the structure's order and its
+    reverse) in which each factor touches the activation gives a chain of (grouped,
+    batch-folded) matmuls and permutes: the plain ``nn.Linear`` chains of
+    :func:`linear_sequence`.
     """
     n, _ = (int(v) for v in input_shape)
     structure = layer.structure
     in_modes, out_modes = structure.modes[1], structure.modes[0]
     factors = structure.factors
-    orders = itertools.permutations(factors) if len(factors) <= _MAX_ORDER else [tuple(factors)]
+    if len(factors) <= _MAX_ORDER:
+        orders = list(itertools.permutations(factors))
+    else:
+        orders = [tuple(factors), tuple(reversed(factors))]
     plans = []
     for order in orders:
         plan = _linear_chain(structure, order, n, in_modes, out_modes)

@@ -281,3 +281,20 @@ def test_pointwise_conv_equals_conv(bias):
     one = y[:, :, :1, :1]  # 1x1 images take the features path too
     ref = F.conv2d(one.reshape(6, 6, 1, 1), conv.weight, conv.bias, groups=2)
     torch.testing.assert_close(conv(one), ref.reshape(2, 12, 1, 1), rtol=1e-12, atol=1e-12)
+
+
+def test_linear_chain_orders():
+    four = TNLinear(16, 16, format="ttmatrix", ranks=1, out_dims=(2,) * 4, in_dims=(2,) * 4)
+    assert len(linear_chains(four, (3, 16))) == 24  # every order (each core holds an input leg)
+    five = TNLinear(32, 32, format="ttmatrix", ranks=1, out_dims=(2,) * 5, in_dims=(2,) * 5)
+    names = [p.name for p in linear_chains(five, (3, 32))]
+    assert names == ["chain[G0,G1,G2,G3,G4]", "chain[G4,G3,G2,G1,G0]"]
+    seq = linear_sequence(five, (3, 32), fallback="chain", measure=False)
+    x = torch.randn(3, 32)
+    rel_close(seq(x), five(x), 1e-5)
+
+
+def test_model_without_compressed_layers():
+    net = nn.Sequential(nn.Linear(3, 2))
+    out = to_standard(net, (1, 3))
+    assert out is not net and torch.equal(out[0].weight, net[0].weight)
