@@ -299,7 +299,7 @@ def _convertible(plan: ForwardPlan) -> bool:
     return all(isinstance(s, (MatmulStep, ConvStep, PermuteStep, LinearStep)) for s in plan.steps)
 
 
-def _plan_params(plan: ForwardPlan, tensors) -> int:
+def _plan_params(plan: ForwardPlan) -> int:
     total = 0
     for s in plan.steps:
         if isinstance(s, LinearStep):
@@ -326,9 +326,8 @@ def _plan_modules(layer: TNLayer, plan: ForwardPlan, batch: int) -> list[nn.Modu
 
 def _fits(layer: TNLayer, plans: list[ForwardPlan]) -> list[ForwardPlan]:
     """The plans that are chains of plain modules storing at most the layer's parameters."""
-    tensors = {k: v.detach() for k, v in layer.factors.items()}
     limit = layer.structure.num_params
-    return [p for p in plans if _convertible(p) and _plan_params(p, tensors) <= limit]
+    return [p for p in plans if _convertible(p) and _plan_params(p) <= limit]
 
 
 def _time(fn, repeat: int) -> float:
@@ -404,16 +403,18 @@ def _sequence(
     best, mods, ratio = _pick(layer, plans, chosen, shape, options["measure"])
     if best is not None and (ratio <= slack or fallback == "chain"):
         return _as_module(layer, mods)
-    how = "measured" if options["measure"] else "estimated"
-    why = (
-        "no chain of plain modules holds at most its parameters"
-        if best is None
-        else f"its fastest plain chain ({best.name}) is {how} at {ratio:.2f}x its forward"
-    )
+    if best is None:
+        why = "no chain of plain modules holds at most its parameters"
+    else:
+        how = "measured" if options["measure"] else "estimated"
+        why = (
+            f"its fastest plain chain ({best.name}) is {how} at {ratio:.2f}x its forward "
+            "(fallback='chain' writes it anyway)"
+        )
     warnings.warn(
         f"to_standard: {name or type(layer).__name__} (format {layer.format}) has no "
         f"plain-torch form within {slack}x of its time at no more parameters: {why}; "
-        "kept as a compressed layer (fallback='chain' writes the chain anyway)",
+        "kept as a compressed layer",
         stacklevel=3,
     )
     return layer
