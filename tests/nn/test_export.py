@@ -207,6 +207,10 @@ def test_to_standard_model_shapes_ties_modes_and_params():
     assert not out[0].training and out[6].training
     x = torch.randn(3, 4, 7, 7, dtype=F64)
     rel_close(out(x), net(x), 1e-10)
+    assert any(isinstance(m, ShiftConv2d) for m in out.modules())
+    exported = torch.export.export(out.eval(), (x,))  # shift depthwise and chains export
+    rel_close(exported.module()(x), net.eval()(x), 1e-10)
+    net[6].train()
     same = to_standard(net, fallback="chain", measure=False, inplace=True)
     assert same is net and plain(net)
 
