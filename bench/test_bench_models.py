@@ -13,12 +13,16 @@ mode, no grad:
   even when slower, so the ratio is visible for every format).
 
 The ``to_standard`` criterion is the ratio of medians within one run:
-``python bench/test_bench_models.py BENCH.json`` prints them from a ``--benchmark-json`` file.
+``python bench/test_bench_models.py BENCH.json`` prints them from a ``--benchmark-json`` file;
+``python bench/test_bench_models.py --interleaved`` times each layer and its chain alternately
+(min and median ratios), which survives a busy machine better.
 """
 
 import json
 import os
+import statistics
 import sys
+import time
 import warnings
 from collections import defaultdict
 
@@ -187,5 +191,36 @@ def summarize(path):
         print(f"{group:<28} " + "  ".join(parts) + tail)
 
 
+def interleaved(rounds=15):
+    """Per-layer chain / layer time, the two run alternately (robust on a busy machine)."""
+    torch.set_num_threads(int(os.environ.get("TENSORNET_BENCH_THREADS", "2")))
+    for shape in LAYERS:
+        for fmt in LAYER_FORMATS:
+            layer, chain, x = layer_case(shape, fmt)
+            if chain is None:
+                print(f"{shape:<10} {fmt:<9} no plain chain at the layer's parameters")
+                continue
+            times: dict = {"layer": [], "chain": []}
+            with torch.no_grad():
+                layer(x), chain(x)
+                for _ in range(rounds):
+                    for key, fn in (("layer", layer), ("chain", chain)):
+                        start = time.perf_counter()
+                        fn(x)
+                        times[key].append(time.perf_counter() - start)
+            lo = {k: min(v) for k, v in times.items()}
+            med = {k: statistics.median(v) for k, v in times.items()}
+            print(
+                f"{shape:<10} {fmt:<9} layer {lo['layer'] * 1e3:8.3f} ms  chain "
+                f"{lo['chain'] * 1e3:8.3f} ms  min ratio {lo['chain'] / lo['layer']:5.2f}  "
+                f"median ratio {med['chain'] / med['layer']:5.2f}",
+                flush=True,
+            )
+
+
 if __name__ == "__main__":
-    summarize(sys.argv[1])
+    # python bench/test_bench_models.py BENCH.json | --interleaved
+    if sys.argv[1] == "--interleaved":
+        interleaved()
+    else:
+        summarize(sys.argv[1])
