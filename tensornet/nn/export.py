@@ -1,26 +1,76 @@
-"""Back to plain PyTorch: compressed layers rewritten as ``nn.Conv2d``/``nn.Linear`` sequences.
+"""Back to plain PyTorch: each compressed layer as the ``torch.nn`` modules of its forward plan.
 
-:func:`to_standard` replaces every :class:`~tensornet.nn.TNConv2d` by the cheapest of its
-forward plans that is a chain of plain convolutions (1x1, spatial, grouped or depthwise, with
-the same padding mode), so the compressed model keeps its speed and runs and exports
-(``torch.export.export``) without tensornet. A layer none of whose plans is such a chain becomes
-one ``nn.Conv2d`` with the rebuilt kernel. :class:`~tensornet.nn.TNLinear` becomes one
-``nn.Linear``, or two for the plain low-rank format. Outputs are the same up to rounding.
+:func:`to_standard` rewrites every :class:`~tensornet.nn.TNConv2d` and
+:class:`~tensornet.nn.TNLinear` as the plain-torch sequence of the forward plan the layer runs
+for its input shape: Tucker-2 as 1x1 / kxk / 1x1 convs, CP as 1x1 / depthwise kx1 / depthwise
+1xk / 1x1, a TT as a chain of small convs, ALDS groups as a grouped conv and a 1x1 conv, a
+TT-matrix or TT linear as a chain of small ``nn.Linear`` layers, and so on. The result holds no
+more parameters than the compressed layer and runs the same operations, so it keeps the speed;
+it needs no tensornet operation to run and exports with ``torch.export.export``.
+
+The modules used are ``nn.Conv2d``, ``nn.Linear``, the padding modules, and these small ones
+defined here (no other operation than reshapes, permutes and what the plain layer does):
+
+- :class:`PointwiseConv2d`: an ``nn.Conv2d`` 1x1 (grouped) conv, same parameters and
+  ``state_dict``, whose forward is one batched matmul (with channel blocks folded into the
+  batch), exactly what the compressed layer runs: on CPUs ``F.conv2d`` over many small images
+  is much slower;
+- :class:`ShiftConv2d`: an ``nn.Conv2d`` whose forward runs a small depthwise conv as shifted
+  multiply-adds, as the compressed layer does on CPUs, where ``F.conv2d``'s depthwise kernel is
+  several times slower (on other devices the plans use plain ``nn.Conv2d``);
+- :class:`ChannelPermute`: reorders the channel legs (a reshape and a permute);
+- :class:`Folded`: moves leading channel blocks into the batch around a conv or linear layer;
+- :class:`ChannelBias`: adds the bias when the last step cannot hold it.
+
+Loading their ``state_dict`` into plain ``nn.Conv2d`` modules of the same arguments gives the
+same function (slower on CPUs).
+
+Where no chain of such modules holding at most the layer's parameters is estimated within
+``slack`` (1.1x) of the layer's own forward plan (for instance a TT-matrix conv, which runs
+best by rebuilding its kernel, or a layer whose best plan is one einsum over the input
+patches), the layer stays a compressed layer (``fallback="keep"``, with a warning), or becomes
+the cheapest chain anyway (``fallback="chain"``); a dense ``nn.Conv2d``/``nn.Linear`` is used
+only when it is no larger than the compressed layer and within ``slack`` of its time.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
+import math
+import time
+import warnings
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from . import cost
-from .functional import ConvGeometry, ConvStep, MatmulStep, conv_candidates
-from .layers import TNConv2d, TNLinear
+from .functional import (
+    ConvGeometry,
+    ConvStep,
+    ForwardPlan,
+    LinearStep,
+    MatmulStep,
+    PermuteStep,
+    _depthwise_shift,
+    _Frame,
+    _stage_step,
+    conv_candidates,
+    linear_candidates,
+)
+from .layers import TNConv2d, TNLayer, TNLinear
 
-__all__ = ["to_standard", "conv_sequence"]
+__all__ = [
+    "ChannelBias",
+    "ChannelPermute",
+    "Folded",
+    "PointwiseConv2d",
+    "ShiftConv2d",
+    "conv_sequence",
+    "linear_sequence",
+    "to_standard",
+]
 
 _PAD_MODULES = {
     "zeros": nn.ZeroPad2d,
@@ -28,127 +78,503 @@ _PAD_MODULES = {
     "replicate": nn.ReplicationPad2d,
     "circular": nn.CircularPad2d,
 }
+_FALLBACKS = ("keep", "chain")
+# Up to this many factors, every order of a linear layer's factors is a candidate chain (else
+# the structure's order and its reverse).
+_MAX_ORDER = 4
+# Timed runs per module with ``measure=True`` (the fastest counts).
+_REPEAT = 5
 
 
-def _padded_conv(
-    cin: int, cout: int, geometry: ConvGeometry, groups: int, weight: torch.Tensor
+# -- the tiny modules ------------------------------------------------------------------------
+class ChannelPermute(nn.Module):
+    """Reorder the channel legs: ``(N, C, *S)`` seen as ``(N, *sizes, *S)``, legs permuted.
+
+    Examples
+    --------
+    >>> import torch
+    >>> p = ChannelPermute((2, 3), (1, 0))
+    >>> p(torch.arange(6.0).reshape(1, 6)).tolist()
+    [[0.0, 3.0, 1.0, 4.0, 2.0, 5.0]]
+    """
+
+    def __init__(self, sizes: Sequence[int], dims: Sequence[int]) -> None:
+        super().__init__()
+        self.sizes, self.dims = tuple(sizes), tuple(dims)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The input with its channel legs permuted."""
+        n, rest = x.shape[0], x.shape[2:]
+        k = len(self.sizes)
+        perm = (0, *(1 + d for d in self.dims), *range(1 + k, 1 + k + len(rest)))
+        h = x.reshape(n, *self.sizes, *rest).permute(perm)
+        return h.reshape(n, -1, *rest)
+
+    def extra_repr(self) -> str:
+        """Leg sizes and permutation."""
+        return f"sizes={self.sizes}, dims={self.dims}"
+
+
+class Folded(nn.Module):
+    """``inner`` applied with ``fold`` leading channel blocks moved into the batch.
+
+    ``(N, fold C, *S) -> (N fold, C, *S) -> inner -> (N, fold C', *S')``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> f = Folded(3, torch.nn.Linear(2, 4))
+    >>> f(torch.randn(5, 6)).shape
+    torch.Size([5, 12])
+    """
+
+    def __init__(self, fold: int, inner: nn.Module) -> None:
+        super().__init__()
+        self.fold, self.inner = fold, inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``inner`` on the input with ``fold`` channel blocks in the batch."""
+        n = x.shape[0]
+        h = x.reshape(n * self.fold, -1, *x.shape[2:])
+        h = self.inner(h)
+        return h.reshape(n, -1, *h.shape[2:])
+
+    def extra_repr(self) -> str:
+        """The fold."""
+        return f"fold={self.fold}"
+
+
+class ChannelBias(nn.Module):
+    """Adds ``bias`` along dimension 1 of ``(N, C, *S)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> ChannelBias(torch.tensor([1.0, 2.0]))(torch.zeros(1, 2, 1)).flatten().tolist()
+    [1.0, 2.0]
+    """
+
+    def __init__(self, bias: torch.Tensor) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The input plus the bias."""
+        return x + self.bias.reshape(-1, *([1] * (x.ndim - 2)))
+
+
+class ShiftConv2d(nn.Conv2d):
+    """A depthwise ``nn.Conv2d`` computed as a sum of shifted slices times the weights.
+
+    Same parameters and ``state_dict`` as the ``nn.Conv2d`` it subclasses (the padding is done
+    by a module in front of it: ``padding`` is 0). On CPUs ``F.conv2d``'s depthwise kernel is
+    several times slower for small kernels; this is what the compressed layer runs there.
+
+    Examples
+    --------
+    >>> import torch
+    >>> conv = ShiftConv2d(4, 4, (3, 1), groups=4, bias=False)
+    >>> x = torch.randn(2, 4, 6, 6)
+    >>> ref = torch.nn.functional.conv2d(x, conv.weight, groups=4)
+    >>> bool(torch.allclose(conv(x), ref, atol=1e-6))
+    True
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The depthwise conv of the (already padded) input."""
+        geometry = ConvGeometry(self.kernel_size, self.stride, (0, 0, 0, 0), self.dilation)
+        y = _depthwise_shift(x, self.weight, geometry)
+        return y if self.bias is None else y + self.bias.reshape(1, -1, 1, 1)
+
+
+class PointwiseConv2d(nn.Conv2d):
+    """A 1x1 (grouped) ``nn.Conv2d`` computed as one batched matmul, as the compressed layer does.
+
+    Same parameters and ``state_dict`` as the ``nn.Conv2d`` it subclasses. ``fold`` leading
+    channel blocks of the input ride in the batch: the input ``(N, fold C_in, *S)`` gives
+    ``(N, fold C_out, *S)``; ``S`` may be empty (the features of a linear layer). On CPUs
+    a 1x1 conv over many small images is much slower than this matmul.
+
+    Examples
+    --------
+    >>> import torch
+    >>> conv = PointwiseConv2d(4, 6, 1, groups=2, bias=False)
+    >>> x = torch.randn(2, 4, 5, 5)
+    >>> bool(torch.allclose(conv(x), torch.nn.functional.conv2d(x, conv.weight, groups=2)))
+    True
+    """
+
+    fold: int = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The 1x1 conv of the input (with its ``fold`` blocks in the batch)."""
+        n, spatial = x.shape[0], x.shape[2:]
+        g, ci = self.groups, self.in_channels // self.groups
+        w = self.weight.reshape(g, self.out_channels // g, ci)
+        if math.prod(spatial) == 1:  # features: one (images x ci) @ (ci x co) per group
+            h = x.reshape(n * self.fold, g, ci).transpose(0, 1)
+            y = torch.bmm(h, w.transpose(1, 2)).transpose(0, 1)
+            if self.bias is not None:
+                y = y + self.bias.reshape(g, -1)
+            return y.reshape(n, -1, *spatial)
+        h = x.reshape(n, self.fold, g, ci, math.prod(spatial))
+        y = torch.matmul(w, h)
+        if self.bias is not None:  # the same bias for every folded block
+            y = y + self.bias.reshape(g, -1, 1)
+        return y.reshape(n, -1, *spatial)
+
+    def extra_repr(self) -> str:
+        """As ``nn.Conv2d`` (and the fold)."""
+        return super().extra_repr() + (f", fold={self.fold}" if self.fold != 1 else "")
+
+
+# -- plans to modules --------------------------------------------------------------------------
+def _conv(
+    cin: int,
+    cout: int,
+    geometry: ConvGeometry,
+    groups: int,
+    weight: torch.Tensor,
+    shift: bool = False,
 ) -> list[nn.Module]:
+    """``[padding module,] conv`` applying ``weight`` with ``geometry`` (no bias)."""
     t, b, le, r = geometry.padding
+    opts = {"bias": False, "device": weight.device, "dtype": weight.dtype}
     mods: list[nn.Module] = []
-    if t == b and le == r:
+    if geometry.symmetric_zero_padding and not shift:
         conv = nn.Conv2d(
-            cin,
-            cout,
-            geometry.kernel,
-            geometry.stride,
-            (t, le),
-            geometry.dilation,
-            groups,
-            bias=False,
-            padding_mode=geometry.padding_mode,
-            device=weight.device,
-            dtype=weight.dtype,
+            cin, cout, geometry.kernel, geometry.stride, (t, le), geometry.dilation, groups, **opts
         )
     else:
-        mods.append(_PAD_MODULES[geometry.padding_mode]((le, r, t, b)))
-        conv = nn.Conv2d(
-            cin,
-            cout,
-            geometry.kernel,
-            geometry.stride,
-            0,
-            geometry.dilation,
-            groups,
-            bias=False,
-            device=weight.device,
-            dtype=weight.dtype,
-        )
+        if t or b or le or r:
+            mods.append(_PAD_MODULES[geometry.padding_mode]((le, r, t, b)))
+        cls = ShiftConv2d if shift else nn.Conv2d
+        g = geometry
+        conv = cls(cin, cout, g.kernel, g.stride, 0, g.dilation, groups, **opts)
     with torch.no_grad():
         conv.weight.copy_(weight)
     return mods + [conv]
 
 
-def conv_sequence(layer: TNConv2d, input_shape: Sequence[int] | None = None) -> nn.Sequential:
-    """The layer as ``nn.Sequential`` of plain convolutions (last one carries the bias).
+def _wrap(mods: list[nn.Module], fold: int) -> nn.Module:
+    inner = mods[0] if len(mods) == 1 else nn.Sequential(*mods)
+    return inner if fold == 1 else Folded(fold, inner)
 
-    Among the candidates for ``input_shape`` (default ``(1, in_channels, 32, 32)``) other than
-    the dense one, the cheapest chain of convolutions (no batch-folded legs, no permutes) is
-    used, so the parameters stay compressed; if there is none, one dense ``nn.Conv2d``.
-    """
-    shape = tuple(input_shape or (1, layer.in_channels, 32, 32))
-    p0 = next(iter(layer.factors.values()))
-    plans = conv_candidates(layer.structure, layer.geometry, shape, "cuda")  # no CPU-only steps
-    cost.choose(plans, p0.device.type, p0.element_size())
-    chains = [p for p in plans if p.name != "dense" and _is_chain(p)]  # keep the compression
-    if not chains:
-        return nn.Sequential(layer.to_conv())
+
+def _step_modules(step, tensors, batch: int, linear: bool) -> list[nn.Module]:
+    """The modules of one step (``linear``: the activation is ``(N, features)``)."""
+    if isinstance(step, PermuteStep):
+        dims = tuple(d - 1 for d in step.dims[1:-1])
+        return [ChannelPermute(step.shape[1:-1], dims)]
+    w = step.inner.weight(tensors) if isinstance(step, LinearStep) else step.weight(tensors)
+    w = w.detach()
+    if isinstance(step, LinearStep):
+        _, co, ci = w.shape
+        return [_linear_module(ci, co, w.reshape(co, ci))]
+    if isinstance(step, MatmulStep):
+        _, fold, g, ci, _ = step.view
+        co = w.shape[1]
+        if linear and g == 1:
+            return [_wrap([_linear_module(ci, co, w.reshape(co, ci))], fold)]
+        opts = {"groups": g, "bias": False, "device": w.device, "dtype": w.dtype}
+        conv = PointwiseConv2d(g * ci, g * co, 1, **opts)
+        conv.fold = fold
+        with torch.no_grad():
+            conv.weight.copy_(w.reshape(g * co, ci, 1, 1))
+        return [conv]
+    assert isinstance(step, ConvStep)
+    fold = step.view[0] // batch
+    mods = _conv(step.view[1], w.shape[0], step.geometry, step.groups, w, step.shift)
+    return [_wrap(mods, fold)]
+
+
+def _linear_module(cin: int, cout: int, weight: torch.Tensor) -> nn.Linear:
+    lin = nn.Linear(cin, cout, bias=False, device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        lin.weight.copy_(weight)
+    return lin
+
+
+def _convertible(plan: ForwardPlan) -> bool:
+    return all(isinstance(s, (MatmulStep, ConvStep, PermuteStep, LinearStep)) for s in plan.steps)
+
+
+def _plan_params(plan: ForwardPlan) -> int:
+    total = 0
+    for s in plan.steps:
+        if isinstance(s, LinearStep):
+            total += math.prod(s.inner.weight.shape)
+        elif isinstance(s, (MatmulStep, ConvStep)):
+            total += math.prod(s.weight.shape)
+    return total
+
+
+def _plan_modules(layer: TNLayer, plan: ForwardPlan, batch: int) -> list[nn.Module]:
     tensors = {k: v.detach() for k, v in layer.factors.items()}
-    limit = layer.structure.num_params
-    # the cheapest chain that stores no more than the layer does (else the smallest one)
-    best = min(
-        chains, key=lambda p: (_params(p, tensors) > limit, p.cost["seconds"], _params(p, tensors))
-    )
+    linear = isinstance(layer, TNLinear)
     mods: list[nn.Module] = []
-    for step in best.steps:
-        w = step.weight(tensors)
-        if isinstance(step, MatmulStep):
-            g, co, ci = w.shape
-            mods += _padded_conv(
-                g * ci, g * co, ConvGeometry((1, 1)), g, w.reshape(g * co, ci, 1, 1)
-            )
-        else:
-            mods += _padded_conv(step.view[1], w.shape[0], step.geometry, step.groups, w)
-    last = mods[-1]
+    for step in plan.steps:
+        mods += _step_modules(step, tensors, batch, linear)
     if layer.bias is not None:
-        last.bias = nn.Parameter(layer.bias.detach().clone())
+        last = mods[-1]
+        if isinstance(last, (nn.Linear, nn.Conv2d)) and getattr(last, "fold", 1) == 1:
+            last.bias = nn.Parameter(layer.bias.detach().clone())
+        else:
+            mods.append(ChannelBias(layer.bias))
+    return mods
+
+
+def _fits(layer: TNLayer, plans: list[ForwardPlan]) -> list[ForwardPlan]:
+    """The plans that are chains of plain modules storing at most the layer's parameters."""
+    limit = layer.structure.num_params
+    return [p for p in plans if _convertible(p) and _plan_params(p) <= limit]
+
+
+def _time(fn, repeat: int) -> float:
+    """Fastest of ``repeat`` runs of ``fn()`` in seconds (after one warm-up run; no grad)."""
+    with torch.no_grad():
+        fn()
+        best = math.inf
+        for _ in range(repeat):
+            start = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _pick(
+    layer: TNLayer,
+    plans: list[ForwardPlan],
+    chosen: ForwardPlan,
+    shape: tuple[int, ...],
+    measure: bool,
+):
+    """``(plan, modules, ratio)``: the chain to write out and its time over the layer's.
+
+    By the cost model's estimates (the layer's plan when it is a chain, else the cheapest
+    chain), or with ``measure`` by timing the three cheapest chains and the layer itself on
+    a random input of ``shape``. ``(None, None, inf)`` when no chain fits.
+    """
+    fits = _fits(layer, plans)
+    if not fits:
+        return None, None, math.inf
+    fits.sort(key=lambda p: (p.name != chosen.name, p.cost["seconds"]))
+    if not measure:
+        best = fits[0]
+        ratio = best.cost["seconds"] / chosen.cost["seconds"]
+        return best, _plan_modules(layer, best, shape[0]), ratio
+    p0 = next(iter(layer.factors.values()))
+    x = torch.randn(shape, device=p0.device, dtype=p0.dtype)
+    sync = torch.cuda.synchronize if p0.device.type == "cuda" else (lambda: None)
+    own = _time(lambda: (layer(x), sync()), _REPEAT)
+    timed = []
+    for plan in fits[:3]:
+        mods = _plan_modules(layer, plan, shape[0])
+        seq = _as_module(layer, mods)
+        timed.append((_time(lambda seq=seq: (seq(x), sync()), _REPEAT), plan, mods))
+    seconds, plan, mods = min(timed, key=lambda t: t[0])
+    return plan, mods, seconds / own
+
+
+def _shape_of(layer: TNLayer, input_shape: Sequence[int] | None) -> tuple[int, ...]:
+    if isinstance(layer, TNLinear):
+        shape = tuple(input_shape or (1, layer.in_features))
+        return (math.prod(shape[:-1]), shape[-1])
+    return tuple(input_shape or (1, layer.in_channels, 32, 32))
+
+
+def _as_module(layer: TNLayer, mods: list[nn.Module]) -> nn.Module:
+    if isinstance(layer, TNLinear) and not all(isinstance(m, nn.Linear) for m in mods):
+        return _FlatChain(*mods)
     return nn.Sequential(*mods)
 
 
-def _params(plan, tensors) -> int:
-    return sum(step.weight(tensors).numel() for step in plan.steps)
-
-
-def _is_chain(plan) -> bool:
-    for step in plan.steps:
-        if isinstance(step, MatmulStep):
-            if step.view[1] != 1:  # legs folded into the batch
-                return False
-        elif isinstance(step, ConvStep):
-            if step.view[0] != plan.output_shape[0]:
-                return False
-        else:
-            return False
-    return True
-
-
-def _linear(layer: TNLinear) -> nn.Module:
-    if layer.structure.format == "svd":
-        u = layer.factors["U"].detach()
-        v = layer.factors["V"].detach()
-        first = nn.Linear(layer.in_features, u.shape[1], bias=False, device=u.device, dtype=u.dtype)
-        second = nn.Linear(
-            u.shape[1],
-            layer.out_features,
-            bias=layer.bias is not None,
-            device=u.device,
-            dtype=u.dtype,
+def _sequence(
+    layer: TNLayer,
+    plans: list[ForwardPlan],
+    shape: tuple[int, ...],
+    options: dict,
+    name: str,
+) -> nn.Module:
+    slack, fallback = options["slack"], options["fallback"]
+    p0 = next(iter(layer.factors.values()))
+    cost.choose(plans, p0.device.type, p0.element_size())
+    chosen = layer._choose(shape, p0.device, p0.dtype)
+    best, mods, ratio = _pick(layer, plans, chosen, shape, options["measure"])
+    if best is not None and (ratio <= slack or fallback == "chain"):
+        return _as_module(layer, mods)
+    if best is None:
+        why = "no chain of plain modules holds at most its parameters"
+    else:
+        how = "measured" if options["measure"] else "estimated"
+        why = (
+            f"its fastest plain chain ({best.name}) is {how} at {ratio:.2f}x its forward "
+            "(fallback='chain' writes it anyway)"
         )
-        with torch.no_grad():
-            first.weight.copy_(v)
-            second.weight.copy_(u)
-            if layer.bias is not None:
-                second.bias.copy_(layer.bias)
-        return nn.Sequential(first, second)
-    return layer.to_linear()
+    warnings.warn(
+        f"to_standard: {name or type(layer).__name__} (format {layer.format}) has no "
+        f"plain-torch form within {slack}x of its time at no more parameters: {why}; "
+        "kept as a compressed layer",
+        stacklevel=3,
+    )
+    return layer
+
+
+class _FlatChain(nn.Sequential):
+    """A linear layer's chain: leading dimensions flattened around it, as ``nn.Linear`` does."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        y = super().forward(x.reshape(-1, x.shape[-1]))
+        return y.reshape(*lead, y.shape[-1])
+
+
+def _options(slack: float, fallback: str, measure: bool) -> dict:
+    if isinstance(slack, bool) or not isinstance(slack, (int, float)) or not slack >= 1:
+        raise ValueError(f"slack must be a number >= 1, got {slack!r}")
+    if fallback not in _FALLBACKS:
+        raise ValueError(f"fallback must be one of {_FALLBACKS}, got {fallback!r}")
+    if not isinstance(measure, bool):
+        raise TypeError(f"measure must be True or False, got {measure!r}")
+    return {"slack": slack, "fallback": fallback, "measure": measure}
+
+
+def conv_sequence(
+    layer: TNConv2d,
+    input_shape: Sequence[int] | None = None,
+    *,
+    slack: float = 1.1,
+    fallback: str = "keep",
+    measure: bool = True,
+    name: str = "",
+) -> nn.Module:
+    """The layer as ``nn.Sequential`` of the plain modules of its forward plan.
+
+    Candidates are the layer's forward plans for ``input_shape`` (default ``(1, in_channels,
+    32, 32)``) that are chains of convolutions (and permutes) storing no more parameters than
+    the layer. With ``measure`` (default) the three cheapest by the cost model (the layer's own
+    plan first) and the layer itself are timed on a random input of that shape, and the fastest
+    chain is kept if it runs within ``slack`` of the layer; without, the layer's plan (or the
+    cheapest chain) is kept if estimated within ``slack`` of it. Otherwise the layer itself is
+    returned with a warning (``fallback="keep"``), or the chain regardless of time
+    (``fallback="chain"``). The last conv carries the bias. The result takes any input size.
+
+    Examples
+    --------
+    >>> import torch
+    >>> layer = TNConv2d(16, 16, 3, padding=1, format="tucker2", ranks=(4, 4))
+    >>> seq = conv_sequence(layer, (2, 16, 8, 8), fallback="chain")
+    >>> [m.kernel_size for m in seq]
+    [(1, 1), (3, 3), (1, 1)]
+    >>> x = torch.randn(2, 16, 8, 8)
+    >>> bool(torch.allclose(seq(x), layer(x), atol=1e-5))
+    True
+    """
+    options = _options(slack, fallback, measure)
+    shape = _shape_of(layer, input_shape)
+    p0 = next(iter(layer.factors.values()))
+    plans = conv_candidates(layer.structure, layer.geometry, shape, p0.device.type)
+    return _sequence(layer, plans, shape, options, name)
+
+
+def linear_chains(layer: TNLinear, input_shape: Sequence[int]) -> list[ForwardPlan]:
+    """Forward plans of a linear layer that apply its factors to the input one at a time.
+
+    Every order of the factors (up to four factors; else the structure's order and its
+    reverse) in which each factor touches the activation gives a chain of (grouped,
+    batch-folded) matmuls and permutes: the plain ``nn.Linear`` chains of
+    :func:`linear_sequence`.
+    """
+    n, _ = (int(v) for v in input_shape)
+    structure = layer.structure
+    in_modes, out_modes = structure.modes[1], structure.modes[0]
+    factors = structure.factors
+    if len(factors) <= _MAX_ORDER:
+        orders = list(itertools.permutations(factors))
+    else:
+        orders = [tuple(factors), tuple(reversed(factors))]
+    plans = []
+    for order in orders:
+        plan = _linear_chain(structure, order, n, in_modes, out_modes)
+        if plan is not None:
+            plans.append(plan)
+    return plans
+
+
+def _linear_chain(structure, order, n, in_modes, out_modes) -> ForwardPlan | None:
+    dims = {leg: structure.dim(leg) for leg in in_modes}
+    frame = _Frame(n, in_modes, dims, (1, 1))
+    steps = []
+    for i, f in enumerate(order):
+        later = {leg for g in order[i + 1 :] for leg in g.legs} | set(out_modes)
+        new = _stage_step(frame, [f], later, out_modes, (), None, "cpu")
+        if new is None:
+            return None
+        steps.extend(new)
+    if list(frame.legs) != list(out_modes):
+        if sorted(frame.legs) != sorted(out_modes):
+            return None
+        perm = [0] + [1 + frame.legs.index(leg) for leg in out_modes] + [len(out_modes) + 1]
+        steps.append(
+            PermuteStep("copy", 0, 2 * frame.elements, "permute", tuple(perm), frame.shape())
+        )
+    name = "chain[" + ",".join(f.name for f in order) + "]"
+    return ForwardPlan(name, steps, (n, structure.shape[0]))
+
+
+def linear_sequence(
+    layer: TNLinear,
+    input_shape: Sequence[int] | None = None,
+    *,
+    slack: float = 1.1,
+    fallback: str = "keep",
+    measure: bool = True,
+    name: str = "",
+) -> nn.Module:
+    """The layer as a chain of small ``nn.Linear`` layers (its factors, one at a time).
+
+    Among the orders of the factors (:func:`linear_chains`) and the dense ``nn.Linear``, those
+    storing no more parameters than the layer, for ``input_shape`` (default ``(1,
+    in_features)``), chosen and checked against ``slack`` as in :func:`conv_sequence`. Steps
+    that fold factor legs into the batch run inside :class:`Folded`, grouped steps as a
+    :class:`PointwiseConv2d` (on ``(N, features)``); such a chain flattens leading input
+    dimensions as ``nn.Linear`` does.
+
+    Examples
+    --------
+    >>> import torch
+    >>> layer = TNLinear(16, 12, format="ttmatrix", ranks=2, out_dims=(3, 4), in_dims=(4, 4))
+    >>> seq = linear_sequence(layer, (8, 16), fallback="chain")
+    >>> sum(p.numel() for p in seq.parameters()) <= layer.num_params
+    True
+    >>> x = torch.randn(8, 16)
+    >>> bool(torch.allclose(seq(x), layer(x), atol=1e-5))
+    True
+    """
+    options = _options(slack, fallback, measure)
+    shape = _shape_of(layer, input_shape)
+    plans = linear_candidates(layer.structure, shape)[:1] + linear_chains(layer, shape)
+    return _sequence(layer, plans, shape, options, name)
 
 
 def to_standard(
-    model: nn.Module, input_shape: Sequence[int] | None = None, inplace: bool = False
+    model: nn.Module,
+    input_shape: Sequence[int] | None = None,
+    inplace: bool = False,
+    *,
+    slack: float = 1.1,
+    fallback: str = "keep",
+    measure: bool = True,
 ) -> nn.Module:
-    """``model`` with every compressed layer rewritten in plain ``torch.nn`` modules.
+    """``model`` with every compressed layer rewritten as the plain modules of its plan.
 
-    ``input_shape`` (an input batch shape of the model) only guides which conv chain is
-    cheapest; the result works for any input.
+    Each :class:`TNConv2d` becomes :func:`conv_sequence`, each :class:`TNLinear`
+    :func:`linear_sequence`: never more parameters than the compressed layer, and the same
+    operations as its forward plan for the layer's input shape (taken from one forward of a
+    zero input of ``input_shape``; without it, batch 1 at 32x32). The result works for any input
+    and outputs the same up to rounding. A layer with no plain form within ``slack`` of its
+    time (measured with ``measure``, else estimated) stays compressed (with a warning) unless
+    ``fallback="chain"``.
 
     Examples
     --------
@@ -156,33 +582,51 @@ def to_standard(
     >>> from torch import nn
     >>> from tensornet.nn import TNConv2d
     >>> net = nn.Sequential(TNConv2d(8, 8, 3, padding=1, format="tucker2", ranks=(4, 4)))
-    >>> plain = to_standard(net)
-    >>> {type(m).__name__ for m in plain[0]}, len(plain[0]) > 1
-    ({'Conv2d'}, True)
+    >>> plain = to_standard(net, (2, 8, 6, 6), fallback="chain")  # even if slower here
+    >>> [type(m).__name__ for m in plain[0]]
+    ['PointwiseConv2d', 'Conv2d', 'PointwiseConv2d']
+    >>> all(isinstance(m, nn.Conv2d) for m in plain[0])
+    True
     >>> x = torch.randn(2, 8, 6, 6)
     >>> bool(torch.allclose(plain(x), net(x), atol=1e-5))
     True
     """
+    _options(slack, fallback, measure)
     target = model if inplace else copy.deepcopy(model)
+    layers = {n: m for n, m in target.named_modules() if isinstance(m, (TNConv2d, TNLinear))}
     shapes: dict[str, tuple[int, ...]] = {}
-    if input_shape is not None:
+    if input_shape is not None and layers:
         from .compress import layer_inputs
 
-        names = [n for n, m in target.named_modules() if isinstance(m, TNConv2d)]
         p0 = next(target.parameters())
-        shapes = layer_inputs(
-            target, torch.zeros(tuple(input_shape), device=p0.device, dtype=p0.dtype), names
+        x = torch.zeros(tuple(input_shape), device=p0.device, dtype=p0.dtype)
+        modes = {m: m.training for m in target.modules()}
+        shapes = layer_inputs(target, x, list(layers))
+        for m, mode in modes.items():  # layer_inputs leaves every module in the model's mode
+            m.training = mode
+    made: dict[int, nn.Module] = {}  # by module: a layer used at two places stays shared
+    for name, module in layers.items():
+        make = conv_sequence if isinstance(module, TNConv2d) else linear_sequence
+        new = make(
+            module,
+            shapes.get(name),
+            slack=slack,
+            fallback=fallback,
+            measure=measure,
+            name=name,
         )
-    replacements = {}
-    for name, module in target.named_modules():
-        if isinstance(module, TNConv2d):
-            replacements[name] = conv_sequence(module, shapes.get(name))
-        elif isinstance(module, TNLinear):
-            replacements[name] = _linear(module)
-    for name, module in replacements.items():
-        if not name:
-            return module
+        if new is not module:
+            new.train(module.training)
+            made[id(module)] = new
+    if id(target) in made:
+        return made[id(target)]
+    places = [
+        (name, module)
+        for name, module in target.named_modules(remove_duplicate=False)
+        if id(module) in made
+    ]
+    for name, module in places:
         parent_name, _, child = name.rpartition(".")
         parent = target.get_submodule(parent_name) if parent_name else target
-        setattr(parent, child, module)
+        setattr(parent, child, made[id(module)])
     return target

@@ -169,7 +169,7 @@ def test_to_standard_same_outputs_and_exports(resnet):
     small, _ = compress(resnet.double(), {"conv": "tucker2"}, fraction=0.3)
     resnet.float()
     small.eval()
-    plain = to_standard(small, input_shape=(2, 3, 32, 32))
+    plain = to_standard(small, input_shape=(2, 3, 32, 32), fallback="chain")
     assert not any(isinstance(m, (TNConv2d, TNLinear)) for m in plain.modules())
     x = torch.randn(2, 3, 32, 32, dtype=F64)
     torch.testing.assert_close(plain(x), small(x), rtol=1e-10, atol=1e-10)
@@ -193,7 +193,7 @@ def test_to_standard_per_format(fmt):
         dtype=F64,
         **opts,
     )
-    plain = to_standard(nn.Sequential(layer))
+    plain = to_standard(nn.Sequential(layer), fallback="chain")
     x = torch.randn(2, 8, 9, 9, dtype=F64)
     torch.testing.assert_close(plain(x), layer(x), rtol=1e-10, atol=1e-10)
     assert len(plain[0]) > 1

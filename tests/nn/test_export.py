@@ -1,0 +1,310 @@
+"""to_standard: every compressed layer as the plain modules of its forward plan.
+
+Values are checked against the compressed layer (itself checked against dense torch in
+test_layers), in float64 to 1e-10 and float32 to 1e-5 relative; parameters never grow.
+"""
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tensornet.formats import format_names
+from tensornet.nn import TNConv2d, TNLinear, export, to_standard
+from tensornet.nn.export import (
+    ChannelBias,
+    ChannelPermute,
+    Folded,
+    PointwiseConv2d,
+    ShiftConv2d,
+    conv_sequence,
+    linear_chains,
+    linear_sequence,
+)
+
+F64 = torch.float64
+FORMATS = sorted(format_names())
+OPTS = {"grouped": {"channel_groups": 2}}
+GEOMETRIES = [
+    {"stride": 2, "padding": 1, "padding_mode": "reflect"},
+    {"padding": "same", "dilation": 2},
+    {"stride": (1, 2), "padding": (2, 0), "dilation": (2, 1), "padding_mode": "circular"},
+    {"padding": 1, "bias": False},
+]
+# formats whose conv layers have no chain at their parameter count (kept compressed)
+NO_CONV_CHAIN = {"ttmatrix"}
+
+
+def n_params(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def plain(module):
+    return not any(isinstance(m, (TNConv2d, TNLinear)) for m in module.modules())
+
+
+def rel_close(a, b, tol):
+    assert (a - b).abs().max().item() <= tol * b.abs().max().item()
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_conv_every_format_and_geometry(fmt):
+    torch.manual_seed(0)
+    for i, geo in enumerate(GEOMETRIES):
+        layer = TNConv2d(8, 6, 3, format=fmt, fraction=0.4, dtype=F64, **geo, **OPTS.get(fmt, {}))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            seq = conv_sequence(layer, (2, 8, 9, 9), fallback="chain", measure=False)
+        if fmt in NO_CONV_CHAIN:
+            assert seq is layer
+            msg = str(caught[0].message)
+            assert "no chain of plain modules holds at most its parameters; kept" in msg
+            assert "fallback" not in msg
+            continue
+        assert not caught and plain(seq) and isinstance(seq, nn.Sequential)
+        assert n_params(seq) <= layer.num_params
+        x = torch.randn(3, 8, 11, 10 + i, dtype=F64)  # not the planned shape
+        rel_close(seq(x), layer(x), 1e-10)
+        # float32 too
+        layer32, seq32 = layer.float(), seq.float()
+        rel_close(seq32(x.float()), layer32(x.float()), 1e-5)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_linear_every_format(fmt):
+    torch.manual_seed(1)
+    shapes = [{}]
+    if fmt == "ttmatrix":
+        shapes.append({"out_dims": (2, 3), "in_dims": (4, 2)})
+    for bias in (True, False):
+        for kw in shapes:
+            lin = TNLinear(
+                8, 6, bias, format=fmt, fraction=0.5, dtype=F64, **OPTS.get(fmt, {}), **kw
+            )
+            seq = linear_sequence(lin, (4, 8), fallback="chain", measure=False)
+            assert plain(seq) and n_params(seq) <= lin.num_params
+            x = torch.randn(2, 5, 8, dtype=F64)  # leading dimensions as nn.Linear takes them
+            rel_close(seq(x), lin(x), 1e-10)
+            rel_close(seq.float()(x.float()), lin.float()(x.float()), 1e-5)
+
+
+def test_linear_chains_structure():
+    """svd: two nn.Linear; ttmatrix: batch-folded steps and permutes; grouped: a grouped step."""
+    svd = TNLinear(8, 6, format="svd", ranks=2)
+    seq = linear_sequence(svd, (4, 8), fallback="chain", measure=False)
+    assert [type(m) for m in seq] == [nn.Linear, nn.Linear] and type(seq) is nn.Sequential
+    assert seq[0].weight.shape == (2, 8) and seq[0].bias is None and seq[1].bias is not None
+    torch.testing.assert_close(seq[0].weight, svd.factors["V"].detach())
+    names = [p.name for p in linear_chains(svd, (4, 8))]
+    assert names == ["chain[V,U]"]  # U first touches no input leg
+    tm = TNLinear(8, 6, format="ttmatrix", ranks=2, out_dims=(2, 3), in_dims=(4, 2))
+    kinds = {type(m) for m in linear_sequence(tm, (4, 8), fallback="chain", measure=False)}
+    assert {Folded, ChannelPermute} <= kinds
+    grouped = TNLinear(8, 6, format="grouped", ranks=1, channel_groups=2)
+    seq = linear_sequence(grouped, (4, 8), fallback="chain", measure=False)
+    grouped_steps = [m for m in seq if isinstance(m, PointwiseConv2d)]
+    assert grouped_steps and grouped_steps[0].groups == 2
+
+
+def test_conv_chain_structure_tucker2_and_cp():
+    t2 = TNConv2d(16, 12, 3, padding=1, format="tucker2", ranks=(4, 5))
+    seq = conv_sequence(t2, (2, 16, 8, 8), fallback="chain", measure=False)
+    assert [m.kernel_size for m in seq] == [(1, 1), (3, 3), (1, 1)]
+    assert [(m.in_channels, m.out_channels) for m in seq] == [(16, 5), (5, 4), (4, 12)]
+    assert n_params(seq) == t2.num_params
+    cp = TNConv2d(16, 12, 3, padding=1, format="cp", ranks=6)
+    seq = conv_sequence(cp, (2, 16, 8, 8), fallback="chain", measure=False)
+    convs = [m for m in seq.modules() if isinstance(m, nn.Conv2d)]
+    assert sorted(m.kernel_size for m in convs) == [(1, 1), (1, 1), (1, 3), (3, 1)]
+    assert [m.groups for m in convs if m.kernel_size != (1, 1)] == [6, 6]  # depthwise
+    assert any(isinstance(m, ShiftConv2d) for m in convs)  # CPU: as the layer runs it
+    assert n_params(seq) == cp.num_params
+
+
+def test_kept_with_warning_when_slower_by_estimate():
+    layer = TNConv2d(8, 8, 3, padding=1, format="tucker2", ranks=(4, 4))
+    shape = (2, 8, 6, 6)
+    assert layer.plan_info(shape).chosen == "dense"  # rebuilding wins on a tiny layer
+    with pytest.warns(
+        UserWarning,
+        match=r"conv1 \(format tucker2\).*within 1.1x.*estimated at \d\.\d\dx its forward "
+        r"\(fallback='chain' writes it anyway\); kept as a compressed layer",
+    ):
+        kept = conv_sequence(layer, shape, measure=False, name="conv1")
+    assert kept is layer
+    seq = conv_sequence(layer, shape, measure=False, slack=100)
+    assert isinstance(seq, nn.Sequential) and len(seq) == 3
+
+
+def test_measured_choice(monkeypatch):
+    layer = TNConv2d(8, 8, 3, padding=1, format="tucker2", ranks=(4, 4))
+    calls = []
+
+    def fake(fn, repeat):
+        calls.append(repeat)
+        fn()
+        return 1.0 if len(calls) == 1 else 1.5  # the layer first, then each chain
+
+    monkeypatch.setattr(export, "_time", fake)
+    with pytest.warns(UserWarning, match=r"measured at 1\.50x"):
+        assert conv_sequence(layer, (2, 8, 6, 6)) is layer
+    plans = export.conv_candidates(layer.structure, layer.geometry, (2, 8, 6, 6), "cpu")
+    n_fits = len(export._fits(layer, plans))
+    assert n_fits >= 1 and calls == [export._REPEAT] * (1 + min(3, n_fits)) and export._REPEAT >= 3
+    calls.clear()
+    assert isinstance(conv_sequence(layer, (2, 8, 6, 6), slack=1.5), nn.Sequential)
+    calls.clear()
+    assert isinstance(conv_sequence(layer, (2, 8, 6, 6), fallback="chain"), nn.Sequential)
+
+
+def test_measured_picks_the_fastest_chain(monkeypatch):
+    layer = TNConv2d(8, 8, 3, padding=1, format="tucker2", ranks=(8, 8))  # merges fit too
+    times = iter([1.0, 3.0, 0.5, 2.0])
+
+    monkeypatch.setattr(export, "_time", lambda fn, repeat: (fn(), next(times))[1])
+    plans = export.conv_candidates(layer.structure, layer.geometry, (2, 8, 6, 6), "cpu")
+    export.cost.choose(plans, "cpu", 4)
+    chosen = layer._choose((2, 8, 6, 6), torch.device("cpu"), torch.float32)
+    plan, mods, ratio = export._pick(layer, plans, chosen, (2, 8, 6, 6), True)
+    fits = export._fits(layer, plans)
+    fits.sort(key=lambda p: (p.name != chosen.name, p.cost["seconds"]))
+    assert len(fits) >= 3 and plan is fits[1] and ratio == 0.5
+
+
+def test_real_timer_is_the_fastest_run():
+    clock = iter([0.0, 5.0, 10.0, 10.5, 20.0, 23.0])
+    runs = []
+    real = export.time.perf_counter
+    try:
+        export.time.perf_counter = lambda: next(clock)
+        assert export._time(lambda: runs.append(1), 3) == 0.5
+    finally:
+        export.time.perf_counter = real
+    assert len(runs) == 4  # one warm-up
+
+
+def test_to_standard_model_shapes_ties_modes_and_params():
+    torch.manual_seed(2)
+    conv = TNConv2d(4, 6, 3, padding=1, format="cp", ranks=3, dtype=F64)
+    shared = TNLinear(6, 6, format="svd", ranks=2, dtype=F64)
+    net = nn.Sequential(
+        conv,
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        shared,
+        nn.ReLU(),
+        shared,
+        TNLinear(6, 3, format="tt", ranks=2, dtype=F64),
+    ).eval()
+    net[6].train()
+    before = n_params(net)
+    out = to_standard(net, (2, 4, 8, 8), fallback="chain", measure=False)
+    assert plain(out) and out is not net and not plain(net)
+    assert out[3] is out[5]  # still tied
+    assert n_params(out) <= before
+    assert not out[0].training and out[6].training
+    x = torch.randn(3, 4, 7, 7, dtype=F64)
+    rel_close(out(x), net(x), 1e-10)
+    assert any(isinstance(m, ShiftConv2d) for m in out.modules())
+    exported = torch.export.export(out.eval(), (x,))  # shift depthwise and chains export
+    rel_close(exported.module()(x), net.eval()(x), 1e-10)
+    net[6].train()
+    same = to_standard(net, fallback="chain", measure=False, inplace=True)
+    assert same is net and plain(net)
+
+
+def test_to_standard_of_a_layer_and_default_shapes():
+    lin = TNLinear(8, 6, format="svd", ranks=2)
+    out = to_standard(lin, fallback="chain", measure=False)
+    assert isinstance(out, nn.Sequential) and len(out) == 2
+    assert export._shape_of(lin, None) == (1, 8) and export._shape_of(lin, (2, 3, 8)) == (6, 8)
+    conv = TNConv2d(8, 6, 3, format="svd", ranks=2)
+    assert export._shape_of(conv, None) == (1, 8, 32, 32)
+    kept = nn.Sequential(TNConv2d(8, 8, 3, format="ttmatrix", ranks=2, in_dims=(2, 4),
+                                  out_dims=(2, 4)))  # fmt: skip
+    with pytest.warns(UserWarning, match="0 .format ttmatrix"):
+        out = to_standard(kept, (1, 8, 8, 8), measure=False)
+    assert isinstance(out[0], TNConv2d)
+
+
+@pytest.mark.parametrize(
+    "kwargs, err, match",
+    [
+        ({"slack": 0.9}, ValueError, "slack must be a number >= 1, got 0.9"),
+        ({"slack": True}, ValueError, "slack"),
+        ({"slack": "1"}, ValueError, "slack"),
+        ({"slack": float("nan")}, ValueError, "slack"),
+        ({"fallback": "dense"}, ValueError, r"fallback must be one of \('keep', 'chain'\)"),
+        ({"measure": 1}, TypeError, "measure must be True or False, got 1"),
+    ],
+)
+def test_bad_arguments(kwargs, err, match):
+    layer = TNLinear(8, 6, format="svd", ranks=2)
+    for fn in (to_standard, linear_sequence):
+        with pytest.raises(err, match=match):
+            fn(layer, **kwargs)
+    assert isinstance(to_standard(layer, slack=1, measure=False, fallback="chain"), nn.Module)
+
+
+def test_small_modules():
+    x = torch.arange(24.0).reshape(1, 6, 2, 2)
+    p = ChannelPermute((2, 3), (1, 0))
+    ref = x.reshape(1, 2, 3, 2, 2).permute(0, 2, 1, 3, 4).reshape(1, 6, 2, 2)
+    assert torch.equal(p(x), ref) and "sizes=(2, 3), dims=(1, 0)" in repr(p)
+    lin = nn.Linear(2, 4)
+    f = Folded(3, lin)
+    y = torch.randn(5, 6)
+    assert torch.equal(f(y), lin(y.reshape(15, 2)).reshape(5, 12)) and "fold=3" in repr(f)
+    b = ChannelBias(torch.tensor([1.0, -2.0]))
+    assert torch.equal(b(torch.zeros(2, 2, 1, 1)).flatten(), torch.tensor([1.0, -2.0] * 2))
+    assert torch.equal(b(torch.zeros(1, 2)), torch.tensor([[1.0, -2.0]]))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_shift_conv_equals_depthwise_conv(bias):
+    torch.manual_seed(3)
+    conv = ShiftConv2d(5, 5, (3, 2), stride=(2, 1), dilation=(1, 2), groups=5, bias=bias)
+    x = torch.randn(2, 5, 9, 8, dtype=F64)
+    conv = conv.double()
+    ref = F.conv2d(x, conv.weight, conv.bias, (2, 1), 0, (1, 2), 5)
+    torch.testing.assert_close(conv(x), ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_pointwise_conv_equals_conv(bias):
+    torch.manual_seed(4)
+    conv = PointwiseConv2d(6, 4, 1, groups=2, bias=bias).double()
+    x = torch.randn(3, 6, 4, 5, dtype=F64)
+    ref = F.conv2d(x, conv.weight, conv.bias, groups=2)
+    torch.testing.assert_close(conv(x), ref, rtol=1e-12, atol=1e-12)
+    assert "fold" not in repr(conv)
+    conv.fold = 3  # three channel blocks in the batch
+    y = torch.randn(2, 18, 4, 5, dtype=F64)
+    ref = F.conv2d(y.reshape(6, 6, 4, 5), conv.weight, conv.bias, groups=2).reshape(2, 12, 4, 5)
+    torch.testing.assert_close(conv(y), ref, rtol=1e-12, atol=1e-12)
+    assert "fold=3" in repr(conv)
+    z = torch.randn(5, 18, dtype=F64)  # features of a linear layer
+    ref = F.conv2d(z.reshape(15, 6, 1, 1), conv.weight, conv.bias, groups=2).reshape(5, 12)
+    torch.testing.assert_close(conv(z), ref, rtol=1e-12, atol=1e-12)
+    one = y[:, :, :1, :1]  # 1x1 images take the features path too
+    ref = F.conv2d(one.reshape(6, 6, 1, 1), conv.weight, conv.bias, groups=2)
+    torch.testing.assert_close(conv(one), ref.reshape(2, 12, 1, 1), rtol=1e-12, atol=1e-12)
+
+
+def test_linear_chain_orders():
+    four = TNLinear(16, 16, format="ttmatrix", ranks=1, out_dims=(2,) * 4, in_dims=(2,) * 4)
+    assert len(linear_chains(four, (3, 16))) == 24  # every order (each core holds an input leg)
+    five = TNLinear(32, 32, format="ttmatrix", ranks=1, out_dims=(2,) * 5, in_dims=(2,) * 5)
+    names = [p.name for p in linear_chains(five, (3, 32))]
+    assert names == ["chain[G0,G1,G2,G3,G4]", "chain[G4,G3,G2,G1,G0]"]
+    seq = linear_sequence(five, (3, 32), fallback="chain", measure=False)
+    x = torch.randn(3, 32)
+    rel_close(seq(x), five(x), 1e-5)
+
+
+def test_model_without_compressed_layers():
+    net = nn.Sequential(nn.Linear(3, 2))
+    out = to_standard(net, (1, 3))
+    assert out is not net and torch.equal(out[0].weight, net[0].weight)
