@@ -20,9 +20,10 @@ layers where the records say and loads every tensor. It never unpickles anything
    anything fails, the model is left exactly as it was (same modules, bitwise the same tensors).
 
 Dtypes: every tensor takes the dtype of the tensor it lands in; a new layer takes the dtype and
-device of the module it replaces (its first floating-point parameter or buffer; else the
-model's). Floating-point tensors are cast (exact when widening: a float32 file loads exactly into
-a float64 model); any other mismatch (integer, bool or complex against another dtype) is refused.
+device of the module it replaces (its weight's, or its first factor's). Floating-point tensors
+are cast (exact when widening: a float32 file loads exactly into a float64 model); any other
+mismatch (integer, bool or complex against another dtype) is refused. The loaded layers are new
+modules: an optimizer built before :func:`load` does not see them.
 """
 
 from __future__ import annotations
@@ -386,13 +387,10 @@ def _check_names(model: nn.Module, layers: dict[str, Any], what: str) -> dict[st
     return aliases
 
 
-def _home(module: nn.Module, model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    """Device and dtype of a replacement for ``module`` (its, the model's or the default)."""
-    for m in (module, model):
-        for t in (*m.parameters(), *m.buffers()):
-            if t.is_floating_point():
-                return t.device, t.dtype
-    return torch.device("cpu"), torch.get_default_dtype()
+def _home(module: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Device and dtype of a replacement for ``module`` (a conv or linear layer): its weight's."""
+    t = next(iter(module.factors.values())) if isinstance(module, TNLayer) else module.weight
+    return t.device, t.dtype
 
 
 def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
@@ -492,7 +490,7 @@ def load(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
         build = _check_record(layers[aliases.get(name, name)], module, f"{what}: layer {name!r}")
         if name in aliases:
             continue
-        builders[name] = (build, *_home(module, model), module.training)
+        builders[name] = (build, *_home(module), module.training)
     # the state the model would have, from layers on the meta device: no memory is used
     ghosts = {name: b[0](device="meta", dtype=b[2]) for name, b in builders.items()}
     undo = _swap(model, {**ghosts, **{a: ghosts[t] for a, t in aliases.items()}})
