@@ -495,9 +495,7 @@ def load(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
     ghosts = {name: b[0](device="meta", dtype=b[2]) for name, b in builders.items()}
     undo = _swap(model, {**ghosts, **{a: ghosts[t] for a, t in aliases.items()}})
     try:
-        expected = {
-            k: (tuple(v.shape), v.dtype) for k, v in model.state_dict(keep_vars=True).items()
-        }
+        expected = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
     finally:
         _unswap(undo)
     by_file: dict[str, tuple[tuple, torch.dtype]] = {}
@@ -517,13 +515,12 @@ def load(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
 
 def _commit(model: nn.Module, new: dict[str, nn.Module], state: dict[str, torch.Tensor]) -> None:
     """Swap the new layers in and load ``state``; on any error put everything back."""
-    backup = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    backup = {k: v.clone() for k, v in model.state_dict().items()}
     undo = _swap(model, new)
     try:
         model.load_state_dict(state, strict=True)
     except BaseException:
         _unswap(undo)
-        with torch.no_grad():
-            for k, v in model.state_dict(keep_vars=True).items():
-                v.copy_(backup[k])
+        for k, v in model.state_dict().items():  # detached: copying needs no no_grad
+            v.copy_(backup[k])
         raise
