@@ -492,7 +492,12 @@ def load(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
             continue
         builders[name] = (build, *_home(module), module.training)
     # the state the model would have, from layers on the meta device: no memory is used
-    ghosts = {name: b[0](device="meta", dtype=b[2]) for name, b in builders.items()}
+    ghosts = {}
+    for name, (build, _, dtype, _) in builders.items():
+        try:
+            ghosts[name] = build(device="meta", dtype=dtype)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{what}: layer {name!r}: {err}") from None
     undo = _swap(model, {**ghosts, **{a: ghosts[t] for a, t in aliases.items()}})
     try:
         expected = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}

@@ -370,6 +370,29 @@ def test_records_are_checked_against_the_model(saved, tmp_path):
         load(nested, inside)
 
 
+def test_a_layer_its_constructor_refuses_is_named(saved, monkeypatch):
+    import tensornet.nn.layers as layers
+
+    def refuse(plan):
+        raise ValueError(f"plan {plan!r} is unknown")
+
+    monkeypatch.setattr(layers, "_plan_choices", refuse)
+    fresh = dense(4)
+    snap = snapshot(fresh)
+    with pytest.raises(ValueError, match="net.safetensors'.: layer '0': plan 'auto' is unknown$"):
+        load(fresh, saved)
+    assert_unchanged(fresh, snap)
+
+
+@pytest.mark.gpu
+def test_layers_land_on_the_device_of_the_module_they_replace(saved):
+    fresh = dense(4).cuda()
+    load(fresh, saved)
+    assert {t.device.type for t in fresh.state_dict().values()} == {"cuda"}
+    x = torch.randn(2, 3, 9, 9)
+    torch.testing.assert_close(fresh.eval()(x.cuda()).cpu(), compressed()(x), rtol=1e-4, atol=1e-5)
+
+
 def test_a_failure_while_loading_the_values_is_rolled_back(tmp_path):
     class Fragile(nn.Linear):
         fail = False
