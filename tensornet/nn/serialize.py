@@ -408,7 +408,7 @@ def _check_names(model: nn.Module, layers: dict[str, Any], what: str) -> dict[st
 
 def _home(module: nn.Module) -> tuple[torch.device, torch.dtype]:
     """Device and dtype of a replacement for ``module`` (a conv or linear layer): its weight's."""
-    t = next(iter(module.factors.values())) if isinstance(module, TNLayer) else module.weight
+    t = next(module.parameters())  # a layer's weight, or a compressed layer's first factor
     return t.device, t.dtype
 
 
@@ -544,7 +544,7 @@ def _commit(model: nn.Module, new: dict[str, nn.Module], state: dict[str, torch.
     backup = {k: v.clone() for k, v in model.state_dict().items()}
     undo = _swap(model, new)
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state)  # strict; the names and shapes are already checked
     except BaseException:
         _unswap(undo)
         for k, v in model.state_dict().items():  # detached: copying needs no no_grad
