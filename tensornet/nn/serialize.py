@@ -275,19 +275,19 @@ class _Shell:
     """Mixin: a layer built without its random initialisation, which the file's values replace.
 
     On the meta device ``normal_`` alone costs ~10 ms a factor (8x a whole load of ResNet-20).
+    :func:`load` turns a shell into the plain layer (its second base) once it is filled.
     """
-
-    _classes: dict[type, type] = {}
 
     def reset_parameters(self) -> None:
         """Leave the parameters as they are."""
 
-    @classmethod
-    def of(cls, layer_class: type) -> type:
-        """The shell class of ``layer_class`` (bases: this mixin, then the layer class)."""
-        if layer_class not in cls._classes:
-            cls._classes[layer_class] = type(f"{layer_class.__name__}Shell", (cls, layer_class), {})
-        return cls._classes[layer_class]
+
+class _ConvShell(_Shell, TNConv2d):
+    """A :class:`TNConv2d` without random initialisation."""
+
+
+class _LinearShell(_Shell, TNLinear):
+    """A :class:`TNLinear` without random initialisation."""
 
 
 def _check_record(rec: Any, module: nn.Module, what: str) -> Callable[..., TNLayer]:
@@ -330,7 +330,7 @@ def _check_record(rec: Any, module: nn.Module, what: str) -> Callable[..., TNLay
         )
 
         def build(**kw: Any) -> TNLayer:
-            return _Shell.of(TNConv2d)(*conv_args, plan=rec["plan"], _structure=structure, **kw)
+            return _ConvShell(*conv_args, plan=rec["plan"], _structure=structure, **kw)
 
     else:
         shape = [rec["out_features"], rec["in_features"]]
@@ -338,7 +338,7 @@ def _check_record(rec: Any, module: nn.Module, what: str) -> Callable[..., TNLay
         linear_args = (rec["in_features"], rec["out_features"], rec["bias"])
 
         def build(**kw: Any) -> TNLayer:
-            return _Shell.of(TNLinear)(*linear_args, plan=rec["plan"], _structure=structure, **kw)
+            return _LinearShell(*linear_args, plan=rec["plan"], _structure=structure, **kw)
 
     return build
 

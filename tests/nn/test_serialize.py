@@ -460,7 +460,9 @@ def test_float32_file_into_float64_model_and_back_is_exact(saved, tmp_path):
 def test_save_refuses_bad_arguments(tmp_path):
     with pytest.raises(TypeError, match="metadata must be a dict or None, got list"):
         save(compressed(), tmp_path / "a.safetensors", metadata=[1])
-    with pytest.raises(ValueError, match="^save: the model is itself a compressed layer; wrap it"):
+    with pytest.raises(
+        ValueError, match="^save: the model is itself a compressed layer; wrap it in nn.Sequential$"
+    ):
         save(TNLinear(4, 4, format="svd", ranks=1), tmp_path / "a.safetensors")
     assert not list(tmp_path.iterdir())
 
