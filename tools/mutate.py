@@ -96,6 +96,9 @@ TESTS: dict[str, list[str]] = {
     ],
     "tensornet/analysis.py": ["tests/test_analysis.py", "tests/test_analysis_details.py"],
 
+    # nn: saving and loading compressed models
+    "tensornet/nn/serialize.py": ["tests/nn/test_serialize.py"],
+
     # studies: the verdict code (findings from the run's tables) and its statistics
     "studies/verdicts/truncation.py": ["tests/studies/test_truncation_verdicts.py"],
     "studies/verdicts/alds.py": ["tests/studies/test_verdicts_alds.py"],
