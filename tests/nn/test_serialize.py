@@ -383,7 +383,7 @@ def test_records_are_checked_against_the_model(saved, tmp_path):
 def test_a_layer_its_constructor_refuses_is_named(saved, monkeypatch):
     import tensornet.nn.layers as layers
 
-    def refuse(plan):
+    def refuse(plan, names, what):
         raise ValueError(f"plan {plan!r} is unknown")
 
     monkeypatch.setattr(layers, "_plan_choices", refuse)
