@@ -5,6 +5,7 @@
   :mod:`.functional` (rebuild-then-conv, sequences of small convs, one planned contraction).
 - :func:`compress`: a compressed copy of a model and a per-layer report; :func:`allocate`:
   global rank allocation (uniform, energy, ALDS) under a parameter or FLOP budget.
+- :func:`recalibrate_bn`: BatchNorm running statistics recomputed from data after compression.
 - :func:`to_standard`: back to plain ``nn.Conv2d``/``nn.Linear`` modules with the same outputs.
 - :func:`save` / :func:`load`: safetensors plus a JSON description of each layer (no pickle).
 - :func:`truncate_kernel`: a layer's kernel truncated along cuts (the truncation study's step).
@@ -12,6 +13,7 @@
 """
 
 from .allocate import Allocation, LayerChoice, allocate
+from .batchnorm import BNRecalibration, batchnorm_layers, recalibrate_bn
 from .compress import CompressionReport, LayerReport, compress, dense_flops, layer_inputs
 from .cost import calibrate, costs_for
 from .export import conv_sequence, to_standard
@@ -23,6 +25,7 @@ from .truncate import KernelTruncation, truncate_kernel
 
 __all__ = [
     "Allocation",
+    "BNRecalibration",
     "CompressionReport",
     "ConvGeometry",
     "ForwardPlan",
@@ -35,6 +38,7 @@ __all__ = [
     "TNLayer",
     "TNLinear",
     "allocate",
+    "batchnorm_layers",
     "calibrate",
     "compress",
     "conv_sequence",
@@ -45,6 +49,7 @@ __all__ = [
     "layer_inputs",
     "load",
     "matches",
+    "recalibrate_bn",
     "save",
     "select_layers",
     "to_standard",

@@ -21,6 +21,7 @@ from torch import nn
 from ..core.truncation import Truncation
 from ..formats import get_format
 from ..formats.base import choose
+from .batchnorm import recalibrate_bn
 from .layers import TNConv2d, TNLayer, TNLinear
 from .select import Selector, matches, select_layers
 
@@ -187,6 +188,7 @@ def compress(
     inplace: bool = False,
     example_input: torch.Tensor | None = None,
     plan: str = "auto",
+    calibrate: Any = None,
     **options: Any,
 ) -> tuple[nn.Module, CompressionReport]:
     """Replace the chosen conv/linear layers of ``model`` by compressed layers.
@@ -212,6 +214,11 @@ def compress(
         An input batch; with it the report gives FLOPs before/after for that batch.
     plan : str
         The layers' ``plan`` policy.
+    calibrate : iterable of batches, optional
+        Training inputs (batches, ``(input, target)`` pairs or a ``DataLoader``): after the
+        replacements, the compressed model's BatchNorm statistics are recomputed from them with
+        :func:`~tensornet.nn.recalibrate_bn` (a note in the report says how many samples).
+        Without it, BatchNorm layers keep the dense model's statistics, which no longer match.
     **options
         Format options passed to every layer's format.
 
@@ -307,6 +314,12 @@ def compress(
     report = CompressionReport(
         reports, before, after, None if example_input is None else tuple(example_input.shape)
     )
+    if calibrate is not None:
+        done = recalibrate_bn(target, calibrate)
+        report.notes.append(
+            f"BatchNorm statistics recomputed for {len(done.layers)} layers from "
+            f"{done.samples:,} samples ({done.batches} batches)"
+        )
     return target, report
 
 
