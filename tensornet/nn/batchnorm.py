@@ -77,15 +77,20 @@ def _input_of(item: Any, index: int) -> torch.Tensor:
             "recalibrate_bn: each batch must be a tensor or an (input, target) pair with a tensor "
             f"input; batch {index} gives {type(item).__name__}"
         )
+    if item.dim() == 0:
+        raise TypeError(
+            f"recalibrate_bn: batch {index} is a 0-d tensor; batches have a batch dimension"
+        )
     return item
 
 
-def _placement(model: nn.Module) -> tuple[torch.device, torch.dtype | None]:
-    """The device and floating dtype of the model's first floating parameter or buffer."""
-    for tensor in (*model.parameters(), *model.buffers()):
-        if tensor.is_floating_point():
-            return tensor.device, tensor.dtype
-    return torch.device("cpu"), None
+def _placement(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """The device and dtype of the model's first floating parameter or buffer.
+
+    A model with a BatchNorm layer always has one: its running mean.
+    """
+    first = next(t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point())
+    return first.device, first.dtype
 
 
 class _Moments:
@@ -96,11 +101,13 @@ class _Moments:
     """
 
     def __init__(self) -> None:
+        self.calls = 0  # forward calls, as torch counts them in num_batches_tracked
         self.count = 0
         self.mean: torch.Tensor | None = None
         self.m2: torch.Tensor | None = None
 
     def __call__(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        self.calls += 1
         x = args[0].detach()
         if x.dim() < 2 or x.numel() == 0:
             return  # the layer's own forward refuses it
@@ -134,10 +141,10 @@ def _check_batches(batches: Any) -> int | None:
     return count
 
 
-def _progress(data: Iterable, limit: int | None, enabled: bool) -> Iterable:
-    """``data`` wrapped in a tqdm bar that appears only on runs longer than two seconds."""
+def _progress(data: Iterable, limit: int | None, enabled: bool) -> Any:
+    """A tqdm bar over ``data`` that appears only on runs longer than two seconds, or None."""
     if not enabled:
-        return data
+        return None
     from tqdm.auto import tqdm
 
     try:
@@ -224,54 +231,51 @@ def recalibrate_bn(
         data = [data]
     device, dtype = _placement(model)
     saved = {
-        name: (bn.momentum, bn.running_mean.clone(), bn.running_var.clone(), _count(bn))
-        for name, bn in layers.items()
+        n: (bn.running_mean.clone(), bn.running_var.clone(), _count(bn)) for n, bn in layers.items()
     }
     modes = {m: m.training for m in model.modules()}
     moments = {name: _Moments() for name in layers}
     hooks = [bn.register_forward_pre_hook(moments[name]) for name, bn in layers.items()]
-    rng_devices = [device] if device.type == "cuda" else []
+    bar = _progress(data, limit, progress)
     done = samples = 0
     try:
         for bn in layers.values():
-            bn.reset_running_stats()
-            bn.momentum = 0.0  # torch's own update leaves the statistics; the hooks compute them
-            bn.training = True
+            bn.training = True  # normalise with batch statistics; torch's own update is overwritten
+        rng_devices = [device] if device.type == "cuda" else []
         with torch.no_grad(), torch.random.fork_rng(devices=rng_devices):
-            for index, item in enumerate(_progress(data, limit, progress)):
-                if limit is not None and done >= limit:
-                    break
+            for index, item in enumerate(data if bar is None else bar):
                 x = _input_of(item, index)
-                floating = dtype is not None and x.is_floating_point()
-                x = x.to(device, dtype) if floating else x.to(device)
-                model(x)
+                model(x.to(device, dtype) if x.is_floating_point() else x.to(device))
                 done += 1
-                samples += int(x.shape[0]) if x.dim() else 1
+                samples += x.shape[0]
+                if done == limit:
+                    break
         if done == 0:
             raise ValueError("recalibrate_bn: data yielded no batches")
     except BaseException:
-        for name in layers:
-            _restore(layers[name], saved[name])
+        for name, bn in layers.items():
+            _restore(bn, saved[name])
         raise
     finally:
+        if bar is not None:
+            bar.close()
         for hook in hooks:
             hook.remove()
-        for name, bn in layers.items():
-            bn.momentum = saved[name][0]
         for module, mode in modes.items():
             module.training = mode
     unused = [name for name in layers if moments[name].mean is None]
-    for name in unused:
-        _restore(layers[name], saved[name])
     if unused:
         warnings.warn(
             f"recalibrate_bn: BatchNorm layers {unused} saw no input; their statistics are kept",
             UserWarning,
             stacklevel=2,
         )
+    for name, bn in layers.items():
+        if name in unused:
+            _restore(bn, saved[name])
+        else:
+            _store(bn, moments[name])
     used = tuple(name for name in layers if name not in unused)
-    for name in used:
-        _store(layers[name], moments[name])
     return BNRecalibration(used, done, samples)
 
 
@@ -281,7 +285,7 @@ def _count(bn: _BatchNorm) -> int | None:
 
 def _restore(bn: _BatchNorm, saved: tuple) -> None:
     """Put back a layer's running statistics as :func:`recalibrate_bn` found them."""
-    _, mean, var, count = saved
+    mean, var, count = saved
     with torch.no_grad():
         bn.running_mean.copy_(mean)
         bn.running_var.copy_(var)
@@ -296,3 +300,5 @@ def _store(bn: _BatchNorm, moments: _Moments) -> None:
     with torch.no_grad():
         bn.running_mean.copy_(moments.mean)
         bn.running_var.copy_(var)
+        if bn.num_batches_tracked is not None:
+            bn.num_batches_tracked.fill_(moments.calls)

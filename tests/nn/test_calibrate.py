@@ -211,8 +211,9 @@ def test_no_batchnorm_warns_and_runs_nothing():
         yield
 
     net = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3, track_running_stats=False))
-    with pytest.warns(UserWarning, match="no BatchNorm layer with running statistics"):
+    with pytest.warns(UserWarning, match="no BatchNorm layer with running statistics") as rec:
         assert recalibrate_bn(net, never()) == BNRecalibration((), 0, 0)
+    assert rec[0].filename == __file__
 
 
 def test_a_layer_no_batch_reaches_keeps_its_statistics(xy):
@@ -230,8 +231,9 @@ def test_a_layer_no_batch_reaches_keeps_its_statistics(xy):
     with torch.no_grad():
         net.unused.running_mean.fill_(3.0)
         net.unused.num_batches_tracked.fill_(9)
-    with pytest.warns(UserWarning, match=r"layers \['unused'\] saw no input"):
+    with pytest.warns(UserWarning, match=r"layers \['unused'\] saw no input") as rec:
         result = recalibrate_bn(net, [x], progress=False)
+    assert rec[0].filename == __file__
     assert result.layers == ("used",)
     assert torch.equal(net.unused.running_mean, torch.full((3,), 3.0))
     assert torch.equal(net.unused.running_var, torch.ones(3))
@@ -285,17 +287,29 @@ def test_errors_leave_the_model_as_it_was(xy):
         expect_unchanged(net, before, call, error, match)
 
 
-def test_progress_bar_total():
+def test_progress_bar():
     data = [1, 2, 3]
-    assert _progress(data, None, False) is data
-    assert _progress(data, 2, False) is data
+    assert _progress(data, None, False) is None and _progress(data, 2, False) is None
     assert _progress(data, None, True).total == 3
     assert _progress(data, 2, True).total == 2
     assert _progress(data, 5, True).total == 3
     assert _progress(iter(data), 4, True).total == 4
     assert _progress(iter(data), None, True).total is None
     bar = _progress(data, None, True)
-    assert list(bar) == data and bar.desc == "recalibrate_bn"
+    assert list(bar) == data
+    assert (bar.desc, bar.unit, bar.delay, bar.leave) == ("recalibrate_bn", "batch", 2.0, False)
+
+
+def test_num_batches_tracked_none_and_zero_d_batches(xy):
+    x, _ = xy
+    net = nn.Sequential(nn.BatchNorm2d(3))
+    net[0].register_buffer("num_batches_tracked", None)
+    recalibrate_bn(net, [x[:30], x[30:]], progress=False)
+    torch.testing.assert_close(net[0].running_var, x.var(dim=(0, 2, 3)))
+    assert net[0].num_batches_tracked is None
+    with pytest.raises(TypeError, match="batch 1 is a 0-d tensor"):
+        recalibrate_bn(net, [x, torch.tensor(1.0)], progress=False)
+    torch.testing.assert_close(net[0].running_var, x.var(dim=(0, 2, 3)))
 
 
 def test_compress_calibrate_runs_recalibration(xy):
@@ -352,3 +366,22 @@ def test_recalibration_lifts_one_shot_accuracy_of_a_trained_resnet20(trained_res
     assert before < 0.3  # stale dense statistics: near chance
     assert after > before + 0.3, (dense, before, after)
     assert f"from {len(images):,} samples" in report.notes[0]
+
+
+def test_inputs_go_to_the_model_device_and_the_random_state_is_kept(device, xy):
+    """CPU batches into a model on ``device``; dropout in a training-mode model draws random
+    numbers, yet neither the CPU nor the device's generator moves."""
+    x, _ = xy
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Dropout(0.5), nn.BatchNorm2d(4)).to(device).train()
+    cpu = torch.get_rng_state()
+    gpu = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    recalibrate_bn(net, [x[:35], x[35:]], progress=False)
+    assert torch.equal(torch.get_rng_state(), cpu)
+    if gpu is not None:
+        assert torch.equal(torch.cuda.get_rng_state(device), gpu)
+    assert net[2].running_mean.device.type == device.type
+    # dropout zeroes half the values and doubles the rest: the mean stays about the same
+    c = net[0](x.to(device)).double().mean(dim=(0, 2, 3))
+    torch.testing.assert_close(net[2].running_mean.double(), c, rtol=0.2, atol=0.05)
+    assert net.training and net[1].training
