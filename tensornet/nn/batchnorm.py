@@ -20,7 +20,18 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.parameter import UninitializedBuffer
+
+# torch's BatchNorm classes (their common base is private); user subclasses of these count
+BATCHNORMS = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    nn.LazyBatchNorm1d,
+    nn.LazyBatchNorm2d,
+    nn.LazyBatchNorm3d,
+)
 
 __all__ = ["BNRecalibration", "batchnorm_layers", "recalibrate_bn"]
 
@@ -44,11 +55,11 @@ class BNRecalibration:
     samples: int
 
 
-def batchnorm_layers(model: nn.Module) -> dict[str, _BatchNorm]:
+def batchnorm_layers(model: nn.Module) -> dict[str, nn.Module]:
     """The BatchNorm layers of ``model`` that keep running statistics, by name.
 
-    Every subclass of torch's ``_BatchNorm`` (``BatchNorm1d/2d/3d``, ``SyncBatchNorm``, the lazy
-    variants) with ``track_running_stats=True``; a layer without running statistics always
+    Every ``BatchNorm1d/2d/3d``, ``SyncBatchNorm`` or lazy BatchNorm (and their subclasses)
+    with ``track_running_stats=True``; a layer without running statistics always
     normalises with the batch's own and has nothing to recompute.
 
     Examples
@@ -62,7 +73,7 @@ def batchnorm_layers(model: nn.Module) -> dict[str, _BatchNorm]:
     return {
         name: m
         for name, m in model.named_modules()
-        if isinstance(m, _BatchNorm) and m.track_running_stats and m.running_mean is not None
+        if isinstance(m, BATCHNORMS) and m.track_running_stats and m.running_mean is not None
     }
 
 
@@ -202,7 +213,7 @@ def recalibrate_bn(
         A batch that is not a tensor or a pair whose first element is a tensor; a non-integer
         ``batches``.
     ValueError
-        ``data`` yields no batch; ``batches < 1``.
+        ``data`` yields no batch; ``batches < 1``; a lazy BatchNorm layer is not initialised.
 
     Examples
     --------
@@ -227,6 +238,11 @@ def recalibrate_bn(
             stacklevel=2,
         )
         return BNRecalibration((), 0, 0)
+    lazy = [n for n, bn in layers.items() if isinstance(bn.running_mean, UninitializedBuffer)]
+    if lazy:
+        raise ValueError(
+            f"recalibrate_bn: lazy BatchNorm layers {lazy} are not initialised; run the model once"
+        )
     if isinstance(data, torch.Tensor):
         data = [data]
     device, dtype = _placement(model)
@@ -279,11 +295,11 @@ def recalibrate_bn(
     return BNRecalibration(used, done, samples)
 
 
-def _count(bn: _BatchNorm) -> int | None:
+def _count(bn: nn.Module) -> int | None:
     return None if bn.num_batches_tracked is None else int(bn.num_batches_tracked)
 
 
-def _restore(bn: _BatchNorm, saved: tuple) -> None:
+def _restore(bn: nn.Module, saved: tuple) -> None:
     """Put back a layer's running statistics as :func:`recalibrate_bn` found them."""
     mean, var, count = saved
     with torch.no_grad():
@@ -293,7 +309,7 @@ def _restore(bn: _BatchNorm, saved: tuple) -> None:
             bn.num_batches_tracked.fill_(count)
 
 
-def _store(bn: _BatchNorm, moments: _Moments) -> None:
+def _store(bn: nn.Module, moments: _Moments) -> None:
     """Write the pooled mean and unbiased variance into the layer's running buffers."""
     n = moments.count
     var = moments.m2 / (n - 1)  # n > 1: a training-mode BatchNorm refuses one value per channel

@@ -194,6 +194,9 @@ def test_a_model_with_only_buffers_runs_on_cpu():
 
 
 def test_batchnorm_layers_lists_only_tracked_batchnorms():
+    class MyNorm(nn.BatchNorm2d):
+        pass
+
     net = nn.Sequential(
         nn.BatchNorm1d(2),
         nn.BatchNorm2d(2, track_running_stats=False),
@@ -201,8 +204,22 @@ def test_batchnorm_layers_lists_only_tracked_batchnorms():
         nn.SyncBatchNorm(2),
         nn.LayerNorm(2),
         nn.InstanceNorm2d(2, track_running_stats=True),  # not a BatchNorm
+        MyNorm(2),
+        nn.LazyBatchNorm1d(),
+        nn.LazyBatchNorm2d(),
+        nn.LazyBatchNorm3d(),
     )
-    assert list(batchnorm_layers(net)) == ["0", "2", "3"]
+    assert list(batchnorm_layers(net)) == ["0", "2", "3", "6", "7", "8", "9"]
+
+
+def test_lazy_batchnorm_must_be_initialised(xy):
+    x, _ = xy
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.LazyBatchNorm2d())
+    with pytest.raises(ValueError, match=r"lazy BatchNorm layers \['1'\] are not initialised"):
+        recalibrate_bn(net, [x], progress=False)
+    net(x[:2])  # now a BatchNorm2d
+    recalibrate_bn(net, [x], progress=False)
+    torch.testing.assert_close(net[1].running_mean, net[0](x).mean(dim=(0, 2, 3)))
 
 
 def test_no_batchnorm_warns_and_runs_nothing():
