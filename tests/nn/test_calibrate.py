@@ -4,6 +4,7 @@ compress(calibrate=...) on a trained ResNet-20 lifts one-shot accuracy."""
 
 import copy
 import itertools
+import re
 import warnings
 
 import numpy as np
@@ -215,7 +216,8 @@ def test_batchnorm_layers_lists_only_tracked_batchnorms():
 def test_lazy_batchnorm_must_be_initialised(xy):
     x, _ = xy
     net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.LazyBatchNorm2d())
-    with pytest.raises(ValueError, match=r"lazy BatchNorm layers \['1'\] are not initialised"):
+    lazy = "recalibrate_bn: lazy BatchNorm layers ['1'] are not initialised; run the model once"
+    with pytest.raises(ValueError, match="^" + re.escape(lazy) + "$"):
         recalibrate_bn(net, [x], progress=False)
     net(x[:2])  # now a BatchNorm2d
     recalibrate_bn(net, [x], progress=False)
@@ -228,7 +230,11 @@ def test_no_batchnorm_warns_and_runs_nothing():
         yield
 
     net = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3, track_running_stats=False))
-    with pytest.warns(UserWarning, match="no BatchNorm layer with running statistics") as rec:
+    message = (
+        "recalibrate_bn: the model has no BatchNorm layer with running statistics; "
+        "nothing to recompute"
+    )
+    with pytest.warns(UserWarning, match="^" + re.escape(message) + "$") as rec:
         assert recalibrate_bn(net, never()) == BNRecalibration((), 0, 0)
     assert rec[0].filename == __file__
 
@@ -248,7 +254,8 @@ def test_a_layer_no_batch_reaches_keeps_its_statistics(xy):
     with torch.no_grad():
         net.unused.running_mean.fill_(3.0)
         net.unused.num_batches_tracked.fill_(9)
-    with pytest.warns(UserWarning, match=r"layers \['unused'\] saw no input") as rec:
+    message = "recalibrate_bn: BatchNorm layers ['unused'] saw no input; their statistics are kept"
+    with pytest.warns(UserWarning, match="^" + re.escape(message) + "$") as rec:
         result = recalibrate_bn(net, [x], progress=False)
     assert rec[0].filename == __file__
     assert result.layers == ("used",)
@@ -287,21 +294,29 @@ def test_errors_leave_the_model_as_it_was(xy):
     net = make_stale(nested_net()).eval()
     before = snapshot(net)
     bad = x[:10, :2]  # two channels into a 3-channel conv
+    pair = "each batch must be a tensor or an (input, target) pair with a tensor input; "
+    integer = "batches must be a positive integer, got "
+    least = "batches must be at least 1, got "
     cases = [
         (lambda: recalibrate_bn(net, []), ValueError, "data yielded no batches"),
-        (lambda: recalibrate_bn(net, [x[:10], "images"]), TypeError,
-         "batch 1 gives str"),
-        (lambda: recalibrate_bn(net, [x[:10], {"x": x}]), TypeError, "batch 1 gives dict"),
+        (lambda: recalibrate_bn(net, [x[:10], "images"]), TypeError, pair + "batch 1 gives str"),
+        (lambda: recalibrate_bn(net, [x[:10], {"x": x}]), TypeError, pair + "batch 1 gives dict"),
         (lambda: recalibrate_bn(net, [(x[:10],), ()]), TypeError, "batch 1 is an empty tuple"),
-        (lambda: recalibrate_bn(net, [[None, x]]), TypeError, "batch 0 gives NoneType"),
-        (lambda: recalibrate_bn(net, [x[:10], bad]), RuntimeError, "to have 3 channels"),
-        (lambda: recalibrate_bn(net, [x], batches=0), ValueError, "batches must be at least 1"),
-        (lambda: recalibrate_bn(net, [x], batches=-2), ValueError, "at least 1, got -2"),
-        (lambda: recalibrate_bn(net, [x], batches=1.5), TypeError, "positive integer, got 1.5"),
-        (lambda: recalibrate_bn(net, [x], batches=True), TypeError, "positive integer, got True"),
+        (lambda: recalibrate_bn(net, [[None, x]]), TypeError, pair + "batch 0 gives NoneType"),
+        (lambda: recalibrate_bn(net, [x, torch.tensor(1.0)]), TypeError,
+         "batch 1 is a 0-d tensor; batches have a batch dimension"),
+        (lambda: recalibrate_bn(net, [x], batches=0), ValueError, least + "0"),
+        (lambda: recalibrate_bn(net, [x], batches=-2), ValueError, least + "-2"),
+        (lambda: recalibrate_bn(net, [x], batches=1.5), TypeError, integer + "1.5"),
+        (lambda: recalibrate_bn(net, [x], batches=True), TypeError, integer + "True"),
     ]  # fmt: skip
-    for call, error, match in cases:
-        expect_unchanged(net, before, call, error, match)
+    for call, error, message in cases:
+        expect_unchanged(
+            net, before, call, error, "^" + re.escape("recalibrate_bn: " + message) + "$"
+        )
+    expect_unchanged(
+        net, before, lambda: recalibrate_bn(net, [x[:10], bad]), RuntimeError, "to have 3 channels"
+    )
 
 
 def test_progress_bar():
@@ -324,9 +339,23 @@ def test_num_batches_tracked_none_and_zero_d_batches(xy):
     recalibrate_bn(net, [x[:30], x[30:]], progress=False)
     torch.testing.assert_close(net[0].running_var, x.var(dim=(0, 2, 3)))
     assert net[0].num_batches_tracked is None
-    with pytest.raises(TypeError, match="batch 1 is a 0-d tensor"):
-        recalibrate_bn(net, [x, torch.tensor(1.0)], progress=False)
-    torch.testing.assert_close(net[0].running_var, x.var(dim=(0, 2, 3)))
+    assert recalibrate_bn(net, [x[:5], x[5:]], batches=1, progress=False).batches == 1
+    torch.testing.assert_close(net[0].running_var, x[:5].var(dim=(0, 2, 3)))
+
+
+def test_batches_with_different_means_pool_into_the_variance_of_all_values(xy):
+    """The between-batch spread counts: var(all) = mean of within + spread of the means."""
+    x, _ = xy
+    net = nn.BatchNorm2d(3)
+    parts = [x[:30] + 5.0, x[30:37] - 3.0, 2.0 * x[37:]]
+    recalibrate_bn(net, parts, progress=False)
+    allx = torch.cat(parts).double()
+    torch.testing.assert_close(
+        net.running_mean.double(), allx.mean(dim=(0, 2, 3)), rtol=1e-6, atol=1e-6
+    )
+    torch.testing.assert_close(
+        net.running_var.double(), allx.var(dim=(0, 2, 3)), rtol=1e-6, atol=1e-6
+    )
 
 
 def test_compress_calibrate_runs_recalibration(xy):
