@@ -332,7 +332,7 @@ def test_progress_bar():
     assert (bar.desc, bar.unit, bar.delay, bar.leave) == ("recalibrate_bn", "batch", 2.0, False)
 
 
-def test_num_batches_tracked_none_and_zero_d_batches(xy):
+def test_num_batches_tracked_none_and_a_one_batch_limit(xy):
     x, _ = xy
     net = nn.Sequential(nn.BatchNorm2d(3))
     net[0].register_buffer("num_batches_tracked", None)
