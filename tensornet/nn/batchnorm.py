@@ -210,8 +210,8 @@ def recalibrate_bn(
     Raises
     ------
     TypeError
-        A batch that is not a tensor or a pair whose first element is a tensor; a non-integer
-        ``batches``.
+        ``data`` not iterable; a batch that is not a tensor or a pair whose first element is a
+        tensor; a non-integer ``batches``.
     ValueError
         ``data`` yields no batch; ``batches < 1``; a lazy BatchNorm layer is not initialised.
 
@@ -229,6 +229,11 @@ def recalibrate_bn(
     True
     """
     limit = _check_batches(batches)
+    if not isinstance(data, Iterable):  # a tensor is iterable too
+        raise TypeError(
+            "recalibrate_bn: data must be a tensor or an iterable of batches, "
+            f"got {type(data).__name__}"
+        )
     layers = batchnorm_layers(model)
     if not layers:
         warnings.warn(

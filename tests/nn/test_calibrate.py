@@ -299,6 +299,8 @@ def test_errors_leave_the_model_as_it_was(xy):
     least = "batches must be at least 1, got "
     cases = [
         (lambda: recalibrate_bn(net, []), ValueError, "data yielded no batches"),
+        (lambda: recalibrate_bn(net, 3), TypeError,
+         "data must be a tensor or an iterable of batches, got int"),
         (lambda: recalibrate_bn(net, [x[:10], "images"]), TypeError, pair + "batch 1 gives str"),
         (lambda: recalibrate_bn(net, [x[:10], {"x": x}]), TypeError, pair + "batch 1 gives dict"),
         (lambda: recalibrate_bn(net, [(x[:10],), ()]), TypeError, "batch 1 is an empty tuple"),
