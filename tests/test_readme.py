@@ -99,6 +99,7 @@ def check_ship(ns):
     small, data = ns["small"], ns["data"]
     assert ns["report"].notes[-1].endswith("from 1,077 samples (5 batches)")
     assert evaluate(small, data.test) > 0.7  # one-shot alone is near chance (test_calibrate)
+    assert int(small.bn1.num_batches_tracked) == 5  # recalibrated after the 10 training steps
     program = torch.export.load("resnet20_small.pt2")  # saved; any batch size
     x = data.test.tensors[0][:7]
     torch.testing.assert_close(program.module()(x), small(x), rtol=1e-4, atol=1e-4)
