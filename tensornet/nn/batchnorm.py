@@ -255,9 +255,9 @@ def recalibrate_bn(
         n: (bn.running_mean.clone(), bn.running_var.clone(), _count(bn)) for n, bn in layers.items()
     }
     modes = {m: m.training for m in model.modules()}
+    bar = _progress(data, limit, progress)
     moments = {name: _Moments() for name in layers}
     hooks = [bn.register_forward_pre_hook(moments[name]) for name, bn in layers.items()]
-    bar = _progress(data, limit, progress)
     done = samples = 0
     try:
         for bn in layers.values():
