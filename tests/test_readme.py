@@ -67,6 +67,44 @@ def check_formats(ns):
     assert max(ns["ht"].ranks) <= 6
 
 
+def check_compress_calibrated(ns):
+    """The five-line example: BatchNorm statistics recomputed from ``images`` for the compressed
+    model (each layer's input in training mode, pooled over all batches)."""
+    small, images = ns["small"], ns["images"]
+    assert ns["report"].notes == [
+        "BatchNorm statistics recomputed for 2 layers from 32 samples (4 batches)"
+    ]
+    seen = {1: [], 4: []}
+    with torch.no_grad():
+        for x in images:
+            h = small[0](x)
+            seen[1].append(h)
+            bn = small[1]
+            h = small[3](torch.relu(torch.batch_norm(h, bn.weight, bn.bias, None, None, True, 0.0,
+                                                     bn.eps, False)))  # fmt: skip
+            seen[4].append(h)
+    for i, hs in seen.items():
+        h = torch.cat(hs).double()
+        torch.testing.assert_close(small[i].running_mean.double(), h.mean(dim=(0, 2, 3)),
+                                   rtol=1e-5, atol=1e-5)  # fmt: skip
+        torch.testing.assert_close(small[i].running_var.double(), h.var(dim=(0, 2, 3)),
+                                   rtol=1e-5, atol=1e-5)  # fmt: skip
+    assert torch.equal(ns["net"][4].running_mean, torch.zeros(64))  # the dense model unchanged
+
+
+def check_ship(ns):
+    """Compress -> recalibrate -> fine-tune -> to_standard -> export on ResNet-20 (digits)."""
+    from studies.common.training import evaluate
+
+    small, data = ns["small"], ns["data"]
+    assert ns["report"].notes[-1].endswith("from 1,077 samples (5 batches)")
+    assert evaluate(small, data.test) > 0.7  # one-shot alone is near chance (test_calibrate)
+    assert int(small.bn1.num_batches_tracked) == 5  # recalibrated after the 10 training steps
+    program = torch.export.load("resnet20_small.pt2")  # saved; any batch size
+    x = data.test.tensors[0][:7]
+    torch.testing.assert_close(program.module()(x), small(x), rtol=1e-4, atol=1e-4)
+
+
 def test_readme_snippets_run(tmp_path, monkeypatch, capsys):
     readme = pathlib.Path(__file__).resolve().parents[1] / "README.md"
     blocks = re.findall(r"```python\n(.*?)```", readme.read_text(), re.S)
@@ -74,6 +112,10 @@ def test_readme_snippets_run(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     checks = {0: check_core, 1: lambda ns: check_spectra(ns, tmp_path), 2: check_formats}
+    calibrated = [i for i, b in enumerate(blocks) if "calibrate=images" in b]
+    shipped = [i for i, b in enumerate(blocks) if "torch.export.export(" in b]
+    assert len(calibrated) == len(shipped) == 1
+    checks |= {calibrated[0]: check_compress_calibrated, shipped[0]: check_ship}
     for i, block in enumerate(blocks):
         exec(compile(block, str(readme), "exec"), namespace)
         if i in checks:

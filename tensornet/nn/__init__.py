@@ -6,6 +6,7 @@
 - :func:`compress`: a compressed copy of a model and a per-layer report (format ``"auto"``:
   :func:`default_format`, never worse than a truncated SVD); :func:`allocate`:
   global rank allocation (uniform, energy, ALDS) under a parameter or FLOP budget.
+- :func:`recalibrate_bn`: BatchNorm running statistics recomputed from data after compression.
 - :func:`to_standard`: back to plain ``nn.Conv2d``/``nn.Linear`` modules with the same outputs.
 - :func:`save` / :func:`load`: safetensors plus a JSON description of each layer (no pickle).
 - :func:`truncate_kernel`: a layer's kernel truncated along cuts (the truncation study's step).
@@ -14,6 +15,7 @@
 """
 
 from .allocate import Allocation, LayerChoice, allocate
+from .batchnorm import BNRecalibration, batchnorm_layers, recalibrate_bn
 from .compress import (
     CompressionReport,
     LayerReport,
@@ -34,6 +36,7 @@ from .truncate import KernelTruncation, truncate_kernel
 
 __all__ = [
     "Allocation",
+    "BNRecalibration",
     "CompressionReport",
     "ConvGeometry",
     "EndLayers",
@@ -47,6 +50,7 @@ __all__ = [
     "TNLayer",
     "TNLinear",
     "allocate",
+    "batchnorm_layers",
     "calibrate",
     "compress",
     "conv_sequence",
@@ -61,6 +65,7 @@ __all__ = [
     "layer_inputs",
     "load",
     "matches",
+    "recalibrate_bn",
     "save",
     "select_layers",
     "to_standard",

@@ -43,6 +43,7 @@ from ..formats import get_format
 from ..formats.base import choose
 from ..formats.structure import Factor, Structure
 from . import cost
+from .batchnorm import recalibrate_bn
 from .defaults import AUTO, default_format
 from .functional import ConvGeometry, conv_candidates, linear_candidates
 from .layers import TNConv2d, TNLayer, TNLinear
@@ -604,6 +605,7 @@ def compress(
     plan: str = "auto",
     min_speedup: float | None = None,
     measure_time: bool = True,
+    calibrate: Any = None,
     **options: Any,
 ) -> tuple[nn.Module, CompressionReport]:
     """Replace the chosen conv/linear layers of ``model`` by compressed layers.
@@ -648,6 +650,11 @@ def compress(
         Without it (``None``), such layers are compressed and flagged ``slower`` in the report.
     measure_time : bool
         With ``example_input``, time the whole model's forward before and after (median of 5).
+    calibrate : iterable of batches, optional
+        Training inputs (batches, ``(input, target)`` pairs or a ``DataLoader``): after the
+        replacements, the compressed model's BatchNorm statistics are recomputed from them with
+        :func:`~tensornet.nn.recalibrate_bn` (a note in the report says how many samples).
+        Without it, BatchNorm layers keep the dense model's statistics, which no longer match.
     **options
         Format options passed to every layer's format.
 
@@ -751,6 +758,12 @@ def compress(
     report = CompressionReport(
         reports, before, after, _shape_of(example_input), notes, forward_before, forward_after
     )
+    if calibrate is not None:
+        done = recalibrate_bn(target, calibrate)
+        report.notes.append(
+            f"BatchNorm statistics recomputed for {len(done.layers)} layers from "
+            f"{done.samples:,} samples ({done.batches} batches)"
+        )
     return target, report
 
 
