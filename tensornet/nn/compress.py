@@ -47,7 +47,14 @@ from .batchnorm import recalibrate_bn
 from .defaults import AUTO, default_format
 from .functional import ConvGeometry, conv_candidates, linear_candidates
 from .layers import TNConv2d, TNLayer, TNLinear
-from .select import NoMatchingLayer, Selector, _select, _shown, layer_aliases, matches
+from .select import (
+    NoMatchingLayer,
+    Selector,
+    layer_aliases,
+    matches,
+    select_with_notes,
+    shown_names,
+)
 
 __all__ = [
     "CompressionReport",
@@ -459,7 +466,7 @@ def _check_format_keys(spec: FormatSpec, aliases: Mapping[str, Sequence[str]]) -
         if not any(matches(a, key) for a in every):
             raise NoMatchingLayer(
                 f"compress: format pattern {key!r} matches no conv/linear layer; layers are: "
-                f"{_shown(list(aliases))}"
+                f"{shown_names(list(aliases))}"
             )
 
 
@@ -696,7 +703,7 @@ def compress(
     aliases = layer_aliases(model)
     if allocation is None:
         _check_format_keys(format, aliases)
-    names, notes = _select(model, layers, skip, True, False, example_input)
+    names, notes = select_with_notes(model, layers, skip, True, False, example_input)
     for note in notes:
         warnings.warn(note, stacklevel=2)
     modules = {n: model.get_submodule(n) for n in names}

@@ -53,11 +53,11 @@ from .functional import (
     LinearStep,
     MatmulStep,
     PermuteStep,
-    _depthwise_shift,
-    _Frame,
-    _stage_step,
+    PlanFrame,
     conv_candidates,
+    depthwise_shift,
     linear_candidates,
+    stage_step,
 )
 from .layers import TNConv2d, TNLayer, TNLinear
 
@@ -183,7 +183,7 @@ class ShiftConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The depthwise conv of the (already padded) input."""
         geometry = ConvGeometry(self.kernel_size, self.stride, (0, 0, 0, 0), self.dilation)
-        y = _depthwise_shift(x, self.weight, geometry)
+        y = depthwise_shift(x, self.weight, geometry)
         return y if self.bias is None else y + self.bias.reshape(1, -1, 1, 1)
 
 
@@ -503,11 +503,11 @@ def linear_chains(layer: TNLinear, input_shape: Sequence[int]) -> list[ForwardPl
 
 def _linear_chain(structure, order, n, in_modes, out_modes) -> ForwardPlan | None:
     dims = {leg: structure.dim(leg) for leg in in_modes}
-    frame = _Frame(n, in_modes, dims, (1, 1))
+    frame = PlanFrame(n, in_modes, dims, (1, 1))
     steps = []
     for i, f in enumerate(order):
         later = {leg for g in order[i + 1 :] for leg in g.legs} | set(out_modes)
-        new = _stage_step(frame, [f], later, out_modes, (), None, "cpu")
+        new = stage_step(frame, [f], later, out_modes, (), None, "cpu")
         if new is None:
             return None
         steps.extend(new)

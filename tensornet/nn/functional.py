@@ -260,7 +260,7 @@ class ConvStep(Step):
         x = h.reshape(self.run_view)
         w = self.weight(tensors)
         if self.shift:
-            return _depthwise_shift(g.pad(x), w, g)
+            return depthwise_shift(g.pad(x), w, g)
         if g.symmetric_zero_padding:
             return F.conv2d(
                 x, w, None, g.stride, (g.padding[0], g.padding[2]), g.dilation, self.groups
@@ -268,7 +268,7 @@ class ConvStep(Step):
         return F.conv2d(g.pad(x), w, None, g.stride, 0, g.dilation, self.groups)
 
 
-def _depthwise_shift(x: torch.Tensor, w: torch.Tensor, g: ConvGeometry) -> torch.Tensor:
+def depthwise_shift(x: torch.Tensor, w: torch.Tensor, g: ConvGeometry) -> torch.Tensor:
     """Depthwise conv (one filter per channel) on padded ``x`` as a sum of shifted slices."""
     kh, kw = g.kernel
     (sh, sw), (dh, dw) = g.stride, g.dilation
@@ -360,7 +360,7 @@ class ForwardPlan:
         return " -> ".join(s.label for s in self.steps)
 
 
-class _Frame:
+class PlanFrame:
     """Build-time bookkeeping of the activation: channel legs (with sizes) and spatial size."""
 
     def __init__(self, batch: int, legs: Sequence[str], dims: Mapping[str, int], hw: tuple):
@@ -386,8 +386,8 @@ def _ordered(legs: Sequence[str], first: Sequence[str]) -> list[str]:
     return head + [leg for leg in legs if leg not in head]
 
 
-def _stage_step(
-    frame: _Frame,
+def stage_step(
+    frame: PlanFrame,
     factors: Sequence[Factor],
     later: set[str],
     out_modes: Sequence[str],
@@ -520,7 +520,7 @@ def _components(names: set[str], adj: Mapping[str, set[str]]) -> list[set[str]]:
     return out
 
 
-def _stage_variants(structure: Structure, spatial: tuple[str, str]) -> list[tuple[str, list]]:
+def stage_variants(structure: Structure, spatial: tuple[str, str]) -> list[tuple[str, list]]:
     """Named orders of stages ``[("channels" | "h" | "w" | "hw", factor names), ...]``.
 
     The spatial part is the smallest connected set of factors holding ``kh`` and ``kw``. Every
@@ -608,7 +608,7 @@ def _build_staged(
     in_modes, out_modes = structure.modes[1], structure.modes[0]
     spatial = (structure.modes[2][0], structure.modes[3][0])
     dims = {leg: structure.dim(leg) for leg in in_modes}
-    frame = _Frame(batch, in_modes, dims, (rows, cols))
+    frame = PlanFrame(batch, in_modes, dims, (rows, cols))
     by_name = {f.name: f for f in structure.factors}
     steps: list[Step] = []
     peak = frame.elements
@@ -622,7 +622,7 @@ def _build_staged(
         elif kind in ("h", "w"):
             geo = geometry.axis(kind)
         legs_spatial = {"hw": spatial, "h": spatial[:1], "w": spatial[1:]}.get(kind, ())
-        new = _stage_step(
+        new = stage_step(
             frame, [by_name[n] for n in names], later, out_modes, legs_spatial, geo, device_type
         )
         if new is None or frame.elements > max_elements:
@@ -702,7 +702,7 @@ def conv_candidates(
     max_elements = (geometry.kernel[0] * geometry.kernel[1] + 1) * largest
     if all(len(m) == 1 for m in spatial):
         seen = set()
-        for name, stages in _stage_variants(structure, (spatial[0][0], spatial[1][0])):
+        for name, stages in stage_variants(structure, (spatial[0][0], spatial[1][0])):
             key = tuple((k, tuple(n)) for k, n in stages)
             if key in seen:
                 continue

@@ -38,9 +38,9 @@ from . import cost
 from .functional import (
     ConvGeometry,
     ForwardPlan,
-    _stage_variants,
     conv_candidates,
     linear_candidates,
+    stage_variants,
 )
 
 __all__ = ["PlanInfo", "TNConv2d", "TNLinear", "kernel_options"]
@@ -79,7 +79,7 @@ def conv_plan_names(structure: Structure) -> tuple[str, ...]:
     spatial = (structure.modes[2], structure.modes[3])
     if not all(len(m) == 1 for m in spatial):
         return ()
-    names = [name for name, _ in _stage_variants(structure, (spatial[0][0], spatial[1][0]))]
+    names = [name for name, _ in stage_variants(structure, (spatial[0][0], spatial[1][0]))]
     names.append("patches")
     return _with_families(names)
 

@@ -352,17 +352,19 @@ def select_layers(
     list of str
         First names (see :func:`layer_aliases`) in module order.
     """
-    chosen, notes = _select(model, layers, skip, strict, include_unsupported, example_input)
+    chosen, notes = select_with_notes(
+        model, layers, skip, strict, include_unsupported, example_input
+    )
     for note in notes:
         warnings.warn(note, stacklevel=2)
     return chosen
 
 
-def _shown(names: Sequence[str]) -> str:
+def shown_names(names: Sequence[str]) -> str:
     return ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
 
 
-def _select(
+def select_with_notes(
     model: nn.Module,
     layers: Selector,
     skip: Sequence[str],
@@ -370,7 +372,11 @@ def _select(
     include_unsupported: bool,
     example_input: Any,
 ) -> tuple[list[str], list[str]]:
-    """:func:`select_layers` and its notes (how ``"first"``/``"last"`` were found)."""
+    """:func:`select_layers` and its notes (how ``"first"``/``"last"`` were found).
+
+    Returns the chosen names and notes (one line each) for a report; ``compress`` prints them
+    in its report where ``select_layers`` warns.
+    """
     if isinstance(skip, str):
         skip = (skip,)
     aliases = layer_aliases(model)
@@ -415,13 +421,14 @@ def _select(
         hits = [n for n in names if hit(n, entry)]
         if not hits:
             raise NoMatchingLayer(
-                f"skip entry {entry!r} matches no conv/linear layer; layers are: {_shown(names)}"
+                f"skip entry {entry!r} matches no conv/linear layer; layers are: "
+                f"{shown_names(names)}"
             )
         drop.update(hits)
     chosen = [n for n in chosen if n not in drop]
     if strict and not chosen:
         raise NoMatchingLayer(
             f"no conv/linear layer matches {layers!r} (skip={tuple(skip)}); layers are: "
-            f"{_shown(names)}"
+            f"{shown_names(names)}"
         )
     return chosen, notes

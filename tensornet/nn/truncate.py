@@ -132,10 +132,12 @@ def _truncate_dense(layer, weight, steps, policies, inplace):
         spectra.append(res.spectrum)
         errors.append(res.step_errors[0])
         ranks.append(res.spectrum.rank_for(policy))
+    # the report first: with inplace=True, ``original`` shares the weight's storage
+    report = _report(steps, ranks, spectra, errors, original, current)
     target = layer if inplace else copy.deepcopy(layer)
     with torch.no_grad():
         target.weight.copy_(current)
-    return target, _report(steps, ranks, spectra, errors, original, current)
+    return target, report
 
 
 def _report(steps, ranks, spectra, errors, original, current) -> KernelTruncation:

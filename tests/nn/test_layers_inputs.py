@@ -593,3 +593,16 @@ def test_conv_plan_names_of_a_tensorized_spatial_leg_are_empty():
         (("out",), ("in",), ("h1", "h2"), ("kw",)), (1,),
     )  # fmt: skip
     assert conv_plan_names(s) == ()
+
+
+def test_truncate_kernel_in_place_on_a_dense_layer_reports_the_error_it_made():
+    # in place, the original weight's storage is overwritten: the error must be taken before
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3).double()
+    w = conv.weight.detach().clone()
+    same, res = truncate_kernel(conv, ["out"], 2, inplace=True)
+    assert same is conv
+    new = conv.weight.detach()
+    assert res.error == pytest.approx(float((new - w).norm() / w.norm()), rel=1e-12)
+    assert res.error > 0.1
+    assert res.norm_kept == pytest.approx(float(new.norm() / w.norm()), rel=1e-12)
