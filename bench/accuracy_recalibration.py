@@ -80,7 +80,9 @@ def run_seed(dataset: str, model_name: str, seed: int, args) -> list[dict]:
           f"{dense['dense_recalibrated']:.3f} ({took:.0f} s)", flush=True)  # fmt: skip
     for method in args.methods:
         for budget in args.budgets:
-            alloc = tnn.allocate(net, budget, method=method)
+            # "alds-proxy": ALDS choosing by the paper's error proxy instead of the true error
+            name, _, error = method.partition("-")
+            alloc = tnn.allocate(net, budget, method=name, error=error or "true", progress=False)
             small, report = tnn.compress(net, allocation=alloc)
             small.eval()
             scores = {"oneshot": evaluate(small, data.test)}
@@ -167,7 +169,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", nargs="+", default=["resnet20"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--budgets", nargs="+", type=float, default=[0.25, 0.5, 0.6])
-    parser.add_argument("--methods", nargs="+", default=["alds", "uniform"])
+    parser.add_argument(
+        "--methods", nargs="+", default=["alds", "alds-proxy", "uniform"],
+        help="allocate methods; alds-proxy: ALDS by the paper's error proxy",
+    )  # fmt: skip
     parser.add_argument("--epochs", type=int, default=None, help="dense epochs (default per set)")
     parser.add_argument("--finetune-lr", type=float, default=1e-4)
     parser.add_argument("--tag", default="", help="suffix of the output files")
