@@ -201,9 +201,11 @@ def run_cell(ctx: CellContext, cell: tuple[str, float]) -> dict[str, Any]:
         budget,
         method,
         example_input=example,
+        error="proxy",  # the paper's algorithm (true errors are recorded beside it)
         iterations=cfg.iterations,
         seeds=cfg.random_starts,
         seed=ctx.seed,
+        progress=False,
     )
     layers = []
     for name, choice in alloc.layers.items():
@@ -218,12 +220,16 @@ def run_cell(ctx: CellContext, cell: tuple[str, float]) -> dict[str, Any]:
                 "dense_params": choice.dense_params,
                 "shape": shape,
                 "error": choice.error,
+                "spectral_error": choice.spectral_error,
+                "frobenius_error": choice.frobenius_error,
             }
         )
     compressed_any = any(c.format != "dense" for c in alloc.layers.values())
     plan_flops = None
     if compressed_any:
-        small, rep = tnn.compress(model, allocation=alloc, example_input=example)
+        small, rep = tnn.compress(
+            model, allocation=alloc, example_input=example, measure_time=False
+        )
         plan_flops = [rep.flops_before, rep.flops_after]
     else:
         small = copy.deepcopy(model)
