@@ -38,6 +38,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import statistics
 import time
 import warnings
 from collections.abc import Sequence
@@ -82,8 +83,9 @@ _FALLBACKS = ("keep", "chain")
 # Up to this many factors, every order of a linear layer's factors is a candidate chain (else
 # the structure's order and its reverse).
 _MAX_ORDER = 4
-# Timed runs per module with ``measure=True`` (the fastest counts).
-_REPEAT = 5
+# Interleaved rounds of timed runs with ``measure=True`` (the upper quartile of a chain's
+# time over the layer's, round by round, is checked against ``slack``).
+_REPEAT = 15
 
 
 # -- the tiny modules ------------------------------------------------------------------------
@@ -330,16 +332,32 @@ def _fits(layer: TNLayer, plans: list[ForwardPlan]) -> list[ForwardPlan]:
     return [p for p in plans if _convertible(p) and _plan_params(p) <= limit]
 
 
-def _time(fn, repeat: int) -> float:
-    """Fastest of ``repeat`` runs of ``fn()`` in seconds (after one warm-up run; no grad)."""
+def _times(fns, repeat: int) -> list[list[float]]:
+    """Seconds of ``repeat`` runs of each of ``fns``, interleaved (no grad).
+
+    Each function runs once to warm up; then every round runs each in turn, so load that
+    comes and goes lands on all of them alike and rounds can be compared pairwise.
+    """
+    runs: list[list[float]] = [[] for _ in fns]
     with torch.no_grad():
-        fn()
-        best = math.inf
-        for _ in range(repeat):
-            start = time.perf_counter()
+        for fn in fns:
             fn()
-            best = min(best, time.perf_counter() - start)
-    return best
+        for _ in range(repeat):
+            for fn, out in zip(fns, runs):
+                start = time.perf_counter()
+                fn()
+                out.append(time.perf_counter() - start)
+    return runs
+
+
+def _measured_ratio(chain: list[float], own: list[float]) -> tuple[float, float]:
+    """``(median, upper quartile)`` of a chain's time over the layer's, round by round.
+
+    The upper quartile is what is checked against ``slack``: a chain is kept only when it
+    is within ``slack`` in three rounds of four, not when a lucky round or two put it there.
+    """
+    ratios = [c / o for c, o in zip(chain, own)]
+    return statistics.median(ratios), statistics.quantiles(ratios, n=4)[2]
 
 
 def _pick(
@@ -366,14 +384,18 @@ def _pick(
     p0 = next(iter(layer.factors.values()))
     x = torch.randn(shape, device=p0.device, dtype=p0.dtype)
     sync = torch.cuda.synchronize if p0.device.type == "cuda" else (lambda: None)
-    own = _time(lambda: (layer(x), sync()), _REPEAT)
-    timed = []
+    chains = []
     for plan in fits[:3]:
         mods = _plan_modules(layer, plan, shape[0])
-        seq = _as_module(layer, mods)
-        timed.append((_time(lambda seq=seq: (seq(x), sync()), _REPEAT), plan, mods))
-    seconds, plan, mods = min(timed, key=lambda t: t[0])
-    return plan, mods, seconds / own
+        chains.append((plan, mods, _as_module(layer, mods)))
+    own, *runs = _times(
+        [lambda: (layer(x), sync())] + [lambda seq=seq: (seq(x), sync()) for _, _, seq in chains],
+        _REPEAT,
+    )
+    ratios = [_measured_ratio(r, own) for r in runs]
+    best = min(range(len(chains)), key=lambda i: ratios[i])
+    plan, mods, _ = chains[best]
+    return plan, mods, ratios[best][1]
 
 
 def _shape_of(layer: TNLayer, input_shape: Sequence[int] | None) -> tuple[int, ...]:
@@ -453,8 +475,10 @@ def conv_sequence(
     Candidates are the layer's forward plans for ``input_shape`` (default ``(1, in_channels,
     32, 32)``) that are chains of convolutions (and permutes) storing no more parameters than
     the layer. With ``measure`` (default) the three cheapest by the cost model (the layer's own
-    plan first) and the layer itself are timed on a random input of that shape, and the fastest
-    chain is kept if it runs within ``slack`` of the layer; without, the layer's plan (or the
+    plan first) and the layer itself are timed on a random input of that shape, in interleaved
+    rounds, and the chain fastest round by round is kept if it runs within ``slack`` of the
+    layer in three rounds of four (upper quartile of its per-round ratio, so that a few lucky
+    rounds do not let a slower chain through); without, the layer's plan (or the
     cheapest chain) is kept if estimated within ``slack`` of it. Otherwise the layer itself is
     returned with a warning (``fallback="keep"``), or the chain regardless of time
     (``fallback="chain"``). The last conv carries the bias. The result takes any input size.
