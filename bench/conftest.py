@@ -12,3 +12,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def two_threads():
+    """Torch threads for a module's benchmarks (``TENSORNET_BENCH_THREADS``, default 2)."""
+    import os
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(os.environ.get("TENSORNET_BENCH_THREADS", "2")))
+    yield
+    torch.set_num_threads(before)

@@ -18,7 +18,6 @@ GPU: the same cases run on CUDA when available (marked ``gpu``).
 """
 
 import math
-import os
 
 import pytest
 import torch
@@ -37,12 +36,7 @@ BATCH = 32
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(os.environ.get("TENSORNET_BENCH_THREADS", "2")))
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("two_threads")  # bench/conftest.py
 
 
 def sync(device):

@@ -52,12 +52,7 @@ OPTIONS = {"grouped": {"channel_groups": 4}}
 LAYERS = {"conv64x32": (64, 32), "conv256x8": (256, 8), "linear512": (512, None)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(os.environ.get("TENSORNET_BENCH_THREADS", "2")))
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("two_threads")  # bench/conftest.py
 
 
 def timed(benchmark, fn, rounds=7):
