@@ -98,6 +98,7 @@ TESTS: dict[str, list[str]] = {
 
     # nn: saving and loading compressed models
     "tensornet/nn/serialize.py": ["tests/nn/test_serialize.py"],
+    "tensornet/nn/batchnorm.py": ["tests/nn/test_calibrate.py"],
 
     # studies: the verdict code (findings from the run's tables) and its statistics
     "studies/verdicts/truncation.py": ["tests/studies/test_truncation_verdicts.py"],
