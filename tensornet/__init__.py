@@ -8,7 +8,13 @@ SVD/QR splits with a single :class:`Truncation` policy, and an SVD whose backwar
 >>> b = tn.Node(torch.randn(3, 4), ("j", "k"))
 >>> tn.contract(a, b).legs
 ('i', 'k')
+
+``import tensornet`` loads the core, the formats, :mod:`.spectra` and :mod:`.weights` only; the
+heavier packages (:mod:`.nn`, :mod:`.analysis`, :mod:`.plot`, :mod:`.cli`) are imported on first
+use, as ``import tensornet.nn`` or as the attribute ``tensornet.nn``.
 """
+
+import importlib
 
 from .core import (
     Bond,
@@ -67,6 +73,15 @@ from .spectra import (
 )
 
 __version__ = "0.1.0"
+
+_LAZY = ("analysis", "cli", "io", "nn", "plot", "weights")
+
+
+def __getattr__(name: str):
+    """``tensornet.nn`` and the other heavy subpackages, imported on first use."""
+    if name in _LAZY:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "CP",

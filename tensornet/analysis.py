@@ -42,8 +42,8 @@ from .core.node import Node
 from .core.spectrum import Spectrum, cuts
 from .core.truncation import Truncation
 from .core.validate import check_finite, is_int
-from .nn.select import select_layers
-from .spectra import KERNEL_LEGS, spectrum
+from .spectra import spectrum
+from .weights import KERNEL_LEGS, select_layers
 
 __all__ = [
     "Cell",
@@ -90,7 +90,7 @@ def truncatable_layers(
 
     Raises ValueError when a requested name or pattern matches nothing.
     """
-    return select_layers(model, layers, include_unsupported=True)
+    return select_layers(model, layers)
 
 
 @contextmanager

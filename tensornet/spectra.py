@@ -29,8 +29,8 @@ from .core.spectrum import Spectrum, cuts
 from .core.truncation import Truncation, as_truncation
 from .core.validate import check_finite, is_int
 from .io import atomic_path
-from .nn.select import NoMatchingLayer
-from .nn.select import matches as name_matches
+from .weights import KERNEL_LEGS, NoMatchingLayer, kernel_legs, layer_aliases
+from .weights import matches as name_matches
 
 __all__ = [
     "NoMatchingLayer",
@@ -48,14 +48,6 @@ __all__ = [
     "KERNEL_LEGS",
 ]
 
-#: Leg names used for weights by number of dimensions (linear, conv1d, conv2d, conv3d).
-KERNEL_LEGS: dict[int, tuple[str, ...]] = {
-    2: ("out", "in"),
-    3: ("out", "in", "k"),
-    4: ("out", "in", "kh", "kw"),
-    5: ("out", "in", "kd", "kh", "kw"),
-}
-
 Method = Literal["auto", "svd", "gram"]
 
 
@@ -66,9 +58,7 @@ def _as_node(x: Node | Any, legs: Sequence[str] | None, what: str = "x") -> Node
         check_finite(node.tensor, x.describe() if x.name is not None else what)
         return node
     t = as_tensor(x)
-    if legs is None:
-        legs = KERNEL_LEGS.get(t.ndim, tuple(f"d{i}" for i in range(t.ndim)))
-    node = Node(t, legs)
+    node = Node(t, kernel_legs(t.ndim) if legs is None else legs)
     check_finite(node.tensor, what)
     return node
 
@@ -375,14 +365,7 @@ def model_spectra(
     >>> table.layers, table.cuts[:2]
     (['0', '2'], ['out|in,kh,kw', 'in|out,kh,kw'])
     """
-    kinds = (torch.nn.modules.conv._ConvNd, torch.nn.Linear)
-    weights = {
-        name: module.weight
-        for name, module in model.named_modules()
-        if isinstance(module, kinds)
-        and getattr(module, "weight", None) is not None
-        and not getattr(module, "transposed", False)  # (in, out, k...) layout: legs differ
-    }
+    weights = {name: model.get_submodule(name).weight for name in layer_aliases(model)}
     return weight_spectra(weights, layers=layers, method=method)
 
 

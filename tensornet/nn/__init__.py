@@ -14,6 +14,7 @@
   model's input and output layers (what ``skip=("first", "last")`` leaves dense).
 """
 
+from ..weights import layer_inputs, register_layer_type
 from .allocate import Allocation, LayerChoice, allocate
 from .batchnorm import BNRecalibration, batchnorm_layers, recalibrate_bn
 from .compress import (
@@ -23,7 +24,6 @@ from .compress import (
     dense_flops,
     dense_seconds,
     kernel_errors,
-    layer_inputs,
 )
 from .cost import calibrate, costs_for
 from .defaults import default_format
@@ -33,6 +33,8 @@ from .layers import PlanInfo, TNConv2d, TNLayer, TNLinear, kernel_options
 from .select import EndLayers, NoMatchingLayer, end_layers, matches, select_layers
 from .serialize import describe, load, save
 from .truncate import KernelTruncation, truncate_kernel
+
+register_layer_type(TNLayer)  # a compressed layer is a conv/linear layer for end_layers
 
 __all__ = [
     "Allocation",

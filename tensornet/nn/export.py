@@ -52,6 +52,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..weights import layer_inputs, replace_module
 from . import cost
 from .functional import (
     ConvGeometry,
@@ -626,8 +627,6 @@ def to_standard(
     layers = {n: m for n, m in target.named_modules() if isinstance(m, (TNConv2d, TNLinear))}
     shapes: dict[str, tuple[int, ...]] = {}
     if input_shape is not None and layers:
-        from .compress import layer_inputs
-
         p0 = next(target.parameters())
         x = torch.zeros(tuple(input_shape), device=p0.device, dtype=p0.dtype)
         modes = {m: m.training for m in target.modules()}
@@ -656,7 +655,5 @@ def to_standard(
         if id(module) in made
     ]
     for name, module in places:
-        parent_name, _, child = name.rpartition(".")
-        parent = target.get_submodule(parent_name) if parent_name else target
-        setattr(parent, child, made[id(module)])
+        replace_module(target, name, made[id(module)])
     return target

@@ -34,6 +34,8 @@ from torch.fx.experimental import symbolic_shapes
 from ..core.truncation import Truncation
 from ..core.validate import check_finite, is_int
 from ..formats import Format, Structure, fraction_ranks, get_format
+from ..weights import CONV2D_LEGS as KERNEL_LEGS
+from ..weights import MATRIX_LEGS
 from . import cost
 from .functional import (
     ConvGeometry,
@@ -45,8 +47,6 @@ from .functional import (
 
 __all__ = ["PlanInfo", "TNConv2d", "TNLinear", "kernel_options"]
 
-KERNEL_LEGS = ("out", "in", "kh", "kw")
-MATRIX_LEGS = ("out", "in")
 
 # Defaults that make each format natural on a conv kernel: trains ordered so the forward is a
 # chain of small convs (in -> kh -> kw -> out).

@@ -1,92 +1,63 @@
-r"""Choosing layers of a model: by name pattern, explicit list or predicate. The one place for it.
+"""Choosing the layers to compress: :func:`tensornet.weights.select_layers` with what nn supports.
 
-A pattern matches a layer's whole name as a glob (``"layer1.*"``, ``"fc*"``) or as a regular
-expression (``"conv[12]"``, ``r"layer\d\.0\.conv1"``). A module registered under several names
-(shared, tied) is one layer, named by its first name; a pattern matching any of its names
-matches it.
-
-``skip`` may hold ``"first"`` and ``"last"``, which name the model's *input* and *output*
-layers (:func:`end_layers`): ``"last"`` is every conv/linear layer whose output reaches a model
-output without passing through another conv/linear layer (all the heads of a multi-head model),
-``"first"`` every conv/linear layer fed by a model input without another conv/linear layer in
-between (every stem of a multi-input model). They are found by tracing the model with
-``torch.fx``, or by hooks on one forward of ``example_input``; when neither works, they are the
-first and last registered conv/linear layers (with a warning). Every other ``skip`` entry is a
-pattern and must match some layer.
+Selection itself (patterns, explicit names, predicates, ``skip=("first", "last")``, shared
+modules) lives in :mod:`tensornet.weights`, the ground floor that spectra and analysis use too;
+this module adds what only compression knows: which conv/linear layers a compressed layer can
+replace (:func:`unsupported_reason`). The names of :mod:`tensornet.weights` used here are
+re-exported, so ``tensornet.nn.select_layers`` and ``tensornet.nn.select.end_layers`` keep
+working.
 
 Examples
 --------
 >>> from torch import nn
->>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3), nn.Flatten(), nn.Linear(8, 2))
->>> select_layers(net), select_layers(net, skip=("first", "last")), select_layers(net, "2|3")
-(['0', '1', '3'], ['1'], ['3'])
+>>> net = nn.Sequential(nn.Conv2d(4, 8, 3, groups=2), nn.Conv2d(8, 8, 3), nn.Flatten())
+>>> select_layers(net), select_layers(net, include_unsupported=True)
+(['1'], ['0', '1'])
 """
 
 from __future__ import annotations
 
-import fnmatch
-import re
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import nn
+
+from ..weights import (
+    EndLayers,
+    NoMatchingLayer,
+    Selector,
+    end_layers,
+    layer_aliases,
+    matches,
+    shown_names,
+)
+from ..weights import select_with_notes as _select_with_notes
 
 __all__ = [
     "EndLayers",
     "NoMatchingLayer",
+    "Selector",
     "end_layers",
     "layer_aliases",
     "matches",
     "select_layers",
+    "select_with_notes",
+    "shown_names",
     "supported",
     "unsupported_reason",
 ]
 
-Selector = str | Sequence[str] | Callable[[str, nn.Module], bool] | None
 
-
-class NoMatchingLayer(ValueError):
-    """A layer name or pattern matched no layer (or no weight)."""
-
-
-def matches(name: str, pattern: str | None) -> bool:
-    """Whole-name match of ``pattern`` as a glob, or as a regular expression.
-
-    ``"layer1.*"`` and ``"conv[12]"`` work either way; ``"fc*"`` matches ``fc`` and ``fc1`` but
-    not ``classifier``; ``"1"`` matches only ``1``. Globs that are not valid regexes (``"*conv"``)
-    are matched as globs only. ``None`` matches everything.
+def unsupported_reason(module: nn.Module) -> str | None:
+    """Why a conv/linear layer cannot be compressed (``None`` if it can).
 
     Examples
     --------
-    >>> matches("fc1", "fc*"), matches("classifier", "fc*"), matches("a1", None)
-    (True, False, True)
+    >>> from torch import nn
+    >>> unsupported_reason(nn.Linear(2, 2)), unsupported_reason(nn.Conv2d(4, 4, 3, groups=2))
+    (None, 'groups=2 is not supported (only groups=1)')
     """
-    if pattern is not None and not isinstance(pattern, str):
-        raise TypeError(f"a layer pattern is a str (glob or regex), got {type(pattern).__name__}")
-    if pattern is None or fnmatch.fnmatchcase(name, pattern):
-        return True
-    try:
-        return re.fullmatch(pattern, name) is not None
-    except re.error:
-        return False
-
-
-def _kinds() -> tuple[type, ...]:
-    return (nn.modules.conv._ConvNd, nn.Linear)
-
-
-def _is_layer(module: nn.Module) -> bool:
-    """A conv/linear layer (any kind, compressed ones included): where end-layer walks stop."""
-    from .layers import TNLayer
-
-    return isinstance(module, (*_kinds(), TNLayer))
-
-
-def unsupported_reason(module: nn.Module) -> str | None:
-    """Why a conv/linear layer cannot be compressed (``None`` if it can)."""
     if isinstance(module, nn.Linear):
         return None
     if not isinstance(module, nn.modules.conv._ConvNd):
@@ -105,219 +76,6 @@ def supported(module: nn.Module) -> bool:
     return unsupported_reason(module) is None
 
 
-def layer_aliases(model: nn.Module) -> dict[str, tuple[str, ...]]:
-    """Every name of each conv/linear layer, keyed by its first name (in module order).
-
-    A module registered at two places (the same object under two names) has two names.
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> lin = nn.Linear(4, 4)
-    >>> layer_aliases(nn.Sequential(lin, nn.ReLU(), lin))
-    {'0': ('0', '2')}
-    """
-    names: dict[int, list[str]] = {}
-    for name, m in model.named_modules(remove_duplicate=False):
-        if (
-            isinstance(m, _kinds())
-            and getattr(m, "weight", None) is not None
-            and not getattr(m, "transposed", False)
-        ):
-            names.setdefault(id(m), []).append(name)
-    return {group[0]: tuple(group) for group in names.values()}
-
-
-@dataclass(frozen=True)
-class EndLayers:
-    """A model's input layers (``first``) and output layers (``last``), and how they were found.
-
-    ``method`` is ``"fx"`` (traced), ``"hooks"`` (one forward of an example input) or
-    ``"order"`` (the first and last registered layers: neither worked); ``note`` says why.
-    """
-
-    first: tuple[str, ...]
-    last: tuple[str, ...]
-    method: str
-    note: str | None = None
-
-
-def end_layers(model: nn.Module, example_input: Any = None) -> EndLayers:
-    """The conv/linear layers next to the model's inputs and outputs.
-
-    ``last``: every conv/linear layer whose output reaches a model output without passing
-    through another conv/linear layer; ``first``: every one fed by a model input without
-    another in between. With ``example_input`` (a tensor, or a tuple of positional inputs) one
-    forward with hooks finds them (the model runs in eval mode, no state changes); otherwise,
-    or when that fails, ``torch.fx`` traces the model; when both fail (data-dependent control
-    flow without an example), they are the first and last registered layers and ``note`` says
-    so. Compressed layers count as conv/linear layers. Names are first names (see
-    :func:`layer_aliases`), in module order.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from torch import nn
-    >>> class TwoHeads(nn.Module):
-    ...     def __init__(self):
-    ...         super().__init__()
-    ...         self.trunk, self.cls, self.reg = nn.Linear(4, 8), nn.Linear(8, 3), nn.Linear(8, 1)
-    ...     def forward(self, x):
-    ...         h = self.trunk(x).relu()
-    ...         return self.cls(h), self.reg(h)
-    >>> ends = end_layers(TwoHeads())
-    >>> ends.first, ends.last, ends.method
-    (('trunk',), ('cls', 'reg'), 'fx')
-    """
-    order = list(_first_names(model).values())
-    notes = []
-    if example_input is not None:
-        try:
-            first, last = _hook_ends(model, example_input)
-            return EndLayers(_ordered(first, order), _ordered(last, order), "hooks")
-        except Exception as err:  # any failure: fall back to tracing
-            notes.append(f"the forward with hooks failed ({type(err).__name__}: {err})")
-    try:
-        first, last = _fx_ends(model)
-        note = "; ".join(notes) + "; found by torch.fx" if notes else None
-        return EndLayers(_ordered(first, order), _ordered(last, order), "fx", note)
-    except Exception as err:  # fx refuses many models
-        notes.append(f"torch.fx could not trace the model ({type(err).__name__})")
-    note = (
-        "; ".join(notes)
-        + ": 'first'/'last' are the first/last registered conv/linear layers"
-        + ("" if example_input is not None else " (give example_input to find them by a forward)")
-    )
-    return EndLayers(tuple(order[:1]), tuple(order[-1:]), "order", note)
-
-
-def _ordered(names: set[str], order: list[str]) -> tuple[str, ...]:
-    return tuple(n for n in order if n in names)
-
-
-def _first_names(model: nn.Module) -> dict[int, str]:
-    """``id(module) -> first name`` of every conv/linear layer (any kind)."""
-    out: dict[int, str] = {}
-    for name, m in model.named_modules():
-        if _is_layer(m):
-            out.setdefault(id(m), name)
-    return out
-
-
-class _LayerTracer(torch.fx.Tracer):
-    """A tracer that keeps conv/linear layers (compressed ones too) as leaves."""
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return _is_layer(m) or super().is_leaf_module(m, qualname)
-
-
-def _fx_ends(model: nn.Module) -> tuple[set[str], set[str]]:
-    graph = _LayerTracer().trace(model)
-    names = _first_names(model)
-    layer_of = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            name = names.get(id(model.get_submodule(node.target)))
-            if name is not None:
-                layer_of[node] = name
-    last: set[str] = set()
-    outputs = [n for n in graph.nodes if n.op == "output"]
-    _walk(outputs, lambda n: n.all_input_nodes, layer_of, last)
-    first: set[str] = set()
-    inputs = [n for n in graph.nodes if n.op == "placeholder"]
-    _walk(inputs, lambda n: list(n.users), layer_of, first)
-    return first, last
-
-
-def _walk(start, step, stops: dict, found: set[str]) -> None:
-    """Follow ``step`` from ``start``; record and stop at nodes in ``stops``."""
-    seen = set()
-    todo = [n for s in start for n in step(s)]
-    while todo:
-        node = todo.pop()
-        if node in seen:
-            continue
-        seen.add(node)
-        if node in stops:
-            found.add(stops[node])
-        else:
-            todo.extend(step(node))
-
-
-def _hook_ends(model: nn.Module, example_input: Any) -> tuple[set[str], set[str]]:
-    """One forward in which every conv/linear output (and each input) starts a fresh graph.
-
-    Each layer's output is replaced by a clone of a new leaf tensor, so walking the autograd
-    graph back from a model output (or from a layer's input) ends at the leaves of the layers
-    it comes from, or at the model inputs' leaves.
-    """
-    names = _first_names(model)
-    leaves: dict[int, str] = {}  # id(leaf) -> layer name, or "" for a model input
-    keep: list[torch.Tensor] = []
-    first: set[str] = set()
-
-    def fresh(t: torch.Tensor, tag: str) -> torch.Tensor:
-        if not (isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex())):
-            return t
-        leaf = t.detach().requires_grad_()
-        leaves[id(leaf)] = tag
-        keep.append(leaf)
-        return leaf.clone()
-
-    def pre(module, args, name):
-        for t in torch.utils._pytree.tree_leaves(args):
-            if "" in _sources(t, leaves):
-                first.add(name)
-
-    def post(module, args, out, name):
-        return fresh(out, name)
-
-    handles = []
-    for m in model.modules():
-        if id(m) in names:
-            name = names[id(m)]
-            handles.append(m.register_forward_pre_hook(lambda mod, a, n=name: pre(mod, a, n)))
-            handles.append(m.register_forward_hook(lambda mod, a, o, n=name: post(mod, a, o, n)))
-    args = example_input if isinstance(example_input, tuple) else (example_input,)
-    modes = {m: m.training for m in model.modules()}
-    try:
-        model.eval()
-        with torch.enable_grad():
-            out = model(*[fresh(a, "") for a in args])
-    finally:
-        for h in handles:
-            h.remove()
-        for m, mode in modes.items():
-            m.training = mode
-    last: set[str] = set()
-    for t in torch.utils._pytree.tree_leaves(out):
-        last |= _sources(t, leaves) - {""}
-    if names and not last:
-        raise RuntimeError("no layer output reaches a model output through autograd")
-    return first, last
-
-
-def _sources(t: Any, leaves: dict[int, str]) -> set[str]:
-    """Tags of the tagged leaves the autograd graph of ``t`` reaches."""
-    if not isinstance(t, torch.Tensor):
-        return set()
-    found = set()
-    todo = [t.grad_fn] if t.grad_fn is not None else []
-    seen = set()
-    while todo:
-        node = todo.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        variable = getattr(node, "variable", None)
-        if variable is not None:
-            if id(variable) in leaves:
-                found.add(leaves[id(variable)])
-            continue
-        todo.extend(fn for fn, _ in node.next_functions)
-    return found
-
-
 def select_layers(
     model: nn.Module,
     layers: Selector = None,
@@ -328,6 +86,9 @@ def select_layers(
     example_input: Any = None,
 ) -> list[str]:
     """Names of the conv and linear layers of ``model`` chosen by ``layers`` minus ``skip``.
+
+    :func:`tensornet.weights.select_layers` refusing the layers that cannot be compressed
+    (:func:`unsupported_reason`) unless ``include_unsupported``.
 
     Parameters
     ----------
@@ -360,10 +121,6 @@ def select_layers(
     return chosen
 
 
-def shown_names(names: Sequence[str]) -> str:
-    return ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
-
-
 def select_with_notes(
     model: nn.Module,
     layers: Selector,
@@ -372,63 +129,6 @@ def select_with_notes(
     include_unsupported: bool,
     example_input: Any,
 ) -> tuple[list[str], list[str]]:
-    """:func:`select_layers` and its notes (how ``"first"``/``"last"`` were found).
-
-    Returns the chosen names and notes (one line each) for a report; ``compress`` prints them
-    in its report where ``select_layers`` warns.
-    """
-    if isinstance(skip, str):
-        skip = (skip,)
-    aliases = layer_aliases(model)
-    names = list(aliases)
-    modules = {n: model.get_submodule(n) for n in names}
-
-    def hit(n: str, pattern: str) -> bool:
-        return any(matches(a, pattern) for a in aliases[n])
-
-    if layers is None:
-        chosen = [n for n in names if include_unsupported or supported(modules[n])]
-        explicit = False
-    elif isinstance(layers, str):
-        chosen = [n for n in names if hit(n, layers)]
-        explicit = True
-    elif callable(layers):
-        chosen = [n for n in names if any(layers(a, modules[n]) for a in aliases[n])]
-        explicit = True
-    else:
-        wanted = set(layers)
-        known = {a for group in aliases.values() for a in group}
-        missing = [n for n in layers if n not in known]
-        if missing:
-            raise NoMatchingLayer(f"layers {missing} are not conv/linear layers; found {names}")
-        chosen = [n for n in names if wanted & set(aliases[n])]
-        explicit = True
-    if strict and explicit and not include_unsupported:
-        for n in chosen:
-            reason = unsupported_reason(modules[n])
-            if reason:
-                raise ValueError(f"layer {n!r} cannot be compressed: {reason}")
-    drop: set[str] = set()
-    notes: list[str] = []
-    ends = None
-    for entry in skip:
-        if entry in ("first", "last"):
-            if ends is None:
-                ends = end_layers(model, example_input)
-                notes += [ends.note] if ends.note else []
-            drop.update(ends.first if entry == "first" else ends.last)
-            continue
-        hits = [n for n in names if hit(n, entry)]
-        if not hits:
-            raise NoMatchingLayer(
-                f"skip entry {entry!r} matches no conv/linear layer; layers are: "
-                f"{shown_names(names)}"
-            )
-        drop.update(hits)
-    chosen = [n for n in chosen if n not in drop]
-    if strict and not chosen:
-        raise NoMatchingLayer(
-            f"no conv/linear layer matches {layers!r} (skip={tuple(skip)}); layers are: "
-            f"{shown_names(names)}"
-        )
-    return chosen, notes
+    """:func:`select_layers` and its notes (how ``"first"``/``"last"`` were found)."""
+    refuse = None if include_unsupported else unsupported_reason
+    return _select_with_notes(model, layers, skip, strict, refuse, example_input)

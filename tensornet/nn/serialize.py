@@ -40,6 +40,7 @@ from torch import nn
 
 from ..formats import Structure
 from ..io import atomic_path
+from ..weights import replace_module
 from .layers import KERNEL_LEGS, MATRIX_LEGS, TNConv2d, TNLayer, TNLinear
 
 __all__ = ["describe", "load", "save"]
@@ -412,24 +413,14 @@ def _home(module: nn.Module) -> tuple[torch.device, torch.dtype]:
     return t.device, t.dtype
 
 
-def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
-    parent, _, child = name.rpartition(".")
-    return model.get_submodule(parent), child
-
-
-def _swap(model: nn.Module, new: dict[str, nn.Module]) -> list[tuple[nn.Module, str, nn.Module]]:
+def _swap(model: nn.Module, new: dict[str, nn.Module]) -> list[tuple[str, nn.Module]]:
     """Put ``new[name]`` at every name; return what :func:`_unswap` needs to undo it."""
-    undo = []
-    for name, layer in new.items():
-        parent, child = _parent(model, name)
-        undo.append((parent, child, parent._modules[child]))
-        setattr(parent, child, layer)
-    return undo
+    return [(name, replace_module(model, name, layer)) for name, layer in new.items()]
 
 
-def _unswap(undo: list[tuple[nn.Module, str, nn.Module]]) -> None:
-    for parent, child, old in reversed(undo):
-        setattr(parent, child, old)
+def _unswap(model: nn.Module, undo: list[tuple[str, nn.Module]]) -> None:
+    for name, old in reversed(undo):
+        replace_module(model, name, old)
 
 
 def _file_key(key: str, aliases: dict[str, str]) -> str:
@@ -521,7 +512,7 @@ def load(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
     try:
         expected = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
     finally:
-        _unswap(undo)
+        _unswap(model, undo)
     by_file: dict[str, tuple[tuple, torch.dtype]] = {}
     for k, spec in expected.items():
         by_file.setdefault(_file_key(k, aliases), spec)
@@ -546,7 +537,7 @@ def _commit(model: nn.Module, new: dict[str, nn.Module], state: dict[str, torch.
     try:
         model.load_state_dict(state)  # strict; the names and shapes are already checked
     except BaseException:
-        _unswap(undo)
+        _unswap(model, undo)
         for k, v in model.state_dict().items():  # detached: copying needs no no_grad
             v.copy_(backup[k])
         raise

@@ -26,18 +26,13 @@ from torch import nn
 from ..core.node import Node
 from ..core.spectrum import Spectrum
 from ..core.truncation import Truncation, as_truncation
+from ..weights import KERNEL_LEGS
 
 __all__ = ["KernelTruncation", "truncate_kernel"]
 
 # A compressed layer's kernel is rebuilt to find each cut's spectrum: refused above this size.
 DENSE_LIMIT = 2**26
 
-_LEGS = {
-    2: ("out", "in"),
-    3: ("out", "in", "k"),
-    4: ("out", "in", "kh", "kw"),
-    5: ("out", "in", "kd", "kh", "kw"),
-}
 
 
 @dataclass(frozen=True)
@@ -99,7 +94,7 @@ def truncate_kernel(
     from .layers import TNLayer
 
     weight = getattr(layer, "weight", None)
-    if not isinstance(weight, torch.Tensor) or weight.ndim not in _LEGS:
+    if not isinstance(weight, torch.Tensor) or weight.ndim not in KERNEL_LEGS:
         raise TypeError(
             f"truncate_kernel: expected a conv or linear layer, got {type(layer).__name__}"
         )
@@ -122,7 +117,7 @@ def truncate_kernel(
 def _truncate_dense(layer, weight, steps, policies, inplace):
     from ..spectra import truncate  # the dense cut truncation (module above nn)
 
-    legs = _LEGS[weight.ndim]
+    legs = KERNEL_LEGS[weight.ndim]
     original = weight.detach()
     current = original
     spectra, errors, ranks = [], [], []
