@@ -40,6 +40,7 @@ __all__ = [
 MAX_LEGEND = 12
 
 LayoutKind = Literal["auto", "chain", "spring", "circular"]
+_XY = dict[str, np.ndarray]  # node name -> position
 
 
 # -- shared plumbing -------------------------------------------------------------------------
@@ -364,26 +365,8 @@ def sweep_curves(
     >>> fig.axes[0].lines[0].get_ydata().tolist()
     [0.2, 0.6, 0.9]
     """
-    rows = list(rows)
-    for row in rows:
-        missing = [key for key in (x, y, hue, group) if key is not None and key not in row]
-        if missing:
-            raise KeyError(f"sweep row has no column {missing[0]!r}; columns are {list(row)}")
-    if ax is not None or group is None:
-        panels = {None: rows}
-    else:
-        panels = {}
-        for row in rows:
-            panels.setdefault(row[group], []).append(row)
-    if ax is None:
-        from matplotlib.figure import Figure
-
-        cols = 2 if len(panels) == 4 else min(len(panels), 3) or 1
-        n_rows = max(math.ceil(len(panels) / cols), 1)
-        fig = Figure(figsize=(4.6 * cols + 1.0, 3.4 * n_rows), layout="constrained")
-        axes = list(fig.subplots(n_rows, cols, squeeze=False).ravel())
-    else:
-        fig, axes = ax.figure.figure, [ax]
+    panels = _sweep_panels(rows, (x, y, hue, group), group if ax is None else None)
+    fig, axes = _panel_grid(len(panels)) if ax is None else (ax.figure.figure, [ax])
     logx = x == "chi" if logx is None else logx
     colours: dict[Any, str] = {}  # one colour per curve key, the same in every panel
     handles: dict[str, Any] = {}
@@ -393,26 +376,16 @@ def sweep_curves(
             key = row[hue] if name is not None or group is None else (row[group], row[hue])
             curves.setdefault(key, []).append((row[x], row[y]))
         for key, points in curves.items():
-            points.sort(key=lambda p: p[0])
             label = " ".join(map(str, key)) if isinstance(key, tuple) else str(key)
             colour = colours.setdefault(key, f"C{len(colours) % 10}")
-            (line,) = panel_ax.plot(*zip(*points), marker="o", markersize=3, linewidth=1.2,
-                                    label=label, color=colour)
+            (line,) = panel_ax.plot(*zip(*sorted(points, key=lambda p: p[0])), marker="o",
+                                    markersize=3, linewidth=1.2, label=label, color=colour)
             handles.setdefault(label, line)
         if baseline is not None:
             handles["baseline"] = panel_ax.axhline(
                 baseline, color="0.3", linestyle="--", linewidth=1.0, label="baseline", zorder=1
             )
-        if logx:
-            from matplotlib.ticker import FuncFormatter
-
-            panel_ax.set_xscale("log", base=2)
-            panel_ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        panel_ax.set_xlabel(x)
-        panel_ax.set_ylabel(y)
-        panel_ax.grid(True, alpha=0.3)
-        if name is not None:
-            panel_ax.set_title(str(name))
+        _sweep_axes(panel_ax, x, y, logx, name)
     for extra in axes[len(panels):]:
         extra.remove()
     if len(panels) > 1:
@@ -422,6 +395,45 @@ def sweep_curves(
     if title and ax is None:
         fig.suptitle(title)
     return _finish(fig, axes[0], title if ax is not None else None, path)
+
+
+def _sweep_panels(rows: Iterable[Mapping[str, Any]], columns: tuple, group: str | None) -> dict:
+    """Rows by panel (by ``group``; all in one panel ``None`` without), columns checked."""
+    rows = list(rows)
+    for row in rows:
+        missing = [key for key in columns if key is not None and key not in row]
+        if missing:
+            raise KeyError(f"sweep row has no column {missing[0]!r}; columns are {list(row)}")
+    if group is None:
+        return {None: rows}
+    panels: dict[Any, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        panels.setdefault(row[group], []).append(row)
+    return panels
+
+
+def _panel_grid(count: int) -> tuple[Figure, list[Axes]]:
+    """A new figure with a grid of at least ``count`` panels (2 x 2 for four, else <= 3 wide)."""
+    from matplotlib.figure import Figure
+
+    cols = 2 if count == 4 else min(count, 3) or 1
+    n_rows = max(math.ceil(count / cols), 1)
+    fig = Figure(figsize=(4.6 * cols + 1.0, 3.4 * n_rows), layout="constrained")
+    return fig, list(fig.subplots(n_rows, cols, squeeze=False).ravel())
+
+
+def _sweep_axes(ax: Axes, x: str, y: str, logx: bool, name: Any) -> None:
+    """Labels, grid, log-2 x axis (optional) and title of one sweep panel."""
+    if logx:
+        from matplotlib.ticker import FuncFormatter
+
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.grid(True, alpha=0.3)
+    if name is not None:
+        ax.set_title(str(name))
 
 
 def recovery_curve(
@@ -626,15 +638,29 @@ def draw_network(
     span = np.ptp(np.array(points), axis=0) if points else np.zeros(2)
     fig, ax = _axes(ax, (float(np.clip(1.6 * span[0] + 2.5, 3, 12)),
                          float(np.clip(1.6 * span[1] + 2.2, 2.2, 10))))
-    radius, stub = 0.22, 0.55
-    label_box = dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="none", alpha=0.9)
+    angles = _draw_bonds(ax, net, xy, bond_labels)
+    extent = points + _draw_open_legs(ax, net, xy, angles)
+    for name, centre in xy.items():
+        ax.add_patch(Circle(centre, 0.22, facecolor="#dce9f5", edgecolor="0.2", linewidth=1.2,
+                            zorder=2))
+        ax.text(centre[0], centre[1], name, ha="center", va="center", fontsize="small",
+                zorder=4, gid=f"node:{name}")
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    if extent:
+        lo, hi = np.min(extent, axis=0) - 0.45, np.max(extent, axis=0) + 0.45
+        ax.set_xlim(lo[0], hi[0])
+        ax.set_ylim(lo[1], hi[1])
+    return _finish(fig, ax, title, path)
 
-    # Bonds; parallel bonds between one pair of nodes bow apart so each stays visible.
+
+def _draw_bonds(ax: Axes, net: TensorNetwork, xy: _XY, bond_labels: str) -> dict[str, list]:
+    """Draw the bonds (parallel ones bow apart); return the angles each node's bonds leave at."""
+    label_box = dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="none", alpha=0.9)
     pairs: dict[frozenset, list] = {}
     for bond in net.bonds:
         pairs.setdefault(frozenset(bond.nodes), []).append(bond)
     angles: dict[str, list[float]] = {name: [] for name in net.names}
-    extent = points[:]
     for group in pairs.values():
         for k, bond in enumerate(group):
             p, q = xy[bond.nodes[0]], xy[bond.nodes[1]]
@@ -652,8 +678,13 @@ def draw_network(
             for name, end in zip(bond.nodes, (p, q)):
                 towards = ctrl - end  # the curve's tangent at this end
                 angles[name].append(math.atan2(towards[1], towards[0]))
+    return angles
 
-    # Open legs as stubs pointing away from the bonds.
+
+def _draw_open_legs(ax: Axes, net: TensorNetwork, xy: _XY, angles: dict[str, list]) -> list:
+    """Draw open legs as stubs pointing away from the bonds; return their label positions."""
+    stub = 0.55
+    tips = []
     open_legs = set(net.open_legs)
     for node in net.nodes:
         legs = [leg for leg in node.legs if leg in open_legs]
@@ -664,18 +695,5 @@ def draw_network(
             tip = xy[node.name] + (stub + 0.15) * direction
             ax.text(tip[0], tip[1], leg, ha="center", va="center", fontsize="small",
                     color="tab:blue", gid=f"leg:{leg}")
-            extent.append(tip)
-
-    for name, centre in xy.items():
-        ax.add_patch(Circle(centre, radius, facecolor="#dce9f5", edgecolor="0.2", linewidth=1.2,
-                            zorder=2))
-        ax.text(centre[0], centre[1], name, ha="center", va="center", fontsize="small",
-                zorder=4, gid=f"node:{name}")
-
-    ax.set_aspect("equal")
-    ax.set_axis_off()
-    if extent:
-        lo, hi = np.min(extent, axis=0) - 0.45, np.max(extent, axis=0) + 0.45
-        ax.set_xlim(lo[0], hi[0])
-        ax.set_ylim(lo[1], hi[1])
-    return _finish(fig, ax, title, path)
+            tips.append(tip)
+    return tips
