@@ -153,8 +153,8 @@ def layer_aliases(model: nn.Module) -> dict[str, tuple[str, ...]]:
     for name, m in model.named_modules(remove_duplicate=False):
         if (
             isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))
-            and getattr(m, "weight", None) is not None
-            and not getattr(m, "transposed", False)
+            and m.weight is not None
+            and not getattr(m, "transposed", False)  # a Linear has no such flag
         ):
             names.setdefault(id(m), []).append(name)
     return {group[0]: tuple(group) for group in names.values()}
@@ -291,21 +291,22 @@ def end_layers(model: nn.Module, example_input: Any = None) -> EndLayers:
     (('trunk',), ('cls', 'reg'), 'fx')
     """
     order = list(_first_names(model).values())
-    notes = []
+    failed = None  # why the forward with hooks failed
     if example_input is not None:
         try:
             first, last = _hook_ends(model, example_input)
             return EndLayers(_ordered(first, order), _ordered(last, order), "hooks")
         except Exception as err:  # any failure: fall back to tracing
-            notes.append(f"the forward with hooks failed ({type(err).__name__}: {err})")
+            failed = f"the forward with hooks failed ({type(err).__name__}: {err})"
     try:
         first, last = _fx_ends(model)
-        note = "; ".join(notes) + "; found by torch.fx" if notes else None
+        note = None if failed is None else failed + "; found by torch.fx"
         return EndLayers(_ordered(first, order), _ordered(last, order), "fx", note)
     except Exception as err:  # fx refuses many models
-        notes.append(f"torch.fx could not trace the model ({type(err).__name__})")
+        untraced = f"torch.fx could not trace the model ({type(err).__name__})"
     note = (
-        "; ".join(notes)
+        ("" if failed is None else failed + "; ")
+        + untraced
         + ": 'first'/'last' are the first/last registered conv/linear layers"
         + ("" if example_input is not None else " (give example_input to find them by a forward)")
     )
@@ -373,32 +374,28 @@ def _hook_ends(model: nn.Module, example_input: Any) -> tuple[set[str], set[str]
     it comes from, or at the model inputs' leaves.
     """
     names = _first_names(model)
-    leaves: dict[int, str] = {}  # id(leaf) -> layer name, or "" for a model input
-    keep: list[torch.Tensor] = []
+    # id(leaf) -> (layer name, or "" for a model input; the leaf, kept alive so ids stay unique)
+    leaves: dict[int, tuple[str, torch.Tensor]] = {}
     first: set[str] = set()
 
     def fresh(t: torch.Tensor, tag: str) -> torch.Tensor:
         if not (isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex())):
             return t
         leaf = t.detach().requires_grad_()
-        leaves[id(leaf)] = tag
-        keep.append(leaf)
+        leaves[id(leaf)] = (tag, leaf)
         return leaf.clone()
 
-    def pre(module, args, name):
+    def pre(args: Any, name: str) -> None:
         for t in torch.utils._pytree.tree_leaves(args):
             if "" in _sources(t, leaves):
                 first.add(name)
-
-    def post(module, args, out, name):
-        return fresh(out, name)
 
     handles = []
     for m in model.modules():
         if id(m) in names:
             name = names[id(m)]
-            handles.append(m.register_forward_pre_hook(lambda mod, a, n=name: pre(mod, a, n)))
-            handles.append(m.register_forward_hook(lambda mod, a, o, n=name: post(mod, a, o, n)))
+            handles.append(m.register_forward_pre_hook(lambda _, a, n=name: pre(a, n)))
+            handles.append(m.register_forward_hook(lambda _, a, o, n=name: fresh(o, n)))
     try:
         with eval_mode(model), torch.enable_grad():
             out = model(*[fresh(a, "") for a in _inputs(example_input)])
@@ -413,12 +410,12 @@ def _hook_ends(model: nn.Module, example_input: Any) -> tuple[set[str], set[str]
     return first, last
 
 
-def _sources(t: Any, leaves: dict[int, str]) -> set[str]:
+def _sources(t: Any, leaves: dict[int, tuple[str, torch.Tensor]]) -> set[str]:
     """Tags of the tagged leaves the autograd graph of ``t`` reaches."""
     if not isinstance(t, torch.Tensor):
         return set()
     found = set()
-    todo = [t.grad_fn] if t.grad_fn is not None else []
+    todo = [t.grad_fn]
     seen = set()
     while todo:
         node = todo.pop()
@@ -428,7 +425,7 @@ def _sources(t: Any, leaves: dict[int, str]) -> set[str]:
         variable = getattr(node, "variable", None)
         if variable is not None:
             if id(variable) in leaves:
-                found.add(leaves[id(variable)])
+                found.add(leaves[id(variable)][0])
             continue
         todo.extend(fn for fn, _ in node.next_functions)
     return found
@@ -517,13 +514,11 @@ def _skipped(
 ) -> tuple[set[str], list[str]]:
     """The layers ``skip`` leaves out, and notes on how ``"first"``/``"last"`` were found."""
     drop: set[str] = set()
-    notes: list[str] = []
-    ends = None
+    wanted = any(entry in ("first", "last") for entry in skip)
+    ends = end_layers(model, example_input) if wanted else None
+    notes = [ends.note] if ends is not None and ends.note else []
     for entry in skip:
         if entry in ("first", "last"):
-            if ends is None:
-                ends = end_layers(model, example_input)
-                notes += [ends.note] if ends.note else []
             drop.update(ends.first if entry == "first" else ends.last)
             continue
         hits = [n for n, group in aliases.items() if any(matches(a, entry) for a in group)]

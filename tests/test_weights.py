@@ -296,6 +296,42 @@ def test_end_layers_fall_back_to_fx_when_outputs_have_no_autograd():
     assert end_layers(nn.Sequential(nn.ReLU())) == EndLayers((), (), "fx")
 
 
+class Diamonds(nn.Module):
+    """A chain of 60 diamonds (each value used twice): walks must not revisit nodes."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
+        self.register_buffer("scale", torch.full((4,), 0.5))
+
+    def forward(self, x):
+        h = self.a(x)
+        for _ in range(60):
+            h = h.relu() + h.sigmoid()
+        return self.b(x) * self.scale + h  # the buffer needs no gradient: a None in the graph
+
+
+def test_end_layers_through_shared_values_and_constants():
+    net = Diamonds()
+    for ends, method in ((end_layers(net), "fx"), (end_layers(net, torch.randn(2, 4)), "hooks")):
+        assert ends == EndLayers(("a", "b"), ("a", "b"), method)
+
+
+def test_a_model_whose_output_comes_from_its_input_alone_is_traced():
+    class Bypass(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x):
+            self.lin(x)
+            return x * 2
+
+    ends = end_layers(Bypass(), torch.randn(2, 4))
+    assert (ends.first, ends.last, ends.method) == (("lin",), (), "fx")
+    assert ends.note.startswith("the forward with hooks failed (RuntimeError: no layer output")
+
+
 def test_end_layers_take_integer_inputs_and_leave_the_model_as_it_was():
     class Embed(nn.Module):
         def __init__(self):

@@ -96,6 +96,10 @@ TESTS: dict[str, list[str]] = {
     ],
     "tensornet/analysis.py": ["tests/test_analysis.py", "tests/test_analysis_details.py"],
 
+    # the ground floor: weights and layer selection
+    "tensornet/weights.py": ["tests/test_weights.py"],
+    "tensornet/nn/select.py": ["tests/nn/test_select.py"],
+
     # nn: saving and loading compressed models
     "tensornet/nn/serialize.py": ["tests/nn/test_serialize.py"],
     "tensornet/nn/batchnorm.py": ["tests/nn/test_calibrate.py"],

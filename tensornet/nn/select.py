@@ -62,7 +62,7 @@ def unsupported_reason(module: nn.Module) -> str | None:
         return None
     if not isinstance(module, nn.modules.conv._ConvNd):
         return f"{type(module).__name__} is not a conv or linear layer"
-    if getattr(module, "transposed", False):
+    if module.transposed:
         return "transposed convolutions are not supported"
     if not isinstance(module, nn.Conv2d):
         return f"{type(module).__name__} is not supported (Conv2d and Linear are)"
