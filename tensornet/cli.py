@@ -28,7 +28,8 @@ import torch
 
 from .core.spectrum import Spectrum
 from .io import save_figure
-from .spectra import NoMatchingLayer, SpectrumTable, layer_name, weight_spectra
+from .spectra import SpectrumTable, layer_name, weight_spectra
+from .weights import NoMatchingLayer
 
 __all__ = ["CLIError", "load_state_dict", "main"]
 

@@ -417,6 +417,12 @@ def test_select_layers_warns_how_end_layers_were_found():
     chosen, notes = select_with_notes(net, None, ("last",), True, None, None)
     assert chosen == ["stem", "trunk.1", "cls"] and len(notes) == 1
     assert notes[0].startswith("torch.fx could not trace")
+    everything = ["stem", "trunk.1", "cls", "reg"]
+    assert select_with_notes(net, None, ("cls",), True, None, None) == (
+        ["stem", "trunk.1", "reg"],
+        [],
+    )  # end layers are looked for only when skip names them
+    assert select_with_notes(net, None, (), True, None, None) == (everything, [])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert select_layers(net, skip=("last",), example_input=X) == ["stem", "trunk.1"]
