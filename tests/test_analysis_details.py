@@ -17,12 +17,13 @@ from tensornet.analysis import (
     Cell,
     ResultStore,
     _evaluate_cell,
-    _run_distributed,
+    _SweepCell,
     chi_grid,
     replaced_weight,
     truncatable_layers,
     truncation_sweep,
 )
+from tensornet.runs import map_cells
 
 
 def small_model():
@@ -369,8 +370,8 @@ def test_a_stopped_dask_sweep_leaves_another_sweep_of_the_same_model_running():
     cells = [Cell("0", ("out",), "out|in,kh,kw", chi) for chi in (1, 2, 3)] * 2
     expected = [_evaluate_cell(small_model(), slow, c)["w2"] for c in cells]
     with dask_client() as client:
-        first = _run_distributed(client, model, slow, cells)
-        second = _run_distributed(client, model, slow, cells)
+        first = map_cells(_SweepCell(private=True), cells, executor=client, shared=(model, slow))
+        second = map_cells(_SweepCell(private=True), cells, executor=client, shared=(model, slow))
         next(first)
         got = [next(second)["w2"]]
         first.close()  # cancels its futures and its scattered model
