@@ -175,7 +175,7 @@ def test_settings_messages_and_state():
         assert tn.cache_info()["maxsize"] == 7
     finally:
         tn.set_max_intermediate(before, slicing=False)
-        tn.set_cache_size(512)
+        tn.set_cache_size(1024)
 
 
 def chain(n=8, seed=0):
@@ -281,7 +281,7 @@ def test_a_one_entry_cache_keeps_the_latest():
         chain(5).contract()
         assert tn.cache_info() == {"hits": 1, "misses": 2, "size": 1, "maxsize": 1}
     finally:
-        tn.set_cache_size(512)
+        tn.set_cache_size(1024)
 
 
 def test_plan_text_of_two_steps():
