@@ -44,6 +44,9 @@ __all__ = [
     "cached",
     "compiled",
     "find_path",
+    "einsum_equation",
+    "leg_symbols",
+    "optimizer_key",
     "prepared",
     "cache_info",
     "clear_cache",
@@ -167,8 +170,12 @@ _NAMED_OPTIMIZERS = (
 )  # fmt: skip
 
 
-def _optimizer_key(optimize: Optimize) -> tuple[Hashable, str]:
-    """A hashable cache key and a readable name for ``optimize``; validates it."""
+def optimizer_key(optimize: Optimize) -> tuple[Hashable, str]:
+    """A hashable cache key and a readable name for ``optimize``; validates it.
+
+    >>> optimizer_key("greedy"), optimizer_key([(0, 1)])
+    (('greedy', 'greedy'), (('path', ((0, 1),)), 'explicit-path'))
+    """
     if optimize is None:
         return "default", "default"
     if isinstance(optimize, str):
@@ -200,7 +207,12 @@ def _optimizer_key(optimize: Optimize) -> tuple[Hashable, str]:
     )
 
 
-def _symbols(inputs: Sequence[tuple[str, ...]]) -> dict[str, str]:
+def leg_symbols(inputs: Sequence[tuple[str, ...]]) -> dict[str, str]:
+    """opt_einsum symbols for leg names, in order of first appearance.
+
+    >>> leg_symbols([("i", "j"), ("j", "k")])
+    {'i': 'a', 'j': 'b', 'k': 'c'}
+    """
     symbols: dict[str, str] = {}
     for legs in inputs:
         for leg in legs:
@@ -209,8 +221,13 @@ def _symbols(inputs: Sequence[tuple[str, ...]]) -> dict[str, str]:
     return symbols
 
 
-def _equation(inputs: Sequence[tuple[str, ...]], output: tuple[str, ...]) -> str:
-    symbols = _symbols(inputs)
+def einsum_equation(inputs: Sequence[tuple[str, ...]], output: tuple[str, ...]) -> str:
+    """The einsum equation of a contraction over named legs (symbols of :func:`leg_symbols`).
+
+    >>> einsum_equation([("i", "j"), ("j", "k")], ("k", "i"))
+    'ab,bc->ca'
+    """
+    symbols = leg_symbols(inputs)
     lhs = ",".join("".join(symbols[leg] for leg in legs) for legs in inputs)
     return lhs + "->" + "".join(symbols[leg] for leg in output)
 
@@ -362,7 +379,7 @@ def find_path(
     ``opt_einsum.contract_path`` (with ``memory_limit``). ``info`` is opt_einsum's report or
     None.
     """
-    opt_key, name = _optimizer_key(optimize)
+    opt_key, name = optimizer_key(optimize)
     if optimize is None or isinstance(optimize, DefaultOptimizer):
         choice = (optimize or _DEFAULT_OPTIMIZER).search(sym_inputs, sym_output, size_dict)
         return choice.path, f"default:{choice.optimizer}", None, choice.estimated_seconds
@@ -394,7 +411,7 @@ def compiled(
     ``inputs``/``shapes`` are per operand; callers validate consistency beforehand. The program
     is called with the operand tensors (of one dtype) and returns the result.
     """
-    key = (inputs, shapes, output, _optimizer_key(optimize)[0], dtype, device)
+    key = (inputs, shapes, output, optimizer_key(optimize)[0], dtype, device)
     return cached(key, lambda: _compile(inputs, shapes, output, optimize))
 
 
@@ -404,8 +421,8 @@ def _compile(
     output: tuple[str, ...],
     optimize: Optimize,
 ) -> tuple[Plan, Any]:
-    symbols = _symbols(inputs)
-    equation = _equation(inputs, output)
+    symbols = leg_symbols(inputs)
+    equation = einsum_equation(inputs, output)
     sym_inputs = [frozenset(symbols[leg] for leg in legs) for legs in inputs]
     sym_output = frozenset(symbols[leg] for leg in output)
     size_dict = {
@@ -463,7 +480,7 @@ def _sliced(
 def _slice(
     plan: Plan, shapes: tuple[tuple[int, ...], ...], limit: int, dtype, device
 ) -> tuple[Plan, SlicedContraction]:
-    symbols = _symbols(plan.inputs)
+    symbols = leg_symbols(plan.inputs)
     back = {s: leg for leg, s in symbols.items()}
     sym_inputs = [frozenset(symbols[leg] for leg in legs) for legs in plan.inputs]
     sym_output = frozenset(symbols[leg] for leg in plan.output)

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from .contract import Plan, _equation, _optimizer_key, _symbols, cached, find_path
+from .contract import Plan, cached, einsum_equation, find_path, leg_symbols, optimizer_key
 from .pathfind import DefaultOptimizer
 
 __all__ = ["EinsumProgram", "einsum", "plan_einsum"]
@@ -155,8 +155,8 @@ def _plan(
     optimize: Any,
     memory_limit: int | None,
 ) -> tuple[Plan, EinsumProgram]:
-    symbols, equation = _symbols(inputs), _equation(inputs, output)
-    name = _optimizer_key(optimize)[1]
+    symbols, equation = leg_symbols(inputs), einsum_equation(inputs, output)
+    name = optimizer_key(optimize)[1]
     if len(inputs) == 1:
         path, flops, naive = [(0,)], math.prod(shapes[0]), math.prod(shapes[0])
         largest = math.prod([shapes[0][inputs[0].index(leg)] for leg in output])
@@ -223,7 +223,7 @@ def plan_einsum(
             "einsum: optimize must be an opt_einsum optimizer name, an explicit path or a "
             "PathOptimizer (the default policy plans networks only)"
         )
-    key = ("einsum", inputs_t, shapes_t, output_t, _optimizer_key(optimize)[0], memory_limit)
+    key = ("einsum", inputs_t, shapes_t, output_t, optimizer_key(optimize)[0], memory_limit)
     return cached(key, lambda: _plan(inputs_t, shapes_t, output_t, optimize, memory_limit))
 
 

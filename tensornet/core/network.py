@@ -379,10 +379,6 @@ class TensorNetwork:
         out = self._check_output(output)
         dtype, device = self._common_dtype_device()
         _, program = prepared(
-            inputs, shapes, out, optimize, dtype, device, max_intermediate, slicing, refuse=False
-        )
-        program(*tensors)
-        prepared(
             inputs, shapes, out, optimize, dtype, device, max_intermediate, slicing
         )
         needed = netcontract.remember(self._memo, key, program, out, dtype, device, tensors)
