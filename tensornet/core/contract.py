@@ -361,11 +361,9 @@ def set_cache_size(maxsize: int) -> None:
 
 
 def find_path(
-    equation: str,
+    inputs: Sequence[tuple[str, ...]],
     shapes: Sequence[tuple[int, ...]],
-    sym_inputs: Sequence[frozenset[str]],
-    sym_output: frozenset[str],
-    size_dict: dict[str, int],
+    output: tuple[str, ...],
     optimize: Optimize,
     *,
     memory_limit: int | None = None,
@@ -373,28 +371,39 @@ def find_path(
 ) -> tuple[tuple[tuple[int, ...], ...], str, Any, float]:
     """The one path search of every contraction route: ``(path, name, info, estimated)``.
 
-    None or a :class:`DefaultOptimizer` runs the default policy (``name`` says which search
-    won, ``estimated`` its predicted seconds); an explicit path is checked and used as given
+    ``inputs`` and ``output`` are leg names, ``shapes`` the operands' shapes. None or a
+    :class:`DefaultOptimizer` runs the default policy (``name`` says which search won,
+    ``estimated`` its predicted seconds); an explicit path is checked and used as given
     (through opt_einsum when ``report`` asks for its ``PathInfo``); anything else goes to
     ``opt_einsum.contract_path`` (with ``memory_limit``). ``info`` is opt_einsum's report or
     None.
+
+    >>> find_path([("i", "j"), ("j", "k"), ("k", "l")], [(2, 9), (9, 9), (9, 2)], ("i", "l"),
+    ...           "greedy")[:2]
+    (((0, 1), (0, 1)), 'greedy')
     """
     opt_key, name = optimizer_key(optimize)
     if optimize is None or isinstance(optimize, DefaultOptimizer):
-        choice = (optimize or _DEFAULT_OPTIMIZER).search(sym_inputs, sym_output, size_dict)
+        symbols = leg_symbols(inputs)
+        choice = (optimize or _DEFAULT_OPTIMIZER).search(
+            [frozenset(symbols[leg] for leg in legs) for legs in inputs],
+            frozenset(symbols[leg] for leg in output),
+            {symbols[x]: d for legs, shape in zip(inputs, shapes) for x, d in zip(legs, shape)},
+        )
         return choice.path, f"default:{choice.optimizer}", None, choice.estimated_seconds
     if opt_key[0] == "path":
         if not report:
-            if sym_inputs:  # refused before planning, with the step at fault
+            if inputs:  # refused before planning, with the step at fault
                 try:
-                    linear_to_pairs(len(sym_inputs), opt_key[1])
+                    linear_to_pairs(len(inputs), opt_key[1])
                 except ValueError as err:
                     raise ValueError(f"optimize {err}") from None
             return opt_key[1], name, None, 0.0
         optimize = list(opt_key[1])
     found, info = oe.contract_path(
-        equation, *shapes, shapes=True, optimize=optimize, memory_limit=memory_limit
-    )
+        einsum_equation(inputs, output), *shapes, shapes=True, optimize=optimize,
+        memory_limit=memory_limit,
+    )  # fmt: skip
     return tuple(tuple(int(i) for i in step) for step in found), name, info, 0.0
 
 
@@ -429,9 +438,7 @@ def _compile(
         symbols[leg]: d for legs, shape in zip(inputs, shapes) for leg, d in zip(legs, shape)
     }
     start = time.perf_counter()
-    path, opt_name, info, estimated = find_path(
-        equation, shapes, sym_inputs, sym_output, size_dict, optimize
-    )
+    path, opt_name, info, estimated = find_path(inputs, shapes, output, optimize)
     searched = time.perf_counter() - start
     if len(inputs) == 1 and not path:
         path = ((0,),)

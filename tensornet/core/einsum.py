@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from .contract import Plan, cached, einsum_equation, find_path, leg_symbols, optimizer_key
+from .contract import Plan, cached, einsum_equation, find_path, optimizer_key
 from .pathfind import DefaultOptimizer
 
 __all__ = ["EinsumProgram", "einsum", "plan_einsum"]
@@ -155,18 +155,15 @@ def _plan(
     optimize: Any,
     memory_limit: int | None,
 ) -> tuple[Plan, EinsumProgram]:
-    symbols, equation = leg_symbols(inputs), einsum_equation(inputs, output)
+    equation = einsum_equation(inputs, output)
     name = optimizer_key(optimize)[1]
     if len(inputs) == 1:
         path, flops, naive = [(0,)], math.prod(shapes[0]), math.prod(shapes[0])
         largest = math.prod([shapes[0][inputs[0].index(leg)] for leg in output])
     else:
-        sym_inputs = [frozenset(symbols[leg] for leg in legs) for legs in inputs]
-        sizes = {symbols[x]: d for legs, shape in zip(inputs, shapes) for x, d in zip(legs, shape)}
         path, name, info, _ = find_path(
-            equation, shapes, sym_inputs, frozenset(symbols[leg] for leg in output), sizes,
-            optimize, memory_limit=memory_limit, report=True,
-        )  # fmt: skip
+            inputs, shapes, output, optimize, memory_limit=memory_limit, report=True
+        )
         flops, naive, largest = info.opt_cost, info.naive_cost, info.largest_intermediate
     plan = Plan(
         equation=equation,

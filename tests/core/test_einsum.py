@@ -121,6 +121,9 @@ def test_single_operand_transposes_and_sums():
     t = rand(2, 3, 4)
     plan, program = plan_einsum([("a", "b", "c")], [(2, 3, 4)], ("c", "a"))
     assert plan.path == ((0,),) and plan.flops == plan.naive_flops == 24
+    assert plan.optimizer == "auto"  # the name given (nothing to search for one operand)
+    assert plan_einsum([("a", "b")], [(2, 3)], ("b",), optimize="greedy")[0].optimizer == "greedy"
+    assert plan_einsum([("a", "b")], [(2, 3)], ("b",), [(0,)])[0].optimizer == "explicit-path"
     assert plan.largest_intermediate == 8
     torch.testing.assert_close(program(t), t.sum(1).T)
     torch.testing.assert_close(einsum([("a", "b", "c")], [t], ()), t.sum())
@@ -261,9 +264,13 @@ def test_one_cache_counts_clears_and_bounds_both_contraction_routes():
 
 
 def test_einsum_refuses_the_network_policy_and_names_unknown_optimizers():
-    with pytest.raises(TypeError, match="^einsum: optimize must be an opt_einsum optimizer name"):
+    message = (
+        r"^einsum: optimize must be an opt_einsum optimizer name, an explicit path or a "
+        r"PathOptimizer \(the default policy plans networks only\)$"
+    )
+    with pytest.raises(TypeError, match=message):
         plan_einsum([("a", "b")], [(2, 3)], ("a",), optimize=None)
-    with pytest.raises(TypeError, match="the default policy plans networks only"):
+    with pytest.raises(TypeError, match=message):
         plan_einsum([("a", "b")], [(2, 3)], ("a",), optimize=tn.DefaultOptimizer())
     with pytest.raises(ValueError, match="^optimize='fastest' is not an opt_einsum path optimizer"):
         plan_einsum([("a", "b"), ("b", "c")], [(2, 3), (3, 4)], ("a", "c"), optimize="fastest")
