@@ -4,6 +4,8 @@ Every cell (one layer, one cut, one chi) truncates that layer's weight along tha
 singular values, calls ``evaluate(model)``, and restores the weight. Results go to a JSON-lines
 file one finished cell at a time (each row is a single appended, fsync'ed line; a torn last line
 from a killed run is discarded), so a rerun skips the finished cells and returns the same table.
+The store and the engines that run the cells (here, ``concurrent.futures``, Dask) are those of
+:mod:`tensornet.runs`.
 
 Examples
 --------
