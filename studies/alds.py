@@ -54,6 +54,7 @@ from studies.verdicts.alds import (  # noqa: F401  (the verdict code, re-exporte
     findings,
     paper_number,
 )
+from tensornet import runs
 from tensornet.analysis import ResultStore
 from tensornet.io import atomic_write_text
 
@@ -278,24 +279,7 @@ def map_cells(
     ctx: CellContext, cells: Sequence[tuple[str, float]], executor: Any
 ) -> Iterable[dict[str, Any]]:
     """Run cells here (in order) or on a Dask client (as they finish) or a futures executor."""
-    if not cells:
-        return
-    if executor is None:
-        for cell in cells:
-            yield run_cell(ctx, cell)
-    elif hasattr(executor, "scatter") and hasattr(executor, "submit"):  # distributed.Client
-        from distributed import as_completed
-
-        (shared,) = executor.scatter([ctx], broadcast=True, hash=False)
-        futures = [executor.submit(run_cell, shared, cell, pure=False) for cell in cells]
-        try:
-            for future in as_completed(futures):
-                yield future.result()
-                future.release()
-        finally:
-            executor.cancel([*futures, shared])
-    else:
-        yield from executor.map(run_cell, [ctx] * len(cells), cells)
+    return runs.map_cells(run_cell, cells, executor=executor, shared=(ctx,))
 
 
 # -- one seed -----------------------------------------------------------------------------------

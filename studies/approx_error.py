@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -63,6 +62,7 @@ from studies.verdicts.approx_error import (  # noqa: F401  (the verdict code, re
     tau_difference,
     verdict,
 )
+from tensornet import runs
 from tensornet.analysis import ResultStore
 from tensornet.io import atomic_write_text
 from tensornet.nn import TNConv2d
@@ -278,24 +278,7 @@ def run_cells(ctx: CellContext, cells: Sequence[Cell], executor: Any) -> Iterabl
     As in :func:`tensornet.analysis.truncation_sweep`: a ``distributed.Client`` gets the context
     once per worker (scattered); only the caller writes results.
     """
-    if not cells:
-        return
-    if executor is None:
-        for cell in cells:
-            yield run_cell(ctx, cell)
-    elif hasattr(executor, "scatter") and hasattr(executor, "submit"):
-        from distributed import as_completed
-
-        shared = executor.scatter(ctx, broadcast=True, hash=False)
-        futures = [executor.submit(run_cell, shared, c, pure=False) for c in cells]
-        try:
-            for future in as_completed(futures):
-                yield future.result()
-                future.release()
-        finally:
-            executor.cancel([*futures, shared])
-    else:
-        yield from executor.map(functools.partial(run_cell, ctx), cells)
+    return runs.map_cells(run_cell, cells, executor=executor, shared=(ctx,))
 
 
 # -- one seed -----------------------------------------------------------------------------------

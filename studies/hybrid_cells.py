@@ -24,6 +24,7 @@ Examples
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import math
 import time
@@ -37,6 +38,7 @@ from torch import nn
 
 from studies.common.data import DatasetSplits
 from studies.common.training import correct, evaluate, pack_correct, train
+from tensornet import runs
 from tensornet.formats import Structure, get_format
 from tensornet.formats.ht import DimensionTree
 from tensornet.formats.tensorize import balanced_factors
@@ -508,25 +510,8 @@ def run_cells(
     On a cluster the model and the data are scattered to every worker once; each task names
     them and works on its own copy. Only the caller writes the results.
     """
-    if executor is None:
-        for cell in cells:
-            yield run_cell(model, data, cell, specs, tune)
-        return
-    if not cells:
-        return
-    from distributed import as_completed
-
-    shared_model, shared_data = executor.scatter([model, data], broadcast=True, hash=False)
-    futures = [
-        executor.submit(run_cell, shared_model, shared_data, c, list(specs), tune, pure=False)
-        for c in cells
-    ]
-    try:
-        for future in as_completed(futures):
-            yield future.result()
-            future.release()
-    finally:
-        executor.cancel([*futures, shared_model, shared_data])
+    task = functools.partial(run_cell, specs=list(specs), tune=tune)
+    return runs.map_cells(task, cells, executor=executor, shared=(model, data))
 
 
 def accuracy_of(row: Mapping[str, Any], stage: str) -> float:

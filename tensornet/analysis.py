@@ -4,6 +4,8 @@ Every cell (one layer, one cut, one chi) truncates that layer's weight along tha
 singular values, calls ``evaluate(model)``, and restores the weight. Results go to a JSON-lines
 file one finished cell at a time (each row is a single appended, fsync'ed line; a torn last line
 from a killed run is discarded), so a rerun skips the finished cells and returns the same table.
+The store and the engines that run the cells (here, ``concurrent.futures``, Dask) are those of
+:mod:`tensornet.runs`.
 
 Examples
 --------
@@ -24,12 +26,10 @@ True
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Executor
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +42,7 @@ from .core.node import Node
 from .core.spectrum import Spectrum, cuts
 from .core.truncation import Truncation
 from .core.validate import check_finite, is_int
+from .runs import ResultStore, map_cells
 from .spectra import spectrum
 from .weights import KERNEL_LEGS, select_layers
 
@@ -124,72 +125,6 @@ class Cell:
     def key(self) -> str:
         """The cell's identity in a results file: ``layer<TAB>cut<TAB>chi``."""
         return f"{self.layer}\t{self.cut}\t{self.chi}"
-
-
-def _strict_json(value: Any) -> Any:
-    """``value`` with NaN and infinities replaced by ``None`` (recursively)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {k: _strict_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict_json(v) for v in value]
-    return value
-
-
-class ResultStore:
-    """Append-only JSON-lines results: one row per finished cell, with a header row of config.
-
-    Rerunning with a different ``config`` raises instead of mixing results.
-    """
-
-    def __init__(self, path: str | os.PathLike, config: Mapping[str, Any] | None = None) -> None:
-        self.path = os.fspath(path)
-        self.config = json.loads(json.dumps(dict(config or {}), sort_keys=True, default=str))
-        directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, exist_ok=True)
-        rows = self._read()
-        if rows and rows[0].get("kind") == "config":
-            if rows[0]["config"] != self.config:
-                raise ValueError(
-                    f"{self.path} holds results of another configuration ({rows[0]['config']}); "
-                    "use another results path or delete it"
-                )
-            self.rows = rows[1:]
-        else:
-            if rows:
-                raise ValueError(f"{self.path} is not a tensornet results file (no config header)")
-            self._append({"kind": "config", "config": self.config})
-            self.rows = []
-        self.done = {row["key"] for row in self.rows if "key" in row}
-
-    def _read(self) -> list[dict]:
-        if not os.path.exists(self.path):
-            return []
-        with open(self.path, "rb") as f:
-            data = f.read()
-        complete, _, torn = data.rpartition(b"\n")
-        if torn:  # a killed run left half a line: drop it so the next append starts clean
-            with open(self.path, "r+b") as f:
-                f.truncate(len(complete) + (1 if complete else 0))
-        return [json.loads(line) for line in complete.decode().splitlines() if line.strip()]
-
-    def _append(self, row: Mapping[str, Any]) -> None:
-        # strict JSON: a NaN/inf metric is written as null, which every JSON reader accepts
-        line = (json.dumps(_strict_json(row), sort_keys=True, allow_nan=False) + "\n").encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def add(self, row: Mapping[str, Any]) -> None:
-        """Record one finished cell (its ``key`` marks it done)."""
-        self._append(row)
-        self.rows.append(dict(row))
-        if "key" in row:
-            self.done.add(row["key"])
 
 
 def _as_metrics(value: Metrics) -> dict[str, float]:
@@ -281,7 +216,7 @@ def truncation_sweep(
     chis: Sequence[int] | Callable[[Spectrum], Sequence[int]] | None = None,
     results: str | os.PathLike | None = None,
     config: Mapping[str, Any] | None = None,
-    executor: Executor | None = None,
+    executor: Any = None,
     progress: bool | None = None,
 ) -> list[dict[str, Any]]:
     """Evaluate ``model`` with one layer truncated along one cut at a time, for each chi.
@@ -307,12 +242,12 @@ def truncation_sweep(
     config : mapping, optional
         Stored with the results; a rerun with another config raises ValueError.
     executor : concurrent.futures.Executor or distributed.Client, optional
-        Runs cells through ``executor.map``, each on its own deep copy of the model (threads,
-        processes, or a Dask/Ray executor with that interface). A Dask ``distributed.Client``
-        gets the model and ``evaluate`` once per worker (scattered, not pickled into every
-        cell); the cells then run on the cluster in any order. Either way only this process
-        writes ``results``, so resuming works as in a serial run and the returned table is
-        the same. Default: in this process.
+        Runs the cells through :func:`tensornet.runs.map_cells`, each on its own deep copy of
+        the model (threads, processes, or a Dask/Ray executor with that interface). A Dask
+        ``distributed.Client`` gets the model and ``evaluate`` once per worker (scattered, not
+        pickled into every cell); the cells then run on the cluster in any order. Either way
+        only this process writes ``results``, so resuming works as in a serial run and the
+        returned table is the same. Default: in this process.
     progress : bool, optional
         tqdm bar; default on when stderr is a terminal.
 
@@ -323,9 +258,30 @@ def truncation_sweep(
         discarded_weight, norm_kept, entropy`` and the evaluation's metrics.
     """
     names = truncatable_layers(model, layers)
-    requested = _cut_spec(cuts)
     if chis is not None and not callable(chis):
         chis = _check_chis(chis, "chis")
+    plan = _plan_cells(model, names, _cut_spec(cuts), chis)
+    store = ResultStore(results, config)
+    todo = store.todo(plan, _key)
+    task = _SweepCell(private=executor is not None)
+    rows = map_cells(task, todo, executor=executor, shared=(model, evaluate))
+    show = sys.stderr.isatty() if progress is None else progress
+    for row in tqdm(rows, total=len(todo), disable=not show, desc="truncation sweep"):
+        store.add(row)
+    return store.table(plan, _key)
+
+
+def _key(cell: Cell) -> str:
+    return cell.key
+
+
+def _plan_cells(
+    model: torch.nn.Module,
+    names: Sequence[str],
+    requested: list[tuple[str, ...]] | None,
+    chis: Sequence[int] | Callable[[Spectrum], Sequence[int]] | None,
+) -> list[Cell]:
+    """The cells of a sweep, in layer, cut, chi order (ValueError for a cut used nowhere)."""
     plan: list[Cell] = []
     used: set[tuple[str, ...]] = set()
     for name in names:
@@ -344,24 +300,14 @@ def truncation_sweep(
             # full rank is always a cell: it is the untruncated reference every analysis needs
             for chi in sorted({min(c, sp.chi_max) for c in grid} | {sp.chi_max}):
                 plan.append(Cell(name, left, sp.label, chi))
-    if requested is not None:
-        unused = [left for left in requested if left not in used]
-        if unused:
-            shown = {name: KERNEL_LEGS[model.get_submodule(name).weight.ndim] for name in names}
-            raise ValueError(
-                f"cuts {unused} apply to none of the layers swept (their legs: {shown}); a cut "
-                "names legs of KERNEL_LEGS on one side, and leaves at least one leg on the other"
-            )
-    store = ResultStore(results, config) if results is not None else None
-    todo = [cell for cell in plan if store is None or cell.key not in store.done]
-    rows: dict[str, dict[str, Any]] = {}
-    if store is not None:
-        rows.update({row["key"]: row for row in store.rows if "key" in row})
-    for row in _run(model, evaluate, todo, executor, progress):
-        if store is not None:
-            store.add(row)
-        rows[row["key"]] = row
-    return [rows[cell.key] for cell in plan]
+    unused = [left for left in requested or () if left not in used]
+    if unused:
+        shown = {name: KERNEL_LEGS[model.get_submodule(name).weight.ndim] for name in names}
+        raise ValueError(
+            f"cuts {unused} apply to none of the layers swept (their legs: {shown}); a cut "
+            "names legs of KERNEL_LEGS on one side, and leaves at least one leg on the other"
+        )
+    return plan
 
 
 def _check_chis(chis: Any, what: str) -> list[int]:
@@ -380,71 +326,29 @@ def _check_chis(chis: Any, what: str) -> list[int]:
     return [int(c) for c in values]
 
 
-def _run(
-    model: torch.nn.Module,
-    evaluate: Evaluate,
-    cells: Sequence[Cell],
-    executor: Executor | None,
-    progress: bool | None,
-) -> Iterable[dict[str, Any]]:
-    show = sys.stderr.isatty() if progress is None else progress
-    if executor is None:
-        results: Iterable[dict[str, Any]] = _run_local(model, evaluate, cells)
-    elif hasattr(executor, "scatter") and hasattr(executor, "submit"):  # distributed.Client
-        results = _run_distributed(executor, model, evaluate, cells)
-    else:
-        results = executor.map(_CopyingTask(model, evaluate), cells)
-    yield from tqdm(results, total=len(cells), disable=not show, desc="truncation sweep")
+class _SweepCell:
+    """``map_cells`` task: one cell, reusing the SVD of the last (layer, cut) it saw.
 
+    With ``private`` (any executor) each cell runs on a deep copy of the model, so threads and
+    the cells of one Dask worker never see each other's truncated weights; here the model is
+    truncated in place and restored. The SVD is always taken of the shared, unchanged weight.
+    """
 
-def _run_local(
-    model: torch.nn.Module, evaluate: Evaluate, cells: Sequence[Cell]
-) -> Iterable[dict[str, Any]]:
-    """Cells in order, factorising each (layer, cut) once (cells come grouped that way)."""
-    factors, current = None, None
-    for cell in cells:
-        if (cell.layer, cell.left_legs) != current:
-            current = (cell.layer, cell.left_legs)
+    def __init__(self, private: bool) -> None:
+        self.private = private
+        self._last: tuple[tuple[str, tuple[str, ...]], _CutFactors] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"private": self.private, "_last": None}  # the factors stay in this process
+
+    def __call__(self, model: torch.nn.Module, evaluate: Evaluate, cell: Cell) -> dict[str, Any]:
+        which = (cell.layer, cell.left_legs)
+        last = self._last
+        if last is None or last[0] != which:
             weight = model.get_submodule(cell.layer).weight.detach()
-            factors = _CutFactors(weight, cell.left_legs)
-        yield _evaluate_cell(model, evaluate, cell, factors)
-
-
-def _run_distributed(
-    client: Any, model: torch.nn.Module, evaluate: Evaluate, cells: Sequence[Cell]
-) -> Iterable[dict[str, Any]]:
-    """Cells on a Dask cluster, yielded as they finish; cancelled if the caller stops early."""
-    if not cells:
-        return
-    from distributed import as_completed
-
-    # Sent to every worker once; each task then names the worker-local copies.
-    shared_model, shared_evaluate = client.scatter([model, evaluate], broadcast=True, hash=False)
-    futures = [
-        client.submit(_remote_cell, shared_model, shared_evaluate, cell, pure=False)
-        for cell in cells
-    ]
-    try:
-        for future in as_completed(futures):
-            yield future.result()
-            future.release()
-    finally:  # an interrupted sweep leaves nothing running on the cluster
-        client.cancel([*futures, shared_model, shared_evaluate])
-
-
-def _remote_cell(model: torch.nn.Module, evaluate: Evaluate, cell: Cell) -> dict[str, Any]:
-    """One cell on a worker, on a private copy (a worker may run several tasks at once)."""
-    return _evaluate_cell(copy.deepcopy(model), evaluate, cell)
-
-
-class _CopyingTask:
-    """Picklable callable that evaluates a cell on a private copy of the model."""
-
-    def __init__(self, model: torch.nn.Module, evaluate: Evaluate) -> None:
-        self.model, self.evaluate = model, evaluate
-
-    def __call__(self, cell: Cell) -> dict[str, Any]:
-        return _evaluate_cell(copy.deepcopy(self.model), self.evaluate, cell)
+            last = self._last = (which, _CutFactors(weight, cell.left_legs))
+        target = copy.deepcopy(model) if self.private else model
+        return _evaluate_cell(target, evaluate, cell, last[1])
 
 
 def truncate_layers(

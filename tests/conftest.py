@@ -40,10 +40,8 @@ if os.environ.get("TENSORNET_HYPOTHESIS_PROFILE") == "mutate":
     @pytest.fixture(autouse=True)
     def _no_plans_cached_before_the_test():
         import tensornet as tn
-        from tensornet.core.einsum import _compiled
 
-        tn.clear_cache()
-        _compiled.cache_clear()
+        tn.clear_cache()  # every route's plans: one cache
 
     def _fresh_dask_offload_thread() -> None:
         # Dask (de)serializes through a module-level one-thread pool; a forked child inherits

@@ -17,12 +17,13 @@ from tensornet.analysis import (
     Cell,
     ResultStore,
     _evaluate_cell,
-    _run_distributed,
+    _SweepCell,
     chi_grid,
     replaced_weight,
     truncatable_layers,
     truncation_sweep,
 )
+from tensornet.runs import map_cells
 
 
 def small_model():
@@ -248,8 +249,35 @@ def test_a_file_holding_only_a_torn_line_is_restarted(tmp_path):
 class SerialExecutor:
     """An executor interface that runs the tasks one after another in this thread."""
 
+    def __init__(self):
+        self.mapped = []
+
     def map(self, fn, items):
+        items = list(items)
+        self.mapped.extend(items)
         return map(fn, items)
+
+
+def test_cells_run_on_the_executor_given_and_in_process_on_the_model_itself():
+    """With an executor every cell goes through its ``map`` on a copy of the model; without
+    one, ``evaluate`` gets the caller's model itself (a large model is never duplicated)."""
+    model = small_model()
+    seen = []
+
+    def evaluate(m):
+        seen.append(m is model)
+        return weight_norm_metric(m)
+
+    local = truncation_sweep(model, evaluate, layers="2", chis=[1, 2])
+    assert seen == [True] * len(local) and len(local) == 3
+    seen.clear()
+    executor = SerialExecutor()
+    pooled = truncation_sweep(model, evaluate, layers="2", chis=[1, 2], executor=executor)
+    assert seen == [False] * len(local)
+    assert [(c.layer, c.cut, c.chi) for c in executor.mapped] == [
+        (r["layer"], r["cut"], r["chi"]) for r in local
+    ]
+    assert [r["w2"] for r in pooled] == [r["w2"] for r in local]
 
 
 def dask_client():
@@ -369,8 +397,8 @@ def test_a_stopped_dask_sweep_leaves_another_sweep_of_the_same_model_running():
     cells = [Cell("0", ("out",), "out|in,kh,kw", chi) for chi in (1, 2, 3)] * 2
     expected = [_evaluate_cell(small_model(), slow, c)["w2"] for c in cells]
     with dask_client() as client:
-        first = _run_distributed(client, model, slow, cells)
-        second = _run_distributed(client, model, slow, cells)
+        first = map_cells(_SweepCell(private=True), cells, executor=client, shared=(model, slow))
+        second = map_cells(_SweepCell(private=True), cells, executor=client, shared=(model, slow))
         next(first)
         got = [next(second)["w2"]]
         first.close()  # cancels its futures and its scattered model

@@ -53,6 +53,10 @@ TESTS: dict[str, list[str]] = {
 
     # core: the graph, gauges, linear algebra
     "tensornet/core/network.py": ["tests/core/test_network.py", "tests/core/test_network_calls.py"],
+    "tensornet/core/netcontract.py": [
+        "tests/core/test_network.py", "tests/core/test_network_calls.py",
+        "tests/core/test_planning.py",
+    ],
     "tensornet/core/node.py": ["tests/core/test_node.py"],
     "tensornet/core/gauge.py": ["tests/core/test_gauge.py"],
     "tensornet/core/linalg.py": ["tests/core/test_linalg.py", "tests/core/test_gradients.py"],
@@ -95,6 +99,7 @@ TESTS: dict[str, list[str]] = {
         "tests/formats/test_tr_lowrank_grouped.py", "tests/formats/test_grouped_details.py"
     ],
     "tensornet/analysis.py": ["tests/test_analysis.py", "tests/test_analysis_details.py"],
+    "tensornet/runs.py": ["tests/test_runs.py", "tests/test_analysis_details.py"],
 
     # the ground floor: weights and layer selection
     "tensornet/weights.py": ["tests/test_weights.py"],

@@ -67,11 +67,10 @@ MUTANTS: dict[str, tuple[str, str, str, list[str], str]] = {
     ),
     "plan_before_lookup": (
         "tensornet/core/contract.py",
-        "    hit = _CACHE.get(key)\n    if hit is not None:\n        return hit\n    symbols = _symbols(inputs)\n"
-        "    equation = (",
-        "    symbols = _symbols(inputs)\n    equation = (",
+        "    hit = _CACHE.get(key)\n    if hit is None:\n        hit = build()\n",
+        "    hit = None\n    if hit is None:\n        hit = build()\n",
         ["tests/core/test_contract.py", "tests/core/test_planning.py"],
-        "compiled() plans before looking the key up (a repeat plans again)",
+        "cached() plans without looking the key up (a repeat plans again)",
     ),
     "max_intermediate_after": (
         "tensornet/core/network.py",

@@ -24,7 +24,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +41,12 @@ __all__ = [
     "Contraction",
     "DefaultOptimizer",
     "plan_contraction",
+    "cached",
     "compiled",
+    "find_path",
+    "einsum_equation",
+    "leg_symbols",
+    "optimizer_key",
     "prepared",
     "cache_info",
     "clear_cache",
@@ -158,17 +163,30 @@ class Plan:
         return "\n".join(lines)
 
 
-def _optimizer_key(optimize: Optimize) -> tuple[Hashable, str]:
-    """A hashable cache key and a readable name for ``optimize``; validates it."""
+# opt_einsum's standard path optimizers, for messages (registered ones are accepted too)
+_NAMED_OPTIMIZERS = (
+    "auto", "auto-hq", "branch-1", "branch-2", "branch-all", "dp", "dynamic-programming",
+    "eager", "greedy", "opportunistic", "optimal", "random-greedy", "random-greedy-128",
+)  # fmt: skip
+
+
+def optimizer_key(optimize: Optimize) -> tuple[Hashable, str]:
+    """A hashable cache key and a readable name for ``optimize``; validates it.
+
+    >>> optimizer_key("greedy"), optimizer_key([(0, 1)])
+    (('greedy', 'greedy'), (('path', ((0, 1),)), 'explicit-path'))
+    """
     if optimize is None:
         return "default", "default"
     if isinstance(optimize, str):
-        if optimize not in oe_paths._PATH_OPTIONS:
+        try:
+            oe_paths.get_path_fn(optimize)
+        except KeyError:
             raise ValueError(
                 f"optimize={optimize!r} is not an opt_einsum path optimizer; choose one of "
-                f"{sorted(oe_paths._PATH_OPTIONS)}, None (the default policy), an explicit "
+                f"{list(_NAMED_OPTIMIZERS)}, None (the default policy), an explicit "
                 "path, or a PathOptimizer"
-            )
+            ) from None
         return optimize, optimize
     if isinstance(optimize, DefaultOptimizer):
         return ("default", optimize), "default"  # frozen: keyed by its settings
@@ -189,7 +207,12 @@ def _optimizer_key(optimize: Optimize) -> tuple[Hashable, str]:
     )
 
 
-def _symbols(inputs: Sequence[tuple[str, ...]]) -> dict[str, str]:
+def leg_symbols(inputs: Sequence[tuple[str, ...]]) -> dict[str, str]:
+    """opt_einsum symbols for leg names, in order of first appearance.
+
+    >>> leg_symbols([("i", "j"), ("j", "k")])
+    {'i': 'a', 'j': 'b', 'k': 'c'}
+    """
     symbols: dict[str, str] = {}
     for legs in inputs:
         for leg in legs:
@@ -198,8 +221,13 @@ def _symbols(inputs: Sequence[tuple[str, ...]]) -> dict[str, str]:
     return symbols
 
 
-def _equation(inputs: Sequence[tuple[str, ...]], output: tuple[str, ...]) -> str:
-    symbols = _symbols(inputs)
+def einsum_equation(inputs: Sequence[tuple[str, ...]], output: tuple[str, ...]) -> str:
+    """The einsum equation of a contraction over named legs (symbols of :func:`leg_symbols`).
+
+    >>> einsum_equation([("i", "j"), ("j", "k")], ("k", "i"))
+    'ab,bc->ca'
+    """
+    symbols = leg_symbols(inputs)
     lhs = ",".join("".join(symbols[leg] for leg in legs) for legs in inputs)
     return lhs + "->" + "".join(symbols[leg] for leg in output)
 
@@ -268,7 +296,23 @@ class _LRUCache:
         return len(self._data)
 
 
-_CACHE = _LRUCache(maxsize=512)
+DEFAULT_CACHE_SIZE = 1024
+_CACHE = _LRUCache(maxsize=DEFAULT_CACHE_SIZE)
+
+
+def cached(key: Hashable, build: Callable[[], Any]) -> Any:
+    """The cache's entry for ``key``, built (and kept) on a miss.
+
+    The one cache of compiled contractions: network contractions, sliced plans and planned
+    einsums (:mod:`tensornet.core.einsum`) all live here, under keys that cannot collide (the
+    first element says which route made them), so :func:`cache_info`, :func:`clear_cache` and
+    :func:`set_cache_size` see every route.
+    """
+    hit = _CACHE.get(key)
+    if hit is None:
+        hit = build()
+        _CACHE.put(key, hit)
+    return hit
 
 
 def cache_generation() -> int:
@@ -282,7 +326,17 @@ def count_hit() -> None:
 
 
 def cache_info() -> dict[str, int]:
-    """Hits, misses, current size and capacity of the compiled-contraction cache."""
+    """Hits, misses, current size and capacity of the compiled-contraction cache.
+
+    One cache serves every contraction route (networks, sliced plans, planned einsums).
+
+    Examples
+    --------
+    >>> import tensornet as tn
+    >>> tn.clear_cache()
+    >>> sorted(tn.cache_info().items())
+    [('hits', 0), ('maxsize', 1024), ('misses', 0), ('size', 0)]
+    """
     return {
         "hits": _CACHE.hits,
         "misses": _CACHE.misses,
@@ -292,15 +346,65 @@ def cache_info() -> dict[str, int]:
 
 
 def clear_cache() -> None:
-    """Forget every cached plan (and reset the hit/miss counters)."""
+    """Forget every cached plan of every route (and reset the hit/miss counters)."""
     _CACHE.clear()
 
 
 def set_cache_size(maxsize: int) -> None:
-    """Change how many compiled contractions are kept (least recently used are dropped)."""
+    """Change how many compiled contractions are kept (least recently used are dropped).
+
+    The default is 1024, shared by every contraction route.
+    """
     if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
         raise ValueError(f"cache maxsize must be an int >= 1, got {maxsize!r}")
     _CACHE.resize(maxsize)
+
+
+def find_path(
+    inputs: Sequence[tuple[str, ...]],
+    shapes: Sequence[tuple[int, ...]],
+    output: tuple[str, ...],
+    optimize: Optimize,
+    *,
+    memory_limit: int | None = None,
+    report: bool = False,
+) -> tuple[tuple[tuple[int, ...], ...], str, Any, float]:
+    """The one path search of every contraction route: ``(path, name, info, estimated)``.
+
+    ``inputs`` and ``output`` are leg names, ``shapes`` the operands' shapes. None or a
+    :class:`DefaultOptimizer` runs the default policy (``name`` says which search won,
+    ``estimated`` its predicted seconds); an explicit path is checked and used as given
+    (through opt_einsum when ``report`` asks for its ``PathInfo``); anything else goes to
+    ``opt_einsum.contract_path`` (with ``memory_limit``). ``info`` is opt_einsum's report or
+    None.
+
+    >>> find_path([("i", "j"), ("j", "k"), ("k", "l")], [(2, 9), (9, 9), (9, 2)], ("i", "l"),
+    ...           "greedy")[:2]
+    (((0, 1), (0, 1)), 'greedy')
+    """
+    opt_key, name = optimizer_key(optimize)
+    if optimize is None or isinstance(optimize, DefaultOptimizer):
+        symbols = leg_symbols(inputs)
+        choice = (optimize or _DEFAULT_OPTIMIZER).search(
+            [frozenset(symbols[leg] for leg in legs) for legs in inputs],
+            frozenset(symbols[leg] for leg in output),
+            {symbols[x]: d for legs, shape in zip(inputs, shapes) for x, d in zip(legs, shape)},
+        )
+        return choice.path, f"default:{choice.optimizer}", None, choice.estimated_seconds
+    if opt_key[0] == "path":
+        if not report:
+            if inputs:  # refused before planning, with the step at fault
+                try:
+                    linear_to_pairs(len(inputs), opt_key[1])
+                except ValueError as err:
+                    raise ValueError(f"optimize {err}") from None
+            return opt_key[1], name, None, 0.0
+        optimize = list(opt_key[1])
+    found, info = oe.contract_path(
+        einsum_equation(inputs, output), *shapes, shapes=True, optimize=optimize,
+        memory_limit=memory_limit,
+    )  # fmt: skip
+    return tuple(tuple(int(i) for i in step) for step in found), name, info, 0.0
 
 
 def compiled(
@@ -316,40 +420,25 @@ def compiled(
     ``inputs``/``shapes`` are per operand; callers validate consistency beforehand. The program
     is called with the operand tensors (of one dtype) and returns the result.
     """
-    opt_key, opt_name = _optimizer_key(optimize)
-    key = (inputs, shapes, output, opt_key, dtype, device)
-    hit = _CACHE.get(key)
-    if hit is not None:
-        return hit
-    symbols = _symbols(inputs)
-    equation = (
-        ",".join("".join(symbols[leg] for leg in legs) for legs in inputs)
-        + "->"
-        + "".join(symbols[leg] for leg in output)
-    )
+    key = (inputs, shapes, output, optimizer_key(optimize)[0], dtype, device)
+    return cached(key, lambda: _compile(inputs, shapes, output, optimize))
+
+
+def _compile(
+    inputs: tuple[tuple[str, ...], ...],
+    shapes: tuple[tuple[int, ...], ...],
+    output: tuple[str, ...],
+    optimize: Optimize,
+) -> tuple[Plan, Any]:
+    symbols = leg_symbols(inputs)
+    equation = einsum_equation(inputs, output)
     sym_inputs = [frozenset(symbols[leg] for leg in legs) for legs in inputs]
     sym_output = frozenset(symbols[leg] for leg in output)
     size_dict = {
         symbols[leg]: d for legs, shape in zip(inputs, shapes) for leg, d in zip(legs, shape)
     }
-    info = None
-    estimated = 0.0
     start = time.perf_counter()
-    if optimize is None or isinstance(optimize, DefaultOptimizer):
-        choice = (optimize or _DEFAULT_OPTIMIZER).search(sym_inputs, sym_output, size_dict)
-        path = choice.path
-        opt_name = f"default:{choice.optimizer}"
-        estimated = choice.estimated_seconds
-    elif opt_key[0] == "path":
-        path = opt_key[1]
-        if inputs:  # refused before planning, with the step at fault
-            try:
-                linear_to_pairs(len(inputs), path)
-            except ValueError as err:
-                raise ValueError(f"optimize {err}") from None
-    else:
-        found, info = oe.contract_path(equation, *shapes, shapes=True, optimize=optimize)
-        path = tuple(tuple(int(i) for i in step) for step in found)
+    path, opt_name, info, estimated = find_path(inputs, shapes, output, optimize)
     searched = time.perf_counter() - start
     if len(inputs) == 1 and not path:
         path = ((0,),)
@@ -375,7 +464,6 @@ def compiled(
         search_seconds=searched,
         estimated_seconds=estimated,
     )
-    _CACHE.put(key, (plan, program))
     return plan, program
 
 
@@ -393,10 +481,13 @@ def _sliced(
     also when another optimizer found the same path.
     """
     key = ("sliced", plan, shapes, limit, dtype, device)
-    hit = _CACHE.get(key)
-    if hit is not None:
-        return hit
-    symbols = _symbols(plan.inputs)
+    return cached(key, lambda: _slice(plan, shapes, limit, dtype, device))
+
+
+def _slice(
+    plan: Plan, shapes: tuple[tuple[int, ...], ...], limit: int, dtype, device
+) -> tuple[Plan, SlicedContraction]:
+    symbols = leg_symbols(plan.inputs)
     back = {s: leg for leg, s in symbols.items()}
     sym_inputs = [frozenset(symbols[leg] for leg in legs) for legs in plan.inputs]
     sym_output = frozenset(symbols[leg] for leg in plan.output)
@@ -428,7 +519,6 @@ def _sliced(
         sliced=sliced,
         slices=program.slices,
     )
-    _CACHE.put(key, (sliced_plan, program))
     return sliced_plan, program
 
 

@@ -4,8 +4,10 @@
 nodes. Formats such as CP (one rank index shared by every factor) and channel-grouped low rank
 (the group index shared by both factors and the input), and layer forwards (a batch leg carried
 from the input to the output), need the general form: any leg on any number of operands. This
-module plans such an einsum once with opt_einsum, compiles it into pairwise ``torch.einsum``
-steps over small local equations, and caches the result by structure and shapes. The compiled
+module plans such an einsum once (through :func:`~tensornet.core.contract.find_path`, the path
+search of every route), compiles it into pairwise ``torch.einsum`` steps over small local
+equations, and keeps the result in the one contraction cache (:func:`tensornet.cache_info`,
+:func:`tensornet.clear_cache`) by structure and shapes. The compiled
 program is plain torch code, so it runs under autograd, AMP and ``torch.compile``.
 
 Examples
@@ -19,13 +21,14 @@ True
 
 from __future__ import annotations
 
-import functools
+import math
 from collections.abc import Sequence
+from typing import Any
 
-import opt_einsum as oe
 import torch
 
-from .contract import Plan
+from .contract import Plan, cached, einsum_equation, find_path, optimizer_key
+from .pathfind import DefaultOptimizer
 
 __all__ = ["EinsumProgram", "einsum", "plan_einsum"]
 
@@ -145,30 +148,21 @@ def _check(
     return inputs_t, shapes_t, output_t
 
 
-@functools.lru_cache(maxsize=1024)
-def _compiled(
+def _plan(
     inputs: tuple[tuple[str, ...], ...],
     shapes: tuple[tuple[int, ...], ...],
     output: tuple[str, ...],
-    optimize: str | tuple,
+    optimize: Any,
     memory_limit: int | None,
 ) -> tuple[Plan, EinsumProgram]:
-    symbols: dict[str, str] = {}
-    for legs in inputs:
-        for leg in legs:
-            symbols.setdefault(leg, oe.get_symbol(len(symbols)))
-    equation = (
-        ",".join("".join(symbols[leg] for leg in legs) for legs in inputs)
-        + "->"
-        + "".join(symbols[leg] for leg in output)
-    )
-    opt = list(optimize) if isinstance(optimize, tuple) else optimize
+    equation = einsum_equation(inputs, output)
+    name = optimizer_key(optimize)[1]
     if len(inputs) == 1:
-        path, flops, naive = [(0,)], _size(shapes[0]), _size(shapes[0])
-        largest = _size([shapes[0][inputs[0].index(leg)] for leg in output])
+        path, flops, naive = [(0,)], math.prod(shapes[0]), math.prod(shapes[0])
+        largest = math.prod([shapes[0][inputs[0].index(leg)] for leg in output])
     else:
-        path, info = oe.contract_path(
-            equation, *shapes, shapes=True, optimize=opt, memory_limit=memory_limit
+        path, name, info, _ = find_path(
+            inputs, shapes, output, optimize, memory_limit=memory_limit, report=True
         )
         flops, naive, largest = info.opt_cost, info.naive_cost, info.largest_intermediate
     plan = Plan(
@@ -179,16 +173,9 @@ def _compiled(
         flops=int(flops),
         naive_flops=int(naive),
         largest_intermediate=int(largest),
-        optimizer=optimize if isinstance(optimize, str) else "explicit-path",
+        optimizer=name,
     )
     return plan, EinsumProgram(inputs, path, output)
-
-
-def _size(shape: Sequence[int]) -> int:
-    out = 1
-    for d in shape:
-        out *= d
-    return out
 
 
 def plan_einsum(
@@ -228,9 +215,13 @@ def plan_einsum(
     True
     """
     inputs_t, shapes_t, output_t = _check(inputs, shapes, output)
-    if not isinstance(optimize, str):
-        optimize = tuple(tuple(int(i) for i in step) for step in optimize)
-    return _compiled(inputs_t, shapes_t, output_t, optimize, memory_limit)
+    if optimize is None or isinstance(optimize, DefaultOptimizer):
+        raise TypeError(
+            "einsum: optimize must be an opt_einsum optimizer name, an explicit path or a "
+            "PathOptimizer (the default policy plans networks only)"
+        )
+    key = ("einsum", inputs_t, shapes_t, output_t, optimizer_key(optimize)[0], memory_limit)
+    return cached(key, lambda: _plan(inputs_t, shapes_t, output_t, optimize, memory_limit))
 
 
 def einsum(

@@ -178,10 +178,9 @@ def _svd_backward(
     materialized, the default of ``torch.autograd.Function``).
     """
     m, n, p = u.shape[-2], vh.shape[-1], s.shape[-1]
-    dt, rdt = u.dtype, s.dtype
+    dt = u.dtype
     if p == 0:  # an empty matrix: nothing depends on it
         return u.new_zeros(*s.shape[:-1], m, n)
-    complex_ = u.is_complex()
     v = vh.mH
     smax = s.amax(-1, keepdim=True)
     smax = torch.where(smax > 0, smax, torch.ones_like(smax))
@@ -192,52 +191,17 @@ def _svd_backward(
     cp = s if s_is_output else torch.ones_like(s)
     jm = pp * ap.unsqueeze(-2).to(dt)
     km = qp * bp.unsqueeze(-2).to(dt)
-    am, bm = jm - jm.mH, km - km.mH
-
-    # ratios in units of the largest value, so that no width underflows
-    sn = s / smax
-    si, sj = sn.unsqueeze(-1), sn.unsqueeze(-2)
-    delta, sigma = sj - si, si + sj
-    w = gap * sigma + floor  # > 0 everywhere
-    den_d = delta * delta + w * w
-    v2 = floor * floor
-    den_s = sigma * sigma + v2
-    sm = smax.unsqueeze(-1)
-    inner = (am + bm) * (delta / (2 * den_d * sm)).to(dt)
-    inner = inner + (am - bm) * (sigma / (2 * den_s * sm)).to(dt)
-
-    chat = None
-    if degenerate == "product":
-        # C_ij as the product U^H G V of a loss of the reconstruction would give it:
-        # P_ij = C_ij beta_j and conj(Q_ji) = C_ij alpha_i; least squares of both, in units
-        # of the largest weight so that nothing underflows
-        alpha, beta = (cp * ap), (cp * bp)
-        c0 = torch.maximum(alpha.amax(-1, keepdim=True), beta.amax(-1, keepdim=True))
-        c0 = c0.clamp_min(torch.finfo(rdt).tiny)
-        alpha, beta = alpha / c0, beta / c0
-        num = pp * beta.unsqueeze(-2).to(dt) + qp.mH * alpha.unsqueeze(-1).to(dt)
-        den = (beta.unsqueeze(-2) ** 2 + alpha.unsqueeze(-1) ** 2) * c0.unsqueeze(-1)
-        chat = num / torch.where(den > 0, den, torch.ones_like(den)).to(dt)
-        chat_h = chat.mH
-        inner = inner + (w * w / den_d).to(dt) * (chat + chat_h) / 2
-        inner = inner + (v2 / den_s).to(dt) * (chat - chat_h) / 2
-    eye = torch.eye(p, dtype=torch.bool, device=u.device)
-    inner = inner.masked_fill(eye, 0)
+    sn = s / smax  # ratios in units of the largest value, so that no width underflows
+    chat = _product_c(pp, qp, cp * ap, cp * bp, dt) if degenerate == "product" else None
+    inner = _off_diagonal(jm, km, sn, smax, gap, floor, chat)
 
     diag = _pad(gs, p)
     if k:
         diag = diag + _pad(dav * pk[..., :k, :].diagonal(dim1=-2, dim2=-1).real, p)
         diag = diag + _pad(dbv * qk[..., :k, :].diagonal(dim1=-2, dim2=-1).real, p)
     diag_c = diag.to(dt)
-    if complex_:
-        im_j = jm.diagonal(dim1=-2, dim2=-1).imag
-        im_k = km.diagonal(dim1=-2, dim2=-1).imag
-        im = (im_j - im_k) / 2
-        fl2 = floor * floor
-        im = im * (sn / ((sn * sn + fl2) * smax))
-        if chat is not None:
-            im = im + (fl2 / (sn * sn + fl2)) * chat.diagonal(dim1=-2, dim2=-1).imag
-        diag_c = diag_c + 1j * im
+    if u.is_complex():
+        diag_c = diag_c + 1j * _imaginary_diagonal(jm, km, sn, smax, floor, chat)
     inner = inner + torch.diag_embed(diag_c)
     if frame:  # rotations among the kept columns are a gauge of the frame: exactly no gradient
         kept = torch.arange(p, device=u.device) < k
@@ -253,6 +217,70 @@ def _svd_backward(
         gv_s = gyh * _safe_inverse(x, floor).unsqueeze(-1).to(dt)
         ga = ga + u[..., :k] @ (gv_s - (gv_s @ v) @ vh)
     return ga
+
+
+def _product_c(
+    pp: torch.Tensor, qp: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, dt: torch.dtype
+) -> torch.Tensor:
+    """``C_ij`` as the product ``U^H G V`` of a loss of the reconstruction would give it.
+
+    ``P_ij = C_ij beta_j`` and ``conj(Q_ji) = C_ij alpha_i``; least squares of both, in units of
+    the largest weight so that nothing underflows.
+    """
+    c0 = torch.maximum(alpha.amax(-1, keepdim=True), beta.amax(-1, keepdim=True))
+    c0 = c0.clamp_min(torch.finfo(alpha.dtype).tiny)
+    alpha, beta = alpha / c0, beta / c0
+    num = pp * beta.unsqueeze(-2).to(dt) + qp.mH * alpha.unsqueeze(-1).to(dt)
+    den = (beta.unsqueeze(-2) ** 2 + alpha.unsqueeze(-1) ** 2) * c0.unsqueeze(-1)
+    return num / torch.where(den > 0, den, torch.ones_like(den)).to(dt)
+
+
+def _off_diagonal(
+    jm: torch.Tensor,
+    km: torch.Tensor,
+    sn: torch.Tensor,
+    smax: torch.Tensor,
+    gap: float,
+    floor: float,
+    chat: torch.Tensor | None,
+) -> torch.Tensor:
+    """The off-diagonal part of ``U^H gA V``: the broadened ``1 / (s_j -+ s_i)`` terms."""
+    dt = jm.dtype
+    am, bm = jm - jm.mH, km - km.mH
+    si, sj = sn.unsqueeze(-1), sn.unsqueeze(-2)
+    delta, sigma = sj - si, si + sj
+    w = gap * sigma + floor  # > 0 everywhere
+    den_d = delta * delta + w * w
+    v2 = floor * floor
+    den_s = sigma * sigma + v2
+    sm = smax.unsqueeze(-1)
+    inner = (am + bm) * (delta / (2 * den_d * sm)).to(dt)
+    inner = inner + (am - bm) * (sigma / (2 * den_s * sm)).to(dt)
+    if chat is not None:
+        chat_h = chat.mH
+        inner = inner + (w * w / den_d).to(dt) * (chat + chat_h) / 2
+        inner = inner + (v2 / den_s).to(dt) * (chat - chat_h) / 2
+    eye = torch.eye(sn.shape[-1], dtype=torch.bool, device=sn.device)
+    return inner.masked_fill(eye, 0)
+
+
+def _imaginary_diagonal(
+    jm: torch.Tensor,
+    km: torch.Tensor,
+    sn: torch.Tensor,
+    smax: torch.Tensor,
+    floor: float,
+    chat: torch.Tensor | None,
+) -> torch.Tensor:
+    """The imaginary diagonal of ``U^H gA V`` for complex input (the phase gauge, broadened)."""
+    im_j = jm.diagonal(dim1=-2, dim2=-1).imag
+    im_k = km.diagonal(dim1=-2, dim2=-1).imag
+    im = (im_j - im_k) / 2
+    fl2 = floor * floor
+    im = im * (sn / ((sn * sn + fl2) * smax))
+    if chat is not None:
+        im = im + (fl2 / (sn * sn + fl2)) * chat.diagonal(dim1=-2, dim2=-1).imag
+    return im
 
 
 def _full_svd(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -18,10 +18,9 @@ from typing import Any
 
 import torch
 
-from . import contract as _contract
-from . import gauge
+from . import gauge, netcontract
 from . import split as _split
-from .contract import Optimize, Plan, prepared, short_legs
+from .contract import Optimize, Plan, prepared
 from .node import Node
 from .spectrum import Spectrum
 from .truncation import Truncation
@@ -293,28 +292,7 @@ class TensorNetwork:
         return dtype, devices.pop()
 
     def _check_output(self, output: Sequence[str] | None) -> tuple[str, ...]:
-        open_legs = self._structure()[2]
-        if output is None:
-            return open_legs
-        if isinstance(output, str):
-            output = (output,)
-        output = tuple(output)
-        if output == open_legs:
-            return output
-        for leg in output:
-            if leg not in self._owners:
-                raise ValueError(f"output leg {leg!r} is not a leg of this network")
-            if len(self._owners[leg]) != 1:
-                raise ValueError(
-                    f"output leg {leg!r} is a bond between nodes {tuple(self._owners[leg])}, "
-                    "not an open leg"
-                )
-        if len(set(output)) != len(output):
-            raise ValueError(f"output repeats a leg: {short_legs(output)}")
-        missing = [leg for leg in open_legs if leg not in output]
-        if missing:
-            raise ValueError(f"output must list every open leg; missing {short_legs(missing)}")
-        return output
+        return netcontract.output_legs(self._structure()[2], self._owners, output)
 
     # -- contraction -----------------------------------------------------------------------
     def plan(
@@ -390,28 +368,11 @@ class TensorNetwork:
         """
         # Repeated calls: everything that depends only on the structure and the arguments is
         # memoized on the network, so a hit checks dtypes/devices and runs the program.
-        memo_key: tuple | None = (
-            output,
-            optimize,
-            max_intermediate,
-            slicing,
-            _contract.limit_state(),
-        )
-        try:
-            hit = self._memo.get(memo_key)
-        except TypeError:  # an unhashable argument (a list): no memo
-            hit, memo_key = None, None
+        key = netcontract.memo_key(output, optimize, max_intermediate, slicing)
         tensors = self._structure()[4]
-        if hit is not None and hit[0] == _contract.cache_generation():
-            _, program, out, dtype, device, dtypes, cast = hit
-            for t, t_dtype in zip(tensors, dtypes):
-                if t.dtype is not t_dtype or t.device != device:
-                    break  # a tensor changed dtype/device in place (module.to): plan again
-            else:
-                _contract.count_hit()
-                if cast:
-                    tensors = [t if t.dtype == dtype else t.to(dtype) for t in tensors]
-                return Node._trusted(program(*tensors), out, None, frozenset())
+        hit = netcontract.run_memoized(self._memo, key, tensors)
+        if hit is not None:
+            return Node._trusted(hit[0], hit[1], None, frozenset())
         nodes, inputs, _, shapes, _ = self._structure()
         if not nodes:
             raise ValueError("cannot contract an empty network")
@@ -420,21 +381,9 @@ class TensorNetwork:
         _, program = prepared(
             inputs, shapes, out, optimize, dtype, device, max_intermediate, slicing
         )
-        cast = any(t.dtype != dtype for t in tensors)
-        if memo_key is not None:
-            dtypes = tuple(t.dtype for t in tensors)
-            self._memo[memo_key] = (
-                _contract.cache_generation(),
-                program,
-                out,
-                dtype,
-                device,
-                dtypes,
-                cast,
-            )
-        if cast:
-            tensors = [t if t.dtype == dtype else t.to(dtype) for t in tensors]
-        return Node._trusted(program(*tensors), out, None, frozenset())
+        needed = netcontract.remember(self._memo, key, program, out, dtype, device, tensors)
+        result = program(*netcontract.cast(tensors, dtype, needed))
+        return Node._trusted(result, out, None, frozenset())
 
     def contract_nodes(
         self, names: Sequence[str], name: str | None = None, optimize: Optimize = None

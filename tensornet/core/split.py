@@ -178,6 +178,32 @@ def _child_names(node: Node, names: Sequence[str | None] | None, count: int) -> 
     return tuple(f"{node.name}_{x}" for x in suffixes)
 
 
+def _bond_names(
+    node: Node, bond: str | tuple[str, str] | None, absorb: Absorb, what: str
+) -> tuple[str, str]:
+    """The left and right bond names of a split (equal unless ``absorb`` is None), checked."""
+    if absorb is None:
+        if bond is None:
+            bond_l = _fresh("bond", node.legs)
+            bond_r = _fresh(bond_l + "'", node.legs)
+        elif isinstance(bond, str):
+            bond_l, bond_r = bond, bond + "'"
+        elif isinstance(bond, tuple) and len(bond) == 2:
+            bond_l, bond_r = bond
+        else:
+            raise TypeError(f"{what}: bond must be a str or a pair of str, got {bond!r}")
+        _check_bond_name(bond_l, node, what)
+        _check_bond_name(bond_r, node, what)
+        if bond_l == bond_r:
+            raise ValueError(f"{what}: the two bond names must differ, got {bond!r}")
+    else:
+        if bond is not None and not isinstance(bond, str):
+            raise TypeError(f"{what}: bond must be a str when absorb={absorb!r}, got {bond!r}")
+        bond_l = bond_r = _fresh("bond", node.legs) if bond is None else bond
+        _check_bond_name(bond_l, node, what)
+    return bond_l, bond_r
+
+
 def split(
     node: Node,
     left_legs: Sequence[str],
@@ -223,25 +249,7 @@ def split(
     if absorb not in _ABSORB:
         raise ValueError(f"{what}: absorb must be one of {_ABSORB}, got {absorb!r}")
     trunc = as_truncation(trunc)
-    if absorb is None:
-        if bond is None:
-            bond_l = _fresh("bond", node.legs)
-            bond_r = _fresh(bond_l + "'", node.legs)
-        elif isinstance(bond, str):
-            bond_l, bond_r = bond, bond + "'"
-        elif isinstance(bond, tuple) and len(bond) == 2:
-            bond_l, bond_r = bond
-        else:
-            raise TypeError(f"{what}: bond must be a str or a pair of str, got {bond!r}")
-        _check_bond_name(bond_l, node, what)
-        _check_bond_name(bond_r, node, what)
-        if bond_l == bond_r:
-            raise ValueError(f"{what}: the two bond names must differ, got {bond!r}")
-    else:
-        if bond is not None and not isinstance(bond, str):
-            raise TypeError(f"{what}: bond must be a str when absorb={absorb!r}, got {bond!r}")
-        bond_l = bond_r = _fresh("bond", node.legs) if bond is None else bond
-        _check_bond_name(bond_l, node, what)
+    bond_l, bond_r = _bond_names(node, bond, absorb, what)
     node_names = _child_names(node, names, 3 if absorb is None else 2)
     _check_finite_node(node, what)
 

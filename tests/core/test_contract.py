@@ -124,7 +124,7 @@ def test_cache_is_bounded():
         with pytest.raises(ValueError, match="maxsize must be an int >= 1"):
             tn.set_cache_size(0)
     finally:
-        tn.set_cache_size(512)
+        tn.set_cache_size(1024)
 
 
 def test_plan_reports_cost_before_running():
@@ -232,7 +232,7 @@ def test_cache_drops_the_least_recently_used_entry():
         pair(3).contract()
         assert tn.cache_info()["misses"] == after["misses"] + 1
     finally:
-        tn.set_cache_size(512)
+        tn.set_cache_size(1024)
 
 
 def test_a_repeated_contraction_does_no_planning(monkeypatch):

@@ -8,7 +8,8 @@ import opt_einsum as oe
 import pytest
 import torch
 
-from tensornet.core.einsum import EinsumProgram, _compiled, einsum, plan_einsum
+import tensornet as tn
+from tensornet.core.einsum import EinsumProgram, einsum, plan_einsum
 
 DT = torch.float64
 
@@ -16,7 +17,7 @@ DT = torch.float64
 @pytest.fixture(autouse=True)
 def fresh_plan_cache():
     """Every test plans afresh (no plan cached by an earlier test or process)."""
-    _compiled.cache_clear()
+    tn.clear_cache()
 
 
 def rand(*shape, seed=0):
@@ -120,6 +121,9 @@ def test_single_operand_transposes_and_sums():
     t = rand(2, 3, 4)
     plan, program = plan_einsum([("a", "b", "c")], [(2, 3, 4)], ("c", "a"))
     assert plan.path == ((0,),) and plan.flops == plan.naive_flops == 24
+    assert plan.optimizer == "auto"  # the name given (nothing to search for one operand)
+    assert plan_einsum([("a", "b")], [(2, 3)], ("b",), optimize="greedy")[0].optimizer == "greedy"
+    assert plan_einsum([("a", "b")], [(2, 3)], ("b",), [(0,)])[0].optimizer == "explicit-path"
     assert plan.largest_intermediate == 8
     torch.testing.assert_close(program(t), t.sum(1).T)
     torch.testing.assert_close(einsum([("a", "b", "c")], [t], ()), t.sum())
@@ -137,11 +141,12 @@ def test_fifty_two_legs_in_one_step_and_not_more():
 
 
 def test_repeated_plan_is_cached_and_cache_is_bounded():
-    """The same structure and shapes return the cached plan and program; the cache holds 1024."""
+    """The same structure and shapes return the cached plan and program, from the one cache
+    (1024 entries by default) that ``tn.cache_info`` reports."""
     first = plan_einsum([("i", "j"), ("j", "k")], [(2, 3), (3, 4)], ("i", "k"))
     again = plan_einsum([["i", "j"], ["j", "k"]], [[2, 3], [3, 4]], ["i", "k"])
     assert again[0] is first[0] and again[1] is first[1]
-    assert _compiled.cache_info().maxsize == 1024
+    assert tn.cache_info() == {"hits": 1, "misses": 1, "size": 1, "maxsize": 1024}
 
 
 def test_einsum_plans_with_the_optimizer_given_auto_by_default():
@@ -151,9 +156,9 @@ def test_einsum_plans_with_the_optimizer_given_auto_by_default():
     tensors = [rand(*s, seed=k) for k, s in enumerate(shapes)]
     for given, name in ((), "auto"), (("greedy",), "greedy"):
         einsum(inputs, tensors, (), *given)
-        hits = _compiled.cache_info().hits
+        hits = tn.cache_info()["hits"]
         plan, _ = plan_einsum(inputs, shapes, (), optimize=name)
-        assert _compiled.cache_info().hits == hits + 1 and plan.optimizer == name
+        assert tn.cache_info()["hits"] == hits + 1 and plan.optimizer == name
     assert plan_einsum(inputs, shapes, ())[0].optimizer == "auto"
 
 
@@ -225,3 +230,58 @@ def test_programs_with_different_steps_compile_through_one_function():
     expected = reference([("i", "j"), ("j", "k"), ("k", "l")], tensors, ("l", "i"))
     for program in (a, b, c, a):
         torch.testing.assert_close(run(program, *tensors), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_one_cache_counts_clears_and_bounds_both_contraction_routes():
+    """Planned einsums and network contractions share one cache: ``tn.cache_info`` counts the
+    hits and misses of both, ``tn.clear_cache`` empties both, ``tn.set_cache_size`` bounds both."""
+    a, b = rand(3, 4, seed=1), rand(4, 5, seed=2)
+    net = tn.TensorNetwork([tn.Node(a, ("i", "j")), tn.Node(b, ("j", "k"))])
+    hyper = [("i", "r"), ("j", "r"), ("k", "r")]
+    tensors = [rand(2, 3, seed=k) for k in range(3)]
+    tn.clear_cache()
+    net.contract(output=("i", "k"))  # network route: miss
+    einsum(hyper, tensors, ("i", "j", "k"))  # einsum route: miss
+    assert tn.cache_info() == {"hits": 0, "misses": 2, "size": 2, "maxsize": 1024}
+    einsum(hyper, tensors, ("i", "j", "k"))
+    assert tn.cache_info()["hits"] == 1 and tn.cache_info()["size"] == 2
+    first = plan_einsum(hyper, [(2, 3)] * 3, ("k", "j", "i"))
+    tn.clear_cache()
+    assert tn.cache_info() == {"hits": 0, "misses": 0, "size": 0, "maxsize": 1024}
+    again = plan_einsum(hyper, [(2, 3)] * 3, ("k", "j", "i"))
+    assert again[0] is not first[0] and again[0] == first[0]  # planned afresh
+    tn.set_cache_size(2)
+    try:
+        for k in range(1, 4):
+            plan_einsum(hyper, [(k, 3)] * 3, ("i", "j", "k"))
+        assert tn.cache_info()["size"] == 2
+        net.contract(output=("k", "i"))
+        assert tn.cache_info()["size"] == 2
+        plan_einsum(hyper, [(1, 3)] * 3, ("i", "j", "k"))  # the oldest was dropped: planned again
+        assert tn.cache_info()["misses"] == 6
+    finally:
+        tn.set_cache_size(1024)
+
+
+def test_einsum_refuses_the_network_policy_and_names_unknown_optimizers():
+    message = (
+        r"^einsum: optimize must be an opt_einsum optimizer name, an explicit path or a "
+        r"PathOptimizer \(the default policy plans networks only\)$"
+    )
+    with pytest.raises(TypeError, match=message):
+        plan_einsum([("a", "b")], [(2, 3)], ("a",), optimize=None)
+    with pytest.raises(TypeError, match=message):
+        plan_einsum([("a", "b")], [(2, 3)], ("a",), optimize=tn.DefaultOptimizer())
+    with pytest.raises(ValueError, match="^optimize='fastest' is not an opt_einsum path optimizer"):
+        plan_einsum([("a", "b"), ("b", "c")], [(2, 3), (3, 4)], ("a", "c"), optimize="fastest")
+
+
+def test_einsum_takes_a_path_optimizer_object():
+    inputs, shapes, output = [("a", "b"), ("b", "c"), ("c", "d")], [(2, 30), (30, 40), (40, 5)], (
+        "a", "d",
+    )  # fmt: skip
+    plan, program = plan_einsum(inputs, shapes, output, optimize=oe.paths.BranchBound())
+    assert plan.optimizer == "BranchBound" and plan.path == ((0, 1), (0, 1))
+    assert plan.flops == 2 * 2 * 30 * 40 + 2 * 2 * 40 * 5  # better than greedy's 12600
+    tensors = [rand(*s, seed=k) for k, s in enumerate(shapes)]
+    torch.testing.assert_close(program(*tensors), reference(inputs, tensors, output))

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tensornet.core.contract import _equation
+from tensornet.core.contract import einsum_equation
 from tensornet.core.executor import Contraction, linear_to_pairs
 
 
@@ -40,7 +40,7 @@ def test_compiled_contraction_matches_opt_einsum(case):
     node_legs, dims, output, optimizer, transpose, seed = case
     legs = [tuple(x) for x in node_legs]
     shapes = [tuple(dims[x] for x in leg) for leg in legs]
-    eq = _equation(legs, tuple(output))
+    eq = einsum_equation(legs, tuple(output))
     path = oe.contract_path(eq, *shapes, shapes=True, optimize=optimizer)[0] if legs else []
     rng = np.random.default_rng(seed)
     arrays = [torch.from_numpy(rng.standard_normal(s)) for s in shapes]
@@ -78,7 +78,7 @@ def test_mps_zipper_runs_without_copies():
     assert "permute" not in program.source
     g = torch.Generator().manual_seed(0)
     tensors = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
-    eq = _equation(legs, ())
+    eq = einsum_equation(legs, ())
     torch.testing.assert_close(program(*tensors), oe.contract(eq, *tensors, backend="torch"))
 
 

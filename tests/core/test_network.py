@@ -351,6 +351,48 @@ def test_memo_replans_after_an_in_place_dtype_change():
     assert torch.equal(net.contract().tensor, out.tensor)
 
 
+def test_a_memo_hit_plans_nothing_and_a_miss_plans_again(monkeypatch):
+    """A repeat with the same (hashable) arguments runs the remembered program without going
+    through the planner; an unhashable argument, an in-place dtype or device change, or a
+    cleared cache goes through it again."""
+    from tensornet.core import network
+
+    calls = []
+    prepared = network.prepared
+
+    def counting(*args, **kwargs):
+        calls.append(args[2])
+        return prepared(*args, **kwargs)
+
+    monkeypatch.setattr(network, "prepared", counting)
+    p = torch.nn.Parameter(torch.arange(6.0).reshape(2, 3))
+    net = TensorNetwork([Node(p, ("i", "j"), name="A"), Node(torch.ones(3), ("j",), name="B")])
+    first = net.contract(output=("i",))
+    assert calls == [("i",)]
+    for _ in range(2):
+        assert torch.equal(net.contract(output=("i",)).tensor, first.tensor)
+    assert calls == [("i",)]  # served from the memo
+    assert net.contract(output=["i"]).legs == ("i",) and len(calls) == 2  # a list: no memo
+    tn.clear_cache()
+    net.contract(output=("i",))
+    assert len(calls) == 3
+    net.contract(output=("i",))
+    assert len(calls) == 3
+    p.data = p.data.double()
+    assert net.contract(output=("i",)).dtype == torch.float64 and len(calls) == 4
+
+
+def test_a_memo_hit_promotes_dtypes_that_promote_to_a_third():
+    """float16 with bfloat16 contracts in float32 (neither operand's dtype), also on a repeat."""
+    a = Node(torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float16), ("i", "j"), name="A")
+    b = Node(torch.tensor([0.5, 0.25], dtype=torch.bfloat16), ("j",), name="B")
+    net = TensorNetwork([a, b])
+    for _ in range(2):
+        out = net.contract()
+        assert out.dtype == torch.float32
+        assert torch.equal(out.tensor, torch.tensor([1.0, 2.5]))
+
+
 def test_contract_nodes_bookkeeping_and_messages():
     net = chain()
     merged = net.contract_nodes(["C", "B"])

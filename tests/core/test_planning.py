@@ -271,7 +271,7 @@ def test_repeated_calls_are_memoized_but_follow_clear_cache():
     net.contract()
     for _ in range(3):
         net.contract()
-    assert tn.cache_info() == {"hits": 3, "misses": 1, "size": 1, "maxsize": 512}
+    assert tn.cache_info() == {"hits": 3, "misses": 1, "size": 1, "maxsize": 1024}
     tn.clear_cache()
     net.contract()
     assert tn.cache_info()["misses"] == 1

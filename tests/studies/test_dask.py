@@ -136,3 +136,15 @@ def test_unreachable_scheduler_is_one_line(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "cannot connect" in err
     assert not out.exists()
+
+
+def test_map_cells_on_worker_processes_gives_the_in_process_table(client):
+    """runs.map_cells: the same cells give the same results here and on worker processes."""
+    import operator
+
+    from tensornet.runs import map_cells
+
+    cells = [0.5, -2.0, 3.25, 1e-3, 7.0]
+    here = list(map_cells(operator.mul, cells, shared=(3.0,)))
+    there = sorted(map_cells(operator.mul, cells, executor=client, shared=(3.0,)))
+    assert here == [1.5, -6.0, 9.75, 3.0 * 1e-3, 21.0] and there == sorted(here)
