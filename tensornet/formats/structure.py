@@ -46,6 +46,7 @@ __all__ = [
     "format_names",
     "fraction_ranks",
     "get_format",
+    "ranks_within",
     "register_format",
 ]
 
@@ -350,14 +351,26 @@ def fraction_ranks(
     cls = get_format(fmt)
     what = what or f"{cls.name}: fraction"
     fraction = as_fraction(fraction, what)
-    full = cls.structure_for(tuple(shape), None, legs=legs, **options)
+    return ranks_within(cls.structure_for(tuple(shape), None, legs=legs, **options), fraction, what)
+
+
+def ranks_within(full: Structure, fraction: float, what: str) -> tuple[int, ...]:
+    """The solver of :func:`fraction_ranks` on a structure at maximal ranks (``full``).
+
+    ``fraction`` must already be checked (:func:`as_fraction`): ``from_dense`` checks it once.
+
+    Examples
+    --------
+    >>> full = get_format("tucker2").structure_for((64, 64, 3, 3), legs=("o", "i", "h", "w"))
+    >>> ranks_within(full, 0.25, "demo")
+    (25, 25)
+    """
     tops = full.max_ranks
     if not tops:
         return ()
 
     def count(r: int) -> int:
-        ranks = tuple(min(r, t) for t in tops)
-        return cls.structure_for(tuple(shape), ranks, legs=legs, **options).num_params
+        return full.with_ranks(tuple(min(r, t) for t in tops)).num_params
 
-    r = budget_rank(count, fraction * math.prod(shape), max(tops), what)
+    r = budget_rank(count, fraction * full.dense_size, max(tops), what)
     return tuple(min(r, t) for t in tops)
