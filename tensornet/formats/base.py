@@ -12,6 +12,7 @@ import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import torch
@@ -24,9 +25,32 @@ from ..core.truncation import Truncation, as_truncation
 from ..core.validate import check_finite, is_int
 from .structure import Factor, Structure, as_fraction, budget_rank, ranks_within
 
-__all__ = ["Format", "budget_rank"]
+__all__ = ["Format", "Request", "budget_rank"]
 
 F = TypeVar("F", bound="Format")
+
+
+@dataclass(frozen=True)
+class Request:
+    """What :meth:`Format.from_dense` checked before handing over to a format's ``_decompose``.
+
+    Attributes
+    ----------
+    full : Structure
+        The structure at maximal ranks; its options are the format's, checked.
+    trunc : Truncation or None
+        Tolerances and/or a rank cap.
+    caps : tuple of int or None
+        Rank caps from ``ranks`` (lowered to the maximal ranks) or ``fraction`` (``None``: only
+        ``trunc`` decides).
+    what : str
+        The caller, for messages (``"TT.from_dense"``).
+    """
+
+    full: Structure
+    trunc: Truncation | None
+    caps: tuple[int, ...] | None
+    what: str
 
 
 class Format(ABC):
@@ -110,20 +134,10 @@ class Format(ABC):
 
     @classmethod
     @abstractmethod
-    def _decompose(
-        cls: type[F],
-        x: torch.Tensor,
-        full: Structure,
-        trunc: Truncation | None,
-        caps: tuple[int, ...] | None,
-        what: str,
-        **options: Any,
-    ) -> F:
-        """The algorithm of :meth:`from_dense` on a checked input.
+    def _decompose(cls: type[F], x: torch.Tensor, req: Request, **options: Any) -> F:
+        """The algorithm of :meth:`from_dense` on a checked input ``x`` (a floating tensor).
 
-        ``full`` is the structure at maximal ranks (its options are the format's, checked);
-        ``caps`` the rank caps from ``ranks`` or ``fraction`` (``None``: only ``trunc``);
-        ``options`` the algorithm's own options (``budget``, ``method``, ...), unchecked.
+        ``options`` are the algorithm's own options (``budget``, ``method``, ...), unchecked.
         """
 
     @abstractmethod
@@ -178,7 +192,7 @@ class Format(ABC):
             caps = cls._requested_ranks(full, ranks, what)
         elif fraction is not None:
             caps = ranks_within(full, fraction, what)
-        return cls._decompose(x, full, trunc, caps, what, **options)
+        return cls._decompose(x, Request(full, trunc, caps, what), **options)
 
     @classmethod
     def _dense_input(
@@ -309,17 +323,17 @@ class Format(ABC):
     @property
     def num_params(self) -> int:
         """Number of stored parameters (elements of all factors of the structure)."""
-        return sum(t.numel() for t in self._tensors.values())
+        return self._structure.num_params
 
     @property
     def dense_size(self) -> int:
         """Number of elements of the dense tensor."""
-        return math.prod(self.shape)
+        return self._structure.dense_size
 
     @property
     def compression(self) -> float:
         """Dense size divided by :attr:`num_params`."""
-        return self.dense_size / self.num_params
+        return self._structure.compression
 
     @property
     def error(self) -> float | None:

@@ -19,7 +19,7 @@ import torch
 from ..core.node import Node, as_tensor
 from ..core.truncation import Truncation
 from ..core.validate import is_int
-from .base import Format, check_shape, fresh_names, relative_error, unfold
+from .base import Format, Request, check_shape, fresh_names, relative_error, unfold
 from .structure import Factor, Structure, register_format
 from .tucker import leading_vectors
 
@@ -237,10 +237,7 @@ class CP(Format):
     def _decompose(
         cls,
         x: torch.Tensor,
-        full: Structure,
-        trunc: Truncation | None,
-        caps: tuple[int, ...] | None,
-        what: str,
+        req: Request,
         init: Init = "svd",
         max_iter: int = 100,
         tol: float = 1e-8,
@@ -248,15 +245,15 @@ class CP(Format):
     ) -> CP:
         """CP-ALS from the unfoldings' leading singular vectors or from Gaussian factors."""
         if init not in ("svd", "random"):
-            raise ValueError(f"{what}: init must be 'svd' or 'random', got {init!r}")
+            raise ValueError(f"{req.what}: init must be 'svd' or 'random', got {init!r}")
         if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-            raise ValueError(f"{what}: max_iter must be a positive int, got {max_iter!r}")
+            raise ValueError(f"{req.what}: max_iter must be a positive int, got {max_iter!r}")
         if not (isinstance(tol, (int, float)) and tol >= 0):
-            raise ValueError(f"{what}: tol must be a number >= 0, got {tol!r}")
-        rank = _cp_rank(x, trunc, caps, what)
-        normalize = full.option("normalize")
+            raise ValueError(f"{req.what}: tol must be a number >= 0, got {tol!r}")
+        rank = _cp_rank(x, req.trunc, req.caps, req.what)
+        normalize = req.full.option("normalize")
         weights, factors, history = cp_als(x, rank, init, max_iter, tol, normalize, seed)
-        new = cls._of(full, factors, weights if normalize else None, None)
+        new = cls._of(req.full, factors, weights if normalize else None, None)
         new._error = relative_error(x, new.to_dense())
         new._history = tuple(history)
         return new

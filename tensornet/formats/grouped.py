@@ -25,7 +25,7 @@ import torch
 from ..core.linalg import svd
 from ..core.node import Node, as_tensor
 from ..core.truncation import Truncation, as_truncation
-from .base import Format, check_ranks, check_shape, fresh_names
+from .base import Format, Request, check_ranks, check_shape, fresh_names
 from .lowrank import reduce_pairs, shared_rank
 from .structure import Factor, Structure, register_format
 
@@ -161,29 +161,22 @@ class Grouped(Format):
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
-    def _decompose(
-        cls,
-        x: torch.Tensor,
-        full: Structure,
-        trunc: Truncation | None,
-        caps: tuple[int, ...] | None,
-        what: str,
-    ) -> Grouped:
+    def _decompose(cls, x: torch.Tensor, req: Request) -> Grouped:
         """One SVD per channel group, all kept at the same rank ``j``."""
-        k = full.option("channel_groups")
+        k = req.full.option("channel_groups")
         f, c = x.shape[0], x.shape[1]
         rest = tuple(x.shape[2:])
         mats = x.reshape(f, k, c // k, *rest).movedim(1, 0).reshape(k, f, -1)
         u, s, vh = svd(mats)
         norm = float(torch.linalg.vector_norm(x.detach()))
-        (j,) = caps if caps is not None else (shared_rank(s, trunc, norm),)
+        (j,) = req.caps if req.caps is not None else (shared_rank(s, req.trunc, norm),)
         # j <= min(f, c/k * prod(rest)) = s.shape[1]: every group has j singular values
         root = s[:, :j].sqrt().to(u.dtype)
         uu = u[:, :, :j] * root[:, None, :]
         vv = root[:, :, None] * vh[:, :j, :]
         tail = float(s[:, j:].detach().square().sum().sqrt()) if j < s.shape[1] else 0.0
         return cls._of(
-            full,
+            req.full,
             uu.movedim(0, 1),
             vv.reshape(k, j, c // k, *rest),
             tail / norm if norm > 0 else 0.0,

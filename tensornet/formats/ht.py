@@ -24,6 +24,7 @@ from ..core.node import as_tensor
 from ..core.truncation import Truncation, as_truncation
 from .base import (
     Format,
+    Request,
     check_ranks,
     check_shape,
     error_limit,
@@ -407,26 +408,23 @@ class HT(Format):
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
-    def _decompose(
-        cls,
-        x: torch.Tensor,
-        full: Structure,
-        trunc: Truncation | None,
-        caps: tuple[int, ...] | None,
-        what: str,
-    ) -> HT:
+    def _decompose(cls, x: torch.Tensor, req: Request) -> HT:
         """HT-SVD, the leaves tensorized as the structure says."""
-        shape, out_dims, in_dims = full.shape, full.option("out_dims"), full.option("in_dims")
+        shape, out_dims, in_dims = (
+            req.full.shape,
+            req.full.option("out_dims"),
+            req.full.option("in_dims"),
+        )
         t = x
         if out_dims is not None:
             n = len(out_dims)
             t = x.reshape(*out_dims, *in_dims, *shape[2:])
             pairs = [j for k in range(n) for j in (k, n + k)]
             t = t.permute(list(range(2 * n, t.ndim)) + pairs)
-        groups, dims, _ = _ht_layout(shape, full.legs, out_dims, in_dims, what)
-        tree = _as_tree(full.option("tree"), len(groups), what)
-        tensors, tails = ht_svd(t.reshape([math.prod(g) for g in dims]), tree, trunc, caps)
-        new = cls._of(full, tensors, None)
+        groups, dims, _ = _ht_layout(shape, req.full.legs, out_dims, in_dims, req.what)
+        tree = _as_tree(req.full.option("tree"), len(groups), req.what)
+        tensors, tails = ht_svd(t.reshape([math.prod(g) for g in dims]), tree, req.trunc, req.caps)
+        new = cls._of(req.full, tensors, None)
         new._error = relative_error(x, new.to_dense())
         new._tails = tails
         return new

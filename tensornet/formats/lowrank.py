@@ -20,7 +20,7 @@ import torch
 from ..core.linalg import qr, svd, truncated_svd
 from ..core.node import as_tensor
 from ..core.truncation import Truncation, as_truncation
-from .base import Format, check_ranks, check_shape, fresh_names, tail_norm
+from .base import Format, Request, check_ranks, check_shape, fresh_names, tail_norm
 from .structure import Factor, Structure, register_format
 
 __all__ = ["LowRank", "reduce_pairs", "shared_rank"]
@@ -147,25 +147,17 @@ class LowRank(Format):
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
-    def _decompose(
-        cls,
-        x: torch.Tensor,
-        full: Structure,
-        trunc: Truncation | None,
-        caps: tuple[int, ...] | None,
-        what: str,
-    ) -> LowRank:
+    def _decompose(cls, x: torch.Tensor, req: Request) -> LowRank:
         """Truncated SVD of the matricisation ``left | rest`` (default left: the first leg)."""
-        if caps is not None:
-            trunc = Truncation(max_rank=caps[0])
-        u_legs, v_legs = (f.legs for f in full.factors)
+        trunc = req.trunc if req.caps is None else Truncation(max_rank=req.caps[0])
+        u_legs, v_legs = (f.legs for f in req.full.factors)
         left = u_legs[:-1]
-        xp = x.permute([full.legs.index(leg) for leg in left + v_legs[1:]])
+        xp = x.permute([req.full.legs.index(leg) for leg in left + v_legs[1:]])
         rows = math.prod(xp.shape[: len(left)])
         u, s, vh, s_full = truncated_svd(xp.reshape(rows, -1), trunc)
         root = s.sqrt().to(u.dtype)
         new = cls._of(
-            full,
+            req.full,
             (u * root).reshape(*xp.shape[: len(left)], -1),
             (root[:, None] * vh).reshape(-1, *xp.shape[len(left) :]),
         )

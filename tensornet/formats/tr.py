@@ -25,6 +25,7 @@ from ..core.node import as_tensor
 from ..core.truncation import Truncation, as_truncation
 from .base import (
     Format,
+    Request,
     chain_factors,
     check_order,
     check_ranks,
@@ -162,7 +163,21 @@ class TR(Format):
 
     @classmethod
     def _clamp(cls, full: Structure, ranks: Any, what: str) -> tuple[int, ...]:
-        """TR-SVD's bound: see :meth:`clamp_ranks`."""
+        """TR-SVD's bound on ``ranks`` (what ``clamp_ranks`` and ``from_dense`` apply).
+
+        Ring order ``n_0, ..., n_{d-1}``. The first pair is bounded together: ``r_0 <= m`` and
+        ``r_1 <= m // r_0`` with ``m = min(n_0, N / n_0)`` (the rank of the first unfolding),
+        then ``r_k <= min(r_1 n_1 ... n_{k-1}, r_0 n_k ... n_{d-1})`` for ``k >= 2``. A ring has
+        gauge freedom, so this is TR-SVD's bound rather than a bound on every ring; with
+        ``r_0 = r_1`` it gives :attr:`Structure.max_ranks`.
+
+        Examples
+        --------
+        >>> TR.clamp_ranks((16, 8, 3, 3), 64)
+        (16, 1, 8, 24)
+        >>> TR.clamp_ranks((16, 8, 3, 3), (4, 4, 64, 64))
+        (4, 4, 32, 12)
+        """
         sizes = [full.dim(leg) for leg in full.option("order")]
         given = check_ranks(ranks, len(sizes), what)
         total = math.prod(sizes)
@@ -175,47 +190,13 @@ class TR(Format):
             out.append(min(given[k], top))
         return tuple(out)
 
-    @classmethod
-    def clamp_ranks(
-        cls,
-        shape: Sequence[int],
-        ranks: Sequence[int] | int,
-        *,
-        legs: Sequence[str] | None = None,
-        what: str | None = None,
-        order: Sequence[str] | None = None,
-    ) -> tuple[int, ...]:
-        """``ranks`` lowered to what TR-SVD can use, ring order ``n_0, ..., n_{d-1}``.
-
-        The first pair is bounded together: ``r_0 <= m`` and ``r_1 <= m // r_0`` with
-        ``m = min(n_0, N / n_0)`` (the rank of the first unfolding), then
-        ``r_k <= min(r_1 n_1 ... n_{k-1}, r_0 n_k ... n_{d-1})`` for ``k >= 2``. A ring has
-        gauge freedom, so this is TR-SVD's bound rather than a bound on every ring; with
-        ``r_0 = r_1`` it gives :attr:`Structure.max_ranks`.
-
-        Examples
-        --------
-        >>> TR.clamp_ranks((16, 8, 3, 3), 64)
-        (16, 1, 8, 24)
-        >>> TR.clamp_ranks((16, 8, 3, 3), (4, 4, 64, 64))
-        (4, 4, 32, 12)
-        """
-        return super().clamp_ranks(shape, ranks, legs=legs, what=what, order=order)
-
     # -- construction ------------------------------------------------------------------------
     @classmethod
-    def _decompose(
-        cls,
-        x: torch.Tensor,
-        full: Structure,
-        trunc: Truncation | None,
-        caps: tuple[int, ...] | None,
-        what: str,
-    ) -> TR:
+    def _decompose(cls, x: torch.Tensor, req: Request) -> TR:
         """TR-SVD along the structure's order (``caps``: ``r_0, r_1`` as given, then caps)."""
-        x_ord = x.permute([full.legs.index(leg) for leg in full.option("order")])
-        cores, err = tr_svd(x_ord, trunc, caps)
-        return cls._of(full, cores, err)
+        x_ord = x.permute([req.full.legs.index(leg) for leg in req.full.option("order")])
+        cores, err = tr_svd(x_ord, req.trunc, req.caps)
+        return cls._of(req.full, cores, err)
 
     @classmethod
     def _of(cls, structure: Structure, cores: Sequence[torch.Tensor], error) -> TR:

@@ -18,6 +18,7 @@ from ..core.node import as_tensor
 from ..core.truncation import Truncation, as_truncation
 from .base import (
     Format,
+    Request,
     chain_factors,
     check_order,
     check_ranks,
@@ -289,21 +290,13 @@ class TT(Format):
         return Structure("tt", legs, shape, ranks, factors, modes, tops, (("order", order), *extra))
 
     @classmethod
-    def _decompose(
-        cls,
-        x: torch.Tensor,
-        full: Structure,
-        trunc: Truncation | None,
-        caps: tuple[int, ...] | None,
-        what: str,
-        budget: Budget = "uniform",
-    ) -> TT:
+    def _decompose(cls, x: torch.Tensor, req: Request, budget: Budget = "uniform") -> TT:
         """TT-SVD along the structure's order."""
-        budget = _check_budget(budget, what)
-        order = full.option("order")
-        x = x.permute([full.legs.index(leg) for leg in order])
-        cores, err = tt_svd(x, tuple(x.shape), trunc, caps, budget)
-        return from_chain(cls, full, cores, err)
+        budget = _check_budget(budget, req.what)
+        order = req.full.option("order")
+        x = x.permute([req.full.legs.index(leg) for leg in order])
+        cores, err = tt_svd(x, tuple(x.shape), req.trunc, req.caps, budget)
+        return from_chain(cls, req.full, cores, err)
 
     def _rebuilt(self, cores: Sequence[torch.Tensor], error: float | None) -> TT:
         return from_chain(type(self), self._structure, cores, error)

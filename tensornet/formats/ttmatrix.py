@@ -17,7 +17,7 @@ import torch
 
 from ..core.node import as_tensor
 from ..core.truncation import Truncation
-from .base import Format, chain_factors, check_ranks, check_shape, dense_input, fresh_names
+from .base import Format, Request, chain_factors, check_ranks, check_shape, dense_input, fresh_names
 from .structure import Structure, register_format
 from .tensorize import balanced_factors, check_dims, mode_legs
 from .tt import TT, Budget, from_chain, tt_max_ranks, tt_svd
@@ -144,29 +144,21 @@ class TTMatrix(Format):
         return x, check_shape(tuple(x.shape), _default_legs(legs, x.ndim), what)[1]
 
     @classmethod
-    def _decompose(
-        cls,
-        x: torch.Tensor,
-        full: Structure,
-        trunc: Truncation | None,
-        caps: tuple[int, ...] | None,
-        what: str,
-        budget: Budget = "uniform",
-    ) -> TTMatrix:
+    def _decompose(cls, x: torch.Tensor, req: Request, budget: Budget = "uniform") -> TTMatrix:
         """TT-SVD of the matrix or kernel with its first two legs tensorized.
 
         Legs after the first two (a kernel's ``kh, kw``) are kept whole in a spatial core in
         front; ``out_dims``/``in_dims`` (default :func:`balanced_factors` with ``d`` factors,
         default 3) are the mode sizes of the first two legs.
         """
-        out_dims, in_dims = full.option("out_dims"), full.option("in_dims")
+        out_dims, in_dims = req.full.option("out_dims"), req.full.option("in_dims")
         n = len(out_dims)
-        t = x.reshape(*out_dims, *in_dims, *full.shape[2:])
+        t = x.reshape(*out_dims, *in_dims, *req.full.shape[2:])
         channels = [j for k in range(n) for j in (k, n + k)]
         t = t.permute(list(range(2 * n, t.ndim)) + channels)
-        _, _, _, dims = _layout(full.shape, full.legs, out_dims, in_dims, None, what)
-        cores, err = tt_svd(t, [math.prod(g) for g in dims], trunc, caps, budget)
-        return from_chain(cls, full, cores, err)
+        _, _, _, dims = _layout(req.full.shape, req.full.legs, out_dims, in_dims, None, req.what)
+        cores, err = tt_svd(t, [math.prod(g) for g in dims], req.trunc, req.caps, budget)
+        return from_chain(cls, req.full, cores, err)
 
     @classmethod
     def from_matrix(

@@ -18,6 +18,7 @@ from ..core.node import Node, as_tensor
 from ..core.truncation import Truncation, as_truncation
 from .base import (
     Format,
+    Request,
     check_ranks,
     check_shape,
     error_limit,
@@ -228,28 +229,25 @@ class Tucker(Format):
     def _decompose(
         cls,
         x: torch.Tensor,
-        full: Structure,
-        trunc: Truncation | None,
-        caps: tuple[int, ...] | None,
-        what: str,
+        req: Request,
         method: Method = "hosvd",
         max_iter: int = 50,
         tol: float = 1e-10,
     ) -> Tucker:
         """HOSVD (tolerances shared as ``eps / sqrt(N)`` per mode), then HOOI if asked."""
         if method not in ("hosvd", "hooi"):
-            raise ValueError(f"{what}: method must be 'hosvd' or 'hooi', got {method!r}")
+            raise ValueError(f"{req.what}: method must be 'hosvd' or 'hooi', got {method!r}")
         if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-            raise ValueError(f"{what}: max_iter must be a positive int, got {max_iter!r}")
+            raise ValueError(f"{req.what}: max_iter must be a positive int, got {max_iter!r}")
         if not (isinstance(tol, (int, float)) and tol >= 0):
-            raise ValueError(f"{what}: tol must be a number >= 0, got {tol!r}")
-        modes = full.option("modes")
-        axes = [full.legs.index(m) for m in modes]
-        core, factors = hosvd(x, axes, trunc, caps)
+            raise ValueError(f"{req.what}: tol must be a number >= 0, got {tol!r}")
+        modes = req.full.option("modes")
+        axes = [req.full.legs.index(m) for m in modes]
+        core, factors = hosvd(x, axes, req.trunc, req.caps)
         history: list[float] = []
         if method == "hooi":
             core, factors, history = hooi(x, axes, factors, max_iter, tol)
-        new = cls._of(full, core, factors, None)
+        new = cls._of(req.full, core, factors, None)
         err = projection_error(x, core, new.to_dense)
         new._error = err
         new._history = tuple(history) if history else (err,)
