@@ -11,9 +11,9 @@ import copy
 import inspect
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import torch
 
@@ -25,7 +25,7 @@ from ..core.truncation import Truncation, as_truncation
 from ..core.validate import check_finite, is_int
 from .structure import Factor, Structure, as_fraction, budget_rank, ranks_within
 
-__all__ = ["Format", "Request", "budget_rank"]
+__all__ = ["Dense", "Format", "Layout", "Request", "budget_rank"]
 
 F = TypeVar("F", bound="Format")
 
@@ -51,6 +51,36 @@ class Request:
     trunc: Truncation | None
     caps: tuple[int, ...] | None
     what: str
+
+
+class Dense(NamedTuple):
+    """A checked dense shape, its leg names and the caller (for messages): ``_layout``'s input."""
+
+    shape: tuple[int, ...]
+    legs: tuple[str, ...]
+    what: str
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A format's layout of one dense shape before its ranks are chosen (``_layout`` returns it).
+
+    Attributes
+    ----------
+    max_ranks : tuple of int
+        Per rank, the largest value that can still help.
+    factors : callable
+        ``factors(ranks)``: the factors at those (checked) ranks.
+    options : tuple of (str, value)
+        The options that, with shape, legs and ranks, rebuild the structure.
+    modes : tuple of tuple of str, optional
+        For each dense leg, the factor legs it is reshaped into (default: each leg itself).
+    """
+
+    max_ranks: tuple[int, ...]
+    factors: Callable[[tuple[int, ...]], Sequence[Factor]]
+    options: tuple[tuple[str, Any], ...] = ()
+    modes: tuple[tuple[str, ...], ...] | None = None
 
 
 class Format(ABC):
@@ -118,19 +148,8 @@ class Format(ABC):
     # -- what each format defines -------------------------------------------------------------
     @classmethod
     @abstractmethod
-    def structure_for(
-        cls,
-        shape: Sequence[int],
-        ranks: Sequence[int] | int | None = None,
-        *,
-        legs: Sequence[str] | None = None,
-        what: str | None = None,
-        **options: Any,
-    ) -> Structure:
-        """The structure of this format for a dense ``shape`` at ``ranks`` (no tensors).
-
-        ``what`` names the caller in error messages (default ``"<Format>.structure_for"``).
-        """
+    def _layout(cls, dense: Dense) -> Layout:
+        """The format's layout of a checked dense shape; its options are keyword-only."""
 
     @classmethod
     @abstractmethod
@@ -145,6 +164,56 @@ class Format(ABC):
         """A smaller approximation of this tensor; ``error`` is relative to this one."""
 
     # -- construction shared by every format ---------------------------------------------------
+    @classmethod
+    def structure_for(
+        cls,
+        shape: Sequence[int],
+        ranks: Sequence[int] | int | None = None,
+        *,
+        legs: Sequence[str] | None = None,
+        what: str | None = None,
+        **options: Any,
+    ) -> Structure:
+        """The structure of this format for a dense ``shape`` at ``ranks`` (no tensors).
+
+        Parameters
+        ----------
+        shape : sequence of int
+            The dense tensor's shape.
+        ranks : int or sequence of int, optional
+            The format's ranks (an int sets every rank); ``None``: the maximal ranks.
+        legs : sequence of str, optional
+            Dense leg names (default ``d0, d1, ...``, or the format's own defaults).
+        what : str, optional
+            The caller, for messages (default ``"<Format>.structure_for"``).
+        **options
+            The format's options (the keyword-only arguments of its ``_layout``).
+
+        Examples
+        --------
+        >>> from tensornet.formats import get_format
+        >>> s = get_format("tucker2").structure_for((8, 6, 3, 3), (4, 3))
+        >>> s.ranks, s.max_ranks, [f.shape for f in s.factors]
+        ((4, 3), (8, 6), [(4, 3, 3, 3), (8, 4), (6, 3)])
+        """
+        what = what or f"{cls.__name__}.structure_for"
+        shape, legs = check_shape(shape, legs, what, cls._default_legs)
+        layout = cls._layout(Dense(shape, legs, what), **options)
+        tops = layout.max_ranks
+        ranks = tops if ranks is None else cls._check_ranks(ranks, len(tops), what)
+        modes = layout.modes or tuple((leg,) for leg in legs)
+        factors = tuple(layout.factors(ranks))
+        return Structure(cls.name, legs, shape, ranks, factors, modes, tops, layout.options)
+
+    @classmethod
+    def _default_legs(cls, ndim: int) -> tuple[str, ...]:
+        """Dense leg names when none are given."""
+        return _numbered(ndim)
+
+    @classmethod
+    def _check_ranks(cls, ranks: Any, count: int, what: str) -> tuple[int, ...]:
+        return check_ranks(ranks, count, what)
+
     @classmethod
     def from_dense(
         cls: type[F],
@@ -383,11 +452,9 @@ def _generic_args(
 
 
 def _shaping_options(cls: type[Format]) -> tuple[str, ...]:
-    """The keyword options of ``cls.structure_for`` (those that shape the structure)."""
-    params = inspect.signature(cls.structure_for).parameters.values()
-    return tuple(
-        p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in ("legs", "what")
-    )
+    """The format's options: the keyword-only arguments of its ``_layout``."""
+    params = inspect.signature(cls._layout).parameters.values()
+    return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY)
 
 
 # -- helpers shared by the formats -----------------------------------------------------------
@@ -626,9 +693,15 @@ def inner(a: TensorNetwork, b: TensorNetwork) -> torch.Tensor:
 
 # -- helpers for structure_for ---------------------------------------------------------------
 def check_shape(
-    shape: Sequence[int], legs: Sequence[str] | None, what: str
+    shape: Sequence[int],
+    legs: Sequence[str] | None,
+    what: str,
+    default: Callable[[int], tuple[str, ...]] | None = None,
 ) -> tuple[tuple[int, ...], tuple[str, ...]]:
-    """``shape`` as positive ints and ``legs`` as matching unique names (default ``d0, ...``)."""
+    """``shape`` as positive ints and ``legs`` as matching unique names.
+
+    Legs default to ``default(len(shape))`` (when given), else ``d0, d1, ...``.
+    """
     try:
         shape = tuple(shape)
     except TypeError:
@@ -637,7 +710,7 @@ def check_shape(
         raise ValueError(f"{what}: shape must be positive ints, got {shape}")
     shape = tuple(int(n) for n in shape)
     if legs is None:
-        return shape, tuple(f"d{i}" for i in range(len(shape)))
+        return shape, (default or _numbered)(len(shape))
     if isinstance(legs, str):
         raise ValueError(f"{what}: legs must be a sequence of names, got the string {legs!r}")
     legs = tuple(legs)
@@ -646,6 +719,10 @@ def check_shape(
     if len(set(legs)) != len(legs) or not all(isinstance(leg, str) and leg for leg in legs):
         raise ValueError(f"{what}: legs must be unique non-empty strings, got {legs}")
     return shape, legs
+
+
+def _numbered(ndim: int) -> tuple[str, ...]:
+    return tuple(f"d{i}" for i in range(ndim))
 
 
 def check_order(order: Sequence[str] | None, legs: tuple[str, ...], what: str) -> tuple[str, ...]:

@@ -19,7 +19,7 @@ import torch
 from ..core.node import Node, as_tensor
 from ..core.truncation import Truncation
 from ..core.validate import is_int
-from .base import Format, Request, check_shape, fresh_names, relative_error, unfold
+from .base import Dense, Format, Layout, Request, fresh_names, relative_error, unfold
 from .structure import Factor, Structure, register_format
 from .tucker import leading_vectors
 
@@ -187,16 +187,8 @@ class CP(Format):
         return nodes
 
     @classmethod
-    def structure_for(
-        cls,
-        shape: Sequence[int],
-        ranks: Sequence[int] | int | None = None,
-        *,
-        legs: Sequence[str] | None = None,
-        normalize: bool = False,
-        what: str | None = None,
-    ) -> Structure:
-        """The CP structure: factors ``A{k}`` of shape ``(n_k, R)`` sharing one rank leg.
+    def _layout(cls, dense: Dense, *, normalize: bool = False) -> Layout:
+        """Factors ``A{k}`` of shape ``(n_k, R)`` sharing one rank leg (plus ``R`` weights).
 
         The rank leg joins every factor (a hyperedge), so the parameter count and every cost
         are CP's true ones, ``R * sum(n_k)`` (plus ``R`` weights when normalised).
@@ -207,31 +199,28 @@ class CP(Format):
         >>> s.num_params, s.factors[0].legs, s.max_ranks
         (1340, ('d0', 'r'), (275,))
         """
-        what = what or "CP.structure_for"
-        shape, legs = check_shape(shape, legs, what)
+        shape, legs, what = dense
         per_rank = sum(shape) + (1 if normalize else 0)
         top = max(1, math.prod(shape) // per_rank)
-        rank = top if ranks is None else _check_rank(ranks, what)
         r_leg = fresh_names(["r"], legs)[0]
-        factors = [
-            Factor(f"A{k}", (leg, r_leg), (n, rank)) for k, (leg, n) in enumerate(zip(legs, shape))
-        ]
-        if normalize:
-            factors.append(Factor("weights", (r_leg,), (rank,)))
-        return Structure(
-            "cp",
-            legs,
-            shape,
-            (rank,),
-            tuple(factors),
-            tuple((leg,) for leg in legs),
-            (top,),
-            (("normalize", bool(normalize)),),
-        )
+
+        def factors(ranks: tuple[int, ...]) -> list[Factor]:
+            (rank,) = ranks
+            out = [
+                Factor(f"A{k}", (leg, r_leg), (n, rank))
+                for k, (leg, n) in enumerate(zip(legs, shape))
+            ]
+            return out + [Factor("weights", (r_leg,), (rank,))] * bool(normalize)
+
+        return Layout((top,), factors, (("normalize", bool(normalize)),))
+
+    @classmethod
+    def _check_ranks(cls, ranks: Any, count: int, what: str) -> tuple[int, ...]:
+        return (_check_rank(ranks, what),)
 
     @classmethod
     def _requested_ranks(cls, full: Structure, ranks: Any, what: str) -> tuple[int, ...]:
-        return (_check_rank(ranks, what),)  # a CP rank has no bound of its own: no clamping
+        return cls._check_ranks(ranks, 1, what)  # a CP rank has no bound of its own: no clamping
 
     @classmethod
     def _decompose(

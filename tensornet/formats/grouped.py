@@ -25,7 +25,7 @@ import torch
 from ..core.linalg import svd
 from ..core.node import Node, as_tensor
 from ..core.truncation import Truncation, as_truncation
-from .base import Format, Request, check_ranks, check_shape, fresh_names
+from .base import Dense, Format, Layout, Request, check_ranks, fresh_names
 from .lowrank import reduce_pairs, shared_rank
 from .structure import Factor, Structure, register_format
 
@@ -121,15 +121,7 @@ class Grouped(Format):
 
     # -- structure ---------------------------------------------------------------------------
     @classmethod
-    def structure_for(
-        cls,
-        shape: Sequence[int],
-        ranks: Sequence[int] | int | None = None,
-        *,
-        legs: Sequence[str] | None = None,
-        channel_groups: int = 1,
-        what: str | None = None,
-    ) -> Structure:
+    def _layout(cls, dense: Dense, *, channel_groups: int = 1) -> Layout:
         """``U (f, k, j)`` and ``V (k, j, c/k, ...)`` sharing the group leg with the input.
 
         Examples
@@ -141,22 +133,24 @@ class Grouped(Format):
         >>> s.modes[1], s.num_params
         (('i_g', 'i_c'), 4352)
         """
-        what = what or "Grouped.structure_for"
-        shape, legs = check_shape(shape, legs, what)
+        shape, legs, what = dense
         if len(shape) < 2:
             raise ValueError(f"{what}: needs at least 2 legs (out, in, ...), got shape {shape}")
         k = _check_groups(channel_groups, shape[1], what)
         ck = shape[1] // k
-        top = min(shape[0], ck * math.prod(shape[2:]))
-        (rank,) = (top,) if ranks is None else check_ranks(ranks, 1, what)
         g, c, r = _names(legs)
-        factors = (
-            Factor("U", (legs[0], g, r), (shape[0], k, rank)),
-            Factor("V", (g, r, c, *legs[2:]), (k, rank, ck, *shape[2:])),
-        )
-        modes = ((legs[0],), (g, c), *((leg,) for leg in legs[2:]))
-        return Structure(
-            "grouped", legs, shape, (rank,), factors, modes, (top,), (("channel_groups", k),)
+
+        def factors(ranks: tuple[int, ...]) -> tuple[Factor, Factor]:
+            return (
+                Factor("U", (legs[0], g, r), (shape[0], k, *ranks)),
+                Factor("V", (g, r, c, *legs[2:]), (k, *ranks, ck, *shape[2:])),
+            )
+
+        return Layout(
+            (min(shape[0], ck * math.prod(shape[2:])),),
+            factors,
+            (("channel_groups", k),),
+            ((legs[0],), (g, c), *((leg,) for leg in legs[2:])),
         )
 
     # -- construction ------------------------------------------------------------------------

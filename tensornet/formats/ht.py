@@ -23,10 +23,11 @@ from ..core.linalg import leading_frame, qr
 from ..core.node import as_tensor
 from ..core.truncation import Truncation, as_truncation
 from .base import (
+    Dense,
     Format,
+    Layout,
     Request,
     check_ranks,
-    check_shape,
     error_limit,
     fresh_names,
     inner,
@@ -371,18 +372,15 @@ class HT(Format):
 
     # -- structure ---------------------------------------------------------------------------
     @classmethod
-    def structure_for(
+    def _layout(
         cls,
-        shape: Sequence[int],
-        ranks: Sequence[int] | int | None = None,
+        dense: Dense,
         *,
-        legs: Sequence[str] | None = None,
         tree: DimensionTree | Any | None = None,
         out_dims: Sequence[int] | None = None,
         in_dims: Sequence[int] | None = None,
-        what: str | None = None,
-    ) -> Structure:
-        """The HT structure of a dense ``shape``: ``ranks`` per non-root node, breadth first.
+    ) -> Layout:
+        """Nodes of the dimension ``tree``: ranks per non-root node, breadth first.
 
         Examples
         --------
@@ -392,19 +390,19 @@ class HT(Format):
         >>> s.num_params == ht_params(DimensionTree.balanced(4), (6, 5, 4, 6), (2,) * 6)
         True
         """
-        what = what or "HT.structure_for"
-        shape, legs = check_shape(shape, legs, what)
+        shape, legs, what = dense
         groups, dims, modes = _ht_layout(shape, legs, out_dims, in_dims, what)
         tree = _as_tree(tree, len(groups), what)
-        sizes = [math.prod(g) for g in dims]
-        tops = _max_ranks(tree, sizes)
-        ranks = tops if ranks is None else check_ranks(ranks, len(tree) - 1, what)
-        flat = tuple(leg for g in groups for leg in g)
-        factors = _ht_factors(tree, groups, dims, _rank_legs(tree, flat), ranks)
+        rank_legs = _rank_legs(tree, tuple(leg for g in groups for leg in g))
         options: tuple[tuple[str, Any], ...] = (("tree", _freeze(tree.structure)),)
         if out_dims is not None:
             options += (("out_dims", tuple(out_dims)), ("in_dims", tuple(in_dims)))
-        return Structure("ht", legs, shape, ranks, factors, modes, tops, options)
+        return Layout(
+            _max_ranks(tree, [math.prod(g) for g in dims]),
+            lambda ranks: _ht_factors(tree, groups, dims, rank_legs, ranks),
+            options,
+            modes,
+        )
 
     # -- construction ------------------------------------------------------------------------
     @classmethod

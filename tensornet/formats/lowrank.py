@@ -20,7 +20,7 @@ import torch
 from ..core.linalg import qr, svd, truncated_svd
 from ..core.node import as_tensor
 from ..core.truncation import Truncation, as_truncation
-from .base import Format, Request, check_ranks, check_shape, fresh_names, tail_norm
+from .base import Dense, Format, Layout, Request, check_ranks, fresh_names, tail_norm
 from .structure import Factor, Structure, register_format
 
 __all__ = ["LowRank", "reduce_pairs", "shared_rank"]
@@ -112,15 +112,7 @@ class LowRank(Format):
 
     # -- structure ---------------------------------------------------------------------------
     @classmethod
-    def structure_for(
-        cls,
-        shape: Sequence[int],
-        ranks: Sequence[int] | int | None = None,
-        *,
-        legs: Sequence[str] | None = None,
-        left: Sequence[str] | str | None = None,
-        what: str | None = None,
-    ) -> Structure:
+    def _layout(cls, dense: Dense, *, left: Sequence[str] | str | None = None) -> Layout:
         """``U (*left, r)`` and ``V (r, *right)``; ``left`` defaults to the first leg.
 
         Examples
@@ -128,22 +120,21 @@ class LowRank(Format):
         >>> LowRank.structure_for((64, 32, 3, 3), 8).num_params
         2816
         """
-        what = what or "LowRank.structure_for"
-        shape, legs = check_shape(shape, legs, what)
+        shape, legs, what = dense
         if len(shape) < 2:
             raise ValueError(f"{what}: needs at least 2 legs, got shape {shape}")
         left, right = cls._cut(legs, left, what)
-        rows = math.prod(shape[legs.index(leg)] for leg in left)
-        top = min(rows, math.prod(shape) // rows)
-        (rank,) = (top,) if ranks is None else check_ranks(ranks, 1, what)
-        r = fresh_names(["r"], legs)[0]
         dims = dict(zip(legs, shape))
-        factors = (
-            Factor("U", (*left, r), (*(dims[leg] for leg in left), rank)),
-            Factor("V", (r, *right), (rank, *(dims[leg] for leg in right))),
-        )
-        modes = tuple((leg,) for leg in legs)
-        return Structure("svd", legs, shape, (rank,), factors, modes, (top,), (("left", left),))
+        rows = math.prod(dims[leg] for leg in left)
+        r = fresh_names(["r"], legs)[0]
+
+        def factors(ranks: tuple[int, ...]) -> tuple[Factor, Factor]:
+            return (
+                Factor("U", (*left, r), (*(dims[leg] for leg in left), *ranks)),
+                Factor("V", (r, *right), (*ranks, *(dims[leg] for leg in right))),
+            )
+
+        return Layout((min(rows, math.prod(shape) // rows),), factors, (("left", left),))
 
     # -- construction ------------------------------------------------------------------------
     @classmethod

@@ -24,12 +24,13 @@ from ..core.linalg import truncated_svd
 from ..core.node import as_tensor
 from ..core.truncation import Truncation, as_truncation
 from .base import (
+    Dense,
     Format,
+    Layout,
     Request,
     chain_factors,
     check_order,
     check_ranks,
-    check_shape,
     error_limit,
     fresh_names,
     relative_error,
@@ -124,16 +125,8 @@ class TR(Format):
 
     # -- structure ---------------------------------------------------------------------------
     @classmethod
-    def structure_for(
-        cls,
-        shape: Sequence[int],
-        ranks: Sequence[int] | int | None = None,
-        *,
-        legs: Sequence[str] | None = None,
-        order: Sequence[str] | None = None,
-        what: str | None = None,
-    ) -> Structure:
-        """The TR structure of ``shape`` with ranks ``(r_0, ..., r_{d-1})`` along ``order``.
+    def _layout(cls, dense: Dense, *, order: Sequence[str] | None = None) -> Layout:
+        """A ring of cores along ``order``: ranks ``(r_0, ..., r_{d-1})``, ``r_k`` before core k.
 
         Examples
         --------
@@ -141,25 +134,23 @@ class TR(Format):
         >>> [(f.legs, f.shape) for f in s.factors][0], s.num_params
         ((('r0', 'd0', 'r1'), (2, 4, 3)), 132)
         """
-        what = what or "TR.structure_for"
-        shape, legs = check_shape(shape, legs, what)
+        shape, legs, what = dense
         if len(shape) < 2:
             raise ValueError(f"{what}: a tensor ring needs at least 2 legs, got shape {shape}")
         order = check_order(order, legs, what)
         sizes = [shape[legs.index(leg)] for leg in order]
-        tops = _max_ranks(sizes)
-        d = len(sizes)
-        ranks = tops if ranks is None else check_ranks(ranks, d, what)
-        bonds = _bond_legs(d, legs)  # r_k joins core k - 1 and core k: chain bond k is r_{k+1}
-        factors = chain_factors(
-            [(leg,) for leg in order],
-            [(n,) for n in sizes],
-            bonds[1:] + bonds[:1],
-            ranks[1:] + ranks[:1],
-            ring=True,
+        bonds = _bond_legs(len(sizes), legs)  # chain bond k (after core k) is r_{k+1}
+        return Layout(
+            _max_ranks(sizes),
+            lambda ranks: chain_factors(
+                [(leg,) for leg in order],
+                [(n,) for n in sizes],
+                bonds[1:] + bonds[:1],
+                ranks[1:] + ranks[:1],
+                ring=True,
+            ),
+            (("order", order),),
         )
-        modes = tuple((leg,) for leg in legs)
-        return Structure("tr", legs, shape, ranks, factors, modes, tops, (("order", order),))
 
     @classmethod
     def _clamp(cls, full: Structure, ranks: Any, what: str) -> tuple[int, ...]:

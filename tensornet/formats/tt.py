@@ -17,12 +17,13 @@ from ..core.linalg import qr, truncated_svd
 from ..core.node import as_tensor
 from ..core.truncation import Truncation, as_truncation
 from .base import (
+    Dense,
     Format,
+    Layout,
     Request,
     chain_factors,
     check_order,
     check_ranks,
-    check_shape,
     error_limit,
     fresh_names,
     left_svd,
@@ -248,17 +249,14 @@ class TT(Format):
         return cls(cores, [(leg,) for leg in legs])
 
     @classmethod
-    def structure_for(
+    def _layout(
         cls,
-        shape: Sequence[int],
-        ranks: Sequence[int] | int | None = None,
+        dense: Dense,
         *,
-        legs: Sequence[str] | None = None,
         order: Sequence[str] | None = None,
         groups: Sequence[Sequence[str]] | None = None,
-        what: str | None = None,
-    ) -> Structure:
-        """The TT structure of a dense ``shape`` (cores along ``order``) at bond ``ranks``.
+    ) -> Layout:
+        """Cores along ``order`` (default: the dense order), bond ``k`` after core ``k``.
 
         ``groups`` (the mode legs of each core, in train order) lets a core carry several legs,
         as the train of a :class:`~tensornet.formats.TTMatrix` does; it sets ``order``.
@@ -269,8 +267,7 @@ class TT(Format):
         >>> [f.shape for f in s.factors], s.num_params == tt_params((4, 5, 6), (2, 3))
         ([(4, 2), (2, 5, 3), (3, 6)], True)
         """
-        what = what or "TT.structure_for"
-        shape, legs = check_shape(shape, legs, what)
+        shape, legs, what = dense
         if groups is not None:
             groups = tuple(tuple(g) for g in groups)
             order = tuple(leg for g in groups for leg in g)
@@ -281,13 +278,13 @@ class TT(Format):
             extra = (("groups", groups),)
         dims = dict(zip(legs, shape))
         group_dims = [tuple(dims[leg] for leg in g) for g in groups]
-        sizes = [math.prod(g) for g in group_dims]
-        tops = tt_max_ranks(sizes)
-        ranks = tops if ranks is None else check_ranks(ranks, len(sizes) - 1, what)
-        bonds = fresh_names([f"r{k + 1}" for k in range(len(sizes) - 1)], legs)
-        factors = chain_factors(groups, group_dims, bonds, ranks)
-        modes = tuple((leg,) for leg in legs)
-        return Structure("tt", legs, shape, ranks, factors, modes, tops, (("order", order), *extra))
+        tops = tt_max_ranks([math.prod(g) for g in group_dims])
+        bonds = fresh_names([f"r{k + 1}" for k in range(len(groups) - 1)], legs)
+        return Layout(
+            tops,
+            lambda ranks: chain_factors(groups, group_dims, bonds, ranks),
+            (("order", order), *extra),
+        )
 
     @classmethod
     def _decompose(cls, x: torch.Tensor, req: Request, budget: Budget = "uniform") -> TT:

@@ -17,8 +17,17 @@ import torch
 
 from ..core.node import as_tensor
 from ..core.truncation import Truncation
-from .base import Format, Request, chain_factors, check_ranks, check_shape, dense_input, fresh_names
-from .structure import Structure, register_format
+from .base import (
+    Dense,
+    Format,
+    Layout,
+    Request,
+    chain_factors,
+    check_shape,
+    dense_input,
+    fresh_names,
+)
+from .structure import register_format
 from .tensorize import balanced_factors, check_dims, mode_legs
 from .tt import TT, Budget, from_chain, tt_max_ranks, tt_svd
 
@@ -33,7 +42,7 @@ def _dims(
     return check_dims(given, total, field, what)
 
 
-def _layout(
+def _train_layout(
     shape: tuple[int, ...],
     legs: tuple[str, ...],
     out_dims: Sequence[int] | None,
@@ -93,18 +102,15 @@ class TTMatrix(Format):
 
     # -- structure ---------------------------------------------------------------------------
     @classmethod
-    def structure_for(
+    def _layout(
         cls,
-        shape: Sequence[int],
-        ranks: Sequence[int] | int | None = None,
+        dense: Dense,
         *,
-        legs: Sequence[str] | None = None,
         out_dims: Sequence[int] | None = None,
         in_dims: Sequence[int] | None = None,
         d: int | None = None,
-        what: str | None = None,
-    ) -> Structure:
-        """The TT-matrix structure of a matrix or kernel ``shape``.
+    ) -> Layout:
+        """A train over the paired channel modes, the spatial legs in one core in front.
 
         Examples
         --------
@@ -113,27 +119,27 @@ class TTMatrix(Format):
         >>> [(f.legs, f.shape) for f in s.factors][:2]
         [(('kh', 'kw', 'r1'), (3, 3, 4)), (('r1', 'out_0', 'in_0', 'r2'), (4, 4, 2, 4))]
         """
-        what = what or "TTMatrix.structure_for"
-        legs = _default_legs(legs, len(tuple(shape)))
-        shape, legs = check_shape(shape, legs, what)
-        out_dims, in_dims, groups, dims = _layout(shape, legs, out_dims, in_dims, d, what)
-        sizes = [math.prod(g) for g in dims]
-        tops = tt_max_ranks(sizes)
-        ranks = tops if ranks is None else check_ranks(ranks, len(groups) - 1, what)
+        shape, legs, what = dense
+        out_dims, in_dims, groups, dims = _train_layout(shape, legs, out_dims, in_dims, d, what)
+        tops = tt_max_ranks([math.prod(g) for g in dims])
         flat = tuple(leg for g in groups for leg in g)
         bonds = fresh_names([f"r{k + 1}" for k in range(len(groups) - 1)], flat)
         n = len(out_dims)
-        modes = (mode_legs(legs[0], n), mode_legs(legs[1], n), *((leg,) for leg in legs[2:]))
-        return Structure(
-            "ttmatrix",
-            legs,
-            shape,
-            ranks,
-            chain_factors(groups, dims, bonds, ranks),
-            modes,
+        return Layout(
             tops,
+            lambda ranks: chain_factors(groups, dims, bonds, ranks),
             (("out_dims", out_dims), ("in_dims", in_dims)),
+            (mode_legs(legs[0], n), mode_legs(legs[1], n), *((leg,) for leg in legs[2:])),
         )
+
+    @classmethod
+    def _default_legs(cls, ndim: int) -> tuple[str, ...]:
+        """A matrix's ``rows, cols``, a kernel's ``out, in, kh, kw``; else ``out, in, k0, ...``."""
+        if ndim == 2:
+            return _Dense2.MATRIX
+        if ndim == 4:
+            return _Dense2.KERNEL
+        return ("out", "in", *(f"k{i}" for i in range(ndim - 2)))
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -141,7 +147,7 @@ class TTMatrix(Format):
         cls, x: Any, legs: Sequence[str] | None, what: str
     ) -> tuple[torch.Tensor, tuple[str, ...]]:
         x, _ = dense_input(x, None, what)
-        return x, check_shape(tuple(x.shape), _default_legs(legs, x.ndim), what)[1]
+        return x, check_shape(tuple(x.shape), legs, what, cls._default_legs)[1]
 
     @classmethod
     def _decompose(cls, x: torch.Tensor, req: Request, budget: Budget = "uniform") -> TTMatrix:
@@ -156,7 +162,9 @@ class TTMatrix(Format):
         t = x.reshape(*out_dims, *in_dims, *req.full.shape[2:])
         channels = [j for k in range(n) for j in (k, n + k)]
         t = t.permute(list(range(2 * n, t.ndim)) + channels)
-        _, _, _, dims = _layout(req.full.shape, req.full.legs, out_dims, in_dims, None, req.what)
+        _, _, _, dims = _train_layout(
+            req.full.shape, req.full.legs, out_dims, in_dims, None, req.what
+        )
         cores, err = tt_svd(t, [math.prod(g) for g in dims], req.trunc, req.caps, budget)
         return from_chain(cls, req.full, cores, err)
 
@@ -241,7 +249,7 @@ class TTMatrix(Format):
     @property
     def tt(self) -> TT:
         """The underlying train (cores with a row and a column leg each)."""
-        _, _, groups, dims = _layout(
+        _, _, groups, dims = _train_layout(
             self.shape, self.legs, self.row_dims, self.col_dims, None, "TTMatrix.tt"
         )
         flat = tuple(leg for g in groups for leg in g)
@@ -271,16 +279,6 @@ class TTMatrix(Format):
     ) -> TTMatrix:
         """A smaller approximation; ``error`` is relative to this tensor."""
         return self.round(trunc, ranks)
-
-
-def _default_legs(legs: Sequence[str] | None, ndim: int) -> Sequence[str] | None:
-    if legs is not None:
-        return legs
-    if ndim == 2:
-        return _Dense2.MATRIX
-    if ndim == 4:
-        return _Dense2.KERNEL
-    return ("out", "in", *(f"k{i}" for i in range(ndim - 2)))
 
 
 def _two_legs(legs: Any, what: str) -> tuple[str, str]:

@@ -17,10 +17,11 @@ from ..core.linalg import qr
 from ..core.node import Node, as_tensor
 from ..core.truncation import Truncation, as_truncation
 from .base import (
+    Dense,
     Format,
+    Layout,
     Request,
     check_ranks,
-    check_shape,
     error_limit,
     fresh_names,
     left_vectors,
@@ -178,16 +179,8 @@ class Tucker(Format):
         return modes
 
     @classmethod
-    def structure_for(
-        cls,
-        shape: Sequence[int],
-        ranks: Sequence[int] | int | None = None,
-        *,
-        legs: Sequence[str] | None = None,
-        modes: Sequence[str] | None = None,
-        what: str | None = None,
-    ) -> Structure:
-        """The Tucker structure of ``shape``: a core and one factor per decomposed mode.
+    def _layout(cls, dense: Dense, *, modes: Sequence[str] | None = None) -> Layout:
+        """A core and one factor per decomposed mode (``modes``, default all legs).
 
         Examples
         --------
@@ -196,34 +189,23 @@ class Tucker(Format):
         >>> [(f.name, f.legs, f.shape) for f in s.factors][0]
         ('core', ('r_out', 'r_in', 'kh', 'kw'), (4, 3, 3, 3))
         """
-        what = what or f"{cls.__name__}.structure_for"
-        shape, legs = check_shape(shape, legs, what)
+        shape, legs, what = dense
         modes = cls._check_modes(modes, legs, what)
         total = math.prod(shape)
-        tops = tuple(min(shape[legs.index(m)], total // shape[legs.index(m)]) for m in modes)
-        ranks = tops if ranks is None else check_ranks(ranks, len(modes), what)
-        rank_legs = fresh_names([f"r_{m}" for m in modes], legs)
-        core_legs, core_shape = [], []
-        for leg, n in zip(legs, shape):
-            if leg in modes:
-                core_legs.append(rank_legs[modes.index(leg)])
-                core_shape.append(ranks[modes.index(leg)])
-            else:
-                core_legs.append(leg)
-                core_shape.append(n)
-        factors = [Factor("core", tuple(core_legs), tuple(core_shape))]
-        for m, r_leg, r in zip(modes, rank_legs, ranks):
-            factors.append(Factor(f"U_{m}", (m, r_leg), (shape[legs.index(m)], r)))
-        return Structure(
-            cls.name,
-            legs,
-            shape,
-            ranks,
-            tuple(factors),
-            tuple((leg,) for leg in legs),
-            tops,
-            (("modes", modes),),
-        )
+        dims = dict(zip(legs, shape))
+        tops = tuple(min(dims[m], total // dims[m]) for m in modes)
+        rank_legs = dict(zip(modes, fresh_names([f"r_{m}" for m in modes], legs)))
+
+        def factors(ranks: tuple[int, ...]) -> list[Factor]:
+            rank = dict(zip(modes, ranks))
+            core = Factor(
+                "core",
+                tuple(rank_legs.get(leg, leg) for leg in legs),
+                tuple(rank.get(leg, n) for leg, n in zip(legs, shape)),
+            )
+            return [core, *(Factor(f"U_{m}", (m, rank_legs[m]), (dims[m], rank[m])) for m in modes)]
+
+        return Layout(tops, factors, (("modes", modes),))
 
     @classmethod
     def _decompose(
