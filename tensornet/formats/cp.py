@@ -17,9 +17,11 @@ from typing import Any, Literal
 import torch
 
 from ..core.node import Node, as_tensor
+from ..core.split import fresh_names
 from ..core.truncation import Truncation
 from ..core.validate import is_int
-from .base import Dense, Format, Layout, Request, fresh_names, relative_error, unfold
+from .base import Dense, Format, Layout, Request
+from .steps import relative_error, unfold
 from .structure import Factor, Structure, register_format
 from .tucker import leading_vectors
 

@@ -24,8 +24,9 @@ import torch
 
 from ..core.linalg import svd
 from ..core.node import Node, as_tensor
+from ..core.split import fresh_names
 from ..core.truncation import Truncation, as_truncation
-from .base import Dense, Format, Layout, Request, check_ranks, fresh_names
+from .base import Dense, Format, Layout, Request, check_ranks
 from .lowrank import reduce_pairs, shared_rank
 from .structure import Factor, Structure, register_format
 

@@ -21,22 +21,10 @@ import torch
 
 from ..core.linalg import leading_frame, qr
 from ..core.node import as_tensor
+from ..core.split import fresh_names
 from ..core.truncation import Truncation, as_truncation
-from .base import (
-    Dense,
-    Format,
-    Layout,
-    Request,
-    check_ranks,
-    error_limit,
-    fresh_names,
-    inner,
-    left_svd,
-    relative_error,
-    step_truncation,
-    tail_norm,
-    unfold,
-)
+from .base import Dense, Format, Layout, Request, check_ranks
+from .steps import error_limit, inner, left_svd, relative_error, step_truncation, tail_norm, unfold
 from .structure import Factor, Structure, _freeze, register_format
 from .tensorize import check_dims, mode_legs
 

@@ -19,8 +19,10 @@ import torch
 
 from ..core.linalg import qr, svd, truncated_svd
 from ..core.node import as_tensor
+from ..core.split import fresh_names
 from ..core.truncation import Truncation, as_truncation
-from .base import Dense, Format, Layout, Request, check_ranks, fresh_names, tail_norm
+from .base import Dense, Format, Layout, Request, check_ranks
+from .steps import tail_norm
 from .structure import Factor, Structure, register_format
 
 __all__ = ["LowRank", "reduce_pairs", "shared_rank"]

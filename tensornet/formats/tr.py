@@ -22,21 +22,10 @@ import torch
 
 from ..core.linalg import truncated_svd
 from ..core.node import as_tensor
+from ..core.split import fresh_names
 from ..core.truncation import Truncation, as_truncation
-from .base import (
-    Dense,
-    Format,
-    Layout,
-    Request,
-    chain_factors,
-    check_order,
-    check_ranks,
-    error_limit,
-    fresh_names,
-    relative_error,
-    step_truncation,
-    tail_norm,
-)
+from .base import Dense, Format, Layout, Request, chain_factors, check_order, check_ranks
+from .steps import error_limit, relative_error, step_truncation, tail_norm
 from .structure import Structure, register_format
 from .tt import tt_svd
 

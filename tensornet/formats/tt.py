@@ -15,21 +15,10 @@ import torch
 
 from ..core.linalg import qr, truncated_svd
 from ..core.node import as_tensor
+from ..core.split import fresh_names
 from ..core.truncation import Truncation, as_truncation
-from .base import (
-    Dense,
-    Format,
-    Layout,
-    Request,
-    chain_factors,
-    check_order,
-    check_ranks,
-    error_limit,
-    fresh_names,
-    left_svd,
-    step_truncation,
-    tail_norm,
-)
+from .base import Dense, Format, Layout, Request, chain_factors, check_order, check_ranks
+from .steps import error_limit, left_svd, step_truncation, tail_norm
 from .structure import Structure, register_format
 
 __all__ = ["TT"]

@@ -15,21 +15,10 @@ import torch
 
 from ..core.linalg import qr
 from ..core.node import Node, as_tensor
+from ..core.split import fresh_names
 from ..core.truncation import Truncation, as_truncation
-from .base import (
-    Dense,
-    Format,
-    Layout,
-    Request,
-    check_ranks,
-    error_limit,
-    fresh_names,
-    left_vectors,
-    mode_product,
-    relative_error,
-    step_truncation,
-    unfold,
-)
+from .base import Dense, Format, Layout, Request, check_ranks
+from .steps import error_limit, left_vectors, mode_product, relative_error, step_truncation, unfold
 from .structure import Factor, Structure, register_format
 
 __all__ = ["Tucker", "Tucker2"]

@@ -17,8 +17,10 @@ from tensornet.formats.base import (
     check_shape,
     choose,
     dense_input,
-    error_limit,
     factor_shapes_match,
+)
+from tensornet.formats.steps import (
+    error_limit,
     inner,
     left_svd,
     mode_product,
