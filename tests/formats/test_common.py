@@ -66,6 +66,7 @@ def example_format(monkeypatch):
     monkeypatch.setattr(structure_module, "_REGISTRY", dict(structure_module._REGISTRY))
     return register_format("example")(Leading)
 
+
 LEGS = ("out", "in", "kh", "kw")
 SHAPE = (8, 6, 3, 3)
 # options that make each format meaningful on a kernel (others take the defaults)
