@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from tensornet.formats import TT, Format, Structure, Tucker, format_names, get_format
-from tensornet.formats.structure import Factor, budget_rank, fraction_ranks, register_format
+from tensornet.formats.structure import (
+    Factor,
+    as_fraction,
+    budget_rank,
+    fraction_ranks,
+    ranks_within,
+    register_format,
+)
 from tensornet.formats.tt import tt_params
 
 from .helpers import F64, gen
@@ -239,3 +246,27 @@ def test_fraction_ranks_refusals(fraction, match):
 def test_fraction_ranks_names_the_given_caller():
     with pytest.raises(ValueError, match=r"^Demo\.call: fraction must be in"):
         fraction_ranks("tt", (6, 7, 8), 2, what="Demo.call")
+
+
+def test_as_fraction_takes_0d_real_tensors_only():
+    """A 0-d real tensor is its value; 1-d and complex tensors are refused naming the caller."""
+    assert as_fraction(torch.tensor(0.25), "demo") == 0.25
+    assert isinstance(as_fraction(torch.tensor(0.5, dtype=F64), "demo"), float)
+    for bad in (torch.tensor([0.5]), torch.tensor(0.5 + 0j), torch.tensor([[0.5]])):
+        with pytest.raises(ValueError, match=r"^demo: fraction must be a number in \(0, 1\]"):
+            as_fraction(bad, "demo")
+    x = torch.randn(6, 5, 4, generator=gen(7), dtype=F64)
+    by_tensor = TT.from_dense(x, fraction=torch.tensor(0.4))
+    assert by_tensor.ranks == TT.from_dense(x, fraction=0.4).ranks
+
+
+def test_ranks_within_is_fraction_ranks_on_the_full_structure():
+    """The solver on a full structure gives fraction_ranks' answer, within the budget."""
+    legs = ("o", "i", "h", "w")
+    full = get_format("tucker2").structure_for((64, 64, 3, 3), legs=legs)
+    assert ranks_within(full, 0.25, "demo") == (25, 25)
+    assert ranks_within(full, 0.25, "demo") == fraction_ranks(
+        "tucker2", full.shape, 0.25, legs=legs
+    )
+    assert full.with_ranks((25, 25)).num_params <= 0.25 * full.dense_size
+    assert full.with_ranks((26, 26)).num_params > 0.25 * full.dense_size
