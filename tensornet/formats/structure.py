@@ -240,8 +240,9 @@ _REGISTRY: dict[str, type[Format]] = {}
 def register_format(name: str) -> Callable[[type[Format]], type[Format]]:
     """Class decorator: register a :class:`~tensornet.formats.Format` subclass under ``name``.
 
-    The class must define ``structure_for``, ``from_dense``, ``from_factors`` and
-    ``factor_tensors``; the shared contract test then runs over it.
+    The class defines ``_layout``, ``_decompose`` and ``truncate`` (see
+    :class:`~tensornet.formats.Format`); the shared contract test then runs over it
+    (``tests/formats/test_common.py`` shows a whole example format).
     """
 
     def deco(cls: type[Format]) -> type[Format]:
@@ -305,8 +306,9 @@ def as_fraction(fraction: Any, what: str) -> float:
     """``fraction`` as a Python float in ``(0, 1]``, else ``ValueError`` naming ``what``.
 
     Real numbers of any library are accepted: Python and numpy ints and floats
-    (``np.float32(0.5)``) and 0-d real torch tensors (``torch.tensor(0.5)``); ``bool``, complex
-    numbers, tensors with more than one element, NaN and values outside ``(0, 1]`` are refused.
+    (``np.float32(0.5)``, ``np.array(0.5)``) and 0-d real torch tensors (``torch.tensor(0.5)``);
+    ``bool``, complex numbers, tensors with more than one element, NaN and values outside
+    ``(0, 1]`` are refused.
 
     Examples
     --------
@@ -319,8 +321,15 @@ def as_fraction(fraction: Any, what: str) -> float:
     ValueError: demo: fraction must be a number in (0, 1], got True
     """
     value = fraction
-    if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_complex():
+    if isinstance(value, torch.Tensor):
+        if value.ndim != 0 or value.is_complex():
+            raise ValueError(
+                f"{what}: fraction must be a number in (0, 1], got a {value.dtype} tensor of "
+                f"shape {tuple(value.shape)}"
+            )
         value = value.item()
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise ValueError(f"{what}: fraction must be a number in (0, 1], got {fraction!r}")
     if not (0 < value <= 1):

@@ -4,6 +4,7 @@ against hand counts and dense float64 contractions."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -252,8 +253,20 @@ def test_as_fraction_takes_0d_real_tensors_only():
     """A 0-d real tensor is its value; 1-d and complex tensors are refused naming the caller."""
     assert as_fraction(torch.tensor(0.25), "demo") == 0.25
     assert isinstance(as_fraction(torch.tensor(0.5, dtype=F64), "demo"), float)
-    for bad in (torch.tensor([0.5]), torch.tensor(0.5 + 0j), torch.tensor([[0.5]])):
-        with pytest.raises(ValueError, match=r"^demo: fraction must be a number in \(0, 1\]"):
+    assert as_fraction(np.array(0.75), "demo") == 0.75 and as_fraction(np.int64(1), "demo") == 1.0
+    refusals = [
+        (torch.tensor([0.5]), r"got a torch.float32 tensor of shape \(1,\)$"),
+        (torch.tensor(0.5 + 0j), r"got a torch.complex64 tensor of shape \(\)$"),
+        (torch.tensor([[0.5]], dtype=F64), r"got a torch.float64 tensor of shape \(1, 1\)$"),
+        (torch.tensor(True), r"got tensor\(True\)$"),
+        (np.array([0.5]), r"got array\(\[0.5\]\)$"),
+        (np.array(True), r"got array\(True\)$"),
+        (np.array(1.5), r"(?<=must be )in \(0, 1\], got 1.5$"),
+    ]
+    for bad, match in refusals:
+        with pytest.raises(
+            ValueError, match=r"^demo: fraction must be (a number in \(0, 1\], )?" + match
+        ):
             as_fraction(bad, "demo")
     x = torch.randn(6, 5, 4, generator=gen(7), dtype=F64)
     by_tensor = TT.from_dense(x, fraction=torch.tensor(0.4))
