@@ -86,10 +86,11 @@ class Format(ABC):
     A format is a registered, tensor-free :class:`~tensornet.formats.Structure` plus one tensor
     per factor: ``cls(structure, tensors, error=None)`` builds any format, and the network, legs,
     shape, ranks, options and sizes all follow from the structure. A format file defines
-    ``structure_for`` (the one description of its layout), ``_decompose`` (the algorithm behind
-    :meth:`from_dense`), :meth:`truncate` and its layer defaults (:attr:`kernel_defaults`);
-    ``_network_nodes`` is overridden only where the structure is not already a network (CP's
-    shared rank leg, the grouped formats' shared group leg).
+    ``_layout`` (the one description of its layout, which :meth:`structure_for` turns into a
+    structure), ``_decompose`` (the algorithm behind :meth:`from_dense`), :meth:`truncate` and
+    its layer defaults (:attr:`kernel_defaults`); ``_network_nodes`` is overridden only where the
+    structure is not already a network (CP's shared rank leg, the grouped formats' shared group
+    leg). ``tests/formats/test_common.py`` holds a whole example format in a few lines.
 
     The contract every registered format meets (``tests/formats/test_common.py``):
 
