@@ -322,7 +322,7 @@ def as_fraction(fraction: Any, what: str) -> float:
     """
     value = fraction
     if isinstance(value, torch.Tensor):
-        if value.ndim != 0 or value.is_complex():
+        if value.ndim != 0 or value.is_complex() or value.dtype == torch.bool:
             raise ValueError(
                 f"{what}: fraction must be a number in (0, 1], got a {value.dtype} tensor of "
                 f"shape {tuple(value.shape)}"

@@ -258,7 +258,7 @@ def test_as_fraction_takes_0d_real_tensors_only():
         (torch.tensor([0.5]), r"got a torch.float32 tensor of shape \(1,\)$"),
         (torch.tensor(0.5 + 0j), r"got a torch.complex64 tensor of shape \(\)$"),
         (torch.tensor([[0.5]], dtype=F64), r"got a torch.float64 tensor of shape \(1, 1\)$"),
-        (torch.tensor(True), r"got tensor\(True\)$"),
+        (torch.tensor(True), r"got a torch.bool tensor of shape \(\)$"),
         (np.array([0.5]), r"got array\(\[0.5\]\)$"),
         (np.array(True), r"got array\(True\)$"),
         (np.array(1.5), r"(?<=must be )in \(0, 1\], got 1.5$"),
