@@ -78,6 +78,10 @@ TESTS: dict[str, list[str]] = {
         "tests/formats/test_base.py", "tests/formats/test_common.py",
         "tests/formats/test_base_gradients.py",
     ],
+    "tensornet/formats/steps.py": [
+        "tests/formats/test_base.py", "tests/formats/test_base_gradients.py",
+        "tests/formats/test_common.py",
+    ],
     "tensornet/formats/structure.py": [
         "tests/formats/test_structure.py", "tests/formats/test_common.py",
     ],

@@ -7,103 +7,306 @@ dense tensor's legs, so contraction, cuts and spectra work on ``fmt.network`` un
 
 from __future__ import annotations
 
-import math
+import copy
+import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import torch
 
-from ..core.linalg import leading_frame, qr
 from ..core.network import TensorNetwork
 from ..core.node import Node, as_tensor
-from ..core.split import fresh_names
 from ..core.truncation import Truncation, as_truncation
 from ..core.validate import check_finite, is_int
-from .structure import Factor, Structure, as_fraction, budget_rank
+from .structure import Factor, Structure, as_fraction, budget_rank, ranks_within
 
-__all__ = ["Format", "budget_rank"]
+__all__ = ["Dense", "Format", "Layout", "Request", "budget_rank"]
 
 F = TypeVar("F", bound="Format")
+
+
+@dataclass(frozen=True)
+class Request:
+    """What :meth:`Format.from_dense` checked before handing over to a format's ``_decompose``.
+
+    Attributes
+    ----------
+    full : Structure
+        The structure at maximal ranks; its options are the format's, checked.
+    trunc : Truncation or None
+        Tolerances and/or a rank cap.
+    caps : tuple of int or None
+        Rank caps from ``ranks`` (lowered to the maximal ranks) or ``fraction`` (``None``: only
+        ``trunc`` decides).
+    what : str
+        The caller, for messages (``"TT.from_dense"``).
+    """
+
+    full: Structure
+    trunc: Truncation | None
+    caps: tuple[int, ...] | None
+    what: str
+
+
+class Dense(NamedTuple):
+    """A checked dense shape, its leg names and the caller (for messages): ``_layout``'s input."""
+
+    shape: tuple[int, ...]
+    legs: tuple[str, ...]
+    what: str
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A format's layout of one dense shape before its ranks are chosen (``_layout`` returns it).
+
+    Attributes
+    ----------
+    max_ranks : tuple of int
+        Per rank, the largest value that can still help.
+    factors : callable
+        ``factors(ranks)``: the factors at those (checked) ranks.
+    options : tuple of (str, value)
+        The options that, with shape, legs and ranks, rebuild the structure.
+    modes : tuple of tuple of str, optional
+        For each dense leg, the factor legs it is reshaped into (default: each leg itself).
+    """
+
+    max_ranks: tuple[int, ...]
+    factors: Callable[[tuple[int, ...]], Sequence[Factor]]
+    options: tuple[tuple[str, Any], ...] = ()
+    modes: tuple[tuple[str, ...], ...] | None = None
 
 
 class Format(ABC):
     """Base class of the tensor formats (TT, TT-matrix, HT, Tucker, CP, TR, low rank, grouped).
 
-    A format is a registered, tensor-free :class:`~tensornet.formats.Structure` plus its tensors.
-    Subclasses set ``_network`` (the factors as a network), ``_legs`` (dense leg order) and
-    ``_error``, and define the abstract methods below; everything else is shared.
+    A format is a registered, tensor-free :class:`~tensornet.formats.Structure` plus one tensor
+    per factor: ``cls(structure, tensors, error=None)`` builds any format, and the network, legs,
+    shape, ranks, options and sizes all follow from the structure. A format file defines
+    ``_layout`` (the one description of its layout, which :meth:`structure_for` turns into a
+    structure), ``_decompose`` (the algorithm behind :meth:`from_dense`), :meth:`truncate` and
+    its layer defaults (:attr:`kernel_defaults`); ``_network_nodes`` is overridden only where the
+    structure is not already a network (CP's shared rank leg, the grouped formats' shared group
+    leg). ``tests/formats/test_common.py`` holds a whole example format in a few lines.
 
     The contract every registered format meets (``tests/formats/test_common.py``):
 
     - ``from_dense(x, trunc=None, ranks=None, fraction=None, *, legs=None, **options)``: at most
       one of ``trunc`` (tolerances and/or a rank cap), ``ranks`` (caps per rank) and
       ``fraction`` (parameter budget, solved by :func:`~tensornet.formats.fraction_ranks`);
-    - ``structure_for(shape, ranks=None, *, legs=None, **options)``: the structure without
-      tensors (``ranks=None``: the maximal ranks);
+    - ``structure_for(shape, ranks=None, *, legs=None, what=None, **options)``: the structure
+      without tensors (``ranks=None``: the maximal ranks);
     - ``from_factors(structure, tensors)`` and :meth:`factor_tensors`: the tensors in the
       structure's factor layout, both ways;
     - :meth:`to_dense`, :meth:`truncate`, :attr:`ranks`, :attr:`num_params` (the structure's
       true storage), :attr:`error`, :attr:`network`.
+
+    Formats that had a direct constructor of their own (``TT(cores, groups)``,
+    ``CP(factors, weights)``, ...) keep it: arguments other than a structure go to the format's
+    ``_parts``, which turns them into a structure and its tensors.
     """
 
     name: ClassVar[str] = ""
+    # Options of a compressed conv layer in this format (kernel legs ``out, in, kh, kw``)
+    # unless the caller gives them: e.g. TT orders its train so the forward is a chain of convs.
+    kernel_defaults: ClassVar[Mapping[str, Any]] = {}
+    _structure: Structure
+    _tensors: dict[str, torch.Tensor]
     _network: TensorNetwork
-    _legs: tuple[str, ...]
     _error: float | None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if args and isinstance(args[0], Structure):
+            structure, tensors, error, records = *_generic_args(*args, **kwargs), {}
+        else:
+            structure, tensors, error, records = self._parts(*args, **kwargs)
+        what = type(self).__name__
+        if structure.format != self.name:
+            raise ValueError(f"{what}: got a {structure.format!r} structure, not {self.name!r}")
+        factor_shapes_match(structure, tensors, what)
+        self._structure = structure
+        self._tensors = {f.name: as_tensor(tensors[f.name]) for f in structure.factors}
+        self._error = error
+        for key, value in records.items():
+            setattr(self, "_" + key, value)
+        self._network = TensorNetwork(self._network_nodes())
+
+    @classmethod
+    def _parts(cls, *args: Any, **kwargs: Any) -> tuple[Structure, dict, float | None, dict]:
+        """A format's own constructor arguments as (structure, tensors, error, records)."""
+        raise TypeError(f"{cls.__name__}(structure, tensors, error=None): got no Structure")
+
+    def _network_nodes(self) -> list[Node]:
+        """The factors as nodes: one node per factor, its legs the factor's legs."""
+        return [Node(self._tensors[f.name], f.legs, name=f.name) for f in self._structure.factors]
 
     # -- what each format defines -------------------------------------------------------------
     @classmethod
     @abstractmethod
+    def _layout(cls, dense: Dense) -> Layout:
+        """The format's layout of a checked dense shape; its options are keyword-only."""
+
+    @classmethod
+    @abstractmethod
+    def _decompose(cls: type[F], x: torch.Tensor, req: Request, **options: Any) -> F:
+        """The algorithm of :meth:`from_dense` on a checked input ``x`` (a floating tensor).
+
+        ``options`` are the algorithm's own options (``budget``, ``method``, ...), unchecked.
+        """
+
+    @abstractmethod
+    def truncate(self: F, trunc: Truncation | int | None = None, *, ranks: Any = None) -> F:
+        """A smaller approximation of this tensor; ``error`` is relative to this one."""
+
+    # -- construction shared by every format ---------------------------------------------------
+    @classmethod
     def structure_for(
         cls,
         shape: Sequence[int],
         ranks: Sequence[int] | int | None = None,
         *,
         legs: Sequence[str] | None = None,
+        what: str | None = None,
         **options: Any,
     ) -> Structure:
-        """The structure of this format for a dense ``shape`` at ``ranks`` (no tensors)."""
+        """The structure of this format for a dense ``shape`` at ``ranks`` (no tensors).
+
+        Parameters
+        ----------
+        shape : sequence of int
+            The dense tensor's shape.
+        ranks : int or sequence of int, optional
+            The format's ranks (an int sets every rank); ``None``: the maximal ranks.
+        legs : sequence of str, optional
+            Dense leg names (default ``d0, d1, ...``, or the format's own defaults).
+        what : str, optional
+            The caller, for messages (default ``"<Format>.structure_for"``).
+        **options
+            The format's options (the keyword-only arguments of its ``_layout``).
+
+        Examples
+        --------
+        >>> from tensornet.formats import get_format
+        >>> s = get_format("tucker2").structure_for((8, 6, 3, 3), (4, 3))
+        >>> s.ranks, s.max_ranks, [f.shape for f in s.factors]
+        ((4, 3), (8, 6), [(4, 3, 3, 3), (8, 4), (6, 3)])
+        """
+        what = what or f"{cls.__name__}.structure_for"
+        shape, legs = check_shape(shape, legs, what, cls._default_legs)
+        layout = cls._layout(Dense(shape, legs, what), **options)
+        tops = layout.max_ranks
+        ranks = tops if ranks is None else cls._check_ranks(ranks, len(tops), what)
+        modes = layout.modes or tuple((leg,) for leg in legs)
+        factors = tuple(layout.factors(ranks))
+        return Structure(cls.name, legs, shape, ranks, factors, modes, tops, layout.options)
 
     @classmethod
-    @abstractmethod
+    def _default_legs(cls, ndim: int) -> tuple[str, ...]:
+        """Dense leg names when none are given."""
+        return _numbered(ndim)
+
+    @classmethod
+    def _check_ranks(cls, ranks: Any, count: int, what: str) -> tuple[int, ...]:
+        return check_ranks(ranks, count, what)
+
+    @classmethod
     def from_dense(
         cls: type[F],
         x: Any,
         trunc: Truncation | int | None = None,
         ranks: Sequence[int] | int | None = None,
         fraction: float | None = None,
+        *,
+        legs: Sequence[str] | None = None,
         **options: Any,
     ) -> F:
-        """Decompose a dense tensor."""
+        """Decompose a dense tensor (see the format's class docstring for its options).
+
+        Parameters
+        ----------
+        x : tensor, array-like or Node
+            The dense tensor (a Node brings its leg names). NaN/inf and empty legs are refused.
+        trunc : Truncation or int, optional
+            Tolerances and/or a rank cap (an int is a rank cap).
+        ranks : int or sequence of int, optional
+            Caps per rank (an int caps every rank), lowered to the structure's ``max_ranks``.
+        fraction : float, optional
+            Parameter budget as a fraction of the dense size: one cap for every rank, the
+            largest whose structure stays within the budget.
+        legs : sequence of str, optional
+            Dense leg names (default ``d0, d1, ...``).
+        **options
+            The structure's options (those of ``structure_for``) and the algorithm's.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from tensornet.formats import get_format
+        >>> x = torch.randn(4, 5, 6, dtype=torch.float64)
+        >>> get_format("tt").from_dense(x, ranks=2).ranks
+        (2, 2)
+        """
+        what = f"{cls.__name__}.from_dense"
+        trunc, fraction = _request(trunc, ranks, fraction, what)
+        x, legs = cls._dense_input(x, legs, what)
+        shaping = {k: options.pop(k) for k in _shaping_options(cls) if k in options}
+        full = cls.structure_for(tuple(x.shape), None, legs=legs, what=what, **shaping)
+        caps = None
+        if ranks is not None:
+            caps = cls._requested_ranks(full, ranks, what)
+        elif fraction is not None:
+            caps = ranks_within(full, fraction, what)
+        return cls._decompose(x, Request(full, trunc, caps, what), **options)
 
     @classmethod
-    @abstractmethod
+    def _dense_input(
+        cls, x: Any, legs: Sequence[str] | None, what: str
+    ) -> tuple[torch.Tensor, tuple[str, ...]]:
+        return dense_input(x, legs, what)
+
+    @classmethod
+    def _requested_ranks(cls, full: Structure, ranks: Any, what: str) -> tuple[int, ...]:
+        """``ranks=`` of :meth:`from_dense` as caps (default: lowered to the maximal ranks)."""
+        return cls._clamp(full, ranks, what)
+
+    @classmethod
+    def _clamp(cls, full: Structure, ranks: Any, what: str) -> tuple[int, ...]:
+        given = check_ranks(ranks, len(full.max_ranks), what)
+        return tuple(min(r, t) for r, t in zip(given, full.max_ranks))
+
+    @classmethod
     def from_factors(
         cls: type[F],
         structure: Structure,
         tensors: Mapping[str, torch.Tensor],
         error: float | None = None,
     ) -> F:
-        """The format with the given factor tensors (layout of ``structure.factors``)."""
+        """The format with the given factor tensors (layout of ``structure.factors``).
 
-    @abstractmethod
-    def factor_tensors(self) -> dict[str, torch.Tensor]:
-        """The stored tensors by factor name, in the layout of ``structure.factors``."""
+        The structure is checked by rebuilding it with this format's ``structure_for``.
 
-    @property
-    @abstractmethod
-    def options(self) -> dict[str, Any]:
-        """The options that, with shape, legs and ranks, rebuild :attr:`structure`."""
-
-    @property
-    @abstractmethod
-    def ranks(self) -> tuple[int, ...]:
-        """The format's ranks."""
-
-    @abstractmethod
-    def truncate(self: F, trunc: Truncation | int | None = None, *, ranks: Any = None) -> F:
-        """A smaller approximation of this tensor; ``error`` is relative to this one."""
+        Examples
+        --------
+        >>> import torch
+        >>> from tensornet.formats import get_format
+        >>> tt = get_format("tt").from_dense(torch.randn(3, 4, 5, dtype=torch.float64))
+        >>> again = type(tt).from_factors(tt.structure, tt.factor_tensors())
+        >>> bool(torch.equal(again.to_dense(), tt.to_dense()))
+        True
+        """
+        what = f"{cls.__name__}.from_factors"
+        own = cls.structure_for(
+            structure.shape,
+            structure.ranks,
+            legs=structure.legs,
+            what=what,
+            **dict(structure.options),
+        )
+        factor_shapes_match(own, tensors, what)
+        return cls(own, tensors, error)
 
     @classmethod
     def clamp_ranks(
@@ -127,8 +330,7 @@ class Format(ABC):
         - low rank (svd) and grouped ``j``: ``min(f, c/k * kh * kw)``;
         - CP: the rank at which the factors hold as many parameters as the dense tensor (a CP
           rank has no maximum of its own; beyond that the layer would be larger than dense);
-        - TR: see :meth:`TR.clamp_ranks <tensornet.formats.tr.TR.clamp_ranks>` (the pair
-          ``r_0 r_1`` is bounded together).
+        - TR: the pair ``r_0 r_1`` is bounded together (TR-SVD's first unfolding).
 
         ``from_dense`` of the formats with a hard bound (all but CP) clamps the same way.
 
@@ -141,15 +343,34 @@ class Format(ABC):
         (38,)
         """
         what = what or f"{cls.__name__}.clamp_ranks"
-        tops = cls.structure_for(tuple(shape), None, legs=legs, **options).max_ranks
-        given = check_ranks(ranks, len(tops), what)
-        return tuple(min(r, t) for r, t in zip(given, tops))
+        full = cls.structure_for(tuple(shape), None, legs=legs, what=what, **options)
+        return cls._clamp(full, ranks, what)
+
+    def _like(
+        self: F, ranks: Sequence[int], tensors: Mapping[str, torch.Tensor], error: float | None
+    ) -> F:
+        """The same format with other ranks and tensors (same shape, legs and options)."""
+        return type(self)(self._structure.with_ranks(tuple(ranks)), tensors, error)
 
     # -- shared read-only views ------------------------------------------------------------
     @property
     def structure(self) -> Structure:
         """The tensor-free description of this object (format, shape, ranks, factors)."""
-        return type(self).structure_for(self.shape, self.ranks, legs=self.legs, **self.options)
+        return self._structure
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The options that, with shape, legs and ranks, rebuild :attr:`structure`."""
+        return dict(self._structure.options)
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        """The format's ranks."""
+        return self._structure.ranks
+
+    def factor_tensors(self) -> dict[str, torch.Tensor]:
+        """The stored tensors by factor name, in the layout of ``structure.factors``."""
+        return dict(self._tensors)
 
     @property
     def network(self) -> TensorNetwork:
@@ -159,27 +380,27 @@ class Format(ABC):
     @property
     def legs(self) -> tuple[str, ...]:
         """Names of the dense tensor's legs, in the order :meth:`to_dense` returns them."""
-        return self._legs
+        return self._structure.legs
 
     @property
     def shape(self) -> tuple[int, ...]:
         """Shape of the dense tensor."""
-        return tuple(self._network.dim(leg) for leg in self._legs)
+        return self._structure.shape
 
     @property
     def num_params(self) -> int:
         """Number of stored parameters (elements of all factors of the structure)."""
-        return sum(t.numel() for t in self.factor_tensors().values())
+        return self._structure.num_params
 
     @property
     def dense_size(self) -> int:
         """Number of elements of the dense tensor."""
-        return math.prod(self.shape)
+        return self._structure.dense_size
 
     @property
     def compression(self) -> float:
         """Dense size divided by :attr:`num_params`."""
-        return self.dense_size / self.num_params
+        return self._structure.compression
 
     @property
     def error(self) -> float | None:
@@ -202,27 +423,36 @@ class Format(ABC):
 
     def to_dense(self) -> torch.Tensor:
         """Contract the network into the dense tensor (legs in :attr:`legs` order)."""
-        return self._network.contract(output=self._legs).tensor
+        out = self._network.contract(output=self._structure.mode_legs).tensor
+        return out.reshape(self.shape)
 
     def to(
         self: F, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> F:
         """The same format with every factor moved and/or cast."""
-        return self._replace(network=self._network.to(device=device, dtype=dtype))
-
-    def _replace(self: F, **changes: Any) -> F:
-        new = self.__class__.__new__(self.__class__)
-        new.__dict__.update(self.__dict__)
-        for key, value in changes.items():
-            setattr(new, "_" + key, value)
+        new = copy.copy(self)
+        new._tensors = {k: t.to(device=device, dtype=dtype) for k, t in self._tensors.items()}
+        new._network = TensorNetwork(new._network_nodes())
         return new
 
     def __repr__(self) -> str:
         err = "" if self._error is None else f", error={self._error:.3g}"
         return (
-            f"{type(self).__name__}(shape={self.shape}, legs={self._legs}, ranks={self.ranks}, "
+            f"{type(self).__name__}(shape={self.shape}, legs={self.legs}, ranks={self.ranks}, "
             f"params={self.num_params:,}, compression={self.compression:.3g}{err})"
         )
+
+
+def _generic_args(
+    structure: Structure, tensors: Mapping[str, torch.Tensor], error: float | None = None
+) -> tuple[Structure, Mapping[str, torch.Tensor], float | None]:
+    return structure, tensors, error
+
+
+def _shaping_options(cls: type[Format]) -> tuple[str, ...]:
+    """The format's options: the keyword-only arguments of its ``_layout``."""
+    params = inspect.signature(cls._layout).parameters.values()
+    return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY)
 
 
 # -- helpers shared by the formats -----------------------------------------------------------
@@ -309,6 +539,13 @@ def choose(
     >>> choose(None, None, np.float32(0.5), "demo") is None
     True
     """
+    return _request(trunc, ranks, fraction, what)[0]
+
+
+def _request(
+    trunc: Truncation | int | None, ranks: Any, fraction: Any, what: str
+) -> tuple[Truncation | None, float | None]:
+    """:func:`choose`, also returning ``fraction`` as a checked Python float (or ``None``)."""
     given = [
         name
         for name, v in (("trunc", trunc), ("ranks", ranks), ("fraction", fraction))
@@ -317,8 +554,8 @@ def choose(
     if len(given) > 1:
         raise ValueError(f"{what}: give at most one of trunc, ranks, fraction; got {given}")
     if fraction is not None:
-        as_fraction(fraction, what)
-    return as_truncation(trunc)
+        fraction = as_fraction(fraction, what)
+    return as_truncation(trunc), fraction
 
 
 def check_ranks(ranks: Any, count: int, what: str) -> tuple[int, ...]:
@@ -349,114 +586,17 @@ def check_ranks(ranks: Any, count: int, what: str) -> tuple[int, ...]:
     return tuple(int(r) for r in ranks)
 
 
-def error_limit(trunc: Truncation | None, norm: float) -> float | None:
-    """All tolerances of ``trunc`` as one absolute Frobenius limit (``None``: no tolerance)."""
-    if trunc is None:
-        return None
-    limits = []
-    if trunc.rel_tol is not None:
-        limits.append(trunc.rel_tol * norm)
-    if trunc.abs_tol is not None:
-        limits.append(trunc.abs_tol)
-    if trunc.keep_energy is not None:
-        limits.append(math.sqrt(1.0 - trunc.keep_energy) * norm)
-    return min(limits) if limits else None
-
-
-def step_truncation(max_rank: int | None, limit: float | None) -> Truncation | None:
-    """The truncation of one step: a rank cap and/or an absolute error limit."""
-    if max_rank is None and limit is None:
-        return None
-    return Truncation(max_rank=max_rank, abs_tol=None if limit is None else max(limit, 0.0))
-
-
-def relative_error(x: torch.Tensor, approx: torch.Tensor) -> float:
-    """``||x - approx|| / ||x||`` as a Python float (0 when ``x`` is zero)."""
-    norm = float(torch.linalg.vector_norm(x.detach()))
-    diff = float(torch.linalg.vector_norm((x - approx).detach()))
-    return diff / norm if norm > 0 else diff
-
-
-def tail_norm(s: torch.Tensor, rank: int) -> float:
-    """Frobenius norm of the singular values after the first ``rank``."""
-    return float(torch.linalg.vector_norm(s[rank:].detach())) if rank < s.shape[0] else 0.0
-
-
-def mode_product(x: torch.Tensor, m: torch.Tensor, axis: int) -> torch.Tensor:
-    """``x`` with ``axis`` multiplied by the matrix ``m`` (new size ``m.shape[0]``)."""
-    out = torch.tensordot(m, x, dims=([1], [axis]))
-    return torch.movedim(out, 0, axis)
-
-
-def unfold(x: torch.Tensor, axes: Sequence[int]) -> torch.Tensor:
-    """The matricisation with ``axes`` (in order) as rows and the other axes as columns."""
-    axes = list(axes)
-    rest = [i for i in range(x.ndim) if i not in axes]
-    rows = math.prod(x.shape[i] for i in axes)
-    return x.permute(axes + rest).reshape(rows, -1)
-
-
-def left_vectors(m: torch.Tensor, step: Truncation | None) -> torch.Tensor:
-    """Leading left singular vectors of the matrix ``m`` (how many: ``step``)."""
-    return left_svd(m, step)[0]
-
-
-# Below this relative tolerance the Gram route cannot resolve the singular values it would cut.
-GRAM_MIN_TOL = 1e-6
-
-
-def left_svd(m: torch.Tensor, step: Truncation | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(U_k, S)`` of ``m``: the kept left singular vectors and the whole spectrum.
-
-    Three routes, all giving an orthonormal ``U_k`` (so projections stay exact):
-
-    - ``rows <= cols`` and no tolerance finer than ``GRAM_MIN_TOL * ||m||``: eigenvectors of
-      ``m m^H``, several times faster than an SVD; singular values come out accurate to about
-      ``sqrt(eps) * ||m||``, which such a tolerance (or a plain rank cap) never needs;
-    - wide matrices otherwise: ``m = R^T Q^T`` and the SVD of the small square ``R^T``;
-    - else the SVD of ``m``.
-
-    All routes are differentiable through :func:`~tensornet.core.linalg.leading_frame`: the frame
-    is used gauge-invariantly by every format (projections onto it, rebuilt through it), so
-    repeated and zero singular values (rank-deficient inputs, pruned channels) give finite
-    gradients equal to finite differences wherever the decomposition is differentiable.
-    float16/bfloat16 inputs are computed in float32.
-    """
-    rows, cols = m.shape
-    rank = None if step is None else step.rank
-    if rows <= cols and _gram_is_enough(m, step):
-        return leading_frame(m, rank, method="gram")
-    if 2 * rows <= cols and not (m.requires_grad and torch.is_grad_enabled()):
-        _, r = qr(m.mT)  # the same frame and spectrum from the small square R^T
-        m = r.mT
-    return leading_frame(m, rank, method="svd")
-
-
-def _gram_is_enough(m: torch.Tensor, step: Truncation | None) -> bool:
-    if step is None or (step.abs_tol is None and step.rel_tol is None and step.keep_energy is None):
-        return True
-    if step.rel_tol is not None or step.keep_energy is not None:
-        return False
-    return step.abs_tol >= GRAM_MIN_TOL * float(torch.linalg.vector_norm(m.detach()))
-
-
-def inner(a: TensorNetwork, b: TensorNetwork) -> torch.Tensor:
-    """``<a, b>`` of two networks with the same open legs (bonds of ``b`` renamed apart)."""
-    if sorted(a.open_legs) != sorted(b.open_legs):
-        raise ValueError(f"inner: open legs differ: {a.open_legs} vs {b.open_legs}")
-    taken = set(a.legs) | set(b.legs)
-    bonds = [bd.leg for bd in b.bonds]
-    new = fresh_names([leg + "~" for leg in bonds], tuple(taken))
-    b = b.conj().rename(dict(zip(bonds, new)))
-    nodes = list(a) + [node.with_name(f"{node.name}~") for node in b]
-    return TensorNetwork(nodes).contract(output=()).tensor
-
-
 # -- helpers for structure_for ---------------------------------------------------------------
 def check_shape(
-    shape: Sequence[int], legs: Sequence[str] | None, what: str
+    shape: Sequence[int],
+    legs: Sequence[str] | None,
+    what: str,
+    default: Callable[[int], tuple[str, ...]] | None = None,
 ) -> tuple[tuple[int, ...], tuple[str, ...]]:
-    """``shape`` as positive ints and ``legs`` as matching unique names (default ``d0, ...``)."""
+    """``shape`` as positive ints and ``legs`` as matching unique names.
+
+    Legs default to ``default(len(shape))`` (when given), else ``d0, d1, ...``.
+    """
     try:
         shape = tuple(shape)
     except TypeError:
@@ -465,7 +605,7 @@ def check_shape(
         raise ValueError(f"{what}: shape must be positive ints, got {shape}")
     shape = tuple(int(n) for n in shape)
     if legs is None:
-        return shape, tuple(f"d{i}" for i in range(len(shape)))
+        return shape, (default or _numbered)(len(shape))
     if isinstance(legs, str):
         raise ValueError(f"{what}: legs must be a sequence of names, got the string {legs!r}")
     legs = tuple(legs)
@@ -474,6 +614,10 @@ def check_shape(
     if len(set(legs)) != len(legs) or not all(isinstance(leg, str) and leg for leg in legs):
         raise ValueError(f"{what}: legs must be unique non-empty strings, got {legs}")
     return shape, legs
+
+
+def _numbered(ndim: int) -> tuple[str, ...]:
+    return tuple(f"d{i}" for i in range(ndim))
 
 
 def check_order(order: Sequence[str] | None, legs: tuple[str, ...], what: str) -> tuple[str, ...]:

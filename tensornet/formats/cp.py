@@ -16,21 +16,13 @@ from typing import Any, Literal
 
 import torch
 
-from ..core.network import TensorNetwork
 from ..core.node import Node, as_tensor
+from ..core.split import fresh_names
 from ..core.truncation import Truncation
 from ..core.validate import is_int
-from .base import (
-    Format,
-    check_shape,
-    choose,
-    dense_input,
-    factor_shapes_match,
-    fresh_names,
-    relative_error,
-    unfold,
-)
-from .structure import Factor, Structure, fraction_ranks, register_format
+from .base import Dense, Format, Layout, Request
+from .steps import relative_error, unfold
+from .structure import Factor, Structure, register_format
 from .tucker import leading_vectors
 
 __all__ = ["CP", "khatri_rao"]
@@ -135,6 +127,15 @@ def cp_als(
 class CP(Format):
     """A tensor as a sum of ``R`` rank-one terms, ``sum_r w_r a_r o b_r o ...``.
 
+    ``CP(factors, weights=None, legs=None, error=None, history=())`` builds one directly.
+    :meth:`from_dense` fits it by CP-ALS: ``trunc`` can only set ``max_rank`` (the CP rank; CP
+    has no tolerance-driven rank), ``ranks`` is the CP rank and ``fraction`` the largest rank
+    with ``R * sum(n_k) <= fraction * size``. Options: ``init`` (``"svd"``: leading singular
+    vectors of the unfoldings, or ``"random"``: Gaussian factors from ``seed``); ``max_iter``,
+    ``tol`` (ALS stops after ``max_iter`` sweeps or when the error changes by less than
+    ``tol``); ``normalize`` (unit-norm factor columns and separate weights, counted as
+    parameters).
+
     Examples
     --------
     >>> import torch
@@ -146,20 +147,18 @@ class CP(Format):
     ((2,), 30, True)
     """
 
-    _weights: torch.Tensor
-    _factors: tuple[torch.Tensor, ...]
-    _normalized: bool
-    _history: tuple[float, ...]
+    _history: tuple[float, ...] = ()
 
-    def __init__(
-        self,
+    @classmethod
+    def _parts(
+        cls,
         factors: Sequence[torch.Tensor],
         weights: torch.Tensor | None = None,
         legs: Sequence[str] | None = None,
         error: float | None = None,
         history: Sequence[float] = (),
-    ) -> None:
-        factors = tuple(factors)
+    ) -> tuple[Structure, dict, float | None, dict]:
+        factors = tuple(as_tensor(f) for f in factors)
         if not factors:
             raise ValueError("CP: needs at least one factor")
         rank = factors[0].shape[1]
@@ -170,38 +169,28 @@ class CP(Format):
         legs = tuple(f"d{i}" for i in range(len(factors))) if legs is None else tuple(legs)
         if len(legs) != len(factors):
             raise ValueError(f"CP: legs has {len(legs)} names for {len(factors)} factors")
-        self._normalized = weights is not None
-        self._weights = factors[0].new_ones(rank) if weights is None else weights
-        self._factors = factors
-        self._legs = legs
-        self._error = error
-        self._history = tuple(history)
-        self._network = self._chain()
+        shape = tuple(f.shape[0] for f in factors)
+        s = cls.structure_for(shape, rank, legs=legs, normalize=weights is not None, what="CP")
+        return s, _cp_tensors(factors, weights), error, {"history": tuple(history)}
 
-    def _chain(self) -> TensorNetwork:
-        d = len(self._factors)
-        bonds = fresh_names([f"c{k + 1}" for k in range(d - 1)], self._legs)
-        first = self._factors[0] * self._weights.to(self._factors[0].dtype)
+    def _network_nodes(self) -> list[Node]:
+        """The exact chain ``A0 - A1 - ...``: inner nodes diagonal in the rank, weights in A0."""
+        factors, legs = self.factors, self.legs
+        d = len(factors)
+        bonds = fresh_names([f"c{k + 1}" for k in range(d - 1)], legs)
+        first = factors[0] * self.weights.to(factors[0].dtype)
         if d == 1:
-            return TensorNetwork([Node(first.sum(dim=1), self._legs, name="A0")])
-        nodes = [Node(first, (self._legs[0], bonds[0]), name="A0")]
+            return [Node(first.sum(dim=1), legs, name="A0")]
+        nodes = [Node(first, (legs[0], bonds[0]), name="A0")]
         for k in range(1, d - 1):
-            f = self._factors[k]
-            diag = torch.diag_embed(f).permute(1, 0, 2)  # (R, n, R), diagonal in the ranks
-            nodes.append(Node(diag, (bonds[k - 1], self._legs[k], bonds[k]), name=f"A{k}"))
-        nodes.append(Node(self._factors[-1].mT, (bonds[-1], self._legs[-1]), name=f"A{d - 1}"))
-        return TensorNetwork(nodes)
+            diag = torch.diag_embed(factors[k]).permute(1, 0, 2)  # (R, n, R), diagonal in R
+            nodes.append(Node(diag, (bonds[k - 1], legs[k], bonds[k]), name=f"A{k}"))
+        nodes.append(Node(factors[-1].mT, (bonds[-1], legs[-1]), name=f"A{d - 1}"))
+        return nodes
 
     @classmethod
-    def structure_for(
-        cls,
-        shape: Sequence[int],
-        ranks: Sequence[int] | int | None = None,
-        *,
-        legs: Sequence[str] | None = None,
-        normalize: bool = False,
-    ) -> Structure:
-        """The CP structure: factors ``A{k}`` of shape ``(n_k, R)`` sharing one rank leg.
+    def _layout(cls, dense: Dense, *, normalize: bool = False) -> Layout:
+        """Factors ``A{k}`` of shape ``(n_k, R)`` sharing one rank leg (plus ``R`` weights).
 
         The rank leg joins every factor (a hyperedge), so the parameter count and every cost
         are CP's true ones, ``R * sum(n_k)`` (plus ``R`` weights when normalised).
@@ -212,142 +201,76 @@ class CP(Format):
         >>> s.num_params, s.factors[0].legs, s.max_ranks
         (1340, ('d0', 'r'), (275,))
         """
-        what = "CP.structure_for"
-        shape, legs = check_shape(shape, legs, what)
+        shape, legs, what = dense
         per_rank = sum(shape) + (1 if normalize else 0)
         top = max(1, math.prod(shape) // per_rank)
-        rank = top if ranks is None else _check_rank(ranks, what)
         r_leg = fresh_names(["r"], legs)[0]
-        factors = [
-            Factor(f"A{k}", (leg, r_leg), (n, rank)) for k, (leg, n) in enumerate(zip(legs, shape))
-        ]
-        if normalize:
-            factors.append(Factor("weights", (r_leg,), (rank,)))
-        return Structure(
-            "cp",
-            legs,
-            shape,
-            (rank,),
-            tuple(factors),
-            tuple((leg,) for leg in legs),
-            (top,),
-            (("normalize", bool(normalize)),),
-        )
+
+        def factors(ranks: tuple[int, ...]) -> list[Factor]:
+            (rank,) = ranks
+            out = [
+                Factor(f"A{k}", (leg, r_leg), (n, rank))
+                for k, (leg, n) in enumerate(zip(legs, shape))
+            ]
+            return out + [Factor("weights", (r_leg,), (rank,))] * bool(normalize)
+
+        return Layout((top,), factors, (("normalize", bool(normalize)),))
 
     @classmethod
-    def from_factors(
-        cls, structure: Structure, tensors: dict[str, torch.Tensor], error: float | None = None
-    ) -> CP:
-        """The format with the given factor tensors (layout of ``structure.factors``)."""
-        factor_shapes_match(structure, tensors, "CP.from_factors")
-        factors = [as_tensor(tensors[f"A{k}"]) for k in range(len(structure.legs))]
-        weights = as_tensor(tensors["weights"]) if structure.option("normalize") else None
-        return cls(factors, weights, structure.legs, error)
-
-    def factor_tensors(self) -> dict[str, torch.Tensor]:
-        """The stored tensors by factor name, in the structure's layout."""
-        out = {f"A{k}": f for k, f in enumerate(self._factors)}
-        if self._normalized:
-            out["weights"] = self._weights
-        return out
-
-    @property
-    def options(self) -> dict[str, Any]:
-        """The options that, with shape, legs and ranks, rebuild the structure."""
-        return {"normalize": self._normalized}
+    def _check_ranks(cls, ranks: Any, count: int, what: str) -> tuple[int, ...]:
+        return (_check_rank(ranks, what),)
 
     @classmethod
-    def from_dense(
+    def _requested_ranks(cls, full: Structure, ranks: Any, what: str) -> tuple[int, ...]:
+        return cls._check_ranks(ranks, 1, what)  # a CP rank has no bound of its own: no clamping
+
+    @classmethod
+    def _decompose(
         cls,
-        x: Any,
-        trunc: Truncation | int | None = None,
-        ranks: int | Sequence[int] | None = None,
-        fraction: float | None = None,
-        *,
-        legs: Sequence[str] | None = None,
+        x: torch.Tensor,
+        req: Request,
         init: Init = "svd",
         max_iter: int = 100,
         tol: float = 1e-8,
-        normalize: bool = False,
         seed: int = 0,
     ) -> CP:
-        """CP-ALS fit of a dense tensor.
-
-        Parameters
-        ----------
-        x : tensor or Node
-            The dense tensor.
-        trunc : Truncation or int, optional
-            Only ``max_rank`` applies (the CP rank); CP has no tolerance-driven rank.
-        ranks : int or (int,)
-            The CP rank.
-        fraction : float, optional
-            Parameter budget: the largest rank with ``R * sum(n_k) <= fraction * size``.
-        init : {"svd", "random"}
-            Leading singular vectors of the unfoldings, or Gaussian factors from ``seed``.
-        max_iter, tol : int, float
-            ALS stops after ``max_iter`` sweeps or when the error changes by less than ``tol``.
-        normalize : bool
-            Keep unit-norm factor columns and separate weights (counted as parameters).
-        """
-        what = "CP.from_dense"
-        trunc = choose(trunc, ranks, fraction, what)
-        x, legs = dense_input(x, legs, what)
+        """CP-ALS from the unfoldings' leading singular vectors or from Gaussian factors."""
         if init not in ("svd", "random"):
-            raise ValueError(f"{what}: init must be 'svd' or 'random', got {init!r}")
+            raise ValueError(f"{req.what}: init must be 'svd' or 'random', got {init!r}")
         if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-            raise ValueError(f"{what}: max_iter must be a positive int, got {max_iter!r}")
+            raise ValueError(f"{req.what}: max_iter must be a positive int, got {max_iter!r}")
         if not (isinstance(tol, (int, float)) and tol >= 0):
-            raise ValueError(f"{what}: tol must be a number >= 0, got {tol!r}")
-        if trunc is not None:
-            if trunc.max_rank is None or not (
-                trunc.rel_tol is None and trunc.abs_tol is None and trunc.keep_energy is None
-            ):
-                raise ValueError(f"{what}: trunc can only set max_rank for CP; got {trunc}")
-            rank = trunc.max_rank
-        elif ranks is not None:
-            rank = _check_rank(ranks, what)
-        elif fraction is not None:
-            shape = tuple(x.shape)
-            (rank,) = fraction_ranks(
-                cls, shape, fraction, legs=legs, what=what, normalize=normalize
-            )
-        else:
-            raise ValueError(f"{what}: CP needs a rank: give ranks=, fraction= or trunc=<int>")
-        # Every tensor has CP rank <= the product of all but its largest size: beyond it ALS
-        # only pays for more columns (and a huge rank is an allocation failure waiting).
-        ceiling = math.prod(sorted(x.shape)[:-1]) if x.ndim > 1 else 1
-        if rank > ceiling:
-            raise ValueError(
-                f"{what}: rank {rank} exceeds {ceiling}, the largest CP rank a tensor of shape "
-                f"{tuple(x.shape)} can need"
-            )
+            raise ValueError(f"{req.what}: tol must be a number >= 0, got {tol!r}")
+        rank = _cp_rank(x, req.trunc, req.caps, req.what)
+        normalize = req.full.option("normalize")
         weights, factors, history = cp_als(x, rank, init, max_iter, tol, normalize, seed)
-        new = cls(factors, weights if normalize else None, legs)
+        new = cls._of(req.full, factors, weights if normalize else None, None)
         new._error = relative_error(x, new.to_dense())
         new._history = tuple(history)
         return new
 
-    # -- views -------------------------------------------------------------------------------
-    @property
-    def ranks(self) -> tuple[int, ...]:
-        """The format's ranks."""
-        return (self._factors[0].shape[1],)
+    @classmethod
+    def _of(cls, structure: Structure, factors, weights, error: float | None) -> CP:
+        s = structure.with_ranks((factors[0].shape[1],))
+        return cls(s, _cp_tensors(factors, weights), error)
 
+    # -- views -------------------------------------------------------------------------------
     @property
     def rank(self) -> int:
         """The CP rank."""
-        return self._factors[0].shape[1]
+        return self.ranks[0]
 
     @property
     def factors(self) -> tuple[torch.Tensor, ...]:
         """Factor matrices ``(n_k, R)``."""
-        return self._factors
+        return tuple(self._tensors[f"A{k}"] for k in range(len(self.legs)))
 
     @property
     def weights(self) -> torch.Tensor:
         """Component weights (ones unless fitted with ``normalize=True``)."""
-        return self._weights
+        if self._structure.option("normalize"):
+            return self._tensors["weights"]
+        return self._tensors["A0"].new_ones(self.rank)
 
     @property
     def history(self) -> tuple[float, ...]:
@@ -356,23 +279,10 @@ class CP(Format):
 
     def to_dense(self) -> torch.Tensor:
         """The dense tensor, legs in :attr:`legs` order."""
-        w = self._weights.to(self._factors[0].dtype)
-        first = self._factors[0] * w
-        flat = first @ khatri_rao(self._factors[1:]).mT if len(self._factors) > 1 else first.sum(1)
+        factors = self.factors
+        first = factors[0] * self.weights.to(factors[0].dtype)
+        flat = first @ khatri_rao(factors[1:]).mT if len(factors) > 1 else first.sum(1)
         return flat.reshape(self.shape)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """Shape of the dense tensor."""
-        return tuple(f.shape[0] for f in self._factors)
-
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> CP:
-        """The same format with every factor moved and/or cast."""
-        factors = [f.to(device=device, dtype=dtype) for f in self._factors]
-        weights = self._weights.to(device=device, dtype=dtype)
-        return CP(
-            factors, weights if self._normalized else None, self._legs, self._error, self._history
-        )
 
     def truncate(self, trunc: Truncation | int | None = None, *, ranks: Any = None) -> CP:
         """Keep the ``max_rank`` (or ``ranks``) components of largest norm (no refit).
@@ -384,14 +294,15 @@ class CP(Format):
         trunc = Truncation(max_rank=trunc) if isinstance(trunc, int) else trunc
         if trunc is None or trunc.max_rank is None:
             raise ValueError("CP.truncate: only max_rank applies to CP")
-        size = self._weights.abs() * math.prod(
-            torch.linalg.vector_norm(f, dim=0) for f in self._factors
-        )
+        factors, weights = self.factors, self.weights
+        size = weights.abs() * math.prod(torch.linalg.vector_norm(f, dim=0) for f in factors)
         keep = torch.argsort(size, descending=True)[: trunc.max_rank]
-        new = CP(
-            [f[:, keep] for f in self._factors],
-            self._weights[keep] if self._normalized else None,
-            self._legs,
+        normalized = self._structure.option("normalize")
+        new = self._of(
+            self._structure,
+            [f[:, keep] for f in factors],
+            weights[keep] if normalized else None,
+            None,
         )
         new._error = relative_error(self.to_dense(), new.to_dense())
         return new
@@ -405,3 +316,35 @@ def _check_rank(ranks: Any, what: str) -> int:
     if not is_int(ranks) or int(ranks) < 1:
         raise ValueError(f"{what}: ranks must be a positive int, got {ranks!r}")
     return int(ranks)
+
+
+def _cp_tensors(factors: Sequence[torch.Tensor], weights: torch.Tensor | None) -> dict:
+    out = {f"A{k}": f for k, f in enumerate(factors)}
+    if weights is not None:
+        out["weights"] = weights
+    return out
+
+
+def _cp_rank(
+    x: torch.Tensor, trunc: Truncation | None, caps: tuple[int, ...] | None, what: str
+) -> int:
+    """The CP rank asked for by ``trunc`` (only ``max_rank``) or ``caps``, checked."""
+    if trunc is not None:
+        if trunc.max_rank is None or not (
+            trunc.rel_tol is None and trunc.abs_tol is None and trunc.keep_energy is None
+        ):
+            raise ValueError(f"{what}: trunc can only set max_rank for CP; got {trunc}")
+        rank = trunc.max_rank
+    elif caps is not None:
+        (rank,) = caps
+    else:
+        raise ValueError(f"{what}: CP needs a rank: give ranks=, fraction= or trunc=<int>")
+    # Every tensor has CP rank <= the product of all but its largest size: beyond it ALS
+    # only pays for more columns (and a huge rank is an allocation failure waiting).
+    ceiling = math.prod(sorted(x.shape)[:-1]) if x.ndim > 1 else 1
+    if rank > ceiling:
+        raise ValueError(
+            f"{what}: rank {rank} exceeds {ceiling}, the largest CP rank a tensor of shape "
+            f"{tuple(x.shape)} can need"
+        )
+    return rank

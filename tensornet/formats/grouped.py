@@ -23,20 +23,12 @@ from typing import Any
 import torch
 
 from ..core.linalg import svd
-from ..core.network import TensorNetwork
 from ..core.node import Node, as_tensor
+from ..core.split import fresh_names
 from ..core.truncation import Truncation, as_truncation
-from .base import (
-    Format,
-    check_ranks,
-    check_shape,
-    choose,
-    dense_input,
-    factor_shapes_match,
-    fresh_names,
-)
+from .base import Dense, Format, Layout, Request, check_ranks
 from .lowrank import reduce_pairs, shared_rank
-from .structure import Factor, Structure, fraction_ranks, register_format
+from .structure import Factor, Structure, register_format
 
 __all__ = ["Grouped", "grouped_params"]
 
@@ -71,6 +63,12 @@ def _names(legs: tuple[str, ...]) -> tuple[str, str, str]:
 class Grouped(Format):
     """A kernel as ``k`` channel groups, each a rank-``j`` product ``U_g V_g``.
 
+    ``Grouped(u, v, legs, error=None, spectra=None)`` builds one directly. Option of
+    :meth:`from_dense`: ``channel_groups`` (``k``, which must divide ``c``). ``trunc`` picks the
+    smallest ``j`` whose total Frobenius error (groups add in squares) meets the tolerances;
+    ``ranks`` is ``j`` (lowered to ``min(f, c/k * prod(rest))``); ``fraction`` the largest ``j``
+    with ``j (k f + c k1 k2) <= fraction * size``.
+
     Examples
     --------
     >>> import torch
@@ -83,17 +81,17 @@ class Grouped(Format):
     True
     """
 
-    _groups: int
-    _spectra: torch.Tensor | None
+    _spectra: torch.Tensor | None = None
 
-    def __init__(
-        self,
+    @classmethod
+    def _parts(
+        cls,
         u: torch.Tensor,
         v: torch.Tensor,
         legs: Sequence[str],
         error: float | None = None,
         spectra: torch.Tensor | None = None,
-    ) -> None:
+    ) -> tuple[Structure, dict, float | None, dict]:
         u, v = as_tensor(u), as_tensor(v)
         legs = tuple(legs)
         if u.ndim != 3 or v.ndim < 3 or u.shape[1:] != v.shape[:2]:
@@ -104,36 +102,27 @@ class Grouped(Format):
         if len(legs) != v.ndim - 1:
             raise ValueError(f"Grouped: {len(legs)} legs for factors of a {v.ndim - 1}-way kernel")
         f, k, j = u.shape
+        shape = (f, k * v.shape[2], *v.shape[3:])
+        s = cls.structure_for(shape, j, legs=legs, channel_groups=k, what="Grouped")
+        return s, {"U": u, "V": v}, error, {"spectra": spectra}
+
+    def _network_nodes(self) -> list[Node]:
+        """``U`` and ``V`` padded to a block-diagonal tensor over the (group, rank) pairs."""
+        u, v, legs = self._tensors["U"], self._tensors["V"], self.legs
+        f, k, j = u.shape
         g_leg, c_leg, r_leg = _names(legs)
-        self._u, self._v = u, v
-        self._groups, self._legs, self._error, self._spectra = k, legs, error, spectra
-        # The network view: V as a block-diagonal tensor over the (group, rank) pairs.
-        ck = v.shape[2]
-        blocks = v.new_zeros(k, j, k, ck, *v.shape[3:])
+        blocks = v.new_zeros(k, j, k, v.shape[2], *v.shape[3:])
         idx = torch.arange(k, device=v.device)
         blocks[idx, :, idx] = v
         band = fresh_names([r_leg + "_band"], legs)[0]
-        self._network = TensorNetwork(
-            [
-                Node(u.reshape(f, k * j), (legs[0], band), name="U"),
-                Node(
-                    blocks.reshape(k * j, k, *v.shape[2:]),
-                    (band, g_leg, c_leg, *legs[2:]),
-                    name="V",
-                ),
-            ]
-        )
+        return [
+            Node(u.reshape(f, k * j), (legs[0], band), name="U"),
+            Node(blocks.reshape(k * j, k, *v.shape[2:]), (band, g_leg, c_leg, *legs[2:]), name="V"),
+        ]
 
     # -- structure ---------------------------------------------------------------------------
     @classmethod
-    def structure_for(
-        cls,
-        shape: Sequence[int],
-        ranks: Sequence[int] | int | None = None,
-        *,
-        legs: Sequence[str] | None = None,
-        channel_groups: int = 1,
-    ) -> Structure:
+    def _layout(cls, dense: Dense, *, channel_groups: int = 1) -> Layout:
         """``U (f, k, j)`` and ``V (k, j, c/k, ...)`` sharing the group leg with the input.
 
         Examples
@@ -145,118 +134,61 @@ class Grouped(Format):
         >>> s.modes[1], s.num_params
         (('i_g', 'i_c'), 4352)
         """
-        what = "Grouped.structure_for"
-        shape, legs = check_shape(shape, legs, what)
+        shape, legs, what = dense
         if len(shape) < 2:
             raise ValueError(f"{what}: needs at least 2 legs (out, in, ...), got shape {shape}")
         k = _check_groups(channel_groups, shape[1], what)
         ck = shape[1] // k
-        top = min(shape[0], ck * math.prod(shape[2:]))
-        (rank,) = (top,) if ranks is None else check_ranks(ranks, 1, what)
         g, c, r = _names(legs)
-        factors = (
-            Factor("U", (legs[0], g, r), (shape[0], k, rank)),
-            Factor("V", (g, r, c, *legs[2:]), (k, rank, ck, *shape[2:])),
+
+        def factors(ranks: tuple[int, ...]) -> tuple[Factor, Factor]:
+            return (
+                Factor("U", (legs[0], g, r), (shape[0], k, *ranks)),
+                Factor("V", (g, r, c, *legs[2:]), (k, *ranks, ck, *shape[2:])),
+            )
+
+        return Layout(
+            (min(shape[0], ck * math.prod(shape[2:])),),
+            factors,
+            (("channel_groups", k),),
+            ((legs[0],), (g, c), *((leg,) for leg in legs[2:])),
         )
-        modes = ((legs[0],), (g, c), *((leg,) for leg in legs[2:]))
-        return Structure(
-            "grouped", legs, shape, (rank,), factors, modes, (top,), (("channel_groups", k),)
-        )
-
-    @classmethod
-    def from_factors(
-        cls, structure: Structure, tensors: dict[str, torch.Tensor], error: float | None = None
-    ) -> Grouped:
-        """The format with the given factor tensors (layout of ``structure.factors``)."""
-        factor_shapes_match(structure, tensors, "Grouped.from_factors")
-        return cls(tensors["U"], tensors["V"], structure.legs, error)
-
-    def factor_tensors(self) -> dict[str, torch.Tensor]:
-        """The stored tensors by factor name, in the structure's layout."""
-        return {"U": self._u, "V": self._v}
-
-    @property
-    def options(self) -> dict[str, Any]:
-        """The options that, with shape, legs and ranks, rebuild the structure."""
-        return {"channel_groups": self._groups}
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
-    def from_dense(
-        cls,
-        x: Any,
-        trunc: Truncation | int | None = None,
-        ranks: Sequence[int] | int | None = None,
-        fraction: float | None = None,
-        *,
-        legs: Sequence[str] | None = None,
-        channel_groups: int = 1,
-    ) -> Grouped:
-        """One SVD per channel group, all kept at the same rank ``j``.
-
-        Parameters
-        ----------
-        x : tensor (f, c, ...)
-            The kernel (or matrix).
-        trunc : Truncation or int, optional
-            The smallest ``j`` whose total Frobenius error (groups add in squares) meets the
-            tolerances, capped by ``max_rank``.
-        ranks : int or (int,)
-            ``j``, the rank of every group, at most ``min(f, c/k * prod(rest))`` (larger values
-            are lowered to it: :meth:`~tensornet.formats.Format.clamp_ranks`).
-        fraction : float, optional
-            Parameter budget: the largest ``j`` with ``j (k f + c k1 k2) <= fraction * size``.
-        channel_groups : int
-            ``k``, which must divide ``c``.
-        """
-        what = "Grouped.from_dense"
-        trunc = choose(trunc, ranks, fraction, what)
-        x, legs = dense_input(x, legs, what)
-        if x.ndim < 2:
-            raise ValueError(f"{what}: needs at least 2 legs (out, in, ...)")
-        k = _check_groups(channel_groups, x.shape[1], what)
+    def _decompose(cls, x: torch.Tensor, req: Request) -> Grouped:
+        """One SVD per channel group, all kept at the same rank ``j``."""
+        k = req.full.option("channel_groups")
         f, c = x.shape[0], x.shape[1]
         rest = tuple(x.shape[2:])
         mats = x.reshape(f, k, c // k, *rest).movedim(1, 0).reshape(k, f, -1)
         u, s, vh = svd(mats)
         norm = float(torch.linalg.vector_norm(x.detach()))
-        if ranks is not None:
-            (j,) = cls.clamp_ranks(x.shape, ranks, legs=legs, what=what, channel_groups=k)
-        elif fraction is not None:
-            (j,) = fraction_ranks(
-                cls, tuple(x.shape), fraction, legs=legs, what=what, channel_groups=k
-            )
-        else:
-            j = shared_rank(s, trunc, norm)
+        (j,) = req.caps if req.caps is not None else (shared_rank(s, req.trunc, norm),)
         # j <= min(f, c/k * prod(rest)) = s.shape[1]: every group has j singular values
         root = s[:, :j].sqrt().to(u.dtype)
         uu = u[:, :, :j] * root[:, None, :]
         vv = root[:, :, None] * vh[:, :j, :]
         tail = float(s[:, j:].detach().square().sum().sqrt()) if j < s.shape[1] else 0.0
-        return cls(
+        return cls._of(
+            req.full,
             uu.movedim(0, 1),
             vv.reshape(k, j, c // k, *rest),
-            legs,
             tail / norm if norm > 0 else 0.0,
-            s.detach(),
+            s,
         )
+
+    @classmethod
+    def _of(cls, structure, u, v, error, spectra) -> Grouped:
+        new = cls(structure.with_ranks((u.shape[2],)), {"U": u, "V": v}, error)
+        new._spectra = spectra.detach()
+        return new
 
     # -- views -------------------------------------------------------------------------------
     @property
-    def ranks(self) -> tuple[int, ...]:
-        """The format's ranks."""
-        return (self._u.shape[2],)
-
-    @property
     def groups(self) -> int:
         """The number of channel groups ``k``."""
-        return self._groups
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """Shape of the dense tensor."""
-        k, _, ck = self._v.shape[:3]
-        return (self._u.shape[0], k * ck, *self._v.shape[3:])
+        return self._structure.option("channel_groups")
 
     @property
     def spectra(self) -> torch.Tensor | None:
@@ -273,15 +205,11 @@ class Grouped(Format):
     def to(
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> Grouped:
-        """The same format with every factor moved and/or cast."""
-        spectra = None if self._spectra is None else self._spectra.to(device=device)
-        return Grouped(
-            self._u.to(device=device, dtype=dtype),
-            self._v.to(device=device, dtype=dtype),
-            self._legs,
-            self._error,
-            spectra,
-        )
+        """The same format with every factor moved and/or cast (the spectra moved)."""
+        new = super().to(device=device, dtype=dtype)
+        if self._spectra is not None:
+            new._spectra = self._spectra.to(device=device)
+        return new
 
     def truncate(
         self, trunc: Truncation | int | None = None, *, ranks: Sequence[int] | int | None = None
@@ -290,18 +218,20 @@ class Grouped(Format):
         trunc = as_truncation(trunc)
         if ranks is not None:
             trunc = Truncation(max_rank=check_ranks(ranks, 1, "Grouped.truncate")[0])
-        f, k, j = self._u.shape
-        u = self._u.movedim(1, 0)  # (k, f, j)
-        v = self._v.reshape(k, j, -1)
+        u, v = self._tensors["U"], self._tensors["V"]
+        f, k, j = u.shape
+        shape_v = v.shape
+        u = u.movedim(1, 0)  # (k, f, j)
+        v = v.reshape(k, j, -1)
         # the groups are disjoint blocks: their spectra together hold the kernel's whole norm
         new_u, new_v, s = reduce_pairs(u, v, trunc)
         dense_norm = float(s.detach().square().sum().sqrt())
         kept = new_u.shape[-1]
         tail = float(s[:, kept:].detach().square().sum().sqrt()) if kept < s.shape[1] else 0.0
-        return Grouped(
+        return self._of(
+            self._structure,
             new_u.movedim(0, 1),
-            new_v.reshape(k, kept, *self._v.shape[2:]),
-            self._legs,
+            new_v.reshape(k, kept, *shape_v[2:]),
             tail / dense_norm if dense_norm > 0 else 0.0,
-            s.detach(),
+            s,
         )

@@ -20,26 +20,12 @@ from typing import Any
 import torch
 
 from ..core.linalg import leading_frame, qr
-from ..core.network import TensorNetwork
-from ..core.node import Node, as_tensor
+from ..core.node import as_tensor
+from ..core.split import fresh_names
 from ..core.truncation import Truncation, as_truncation
-from .base import (
-    Format,
-    check_ranks,
-    check_shape,
-    choose,
-    dense_input,
-    error_limit,
-    factor_shapes_match,
-    fresh_names,
-    inner,
-    left_svd,
-    relative_error,
-    step_truncation,
-    tail_norm,
-    unfold,
-)
-from .structure import Factor, Structure, fraction_ranks, register_format
+from .base import Dense, Format, Layout, Request, check_ranks
+from .steps import error_limit, inner, left_svd, relative_error, step_truncation, tail_norm, unfold
+from .structure import Factor, Structure, _freeze, register_format
 from .tensorize import check_dims, mode_legs
 
 __all__ = ["DimensionTree", "HT"]
@@ -350,58 +336,39 @@ class HT(Format):
     True
     """
 
-    _tree: DimensionTree
-    _groups: tuple[tuple[str, ...], ...]
-    _rank_legs: tuple[str, ...]
-    _dense: tuple[tuple[int, ...], tuple[tuple[str, ...], ...], dict[str, Any]] | None
+    _tails: dict[int, float] = {}
 
-    def __init__(
-        self,
+    @classmethod
+    def _parts(
+        cls,
         tensors: dict[int, torch.Tensor],
         tree: DimensionTree,
         groups: Sequence[Sequence[str]],
         group_dims: Sequence[Sequence[int]],
         legs: Sequence[str] | None = None,
         error: float | None = None,
-        dense: tuple[tuple[int, ...], tuple[tuple[str, ...], ...], dict[str, Any]] | None = None,
-    ) -> None:
-        groups = tuple(tuple(g) for g in groups)
+    ) -> tuple[Structure, dict, float | None, dict]:
+        """Node tensors by tree node (leaf frames ``(n, r)``) over one leaf per leg."""
         flat = tuple(leg for g in groups for leg in g)
-        self._legs = flat if legs is None else tuple(legs)
-        self._tree = tree
-        self._groups = groups
-        self._rank_legs = _rank_legs(tree, flat)
-        self._error = error
-        self._dense = dense  # (shape, modes, options) of a tensorized HT
-        rl = self._rank_legs
-        nodes = []
-        for t in range(len(tree)):
-            x = tensors[t]
-            if t == 0:
-                a, b = tree.children(0)
-                nodes.append(Node(x, (rl[a], rl[b]), name="B0"))
-            elif tree.is_leaf(t):
-                mode = tree.nodes[t][0]
-                shaped = x.reshape(*group_dims[mode], x.shape[-1])
-                nodes.append(Node(shaped, (*groups[mode], rl[t]), name=f"U{t}"))
-            else:
-                a, b = tree.children(t)
-                nodes.append(Node(x, (rl[a], rl[b], rl[t]), name=f"B{t}"))
-        self._network = TensorNetwork(nodes)
+        legs = flat if legs is None else tuple(legs)
+        dims = dict(zip(flat, (n for g in group_dims for n in g)))
+        ranks = tuple(tensors[t].shape[-1] for t in range(1, len(tree)))
+        s = cls.structure_for(
+            tuple(dims[leg] for leg in legs), ranks, legs=legs, tree=tree.structure, what="HT"
+        )
+        return s, _node_tensors(s, tensors), error, {}
 
     # -- structure ---------------------------------------------------------------------------
     @classmethod
-    def structure_for(
+    def _layout(
         cls,
-        shape: Sequence[int],
-        ranks: Sequence[int] | int | None = None,
+        dense: Dense,
         *,
-        legs: Sequence[str] | None = None,
         tree: DimensionTree | Any | None = None,
         out_dims: Sequence[int] | None = None,
         in_dims: Sequence[int] | None = None,
-    ) -> Structure:
-        """The HT structure of a dense ``shape``: ``ranks`` per non-root node, breadth first.
+    ) -> Layout:
+        """Nodes of the dimension ``tree``: ranks per non-root node, breadth first.
 
         Examples
         --------
@@ -411,124 +378,48 @@ class HT(Format):
         >>> s.num_params == ht_params(DimensionTree.balanced(4), (6, 5, 4, 6), (2,) * 6)
         True
         """
-        what = "HT.structure_for"
-        shape, legs = check_shape(shape, legs, what)
+        shape, legs, what = dense
         groups, dims, modes = _ht_layout(shape, legs, out_dims, in_dims, what)
         tree = _as_tree(tree, len(groups), what)
-        sizes = [math.prod(g) for g in dims]
-        tops = _max_ranks(tree, sizes)
-        ranks = tops if ranks is None else check_ranks(ranks, len(tree) - 1, what)
-        flat = tuple(leg for g in groups for leg in g)
-        factors = _ht_factors(tree, groups, dims, _rank_legs(tree, flat), ranks)
+        rank_legs = _rank_legs(tree, tuple(leg for g in groups for leg in g))
         options: tuple[tuple[str, Any], ...] = (("tree", _freeze(tree.structure)),)
         if out_dims is not None:
             options += (("out_dims", tuple(out_dims)), ("in_dims", tuple(in_dims)))
-        return Structure("ht", legs, shape, ranks, factors, modes, tops, options)
-
-    @classmethod
-    def from_factors(
-        cls, structure: Structure, tensors: dict[str, torch.Tensor], error: float | None = None
-    ) -> HT:
-        """The format with the given factor tensors (layout of ``structure.factors``)."""
-        factor_shapes_match(structure, tensors, "HT.from_factors")
-        opts = dict(structure.options)
-        groups, dims, modes = _ht_layout(
-            structure.shape,
-            structure.legs,
-            opts.get("out_dims"),
-            opts.get("in_dims"),
-            "HT.from_factors",
+        return Layout(
+            _max_ranks(tree, [math.prod(g) for g in dims]),
+            lambda ranks: _ht_factors(tree, groups, dims, rank_legs, ranks),
+            options,
+            modes,
         )
-        tree = _as_tree(opts.get("tree"), len(groups), "HT.from_factors")
-        by_node = {}
-        for t, f in enumerate(structure.factors):
-            x = as_tensor(tensors[f.name])
-            by_node[t] = x.reshape(-1, x.shape[-1]) if tree.is_leaf(t) else x
-        return cls._make(
-            by_node, tree, groups, dims, structure.legs, structure.shape, modes, opts, error
-        )
-
-    @classmethod
-    def _make(cls, tensors, tree, groups, dims, legs, shape, modes, opts, error) -> HT:
-        tensorized = "out_dims" in opts and opts["out_dims"] is not None
-        if tensorized:
-            dense = (tuple(shape), modes, {k: opts[k] for k in ("out_dims", "in_dims")})
-            return cls(tensors, tree, groups, dims, legs, error, dense)
-        return cls(tensors, tree, groups, dims, legs, error)
-
-    def factor_tensors(self) -> dict[str, torch.Tensor]:
-        """The stored tensors by factor name, in the structure's layout."""
-        return {node.name: node.tensor for node in self._network}
-
-    @property
-    def options(self) -> dict[str, Any]:
-        """The options that, with shape, legs and ranks, rebuild the structure."""
-        out: dict[str, Any] = {"tree": _freeze(self._tree.structure)}
-        if self._dense is not None:
-            out.update(self._dense[2])
-        return out
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
-    def from_dense(
-        cls,
-        x: Any,
-        trunc: Truncation | int | None = None,
-        ranks: Sequence[int] | int | None = None,
-        fraction: float | None = None,
-        *,
-        legs: Sequence[str] | None = None,
-        tree: DimensionTree | Any | None = None,
-        out_dims: Sequence[int] | None = None,
-        in_dims: Sequence[int] | None = None,
-    ) -> HT:
-        """HT-SVD of a dense tensor.
-
-        Parameters
-        ----------
-        x : tensor or Node
-            The dense tensor.
-        trunc : Truncation or int, optional
-            Shared over the ``2d - 3`` edges so that the total relative error is <= ``rel_tol``.
-        ranks : sequence of int, optional
-            Maximum rank of every non-root node, breadth first (``2d - 2`` entries).
-        fraction : float, optional
-            Parameter budget as a fraction of the dense size (one rank cap for all nodes).
-        legs : sequence of str, optional
-            Dense leg names (default ``d0, d1, ...``).
-        tree : DimensionTree or nested pairs, optional
-            The dimension tree over the leaves (default: balanced).
-        out_dims, in_dims : sequence of int, optional
-            Tensorize: split the first two legs into these modes, paired leaf by leaf; the other
-            legs form one leaf in front (a conv kernel's spatial mode).
-        """
-        what = "HT.from_dense"
-        trunc = choose(trunc, ranks, fraction, what)
-        x, legs = dense_input(x, legs, what)
-        shape = tuple(x.shape)
-        groups, dims, modes = _ht_layout(shape, legs, out_dims, in_dims, what)
-        tree = _as_tree(tree, len(groups), what)
-        opts: dict[str, Any] = {"tree": _freeze(tree.structure)}
-        if out_dims is not None:
-            opts.update(out_dims=tuple(out_dims), in_dims=tuple(in_dims))
-        sizes = [math.prod(g) for g in dims]
+    def _decompose(cls, x: torch.Tensor, req: Request) -> HT:
+        """HT-SVD, the leaves tensorized as the structure says."""
+        shape, out_dims, in_dims = (
+            req.full.shape,
+            req.full.option("out_dims"),
+            req.full.option("in_dims"),
+        )
         t = x
         if out_dims is not None:
             n = len(out_dims)
             t = x.reshape(*out_dims, *in_dims, *shape[2:])
             pairs = [j for k in range(n) for j in (k, n + k)]
             t = t.permute(list(range(2 * n, t.ndim)) + pairs)
-        grouped = t.reshape(sizes)
-        max_ranks = None
-        if ranks is not None:
-            max_ranks = check_ranks(ranks, len(tree) - 1, what)
-        elif fraction is not None:
-            max_ranks = fraction_ranks(cls, shape, fraction, legs=legs, what=what, **opts)
-        tensors, tails = ht_svd(grouped, tree, trunc, max_ranks)
-        new = cls._make(tensors, tree, groups, dims, legs, shape, modes, opts, None)
+        groups, dims, _ = _ht_layout(shape, req.full.legs, out_dims, in_dims, req.what)
+        tree = _as_tree(req.full.option("tree"), len(groups), req.what)
+        tensors, tails = ht_svd(t.reshape([math.prod(g) for g in dims]), tree, req.trunc, req.caps)
+        new = cls._of(req.full, tensors, None)
         new._error = relative_error(x, new.to_dense())
         new._tails = tails
         return new
+
+    @classmethod
+    def _of(cls, structure: Structure, tensors: dict[int, torch.Tensor], error) -> HT:
+        ranks = tuple(tensors[t].shape[-1] for t in range(1, len(tensors)))
+        s = structure.with_ranks(ranks)
+        return cls(s, _node_tensors(s, tensors), error)
 
     @classmethod
     def from_matrix(
@@ -569,44 +460,20 @@ class HT(Format):
             w, trunc, ranks, fraction, legs=legs, tree=tree, out_dims=row_dims, in_dims=col_dims
         )
 
-    def _tensors(self) -> dict[int, torch.Tensor]:
-        tree, rl = self._tree, self._rank_legs
+    def _by_node(self) -> dict[int, torch.Tensor]:
+        """The node tensors by tree node, leaf frames as ``(n, r)`` matrices."""
+        tree = self.tree
         out = {}
-        for t in range(len(tree)):
-            if t == 0:
-                a, b = tree.children(0)
-                out[0] = self._network.node("B0").transpose((rl[a], rl[b])).tensor
-            elif tree.is_leaf(t):
-                node = self._network.node(f"U{t}")
-                mode = tree.nodes[t][0]
-                out[t] = node.transpose((*self._groups[mode], rl[t])).tensor.reshape(
-                    -1, node.dim(rl[t])
-                )
-            else:
-                a, b = tree.children(t)
-                out[t] = self._network.node(f"B{t}").transpose((rl[a], rl[b], rl[t])).tensor
+        for t, f in enumerate(self._structure.factors):
+            x = self._tensors[f.name]
+            out[t] = x.reshape(-1, x.shape[-1]) if tree.is_leaf(t) else x
         return out
-
-    def _group_dims(self) -> list[tuple[int, ...]]:
-        return [tuple(self._network.dim(leg) for leg in g) for g in self._groups]
 
     # -- views -------------------------------------------------------------------------------
     @property
     def tree(self) -> DimensionTree:
         """The dimension tree."""
-        return self._tree
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """Shape of the dense tensor."""
-        if self._dense is not None:
-            return self._dense[0]
-        return super().shape
-
-    @property
-    def ranks(self) -> tuple[int, ...]:
-        """Rank of every non-root node, breadth first."""
-        return tuple(self._network.dim(leg) for leg in self._rank_legs[1:])
+        return DimensionTree(self._structure.option("tree"))
 
     @property
     def edge_tails(self) -> dict[int, float]:
@@ -614,19 +481,11 @@ class HT(Format):
 
         Of the last HT-SVD/truncation (absolute; the root's second child repeats the first's).
         """
-        return dict(getattr(self, "_tails", {}))
-
-    def to_dense(self) -> torch.Tensor:
-        """The dense tensor (for a tensorized HT: the matrix or kernel)."""
-        if self._dense is None:
-            return super().to_dense()
-        shape, modes, _ = self._dense
-        flat = tuple(m for group in modes for m in group)
-        return self._network.contract(output=flat).tensor.reshape(shape)
+        return dict(self._tails)
 
     def to_matrix(self) -> torch.Tensor:
         """The matrix of a tensorized HT (same as :meth:`to_dense`)."""
-        if self._dense is None:
+        if self._structure.option("out_dims") is None:
             raise ValueError("HT.to_matrix: this HT was not built from a matrix")
         return self.to_dense()
 
@@ -650,9 +509,9 @@ class HT(Format):
         """
         what = "HT.truncate"
         trunc = as_truncation(trunc)
-        tree = self._tree
+        tree = self.tree
         max_ranks = None if ranks is None else check_ranks(ranks, len(tree) - 1, what)
-        tensors = _orthogonalize(tree, self._tensors())
+        tensors = _orthogonalize(tree, self._by_node())
         grams = _gramians(tree, tensors)
         norm = float(torch.linalg.vector_norm(tensors[0].detach()))
         limit = error_limit(trunc, norm)
@@ -681,7 +540,7 @@ class HT(Format):
                 x = torch.tensordot(bases[a].mH, x, dims=([1], [0]))
                 x = torch.movedim(torch.tensordot(bases[b].mH, x, dims=([1], [1])), 0, 1)
             new[t] = x
-        out = HT(new, tree, self._groups, self._group_dims(), self._legs, None, self._dense)
+        out = self._of(self._structure, new, None)
         out._tails = tails
         xx = norm * norm
         yy = float(inner(out.network, out.network).real.detach())
@@ -699,7 +558,6 @@ def _rank_legs(tree: DimensionTree, taken: Sequence[str]) -> tuple[str, ...]:
     return ("",) + fresh_names([f"r{t}" for t in range(1, len(tree))], taken)
 
 
-def _freeze(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v) for v in value)
-    return value
+def _node_tensors(structure: Structure, tensors: dict[int, torch.Tensor]) -> dict:
+    """Node tensors by tree node (leaf frames ``(n, r)``) as the structure's factors."""
+    return {f.name: tensors[t].reshape(f.shape) for t, f in enumerate(structure.factors)}

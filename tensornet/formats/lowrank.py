@@ -18,20 +18,12 @@ from typing import Any
 import torch
 
 from ..core.linalg import qr, svd, truncated_svd
-from ..core.network import TensorNetwork
-from ..core.node import Node, as_tensor
+from ..core.node import as_tensor
+from ..core.split import fresh_names
 from ..core.truncation import Truncation, as_truncation
-from .base import (
-    Format,
-    check_ranks,
-    check_shape,
-    choose,
-    dense_input,
-    factor_shapes_match,
-    fresh_names,
-    tail_norm,
-)
-from .structure import Factor, Structure, fraction_ranks, register_format
+from .base import Dense, Format, Layout, Request, check_ranks
+from .steps import tail_norm
+from .structure import Factor, Structure, register_format
 
 __all__ = ["LowRank", "reduce_pairs", "shared_rank"]
 
@@ -75,6 +67,9 @@ def reduce_pairs(
 class LowRank(Format):
     """A tensor as ``U V`` across the cut ``left | rest`` (truncated SVD).
 
+    ``LowRank(u, v, left, right, legs=None, error=None)`` builds one directly. Option of
+    :meth:`from_dense`: ``left`` (the legs of the rows, default the first leg).
+
     Examples
     --------
     >>> import torch
@@ -87,30 +82,25 @@ class LowRank(Format):
     True
     """
 
-    _left: tuple[str, ...]
-    _right: tuple[str, ...]
-    _rank_leg: str
-
-    def __init__(
-        self,
+    @classmethod
+    def _parts(
+        cls,
         u: torch.Tensor,
         v: torch.Tensor,
         left: Sequence[str],
         right: Sequence[str],
         legs: Sequence[str] | None = None,
         error: float | None = None,
-    ) -> None:
+    ) -> tuple[Structure, dict, float | None, dict]:
         left, right = tuple(left), tuple(right)
         legs = left + right if legs is None else tuple(legs)
-        self._rank_leg = fresh_names(["r"], legs)[0]
         u, v = as_tensor(u), as_tensor(v)
-        self._network = TensorNetwork(
-            [
-                Node(u, (*left, self._rank_leg), name="U"),
-                Node(v, (self._rank_leg, *right), name="V"),
-            ]
+        dims = dict(zip(left, u.shape))
+        dims.update(zip(right, v.shape[1:]))
+        s = cls.structure_for(
+            tuple(dims[leg] for leg in legs), u.shape[-1], legs=legs, left=left, what="LowRank"
         )
-        self._left, self._right, self._legs, self._error = left, right, legs, error
+        return s, {"U": u, "V": v}, error, {}
 
     @staticmethod
     def _cut(legs: tuple[str, ...], left: Any, what: str) -> tuple[tuple[str, ...], tuple]:
@@ -124,14 +114,7 @@ class LowRank(Format):
 
     # -- structure ---------------------------------------------------------------------------
     @classmethod
-    def structure_for(
-        cls,
-        shape: Sequence[int],
-        ranks: Sequence[int] | int | None = None,
-        *,
-        legs: Sequence[str] | None = None,
-        left: Sequence[str] | str | None = None,
-    ) -> Structure:
+    def _layout(cls, dense: Dense, *, left: Sequence[str] | str | None = None) -> Layout:
         """``U (*left, r)`` and ``V (r, *right)``; ``left`` defaults to the first leg.
 
         Examples
@@ -139,95 +122,47 @@ class LowRank(Format):
         >>> LowRank.structure_for((64, 32, 3, 3), 8).num_params
         2816
         """
-        what = "LowRank.structure_for"
-        shape, legs = check_shape(shape, legs, what)
+        shape, legs, what = dense
         if len(shape) < 2:
             raise ValueError(f"{what}: needs at least 2 legs, got shape {shape}")
         left, right = cls._cut(legs, left, what)
-        rows = math.prod(shape[legs.index(leg)] for leg in left)
-        top = min(rows, math.prod(shape) // rows)
-        (rank,) = (top,) if ranks is None else check_ranks(ranks, 1, what)
-        r = fresh_names(["r"], legs)[0]
         dims = dict(zip(legs, shape))
-        factors = (
-            Factor("U", (*left, r), (*(dims[leg] for leg in left), rank)),
-            Factor("V", (r, *right), (rank, *(dims[leg] for leg in right))),
-        )
-        return Structure(
-            "svd",
-            legs,
-            shape,
-            (rank,),
-            factors,
-            tuple((leg,) for leg in legs),
-            (top,),
-            (("left", left),),
-        )
+        rows = math.prod(dims[leg] for leg in left)
+        r = fresh_names(["r"], legs)[0]
 
-    @classmethod
-    def from_factors(
-        cls, structure: Structure, tensors: dict[str, torch.Tensor], error: float | None = None
-    ) -> LowRank:
-        """The format with the given factor tensors (layout of ``structure.factors``)."""
-        factor_shapes_match(structure, tensors, "LowRank.from_factors")
-        left, right = cls._cut(structure.legs, structure.option("left"), "LowRank.from_factors")
-        return cls(tensors["U"], tensors["V"], left, right, structure.legs, error)
+        def factors(ranks: tuple[int, ...]) -> tuple[Factor, Factor]:
+            return (
+                Factor("U", (*left, r), (*(dims[leg] for leg in left), *ranks)),
+                Factor("V", (r, *right), (*ranks, *(dims[leg] for leg in right))),
+            )
 
-    def factor_tensors(self) -> dict[str, torch.Tensor]:
-        """The stored tensors by factor name, in the structure's layout."""
-        return {"U": self._network.node("U").tensor, "V": self._network.node("V").tensor}
-
-    @property
-    def options(self) -> dict[str, Any]:
-        """The options that, with shape, legs and ranks, rebuild the structure."""
-        return {"left": self._left}
+        return Layout((min(rows, math.prod(shape) // rows),), factors, (("left", left),))
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
-    def from_dense(
-        cls,
-        x: Any,
-        trunc: Truncation | int | None = None,
-        ranks: Sequence[int] | int | None = None,
-        fraction: float | None = None,
-        *,
-        legs: Sequence[str] | None = None,
-        left: Sequence[str] | str | None = None,
-    ) -> LowRank:
+    def _decompose(cls, x: torch.Tensor, req: Request) -> LowRank:
         """Truncated SVD of the matricisation ``left | rest`` (default left: the first leg)."""
-        what = "LowRank.from_dense"
-        trunc = choose(trunc, ranks, fraction, what)
-        x, legs = dense_input(x, legs, what)
-        if x.ndim < 2:
-            raise ValueError(f"{what}: needs at least 2 legs, got shape {tuple(x.shape)}")
-        left, right = cls._cut(legs, left, what)
-        if ranks is not None:
-            trunc = Truncation(max_rank=check_ranks(ranks, 1, what)[0])
-        elif fraction is not None:
-            (cap,) = fraction_ranks(cls, tuple(x.shape), fraction, legs=legs, what=what, left=left)
-            trunc = Truncation(max_rank=cap)
-        perm = [legs.index(leg) for leg in left + right]
-        xp = x.permute(perm)
+        trunc = req.trunc if req.caps is None else Truncation(max_rank=req.caps[0])
+        u_legs, v_legs = (f.legs for f in req.full.factors)
+        left = u_legs[:-1]
+        xp = x.permute([req.full.legs.index(leg) for leg in left + v_legs[1:]])
         rows = math.prod(xp.shape[: len(left)])
         u, s, vh, s_full = truncated_svd(xp.reshape(rows, -1), trunc)
         root = s.sqrt().to(u.dtype)
-        new = cls(
+        new = cls._of(
+            req.full,
             (u * root).reshape(*xp.shape[: len(left)], -1),
             (root[:, None] * vh).reshape(-1, *xp.shape[len(left) :]),
-            left,
-            right,
-            legs,
         )
         norm = float(torch.linalg.vector_norm(s_full.detach()))
         new._error = tail_norm(s_full, s.shape[0]) / norm if norm > 0 else 0.0
         return new
 
-    # -- views -------------------------------------------------------------------------------
-    @property
-    def ranks(self) -> tuple[int, ...]:
-        """The format's ranks."""
-        return (self._network.dim(self._rank_leg),)
+    @classmethod
+    def _of(cls, structure: Structure, u: torch.Tensor, v: torch.Tensor) -> LowRank:
+        return cls(structure.with_ranks((u.shape[-1],)), {"U": u, "V": v})
 
+    # -- views -------------------------------------------------------------------------------
     def to_dense(self) -> torch.Tensor:
         """The dense tensor, legs in :attr:`legs` order."""
         return self.structure.contract(self.factor_tensors())
@@ -244,12 +179,10 @@ class LowRank(Format):
         u, v = t["U"].reshape(1, -1, r), t["V"].reshape(1, r, -1)
         new_u, new_v, s = reduce_pairs(u, v, trunc)
         k = new_u.shape[-1]
-        new = type(self)(
+        new = self._of(
+            self._structure,
             new_u.reshape(*t["U"].shape[:-1], k),
             new_v.reshape(k, *t["V"].shape[1:]),
-            self._left,
-            self._right,
-            self._legs,
         )
         norm = float(torch.linalg.vector_norm(s.detach()))
         new._error = tail_norm(s[0], k) / norm if norm > 0 else 0.0

@@ -46,6 +46,7 @@ __all__ = [
     "format_names",
     "fraction_ranks",
     "get_format",
+    "ranks_within",
     "register_format",
 ]
 
@@ -239,8 +240,9 @@ _REGISTRY: dict[str, type[Format]] = {}
 def register_format(name: str) -> Callable[[type[Format]], type[Format]]:
     """Class decorator: register a :class:`~tensornet.formats.Format` subclass under ``name``.
 
-    The class must define ``structure_for``, ``from_dense``, ``from_factors`` and
-    ``factor_tensors``; the shared contract test then runs over it.
+    The class defines ``_layout``, ``_decompose`` and ``truncate`` (see
+    :class:`~tensornet.formats.Format`); the shared contract test then runs over it
+    (``tests/formats/test_common.py`` shows a whole example format).
     """
 
     def deco(cls: type[Format]) -> type[Format]:
@@ -304,8 +306,9 @@ def as_fraction(fraction: Any, what: str) -> float:
     """``fraction`` as a Python float in ``(0, 1]``, else ``ValueError`` naming ``what``.
 
     Real numbers of any library are accepted: Python and numpy ints and floats
-    (``np.float32(0.5)``) and 0-d real torch tensors (``torch.tensor(0.5)``); ``bool``, complex
-    numbers, tensors with more than one element, NaN and values outside ``(0, 1]`` are refused.
+    (``np.float32(0.5)``, ``np.array(0.5)``) and 0-d real torch tensors (``torch.tensor(0.5)``);
+    ``bool``, complex numbers, tensors with more than one element, NaN and values outside
+    ``(0, 1]`` are refused.
 
     Examples
     --------
@@ -318,8 +321,15 @@ def as_fraction(fraction: Any, what: str) -> float:
     ValueError: demo: fraction must be a number in (0, 1], got True
     """
     value = fraction
-    if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_complex():
+    if isinstance(value, torch.Tensor):
+        if value.ndim != 0 or value.is_complex() or value.dtype == torch.bool:
+            raise ValueError(
+                f"{what}: fraction must be a number in (0, 1], got a {value.dtype} tensor of "
+                f"shape {tuple(value.shape)}"
+            )
         value = value.item()
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise ValueError(f"{what}: fraction must be a number in (0, 1], got {fraction!r}")
     if not (0 < value <= 1):
@@ -350,14 +360,26 @@ def fraction_ranks(
     cls = get_format(fmt)
     what = what or f"{cls.name}: fraction"
     fraction = as_fraction(fraction, what)
-    full = cls.structure_for(tuple(shape), None, legs=legs, **options)
+    return ranks_within(cls.structure_for(tuple(shape), None, legs=legs, **options), fraction, what)
+
+
+def ranks_within(full: Structure, fraction: float, what: str) -> tuple[int, ...]:
+    """The solver of :func:`fraction_ranks` on a structure at maximal ranks (``full``).
+
+    ``fraction`` must already be checked (:func:`as_fraction`): ``from_dense`` checks it once.
+
+    Examples
+    --------
+    >>> full = get_format("tucker2").structure_for((64, 64, 3, 3), legs=("o", "i", "h", "w"))
+    >>> ranks_within(full, 0.25, "demo")
+    (25, 25)
+    """
     tops = full.max_ranks
     if not tops:
         return ()
 
     def count(r: int) -> int:
-        ranks = tuple(min(r, t) for t in tops)
-        return cls.structure_for(tuple(shape), ranks, legs=legs, **options).num_params
+        return full.with_ranks(tuple(min(r, t) for t in tops)).num_params
 
-    r = budget_rank(count, fraction * math.prod(shape), max(tops), what)
+    r = budget_rank(count, fraction * full.dense_size, max(tops), what)
     return tuple(min(r, t) for t in tops)

@@ -21,24 +21,12 @@ from typing import Any
 import torch
 
 from ..core.linalg import truncated_svd
-from ..core.network import TensorNetwork
-from ..core.node import Node, as_tensor
+from ..core.node import as_tensor
+from ..core.split import fresh_names
 from ..core.truncation import Truncation, as_truncation
-from .base import (
-    Format,
-    check_order,
-    check_ranks,
-    check_shape,
-    choose,
-    dense_input,
-    error_limit,
-    factor_shapes_match,
-    fresh_names,
-    relative_error,
-    step_truncation,
-    tail_norm,
-)
-from .structure import Factor, Structure, fraction_ranks, register_format
+from .base import Dense, Format, Layout, Request, chain_factors, check_order, check_ranks
+from .steps import error_limit, relative_error, step_truncation, tail_norm
+from .structure import Structure, register_format
 from .tt import tt_svd
 
 __all__ = ["TR", "tr_params"]
@@ -95,45 +83,39 @@ class TR(Format):
     True
     """
 
-    _order: tuple[str, ...]
-    _bonds: tuple[str, ...]
+    kernel_defaults = {"order": ("in", "kh", "kw", "out")}
 
-    def __init__(
-        self,
+    @classmethod
+    def _parts(
+        cls,
         cores: Sequence[torch.Tensor],
         order: Sequence[str],
         legs: Sequence[str] | None = None,
         error: float | None = None,
-    ) -> None:
+    ) -> tuple[Structure, dict, float | None, dict]:
         order = tuple(order)
-        legs = order if legs is None else tuple(legs)
+        legs = check_order(order if legs is None else tuple(legs), order, "TR")
         d = len(order)
         if d < 2 or len(cores) != d:
             raise ValueError(f"TR: needs d >= 2 cores, one per leg; got {len(cores)} for {order}")
-        bonds = _bond_legs(d, order)
-        nodes = []
+        cores = [as_tensor(c) for c in cores]
         for k, core in enumerate(cores):
-            core = as_tensor(core)
             if core.ndim != 3:
                 raise ValueError(f"TR: core {k} must be (r, n, r'), got {tuple(core.shape)}")
-            nodes.append(Node(core, (bonds[k], order[k], bonds[(k + 1) % d]), name=f"G{k}"))
-        self._network = TensorNetwork(nodes)
-        self._order = order
-        self._legs = check_order(legs, order, "TR")
-        self._bonds = bonds
-        self._error = error
+        dims = {leg: c.shape[1] for leg, c in zip(order, cores)}
+        s = cls.structure_for(
+            tuple(dims[leg] for leg in legs),
+            tuple(c.shape[0] for c in cores),
+            legs=legs,
+            order=order,
+            what="TR",
+        )
+        return s, {f"G{k}": c for k, c in enumerate(cores)}, error, {}
 
     # -- structure ---------------------------------------------------------------------------
     @classmethod
-    def structure_for(
-        cls,
-        shape: Sequence[int],
-        ranks: Sequence[int] | int | None = None,
-        *,
-        legs: Sequence[str] | None = None,
-        order: Sequence[str] | None = None,
-    ) -> Structure:
-        """The TR structure of ``shape`` with ranks ``(r_0, ..., r_{d-1})`` along ``order``.
+    def _layout(cls, dense: Dense, *, order: Sequence[str] | None = None) -> Layout:
+        """A ring of cores along ``order``: ranks ``(r_0, ..., r_{d-1})``, ``r_k`` before core k.
 
         Examples
         --------
@@ -141,68 +123,31 @@ class TR(Format):
         >>> [(f.legs, f.shape) for f in s.factors][0], s.num_params
         ((('r0', 'd0', 'r1'), (2, 4, 3)), 132)
         """
-        what = "TR.structure_for"
-        shape, legs = check_shape(shape, legs, what)
+        shape, legs, what = dense
         if len(shape) < 2:
             raise ValueError(f"{what}: a tensor ring needs at least 2 legs, got shape {shape}")
         order = check_order(order, legs, what)
         sizes = [shape[legs.index(leg)] for leg in order]
-        tops = _max_ranks(sizes)
-        d = len(sizes)
-        ranks = tops if ranks is None else check_ranks(ranks, d, what)
-        bonds = _bond_legs(d, legs)
-        factors = tuple(
-            Factor(
-                f"G{k}",
-                (bonds[k], order[k], bonds[(k + 1) % d]),
-                (ranks[k], sizes[k], ranks[(k + 1) % d]),
-            )
-            for k in range(d)
-        )
-        return Structure(
-            "tr",
-            legs,
-            shape,
-            ranks,
-            factors,
-            tuple((leg,) for leg in legs),
-            tops,
+        bonds = _bond_legs(len(sizes), legs)  # chain bond k (after core k) is r_{k+1}
+        return Layout(
+            _max_ranks(sizes),
+            lambda ranks: chain_factors(
+                [(leg,) for leg in order],
+                [(n,) for n in sizes],
+                bonds[1:] + bonds[:1],
+                ranks[1:] + ranks[:1],
+                ring=True,
+            ),
             (("order", order),),
         )
 
     @classmethod
-    def from_factors(
-        cls, structure: Structure, tensors: dict[str, torch.Tensor], error: float | None = None
-    ) -> TR:
-        """The format with the given factor tensors (layout of ``structure.factors``)."""
-        factor_shapes_match(structure, tensors, "TR.from_factors")
-        cores = [tensors[f.name] for f in structure.factors]
-        return cls(cores, structure.option("order"), structure.legs, error)
+    def _clamp(cls, full: Structure, ranks: Any, what: str) -> tuple[int, ...]:
+        """TR-SVD's bound on ``ranks`` (what ``clamp_ranks`` and ``from_dense`` apply).
 
-    def factor_tensors(self) -> dict[str, torch.Tensor]:
-        """The stored tensors by factor name, in the structure's layout."""
-        return {node.name: node.tensor for node in self._network}
-
-    @property
-    def options(self) -> dict[str, Any]:
-        """The options that, with shape, legs and ranks, rebuild the structure."""
-        return {"order": self._order}
-
-    @classmethod
-    def clamp_ranks(
-        cls,
-        shape: Sequence[int],
-        ranks: Sequence[int] | int,
-        *,
-        legs: Sequence[str] | None = None,
-        what: str | None = None,
-        order: Sequence[str] | None = None,
-    ) -> tuple[int, ...]:
-        """``ranks`` lowered to what TR-SVD can use, ring order ``n_0, ..., n_{d-1}``.
-
-        The first pair is bounded together: ``r_0 <= m`` and ``r_1 <= m // r_0`` with
-        ``m = min(n_0, N / n_0)`` (the rank of the first unfolding), then
-        ``r_k <= min(r_1 n_1 ... n_{k-1}, r_0 n_k ... n_{d-1})`` for ``k >= 2``. A ring has
+        Ring order ``n_0, ..., n_{d-1}``. The first pair is bounded together: ``r_0 <= m`` and
+        ``r_1 <= m // r_0`` with ``m = min(n_0, N / n_0)`` (the rank of the first unfolding),
+        then ``r_k <= min(r_1 n_1 ... n_{k-1}, r_0 n_k ... n_{d-1})`` for ``k >= 2``. A ring has
         gauge freedom, so this is TR-SVD's bound rather than a bound on every ring; with
         ``r_0 = r_1`` it gives :attr:`Structure.max_ranks`.
 
@@ -213,10 +158,7 @@ class TR(Format):
         >>> TR.clamp_ranks((16, 8, 3, 3), (4, 4, 64, 64))
         (4, 4, 32, 12)
         """
-        what = what or "TR.clamp_ranks"
-        shape, legs = check_shape(shape, legs, what)
-        order = check_order(order, legs, what)
-        sizes = [shape[legs.index(leg)] for leg in order]
+        sizes = [full.dim(leg) for leg in full.option("order")]
         given = check_ranks(ranks, len(sizes), what)
         total = math.prod(sizes)
         m = min(sizes[0], total // sizes[0])
@@ -230,65 +172,32 @@ class TR(Format):
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
-    def from_dense(
-        cls,
-        x: Any,
-        trunc: Truncation | int | None = None,
-        ranks: Sequence[int] | int | None = None,
-        fraction: float | None = None,
-        *,
-        legs: Sequence[str] | None = None,
-        order: Sequence[str] | None = None,
-    ) -> TR:
-        """TR-SVD of a dense tensor.
+    def _decompose(cls, x: torch.Tensor, req: Request) -> TR:
+        """TR-SVD along the structure's order (``caps``: ``r_0, r_1`` as given, then caps)."""
+        x_ord = x.permute([req.full.legs.index(leg) for leg in req.full.option("order")])
+        cores, err = tr_svd(x_ord, req.trunc, req.caps)
+        return cls._of(req.full, cores, err)
 
-        Parameters
-        ----------
-        x : tensor or Node
-            The dense tensor (at least 2 legs).
-        trunc : Truncation or int, optional
-            Tolerances are shared over the ``d - 1`` SVDs (``eps / sqrt(d - 1)`` each) so the
-            total relative error is at most ``rel_tol``; ``max_rank`` caps every rank. The first
-            rank ``r_0 r_1`` found is split into the most balanced pair.
-        ranks : sequence of int, optional
-            ``(r_0, ..., r_{d-1})``, first lowered to what TR-SVD can use
-            (:meth:`clamp_ranks`), then used as given for ``r_0, r_1`` (zero-padded when the
-            first unfolding has a smaller rank) and as caps for the others.
-        fraction : float, optional
-            Parameter budget as a fraction of the dense size (one cap for all ranks).
-        legs, order : sequence of str, optional
-            Dense leg names, and their order around the ring.
-        """
-        what = "TR.from_dense"
-        trunc = choose(trunc, ranks, fraction, what)
-        x, legs = dense_input(x, legs, what)
-        if x.ndim < 2:
-            raise ValueError(f"{what}: a tensor ring needs at least 2 legs")
-        order = check_order(order, legs, what)
-        x_ord = x.permute([legs.index(leg) for leg in order])
-        given = None
-        if ranks is not None:
-            given = cls.clamp_ranks(x.shape, ranks, legs=legs, what=what, order=order)
-        elif fraction is not None:
-            given = fraction_ranks(cls, tuple(x.shape), fraction, legs=legs, what=what, order=order)
-        cores, err = tr_svd(x_ord, trunc, given)
-        return cls(cores, order, legs, err)
+    @classmethod
+    def _of(cls, structure: Structure, cores: Sequence[torch.Tensor], error) -> TR:
+        s = structure.with_ranks(tuple(c.shape[0] for c in cores))
+        return cls(s, {f"G{k}": c for k, c in enumerate(cores)}, error)
 
     # -- views -------------------------------------------------------------------------------
     @property
     def order(self) -> tuple[str, ...]:
         """Legs in the order of the cores."""
-        return self._order
+        return self._structure.option("order")
 
     @property
     def ranks(self) -> tuple[int, ...]:
         """``(r_0, ..., r_{d-1})``: ``r_k`` joins core ``k - 1`` and core ``k`` (mod d)."""
-        return tuple(self._network.dim(b) for b in self._bonds)
+        return self._structure.ranks
 
     @property
     def cores(self) -> tuple[torch.Tensor, ...]:
         """Cores ``(r_k, n_k, r_{k+1})``."""
-        return tuple(self._network.node(f"G{k}").tensor for k in range(len(self._order)))
+        return tuple(self._tensors[f"G{k}"] for k in range(len(self.order)))
 
     def truncate(
         self, trunc: Truncation | int | None = None, *, ranks: Sequence[int] | int | None = None
@@ -298,11 +207,12 @@ class TR(Format):
         The ring is contracted to dense first (a tensor ring has no exact local gauge), so this is
         for tensors that fit in memory, as every layer kernel does.
         """
-        dense = self._network.contract(output=self._order).tensor
-        given = None if ranks is None else check_ranks(ranks, len(self._order), "TR.truncate")
+        order = self.order
+        dense = self._network.contract(output=order).tensor
+        given = None if ranks is None else check_ranks(ranks, len(order), "TR.truncate")
         cores, _ = tr_svd(dense, as_truncation(trunc), given)
-        new = TR(cores, self._order, self._legs)
-        new._error = relative_error(dense, new._network.contract(output=self._order).tensor)
+        new = self._of(self._structure, cores, None)
+        new._error = relative_error(dense, new._network.contract(output=order).tensor)
         return new
 
 

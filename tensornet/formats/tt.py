@@ -9,34 +9,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 
 from ..core.linalg import qr, truncated_svd
-from ..core.network import TensorNetwork
-from ..core.node import Node, as_tensor
+from ..core.node import as_tensor
+from ..core.split import fresh_names
 from ..core.truncation import Truncation, as_truncation
-from .base import (
-    Format,
-    chain_factors,
-    check_order,
-    check_ranks,
-    check_shape,
-    choose,
-    dense_input,
-    error_limit,
-    factor_shapes_match,
-    fresh_names,
-    left_svd,
-    step_truncation,
-    tail_norm,
-)
-from .structure import Structure, fraction_ranks, register_format
+from .base import Dense, Format, Layout, Request, chain_factors, check_order, check_ranks
+from .steps import error_limit, left_svd, step_truncation, tail_norm
+from .structure import Structure, register_format
 
 __all__ = ["TT"]
 
 Budget = Literal["uniform", "adaptive"]
+F = TypeVar("F", bound=Format)
 
 
 def _step_limit(
@@ -174,18 +162,15 @@ def tt_round(
 class TT(Format):
     """A tensor in tensor-train (MPS) format, stored as a chain of nodes ``G0 - G1 - ...``.
 
-    Build it with :meth:`from_dense` (TT-SVD) or :meth:`from_cores`.
+    Build it with :meth:`from_dense` (TT-SVD), :meth:`from_cores`, or ``TT(cores, groups,
+    legs=None, error=None)``: core ``k`` of shape ``(r_{k-1}, *mode dims of groups[k], r_k)``
+    with ``r_0 = r_d = 1``; ``groups`` the mode legs of each core (one leg each for a plain TT);
+    ``legs`` the order of the dense legs for :meth:`to_dense` (default: the train order).
 
-    Parameters
-    ----------
-    cores : sequence of torch.Tensor
-        Core ``k`` has shape ``(r_{k-1}, *mode dims of groups[k], r_k)``, ``r_0 = r_d = 1``.
-    groups : sequence of sequence of str
-        The mode legs of each core (one leg each for a plain TT).
-    legs : sequence of str, optional
-        Order of the dense legs for :meth:`to_dense` (default: the train order).
-    error : float, optional
-        The error to report.
+    Options of :meth:`from_dense`: ``order`` (the legs along the train, default the dense order);
+    ``budget`` (``"uniform"``: tolerances shared as ``eps / sqrt(d - 1)`` per step, so the total
+    relative error is at most ``rel_tol``; ``"adaptive"``: each step gets what the previous
+    left). ``ranks`` caps the ``d - 1`` bonds; ``fraction`` is one cap for all bonds.
 
     Examples
     --------
@@ -200,16 +185,16 @@ class TT(Format):
     (2, 2)
     """
 
-    _groups: tuple[tuple[str, ...], ...]
-    _bonds: tuple[str, ...]
+    kernel_defaults = {"order": ("in", "kh", "kw", "out")}
 
-    def __init__(
-        self,
+    @classmethod
+    def _parts(
+        cls,
         cores: Sequence[torch.Tensor],
         groups: Sequence[Sequence[str]],
         legs: Sequence[str] | None = None,
         error: float | None = None,
-    ) -> None:
+    ) -> tuple[Structure, dict, float | None, dict]:
         groups = tuple(tuple(g) for g in groups)
         flat = tuple(leg for g in groups for leg in g)
         legs = flat if legs is None else tuple(legs)
@@ -217,11 +202,10 @@ class TT(Format):
             raise ValueError(f"TT: legs {legs} must be a permutation of the mode legs {flat}")
         if len(cores) != len(groups) or not cores:
             raise ValueError(f"TT: {len(cores)} cores for {len(groups)} mode groups")
-        bonds = fresh_names([f"r{k + 1}" for k in range(len(cores) - 1)], flat)
-        nodes = []
+        cores = [as_tensor(c) for c in cores]
         d = len(cores)
+        dims = {}
         for k, core in enumerate(cores):
-            core = as_tensor(core)
             if core.ndim != len(groups[k]) + 2:
                 raise ValueError(
                     f"TT: core {k} needs {len(groups[k]) + 2} dims (r, modes..., r'), "
@@ -229,21 +213,12 @@ class TT(Format):
                 )
             if (k == 0 and core.shape[0] != 1) or (k == d - 1 and core.shape[-1] != 1):
                 raise ValueError(f"TT: boundary ranks must be 1, core {k} has {tuple(core.shape)}")
-            names = list(groups[k])
-            if k > 0:
-                names.insert(0, bonds[k - 1])
-            else:
-                core = core.squeeze(0)
-            if k < d - 1:
-                names.append(bonds[k])
-            else:
-                core = core.squeeze(-1)
-            nodes.append(Node(core, names, name=f"G{k}"))
-        self._network = TensorNetwork(nodes)
-        self._legs = legs
-        self._groups = groups
-        self._bonds = bonds
-        self._error = error
+            dims.update(zip(groups[k], core.shape[1:-1]))
+        ranks = tuple(c.shape[-1] for c in cores[:-1])
+        s = cls.structure_for(
+            tuple(dims[leg] for leg in legs), ranks, legs=legs, groups=groups, what="TT"
+        )
+        return s, _core_tensors(s, cores), error, {}
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -263,15 +238,17 @@ class TT(Format):
         return cls(cores, [(leg,) for leg in legs])
 
     @classmethod
-    def structure_for(
+    def _layout(
         cls,
-        shape: Sequence[int],
-        ranks: Sequence[int] | int | None = None,
+        dense: Dense,
         *,
-        legs: Sequence[str] | None = None,
         order: Sequence[str] | None = None,
-    ) -> Structure:
-        """The TT structure of a dense ``shape`` (cores along ``order``) at bond ``ranks``.
+        groups: Sequence[Sequence[str]] | None = None,
+    ) -> Layout:
+        """Cores along ``order`` (default: the dense order), bond ``k`` after core ``k``.
+
+        ``groups`` (the mode legs of each core, in train order) lets a core carry several legs,
+        as the train of a :class:`~tensornet.formats.TTMatrix` does; it sets ``order``.
 
         Examples
         --------
@@ -279,114 +256,42 @@ class TT(Format):
         >>> [f.shape for f in s.factors], s.num_params == tt_params((4, 5, 6), (2, 3))
         ([(4, 2), (2, 5, 3), (3, 6)], True)
         """
-        what = "TT.structure_for"
-        shape, legs = check_shape(shape, legs, what)
+        shape, legs, what = dense
+        if groups is not None:
+            groups = tuple(tuple(g) for g in groups)
+            order = tuple(leg for g in groups for leg in g)
         order = check_order(order, legs, what)
-        sizes = [shape[legs.index(leg)] for leg in order]
-        tops = tt_max_ranks(sizes)
-        ranks = tops if ranks is None else check_ranks(ranks, len(sizes) - 1, what)
-        bonds = fresh_names([f"r{k + 1}" for k in range(len(sizes) - 1)], legs)
-        factors = chain_factors([(leg,) for leg in order], [(n,) for n in sizes], bonds, ranks)
-        return Structure(
-            "tt",
-            legs,
-            shape,
-            ranks,
-            factors,
-            tuple((leg,) for leg in legs),
+        if groups is None or all(len(g) == 1 for g in groups):
+            groups, extra = tuple((leg,) for leg in order), ()
+        else:
+            extra = (("groups", groups),)
+        dims = dict(zip(legs, shape))
+        group_dims = [tuple(dims[leg] for leg in g) for g in groups]
+        tops = tt_max_ranks([math.prod(g) for g in group_dims])
+        bonds = fresh_names([f"r{k + 1}" for k in range(len(groups) - 1)], legs)
+        return Layout(
             tops,
-            (("order", order),),
+            lambda ranks: chain_factors(groups, group_dims, bonds, ranks),
+            (("order", order), *extra),
         )
 
     @classmethod
-    def from_factors(
-        cls, structure: Structure, tensors: dict[str, torch.Tensor], error: float | None = None
-    ) -> TT:
-        """A TT from cores in the layout of ``structure`` (boundary cores without outer bond)."""
-        factor_shapes_match(structure, tensors, "TT.from_factors")
-        d = len(structure.factors)
-        cores = []
-        for k, f in enumerate(structure.factors):
-            t = as_tensor(tensors[f.name])
-            cores.append(t.reshape((1,) * (k == 0) + t.shape + (1,) * (k == d - 1)))
-        order = structure.option("order")
-        return cls(cores, [(leg,) for leg in order], structure.legs, error)
-
-    def factor_tensors(self) -> dict[str, torch.Tensor]:
-        """The stored tensors by factor name, in the structure's layout."""
-        return {node.name: node.tensor for node in self._network}
-
-    @property
-    def options(self) -> dict[str, Any]:
-        """The options that, with shape, legs and ranks, rebuild the structure."""
-        return {"order": self.order}
-
-    @classmethod
-    def from_dense(
-        cls,
-        x: Any,
-        trunc: Truncation | int | None = None,
-        ranks: Sequence[int] | int | None = None,
-        fraction: float | None = None,
-        *,
-        legs: Sequence[str] | None = None,
-        order: Sequence[str] | None = None,
-        budget: Budget = "uniform",
-    ) -> TT:
-        """TT-SVD of a dense tensor.
-
-        Parameters
-        ----------
-        x : tensor or Node
-            The dense tensor (a Node brings its leg names).
-        trunc : Truncation or int, optional
-            Tolerances are shared between the ``d - 1`` steps so that the total relative error is
-            at most ``rel_tol`` (``budget="uniform"``: ``eps / sqrt(d - 1)`` per step).
-        ranks : sequence of int, optional
-            Maximum rank of each of the ``d - 1`` bonds.
-        fraction : float, optional
-            Parameter budget as a fraction of the dense size: one rank cap for all bonds, the
-            largest whose parameter count stays within the budget.
-        legs : sequence of str, optional
-            Dense leg names (default ``d0, d1, ...``).
-        order : sequence of str, optional
-            Order of the legs along the train (default: the dense order).
-        budget : {"uniform", "adaptive"}
-            How tolerances are shared: equal shares, or each step gets what the previous left.
-        """
-        what = "TT.from_dense"
-        trunc = choose(trunc, ranks, fraction, what)
-        budget = _check_budget(budget, what)
-        x, legs = dense_input(x, legs, what)
-        order = legs if order is None else tuple(order)
-        if sorted(order) != sorted(legs) or len(order) != len(legs):
-            raise ValueError(f"{what}: order {order} must be a permutation of the legs {legs}")
-        x = x.permute([legs.index(leg) for leg in order])
-        sizes = tuple(x.shape)
-        max_ranks = None
-        if ranks is not None:
-            max_ranks = check_ranks(ranks, len(sizes) - 1, what)
-        elif fraction is not None:
-            max_ranks = fraction_ranks(
-                cls, tuple(x.shape), fraction, legs=order, what=what, order=order
-            )
-        cores, err = tt_svd(x, sizes, trunc, max_ranks, budget)
-        return cls(cores, [(leg,) for leg in order], legs, err)
+    def _decompose(cls, x: torch.Tensor, req: Request, budget: Budget = "uniform") -> TT:
+        """TT-SVD along the structure's order."""
+        budget = _check_budget(budget, req.what)
+        order = req.full.option("order")
+        x = x.permute([req.full.legs.index(leg) for leg in order])
+        cores, err = tt_svd(x, tuple(x.shape), req.trunc, req.caps, budget)
+        return from_chain(cls, req.full, cores, err)
 
     def _rebuilt(self, cores: Sequence[torch.Tensor], error: float | None) -> TT:
-        shaped = [
-            c.reshape(c.shape[0], *self._group_dims(k), c.shape[-1]) for k, c in enumerate(cores)
-        ]
-        new = TT.__new__(type(self))
-        new.__dict__.update(self.__dict__)
-        TT.__init__(new, shaped, self._groups, self._legs, error)
-        return new
+        return from_chain(type(self), self._structure, cores, error)
 
     # -- views -------------------------------------------------------------------------------
     @property
     def order(self) -> tuple[str, ...]:
         """Mode legs along the train (for one-leg cores: the leg order)."""
-        return tuple(leg for g in self._groups for leg in g)
+        return self._structure.option("order")
 
     @property
     def groups(self) -> tuple[tuple[str, ...], ...]:
@@ -394,33 +299,23 @@ class TT(Format):
         return self._groups
 
     @property
+    def _groups(self) -> tuple[tuple[str, ...], ...]:
+        return self._structure.option("groups") or tuple((leg,) for leg in self.order)
+
+    @property
     def bond_legs(self) -> tuple[str, ...]:
         """Names of the bond legs between consecutive cores."""
         return self._bonds
 
     @property
-    def ranks(self) -> tuple[int, ...]:
-        """Bond dimensions ``(r_1, ..., r_{d-1})``."""
-        return tuple(self._network.dim(b) for b in self._bonds)
-
-    def _group_dims(self, k: int) -> tuple[int, ...]:
-        return tuple(self._network.dim(leg) for leg in self._groups[k])
+    def _bonds(self) -> tuple[str, ...]:
+        return tuple(f.legs[-1] for f in self._structure.factors[:-1])
 
     def core(self, k: int) -> torch.Tensor:
         """Core ``k`` as ``(r_{k-1}, *mode dims, r_k)`` (boundary ranks 1 included)."""
         d = len(self._groups)
-        node = self._network.node(f"G{k}")
-        names = (
-            ((self._bonds[k - 1],) if k > 0 else ())
-            + self._groups[k]
-            + ((self._bonds[k],) if k < d - 1 else ())
-        )
-        t = node.transpose(names).tensor
-        if k == 0:
-            t = t.unsqueeze(0)
-        if k == d - 1:
-            t = t.unsqueeze(-1)
-        return t
+        t = self._network.node(f"G{k}").tensor  # the factor layout: (r, *group k, r')
+        return t.reshape((1,) * (k == 0) + tuple(t.shape) + (1,) * (k == d - 1))
 
     @property
     def cores(self) -> tuple[torch.Tensor, ...]:
@@ -547,3 +442,19 @@ class TT(Format):
         if not isinstance(other, TT):
             return NotImplemented
         return self + (-other)
+
+
+def _core_tensors(structure: Structure, cores: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Cores ``(r, *modes, r')`` (any grouping of the modes) as the structure's factors."""
+    return {f.name: c.reshape(f.shape) for f, c in zip(structure.factors, cores)}
+
+
+def from_chain(
+    cls: type[F], structure: Structure, cores: Sequence[torch.Tensor], error: float | None
+) -> F:
+    """A train format of ``structure``'s shape and options with these cores (and their ranks).
+
+    Cores are ``(r, *modes, r')`` with the boundary ranks 1, the modes grouped in any way.
+    """
+    s = structure.with_ranks(tuple(c.shape[-1] for c in cores[:-1]))
+    return cls(s, _core_tensors(s, cores), error)

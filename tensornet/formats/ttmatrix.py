@@ -16,20 +16,12 @@ from typing import Any
 import torch
 
 from ..core.node import as_tensor
+from ..core.split import fresh_names
 from ..core.truncation import Truncation
-from .base import (
-    Format,
-    chain_factors,
-    check_ranks,
-    check_shape,
-    choose,
-    dense_input,
-    factor_shapes_match,
-    fresh_names,
-)
-from .structure import Structure, fraction_ranks, register_format
+from .base import Dense, Format, Layout, Request, chain_factors, check_shape, dense_input
+from .structure import register_format
 from .tensorize import balanced_factors, check_dims, mode_legs
-from .tt import TT, Budget, tt_max_ranks, tt_svd
+from .tt import TT, Budget, from_chain, tt_max_ranks, tt_svd
 
 __all__ = ["TTMatrix"]
 
@@ -42,7 +34,7 @@ def _dims(
     return check_dims(given, total, field, what)
 
 
-def _layout(
+def _train_layout(
     shape: tuple[int, ...],
     legs: tuple[str, ...],
     out_dims: Sequence[int] | None,
@@ -81,6 +73,11 @@ class TTMatrix(Format):
     it; the network's open legs are the tensorized mode legs (``out_0, in_0, ...``, plus ``kh``
     and ``kw`` for a kernel).
 
+    Options of :meth:`from_dense`: ``out_dims``, ``in_dims`` (mode sizes of the first two legs,
+    same length; default :func:`balanced_factors` with ``d`` factors, default 3), ``budget`` (as
+    for :class:`TT`). Legs after the first two stay whole in a spatial core in front. Default
+    legs: ``("rows", "cols")`` or ``("out", "in", "kh", "kw")``.
+
     Examples
     --------
     >>> import torch
@@ -95,25 +92,17 @@ class TTMatrix(Format):
     ((4, 2, 2), (2, 2, 2), (4, 4, 4), True)
     """
 
-    _tt: TT
-    _dense_shape: tuple[int, ...]
-    _row_legs: tuple[str, ...]
-    _col_legs: tuple[str, ...]
-    _spatial: tuple[str, ...]
-
     # -- structure ---------------------------------------------------------------------------
     @classmethod
-    def structure_for(
+    def _layout(
         cls,
-        shape: Sequence[int],
-        ranks: Sequence[int] | int | None = None,
+        dense: Dense,
         *,
-        legs: Sequence[str] | None = None,
         out_dims: Sequence[int] | None = None,
         in_dims: Sequence[int] | None = None,
         d: int | None = None,
-    ) -> Structure:
-        """The TT-matrix structure of a matrix or kernel ``shape``.
+    ) -> Layout:
+        """A train over the paired channel modes, the spatial legs in one core in front.
 
         Examples
         --------
@@ -122,127 +111,54 @@ class TTMatrix(Format):
         >>> [(f.legs, f.shape) for f in s.factors][:2]
         [(('kh', 'kw', 'r1'), (3, 3, 4)), (('r1', 'out_0', 'in_0', 'r2'), (4, 4, 2, 4))]
         """
-        what = "TTMatrix.structure_for"
-        legs = _default_legs(legs, len(tuple(shape)))
-        shape, legs = check_shape(shape, legs, what)
-        out_dims, in_dims, groups, dims = _layout(shape, legs, out_dims, in_dims, d, what)
-        sizes = [math.prod(g) for g in dims]
-        tops = tt_max_ranks(sizes)
-        ranks = tops if ranks is None else check_ranks(ranks, len(groups) - 1, what)
+        shape, legs, what = dense
+        out_dims, in_dims, groups, dims = _train_layout(shape, legs, out_dims, in_dims, d, what)
+        tops = tt_max_ranks([math.prod(g) for g in dims])
         flat = tuple(leg for g in groups for leg in g)
         bonds = fresh_names([f"r{k + 1}" for k in range(len(groups) - 1)], flat)
         n = len(out_dims)
-        modes = (mode_legs(legs[0], n), mode_legs(legs[1], n), *((leg,) for leg in legs[2:]))
-        return Structure(
-            "ttmatrix",
-            legs,
-            shape,
-            ranks,
-            chain_factors(groups, dims, bonds, ranks),
-            modes,
+        return Layout(
             tops,
+            lambda ranks: chain_factors(groups, dims, bonds, ranks),
             (("out_dims", out_dims), ("in_dims", in_dims)),
+            (mode_legs(legs[0], n), mode_legs(legs[1], n), *((leg,) for leg in legs[2:])),
         )
 
     @classmethod
-    def from_factors(
-        cls, structure: Structure, tensors: dict[str, torch.Tensor], error: float | None = None
-    ) -> TTMatrix:
-        """The format with the given factor tensors (layout of ``structure.factors``)."""
-        factor_shapes_match(structure, tensors, "TTMatrix.from_factors")
-        legs = structure.legs
-        _, _, groups, _ = _layout(
-            structure.shape,
-            legs,
-            structure.option("out_dims"),
-            structure.option("in_dims"),
-            None,
-            "TTMatrix.from_factors",
-        )
-        d = len(structure.factors)
-        cores = []
-        for k, f in enumerate(structure.factors):
-            t = as_tensor(tensors[f.name])
-            cores.append(t.reshape((1,) * (k == 0) + t.shape + (1,) * (k == d - 1)))
-        return cls._assemble(TT(cores, groups, error=error), structure.shape, legs, error)
-
-    def factor_tensors(self) -> dict[str, torch.Tensor]:
-        """The stored tensors by factor name, in the structure's layout."""
-        return {node.name: node.tensor for node in self._network}
-
-    @property
-    def options(self) -> dict[str, Any]:
-        """The options that, with shape, legs and ranks, rebuild the structure."""
-        return {"out_dims": self.row_dims, "in_dims": self.col_dims}
-
-    @classmethod
-    def _assemble(
-        cls, tt: TT, shape: tuple[int, ...], legs: tuple[str, ...], error: float | None
-    ) -> TTMatrix:
-        new = cls.__new__(cls)
-        new._tt = tt
-        new._network = tt.network
-        new._error = error
-        new._dense_shape = tuple(shape)
-        new._legs = tuple(legs)
-        channel = tt.groups[1:] if len(legs) > 2 else tt.groups
-        new._row_legs = tuple(g[0] for g in channel)
-        new._col_legs = tuple(g[1] for g in channel)
-        new._spatial = tuple(legs[2:])
-        return new
+    def _default_legs(cls, ndim: int) -> tuple[str, ...]:
+        """A matrix's ``rows, cols``, a kernel's ``out, in, kh, kw``; else ``out, in, k0, ...``."""
+        if ndim == 2:
+            return _Dense2.MATRIX
+        if ndim == 4:
+            return _Dense2.KERNEL
+        return ("out", "in", *(f"k{i}" for i in range(ndim - 2)))
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
-    def from_dense(
-        cls,
-        x: Any,
-        trunc: Truncation | int | None = None,
-        ranks: Sequence[int] | int | None = None,
-        fraction: float | None = None,
-        *,
-        legs: Sequence[str] | None = None,
-        out_dims: Sequence[int] | None = None,
-        in_dims: Sequence[int] | None = None,
-        d: int | None = None,
-        budget: Budget = "uniform",
-    ) -> TTMatrix:
-        """TT-SVD of a matrix or kernel whose first two legs are tensorized.
-
-        Parameters
-        ----------
-        x : tensor (M, N, ...)
-            The matrix, or a kernel ``(out, in, kh, kw)``: legs after the first two are kept
-            whole in a spatial core in front.
-        trunc, ranks, fraction
-            As for :meth:`TT.from_dense`; ``ranks`` has one entry per bond.
-        legs : sequence of str, optional
-            Dense leg names (default ``("rows", "cols")`` or ``("out", "in", "kh", "kw")``); the
-            mode legs of the first two are ``<leg>_0, <leg>_1, ...``.
-        out_dims, in_dims : sequence of int, optional
-            Mode sizes of the first two legs (same length); default :func:`balanced_factors`
-            with ``d`` factors (default 3).
-        """
-        what = "TTMatrix.from_dense"
-        trunc = choose(trunc, ranks, fraction, what)
+    def _dense_input(
+        cls, x: Any, legs: Sequence[str] | None, what: str
+    ) -> tuple[torch.Tensor, tuple[str, ...]]:
         x, _ = dense_input(x, None, what)
-        legs = _default_legs(legs, x.ndim)
-        shape, legs = check_shape(tuple(x.shape), legs, what)
-        out_dims, in_dims, groups, dims = _layout(shape, legs, out_dims, in_dims, d, what)
+        return x, check_shape(tuple(x.shape), legs, what, cls._default_legs)[1]
+
+    @classmethod
+    def _decompose(cls, x: torch.Tensor, req: Request, budget: Budget = "uniform") -> TTMatrix:
+        """TT-SVD of the matrix or kernel with its first two legs tensorized.
+
+        Legs after the first two (a kernel's ``kh, kw``) are kept whole in a spatial core in
+        front; ``out_dims``/``in_dims`` (default :func:`balanced_factors` with ``d`` factors,
+        default 3) are the mode sizes of the first two legs.
+        """
+        out_dims, in_dims = req.full.option("out_dims"), req.full.option("in_dims")
         n = len(out_dims)
-        t = x.reshape(*out_dims, *in_dims, *shape[2:])
+        t = x.reshape(*out_dims, *in_dims, *req.full.shape[2:])
         channels = [j for k in range(n) for j in (k, n + k)]
         t = t.permute(list(range(2 * n, t.ndim)) + channels)
-        sizes = [math.prod(g) for g in dims]
-        max_ranks = None
-        if ranks is not None:
-            max_ranks = check_ranks(ranks, len(groups) - 1, what)
-        elif fraction is not None:
-            max_ranks = fraction_ranks(
-                cls, shape, fraction, legs=legs, what=what, out_dims=out_dims, in_dims=in_dims
-            )
-        cores, err = tt_svd(t, sizes, trunc, max_ranks, budget)
-        shaped = [c.reshape(c.shape[0], *g, c.shape[-1]) for g, c in zip(dims, cores)]
-        return cls._assemble(TT(shaped, groups, error=err), shape, legs, err)
+        _, _, _, dims = _train_layout(
+            req.full.shape, req.full.legs, out_dims, in_dims, None, req.what
+        )
+        cores, err = tt_svd(t, [math.prod(g) for g in dims], req.trunc, req.caps, budget)
+        return from_chain(cls, req.full, cores, err)
 
     @classmethod
     def from_matrix(
@@ -321,67 +237,40 @@ class TTMatrix(Format):
             budget=budget,
         )
 
-    def _with_tt(self, tt: TT) -> TTMatrix:
-        return self._assemble(tt, self._dense_shape, self._legs, tt.error)
-
     # -- views -------------------------------------------------------------------------------
     @property
     def tt(self) -> TT:
         """The underlying train (cores with a row and a column leg each)."""
-        return self._tt
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """Shape of the dense tensor."""
-        return self._dense_shape
-
-    @property
-    def ranks(self) -> tuple[int, ...]:
-        """The format's ranks."""
-        return self._tt.ranks
+        _, _, groups, dims = _train_layout(
+            self.shape, self.legs, self.row_dims, self.col_dims, None, "TTMatrix.tt"
+        )
+        flat = tuple(leg for g in groups for leg in g)
+        sizes = tuple(n for g in dims for n in g)
+        s = TT.structure_for(sizes, self.ranks, legs=flat, groups=groups)
+        return TT(s, self._tensors, self._error)
 
     @property
     def row_dims(self) -> tuple[int, ...]:
         """Mode sizes of the first (row / out) leg."""
-        return tuple(self._network.dim(leg) for leg in self._row_legs)
+        return self._structure.option("out_dims")
 
     @property
     def col_dims(self) -> tuple[int, ...]:
         """Mode sizes of the second (column / in) leg."""
-        return tuple(self._network.dim(leg) for leg in self._col_legs)
-
-    def to_dense(self) -> torch.Tensor:
-        """The matrix ``(M, N)``, or the kernel ``(out, in, kh, kw)``."""
-        out = self._row_legs + self._col_legs + self._spatial
-        return self._network.contract(output=out).tensor.reshape(self._dense_shape)
+        return self._structure.option("in_dims")
 
     def round(
         self, trunc: Truncation | int | None = None, ranks: Sequence[int] | int | None = None
     ) -> TTMatrix:
         """TT rounding of the train (see :meth:`TT.round`)."""
-        return self._with_tt(self._tt.round(trunc, ranks))
+        tt = self.tt.round(trunc, ranks)
+        return self._like(tt.ranks, tt.factor_tensors(), tt.error)
 
     def truncate(
         self, trunc: Truncation | int | None = None, *, ranks: Sequence[int] | int | None = None
     ) -> TTMatrix:
         """A smaller approximation; ``error`` is relative to this tensor."""
         return self.round(trunc, ranks)
-
-    def to(
-        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-    ) -> TTMatrix:
-        """The same format with every factor moved and/or cast."""
-        return self._with_tt(self._tt.to(device=device, dtype=dtype))
-
-
-def _default_legs(legs: Sequence[str] | None, ndim: int) -> Sequence[str] | None:
-    if legs is not None:
-        return legs
-    if ndim == 2:
-        return _Dense2.MATRIX
-    if ndim == 4:
-        return _Dense2.KERNEL
-    return ("out", "in", *(f"k{i}" for i in range(ndim - 2)))
 
 
 def _two_legs(legs: Any, what: str) -> tuple[str, str]:

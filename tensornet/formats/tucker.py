@@ -14,25 +14,12 @@ from typing import Any, Literal
 import torch
 
 from ..core.linalg import qr
-from ..core.network import TensorNetwork
 from ..core.node import Node, as_tensor
+from ..core.split import fresh_names
 from ..core.truncation import Truncation, as_truncation
-from .base import (
-    Format,
-    check_ranks,
-    check_shape,
-    choose,
-    dense_input,
-    error_limit,
-    factor_shapes_match,
-    fresh_names,
-    left_vectors,
-    mode_product,
-    relative_error,
-    step_truncation,
-    unfold,
-)
-from .structure import Factor, Structure, fraction_ranks, register_format
+from .base import Dense, Format, Layout, Request, check_ranks
+from .steps import error_limit, left_vectors, mode_product, relative_error, step_truncation, unfold
+from .structure import Factor, Structure, register_format
 
 __all__ = ["Tucker", "Tucker2"]
 
@@ -123,6 +110,13 @@ def hooi(
 class Tucker(Format):
     """A tensor in Tucker format: a core times one orthonormal factor per decomposed mode.
 
+    ``Tucker(core, factors, legs, modes=None, error=None, history=())`` builds one directly.
+    Options of :meth:`from_dense`: ``modes`` (the legs to decompose, default all: partial
+    Tucker, e.g. Tucker-2 on ``("out", "in")``); ``method`` (``"hosvd"``, or ``"hooi"``, which
+    starts from the HOSVD and iterates); ``max_iter``, ``tol`` (HOOI stops after ``max_iter``
+    sweeps or when the error changes by less than ``tol``). Tolerances of ``trunc`` are divided
+    by ``sqrt(N)`` per mode so that the total relative error is at most ``rel_tol``.
+
     Examples
     --------
     >>> import torch
@@ -136,34 +130,31 @@ class Tucker(Format):
     ('r_out', 'r_in', 'kh', 'kw')
     """
 
-    _modes: tuple[str, ...]
-    _rank_legs: tuple[str, ...]
-    _history: tuple[float, ...]
+    _history: tuple[float, ...] = ()
 
-    def __init__(
-        self,
+    @classmethod
+    def _parts(
+        cls,
         core: torch.Tensor,
         factors: Sequence[torch.Tensor],
         legs: Sequence[str],
         modes: Sequence[str] | None = None,
         error: float | None = None,
         history: Sequence[float] = (),
-    ) -> None:
+    ) -> tuple[Structure, dict, float | None, dict]:
         legs = tuple(legs)
         modes = legs if modes is None else tuple(modes)
         if len(factors) != len(modes):
             raise ValueError(f"Tucker: {len(factors)} factors for {len(modes)} modes")
-        rank_legs = fresh_names([f"r_{m}" for m in modes], legs)
-        core_legs = tuple(rank_legs[modes.index(leg)] if leg in modes else leg for leg in legs)
-        nodes = [Node(core, core_legs, name="core")]
-        for m, r, u in zip(modes, rank_legs, factors):
-            nodes.append(Node(u, (m, r), name=f"U_{m}"))
-        self._network = TensorNetwork(nodes)
-        self._legs = legs
-        self._modes = modes
-        self._rank_legs = rank_legs
-        self._error = error
-        self._history = tuple(history)
+        core, factors = as_tensor(core), [as_tensor(u) for u in factors]
+        sizes = dict(zip(legs, core.shape))
+        sizes.update((m, u.shape[0]) for m, u in zip(modes, factors))
+        ranks = tuple(u.shape[1] for u in factors)
+        s = cls.structure_for(
+            tuple(sizes[leg] for leg in legs), ranks, legs=legs, modes=modes, what=cls.__name__
+        )
+        tensors = {"core": core, **{f"U_{m}": u for m, u in zip(modes, factors)}}
+        return s, tensors, error, {"history": tuple(history)}
 
     @classmethod
     def _default_modes(cls, legs: tuple[str, ...]) -> tuple[str, ...]:
@@ -177,15 +168,8 @@ class Tucker(Format):
         return modes
 
     @classmethod
-    def structure_for(
-        cls,
-        shape: Sequence[int],
-        ranks: Sequence[int] | int | None = None,
-        *,
-        legs: Sequence[str] | None = None,
-        modes: Sequence[str] | None = None,
-    ) -> Structure:
-        """The Tucker structure of ``shape``: a core and one factor per decomposed mode.
+    def _layout(cls, dense: Dense, *, modes: Sequence[str] | None = None) -> Layout:
+        """A core and one factor per decomposed mode (``modes``, default all legs).
 
         Examples
         --------
@@ -194,121 +178,59 @@ class Tucker(Format):
         >>> [(f.name, f.legs, f.shape) for f in s.factors][0]
         ('core', ('r_out', 'r_in', 'kh', 'kw'), (4, 3, 3, 3))
         """
-        what = f"{cls.__name__}.structure_for"
-        shape, legs = check_shape(shape, legs, what)
+        shape, legs, what = dense
         modes = cls._check_modes(modes, legs, what)
         total = math.prod(shape)
-        tops = tuple(min(shape[legs.index(m)], total // shape[legs.index(m)]) for m in modes)
-        ranks = tops if ranks is None else check_ranks(ranks, len(modes), what)
-        rank_legs = fresh_names([f"r_{m}" for m in modes], legs)
-        core_legs, core_shape = [], []
-        for leg, n in zip(legs, shape):
-            if leg in modes:
-                core_legs.append(rank_legs[modes.index(leg)])
-                core_shape.append(ranks[modes.index(leg)])
-            else:
-                core_legs.append(leg)
-                core_shape.append(n)
-        factors = [Factor("core", tuple(core_legs), tuple(core_shape))]
-        for m, r_leg, r in zip(modes, rank_legs, ranks):
-            factors.append(Factor(f"U_{m}", (m, r_leg), (shape[legs.index(m)], r)))
-        return Structure(
-            cls.name,
-            legs,
-            shape,
-            ranks,
-            tuple(factors),
-            tuple((leg,) for leg in legs),
-            tops,
-            (("modes", modes),),
-        )
+        dims = dict(zip(legs, shape))
+        tops = tuple(min(dims[m], total // dims[m]) for m in modes)
+        rank_legs = dict(zip(modes, fresh_names([f"r_{m}" for m in modes], legs)))
+
+        def factors(ranks: tuple[int, ...]) -> list[Factor]:
+            rank = dict(zip(modes, ranks))
+            core = Factor(
+                "core",
+                tuple(rank_legs.get(leg, leg) for leg in legs),
+                tuple(rank.get(leg, n) for leg, n in zip(legs, shape)),
+            )
+            return [core, *(Factor(f"U_{m}", (m, rank_legs[m]), (dims[m], rank[m])) for m in modes)]
+
+        return Layout(tops, factors, (("modes", modes),))
 
     @classmethod
-    def from_factors(
-        cls, structure: Structure, tensors: dict[str, torch.Tensor], error: float | None = None
-    ) -> Tucker:
-        """The format with the given factor tensors (layout of ``structure.factors``)."""
-        factor_shapes_match(structure, tensors, f"{cls.__name__}.from_factors")
-        modes = structure.option("modes")
-        factors = [as_tensor(tensors[f"U_{m}"]) for m in modes]
-        return cls(as_tensor(tensors["core"]), factors, structure.legs, modes, error)
-
-    def factor_tensors(self) -> dict[str, torch.Tensor]:
-        """The stored tensors by factor name, in the structure's layout."""
-        return {node.name: node.tensor for node in self._network}
-
-    @property
-    def options(self) -> dict[str, Any]:
-        """The options that, with shape, legs and ranks, rebuild the structure."""
-        return {"modes": self._modes}
-
-    @classmethod
-    def from_dense(
+    def _decompose(
         cls,
-        x: Any,
-        trunc: Truncation | int | None = None,
-        ranks: Sequence[int] | int | None = None,
-        fraction: float | None = None,
-        *,
-        legs: Sequence[str] | None = None,
-        modes: Sequence[str] | None = None,
+        x: torch.Tensor,
+        req: Request,
         method: Method = "hosvd",
         max_iter: int = 50,
         tol: float = 1e-10,
     ) -> Tucker:
-        """Tucker decomposition by HOSVD or HOOI.
-
-        Parameters
-        ----------
-        x : tensor or Node
-            The dense tensor.
-        trunc : Truncation or int, optional
-            Per-mode truncation of the HOSVD; tolerances are divided by ``sqrt(N)`` so that the
-            total relative error is at most ``rel_tol`` (HOOI then refines at those ranks).
-        ranks : sequence of int, optional
-            Rank of each decomposed mode (in ``modes`` order).
-        fraction : float, optional
-            Parameter budget as a fraction of the dense size (one rank cap for all modes).
-        legs : sequence of str, optional
-            Dense leg names (default ``d0, d1, ...``).
-        modes : sequence of str, optional
-            The legs to decompose (default all): partial Tucker, e.g. Tucker-2 on
-            ``("out", "in")``.
-        method : {"hosvd", "hooi"}
-            HOOI starts from the HOSVD and iterates.
-        max_iter, tol : int, float
-            HOOI stops after ``max_iter`` sweeps or when the error changes by less than ``tol``.
-        """
-        what = "Tucker.from_dense"
-        trunc = choose(trunc, ranks, fraction, what)
-        x, legs = dense_input(x, legs, what)
+        """HOSVD (tolerances shared as ``eps / sqrt(N)`` per mode), then HOOI if asked."""
         if method not in ("hosvd", "hooi"):
-            raise ValueError(f"{what}: method must be 'hosvd' or 'hooi', got {method!r}")
+            raise ValueError(f"{req.what}: method must be 'hosvd' or 'hooi', got {method!r}")
         if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-            raise ValueError(f"{what}: max_iter must be a positive int, got {max_iter!r}")
+            raise ValueError(f"{req.what}: max_iter must be a positive int, got {max_iter!r}")
         if not (isinstance(tol, (int, float)) and tol >= 0):
-            raise ValueError(f"{what}: tol must be a number >= 0, got {tol!r}")
-        modes = cls._check_modes(modes, legs, what)
-        axes = [legs.index(m) for m in modes]
-        sizes = [x.shape[a] for a in axes]
-        max_ranks = None
-        if ranks is not None:
-            max_ranks = check_ranks(ranks, len(modes), what)
-        elif fraction is not None:
-            max_ranks = fraction_ranks(
-                cls, tuple(x.shape), fraction, legs=legs, what=what, modes=modes
-            )
-        if max_ranks is not None:
-            max_ranks = tuple(min(r, n) for r, n in zip(max_ranks, sizes))
-        core, factors = hosvd(x, axes, trunc, max_ranks)
+            raise ValueError(f"{req.what}: tol must be a number >= 0, got {tol!r}")
+        modes = req.full.option("modes")
+        axes = [req.full.legs.index(m) for m in modes]
+        core, factors = hosvd(x, axes, req.trunc, req.caps)
         history: list[float] = []
         if method == "hooi":
             core, factors, history = hooi(x, axes, factors, max_iter, tol)
-        new = cls(core, factors, legs, modes)
+        new = cls._of(req.full, core, factors, None)
         err = projection_error(x, core, new.to_dense)
         new._error = err
         new._history = tuple(history) if history else (err,)
         return new
+
+    @classmethod
+    def _of(
+        cls, structure: Structure, core: torch.Tensor, factors: Sequence[torch.Tensor], error
+    ) -> Tucker:
+        modes = structure.option("modes")
+        s = structure.with_ranks(tuple(u.shape[1] for u in factors))
+        return cls(s, {"core": core, **{f"U_{m}": u for m, u in zip(modes, factors)}}, error)
 
     # -- views -------------------------------------------------------------------------------
     def node(self, name: str) -> Node:
@@ -318,25 +240,17 @@ class Tucker(Format):
     @property
     def modes(self) -> tuple[str, ...]:
         """The decomposed legs."""
-        return self._modes
-
-    @property
-    def ranks(self) -> tuple[int, ...]:
-        """Rank of each decomposed mode."""
-        return tuple(self._network.dim(r) for r in self._rank_legs)
+        return self._structure.option("modes")
 
     @property
     def core(self) -> torch.Tensor:
         """The core, legs in dense order (rank legs in place of decomposed modes)."""
-        return self._network.node("core").tensor
+        return self._tensors["core"]
 
     @property
     def factors(self) -> tuple[torch.Tensor, ...]:
         """Factor matrices ``(n_k, r_k)`` in ``modes`` order."""
-        return tuple(
-            self._network.node(f"U_{m}").transpose((m, r)).tensor
-            for m, r in zip(self._modes, self._rank_legs)
-        )
+        return tuple(self._tensors[f"U_{m}"] for m in self.modes)
 
     @property
     def history(self) -> tuple[float, ...]:
@@ -352,9 +266,9 @@ class Tucker(Format):
         """
         max_ranks = None
         if ranks is not None:
-            max_ranks = check_ranks(ranks, len(self._modes), f"{type(self).__name__}.truncate")
+            max_ranks = check_ranks(ranks, len(self.modes), f"{type(self).__name__}.truncate")
         qs, core = [], self.core
-        axes = [self._legs.index(m) for m in self._modes]
+        axes = [self.legs.index(m) for m in self.modes]
         for axis, u in zip(axes, self.factors):
             q, r = qr(u)
             qs.append(q)
@@ -368,8 +282,7 @@ class Tucker(Format):
             return out
 
         err = projection_error(core, new_core, approx)
-        factors = [q @ v for q, v in zip(qs, vs)]
-        return type(self)(new_core, factors, self._legs, self._modes, err)
+        return self._of(self._structure, new_core, [q @ v for q, v in zip(qs, vs)], err)
 
 
 def tucker_params(shape: Sequence[int], axes: Sequence[int], ranks: Sequence[int]) -> int:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tensornet import Node, TensorNetwork, Truncation
-from tensornet.formats import TT, Tucker
+from tensornet.formats import TT, TTMatrix, Tucker
 from tensornet.formats.base import (
     chain_factors,
     check_order,
@@ -17,8 +17,10 @@ from tensornet.formats.base import (
     check_shape,
     choose,
     dense_input,
-    error_limit,
     factor_shapes_match,
+)
+from tensornet.formats.steps import (
+    error_limit,
     inner,
     left_svd,
     mode_product,
@@ -78,8 +80,12 @@ def test_dense_input_takes_legs_from_a_node():
         (torch.ones(2, 3), ("a", "a"), r"^demo: legs must be unique non-empty strings"),
         (torch.ones(2, 3), ("a", ""), r"^demo: legs must be unique non-empty strings"),
         (torch.ones(2, 3), ("a", 1), r"^demo: legs must be unique non-empty strings"),
-        (torch.ones(2, 0, 3), None, r"^demo: leg 'd1' has size 0 \(shape \(2, 0, 3\)\); a format "
-                                    r"of an empty tensor has nothing to represent$"),
+        (
+            torch.ones(2, 0, 3),
+            None,
+            r"^demo: leg 'd1' has size 0 \(shape \(2, 0, 3\)\); a format "
+            r"of an empty tensor has nothing to represent$",
+        ),
         (torch.tensor([1.0, float("nan")]), None, r"^demo: x holds NaN or inf values \(1 of 2"),
     ],
 )
@@ -103,10 +109,16 @@ def test_choose_returns_the_truncation():
 @pytest.mark.parametrize(
     "args, match",
     [
-        ((2, (2,), None), r"^demo: give at most one of trunc, ranks, fraction; got \['trunc', "
-                          r"'ranks'\]"),
-        ((None, 2, 0.5), r"^demo: give at most one of trunc, ranks, fraction; got \['ranks', "
-                         r"'fraction'\]"),
+        (
+            (2, (2,), None),
+            r"^demo: give at most one of trunc, ranks, fraction; got \['trunc', "
+            r"'ranks'\]",
+        ),
+        (
+            (None, 2, 0.5),
+            r"^demo: give at most one of trunc, ranks, fraction; got \['ranks', "
+            r"'fraction'\]",
+        ),
         ((None, None, True), r"^demo: fraction must be a number in \(0, 1\], got True"),
         ((None, None, np.bool_(True)), r"^demo: fraction must be a number in \(0, 1\]"),
         ((None, None, "0.5"), r"^demo: fraction must be a number in \(0, 1\], got '0.5'"),
@@ -430,3 +442,105 @@ def test_to_casts_every_factor_and_keeps_the_rest():
     same = t.to()
     torch.testing.assert_close(same.to_dense(), t.to_dense(), rtol=0, atol=0)
     assert t.structure == f32.structure
+
+
+# -- the Format template: generic constructor, from_dense, from_factors, structure_for --------
+def _tt():
+    x = torch.randn(4, 5, 6, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    return x, TT.from_dense(x, ranks=2, legs=("a", "b", "c"))
+
+
+def test_generic_constructor_takes_structure_tensors_error():
+    """cls(structure, tensors, error) rebuilds a format; other structures and shapes are refused."""
+    _, tt = _tt()
+    s, t = tt.structure, tt.factor_tensors()
+    again = TT(s, t, error=0.25)
+    assert again.error == 0.25 and again.structure is s and TT(s, t).error is None
+    torch.testing.assert_close(again.to_dense(), tt.to_dense(), rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"^Tucker: got a 'tt' structure, not 'tucker'$"):
+        Tucker(s, t)
+    with pytest.raises(ValueError, match=r"^TT: factor G0 \(legs \('a', 'r1'\)\) must have shape"):
+        TT(s, dict(t, G0=torch.ones(3, 3, dtype=torch.float64)))
+    with pytest.raises(TypeError, match=r"^TTMatrix\(structure, tensors, error=None\): got no Str"):
+        TTMatrix(1, 2)
+
+
+def test_own_constructors_pass_keywords_and_records():
+    """A format's own constructor (its _parts) gets keywords; its records land on the object."""
+    _, tt = _tt()
+    named = TT(list(tt.cores), [("a",), ("b",), ("c",)], legs=("c", "a", "b"), error=0.5)
+    assert named.legs == ("c", "a", "b") and named.error == 0.5
+    core, factors = torch.ones(2, 3, dtype=torch.float64), [torch.eye(2, dtype=torch.float64)]
+    t = Tucker(core, factors, ("p", "q"), modes=("p",), history=(0.3, 0.2))
+    assert t.history == (0.3, 0.2) and t.modes == ("p",) and t.error is None
+    assert Tucker(core, factors, ("p", "q"), ("p",)).history == ()
+
+
+def test_from_dense_names_the_caller_and_passes_the_options():
+    """Every refusal of the template names FORMAT.from_dense; algorithm options reach the format."""
+    x, _ = _tt()
+    bad = x.clone()
+    bad[0, 0, 0] = float("nan")
+    cases = [
+        (dict(ranks=2, fraction=0.5), "give at most one of trunc, ranks, fraction"),
+        (dict(x=bad), "x holds NaN or inf"),
+        (dict(order=("a", "b")), r"order \('a', 'b'\) must be a permutation"),
+        (dict(ranks=(2, 2, 2)), "ranks must have 2 entries"),
+        (dict(fraction=1e-3), "fraction too small"),
+        (dict(budget="nope"), "budget must be 'uniform' or 'adaptive'"),
+    ]
+    for kw, match in cases:
+        with pytest.raises(ValueError, match=r"^TT\.from_dense: " + match):
+            TT.from_dense(kw.pop("x", x), legs=("a", "b", "c"), **kw)
+    tol = Truncation(rel_tol=0.6)
+    uniform = TT.from_dense(x, tol)
+    adaptive = TT.from_dense(x, tol, budget="adaptive")
+    assert adaptive.ranks != uniform.ranks and max(adaptive.error, uniform.error) <= 0.6
+
+
+def test_from_factors_checks_the_structure_by_rebuilding_it():
+    """from_factors rebuilds the structure with the format's own checks and keeps the error."""
+    import dataclasses
+
+    _, tt = _tt()
+    again = TT.from_factors(tt.structure, tt.factor_tensors(), 0.125)
+    assert again.error == 0.125 and again.structure == tt.structure
+    assert TT.from_factors(tt.structure, tt.factor_tensors()).error is None
+    bad = dataclasses.replace(tt.structure, options=(("order", ("a", "b")),))
+    with pytest.raises(ValueError, match=r"^TT\.from_factors: order \('a', 'b'\) must be"):
+        TT.from_factors(bad, tt.factor_tensors())
+    with pytest.raises(ValueError, match=r"^TT\.from_factors: tensors must be the factors"):
+        TT.from_factors(tt.structure, {"G0": torch.ones(4, 2)})
+
+
+def test_structure_for_names_the_caller_and_takes_the_format_default_legs():
+    """structure_for: default and given caller names, format default legs, rank checks."""
+    from tensornet.formats import get_format
+
+    assert get_format("ttmatrix").structure_for((24, 30), 2).legs == ("rows", "cols")
+    assert TT.structure_for((2, 3)).legs == ("d0", "d1")
+    for call, match in [
+        (lambda: TT.structure_for((2, 0)), r"^TT\.structure_for: shape must be positive ints"),
+        (lambda: TT.structure_for((2, 3), what="mine"), None),
+        (lambda: TT.structure_for((2, 0), what="mine"), r"^mine: shape must be positive ints"),
+        (lambda: TT.structure_for((2, 3), (1, 1)), r"^TT\.structure_for: ranks must have 1"),
+        (lambda: TT.structure_for((2, 3), order=("x", "y")), r"^TT\.structure_for: order"),
+    ]:
+        if match is None:
+            assert call().ranks == (2,)
+            continue
+        with pytest.raises(ValueError, match=match):
+            call()
+
+
+def test_clamp_ranks_lowers_to_the_maximal_ranks_and_names_the_caller():
+    """clamp_ranks takes legs and options; refusals name clamp_ranks or the caller given."""
+    legs = ("o", "i", "h", "w")
+    assert TT.clamp_ranks((16, 8, 3, 3), 64, legs=legs, order=("i", "h", "w", "o")) == (8, 24, 16)
+    assert TT.clamp_ranks((16, 8, 3, 3), (2, 100, 1)) == (2, 9, 1)
+    with pytest.raises(ValueError, match=r"^TT\.clamp_ranks: ranks must have 3 entries"):
+        TT.clamp_ranks((16, 8, 3, 3), (2, 2))
+    with pytest.raises(ValueError, match=r"^TT\.clamp_ranks: legs has 1 names"):
+        TT.clamp_ranks((16, 8, 3, 3), 2, legs=("o",))
+    with pytest.raises(ValueError, match=r"^layer: order \('o',\) must be a permutation"):
+        TT.clamp_ranks((16, 8, 3, 3), 2, legs=legs, what="layer", order=("o",))

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tensornet import HT, TT, Truncation, Tucker
-from tensornet.formats.base import left_svd
+from tensornet.formats.steps import left_svd
 
 F64 = torch.float64
 

@@ -8,9 +8,64 @@ import pytest
 import torch
 
 from tensornet import TensorNetwork, Truncation
-from tensornet.formats import Format, Structure, format_names, fraction_ranks, get_format
+from tensornet.core.linalg import truncated_svd
+from tensornet.core.split import fresh_names
+from tensornet.formats import (
+    Factor,
+    Format,
+    Structure,
+    format_names,
+    fraction_ranks,
+    get_format,
+    register_format,
+)
+from tensornet.formats import structure as structure_module
+from tensornet.formats.base import Layout
+from tensornet.formats.steps import tail_norm
 
 from .helpers import F64, gen, rel_err
+
+
+class Leading(Format):
+    """The contract's example format: the first leg compressed by its leading singular vectors.
+
+    A new format is one file like this: its layout (``_layout``: maximal ranks, the factors at
+    given ranks, its options), its algorithm (``_decompose``) and :meth:`truncate`. Everything
+    else (checks, ``ranks``/``fraction``, structure, network, sizes, casting) is the base's.
+    """
+
+    @classmethod
+    def _layout(cls, dense):
+        shape, legs, _ = dense
+        r = fresh_names(["r"], legs)[0]
+
+        def factors(ranks):
+            return (
+                Factor("U", (legs[0], r), (shape[0], *ranks)),
+                Factor("core", (r, *legs[1:]), (*ranks, *shape[1:])),
+            )
+
+        return Layout((min(shape[0], math.prod(shape[1:])),), factors)
+
+    @classmethod
+    def _decompose(cls, x, req):
+        trunc = req.trunc if req.caps is None else Truncation(max_rank=req.caps[0])
+        u, s, vh, s_full = truncated_svd(x.reshape(x.shape[0], -1), trunc)
+        core = (s.to(vh.dtype)[:, None] * vh).reshape(-1, *x.shape[1:])
+        norm = float(s_full.norm())
+        error = tail_norm(s_full, s.shape[0]) / norm if norm > 0 else 0.0
+        return cls(req.full.with_ranks(s.shape), {"U": u, "core": core}, error)
+
+    def truncate(self, trunc=None, *, ranks=None):
+        return type(self).from_dense(self.to_dense(), trunc, ranks, legs=self.legs)
+
+
+@pytest.fixture(autouse=True)
+def example_format(monkeypatch):
+    """The example format is registered for the tests of this file only."""
+    monkeypatch.setattr(structure_module, "_REGISTRY", dict(structure_module._REGISTRY))
+    return register_format("example")(Leading)
+
 
 LEGS = ("out", "in", "kh", "kw")
 SHAPE = (8, 6, 3, 3)
@@ -25,6 +80,7 @@ OPTIONS = {
     "tr": {},
     "svd": {},
     "grouped": {"channel_groups": 3},
+    "example": {},
 }
 STRUCTURE_ONLY = {"max_iter"}  # options of the algorithm, not of the structure
 EXACT_AT_FULL_RANK = set(OPTIONS) - {"cp"}
@@ -45,6 +101,29 @@ def kernel():
 
 def test_every_registered_format_is_covered():
     assert set(format_names()) == set(OPTIONS)
+
+
+def test_example_format_is_the_truncated_svd_of_the_first_unfolding(kernel):
+    """The example format's numbers: Eckart-Young on ``out | in, kh, kw``, its factor layout."""
+    fmt = Leading.from_dense(kernel, ranks=3, legs=LEGS)
+    s = torch.linalg.svdvals(kernel.reshape(SHAPE[0], -1))
+    assert fmt.error == pytest.approx(float(s[3:].norm() / s.norm()), rel=1e-12)
+    assert fmt.structure.max_ranks == (8,) and fmt.num_params == 8 * 3 + 3 * 6 * 9
+    assert fmt.network.open_legs == ("out", "in", "kh", "kw")
+    small = fmt.truncate(ranks=1)
+    assert small.ranks == (1,) and small.error == pytest.approx(
+        float(s[1:3].norm() / s[:3].norm()), rel=1e-10
+    )
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONS))
+def test_kernel_defaults_are_options_of_the_format(name):
+    """A format's layer defaults are structure options it accepts (TT and TR order the train)."""
+    cls = get_format(name)
+    s = cls.structure_for(SHAPE, legs=LEGS, **cls.kernel_defaults)
+    assert dict(s.options).items() >= dict(cls.kernel_defaults).items()
+    expected = {"order": ("in", "kh", "kw", "out")} if name in ("tt", "tr") else {}
+    assert dict(cls.kernel_defaults) == expected
 
 
 @pytest.mark.parametrize("name", sorted(OPTIONS))

@@ -4,11 +4,19 @@ against hand counts and dense float64 contractions."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from tensornet.formats import TT, Format, Structure, Tucker, format_names, get_format
-from tensornet.formats.structure import Factor, budget_rank, fraction_ranks, register_format
+from tensornet.formats.structure import (
+    Factor,
+    as_fraction,
+    budget_rank,
+    fraction_ranks,
+    ranks_within,
+    register_format,
+)
 from tensornet.formats.tt import tt_params
 
 from .helpers import F64, gen
@@ -239,3 +247,39 @@ def test_fraction_ranks_refusals(fraction, match):
 def test_fraction_ranks_names_the_given_caller():
     with pytest.raises(ValueError, match=r"^Demo\.call: fraction must be in"):
         fraction_ranks("tt", (6, 7, 8), 2, what="Demo.call")
+
+
+def test_as_fraction_takes_0d_real_tensors_only():
+    """A 0-d real tensor is its value; 1-d and complex tensors are refused naming the caller."""
+    assert as_fraction(torch.tensor(0.25), "demo") == 0.25
+    assert isinstance(as_fraction(torch.tensor(0.5, dtype=F64), "demo"), float)
+    assert as_fraction(np.array(0.75), "demo") == 0.75 and as_fraction(np.int64(1), "demo") == 1.0
+    refusals = [
+        (torch.tensor([0.5]), r"got a torch.float32 tensor of shape \(1,\)$"),
+        (torch.tensor(0.5 + 0j), r"got a torch.complex64 tensor of shape \(\)$"),
+        (torch.tensor([[0.5]], dtype=F64), r"got a torch.float64 tensor of shape \(1, 1\)$"),
+        (torch.tensor(True), r"got a torch.bool tensor of shape \(\)$"),
+        (np.array([0.5]), r"got array\(\[0.5\]\)$"),
+        (np.array(True), r"got array\(True\)$"),
+        (np.array(1.5), r"(?<=must be )in \(0, 1\], got 1.5$"),
+    ]
+    for bad, match in refusals:
+        with pytest.raises(
+            ValueError, match=r"^demo: fraction must be (a number in \(0, 1\], )?" + match
+        ):
+            as_fraction(bad, "demo")
+    x = torch.randn(6, 5, 4, generator=gen(7), dtype=F64)
+    by_tensor = TT.from_dense(x, fraction=torch.tensor(0.4))
+    assert by_tensor.ranks == TT.from_dense(x, fraction=0.4).ranks
+
+
+def test_ranks_within_is_fraction_ranks_on_the_full_structure():
+    """The solver on a full structure gives fraction_ranks' answer, within the budget."""
+    legs = ("o", "i", "h", "w")
+    full = get_format("tucker2").structure_for((64, 64, 3, 3), legs=legs)
+    assert ranks_within(full, 0.25, "demo") == (25, 25)
+    assert ranks_within(full, 0.25, "demo") == fraction_ranks(
+        "tucker2", full.shape, 0.25, legs=legs
+    )
+    assert full.with_ranks((25, 25)).num_params <= 0.25 * full.dense_size
+    assert full.with_ranks((26, 26)).num_params > 0.25 * full.dense_size
