@@ -124,11 +124,13 @@ class ConvGeometry:
 
 
 def _pair(value: int | Sequence[int], field: str, low: int = 1) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = (value, value)
-    value = tuple(value)
-    if len(value) != 2 or any(
-        isinstance(v, bool) or not isinstance(v, int) or v < low for v in value
+    """``value`` as a pair of ints ``>= low`` (an int is used twice), else ValueError."""
+    if isinstance(value, (tuple, list)):
+        pair = tuple(value)
+    else:
+        pair = (value, value)
+    if len(pair) != 2 or any(
+        isinstance(v, bool) or not isinstance(v, int) or v < low for v in pair
     ):
-        raise ValueError(f"{field} must be an int >= {low} or a pair of them, got {value!r}")
-    return value  # type: ignore[return-value]
+        raise ValueError(f"{field} must be an int >= {low} or a pair of them, got {pair!r}")
+    return pair  # type: ignore[return-value]
