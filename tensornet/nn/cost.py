@@ -160,6 +160,8 @@ def choose(
     plans: Sequence[ForwardPlan], device_type: str, itemsize: int, costs: DeviceCosts | None = None
 ) -> ForwardPlan:
     """The plan with the lowest estimate; every plan's estimate is stored in ``plan.cost``."""
+    if not plans:
+        raise ValueError("choose: no candidate plans (no registered family builds one here)")
     table = costs or costs_for(device_type)
     best = None
     for plan in plans:
@@ -173,7 +175,6 @@ def choose(
         }
         if best is None or seconds < best.cost["seconds"]:
             best = plan
-    assert best is not None
     return best
 
 

@@ -6,11 +6,15 @@ from dataclasses import replace
 import pytest
 import torch
 
+from tensornet.formats import fraction_ranks, get_format
 from tensornet.nn import cost
 from tensornet.nn.cost import DeviceCosts, choose, costs_for, estimate, fit_costs, set_costs
+from tensornet.nn.functional import conv_candidates
+from tensornet.nn.geometry import ConvGeometry
 from tensornet.nn.plans import ConvStep, ForwardPlan, Step
 
 KINDS = cost.KINDS
+F64 = torch.float64
 
 
 def table(**per_image) -> DeviceCosts:
@@ -137,12 +141,41 @@ def test_fit_caps_a_tiny_coefficient_at_free():
     assert fitted.rate["copy"] == 1e18
 
 
-def test_step_samples_time_every_step_of_every_candidate(monkeypatch):
-    monkeypatch.setattr(cost, "measure", lambda fn, device, repeat: (fn(), 0.5)[1])
-    samples = cost._step_samples(torch.device("cpu"), torch.float64, 1, ((8, 5, 2),))
-    assert samples and all(len(steps) == 1 and t == 0.5 for steps, t in samples)
-    kinds = {steps[0].kind for steps, _ in samples}
+def expected_steps(device_type):
+    """The steps of every candidate of the layers ``_step_samples`` times, case (8, 5, 2)."""
+    legs = ("out", "in", "kh", "kw")
+    fractions = {"tucker2": 0.25, "cp": 0.1, "tt": 0.25, "svd": 0.25, "grouped": 0.25}
+    fractions["ttmatrix"] = 0.25
+    options = {"grouped": {"channel_groups": 4}, "tt": {"order": ("in", "kh", "kw", "out")}}
+    geometry = ConvGeometry.from_conv_args((3, 3), padding=1)
+    out = []
+    for fmt, frac in fractions.items():
+        opts = options.get(fmt, {})
+        ranks = fraction_ranks(fmt, (8, 8, 3, 3), frac, legs=legs, **opts)
+        s = get_format(fmt).structure_for((8, 8, 3, 3), ranks, legs=legs, **opts)
+        for plan in conv_candidates(s, geometry, (2, 8, 5, 5), device_type):
+            out += [(st.kind, st.flops, st.elements, st.label) for st in plan.steps]
+    return out
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_step_samples_time_every_step_of_every_candidate(monkeypatch, device):
+    timed = []
+
+    def fake(fn, where, repeat):
+        y = fn()
+        assert isinstance(y, torch.Tensor) and y.device.type == device and y.dtype == F64
+        timed.append((where.type, repeat))
+        return 0.5
+
+    monkeypatch.setattr(cost, "measure", fake)
+    samples = cost._step_samples(torch.device(device), F64, 3, ((8, 5, 2),))
+    got = [(st.kind, st.flops, st.elements, st.label) for (st,), _ in samples]
+    assert got == expected_steps(device)
+    assert all(t == 0.5 for _, t in samples) and timed == [(device, 3)] * len(samples)
+    kinds = {k for k, *_ in got}
     assert {"matmul", "conv", "einsum", "unfold"} <= kinds
+    assert ("depthwise" in kinds) == (device == "cpu")
 
 
 def test_calibrate_fits_and_installs_the_measured_table(monkeypatch):
@@ -155,3 +188,56 @@ def test_calibrate_fits_and_installs_the_measured_table(monkeypatch):
         assert t.measured == {"copy": [(0, 8000, 1e-3), (0, 8e6, 2e-3)]}
     finally:
         set_costs("cpu", None)
+
+
+def test_calibrate_defaults_and_a_cuda_table_keeps_cuda_values(monkeypatch):
+    calls = []
+
+    def samples(device, dtype, repeat, cases):
+        calls.append((device, dtype, repeat, cases))
+        return [([Step("copy", 0, 1000, "")], 1e-3), ([Step("copy", 0, 10**6, "")], 2e-3)]
+
+    monkeypatch.setattr(cost, "_step_samples", samples)
+    cuda = costs_for("cuda")
+    try:
+        t = cost.calibrate()
+        assert calls == [(torch.device("cpu"), torch.float32, 5, cost.CALIBRATION_CASES)]
+        assert t.measured == {"copy": [(0, 4000, 1e-3), (0, 4e6, 2e-3)]}
+        g = cost.calibrate("cuda")
+        assert costs_for("cuda") is g and g.source == "calibrated-cuda"
+        assert calls[-1][0] == torch.device("cuda")
+        assert {k: g.rate[k] for k in KINDS if k != "copy"} == {
+            k: cuda.rate[k] for k in KINDS if k != "copy"
+        }
+    finally:
+        set_costs("cpu", None)
+        set_costs("cuda", None)
+
+
+def test_fit_defaults_sum_repeated_kinds_and_warn_about_nothing():
+    import warnings
+
+    pairs = [
+        [Step("copy", 0, int(e), ""), Step("copy", 0, int(2 * e), "")] for e in (1e3, 1e5, 1e7)
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fitted = fit_costs([(steps, 4 * 3 * steps[0].elements / 1e9 + 2e-6) for steps in pairs])
+        flops_only = [Step("einsum", int(f), 1, "") for f in (1e6, 1e8, 1e7)]
+        no_bytes = fit_costs([([st], st.flops / 1e10 + 1e-5) for st in flops_only])
+    assert no_bytes.bandwidth["einsum"] == 1e18
+    assert no_bytes.rate["einsum"] == pytest.approx(1e10, rel=1e-6)
+    # each sample is two copies: twice the overhead, three times the first one's bytes
+    assert fitted.source == "fitted"
+    assert fitted.bandwidth["copy"] == pytest.approx(1e9, rel=1e-6)
+    assert fitted.overhead["copy"] == pytest.approx(1e-6, rel=1e-6)
+    assert fitted.rate["copy"] == 1e18 and fitted.per_image["copy"] == 0.0
+
+
+def test_measure_defaults_to_five_runs_and_synchronises_cuda(monkeypatch):
+    syncs, calls = [], []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: syncs.append(1))
+    cost.measure(lambda: calls.append(1), torch.device("cuda"))
+    assert len(calls) == 6 and len(syncs) == 6
+    cost.measure(lambda: calls.append(1), torch.device("cpu"), repeat=2)
+    assert len(calls) == 9 and len(syncs) == 6
