@@ -220,3 +220,107 @@ def test_every_built_in_plan_records_its_family():
         ("direct", "direct"),
     ]
     assert [p.name for p in candidates("linear", lin, None, (3, 4))] == ["dense", "direct"]
+
+
+# -- the built-in families' plans, counted by hand ---------------------------------------------
+def cp_structure():
+    return get_format("cp").structure_for((8, 6, 3, 3), 3, legs=LEGS)
+
+
+def test_the_patches_plan_counts():
+    from tensornet.core.einsum import plan_einsum
+
+    s = cp_structure()
+    geo = ConvGeometry.from_conv_args((3, 3), stride=2, padding=1)
+    (plan,) = [p for p in conv_candidates(s, geo, (2, 6, 7, 7)) if p.family == "patches"]
+    unfold, ein = plan.steps
+    positions = 16
+    assert (unfold.kind, unfold.flops, unfold.label) == ("unfold", 0, "unfold 3x3")
+    assert unfold.elements == 2 * 6 * (49 + 9 * positions) and unfold.view == (2, 6, 7, 7)
+    limit = (9 + 1) * max(2 * 6 * 49, 2 * 8 * positions)
+    patch_shape = (2, 6, 3, 3, positions)
+    inputs = [("__batch", "in", "kh", "kw", "__patches")] + [f.legs for f in s.factors]
+    shapes = [patch_shape] + [f.shape for f in s.factors]
+    ref, _ = plan_einsum(inputs, shapes, ("__batch", "out", "__patches"), memory_limit=limit)
+    assert (ein.kind, ein.flops, ein.label) == ("einsum", ref.flops, "einsum(patches, factors)")
+    assert ein.elements == 2 * (6 * 9 + 8) * positions and ein.view == patch_shape
+    assert ein.names == ("A0", "A1", "A2", "A3")
+    assert plan.peak_elements == max(2 * 6 * 9 * positions, ref.largest_intermediate)
+    assert plan.output_shape == (2, 8, 4, 4)
+    gen = torch.Generator().manual_seed(5)
+    t = {f.name: torch.randn(f.shape, generator=gen, dtype=F64) for f in s.factors}
+    x = torch.randn(2, 6, 7, 7, dtype=F64)
+    torch.testing.assert_close(plan(x, t), F.conv2d(x, s.contract(t), stride=2, padding=1))
+
+
+def test_the_intermediate_limit_drops_staged_plans_larger_than_the_patches():
+    from tensornet.nn import functional
+
+    s = cp_structure()
+    geo = ConvGeometry.from_conv_args((3, 3), stride=2, padding=1)
+    assert functional._max_elements(s, geo, (2, 6, 7, 7)) == 10 * 2 * 6 * 49
+    wide = ConvGeometry.from_conv_args((3, 3), padding=1)
+    assert functional._max_elements(s, wide, (2, 6, 5, 5)) == 10 * 2 * 8 * 25
+    # a rank far above the channels: staging through it is larger than the patches
+    big = get_format("cp").structure_for((2, 2, 3, 3), 300, legs=LEGS)
+    names = {p.family for p in conv_candidates(big, wide, (1, 2, 5, 5))}
+    assert names == {"dense", "patches"}
+    small = get_format("cp").structure_for((2, 2, 3, 3), 2, legs=LEGS)
+    assert {p.family for p in conv_candidates(small, wide, (1, 2, 5, 5))} == {
+        "dense",
+        "staged",
+        "separable",
+        "patches",
+    }
+
+
+def test_the_linear_plans_count():
+    from tensornet.core.einsum import plan_einsum
+
+    s = get_format("svd").structure_for((6, 10), (3,), legs=("out", "in"))
+    dense, direct = linear_candidates(s, (4, 10))
+    weight = WeightExpr.build(s.factors, ("out", "in"), (1, 6, 10))
+    (step,) = dense.steps
+    assert (step.kind, step.label) == ("matmul", "linear 10->6")
+    assert step.flops == 2 * 4 * 10 * 6 + weight.flops and weight.flops > 0
+    assert step.elements == 4 * 16 and step.inner.view == (1, 4, 1, 10, 1)
+    assert dense.peak_elements == 24 and dense.output_shape == (4, 6)
+    inputs = [("__batch", "in")] + [f.legs for f in s.factors]
+    ref, _ = plan_einsum(inputs, [(4, 10)] + [f.shape for f in s.factors], ("__batch", "out"))
+    (ein,) = direct.steps
+    assert (ein.kind, ein.flops, ein.label) == ("einsum", ref.flops, "einsum(input, factors)")
+    assert ein.elements == 4 * 16 and ein.view == (4, 10)
+    assert direct.peak_elements == max(ref.largest_intermediate, 24)
+    gen = torch.Generator().manual_seed(6)
+    t = {f.name: torch.randn(f.shape, generator=gen, dtype=F64) for f in s.factors}
+    x = torch.randn(4, 10, dtype=F64)
+    for plan in (dense, direct):
+        torch.testing.assert_close(plan(x, t), x @ s.contract(t).T)
+
+
+def test_a_tensorized_spatial_leg_has_no_plans_and_no_names():
+    from tensornet.formats.structure import Factor, Structure
+
+    s = Structure(
+        "custom", LEGS, (2, 2, 4, 1), (1,),
+        (Factor("A", ("out", "in", "h1", "h2", "kw"), (2, 2, 2, 2, 1)),),
+        (("out",), ("in",), ("h1", "h2"), ("kw",)), (1,),
+    )  # fmt: skip
+    geo = ConvGeometry.from_conv_args((4, 1))
+    assert conv_candidates(s, geo, (1, 2, 5, 5)) == []
+    assert plan_names("conv", s) == {}
+    with pytest.raises(ValueError, match="^choose: no candidate plans"):
+        cost.choose(conv_candidates(s, geo, (1, 2, 5, 5)), "cpu", 8)
+
+
+def test_the_decorator_returns_the_builder_and_names_default_to_the_family():
+    def build(structure, geometry, input_shape, device_type):
+        return []
+
+    assert register_forward("linear", "nothing")(build) is build
+    try:
+        s = get_format("svd").structure_for((6, 4), (2,), legs=("out", "in"))
+        assert plan_names("linear", s)["nothing"] == ("nothing",)
+        assert [p.family for p in linear_candidates(s, (3, 4))] == ["dense", "direct"]
+    finally:
+        unregister_forward("linear", "nothing")
