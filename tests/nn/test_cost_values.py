@@ -141,8 +141,8 @@ def test_fit_caps_a_tiny_coefficient_at_free():
     assert fitted.rate["copy"] == 1e18
 
 
-def expected_steps(device_type):
-    """The steps of every candidate of the layers ``_step_samples`` times, case (8, 5, 2)."""
+def expected_steps(device_type, c=16):
+    """The steps of every candidate of the layers ``_step_samples`` times, case (c, 3, 1)."""
     legs = ("out", "in", "kh", "kw")
     fractions = {"tucker2": 0.25, "cp": 0.1, "tt": 0.25, "svd": 0.25, "grouped": 0.25}
     fractions["ttmatrix"] = 0.25
@@ -151,9 +151,9 @@ def expected_steps(device_type):
     out = []
     for fmt, frac in fractions.items():
         opts = options.get(fmt, {})
-        ranks = fraction_ranks(fmt, (8, 8, 3, 3), frac, legs=legs, **opts)
-        s = get_format(fmt).structure_for((8, 8, 3, 3), ranks, legs=legs, **opts)
-        for plan in conv_candidates(s, geometry, (2, 8, 5, 5), device_type):
+        ranks = fraction_ranks(fmt, (c, c, 3, 3), frac, legs=legs, **opts)
+        s = get_format(fmt).structure_for((c, c, 3, 3), ranks, legs=legs, **opts)
+        for plan in conv_candidates(s, geometry, (1, c, 3, 3), device_type):
             out += [(st.kind, st.flops, st.elements, st.label) for st in plan.steps]
     return out
 
@@ -169,7 +169,7 @@ def test_step_samples_time_every_step_of_every_candidate(monkeypatch, device):
         return 0.5
 
     monkeypatch.setattr(cost, "measure", fake)
-    samples = cost._step_samples(torch.device(device), F64, 3, ((8, 5, 2),))
+    samples = cost._step_samples(torch.device(device), F64, 3, ((16, 3, 1),))
     got = [(st.kind, st.flops, st.elements, st.label) for (st,), _ in samples]
     assert got == expected_steps(device)
     assert all(t == 0.5 for _, t in samples) and timed == [(device, 3)] * len(samples)
@@ -203,6 +203,10 @@ def test_calibrate_defaults_and_a_cuda_table_keeps_cuda_values(monkeypatch):
         t = cost.calibrate()
         assert calls == [(torch.device("cpu"), torch.float32, 5, cost.CALIBRATION_CASES)]
         assert t.measured == {"copy": [(0, 4000, 1e-3), (0, 4e6, 2e-3)]}
+        cpu = cost._CPU
+        assert {k: t.rate[k] for k in KINDS if k != "copy"} == {
+            k: cpu.rate[k] for k in KINDS if k != "copy"
+        }
         g = cost.calibrate("cuda")
         assert costs_for("cuda") is g and g.source == "calibrated-cuda"
         assert calls[-1][0] == torch.device("cuda")
@@ -241,3 +245,8 @@ def test_measure_defaults_to_five_runs_and_synchronises_cuda(monkeypatch):
     assert len(calls) == 6 and len(syncs) == 6
     cost.measure(lambda: calls.append(1), torch.device("cpu"), repeat=2)
     assert len(calls) == 9 and len(syncs) == 6
+
+
+def test_choose_refuses_no_plans():
+    with pytest.raises(ValueError, match=r"^choose: no candidate plans \(no registered family"):
+        choose([], "cpu", 4)
