@@ -20,6 +20,7 @@ built it), so forcing a new family needs nothing else.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -58,7 +59,7 @@ Builder = Callable[[Structure, "ConvGeometry | None", tuple, str], Iterable[Forw
 
 @dataclass(frozen=True)
 class PlanFamily:
-    """A registered family of forward plans: its name, layer kind, builder and plan names.
+    """A registered family of forward plans: its name, builder and plan names.
 
     ``names(structure)`` gives the exact plan names the family can build for a structure (no
     input shape needed, so a ``plan=`` is checked at construction); empty when the family does
@@ -66,7 +67,6 @@ class PlanFamily:
     """
 
     name: str
-    kind: str
     build: Builder
     names: Callable[[Structure], Sequence[str]]
 
@@ -123,7 +123,7 @@ def register_forward(
 
     def decorate(build: Builder) -> Builder:
         listed = names if names is not None else (lambda structure: (family,))
-        _REGISTRY[kind][family] = PlanFamily(family, kind, build, listed)
+        _REGISTRY[kind][family] = PlanFamily(family, build, listed)
         return build
 
     return decorate
@@ -231,53 +231,54 @@ def _max_elements(structure: Structure, geometry: ConvGeometry, input_shape: tup
     return (geometry.kernel[0] * geometry.kernel[1] + 1) * largest
 
 
-def _staged_names(pick: str) -> Callable[[Structure], tuple[str, ...]]:
-    def names(structure: Structure) -> tuple[str, ...]:
-        spatial = _spatial(structure)
-        if spatial is None:
-            return ()
-        return tuple(name for name, _ in getattr(Placements(structure, spatial), pick)())
-
-    return names
+def _placement_names(pick: str, structure: Structure) -> tuple[str, ...]:
+    """Names of the ``pick`` (``"staged"``/``"separable"``) placements of ``structure``."""
+    spatial = _spatial(structure)
+    if spatial is None:
+        return ()
+    return tuple(name for name, _ in getattr(Placements(structure, spatial), pick)())
 
 
-def _staged_family(pick: str) -> Builder:
-    def build(structure, geometry, input_shape, device_type):
-        spatial = _spatial(structure)
-        if spatial is None:
-            return []
-        limit = _max_elements(structure, geometry, input_shape)
-        plans = []
-        for name, stages in getattr(Placements(structure, spatial), pick)():
-            plan = build_staged(name, stages, structure, geometry, input_shape, device_type, limit)
-            if plan is not None:
-                plans.append(plan)
-        return plans
-
-    return build
-
-
-def _fixed_name(name: str) -> Callable[[Structure], tuple[str, ...]]:
-    return lambda structure: (name,) if _spatial(structure) else ()
-
-
-@register_forward("conv", "dense", names=_fixed_name("dense"))
-def _dense_conv(structure, geometry, input_shape, device_type):
-    """Rebuild the kernel, then one conv."""
+def _placement_plans(pick: str, structure, geometry, input_shape, device_type):
+    """The buildable plans of the ``pick`` placements (``"dense"``, ``"staged"``, ...)."""
     spatial = _spatial(structure)
     if spatial is None:
         return []
-    stages = Placements(structure, spatial).dense()
+    placements = Placements(structure, spatial)
+    variants = [("dense", placements.dense())] if pick == "dense" else getattr(placements, pick)()
     limit = _max_elements(structure, geometry, input_shape)
-    plan = build_staged("dense", stages, structure, geometry, input_shape, device_type, limit)
-    return [plan] if plan is not None else []
+    plans = []
+    for name, stages in variants:
+        plan = build_staged(name, stages, structure, geometry, input_shape, device_type, limit)
+        if plan is not None:
+            plans.append(plan)
+    return plans
 
 
-register_forward("conv", "staged", names=_staged_names("staged"))(_staged_family("staged"))
-register_forward("conv", "separable", names=_staged_names("separable"))(_staged_family("separable"))
+def _single_name(name: str, structure: Structure) -> tuple[str, ...]:
+    """``(name,)`` when the kernel's spatial legs are plain, else nothing."""
+    return (name,) if _spatial(structure) else ()
 
 
-@register_forward("conv", "patches", names=_fixed_name("patches"))
+@register_forward("conv", "dense", names=functools.partial(_single_name, "dense"))
+def _dense_conv(structure, geometry, input_shape, device_type):
+    """Rebuild the kernel, then one conv."""
+    return _placement_plans("dense", structure, geometry, input_shape, device_type)
+
+
+@register_forward("conv", "staged", names=functools.partial(_placement_names, "staged"))
+def _staged(structure, geometry, input_shape, device_type):
+    """Channels in, the spatial part, channels out."""
+    return _placement_plans("staged", structure, geometry, input_shape, device_type)
+
+
+@register_forward("conv", "separable", names=functools.partial(_placement_names, "separable"))
+def _separable(structure, geometry, input_shape, device_type):
+    """As staged, with the spatial part split into a kh and a kw conv."""
+    return _placement_plans("separable", structure, geometry, input_shape, device_type)
+
+
+@register_forward("conv", "patches", names=functools.partial(_single_name, "patches"))
 def _patches(structure, geometry, input_shape, device_type):
     """Unfold the input into patches; one planned einsum of the patches and the factors."""
     spatial = _spatial(structure)

@@ -24,6 +24,7 @@ from tensornet.nn.plans import ForwardPlan, MatmulStep, Step, UnfoldStep, Weight
 
 F64 = torch.float64
 LEGS = ("out", "in", "kh", "kw")
+PAD1 = ConvGeometry.from_conv_args((3, 3), padding=1)
 
 
 def im2col(structure, geometry, input_shape, device_type):
@@ -324,3 +325,44 @@ def test_the_decorator_returns_the_builder_and_names_default_to_the_family():
         assert [p.family for p in linear_candidates(s, (3, 4))] == ["dense", "direct"]
     finally:
         unregister_forward("linear", "nothing")
+
+
+def test_the_device_type_reaches_every_family_and_defaults_to_cpu():
+    seen = []
+
+    def record(structure, geometry, input_shape, device_type):
+        seen.append((geometry is None, input_shape, device_type))
+        return []
+
+    register_forward("conv", "record")(record)
+    register_forward("linear", "record")(record)
+    try:
+        s = cp_structure()
+        conv_candidates(s, PAD1, [2, 6, 5, 5])
+        conv_candidates(s, PAD1, (2, 6, 5, 5), "cuda")
+        candidates("conv", s, PAD1, (1, 6, 5, 5))
+        lin = get_format("svd").structure_for((6, 4), (2,), legs=("out", "in"))
+        linear_candidates(lin, [3, 4])
+        linear_candidates(lin, (3, 4), "meta")
+        assert seen == [
+            (False, (2, 6, 5, 5), "cpu"),
+            (False, (2, 6, 5, 5), "cuda"),
+            (False, (1, 6, 5, 5), "cpu"),
+            (True, (3, 4), "cpu"),
+            (True, (3, 4), "meta"),
+        ]
+        kinds = {st.kind for p in conv_candidates(s, PAD1, (2, 6, 5, 5)) for st in p.steps}
+        assert "depthwise" in kinds  # the CPU's shifted depthwise convs
+        cuda = {st.kind for p in conv_candidates(s, PAD1, (2, 6, 5, 5), "cuda") for st in p.steps}
+        assert "depthwise" not in cuda and "grouped" in cuda
+    finally:
+        unregister_forward("conv", "record")
+        unregister_forward("linear", "record")
+
+
+def test_the_intermediate_limit_of_a_non_square_kernel():
+    from tensornet.nn import functional
+
+    s = get_format("cp").structure_for((8, 6, 3, 5), 3, legs=LEGS)
+    geo = ConvGeometry.from_conv_args((3, 5), padding=(1, 2))
+    assert functional._max_elements(s, geo, (2, 6, 5, 5)) == 16 * 2 * 8 * 25
