@@ -91,6 +91,8 @@ class ConvGeometry:
 
     def axis(self, which: str) -> ConvGeometry:
         """The one-dimensional part along ``"h"`` (rows) or ``"w"`` (columns)."""
+        if which not in ("h", "w"):
+            raise ValueError(f"axis must be 'h' or 'w', got {which!r}")
         t, b, le, r = self.padding
         if which == "h":
             return ConvGeometry(

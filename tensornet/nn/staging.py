@@ -193,8 +193,7 @@ def _adjacency(factors: Sequence[Factor]) -> dict[str, set[str]]:
 
 
 def _connected(names: set[str], adj: Mapping[str, set[str]]) -> bool:
-    if not names:
-        return False
+    """Whether the (non-empty) set of factors ``names`` is connected by shared legs."""
     start = next(iter(names))
     seen, todo = {start}, [start]
     while todo:
@@ -225,7 +224,7 @@ def _steiner(terminals: set[str], adj: Mapping[str, set[str]]) -> set[str]:
         node: str | None = t
         while node is not None and node not in tree:
             tree.add(node)
-            node = prev[node]
+            node = prev.get(node)  # a terminal no path reaches joins on its own
     return tree
 
 
@@ -268,7 +267,7 @@ class Placements:
         self.order = [f.name for f in factors]
         self.holders = {leg: {f.name for f in factors if leg in f.legs} for leg in spatial}
         held = self.holders[spatial[0]] | self.holders[spatial[1]]
-        self.base = _steiner(held, self.adj) if held else set()
+        self.base = _steiner(held, self.adj)  # a valid structure has holders of kh and kw
         self.others = [n for n in self.order if n not in self.base]
 
     def dense(self) -> Stages:
@@ -277,7 +276,7 @@ class Placements:
 
     def _assignments(self):
         """``(ins, core, outs)`` for every placement of the factors outside the spatial part."""
-        if not self.base or len(self.others) > _MAX_ASSIGNED:
+        if len(self.others) > _MAX_ASSIGNED:
             return
         for choice in itertools.product(("in", "core", "out"), repeat=len(self.others)):
             ins = {n for n, c in zip(self.others, choice) if c == "in"}

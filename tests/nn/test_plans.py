@@ -104,6 +104,9 @@ def test_axis_parts():
     g = ConvGeometry((3, 5), (2, 3), (1, 2, 3, 4), (2, 1), "reflect")
     assert g.axis("h") == ConvGeometry((3, 1), (2, 1), (1, 2, 0, 0), (2, 1), "reflect")
     assert g.axis("w") == ConvGeometry((1, 5), (1, 3), (0, 0, 3, 4), (1, 1), "reflect")
+    for bad in ("W", "x", None):
+        with pytest.raises(ValueError, match=f"^axis must be 'h' or 'w', got {bad!r}$"):
+            g.axis(bad)
 
 
 def test_symmetric_zero_padding_and_pad():
