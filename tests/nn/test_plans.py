@@ -240,6 +240,10 @@ def test_unfold_step_both_paddings():
     step = UnfoldStep("unfold", 0, 0, "u", asym, (2, 3, 6, 5))
     ref = F.unfold(F.pad(x, (1, 2, 0, 1), mode="replicate"), (3, 3))
     torch.testing.assert_close(step(x, {}), ref)
+    strided = ConvGeometry((3, 2), (2, 3), (0, 1, 1, 2), (2, 1))
+    step = UnfoldStep("unfold", 0, 0, "u", strided, (2, 3, 6, 5))
+    ref = F.unfold(F.pad(x, (1, 2, 0, 1)), (3, 2), (2, 1), 0, (2, 3))
+    torch.testing.assert_close(step(x, {}), ref)
 
 
 def test_einsum_step_and_forward_plan():
