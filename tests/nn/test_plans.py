@@ -37,6 +37,10 @@ def test_from_conv_args_pairs_and_pads():
     # "same": the total padding d (k - 1) split with the extra pixel at the end
     same = ConvGeometry.from_conv_args((4, 3), padding="same", dilation=(1, 2))
     assert same.padding == (1, 2, 2, 2)
+    assert ConvGeometry.from_conv_args((5, 4), padding="same").padding == (2, 2, 1, 2)
+    assert ConvGeometry.from_conv_args((7, 3), padding="same").padding == (3, 3, 1, 1)
+    reflect = ConvGeometry.from_conv_args((3, 3), padding=1, padding_mode="reflect")
+    assert reflect == ConvGeometry((3, 3), (1, 1), (1, 1, 1, 1), (1, 1), "reflect")
     assert same.output_size(7, 6) == (7, 6)
     x = torch.randn(1, 2, 7, 6, dtype=F64)
     w = torch.randn(3, 2, 4, 3, dtype=F64)
