@@ -113,6 +113,15 @@ TESTS: dict[str, list[str]] = {
     "tensornet/nn/serialize.py": ["tests/nn/test_serialize.py"],
     "tensornet/nn/batchnorm.py": ["tests/nn/test_calibrate.py"],
 
+    # nn: the layers, their forward-plan families and the cost model
+    "tensornet/nn/cost.py": ["tests/nn/test_cost.py", "tests/nn/test_cost_values.py"],
+    "tensornet/nn/functional.py": ["tests/nn/test_functional.py", "tests/nn/test_plans.py"],
+    "tensornet/nn/staging.py": ["tests/nn/test_staging.py", "tests/nn/test_functional.py"],
+    "tensornet/nn/plans.py": ["tests/nn/test_plans.py", "tests/nn/test_functional.py"],
+    "tensornet/nn/geometry.py": ["tests/nn/test_plans.py", "tests/nn/test_layers_inputs.py"],
+    "tensornet/nn/planning.py": ["tests/nn/test_planning.py", "tests/nn/test_layers_inputs.py"],
+    "tensornet/nn/layers.py": ["tests/nn/test_layers_inputs.py", "tests/nn/test_layers.py"],
+
     # studies: the verdict code (findings from the run's tables) and its statistics
     "studies/verdicts/truncation.py": ["tests/studies/test_truncation_verdicts.py"],
     "studies/verdicts/alds.py": ["tests/studies/test_verdicts_alds.py"],

@@ -28,8 +28,9 @@ from .compress import (
 from .cost import calibrate, costs_for
 from .defaults import default_format
 from .export import conv_sequence, to_standard
-from .functional import ConvGeometry, ForwardPlan
+from .geometry import ConvGeometry
 from .layers import PlanInfo, TNConv2d, TNLayer, TNLinear, kernel_options
+from .plans import ForwardPlan
 from .select import EndLayers, NoMatchingLayer, end_layers, matches, select_layers
 from .serialize import describe, load, save
 from .truncate import KernelTruncation, truncate_kernel

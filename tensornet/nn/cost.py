@@ -1,6 +1,6 @@
 """Pricing forward plans and choosing one: a small roofline model per device type.
 
-Each step of a :class:`~tensornet.nn.functional.ForwardPlan` is priced as
+Each step of a :class:`~tensornet.nn.plans.ForwardPlan` is priced as
 
 ``time = flops / rate[kind] + bytes / bandwidth[kind] + overhead[kind]
 + images * per_image[kind]``
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from .functional import ForwardPlan, Step
+from .plans import ForwardPlan, Step
 
 __all__ = [
     "DeviceCosts",
@@ -160,6 +160,8 @@ def choose(
     plans: Sequence[ForwardPlan], device_type: str, itemsize: int, costs: DeviceCosts | None = None
 ) -> ForwardPlan:
     """The plan with the lowest estimate; every plan's estimate is stored in ``plan.cost``."""
+    if not plans:
+        raise ValueError("choose: no candidate plans (no registered family builds one here)")
     table = costs or costs_for(device_type)
     best = None
     for plan in plans:
@@ -173,7 +175,6 @@ def choose(
         }
         if best is None or seconds < best.cost["seconds"]:
             best = plan
-    assert best is not None
     return best
 
 
@@ -204,7 +205,8 @@ def _step_samples(
 ) -> list[tuple[list[Step], float]]:
     """``([step], seconds)`` for every step of the candidate plans of a few compressed convs."""
     from ..formats import fraction_ranks, get_format
-    from .functional import ConvGeometry, conv_candidates
+    from .functional import conv_candidates
+    from .geometry import ConvGeometry
 
     legs = ("out", "in", "kh", "kw")
     samples = []
@@ -266,7 +268,7 @@ def fit_costs(
 
     Examples
     --------
-    >>> from tensornet.nn.functional import Step
+    >>> from tensornet.nn.plans import Step
     >>> steps = [Step("matmul", f, e, "") for f, e in [(1e6, 1e4), (1e9, 1e6), (1e7, 1e8)]]
     >>> table = fit_costs([([s], s.flops / 1e11 + 4 * s.elements / 1e10 + 1e-5) for s in steps])
     >>> round(table.rate["matmul"] / 1e11, 6), round(table.overhead["matmul"] / 1e-5, 6)

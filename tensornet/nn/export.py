@@ -54,20 +54,11 @@ from torch import nn
 
 from ..weights import layer_inputs, replace_module
 from . import cost
-from .functional import (
-    ConvGeometry,
-    ConvStep,
-    ForwardPlan,
-    LinearStep,
-    MatmulStep,
-    PermuteStep,
-    PlanFrame,
-    conv_candidates,
-    depthwise_shift,
-    linear_candidates,
-    stage_step,
-)
+from .functional import conv_candidates, linear_candidates
+from .geometry import ConvGeometry
 from .layers import TNConv2d, TNLayer, TNLinear
+from .plans import ConvStep, ForwardPlan, LinearStep, MatmulStep, PermuteStep, depthwise_shift
+from .staging import PlanFrame, stage_step
 
 __all__ = [
     "ChannelBias",
@@ -584,7 +575,8 @@ def linear_sequence(
     """
     options = _options(slack, fallback, measure)
     shape = _shape_of(layer, input_shape)
-    plans = linear_candidates(layer.structure, shape)[:1] + linear_chains(layer, shape)
+    dense = [p for p in linear_candidates(layer.structure, shape) if p.family == "dense"]
+    plans = dense + linear_chains(layer, shape)
     return _sequence(layer, plans, shape, options, name)
 
 

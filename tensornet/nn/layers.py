@@ -22,88 +22,62 @@ import functools
 import inspect
 import math
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.fx.experimental import symbolic_shapes
 
 from ..core.truncation import Truncation
 from ..core.validate import check_finite, is_int
 from ..formats import Format, Structure, fraction_ranks, get_format
 from ..weights import CONV2D_LEGS as KERNEL_LEGS
 from ..weights import MATRIX_LEGS
-from . import cost
-from .functional import (
-    ConvGeometry,
-    ForwardPlan,
-    conv_candidates,
-    linear_candidates,
-    stage_variants,
-)
+from .functional import POLICIES, plan_names
+from .geometry import ConvGeometry
+from .planning import PLAN_CACHE_SIZE, PlanInfo, PlannedLayer, flat_names
 
-__all__ = ["PlanInfo", "TNConv2d", "TNLinear", "kernel_options"]
-
-
-# Defaults that make each format natural on a conv kernel: trains ordered so the forward is a
-# chain of small convs (in -> kh -> kw -> out).
-_KERNEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "tt": {"order": ("in", "kh", "kw", "out")},
-    "tr": {"order": ("in", "kh", "kw", "out")},
-}
+__all__ = ["PLAN_CACHE_SIZE", "PlanInfo", "TNConv2d", "TNLinear", "kernel_options"]
 
 
 def kernel_options(fmt: str, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """A format's options for conv kernels: the layer defaults, overridden by ``options``."""
-    out = dict(_KERNEL_DEFAULTS.get(get_format(fmt).name, {}))
+    """A format's options for conv kernels: its ``kernel_defaults``, overridden by ``options``.
+
+    Examples
+    --------
+    >>> kernel_options("tt")
+    {'order': ('in', 'kh', 'kw', 'out')}
+    """
+    out = dict(get_format(fmt).kernel_defaults)
     out.update(options or {})
     return out
 
 
-# Plan policies every layer takes, besides its candidates' names and families.
-POLICIES = ("auto", "measure")
-# Input shapes whose forward choice a layer remembers (least recently used forgotten first).
-PLAN_CACHE_SIZE = 32
-
-
 def conv_plan_names(structure: Structure) -> tuple[str, ...]:
-    """Every candidate name a conv layer of ``structure`` can plan, and their families.
+    """Every plan family a conv layer of ``structure`` can run, then their exact names.
 
     Names depend on the structure only (not on the input shape), so a ``plan=`` is checked at
     construction. A named plan may still be impossible for one input shape (its intermediates
     too large), which the forward then reports.
     """
-    spatial = (structure.modes[2], structure.modes[3])
-    if not all(len(m) == 1 for m in spatial):
-        return ()
-    names = [name for name, _ in stage_variants(structure, (spatial[0][0], spatial[1][0]))]
-    names.append("patches")
-    return _with_families(names)
+    return flat_names(plan_names("conv", structure))
 
 
-def _with_families(names: Sequence[str]) -> tuple[str, ...]:
-    out = dict.fromkeys(n.split("[")[0] for n in names)
-    out.update(dict.fromkeys(names))
-    return tuple(out)
+def _plan_choices(plan: Any, names: Callable[[], Mapping[str, Sequence[str]]], what: str) -> str:
+    """``plan`` checked against the policies and the layer's families and names (ValueError).
 
-
-def _plan_choices(plan: Any, names: Any, what: str) -> str:
-    """``plan`` checked against the policies and the layer's candidate names (ValueError).
-
-    ``names()`` gives the candidate names; it is only called when ``plan`` is not a policy.
+    ``names()`` gives family -> exact names; it is only called when ``plan`` is not a policy.
     """
     if plan in POLICIES:
         return plan
-    valid = names()
-    families = [n for n in valid if "[" not in n]
-    allowed = ", ".join(repr(n) for n in (*POLICIES, *families))
+    by_family = names()
+    allowed = ", ".join(repr(n) for n in (*POLICIES, *by_family))
     if not isinstance(plan, str) or not plan:
         raise ValueError(f"{what}: plan must be one of {allowed} or a candidate name, got {plan!r}")
+    valid = flat_names(by_family)
     if plan not in valid:
-        exact = [n for n in valid if "[" in n]
+        exact = valid[len(by_family) :]
         more = f" or one of {len(exact)} exact names such as {exact[0]!r}" if exact else ""
         raise ValueError(f"{what}: unknown plan {plan!r}; valid plans are {allowed}{more}")
     return plan
@@ -130,27 +104,7 @@ def _check_bias(bias: torch.Tensor | None, what: str) -> None:
         check_finite(bias.detach(), f"{what}: bias")
 
 
-@dataclass(frozen=True)
-class PlanInfo:
-    """The candidates for one input shape: name, steps, FLOPs, elements moved, estimate."""
-
-    input_shape: tuple[int, ...]
-    chosen: str
-    rows: tuple[dict[str, Any], ...]
-
-    def __str__(self) -> str:
-        lines = [f"input {self.input_shape}: chosen {self.chosen}"]
-        width = max(len(r["name"]) for r in self.rows)
-        for r in sorted(self.rows, key=lambda r: r["seconds"]):
-            mark = "*" if r["name"] == self.chosen else " "
-            lines.append(
-                f"{mark} {r['name']:<{width}}  {r['seconds'] * 1e3:9.3f} ms  "
-                f"{r['flops'] / 1e6:10.2f} MFLOP  {r['steps']}"
-            )
-        return "\n".join(lines)
-
-
-class TNLayer(nn.Module):
+class TNLayer(PlannedLayer, nn.Module):
     """What the compressed layers share: factors, initialisation, planning, conversions."""
 
     structure: Structure
@@ -171,7 +125,7 @@ class TNLayer(nn.Module):
             {f.name: nn.Parameter(torch.empty(f.shape, **opts)) for f in structure.factors}
         )
         self.bias = nn.Parameter(torch.empty(out_features, **opts)) if bias else None
-        self._plans: OrderedDict[tuple, ForwardPlan] = OrderedDict()
+        self._plans: OrderedDict[tuple, Any] = OrderedDict()
         self.decomposition_error: float | None = None
 
     @property
@@ -185,7 +139,7 @@ class TNLayer(nn.Module):
 
     @plan.setter
     def plan(self, value: str) -> None:
-        names = functools.partial(self._plan_names, self.structure)  # built for names only
+        names = functools.partial(plan_names, self.kind, self.structure)  # built for names only
         self._plan = _plan_choices(value, names, type(self).__name__)
 
     # -- parameters --------------------------------------------------------------------------
@@ -269,110 +223,6 @@ class TNLayer(nn.Module):
     def dense_params(self) -> int:
         return self.structure.dense_size + (0 if self.bias is None else self.bias.numel())
 
-    # -- planning ----------------------------------------------------------------------------
-    #: How many input shapes (with dtype, device and policy) the layer remembers plans for.
-    plan_cache_size: int = PLAN_CACHE_SIZE
-
-    def _candidates(self, shape: tuple[int, ...], device_type: str) -> list[ForwardPlan]:
-        raise NotImplementedError
-
-    @staticmethod
-    def _plan_names(structure: Structure) -> tuple[str, ...]:
-        raise NotImplementedError
-
-    def _plan_shape(self, x: torch.Tensor) -> tuple[int, ...]:
-        """The input shape the plans are made for (a linear layer flattens leading dims)."""
-        return tuple(x.shape)
-
-    def _plan_for(self, x: torch.Tensor) -> ForwardPlan:
-        if torch.compiler.is_compiling():
-            return self._traced_plan(x)
-        return self._cached_plan(self._plan_shape(x), x.dtype, x.device)
-
-    def _cached_plan(
-        self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
-    ) -> ForwardPlan:
-        """The cached plan for this input (an LRU cache of :attr:`plan_cache_size` entries)."""
-        key = (shape, dtype, device.type, self.plan)
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._choose(shape, device, dtype)
-            self._plans[key] = plan
-            while len(self._plans) > self.plan_cache_size:
-                self._plans.popitem(last=False)
-        else:
-            self._plans.move_to_end(key)
-        return plan
-
-    def _traced_plan(self, x: torch.Tensor) -> ForwardPlan:
-        """The plan under ``torch.compile`` / ``torch.export``, chosen as the graph is traced.
-
-        A symbolic size (dynamic batch) counts with its example value, and no guard is added
-        on it: plans run with the batch size left free, so the one chosen for the example's
-        batch size serves every batch size. Dynamo runs :func:`_prepare_plan` while tracing and
-        reads the plan from the attribute it names, so the graph holds only the plan's
-        operations (no graph break, even for a layer traced at several shapes).
-        """
-        shape = tuple(_example_size(n) for n in self._plan_shape(x))
-        return getattr(self, _prepare_plan(self, shape, x.dtype, x.device, self.plan))
-
-    def _choose(self, shape: tuple[int, ...], device: torch.device, dtype: torch.dtype):
-        plans = self._candidates(shape, device.type)
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        best = cost.choose(plans, device.type, itemsize)
-        if self.plan == "auto":
-            return best
-        if self.plan == "measure":
-            return self._measured(plans, shape, device, dtype)
-        named = [p for p in plans if p.name == self.plan or p.name.split("[")[0] == self.plan]
-        if not named:
-            names = sorted({p.name.split("[")[0] for p in plans})
-            raise ValueError(f"plan={self.plan!r} is not a candidate here; candidates: {names}")
-        return min(named, key=lambda p: p.cost["seconds"])
-
-    def _measured(self, plans, shape, device, dtype) -> ForwardPlan:
-        """Time the candidates whose estimate is within 4x of the best; keep the fastest."""
-        best = min(p.cost["seconds"] for p in plans)
-        shortlist = [p for p in plans if p.cost["seconds"] <= 4 * best]
-        x = torch.randn(shape, device=device, dtype=dtype)
-        tensors = {k: v.detach() for k, v in self.factors.items()}
-        with torch.no_grad():
-            for p in shortlist:
-                p.cost["measured"] = cost.measure(lambda p=p: p(x, tensors), device, repeat=3)
-        best_plan = min(shortlist, key=lambda p: p.cost["measured"])
-        best_plan.cost["timings"] = {p.name: p.cost["measured"] for p in shortlist}
-        return best_plan
-
-    def plan_info(self, input_shape: Sequence[int], device: Any = None, dtype: Any = None):
-        """Every candidate forward for ``input_shape``, its steps and cost, and the choice."""
-        p0 = next(iter(self.factors.values()))
-        device = torch.device(device) if device is not None else p0.device
-        dtype = dtype or p0.dtype
-        shape = tuple(int(n) for n in input_shape)
-        chosen = self._choose(shape, device, dtype)
-        plans = self._candidates(shape, device.type)
-        cost.choose(plans, device.type, torch.empty((), dtype=dtype).element_size())
-        rows = tuple(
-            {
-                "name": p.name,
-                "steps": p.describe(),
-                "flops": p.flops,
-                "elements": p.elements,
-                "peak_elements": p.peak_elements,
-                "seconds": p.cost["seconds"],
-            }
-            for p in plans
-        )
-        return PlanInfo(shape, chosen.name, rows)
-
-    def clear_plans(self) -> None:
-        """Forget the cached forward choices (e.g. after :func:`~tensornet.nn.cost.calibrate`)."""
-        self._plans.clear()
-
-    def _apply(self, fn, recurse=True):  # .to() / .cuda() / .half(): choices depend on these
-        self._plans.clear()
-        return super()._apply(fn, recurse)
-
     def _compression_repr(self) -> str:
         ratio = self.structure.dense_size / self.structure.num_params
         return (
@@ -380,29 +230,6 @@ class TNLayer(nn.Module):
             f"params={self.structure.num_params:,} (dense {self.structure.dense_size:,}, "
             f"{ratio:.3g}x)"
         )
-
-
-@torch.compiler.assume_constant_result
-def _prepare_plan(
-    layer: TNLayer, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, policy: str
-) -> str:
-    """Put ``layer``'s plan for ``shape`` in an attribute of its own; return the attribute name.
-
-    Dynamo runs this while tracing (outside the graph) and takes the name as a constant. One
-    attribute per plan key, never a shared container, so what Dynamo reads is never a view of
-    the cache from before the plan was made. ``policy`` is ``layer.plan`` as the traced code
-    read it (so Dynamo guards on it).
-    """
-    key = (shape, dtype, device.type, policy)
-    names = layer.__dict__.setdefault("_traced_names", {})
-    name = names.setdefault(key, f"_traced_plan{len(names)}")
-    object.__setattr__(layer, name, layer._cached_plan(shape, dtype, device))
-    return name
-
-
-# A size as an int without a guard: a symbolic size gives its example value (Dynamo and export
-# evaluate it while tracing). Torch releases without it specialise the size instead.
-_example_size = getattr(symbolic_shapes, "optimization_hint", int)
 
 
 def _new_structure(
@@ -490,6 +317,8 @@ class TNConv2d(TNLayer):
     >>> small.num_params, small(x).shape
     (464, torch.Size([2, 32, 8, 8]))
     """
+
+    kind = "conv"
 
     def __init__(
         self,
@@ -586,13 +415,6 @@ class TNConv2d(TNLayer):
         layer._load_factors(fmt, conv.bias)
         return layer
 
-    def _candidates(self, shape, device_type):
-        return conv_candidates(self.structure, self.geometry, shape, device_type)
-
-    @staticmethod
-    def _plan_names(structure: Structure) -> tuple[str, ...]:
-        return conv_plan_names(structure)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the layer (the cached plan for this input shape, then the bias).
 
@@ -670,6 +492,8 @@ class TNLinear(TNLayer):
     ((4,), torch.Size([5, 36]))
     """
 
+    kind = "linear"
+
     def __init__(
         self,
         in_features: int,
@@ -735,13 +559,6 @@ class TNLinear(TNLayer):
         )
         layer._load_factors(fmt, linear.bias)
         return layer
-
-    def _candidates(self, shape, device_type):
-        return linear_candidates(self.structure, shape)
-
-    @staticmethod
-    def _plan_names(structure: Structure) -> tuple[str, ...]:
-        return ("dense", "direct")
 
     def _plan_shape(self, x: torch.Tensor) -> tuple[int, ...]:
         return (math.prod(x.shape[:-1]), x.shape[-1])

@@ -6,7 +6,8 @@ import torch
 
 from tensornet.nn import TNConv2d, calibrate, costs_for
 from tensornet.nn.cost import estimate, fit_costs, set_costs
-from tensornet.nn.functional import ConvStep, MatmulStep, Step, conv_candidates
+from tensornet.nn.functional import conv_candidates
+from tensornet.nn.plans import ConvStep, MatmulStep, Step
 
 
 def test_fit_recovers_rate_bandwidth_overhead_and_per_image_cost_of_every_kind():
