@@ -99,6 +99,7 @@ class GroupedLayer:
         w = module.weight.detach().double().cpu()
         self.name = name
         self.legs, self.shape = kernel_legs(module)
+        self._counts: dict[tuple[int, int], int] = {}  # parameters per (j, k)
         self.f, self.c = w.shape[0], w.shape[1]
         self.rest = math.prod(w.shape[2:])
         self.dense = w.numel()
@@ -210,7 +211,10 @@ class GroupedLayer:
     # -- costs -----------------------------------------------------------------------------
     def params(self, j: int, k: int) -> int:
         """Parameters of ``(j, k)``: the grouped structure's count, ``j (k f + c k1 k2)``."""
-        return grouped_structure(self.shape, self.legs, j, k).num_params
+        key = (j, k)
+        if key not in self._counts:
+            self._counts[key] = grouped_structure(self.shape, self.legs, j, k).num_params
+        return self._counts[key]
 
     def dense_cost(self) -> float:
         """The dense layer's cost in the measure."""
