@@ -38,6 +38,11 @@ time are those of the forward plan each compressed layer will run for ``example_
 cost model's choice, :mod:`tensornet.nn.cost`); a layer whose best plan is the dense one, or
 that costs no less than dense, counts as dense. The result is an :class:`Allocation`; apply it
 with ``compress(model, allocation=...)``.
+
+:func:`allocate` checks its arguments once, surveys the model (layer inputs, dense totals),
+builds each chosen layer's :class:`~tensornet.nn.alloc_layer.GroupedLayer` (spectra, errors,
+costs), finds the room the budget leaves them and runs the method's search
+(:mod:`tensornet.nn.alloc_search`).
 """
 
 from __future__ import annotations

@@ -20,7 +20,11 @@ What the model looks like after:
 The report (:class:`CompressionReport`) gives, per layer and in total, parameters, FLOPs and
 the cost model's estimated time of the running plan before and after, the true relative
 Frobenius and spectral-norm errors of each layer's kernel, and (with ``example_input``) the
-whole model's measured forward time, dense and compressed.
+whole model's measured forward time, dense and compressed (:mod:`.report`, :mod:`.measure`).
+
+:func:`compress` is a sequence of steps: check the flags, turn the format spec (with the sizes,
+validated once) or the allocation into one ``spec_for(name, module)``, choose the layers, build
+every replacement and its report, then install them in the model or a copy.
 """
 
 from __future__ import annotations
