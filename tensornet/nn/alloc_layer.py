@@ -31,7 +31,13 @@ __all__ = ["GroupedLayer", "Pricer", "grouped_structure", "layer_seconds"]
 def grouped_structure(
     shape: tuple[int, ...], legs: tuple[str, ...], rank: int, groups: int
 ) -> Structure:
-    """The grouped format's structure of rank ``rank`` in each of ``groups`` channel groups."""
+    """The grouped format's structure of rank ``rank`` in each of ``groups`` channel groups.
+
+    Examples
+    --------
+    >>> grouped_structure((64, 32, 3, 3), ("out", "in", "kh", "kw"), 8, 4).num_params
+    4352
+    """
     return get_format("grouped").structure_for(shape, rank, legs=legs, channel_groups=groups)
 
 
@@ -85,7 +91,16 @@ def layer_seconds(module: nn.Module, shape: tuple[int, ...]) -> float:
 
 # -- spectra and errors of one layer ---------------------------------------------------------
 class GroupedLayer:
-    """Spectra, errors and costs of one layer for the group counts a method needs."""
+    """Spectra, errors and costs of one layer for the group counts a method needs.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> layer = GroupedLayer("c", nn.Conv2d(4, 8, 3), [1, 2], "params", "true", None)
+    >>> layer.max_rank(2), layer.params(3, 2), layer.is_dense(8, 1)
+    (8, 156, True)
+    """
 
     def __init__(
         self,

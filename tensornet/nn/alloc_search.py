@@ -186,7 +186,15 @@ def _ratio_search(
 
 
 def uniform(layers: list[GroupedLayer], budget: float, **_: Any) -> Result:
-    """One rank ratio ``t`` for every layer (``j = t * min(f, c k1 k2)``, ``k = 1``)."""
+    """One rank ratio ``t`` for every layer (``j = t * min(f, c k1 k2)``, ``k = 1``).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> layers = [GroupedLayer(n, nn.Linear(16, 16), [1], "params", "true", None) for n in "ab"]
+    >>> uniform(layers, 2 * 4 * 32)  # 4 of 16 ranks in each: j (f + c) = 128 parameters
+    ([4, 4], [1, 1], [])
+    """
 
     def ranks_at(t: float) -> list[int]:
         return [max(1, round(t * s.max_rank(1))) for s in layers]

@@ -115,7 +115,14 @@ def dense_flops(module: nn.Module, input_shape: Sequence[int]) -> int:
 
 
 def kernel_legs(module: nn.Module) -> tuple[tuple[str, ...], tuple[int, ...]]:
-    """The legs and shape of a conv/linear layer's kernel (``out, in[, kh, kw]``)."""
+    """The legs and shape of a conv/linear layer's kernel (``out, in[, kh, kw]``).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> kernel_legs(nn.Linear(4, 3)), kernel_legs(nn.Conv2d(2, 5, 3))
+    ((('out', 'in'), (3, 4)), (('out', 'in', 'kh', 'kw'), (5, 2, 3, 3)))
+    """
     if isinstance(module, nn.Linear):
         return ("out", "in"), (module.out_features, module.in_features)
     return ("out", "in", "kh", "kw"), tuple(module.weight.shape)
