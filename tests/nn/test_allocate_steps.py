@@ -1,14 +1,18 @@
 """allocate's pieces: grouped costs priced from the structure, the searches, the steps."""
 
+import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from tensornet.formats import get_format
 from tensornet.formats.grouped import grouped_params
+from tensornet.nn import alloc_search
 from tensornet.nn.alloc_layer import GroupedLayer
+from tensornet.nn.alloc_search import _fill, _global, _max_error, _total
 
 F64 = torch.float64
 
@@ -39,3 +43,120 @@ def test_alds_prices_grouped_layers_by_the_structure_count(shape):
             dense = f * c * rest
             assert layer.is_dense(j, k) == (formula >= dense), (k, j)
             assert layer.cost(j, k) == min(formula, dense), (k, j)
+
+
+# -- the searches against brute force and plain reimplementations ----------------------------
+def three_layers(objective="true"):
+    """Small layers with several group counts each: W (8, 6), (6, 4, 2, 2), (7, 5)."""
+    modules = [layer_of((8, 6)), layer_of((6, 4, 2, 2)), layer_of((7, 5))]
+    out = []
+    for i, m in enumerate(modules):
+        c = m.weight.shape[1]
+        ks = [k for k in range(1, c + 1) if c % k == 0]
+        out.append(GroupedLayer(f"l{i}", m, ks, "params", objective, None))
+    return out
+
+
+def brute_min_max(layers, ks, budget):
+    """The least largest error of any ranks within budget at fixed group counts."""
+    best = None
+    for js in itertools.product(*(range(1, s.max_rank(k) + 1) for s, k in zip(layers, ks))):
+        if _total(layers, js, ks) <= budget:
+            err = max(s.error(j, k) for s, j, k in zip(layers, js, ks))
+            best = err if best is None else min(best, err)
+    return best
+
+
+def naive_fill(layers, js, ks, budget, by_error):
+    """One rank at a time: on the largest error (or round-robin), dropping what cannot grow."""
+    js, alive = list(js), list(range(len(layers)))
+    spent = _total(layers, js, ks)
+    while alive:
+        if by_error:
+            i = min(alive, key=lambda i: (-layers[i].error(js[i], ks[i]), i))
+            order = [i]
+        else:
+            order = list(alive)
+        for i in order:
+            s, j, k = layers[i], js[i], ks[i]
+            step = s.cost(j + 1, k) - s.cost(j, k)
+            if s.is_dense(j, k) or s.error(j, k) == 0.0 or spent + step > budget:
+                alive.remove(i)
+            else:
+                js[i], spent = j + 1, spent + step
+    return js
+
+
+@pytest.mark.parametrize("objective", ["true", "proxy"])
+@pytest.mark.parametrize("ks", [(1, 1, 1), (2, 2, 5), (3, 4, 1)])
+def test_global_step_reaches_the_brute_force_min_max(objective, ks):
+    layers = three_layers(objective)
+    ks = list(ks)
+    ones = _total(layers, [1, 1, 1], ks)
+    assert _global(layers, ks, ones - 1) is None
+    assert _global(layers, ks, ones) == [1, 1, 1]
+    zero = [s.rank_for(0.0, k) for s, k in zip(layers, ks)]
+    full = _total(layers, zero, ks)
+    assert _global(layers, ks, full) == zero and _max_error(layers, zero, ks) == 0.0
+    for frac in (0.15, 0.3, 0.45, 0.6, 0.8):
+        budget = ones + frac * (full - ones)
+        js = _global(layers, ks, budget)
+        assert _total(layers, js, ks) <= budget
+        assert _max_error(layers, js, ks) == pytest.approx(brute_min_max(layers, ks, budget))
+        assert js == naive_fill(layers, js, ks, budget, by_error=True)  # nothing left to add
+
+
+def test_bisection_stops_when_the_ranks_differ_by_one(monkeypatch):
+    layers = three_layers()
+    ks = [1, 1, 1]
+    calls = []
+    real = GroupedLayer.rank_for
+    monkeypatch.setattr(
+        GroupedLayer, "rank_for", lambda self, eps, k: calls.append(eps) or real(self, eps, k)
+    )
+    ones = _total(layers, [1, 1, 1], ks)
+    full = _total(layers, [s.max_rank(1) for s in layers], ks)
+    _global(layers, ks, 0.5 * (ones + full))
+    assert len(calls) <= 3 * 12  # 7 steps here; float resolution would take some 60
+
+
+@pytest.mark.parametrize("by_error", [True, False])
+def test_fill_spends_one_rank_at_a_time(by_error):
+    layers = three_layers()
+    for ks in ([1, 1, 1], [2, 4, 5]):
+        ones = _total(layers, [1, 1, 1], ks)
+        for extra in (0, 7, 40, 90, 150, 10_000):
+            got = _fill(layers, [1, 1, 1], ks, ones + extra, by_error)
+            assert got == naive_fill(layers, [1, 1, 1], ks, ones + extra, by_error), (ks, extra)
+
+
+def ratio_reference(layers, budget, ranks_at, breaks):
+    """Largest grid parameter whose ranks fit, then the round-robin fill."""
+    ones = [1] * len(layers)
+    fits = [t for t in breaks if _total(layers, ranks_at(t), ones) <= budget]
+    return naive_fill(layers, ranks_at(max(fits)), ones, budget, by_error=False)
+
+
+def test_uniform_and_energy_against_a_grid_search():
+    layers = three_layers()
+    ones = [1] * 3
+    low = _total(layers, ones, ones)
+    dense = sum(s.dense for s in layers)
+
+    def uniform_at(t):
+        return [max(1, round(t * s.max_rank(1))) for s in layers]
+
+    def energy_at(t):
+        return [max(1, int(np.searchsorted(s.energy, t - 1e-15)) + 1) for s in layers]
+
+    # just below and at every point where some layer's ranks change
+    cuts = sorted({(r - 0.5) / s.max_rank(1) for s in layers for r in range(1, 9)})
+    cuts += [float(e) for s in layers for e in s.energy]
+    grid = sorted({min(max(t + d, 0.0), 1.0) for t in cuts for d in (-1e-9, 0.0, 1e-9)} | {0, 1})
+    for frac in (0.0, 0.2, 0.5, 0.8, 1.0, 1.5):
+        budget = low + frac * (dense - low)
+        js, ks, history = alloc_search.uniform(layers, budget)
+        assert (ks, history) == ([1, 1, 1], [])
+        assert js == ratio_reference(layers, budget, uniform_at, grid), frac
+        js, ks, _ = alloc_search.energy(layers, budget)
+        assert js == ratio_reference(layers, budget, energy_at, grid), frac
