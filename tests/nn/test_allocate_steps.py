@@ -12,7 +12,7 @@ from tensornet.formats import get_format
 from tensornet.formats.grouped import grouped_params
 from tensornet.nn import alloc_search
 from tensornet.nn.alloc_layer import GroupedLayer
-from tensornet.nn.alloc_search import _fill, _global, _max_error, _total
+from tensornet.nn.alloc_search import _fill, _global, _local, _max_error, _total
 
 F64 = torch.float64
 
@@ -160,3 +160,84 @@ def test_uniform_and_energy_against_a_grid_search():
         assert js == ratio_reference(layers, budget, uniform_at, grid), frac
         js, ks, _ = alloc_search.energy(layers, budget)
         assert js == ratio_reference(layers, budget, energy_at, grid), frac
+
+
+def brute_local(layer, j, k):
+    """At no more than the cost of (j, k): the least error of the largest fitting rank per k."""
+    best = (layer.error(j, k), k, j)
+    if layer.is_dense(j, k):
+        return best
+    cap = layer.cost(j, k)
+    for k2 in layer.ks:
+        fits = [
+            j2
+            for j2 in range(1, layer.max_rank(k2) + 1)
+            if not layer.is_dense(j2, k2) and layer.cost(j2, k2) <= cap
+        ]
+        if fits:
+            best = min(best, (layer.error(fits[-1], k2), k2, fits[-1]))
+    return best
+
+
+@pytest.mark.parametrize("objective", ["true", "proxy"])
+def test_local_step_takes_the_best_group_count_at_each_cost(objective):
+    layers = three_layers(objective)
+    for js, ks in (([1, 1, 1], [1, 1, 1]), ([3, 2, 2], [2, 4, 5]), ([5, 5, 4], [1, 1, 1])):
+        got_js, got_ks = _local(layers, js, ks)
+        for s, j, k, j2, k2 in zip(layers, js, ks, got_js, got_ks):
+            assert (s.error(j2, k2), k2, j2) == brute_local(s, j, k), (s.name, j, k)
+            assert s.cost(j2, k2) <= s.cost(j, k) and s.error(j2, k2) <= s.error(j, k)
+
+
+def reference_alds(layers, budget, iterations, seeds, seed):
+    """ALDS written plainly: every start, its alternations, the best kept, then the last steps."""
+    rng = np.random.default_rng(seed)
+    starts = [[min(s.ks, key=lambda k: (abs(k - t), k)) for s in layers] for t in (1, 3, 5, 7, 9)]
+    starts += [[int(rng.choice(s.ks)) for s in layers] for _ in range(seeds)]
+    best, history = None, []
+    for ks in starts:
+        js = _global(layers, ks, budget)
+        if js is None:
+            continue
+        here = (_max_error(layers, js, ks), js, ks)
+        for _ in range(iterations):
+            ks2 = _local(layers, js, ks)[1]
+            js2 = _global(layers, ks2, budget)
+            if js2 is None:
+                break
+            js, ks = js2, ks2
+            if _max_error(layers, js, ks) < here[0]:
+                here = (_max_error(layers, js, ks), js, ks)
+        history.append(here[0])
+        best = here if best is None or here[0] < best[0] else best
+    js, ks = _local(layers, best[1], best[2])
+    js, ks = _local(layers, _fill(layers, js, ks, budget), ks)
+    return js, ks, history
+
+
+@pytest.mark.parametrize("objective", ["true", "proxy"])
+def test_alds_against_a_plain_reimplementation(objective):
+    layers = three_layers(objective)
+    ones = _total(layers, [1, 1, 1], [1, 1, 1])
+    dense = sum(s.dense for s in layers)
+    for frac, iterations, seeds, seed in ((0.2, 4, 2, 0), (0.4, 0, 0, 1), (0.6, 2, 5, 3)):
+        budget = ones + frac * (dense - ones)
+        got = alloc_search.alds(
+            layers, budget, iterations=iterations, seeds=seeds, seed=seed, show=False
+        )
+        assert got == reference_alds(layers, budget, iterations, seeds, seed), frac
+        js, ks, history = got
+        assert len(history) <= 5 + seeds and (frac < 0.5 or len(history) == 5 + seeds)
+        assert _total(layers, js, ks) <= budget
+        assert _max_error(layers, js, ks) <= min(history) + 1e-12
+        assert _local(layers, js, ks) == (js, ks)  # every group count the best at its cost
+
+
+def test_alds_skips_starts_that_do_not_fit():
+    """A start whose group counts cannot meet the budget at rank 1 is left out of the history."""
+    layers = three_layers()
+    budget = _total(layers, [1, 1, 1], [1, 1, 1])  # only k = 1 everywhere fits at rank 1
+    assert _total(layers, [1, 1, 1], [2, 2, 5]) > budget
+    js, ks, history = alloc_search.alds(layers, budget, iterations=2, seeds=3, seed=0, show=False)
+    assert (js, ks) == ([1, 1, 1], [1, 1, 1])
+    assert len(history) < 8 and history == reference_alds(layers, budget, 2, 3, 0)[2]
