@@ -241,3 +241,36 @@ def test_alds_skips_starts_that_do_not_fit():
     js, ks, history = alloc_search.alds(layers, budget, iterations=2, seeds=3, seed=0, show=False)
     assert (js, ks) == ([1, 1, 1], [1, 1, 1])
     assert len(history) < 8 and history == reference_alds(layers, budget, 2, 3, 0)[2]
+
+
+# -- one layer's spectra and curves --------------------------------------------------------
+@pytest.mark.parametrize("objective", ["true", "proxy"])
+def test_layer_norms_energy_and_when_spectra_are_computed(objective):
+    module = layer_of((6, 4, 2, 2))
+    w = module.weight.detach().reshape(6, -1).numpy()
+    layer = GroupedLayer("x", module, [1, 2, 4], "params", objective, None)
+    s = np.linalg.svd(w, compute_uv=False)
+    assert layer.norm2 == pytest.approx(s[0], rel=1e-12)
+    assert layer.normf == pytest.approx(np.linalg.norm(w), rel=1e-12)
+    np.testing.assert_allclose(layer.energy, np.cumsum(s**2) / np.sum(s**2), rtol=1e-12)
+    assert (layer.f, layer.c, layer.rest, layer.dense) == (6, 4, 4, 96)
+    assert sorted(layer.u) == ([2, 4] if objective == "true" else [])
+    np.testing.assert_allclose(layer.s[1][0], s, rtol=1e-12)
+    before = layer.evaluations
+    assert layer.spectral(3, 1) == pytest.approx(s[3] / s[0], rel=1e-12)  # k = 1: from s
+    assert layer.spectral(layer.max_rank(2), 2) == 0.0
+    assert layer.evaluations == before
+    first = layer.spectral(1, 2)
+    assert layer.evaluations == before + 1 and 2 in layer.u  # vectors on demand
+    assert layer.spectral(1, 2) == first and layer.evaluations == before + 1  # cached
+    assert [layer.nearest_k(t) for t in (1, 2, 3, 5, 9)] == [1, 2, 2, 4, 4]
+
+
+def test_a_zero_kernel_has_unit_norms_and_flat_energy():
+    module = layer_of((4, 4))
+    with torch.no_grad():
+        module.weight.zero_()
+    layer = GroupedLayer("z", module, [1, 2], "params", "true", None)
+    assert (layer.norm2, layer.normf) == (1.0, 1.0)
+    assert list(layer.energy) == [1.0] * 4
+    assert layer.spectral(1, 2) == 0.0 and layer.frob[2][1] == 0.0
