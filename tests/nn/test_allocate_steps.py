@@ -137,8 +137,13 @@ def ratio_reference(layers, budget, ranks_at, breaks):
     return naive_fill(layers, ranks_at(max(fits)), ones, budget, by_error=False)
 
 
-def test_uniform_and_energy_against_a_grid_search():
-    layers = three_layers()
+@pytest.mark.parametrize("objective", ["true", "proxy"])
+def test_uniform_and_energy_against_a_grid_search(objective):
+    # maximal ranks 12, 3 and 6: a rank ratio is not one more rank in every layer
+    layers = [
+        GroupedLayer(f"l{i}", layer_of(shape), [1], "params", objective, None)
+        for i, shape in enumerate([(16, 12), (3, 8), (10, 6, 1, 1)])
+    ]
     ones = [1] * 3
     low = _total(layers, ones, ones)
     dense = sum(s.dense for s in layers)
@@ -150,16 +155,18 @@ def test_uniform_and_energy_against_a_grid_search():
         return [max(1, int(np.searchsorted(s.energy, t - 1e-15)) + 1) for s in layers]
 
     # just below and at every point where some layer's ranks change
-    cuts = sorted({(r - 0.5) / s.max_rank(1) for s in layers for r in range(1, 9)})
+    cuts = sorted({(r - 0.5) / s.max_rank(1) for s in layers for r in range(1, 13)})
     cuts += [float(e) for s in layers for e in s.energy]
     grid = sorted({min(max(t + d, 0.0), 1.0) for t in cuts for d in (-1e-9, 0.0, 1e-9)} | {0, 1})
-    for frac in (0.0, 0.2, 0.5, 0.8, 1.0, 1.5):
-        budget = low + frac * (dense - low)
+    budgets = [low + frac * (dense - low) for frac in (0.0, 0.2, 0.5, 0.8, 1.0, 1.5)]
+    budgets += [_total(layers, uniform_at(t), ones) for t in (0.3, 0.55, 0.75, 1.0)]
+    budgets += [_total(layers, energy_at(t), ones) for t in (0.5, 0.9, 0.99)]
+    for budget in budgets:
         js, ks, history = alloc_search.uniform(layers, budget)
         assert (ks, history) == ([1, 1, 1], [])
-        assert js == ratio_reference(layers, budget, uniform_at, grid), frac
+        assert js == ratio_reference(layers, budget, uniform_at, grid), budget
         js, ks, _ = alloc_search.energy(layers, budget)
-        assert js == ratio_reference(layers, budget, energy_at, grid), frac
+        assert js == ratio_reference(layers, budget, energy_at, grid), budget
 
 
 def brute_local(layer, j, k):
