@@ -281,3 +281,14 @@ def test_a_zero_kernel_has_unit_norms_and_flat_energy():
     assert (layer.norm2, layer.normf) == (1.0, 1.0)
     assert list(layer.energy) == [1.0] * 4
     assert layer.spectral(1, 2) == 0.0 and layer.frob[2][1] == 0.0
+
+
+def test_local_step_prefers_fewer_groups_at_equal_error():
+    """A zero kernel has error 0 everywhere: the tie goes to the smallest group count."""
+    module = layer_of((8, 8))
+    with torch.no_grad():
+        module.weight.zero_()
+    layer = GroupedLayer("z", module, [1, 2, 4], "params", "true", None)
+    js, ks = _local([layer], [1], [4])
+    assert ks == [1] and js == [layer.largest_rank(1, layer.cost(1, 4))]
+    assert layer.error(js[0], 1) == 0.0
