@@ -110,9 +110,7 @@ TESTS: dict[str, list[str]] = {
     "tensornet/nn/alloc_layer.py": [
         "tests/nn/test_allocate.py", "tests/nn/test_allocate_steps.py",
     ],
-    "tensornet/nn/alloc_search.py": [
-        "tests/nn/test_allocate.py", "tests/nn/test_allocate_steps.py",
-    ],
+    "tensornet/nn/alloc_search.py": ["tests/nn/test_allocate_steps.py"],
 
     # studies: the verdict code (findings from the run's tables) and its statistics
     "studies/verdicts/truncation.py": ["tests/studies/test_truncation_verdicts.py"],
