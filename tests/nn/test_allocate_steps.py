@@ -292,3 +292,18 @@ def test_local_step_prefers_fewer_groups_at_equal_error():
     js, ks = _local([layer], [1], [4])
     assert ks == [1] and js == [layer.largest_rank(1, layer.cost(1, 4))]
     assert layer.error(js[0], 1) == 0.0
+
+
+def test_rank_for_with_some_true_errors_already_known():
+    """The known values narrow the bisection; the answer is the brute-force smallest rank."""
+    module = layer_of((12, 8, 3, 3))
+    full = GroupedLayer("x", module, [1, 2, 4], "params", "true", None)
+    for k in (2, 4):
+        curve = [full.spectral(j, k) for j in range(full.max_rank(k) + 1)]
+        for known in ([3], [1, 6], [2, 4, 7], [5]):
+            for eps in sorted(set(curve))[1:-1] + [0.5 * (curve[2] + curve[3]), 0.0, 2.0]:
+                layer = GroupedLayer("x", module, [1, k], "params", "true", None)
+                for j in known:
+                    layer.spectral(j, k)
+                want = next(j for j in range(1, len(curve)) if curve[j] <= eps)
+                assert layer.rank_for(eps, k) == want, (k, known, eps)
