@@ -307,3 +307,33 @@ def test_rank_for_with_some_true_errors_already_known():
                     layer.spectral(j, k)
                 want = next(j for j in range(1, len(curve)) if curve[j] <= eps)
                 assert layer.rank_for(eps, k) == want, (k, known, eps)
+
+
+def test_alds_starts_and_progress_on_layers_with_many_group_counts(monkeypatch):
+    """Group counts 1..24: the starts near 5, 7 and 9 groups are 4, 6 and 6 (12) or 8 (24)."""
+    first, second = layer_of((16, 24)), layer_of((10, 12, 1, 1))
+    with torch.no_grad():  # a decaying spectrum: the second layer has the larger errors
+        first.weight.mul_(torch.logspace(0, -3, 24, dtype=F64))
+    layers = [
+        GroupedLayer("l0", first, [1, 2, 3, 4, 6, 8, 12, 24], "params", "true", None),
+        GroupedLayer("l1", second, [1, 2, 3, 4, 6, 12], "params", "true", None),
+    ]
+    assert [[s.nearest_k(t) for s in layers] for t in (1, 3, 5, 7, 9)] == [
+        [1, 1], [3, 3], [4, 4], [6, 6], [8, 6]
+    ]  # fmt: skip
+    shown = []
+    real = alloc_search.progress
+    monkeypatch.setattr(
+        alloc_search, "progress", lambda items, show, desc: shown.append((show, desc)) or items
+    )
+    ones = _total(layers, [1, 1], [1, 1])
+    dense = sum(s.dense for s in layers)
+    for frac in (0.1, 0.25, 0.4, 0.5, 0.7):
+        budget = ones + frac * (dense - ones)
+        for iterations in (0, 1, 3):
+            got = alloc_search.alds(
+                layers, budget, iterations=iterations, seeds=2, seed=7, show=True
+            )
+            assert got == reference_alds(layers, budget, iterations, 2, 7), (frac, iterations)
+    assert set(shown) == {(True, "allocate: alds starts")}
+    assert list(real([1, 2], False, "x")) == [1, 2]
