@@ -337,3 +337,37 @@ def test_alds_starts_and_progress_on_layers_with_many_group_counts(monkeypatch):
             assert got == reference_alds(layers, budget, iterations, 2, 7), (frac, iterations)
     assert set(shown) == {(True, "allocate: alds starts")}
     assert list(real([1, 2], False, "x")) == [1, 2]
+
+
+def test_local_step_on_larger_layers_moves_to_better_group_counts():
+    shapes_ks = [
+        ((16, 24), [1, 2, 3, 4, 6, 8, 12, 24]),
+        ((12, 8, 3, 3), [1, 2, 4, 8]),
+        ((10, 12, 1, 1), [1, 2, 3, 4, 6, 12]),
+    ]
+    layers = [
+        GroupedLayer(f"l{i}", layer_of(shape), ks, "params", "true", None)
+        for i, (shape, ks) in enumerate(shapes_ks)
+    ]
+    moved = 0
+    for js, ks in (([2, 3, 2], [4, 2, 3]), ([4, 1, 3], [2, 8, 2]), ([1, 6, 1], [6, 1, 12])):
+        got_js, got_ks = _local(layers, js, ks)
+        for s, j, k, j2, k2 in zip(layers, js, ks, got_js, got_ks):
+            assert (s.error(j2, k2), k2, j2) == brute_local(s, j, k), (s.name, j, k)
+            moved += (j2, k2) != (j, k)
+    assert moved >= 2
+
+
+def test_progress_bars_and_single_group_methods():
+    bar = alloc_search.progress([1, 2], True, "here")
+    assert (bar.disable, bar.desc, bar.leave) == (False, "here", False) and list(bar) == [1, 2]
+    assert alloc_search.progress([1], False, "here").disable
+    layers = three_layers()
+    budget = 2 * _total(layers, [1, 1, 1], [1, 1, 1])
+    for search in (alloc_search.uniform, alloc_search.energy):
+        assert search(layers, budget)[1:] == ([1, 1, 1], [])
+    assert alloc_search.SEARCHES == {
+        "uniform": alloc_search.uniform,
+        "energy": alloc_search.energy,
+        "alds": alloc_search.alds,
+    }
