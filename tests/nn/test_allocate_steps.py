@@ -371,3 +371,49 @@ def test_progress_bars_and_single_group_methods():
         "energy": alloc_search.energy,
         "alds": alloc_search.alds,
     }
+
+
+def larger_layers(objective="true"):
+    return [
+        GroupedLayer(f"l{i}", layer_of(shape), ks, "params", objective, None)
+        for i, (shape, ks) in enumerate(
+            [((16, 24), [1, 2, 4]), ((12, 8, 3, 3), [1, 2]), ((10, 12, 1, 1), [1, 3])]
+        )
+    ]
+
+
+@pytest.mark.parametrize("objective", ["true", "proxy"])
+def test_global_step_is_the_filled_ranks_of_the_least_common_threshold(objective):
+    """Exactly: the smallest threshold whose ranks fit (from every curve value), then filled."""
+    layers = larger_layers(objective)
+    for ks in ([1, 1, 1], [2, 2, 3], [4, 1, 1]):
+
+        def ranks(eps, ks=ks):
+            return [s.rank_for(eps, k) for s, k in zip(layers, ks)]
+
+        values = sorted(
+            {0.0} | {s.curve(j, k) for s, k in zip(layers, ks) for j in range(1, s.max_rank(k))}
+        )
+        ones, full = _total(layers, [1, 1, 1], ks), _total(layers, ranks(0.0), ks)
+        budgets = [ones + f * (full - ones) for f in (0.1, 0.3, 0.5, 0.7, 0.9)]
+        budgets += [_total(layers, ranks(e), ks) for e in values[1::7]]
+        for budget in budgets:
+            least = min(e for e in values if _total(layers, ranks(e), ks) <= budget)
+            want = naive_fill(layers, ranks(least), ks, budget, by_error=True)
+            assert _global(layers, ks, budget) == want, (ks, budget)
+
+
+@pytest.mark.parametrize("by_error", [True, False])
+def test_fill_on_larger_layers_and_a_zero_kernel(by_error):
+    layers = larger_layers()
+    zero = layer_of((8, 8))
+    with torch.no_grad():
+        zero.weight.zero_()
+    layers.append(GroupedLayer("z", zero, [1, 2], "params", "true", None))
+    for ks in ([1, 1, 1, 1], [2, 2, 3, 2]):
+        start = [1, 1, 1, 1]
+        ones = _total(layers, start, ks)
+        for extra in (30, 100, 250, 500, 900, 1500):
+            got = _fill(layers, start, ks, ones + extra, by_error)
+            assert got == naive_fill(layers, start, ks, ones + extra, by_error), (ks, extra)
+            assert got[3] == 1  # a zero kernel has nothing to gain
