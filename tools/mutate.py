@@ -122,6 +122,18 @@ TESTS: dict[str, list[str]] = {
     "tensornet/nn/planning.py": ["tests/nn/test_planning.py", "tests/nn/test_layers_inputs.py"],
     "tensornet/nn/layers.py": ["tests/nn/test_layers_inputs.py", "tests/nn/test_layers.py"],
 
+    # nn: compress and its report, allocate and its searches
+    "tensornet/nn/compress.py": [
+        "tests/nn/test_compress.py", "tests/nn/test_compress_steps.py", "tests/nn/test_model.py",
+    ],
+    "tensornet/nn/report.py": ["tests/nn/test_compress.py", "tests/nn/test_compress_steps.py"],
+    "tensornet/nn/measure.py": ["tests/nn/test_compress.py", "tests/nn/test_compress_steps.py"],
+    "tensornet/nn/allocate.py": ["tests/nn/test_allocate.py", "tests/nn/test_allocate_steps.py"],
+    "tensornet/nn/alloc_layer.py": [
+        "tests/nn/test_allocate.py", "tests/nn/test_allocate_steps.py",
+    ],
+    "tensornet/nn/alloc_search.py": ["tests/nn/test_allocate_steps.py"],
+
     # studies: the verdict code (findings from the run's tables) and its statistics
     "studies/verdicts/truncation.py": ["tests/studies/test_truncation_verdicts.py"],
     "studies/verdicts/alds.py": ["tests/studies/test_verdicts_alds.py"],

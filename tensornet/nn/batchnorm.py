@@ -229,6 +229,25 @@ def recalibrate_bn(
     True
     """
     limit = _check_batches(batches)
+    layers = _layers_to_recompute(model, data)
+    if not layers:
+        return BNRecalibration((), 0, 0)
+    saved = {
+        n: (bn.running_mean.clone(), bn.running_var.clone(), _count(bn)) for n, bn in layers.items()
+    }
+    moments = {name: _Moments() for name in layers}
+    try:
+        batches_run = [data] if isinstance(data, torch.Tensor) else data
+        done, samples = _run(model, layers, moments, batches_run, limit, progress)
+    except BaseException:
+        for name, bn in layers.items():
+            _restore(bn, saved[name])
+        raise
+    return BNRecalibration(_write(layers, moments, saved), done, samples)
+
+
+def _layers_to_recompute(model: nn.Module, data: Any) -> dict[str, nn.Module]:
+    """The model's BatchNorm layers with running statistics (checked; none: a warning)."""
     if not isinstance(data, Iterable):  # a tensor is iterable too
         raise TypeError(
             "recalibrate_bn: data must be a tensor or an iterable of batches, "
@@ -240,23 +259,31 @@ def recalibrate_bn(
             "recalibrate_bn: the model has no BatchNorm layer with running statistics; "
             "nothing to recompute",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-        return BNRecalibration((), 0, 0)
     lazy = [n for n, bn in layers.items() if isinstance(bn.running_mean, UninitializedBuffer)]
     if lazy:
         raise ValueError(
             f"recalibrate_bn: lazy BatchNorm layers {lazy} are not initialised; run the model once"
         )
-    if isinstance(data, torch.Tensor):
-        data = [data]
+    return layers
+
+
+def _run(
+    model: nn.Module,
+    layers: dict[str, nn.Module],
+    moments: dict[str, _Moments],
+    data: Iterable[Any],
+    limit: int | None,
+    progress: bool,
+) -> tuple[int, int]:
+    """Forward passes with the BatchNorm layers in training mode: (batches, samples) seen.
+
+    Every module's mode is restored after, and the hooks that gather the moments removed.
+    """
     device, dtype = _placement(model)
-    saved = {
-        n: (bn.running_mean.clone(), bn.running_var.clone(), _count(bn)) for n, bn in layers.items()
-    }
     modes = {m: m.training for m in model.modules()}
     bar = _progress(data, limit, progress)
-    moments = {name: _Moments() for name in layers}
     hooks = [bn.register_forward_pre_hook(moments[name]) for name, bn in layers.items()]
     done = samples = 0
     try:
@@ -273,10 +300,6 @@ def recalibrate_bn(
                     break
         if done == 0:
             raise ValueError("recalibrate_bn: data yielded no batches")
-    except BaseException:
-        for name, bn in layers.items():
-            _restore(bn, saved[name])
-        raise
     finally:
         if bar is not None:
             bar.close()
@@ -284,20 +307,26 @@ def recalibrate_bn(
             hook.remove()
         for module, mode in modes.items():
             module.training = mode
+    return done, samples
+
+
+def _write(
+    layers: dict[str, nn.Module], moments: dict[str, _Moments], saved: dict[str, tuple]
+) -> tuple[str, ...]:
+    """Each layer's pooled statistics stored (one that saw nothing: restored, with a warning)."""
     unused = [name for name in layers if moments[name].mean is None]
     if unused:
         warnings.warn(
             f"recalibrate_bn: BatchNorm layers {unused} saw no input; their statistics are kept",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     for name, bn in layers.items():
         if name in unused:
             _restore(bn, saved[name])
         else:
             _store(bn, moments[name])
-    used = tuple(name for name in layers if name not in unused)
-    return BNRecalibration(used, done, samples)
+    return tuple(name for name in layers if name not in unused)
 
 
 def _count(bn: nn.Module) -> int | None:

@@ -11,7 +11,7 @@ from torch import nn
 import models.vgg as vgg
 from models import build_model
 from tensornet.nn import TNConv2d, TNLinear, allocate, compress, cost
-from tensornet.nn.allocate import _dense_seconds, _Layer
+from tensornet.nn.alloc_layer import GroupedLayer, Pricer, layer_seconds
 from tensornet.nn.compress import layer_inputs
 
 F64 = torch.float64
@@ -96,7 +96,7 @@ def test_spectral_and_frobenius_errors_equal_the_dense_ones_for_every_j_and_k(sh
     w = module.weight.detach()
     ks = [k for k in range(1, shape[1] + 1) if shape[1] % k == 0]
     for objective in ("true", "proxy"):
-        layer = _Layer("x", module, ks, "params", objective, None)
+        layer = GroupedLayer("x", module, ks, "params", objective, None)
         for k in ks:
             m = layer.max_rank(k)
             assert m == min(shape[0], shape[1] // k * math.prod(shape[2:]))
@@ -119,14 +119,14 @@ def test_spectral_and_frobenius_errors_equal_the_dense_ones_for_every_j_and_k(sh
 def test_rank_for_is_the_smallest_rank_meeting_the_threshold(objective):
     torch.manual_seed(5)
     module = nn.Conv2d(8, 16, 3, dtype=F64)
-    full = _Layer("x", module, [1, 2, 4, 8], "params", objective, None)
+    full = GroupedLayer("x", module, [1, 2, 4, 8], "params", objective, None)
     for k in full.ks:
         curve = [full.curve(j, k) for j in range(full.max_rank(k) + 1)]
         assert all(a >= b - 1e-15 for a, b in zip(curve, curve[1:]))  # monotone in j
         for eps in sorted(set(curve)) + [0.5 * (curve[1] + curve[2]), 2.0]:
             want = next(j for j in range(1, len(curve)) if curve[j] <= eps)
             assert full.rank_for(eps, k) == want, (k, eps)  # every value known
-            fresh = _Layer("x", module, [1, k], "params", objective, None)
+            fresh = GroupedLayer("x", module, [1, k], "params", objective, None)
             assert fresh.rank_for(eps, k) == want, (k, eps)  # found by bisection
             if objective == "true" and k > 1:
                 assert fresh.evaluations < len(curve) - 1 or len(curve) <= 4
@@ -226,7 +226,7 @@ def test_time_budget_uses_the_cost_models_estimate(resnet):
     running_flops(resnet, alloc, x)  # each layer's seconds are its plan's estimate
     names = [n for n, m in resnet.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     shapes = layer_inputs(resnet, x, names)
-    whole = sum(_dense_seconds(resnet.get_submodule(n), shapes[n]) for n in names)
+    whole = sum(layer_seconds(resnet.get_submodule(n), shapes[n]) for n in names)
     assert alloc.model_seconds == pytest.approx(whole, rel=1e-12)
     after = alloc.model_seconds + sum(c.seconds - c.dense_seconds for c in alloc.layers.values())
     assert (
@@ -250,19 +250,19 @@ def test_dense_seconds_price_one_conv_step():
     # (2, 8, 9, 9) -> (2, 16, 5, 5): 2 * 2 * 16 * 72 * 25 FLOPs
     flops, elements = 2 * 2 * 16 * 72 * 25, 2 * (8 * 81 + 16 * 25)
     want = table.step_time("conv", flops, 4 * elements, 2)
-    assert _dense_seconds(conv, (2, 8, 9, 9)) == pytest.approx(want, rel=1e-12)
+    assert layer_seconds(conv, (2, 8, 9, 9)) == pytest.approx(want, rel=1e-12)
     lin = nn.Linear(12, 5)
     want = table.step_time("matmul", 2 * 6 * 12 * 5, 4 * 6 * 17, 0)  # as a linear dense plan
-    assert _dense_seconds(lin, (2, 3, 12)) == pytest.approx(want, rel=1e-12)
+    assert layer_seconds(lin, (2, 3, 12)) == pytest.approx(want, rel=1e-12)
     depthwise = nn.Conv2d(8, 8, 3, groups=8)
     want = table.step_time("depthwise", 2 * 2 * 8 * 9 * 49, 4 * 2 * (8 * 81 + 8 * 49), 2)
-    assert _dense_seconds(depthwise, (2, 8, 9, 9)) == pytest.approx(want, rel=1e-12)
+    assert layer_seconds(depthwise, (2, 8, 9, 9)) == pytest.approx(want, rel=1e-12)
     wide = nn.Conv2d(8, 8, 5, groups=8)  # a 5x5 depthwise conv is no shift: a grouped conv
     want = table.step_time("grouped", 2 * 2 * 8 * 25 * 25, 4 * 2 * (8 * 81 + 8 * 25), 2)
-    assert _dense_seconds(wide, (2, 8, 9, 9)) == pytest.approx(want, rel=1e-12)
+    assert layer_seconds(wide, (2, 8, 9, 9)) == pytest.approx(want, rel=1e-12)
     grouped = nn.Conv2d(8, 16, 3, groups=2)
     want = table.step_time("grouped", 2 * 2 * 16 * 36 * 49, 4 * 2 * (8 * 81 + 16 * 49), 2)
-    assert _dense_seconds(grouped, (2, 8, 9, 9)) == pytest.approx(want, rel=1e-12)
+    assert layer_seconds(grouped, (2, 8, 9, 9)) == pytest.approx(want, rel=1e-12)
 
 
 # -- argument checks, spectra, progress, printing ---------------------------------------------
@@ -413,7 +413,6 @@ def test_allocation_prints_true_errors_and_running_plans():
 
 def test_costs_rank_search_and_dense_rule_on_priced_layers():
     """is_dense, cost and largest_rank of priced layers against brute force over j."""
-    from tensornet.nn.allocate import _Pricer
 
     torch.manual_seed(4)
     cases = [
@@ -422,8 +421,8 @@ def test_costs_rank_search_and_dense_rule_on_priced_layers():
     ]
     for module, shape, ks in cases:
         for measure in ("flops", "time"):
-            pricer = _Pricer(module, shape)
-            layer = _Layer("x", module, ks, measure, "true", pricer)
+            pricer = Pricer(module, shape)
+            layer = GroupedLayer("x", module, ks, measure, "true", pricer)
             dense = pricer.dense_flops if measure == "flops" else pricer.dense_seconds
             assert layer.dense_cost() == dense
             for k in ks:
@@ -445,8 +444,8 @@ def test_costs_rank_search_and_dense_rule_on_priced_layers():
                     assert layer.largest_rank(k, cap) == (max(fits) if fits else None), (k, cap)
     # the one-factor structure prices the plain layer: no kernel to rebuild
     conv, shape = cases[0][0], cases[0][1]
-    assert _Pricer(conv, shape).dense_flops == 2 * 16 * 48 * 32 * 9 * 256
-    params = _Layer("x", conv, [1, 2], "params", "true", None)
+    assert Pricer(conv, shape).dense_flops == 2 * 16 * 48 * 32 * 9 * 256
+    params = GroupedLayer("x", conv, [1, 2], "params", "true", None)
     for j in range(1, 20):
         per = 48 + 32 * 9
         assert params.cost(j, 1) == min(j * per, conv.weight.numel())
@@ -480,7 +479,7 @@ def test_zero_and_rank_deficient_kernels():
         assert alloc.layers["1"].format == "grouped"
         if method != "uniform":  # nothing to gain above rank 1 (uniform keeps its ratio)
             assert alloc.layers["1"].ranks == (1,)
-    layer = _Layer("x", net[1], [1, 2], "params", "true", None)
+    layer = GroupedLayer("x", net[1], [1, 2], "params", "true", None)
     assert layer.norm2 == layer.normf == 1.0 and list(layer.energy) == [1.0] * 8
 
 

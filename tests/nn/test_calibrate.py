@@ -437,3 +437,34 @@ def test_inputs_go_to_the_model_device_and_the_random_state_is_kept(device, xy):
     c = net[0](x.to(device)).double().mean(dim=(0, 2, 3))
     torch.testing.assert_close(net[2].running_mean.double(), c, rtol=0.2, atol=0.05)
     assert net.training and net[1].training
+
+
+def test_the_batches_run_through_the_progress_bar(xy, monkeypatch):
+    """By default a bar is asked for, with the batch limit, and the batches come through it."""
+    import tensornet.nn.batchnorm as batchnorm
+
+    class Bar:
+        def __init__(self, data):
+            self.data, self.seen, self.closed = data, 0, False
+
+        def __iter__(self):
+            for item in self.data:
+                self.seen += 1
+                yield item
+
+        def close(self):
+            self.closed = True
+
+    calls, bars = [], []
+
+    def spy(data, limit, enabled):
+        calls.append((limit, enabled))
+        bars.append(Bar(data))
+        return bars[-1]
+
+    monkeypatch.setattr(batchnorm, "_progress", spy)
+    x, _ = xy
+    net = make_stale(nested_net()).eval()
+    result = recalibrate_bn(net, [x[:16], x[16:32], x[32:48]], batches=2)
+    assert calls == [(2, True)] and result.batches == 2
+    assert bars[0].seen == 2 and bars[0].closed

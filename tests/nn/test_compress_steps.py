@@ -1,0 +1,81 @@
+"""compress's pieces: the report against hand counts and dense recomputations, the checks."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tensornet.nn import compress
+from tensornet.nn.report import kept_dense, layer_kind
+
+
+def net():
+    torch.manual_seed(3)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 12, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(12, 16, 3),
+        nn.Flatten(),
+        nn.Linear(16 * 2 * 2, 24),
+        nn.Linear(24, 5),
+    )
+
+
+def test_report_figures_against_hand_counts_and_dense_kernels():
+    model = net()
+    x = torch.randn(2, 3, 8, 8)
+    small, report = compress(model, "tucker2", fraction=0.5, example_input=x)
+    assert [r.name for r in report.layers] == ["2", "4", "6"]
+    # dense FLOPs by hand: 2 * batch * out * in * kh * kw * rows * cols
+    hand = {"2": 2 * 2 * 12 * 8 * 9 * 4 * 4, "4": 2 * 2 * 16 * 12 * 9 * 2 * 2, "6": 2 * 2 * 24 * 64}
+    params = {"2": 12 * 8 * 9 + 12, "4": 16 * 12 * 9 + 16, "6": 24 * 64 + 24}
+    for r in report.layers:
+        dense, new = model.get_submodule(r.name), small.get_submodule(r.name)
+        assert r.kind == layer_kind(dense) == ("linear" if r.name == "6" else "conv")
+        assert r.flops_before == hand[r.name]
+        assert r.params_before == params[r.name]
+        assert r.params_after == sum(p.numel() for p in new.parameters()) < params[r.name]
+        assert r.compression == r.params_before / r.params_after
+        w = dense.weight.detach().double().reshape(dense.weight.shape[0], -1).numpy()
+        w2 = new.weight.detach().double().reshape(w.shape).numpy()
+        assert r.error_fro == pytest.approx(np.linalg.norm(w - w2) / np.linalg.norm(w), abs=1e-6)
+        assert r.error_spectral == pytest.approx(
+            np.linalg.norm(w - w2, 2) / np.linalg.norm(w, 2), abs=1e-6
+        )
+        assert r.format == new.format and r.ranks == new.ranks and r.aliases == (r.name,)
+        assert r.speedup == r.seconds_before / r.seconds_after
+        assert r.slower == (r.seconds_after > r.seconds_before)
+    assert report.params_before == sum(params.values())
+    assert report.params_after == sum(r.params_after for r in report.layers)
+    assert report.flops_before == sum(hand.values())
+    assert report.flops_after == sum(r.flops_after for r in report.layers)
+    assert report.seconds_before == pytest.approx(sum(r.seconds_before for r in report.layers))
+    before = sum(p.numel() for p in model.parameters())
+    after = sum(p.numel() for p in small.parameters())
+    assert (report.model_params_before, report.model_params_after) == (before, after)
+    assert report.params_ratio == after / before
+    assert report.input_shape == (2, 3, 8, 8)
+
+
+def test_kept_dense_report_copies_the_dense_figures():
+    _, report = compress(net(), "tt", fraction=0.5, example_input=torch.randn(2, 3, 8, 8))
+    r = report.layers[0]
+    d = kept_dense(r)
+    assert (d.format, d.ranks, d.plan, d.kept_dense) == ("dense", (), None, True)
+    assert (d.params_after, d.flops_after, d.seconds_after) == (
+        r.params_before,
+        r.flops_before,
+        r.seconds_before,
+    )
+    assert (d.error, d.error_fro, d.error_spectral) == (0.0, 0.0, 0.0)
+    assert (d.name, d.kind, d.params_before, d.aliases) == (
+        r.name,
+        r.kind,
+        r.params_before,
+        r.aliases,
+    )
+    assert d.speedup == 1.0 and not d.slower and not math.isnan(d.compression)
