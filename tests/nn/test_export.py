@@ -4,6 +4,7 @@ Values are checked against the compressed layer (itself checked against dense to
 test_layers), in float64 to 1e-10 and float32 to 1e-5 relative; parameters never grow.
 """
 
+import re
 import warnings
 
 import pytest
@@ -298,7 +299,7 @@ def test_pointwise_conv_equals_conv(bias):
     x = torch.randn(3, 6, 4, 5, dtype=F64)
     ref = F.conv2d(x, conv.weight, conv.bias, groups=2)
     torch.testing.assert_close(conv(x), ref, rtol=1e-12, atol=1e-12)
-    assert "fold" not in repr(conv)
+    assert "fold" not in repr(conv) and conv.extra_repr() == nn.Conv2d.extra_repr(conv)
     conv.fold = 3  # three channel blocks in the batch
     y = torch.randn(2, 18, 4, 5, dtype=F64)
     ref = F.conv2d(y.reshape(6, 6, 4, 5), conv.weight, conv.bias, groups=2).reshape(2, 12, 4, 5)
@@ -327,3 +328,72 @@ def test_model_without_compressed_layers():
     net = nn.Sequential(nn.Linear(3, 2))
     out = to_standard(net, (1, 3))
     assert out is not net and torch.equal(out[0].weight, net[0].weight)
+
+
+# -- defaults, devices and the chains as plans ------------------------------------------------
+def slower_chains(monkeypatch):
+    """``_times`` faked: every chain 1.5x the layer in every round (each function run once)."""
+
+    def fake(fns, repeat):
+        for fn in fns:
+            fn()
+        return [[1.0] * repeat] + [[1.5] * repeat for _ in fns[1:]]
+
+    monkeypatch.setattr(export, "_times", fake)
+
+
+def test_defaults_measure_with_slack_one(monkeypatch):
+    """Without arguments, the chains are measured (faked here) and must be within 1.0x."""
+    slower_chains(monkeypatch)
+    lin = TNLinear(8, 6, format="svd", ranks=2)
+    shapes = []
+    lin.register_forward_pre_hook(lambda mod, args: shapes.append(tuple(args[0].shape)))
+    head = "to_standard: {} (format svd) has no plain-torch form within 1.0x of its time at no "
+    tail = (
+        "more parameters: its fastest plain chain (chain[V,U]) is measured at 1.50x its forward "
+        "(fallback='chain' writes it anyway); kept as a compressed layer"
+    )
+    with pytest.warns(UserWarning, match="^" + re.escape(head.format("TNLinear") + tail) + "$"):
+        assert linear_sequence(lin, (2, 3, 8)) is lin
+    assert shapes and set(shapes) == {(6, 8)}  # timed on the input shape asked for
+    net = nn.Sequential(lin)
+    with pytest.warns(UserWarning, match="^" + re.escape(head.format("0") + tail) + "$"):
+        out = to_standard(net)
+    assert out[0] is not lin and isinstance(out[0], TNLinear)  # a copy, kept compressed
+    assert export._REPEAT == 15  # the rounds of the interleaved figures in the module notes
+
+
+def test_modules_are_made_on_the_layers_device():
+    """Every module of a chain is made where the factors live (here the meta device)."""
+    for layer, fn in [
+        (TNLinear(8, 6, format="svd", ranks=2), linear_sequence),
+        (TNLinear(8, 6, format="grouped", ranks=1, channel_groups=2), linear_sequence),
+        (TNConv2d(8, 6, 3, padding=1, format="cp", ranks=3), conv_sequence),
+        (TNConv2d(8, 6, 3, padding=1, format="tucker2", ranks=2), conv_sequence),
+    ]:
+        shape = (4, 8) if isinstance(layer, TNLinear) else (2, 8, 6, 6)
+        seq = fn(layer.to("meta"), shape, fallback="chain", measure=False)
+        assert plain(seq) and n_params(seq) > 0
+        assert {p.device.type for p in seq.parameters()} == {"meta"}
+
+
+def test_linear_chains_are_plans_of_the_layer():
+    """Each chain, run as a plan, is the layer's map; its final permute is priced as a copy."""
+    torch.manual_seed(5)
+    lin = TNLinear(6, 8, bias=False, format="ttmatrix", ranks=2, out_dims=(2, 4), in_dims=(3, 2),
+                   dtype=F64)  # fmt: skip
+    x = torch.randn(5, 6, dtype=F64)
+    tensors = {k: v.detach() for k, v in lin.factors.items()}
+    plans = linear_chains(lin, (5, 6))
+    assert [p.name for p in plans] == ["chain[G0,G1]", "chain[G1,G0]"]
+    for plan in plans:
+        assert plan.output_shape == (5, 8)
+        torch.testing.assert_close(plan(x, tensors), lin(x), rtol=1e-12, atol=1e-12)
+    # chain[G1,G0] ends with the output legs in the wrong order: one permute of the output
+    last = plans[1].steps[-1]
+    assert type(last).__name__ == "PermuteStep" and plans[1].describe().endswith("-> permute")
+    assert (last.kind, last.flops, last.elements) == ("copy", 0, 2 * 5 * 8)
+    # G1 (r 2, o1 4, i1 2) on (5 i0 3 | i1 2): 15 images 2->8; then G0 on (5 o1 4 | i0 3, r 2):
+    # 20 images 6->2; each permute reads and writes the whole activation (120, then 40)
+    assert [s.flops for s in plans[1].steps] == [2 * 15 * 8 * 2, 0, 2 * 20 * 2 * 6, 0]
+    assert plans[1].elements == 15 * (2 + 8) + 2 * 120 + 20 * (6 + 2) + 2 * 40
