@@ -397,3 +397,26 @@ def test_linear_chains_are_plans_of_the_layer():
     # 20 images 6->2; each permute reads and writes the whole activation (120, then 40)
     assert [s.flops for s in plans[1].steps] == [2 * 15 * 8 * 2, 0, 2 * 20 * 2 * 6, 0]
     assert plans[1].elements == 15 * (2 + 8) + 2 * 120 + 20 * (6 + 2) + 2 * 40
+
+
+def test_to_standard_passes_shapes_slack_and_measure_to_each_layer(monkeypatch):
+    slower_chains(monkeypatch)
+    layer = TNConv2d(8, 8, 3, padding=1, format="tucker2", ranks=(4, 4))
+    shapes = []
+    layer.register_forward_pre_hook(lambda mod, args: shapes.append(tuple(args[0].shape)))
+    net = nn.Sequential(nn.Conv2d(3, 8, 1), layer)
+    out = to_standard(net, (2, 3, 6, 5), slack=1.5)  # 1.5x is within slack 1.5
+    assert plain(out) and isinstance(out[1], nn.Sequential)
+    assert shapes and set(shapes) == {(2, 8, 6, 5)}  # traced, then timed on that shape
+
+    def no_timing(fns, repeat):
+        raise AssertionError("timed with measure=False")
+
+    monkeypatch.setattr(export, "_times", no_timing)
+    assert plain(to_standard(net, (2, 3, 6, 5), fallback="chain", measure=False))
+
+
+def test_to_standard_on_the_layers_device():
+    net = nn.Sequential(TNConv2d(4, 6, 3, padding=1, format="cp", ranks=3)).to("meta")
+    out = to_standard(net, (2, 4, 6, 6), fallback="chain", measure=False)
+    assert plain(out) and {p.device.type for p in out.parameters()} == {"meta"}
