@@ -308,6 +308,9 @@ def test_pointwise_conv_equals_conv(bias):
     z = torch.randn(5, 18, dtype=F64)  # features of a linear layer
     ref = F.conv2d(z.reshape(15, 6, 1, 1), conv.weight, conv.bias, groups=2).reshape(5, 12)
     torch.testing.assert_close(conv(z), ref, rtol=1e-12, atol=1e-12)
+    two = y[:, :, :1, :2]  # 1x2 images: the image path
+    ref = F.conv2d(two.reshape(6, 6, 1, 2), conv.weight, conv.bias, groups=2)
+    torch.testing.assert_close(conv(two), ref.reshape(2, 12, 1, 2), rtol=1e-12, atol=1e-12)
     one = y[:, :, :1, :1]  # 1x1 images take the features path too
     ref = F.conv2d(one.reshape(6, 6, 1, 1), conv.weight, conv.bias, groups=2)
     torch.testing.assert_close(conv(one), ref.reshape(2, 12, 1, 1), rtol=1e-12, atol=1e-12)
@@ -361,6 +364,13 @@ def test_defaults_measure_with_slack_one(monkeypatch):
         out = to_standard(net)
     assert out[0] is not lin and isinstance(out[0], TNLinear)  # a copy, kept compressed
     assert export._REPEAT == 15  # the rounds of the interleaved figures in the module notes
+    conv = TNConv2d(8, 8, 3, padding=1, format="tucker2", ranks=(4, 4))
+    conv.register_forward_pre_hook(lambda mod, args: shapes.append(tuple(args[0].shape)))
+    shapes.clear()
+    with pytest.warns(UserWarning, match=r"^to_standard: TNConv2d \(format tucker2\) has no .*"
+                      r"within 1\.0x.* is measured at 1\.50x its forward"):  # fmt: skip
+        assert conv_sequence(conv, (2, 8, 6, 5)) is conv
+    assert shapes and set(shapes) == {(2, 8, 6, 5)}
 
 
 def test_modules_are_made_on_the_layers_device():
@@ -375,6 +385,8 @@ def test_modules_are_made_on_the_layers_device():
         seq = fn(layer.to("meta"), shape, fallback="chain", measure=False)
         assert plain(seq) and n_params(seq) > 0
         assert {p.device.type for p in seq.parameters()} == {"meta"}
+        # the plans are those of the layer's device: off the CPU, depthwise steps are plain convs
+        assert not any(isinstance(m, ShiftConv2d) for m in seq.modules())
 
 
 def test_linear_chains_are_plans_of_the_layer():
@@ -420,3 +432,18 @@ def test_to_standard_on_the_layers_device():
     net = nn.Sequential(TNConv2d(4, 6, 3, padding=1, format="cp", ranks=3)).to("meta")
     out = to_standard(net, (2, 4, 6, 6), fallback="chain", measure=False)
     assert plain(out) and {p.device.type for p in out.parameters()} == {"meta"}
+
+
+@pytest.mark.parametrize("kernel", [(1, 2), (2, 1), (2, 2)])
+@pytest.mark.parametrize("mode", ["zeros", "replicate"])
+def test_one_sided_padding(kernel, mode):
+    """'same' padding of an even kernel pads one side only (a padding module before the conv)."""
+    torch.manual_seed(6)
+    layer = TNConv2d(6, 4, kernel, padding="same", padding_mode=mode, format="tucker2",
+                     ranks=(2, 3), dtype=F64)  # fmt: skip
+    seq = conv_sequence(layer, (2, 6, 5, 7), fallback="chain", measure=False)
+    pads = [m for m in seq.modules() if isinstance(m, (nn.ZeroPad2d, nn.ReplicationPad2d))]
+    assert len(pads) == 1 and pads[0].padding == (0, kernel[1] - 1, 0, kernel[0] - 1)
+    x = torch.randn(3, 6, 5, 6, dtype=F64)
+    assert seq(x).shape == (3, 4, 5, 6)
+    rel_close(seq(x), layer(x), 1e-10)
