@@ -447,3 +447,33 @@ def test_one_sided_padding(kernel, mode):
     x = torch.randn(3, 6, 5, 6, dtype=F64)
     assert seq(x).shape == (3, 4, 5, 6)
     rel_close(seq(x), layer(x), 1e-10)
+
+
+def test_every_fitting_chain_computes_the_layer():
+    """Not just the chosen one: each candidate chain, with the bias where it can go."""
+    torch.manual_seed(7)
+    layer = TNConv2d(8, 8, 3, padding=1, format="ht", fraction=0.6, out_dims=(2, 4),
+                     in_dims=(2, 4), dtype=F64)  # fmt: skip
+    plans = export._fits(layer, export.conv_candidates(layer.structure, layer.geometry,
+                                                       (2, 8, 5, 5), "cpu"))  # fmt: skip
+    x = torch.randn(3, 8, 5, 6, dtype=F64)
+    ends = set()
+    for plan in plans:
+        mods = export._plan_modules(layer, plan, 2)
+        rel_close(nn.Sequential(*mods)(x), layer(x), 1e-10)
+        ends.add(tuple(type(m).__name__ + str(getattr(m, "fold", "")) for m in mods[-2:]))
+    # a folded 1x1 conv holds one block's channels: the bias goes after it
+    assert ("PointwiseConv2d2", "ChannelBias") in ends and len(plans) >= 3
+
+
+def test_the_estimate_is_for_the_layers_dtype():
+    """float64: the layer's plan and the chains are both priced at 8 bytes an element."""
+    layer = TNConv2d(8, 8, 3, padding=1, format="tucker2", ranks=(4, 4), dtype=F64)
+    shape = (2, 8, 6, 6)
+    plans = export.conv_candidates(layer.structure, layer.geometry, shape, "cpu")
+    own = export.cost.choose(plans, "cpu", 8)  # the layer's own choice (plan="auto")
+    fits = sorted(export._fits(layer, plans), key=lambda p: p.cost["seconds"])
+    ratio = fits[0].cost["seconds"] / own.cost["seconds"]
+    assert ratio > 1
+    with pytest.warns(UserWarning, match=rf"is estimated at {ratio:.2f}x its forward"):
+        assert conv_sequence(layer, shape, measure=False) is layer
