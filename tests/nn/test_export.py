@@ -477,3 +477,23 @@ def test_the_estimate_is_for_the_layers_dtype():
     assert ratio > 1
     with pytest.warns(UserWarning, match=rf"is estimated at {ratio:.2f}x its forward"):
         assert conv_sequence(layer, shape, measure=False) is layer
+
+
+def test_measured_on_the_layers_device(monkeypatch):
+    """The timing input lives where the factors do (here the meta device: faked timer)."""
+    slower_chains(monkeypatch)
+    layer = TNConv2d(8, 8, 3, padding=1, format="tucker2", ranks=(4, 4)).to("meta")
+    seq = conv_sequence(layer, (2, 8, 6, 6), slack=1.5)
+    assert plain(seq) and {p.device.type for p in seq.parameters()} == {"meta"}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_measured_on_cuda_synchronises(monkeypatch):
+    calls = []
+    real = torch.cuda.synchronize
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: (calls.append(1), real(*a))[1])
+    slower_chains(monkeypatch)
+    layer = TNConv2d(8, 8, 3, padding=1, format="tucker2", ranks=(4, 4)).cuda()
+    with pytest.warns(UserWarning, match=r"measured at 1\.50x"):
+        assert conv_sequence(layer, (2, 8, 6, 6)) is layer
+    assert len(calls) >= 2  # after the layer and after each chain
