@@ -335,14 +335,18 @@ def test_model_without_compressed_layers():
 
 # -- defaults, devices and the chains as plans ------------------------------------------------
 def slower_chains(monkeypatch):
-    """``_times`` faked: every chain 1.5x the layer in every round (each function run once)."""
+    """``_times`` faked: every chain 1.5x the layer in every round (each function run once).
+
+    Returns the list of what each timed function returned, one list per call.
+    """
+    seen = []
 
     def fake(fns, repeat):
-        for fn in fns:
-            fn()
+        seen.append([fn() for fn in fns])
         return [[1.0] * repeat] + [[1.5] * repeat for _ in fns[1:]]
 
     monkeypatch.setattr(export, "_times", fake)
+    return seen
 
 
 def test_defaults_measure_with_slack_one(monkeypatch):
@@ -477,6 +481,19 @@ def test_the_estimate_is_for_the_layers_dtype():
     assert ratio > 1
     with pytest.warns(UserWarning, match=rf"is estimated at {ratio:.2f}x its forward"):
         assert conv_sequence(layer, shape, measure=False) is layer
+
+
+def test_what_is_timed_is_the_layer_and_each_chain_on_one_input(monkeypatch):
+    seen = slower_chains(monkeypatch)
+    layer = TNConv2d(8, 8, 3, padding=1, format="tucker2", ranks=(8, 8), dtype=F64)
+    with pytest.warns(UserWarning, match=r"measured at 1\.50x"):
+        conv_sequence(layer, (2, 8, 6, 6))
+    (outputs,) = seen
+    assert len(outputs) == 4  # the layer and the three cheapest chains
+    first = outputs[0][0]
+    assert first.shape == (2, 8, 6, 6) and first.dtype == F64
+    for out in outputs[1:]:
+        rel_close(out[0], first, 1e-10)
 
 
 def test_measured_on_the_layers_device(monkeypatch):
