@@ -42,10 +42,10 @@ up to ~1.15x slower inside the whole model. With ``slack=1.1`` a ResNet-20 with 
 from __future__ import annotations
 
 import copy
+import inspect
 import itertools
 import math
 import statistics
-import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -454,7 +454,7 @@ def _caller_level() -> int:
 
     A fixed level would point into this module when ``to_standard`` is the caller.
     """
-    frame, level = sys._getframe(1), 1
+    frame, level = inspect.currentframe(), 0  # this function's frame; 1 is its caller's
     while frame is not None and frame.f_code.co_filename == __file__:
         frame, level = frame.f_back, level + 1
     return level
