@@ -134,6 +134,13 @@ TESTS: dict[str, list[str]] = {
     ],
     "tensornet/nn/alloc_search.py": ["tests/nn/test_allocate_steps.py"],
 
+    # nn: the default format, kernel truncation, back to plain torch
+    "tensornet/nn/defaults.py": ["tests/nn/test_defaults.py"],
+    "tensornet/nn/truncate.py": [
+        "tests/nn/test_truncate.py", "tests/nn/test_layers_inputs.py", "tests/nn/test_model.py",
+    ],
+    "tensornet/nn/export.py": ["tests/nn/test_export.py", "tests/nn/test_model.py"],
+
     # studies: the verdict code (findings from the run's tables) and its statistics
     "studies/verdicts/truncation.py": ["tests/studies/test_truncation_verdicts.py"],
     "studies/verdicts/alds.py": ["tests/studies/test_verdicts_alds.py"],

@@ -42,6 +42,7 @@ up to ~1.15x slower inside the whole model. With ``slack=1.1`` a ResNet-20 with 
 from __future__ import annotations
 
 import copy
+import inspect
 import itertools
 import math
 import statistics
@@ -435,9 +436,20 @@ def _sequence(
         f"to_standard: {name or type(layer).__name__} (format {layer.format}) has no "
         f"plain-torch form within {slack}x of its time at no more parameters: {why}; "
         "kept as a compressed layer",
-        stacklevel=3,
+        stacklevel=_caller_level(),
     )
     return layer
+
+
+def _caller_level() -> int:
+    """The warning ``stacklevel`` of the first frame outside this module (the user's call).
+
+    A fixed level would point into this module when ``to_standard`` is the caller.
+    """
+    frame, level = inspect.currentframe(), 0  # this function's frame; 1 is its caller's
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class _FlatChain(nn.Sequential):

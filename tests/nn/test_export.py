@@ -4,6 +4,7 @@ Values are checked against the compressed layer (itself checked against dense to
 test_layers), in float64 to 1e-10 and float32 to 1e-5 relative; parameters never grow.
 """
 
+import re
 import warnings
 
 import pytest
@@ -134,6 +135,11 @@ def test_kept_with_warning_when_slower_by_estimate():
     ):
         kept = conv_sequence(layer, shape, measure=False, name="conv1")
     assert kept is layer
+    # the warning points at the user's call, also through to_standard
+    for fn in (conv_sequence, to_standard):
+        with pytest.warns(UserWarning, match="kept as a compressed layer") as rec:
+            fn(layer, shape, measure=False)
+        assert rec[0].filename == __file__
     seq = conv_sequence(layer, shape, measure=False, slack=100)
     assert isinstance(seq, nn.Sequential) and len(seq) == 3
 
@@ -298,7 +304,7 @@ def test_pointwise_conv_equals_conv(bias):
     x = torch.randn(3, 6, 4, 5, dtype=F64)
     ref = F.conv2d(x, conv.weight, conv.bias, groups=2)
     torch.testing.assert_close(conv(x), ref, rtol=1e-12, atol=1e-12)
-    assert "fold" not in repr(conv)
+    assert "fold" not in repr(conv) and conv.extra_repr() == nn.Conv2d.extra_repr(conv)
     conv.fold = 3  # three channel blocks in the batch
     y = torch.randn(2, 18, 4, 5, dtype=F64)
     ref = F.conv2d(y.reshape(6, 6, 4, 5), conv.weight, conv.bias, groups=2).reshape(2, 12, 4, 5)
@@ -307,6 +313,9 @@ def test_pointwise_conv_equals_conv(bias):
     z = torch.randn(5, 18, dtype=F64)  # features of a linear layer
     ref = F.conv2d(z.reshape(15, 6, 1, 1), conv.weight, conv.bias, groups=2).reshape(5, 12)
     torch.testing.assert_close(conv(z), ref, rtol=1e-12, atol=1e-12)
+    two = y[:, :, :1, :2]  # 1x2 images: the image path
+    ref = F.conv2d(two.reshape(6, 6, 1, 2), conv.weight, conv.bias, groups=2)
+    torch.testing.assert_close(conv(two), ref.reshape(2, 12, 1, 2), rtol=1e-12, atol=1e-12)
     one = y[:, :, :1, :1]  # 1x1 images take the features path too
     ref = F.conv2d(one.reshape(6, 6, 1, 1), conv.weight, conv.bias, groups=2)
     torch.testing.assert_close(conv(one), ref.reshape(2, 12, 1, 1), rtol=1e-12, atol=1e-12)
@@ -327,3 +336,186 @@ def test_model_without_compressed_layers():
     net = nn.Sequential(nn.Linear(3, 2))
     out = to_standard(net, (1, 3))
     assert out is not net and torch.equal(out[0].weight, net[0].weight)
+
+
+# -- defaults, devices and the chains as plans ------------------------------------------------
+def slower_chains(monkeypatch):
+    """``_times`` faked: every chain 1.5x the layer in every round (each function run once).
+
+    Returns the list of what each timed function returned, one list per call.
+    """
+    seen = []
+
+    def fake(fns, repeat):
+        seen.append([fn() for fn in fns])
+        return [[1.0] * repeat] + [[1.5] * repeat for _ in fns[1:]]
+
+    monkeypatch.setattr(export, "_times", fake)
+    return seen
+
+
+def test_defaults_measure_with_slack_one(monkeypatch):
+    """Without arguments, the chains are measured (faked here) and must be within 1.0x."""
+    slower_chains(monkeypatch)
+    lin = TNLinear(8, 6, format="svd", ranks=2)
+    shapes = []
+    lin.register_forward_pre_hook(lambda mod, args: shapes.append(tuple(args[0].shape)))
+    head = "to_standard: {} (format svd) has no plain-torch form within 1.0x of its time at no "
+    tail = (
+        "more parameters: its fastest plain chain (chain[V,U]) is measured at 1.50x its forward "
+        "(fallback='chain' writes it anyway); kept as a compressed layer"
+    )
+    with pytest.warns(UserWarning, match="^" + re.escape(head.format("TNLinear") + tail) + "$"):
+        assert linear_sequence(lin, (2, 3, 8)) is lin
+    assert shapes and set(shapes) == {(6, 8)}  # timed on the input shape asked for
+    net = nn.Sequential(lin)
+    with pytest.warns(UserWarning, match="^" + re.escape(head.format("0") + tail) + "$"):
+        out = to_standard(net)
+    assert out[0] is not lin and isinstance(out[0], TNLinear)  # a copy, kept compressed
+    assert export._REPEAT == 15  # the rounds of the interleaved figures in the module notes
+    conv = TNConv2d(8, 8, 3, padding=1, format="tucker2", ranks=(4, 4))
+    conv.register_forward_pre_hook(lambda mod, args: shapes.append(tuple(args[0].shape)))
+    shapes.clear()
+    with pytest.warns(UserWarning, match=r"^to_standard: TNConv2d \(format tucker2\) has no .*"
+                      r"within 1\.0x.* is measured at 1\.50x its forward"):  # fmt: skip
+        assert conv_sequence(conv, (2, 8, 6, 5)) is conv
+    assert shapes and set(shapes) == {(2, 8, 6, 5)}
+
+
+def test_modules_are_made_on_the_layers_device():
+    """Every module of a chain is made where the factors live (here the meta device)."""
+    for layer, fn in [
+        (TNLinear(8, 6, format="svd", ranks=2), linear_sequence),
+        (TNLinear(8, 6, format="grouped", ranks=1, channel_groups=2), linear_sequence),
+        (TNConv2d(8, 6, 3, padding=1, format="cp", ranks=3), conv_sequence),
+        (TNConv2d(8, 6, 3, padding=1, format="tucker2", ranks=2), conv_sequence),
+    ]:
+        shape = (4, 8) if isinstance(layer, TNLinear) else (2, 8, 6, 6)
+        seq = fn(layer.to("meta"), shape, fallback="chain", measure=False)
+        assert plain(seq) and n_params(seq) > 0
+        assert {p.device.type for p in seq.parameters()} == {"meta"}
+        # the plans are those of the layer's device: off the CPU, depthwise steps are plain convs
+        assert not any(isinstance(m, ShiftConv2d) for m in seq.modules())
+
+
+def test_linear_chains_are_plans_of_the_layer():
+    """Each chain, run as a plan, is the layer's map; its final permute is priced as a copy."""
+    torch.manual_seed(5)
+    lin = TNLinear(6, 8, bias=False, format="ttmatrix", ranks=2, out_dims=(2, 4), in_dims=(3, 2),
+                   dtype=F64)  # fmt: skip
+    x = torch.randn(5, 6, dtype=F64)
+    tensors = {k: v.detach() for k, v in lin.factors.items()}
+    plans = linear_chains(lin, (5, 6))
+    assert [p.name for p in plans] == ["chain[G0,G1]", "chain[G1,G0]"]
+    for plan in plans:
+        assert plan.output_shape == (5, 8)
+        torch.testing.assert_close(plan(x, tensors), lin(x), rtol=1e-12, atol=1e-12)
+    # chain[G1,G0] ends with the output legs in the wrong order: one permute of the output
+    last = plans[1].steps[-1]
+    assert type(last).__name__ == "PermuteStep" and plans[1].describe().endswith("-> permute")
+    assert (last.kind, last.flops, last.elements) == ("copy", 0, 2 * 5 * 8)
+    # G1 (r 2, o1 4, i1 2) on (5 i0 3 | i1 2): 15 images 2->8; then G0 on (5 o1 4 | i0 3, r 2):
+    # 20 images 6->2; each permute reads and writes the whole activation (120, then 40)
+    assert [s.flops for s in plans[1].steps] == [2 * 15 * 8 * 2, 0, 2 * 20 * 2 * 6, 0]
+    assert plans[1].elements == 15 * (2 + 8) + 2 * 120 + 20 * (6 + 2) + 2 * 40
+
+
+def test_to_standard_passes_shapes_slack_and_measure_to_each_layer(monkeypatch):
+    slower_chains(monkeypatch)
+    layer = TNConv2d(8, 8, 3, padding=1, format="tucker2", ranks=(4, 4))
+    shapes = []
+    layer.register_forward_pre_hook(lambda mod, args: shapes.append(tuple(args[0].shape)))
+    net = nn.Sequential(nn.Conv2d(3, 8, 1), layer)
+    out = to_standard(net, (2, 3, 6, 5), slack=1.5)  # 1.5x is within slack 1.5
+    assert plain(out) and isinstance(out[1], nn.Sequential)
+    assert shapes and set(shapes) == {(2, 8, 6, 5)}  # traced, then timed on that shape
+
+    def no_timing(fns, repeat):
+        raise AssertionError("timed with measure=False")
+
+    monkeypatch.setattr(export, "_times", no_timing)
+    assert plain(to_standard(net, (2, 3, 6, 5), fallback="chain", measure=False))
+
+
+def test_to_standard_on_the_layers_device():
+    net = nn.Sequential(TNConv2d(4, 6, 3, padding=1, format="cp", ranks=3)).to("meta")
+    out = to_standard(net, (2, 4, 6, 6), fallback="chain", measure=False)
+    assert plain(out) and {p.device.type for p in out.parameters()} == {"meta"}
+
+
+@pytest.mark.parametrize("kernel", [(1, 2), (2, 1), (2, 2)])
+@pytest.mark.parametrize("mode", ["zeros", "replicate"])
+def test_one_sided_padding(kernel, mode):
+    """'same' padding of an even kernel pads one side only (a padding module before the conv)."""
+    torch.manual_seed(6)
+    layer = TNConv2d(6, 4, kernel, padding="same", padding_mode=mode, format="tucker2",
+                     ranks=(2, 3), dtype=F64)  # fmt: skip
+    seq = conv_sequence(layer, (2, 6, 5, 7), fallback="chain", measure=False)
+    pads = [m for m in seq.modules() if isinstance(m, (nn.ZeroPad2d, nn.ReplicationPad2d))]
+    assert len(pads) == 1 and pads[0].padding == (0, kernel[1] - 1, 0, kernel[0] - 1)
+    x = torch.randn(3, 6, 5, 6, dtype=F64)
+    assert seq(x).shape == (3, 4, 5, 6)
+    rel_close(seq(x), layer(x), 1e-10)
+
+
+def test_every_fitting_chain_computes_the_layer():
+    """Not just the chosen one: each candidate chain, with the bias where it can go."""
+    torch.manual_seed(7)
+    layer = TNConv2d(8, 8, 3, padding=1, format="ht", fraction=0.6, out_dims=(2, 4),
+                     in_dims=(2, 4), dtype=F64)  # fmt: skip
+    plans = export._fits(layer, export.conv_candidates(layer.structure, layer.geometry,
+                                                       (2, 8, 5, 5), "cpu"))  # fmt: skip
+    x = torch.randn(3, 8, 5, 6, dtype=F64)
+    ends = set()
+    for plan in plans:
+        mods = export._plan_modules(layer, plan, 2)
+        rel_close(nn.Sequential(*mods)(x), layer(x), 1e-10)
+        ends.add(tuple(type(m).__name__ + str(getattr(m, "fold", "")) for m in mods[-2:]))
+    # a folded 1x1 conv holds one block's channels: the bias goes after it
+    assert ("PointwiseConv2d2", "ChannelBias") in ends and len(plans) >= 3
+
+
+def test_the_estimate_is_for_the_layers_dtype():
+    """float64: the layer's plan and the chains are both priced at 8 bytes an element."""
+    layer = TNConv2d(8, 8, 3, padding=1, format="tucker2", ranks=(4, 4), dtype=F64)
+    shape = (2, 8, 6, 6)
+    plans = export.conv_candidates(layer.structure, layer.geometry, shape, "cpu")
+    own = export.cost.choose(plans, "cpu", 8)  # the layer's own choice (plan="auto")
+    fits = sorted(export._fits(layer, plans), key=lambda p: p.cost["seconds"])
+    ratio = fits[0].cost["seconds"] / own.cost["seconds"]
+    assert ratio > 1
+    with pytest.warns(UserWarning, match=rf"is estimated at {ratio:.2f}x its forward"):
+        assert conv_sequence(layer, shape, measure=False) is layer
+
+
+def test_what_is_timed_is_the_layer_and_each_chain_on_one_input(monkeypatch):
+    seen = slower_chains(monkeypatch)
+    layer = TNConv2d(8, 8, 3, padding=1, format="tucker2", ranks=(8, 8), dtype=F64)
+    with pytest.warns(UserWarning, match=r"measured at 1\.50x"):
+        conv_sequence(layer, (2, 8, 6, 6))
+    (outputs,) = seen
+    assert len(outputs) == 4  # the layer and the three cheapest chains
+    first = outputs[0][0]
+    assert first.shape == (2, 8, 6, 6) and first.dtype == F64
+    for out in outputs[1:]:
+        rel_close(out[0], first, 1e-10)
+
+
+def test_measured_on_the_layers_device(monkeypatch):
+    """The timing input lives where the factors do (here the meta device: faked timer)."""
+    slower_chains(monkeypatch)
+    layer = TNConv2d(8, 8, 3, padding=1, format="tucker2", ranks=(4, 4)).to("meta")
+    seq = conv_sequence(layer, (2, 8, 6, 6), slack=1.5)
+    assert plain(seq) and {p.device.type for p in seq.parameters()} == {"meta"}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_measured_on_cuda_synchronises(monkeypatch):
+    calls = []
+    real = torch.cuda.synchronize
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: (calls.append(1), real(*a))[1])
+    slower_chains(monkeypatch)
+    layer = TNConv2d(8, 8, 3, padding=1, format="tucker2", ranks=(4, 4)).cuda()
+    with pytest.warns(UserWarning, match=r"measured at 1\.50x"):
+        assert conv_sequence(layer, (2, 8, 6, 6)) is layer
+    assert len(calls) >= 2  # after the layer and after each chain
