@@ -66,6 +66,7 @@ from tensornet import runs
 from tensornet.analysis import ResultStore
 from tensornet.io import atomic_write_text
 from tensornet.nn import TNConv2d
+from tensornet.weights import replace_module
 
 PROG = "python -m studies approx-error"
 METHODS = ("cp", "tucker2", "tt")
@@ -162,11 +163,6 @@ def middle_layers(model: torch.nn.Module) -> list[str]:
     return [n for n in inner if isinstance(model.get_submodule(n), torch.nn.Conv2d)]
 
 
-def _set_submodule(model: torch.nn.Module, name: str, module: torch.nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, module)
-
-
 # -- one cell -----------------------------------------------------------------------------------
 class CellContext:
     """What every cell needs: the base model, the data and the settings (sent once per worker).
@@ -255,7 +251,7 @@ def run_cell(ctx: CellContext, cell: Cell) -> dict[str, Any]:
         **feature_errors(conv, layer, ctx.inputs(cell.layer)),
     }  # fmt: skip
     model = copy.deepcopy(ctx.model)
-    _set_submodule(model, cell.layer, layer)
+    replace_module(model, cell.layer, layer)
     row["val_before"] = evaluate(model, data.val, device=cfg.device)
     row["test_before"] = evaluate(model, data.test, device=cfg.device)
     if cfg.finetune_epochs:

@@ -43,6 +43,7 @@ from tensornet.formats import Structure, get_format
 from tensornet.formats.ht import DimensionTree
 from tensornet.formats.tensorize import balanced_factors
 from tensornet.nn import TNConv2d, TNLinear
+from tensornet.weights import CONV2D_LEGS, MATRIX_LEGS, replace_module
 
 __all__ = [
     "CONFIGS",
@@ -59,8 +60,6 @@ __all__ = [
     "tt_storage",
 ]
 
-KERNEL_LEGS = ("out", "in", "kh", "kw")
-MATRIX_LEGS = ("out", "in")
 # configuration -> (format of the conv layers, format of the FC layers)
 CONFIGS: dict[str, tuple[str, str]] = {
     "tt": ("ttmatrix", "ttmatrix"),
@@ -101,7 +100,7 @@ class LayerSpec:
     @property
     def legs(self) -> tuple[str, ...]:
         """Dense leg names, as :class:`~tensornet.nn.TNConv2d` / ``TNLinear`` use them."""
-        return KERNEL_LEGS if self.kind == "conv" else MATRIX_LEGS
+        return CONV2D_LEGS if self.kind == "conv" else MATRIX_LEGS
 
     @property
     def dense_params(self) -> int:
@@ -421,8 +420,7 @@ def compressed(
             new = TNConv2d.from_conv(module, fmt, ranks=ranks[name], **spec.options())
         else:
             new = TNLinear.from_linear(module, fmt, ranks=ranks[name], **spec.options())
-        parent, _, attr = name.rpartition(".")
-        setattr(out.get_submodule(parent) if parent else out, attr, new)
+        replace_module(out, name, new)
         actual = sum(p.numel() for p in new.factors.values())
         layers.append(
             {

@@ -87,7 +87,7 @@ def truncatable_layers(
     """Names of conv and linear layers of ``model`` (filtered by glob/regex or an explicit list).
 
     Transposed convolutions are not included (their weight layout is ``(in, out, k...)``); see
-    :func:`tensornet.nn.select_layers`, which this is.
+    :func:`tensornet.weights.select_layers`, which this is.
 
     Raises ValueError when a requested name or pattern matches nothing.
     """

@@ -204,6 +204,21 @@ class Format(ABC):
         return Structure(cls.name, legs, shape, ranks, factors, modes, tops, layout.options)
 
     @classmethod
+    def structure_options(cls) -> tuple[str, ...]:
+        """The names of the format's structure options (the keyword-only arguments of ``_layout``).
+
+        Other options of ``from_dense`` belong to the algorithm (``init``, ``budget``, ...).
+
+        Examples
+        --------
+        >>> from tensornet.formats import get_format
+        >>> get_format("ttmatrix").structure_options()
+        ('out_dims', 'in_dims', 'd')
+        """
+        params = inspect.signature(cls._layout).parameters.values()
+        return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY)
+
+    @classmethod
     def _default_legs(cls, ndim: int) -> tuple[str, ...]:
         """Dense leg names when none are given."""
         return _numbered(ndim)
@@ -252,7 +267,7 @@ class Format(ABC):
         what = f"{cls.__name__}.from_dense"
         trunc, fraction = _request(trunc, ranks, fraction, what)
         x, legs = cls._dense_input(x, legs, what)
-        shaping = {k: options.pop(k) for k in _shaping_options(cls) if k in options}
+        shaping = {k: options.pop(k) for k in cls.structure_options() if k in options}
         full = cls.structure_for(tuple(x.shape), None, legs=legs, what=what, **shaping)
         caps = None
         if ranks is not None:
@@ -447,12 +462,6 @@ def _generic_args(
     structure: Structure, tensors: Mapping[str, torch.Tensor], error: float | None = None
 ) -> tuple[Structure, Mapping[str, torch.Tensor], float | None]:
     return structure, tensors, error
-
-
-def _shaping_options(cls: type[Format]) -> tuple[str, ...]:
-    """The format's options: the keyword-only arguments of its ``_layout``."""
-    params = inspect.signature(cls._layout).parameters.values()
-    return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY)
 
 
 # -- helpers shared by the formats -----------------------------------------------------------

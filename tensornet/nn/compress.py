@@ -45,6 +45,7 @@ from torch import nn
 from ..core.truncation import Truncation, as_truncation
 from ..formats import get_format
 from ..formats.structure import as_fraction
+from ..weights import replace_module
 from .batchnorm import recalibrate_bn
 from .defaults import AUTO, default_format
 from .layers import TNConv2d, TNLayer, TNLinear
@@ -309,7 +310,7 @@ class _Job:
         target = self.model if inplace else _deepcopy(self.model)
         for layer, report in built:
             for alias in report.aliases if layer is not None else ():
-                _set_submodule(target, alias, layer)
+                replace_module(target, alias, layer)
         after = _params(target), self._time(target) if timed else None
         shape = shape_of(self.example_input)
         report = CompressionReport(
@@ -479,9 +480,3 @@ def _tied(model: nn.Module, names: Sequence[str]) -> dict[str, list[str]]:
         if shared:
             out[name] = sorted(set(shared))
     return out
-
-
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, module)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from ..weights import CONV2D_LEGS
 from .plans import ForwardPlan, Step
 
 __all__ = [
@@ -208,18 +209,16 @@ def _step_samples(
     from .functional import conv_candidates
     from .geometry import ConvGeometry
 
-    legs = ("out", "in", "kh", "kw")
+    legs = CONV2D_LEGS
     samples = []
     formats = {"tucker2": 0.25, "cp": 0.1, "tt": 0.25, "svd": 0.25, "grouped": 0.25}
     formats["ttmatrix"] = 0.25
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for (c, n, b), (fmt, frac) in itertools.product(cases, formats.items()):
-            opts = {"channel_groups": 4} if fmt == "grouped" else {}
-            if fmt == "tt":
-                opts = {"order": ("in", "kh", "kw", "out")}
-            shape = (c, c, 3, 3)
             cls = get_format(fmt)
+            opts = {"channel_groups": 4} if fmt == "grouped" else dict(cls.kernel_defaults)
+            shape = (c, c, 3, 3)
             ranks = fraction_ranks(fmt, shape, frac, legs=legs, **opts)
             structure = cls.structure_for(shape, ranks, legs=legs, **opts)
             tensors = {

@@ -19,7 +19,6 @@ layers holding NaN or inf are refused.
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -275,7 +274,7 @@ def clamp_ranks(
     (16, 8)
     """
     cls = get_format(fmt)
-    accepted = inspect.signature(cls.structure_for).parameters
+    accepted = cls.structure_options()
     opts = {k: v for k, v in options.items() if k in accepted}
     return cls.clamp_ranks(tuple(shape), ranks, legs=legs, what=what, **opts)
 

@@ -19,6 +19,8 @@ import torch
 from torch import nn
 
 from ..formats.structure import Factor, Structure
+from ..weights import eval_mode, layer_inputs
+from ..weights import kernel_legs as weight_legs
 from . import cost
 from .functional import ConvGeometry, conv_candidates, linear_candidates
 
@@ -32,66 +34,12 @@ __all__ = [
 ]
 
 
-def _inputs(example_input: Any) -> tuple:
-    """The positional inputs: a tuple is several inputs, anything else one."""
-    return example_input if isinstance(example_input, tuple) else (example_input,)
-
-
 def shape_of(example_input: Any) -> tuple | None:
     if example_input is None:
         return None
     if isinstance(example_input, tuple):
         return tuple(tuple(getattr(a, "shape", ())) for a in example_input)
     return tuple(example_input.shape)
-
-
-class _Modes:
-    """Every module's ``training`` flag, restored on exit (a forward in eval mode)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.modes = {m: m.training for m in model.modules()}
-
-    def __enter__(self) -> None:
-        self.model.eval()
-
-    def __exit__(self, *exc: Any) -> None:
-        for m, mode in self.modes.items():
-            m.training = mode
-
-
-def layer_inputs(
-    model: nn.Module, example_input: Any, names: Sequence[str]
-) -> dict[str, tuple[int, ...]]:
-    """Input shape of each named layer when ``model`` runs on ``example_input``.
-
-    The forward runs in eval mode without gradients; every module's mode is restored after.
-    ``example_input`` is a tensor, or a tuple of positional inputs.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from torch import nn
-    >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(16, 2))
-    >>> layer_inputs(net, torch.randn(5, 3, 4, 4), ["0", "2"])
-    {'0': (5, 3, 4, 4), '2': (5, 16)}
-    """
-    shapes: dict[str, tuple[int, ...]] = {}
-    handles = []
-    for name in names:
-        module = model.get_submodule(name)
-
-        def hook(mod, args, name=name):
-            shapes.setdefault(name, tuple(args[0].shape))
-
-        handles.append(module.register_forward_pre_hook(hook))
-    try:
-        with _Modes(model), torch.no_grad():
-            model(*_inputs(example_input))
-    finally:
-        for h in handles:
-            h.remove()
-    return {n: shapes[n] for n in names if n in shapes}
 
 
 def dense_flops(module: nn.Module, input_shape: Sequence[int]) -> int:
@@ -123,9 +71,8 @@ def kernel_legs(module: nn.Module) -> tuple[tuple[str, ...], tuple[int, ...]]:
     >>> kernel_legs(nn.Linear(4, 3)), kernel_legs(nn.Conv2d(2, 5, 3))
     ((('out', 'in'), (3, 4)), (('out', 'in', 'kh', 'kw'), (5, 2, 3, 3)))
     """
-    if isinstance(module, nn.Linear):
-        return ("out", "in"), (module.out_features, module.in_features)
-    return ("out", "in", "kh", "kw"), tuple(module.weight.shape)
+    shape = tuple(module.weight.shape)
+    return weight_legs(len(shape)), shape
 
 
 def dense_structure(legs: tuple[str, ...], shape: tuple[int, ...]) -> Structure:
@@ -215,7 +162,7 @@ def _spectral_norm(m: torch.Tensor) -> float:
 
 def forward_time(model: nn.Module, example_input: Any, repeat: int = 5) -> float:
     """Median seconds of one forward (eval mode, no grad; modes restored)."""
-    args = _inputs(example_input)
+    args = example_input if isinstance(example_input, tuple) else (example_input,)
     device = next((a.device for a in args if isinstance(a, torch.Tensor)), torch.device("cpu"))
-    with _Modes(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         return cost.measure(lambda: model(*args), device, repeat=repeat)

@@ -26,6 +26,7 @@ from torch import nn
 from ..core.node import Node
 from ..core.spectrum import Spectrum
 from ..core.truncation import Truncation, as_truncation
+from ..spectra import truncate as truncate_cut
 from ..weights import KERNEL_LEGS
 
 __all__ = ["KernelTruncation", "truncate_kernel"]
@@ -115,14 +116,12 @@ def truncate_kernel(
 
 
 def _truncate_dense(layer, weight, steps, policies, inplace):
-    from ..spectra import truncate  # the dense cut truncation (module above nn)
-
     legs = KERNEL_LEGS[weight.ndim]
     original = weight.detach()
     current = original
     spectra, errors, ranks = [], [], []
     for left, policy in zip(steps, policies):
-        res = truncate(Node(current, legs), left, policy)
+        res = truncate_cut(Node(current, legs), left, policy)
         current = res.tensor
         spectra.append(res.spectrum)
         errors.append(res.step_errors[0])
@@ -203,8 +202,6 @@ def _bond_side(structure: Any, bond: str) -> frozenset[str] | None:
 
 
 def _truncate_network(layer, steps, policies, inplace):
-    from ..spectra import truncate  # the spectrum along each cut (module above nn)
-
     what = f"truncate_kernel({type(layer).__name__}, format {layer.format!r})"
     structure = layer.structure
     if structure.dense_size > DENSE_LIMIT:
@@ -232,7 +229,7 @@ def _truncate_network(layer, steps, policies, inplace):
                 f"{what}: no bond of the format induces the cut {list(left)}; {have}. "
                 "Truncate the dense layer instead (to_conv() / to_linear())"
             )
-        res = truncate(Node(current, legs), left, policy)
+        res = truncate_cut(Node(current, legs), left, policy)
         new_ranks = list(fmt.ranks)
         new_ranks[index] = min(new_ranks[index], res.ranks[0])
         fmt = fmt.truncate(ranks=tuple(new_ranks))
