@@ -152,6 +152,13 @@ def test_cli_help_loads_nothing_heavy():
     assert "tensornet.nn" not in loaded
 
 
+def test_import_nn_does_not_load_the_compiler():
+    """``import tensornet.nn`` leaves ``torch._dynamo`` (and sympy) to ``torch.compile``."""
+    loaded = _loaded_modules("import tensornet.nn")
+    assert "tensornet.nn.planning" in loaded
+    assert not {m for m in loaded if m.startswith(("torch._dynamo", "sympy"))}
+
+
 def test_heavy_parts_load_on_first_use():
     loaded = _loaded_modules("import tensornet as tn\nassert tn.nn.select_layers")
     assert "tensornet.nn" in loaded and "tensornet.plot" not in loaded

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.fx.experimental import symbolic_shapes
 
 from . import cost
 from .functional import candidates
@@ -112,7 +111,12 @@ class PlannedLayer:
         reads the plan from the attribute it names, so the graph holds only the plan's
         operations (no graph break, even for a layer traced at several shapes).
         """
-        shape = tuple(_example_size(n) for n in self._plan_shape(x))
+        from torch.fx.experimental import symbolic_shapes  # loaded by the tracer already
+
+        # A symbolic size as an int without a guard (its example value); torch releases without
+        # ``optimization_hint`` specialise the size instead.
+        example_size = getattr(symbolic_shapes, "optimization_hint", int)
+        shape = tuple(example_size(n) for n in self._plan_shape(x))
         return getattr(self, _prepare_plan(self, shape, x.dtype, x.device, self.plan))
 
     def _choose(self, shape: tuple[int, ...], device: torch.device, dtype: torch.dtype):
@@ -180,7 +184,6 @@ class PlannedLayer:
         return super()._apply(fn, recurse)
 
 
-@torch.compiler.assume_constant_result
 def _prepare_plan(
     layer: PlannedLayer,
     shape: tuple[int, ...],
@@ -202,6 +205,7 @@ def _prepare_plan(
     return name
 
 
-# A size as an int without a guard: a symbolic size gives its example value (Dynamo and export
-# evaluate it while tracing). Torch releases without it specialise the size instead.
-_example_size = getattr(symbolic_shapes, "optimization_hint", int)
+# Dynamo takes the result as a constant: the mark ``torch.compiler.assume_constant_result`` sets,
+# set directly so that importing this module does not import ``torch._dynamo`` (about 1.5 s);
+# tests/nn/test_compile.py checks that the decorator sets the same mark.
+_prepare_plan._dynamo_marked_constant = True  # type: ignore[attr-defined]

@@ -156,6 +156,18 @@ def test_conv_plans_compile_and_export_with_free_batch(fmt, plan):
     close(run(x3[:1]), ref3[:1])
 
 
+def test_prepare_plan_has_the_mark_assume_constant_result_sets():
+    """planning marks ``_prepare_plan`` by hand (no torch._dynamo at import): the same mark."""
+    from tensornet.nn import planning
+
+    def probe():
+        return 0
+
+    marks = set(vars(torch.compiler.assume_constant_result(probe)))
+    assert marks == {"_dynamo_marked_constant"}
+    assert all(getattr(planning._prepare_plan, m) is getattr(probe, m) for m in marks)
+
+
 @pytest.mark.parametrize("plan", ["dense", "direct"])
 def test_linear_plans_compile_and_export_with_leading_dims(plan):
     """A linear layer on (batch, tokens, features): the flattened batch stays symbolic."""
