@@ -160,15 +160,17 @@ def test_truncate_layers_takes_steps_and_plan_as_its_deprecated_name(setup):
     torch.testing.assert_close(model[0].weight.detach(), expected.tensor)
     with torch.no_grad():
         model[0].weight.copy_(w)
-    old = r"truncate_layers\(plan=...\) is deprecated; use truncate_layers\(steps=...\)"
+    old = r"^truncate_layers\(plan=\.\.\.\) is deprecated; use truncate_layers\(steps=\.\.\.\)$"
     with pytest.warns(DeprecationWarning, match=old) as caught:
         by_old_name = truncate_layers(model, plan=steps)
     assert caught[0].filename == __file__ or UNDER_MUTMUT  # the caller's line is blamed
     assert by_old_name == by_keyword
     torch.testing.assert_close(model[0].weight.detach(), expected.tensor)
-    with pytest.raises(TypeError, match="give steps only"):
+    both = r"^truncate_layers: give steps only \(plan is its deprecated name\)$"
+    with pytest.raises(TypeError, match=both):
         truncate_layers(model, steps, plan=steps)
-    with pytest.raises(TypeError, match="missing steps"):
+    missing = r"^truncate_layers: missing steps \(layer name -> \[\(left_legs, trunc\), \.\.\.\]\)$"
+    with pytest.raises(TypeError, match=missing):
         truncate_layers(model)
 
 
