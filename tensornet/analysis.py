@@ -29,6 +29,7 @@ import copy
 import math
 import os
 import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -260,29 +261,29 @@ def truncation_sweep(
     names = truncatable_layers(model, layers)
     if chis is not None and not callable(chis):
         chis = _check_chis(chis, "chis")
-    plan = _plan_cells(model, names, _cut_spec(cuts), chis)
+    cells = _sweep_cells(model, names, _cut_spec(cuts), chis)
     store = ResultStore(results, config)
-    todo = store.todo(plan, _key)
+    todo = store.todo(cells, _key)
     task = _SweepCell(private=executor is not None)
     rows = map_cells(task, todo, executor=executor, shared=(model, evaluate))
     show = sys.stderr.isatty() if progress is None else progress
     for row in tqdm(rows, total=len(todo), disable=not show, desc="truncation sweep"):
         store.add(row)
-    return store.table(plan, _key)
+    return store.table(cells, _key)
 
 
 def _key(cell: Cell) -> str:
     return cell.key
 
 
-def _plan_cells(
+def _sweep_cells(
     model: torch.nn.Module,
     names: Sequence[str],
     requested: list[tuple[str, ...]] | None,
     chis: Sequence[int] | Callable[[Spectrum], Sequence[int]] | None,
 ) -> list[Cell]:
     """The cells of a sweep, in layer, cut, chi order (ValueError for a cut used nowhere)."""
-    plan: list[Cell] = []
+    cells: list[Cell] = []
     used: set[tuple[str, ...]] = set()
     for name in names:
         weight = model.get_submodule(name).weight.detach()
@@ -299,7 +300,7 @@ def _plan_cells(
                 grid = chis
             # full rank is always a cell: it is the untruncated reference every analysis needs
             for chi in sorted({min(c, sp.chi_max) for c in grid} | {sp.chi_max}):
-                plan.append(Cell(name, left, sp.label, chi))
+                cells.append(Cell(name, left, sp.label, chi))
     unused = [left for left in requested or () if left not in used]
     if unused:
         shown = {name: KERNEL_LEGS[model.get_submodule(name).weight.ndim] for name in names}
@@ -307,7 +308,7 @@ def _plan_cells(
             f"cuts {unused} apply to none of the layers swept (their legs: {shown}); a cut "
             "names legs of KERNEL_LEGS on one side, and leaves at least one leg on the other"
         )
-    return plan
+    return cells
 
 
 def _check_chis(chis: Any, what: str) -> list[int]:
@@ -353,22 +354,57 @@ class _SweepCell:
 
 def truncate_layers(
     model: torch.nn.Module,
-    plan: Mapping[str, Sequence[tuple[Sequence[str], Truncation | int]]],
+    steps: Mapping[str, Sequence[tuple[Sequence[str], Truncation | int]]] | None = None,
+    *,
+    plan: Mapping[str, Sequence[tuple[Sequence[str], Truncation | int]]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Truncate several layers in place, each along several cuts in turn.
 
-    Each layer goes through :func:`tensornet.nn.truncate_kernel`. ``plan`` maps a layer name to
-    ``[(left_legs, trunc), ...]``. Returns, per layer, the total relative error, the kept norm
-    fraction and each step's error.
+    Each layer goes through :func:`tensornet.nn.truncate_kernel`.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Changed in place.
+    steps : mapping
+        A layer name to its truncation steps ``[(left_legs, trunc), ...]``, applied in order.
+    plan : mapping, optional
+        Deprecated name of ``steps`` (a DeprecationWarning; removed in the next release):
+        ``plan`` names only contraction and forward plans.
+
+    Returns
+    -------
+    dict
+        Per layer, the total relative error, the kept norm fraction and each step's error.
+
+    Examples
+    --------
+    >>> import torch
+    >>> model = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3))
+    >>> report = truncate_layers(model, {"0": [(("out",), 2)]})
+    >>> round(report["0"]["error"] ** 2 + report["0"]["norm_kept"] ** 2, 6)
+    1.0
     """
     from .nn.truncate import truncate_kernel
 
+    if plan is not None:
+        if steps is not None:
+            raise TypeError("truncate_layers: give steps only (plan is its deprecated name)")
+        warnings.warn(
+            "truncate_layers(plan=...) is deprecated; use truncate_layers(steps=...)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        steps = plan
+    if steps is None:
+        raise TypeError("truncate_layers: missing steps (layer name -> [(left_legs, trunc), ...])")
     report = {}
-    for layer, steps in plan.items():
+    for layer, layer_steps in steps.items():
         module = model.get_submodule(layer)
         check_finite(module.weight.detach(), f"layer {layer!r} weight")
-        cuts = [tuple(left) for left, _ in steps]
-        _, res = truncate_kernel(module, cuts, [trunc for _, trunc in steps], inplace=True)
+        cuts = [tuple(left) for left, _ in layer_steps]
+        truncs = [trunc for _, trunc in layer_steps]
+        _, res = truncate_kernel(module, cuts, truncs, inplace=True)
         report[layer] = {
             "error": res.error, "norm_kept": res.norm_kept, "step_errors": list(res.step_errors)
         }

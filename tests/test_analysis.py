@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -10,6 +11,8 @@ import torch
 
 import tensornet as tn
 from tensornet.analysis import ResultStore, chi_grid, truncate_layers, truncation_sweep
+
+UNDER_MUTMUT = os.environ.get("TENSORNET_HYPOTHESIS_PROFILE") == "mutate"  # a trampoline frame
 
 
 @pytest.fixture()
@@ -145,6 +148,30 @@ def test_truncate_layers_in_place_reports_errors(setup):
     assert report["0"]["error"] == pytest.approx(float((new - w).norm() / w.norm()))
     assert report["0"]["norm_kept"] == pytest.approx(float(new.norm() / w.norm()))
     assert math.isclose(tn.spectrum(new, ["out"]).values[2:].max().item(), 0.0, abs_tol=1e-10)
+
+
+def test_truncate_layers_takes_steps_and_plan_as_its_deprecated_name(setup):
+    model, _ = setup
+    w = model[0].weight.detach().clone()
+    steps = {"0": [(("out",), 2)]}
+    by_keyword = truncate_layers(model, steps=steps)
+    expected = tn.truncate(w, ["out"], 2)
+    assert by_keyword["0"]["error"] == pytest.approx(expected.error, rel=1e-12)
+    torch.testing.assert_close(model[0].weight.detach(), expected.tensor)
+    with torch.no_grad():
+        model[0].weight.copy_(w)
+    old = r"^truncate_layers\(plan=\.\.\.\) is deprecated; use truncate_layers\(steps=\.\.\.\)$"
+    with pytest.warns(DeprecationWarning, match=old) as caught:
+        by_old_name = truncate_layers(model, plan=steps)
+    assert caught[0].filename == __file__ or UNDER_MUTMUT  # the caller's line is blamed
+    assert by_old_name == by_keyword
+    torch.testing.assert_close(model[0].weight.detach(), expected.tensor)
+    both = r"^truncate_layers: give steps only \(plan is its deprecated name\)$"
+    with pytest.raises(TypeError, match=both):
+        truncate_layers(model, steps, plan=steps)
+    missing = r"^truncate_layers: missing steps \(layer name -> \[\(left_legs, trunc\), \.\.\.\]\)$"
+    with pytest.raises(TypeError, match=missing):
+        truncate_layers(model)
 
 
 def test_rows_match_the_weight_actually_placed_in_the_model():

@@ -121,3 +121,47 @@ def test_readme_snippets_run(tmp_path, monkeypatch, capsys):
         if i in checks:
             checks[i](namespace)
     assert math.isfinite(namespace["out"].error)
+
+
+def _loaded_siblings(path: pathlib.Path) -> set[str]:
+    """Modules of the same package that ``path`` imports when it is loaded (top-level imports
+    only: ``TYPE_CHECKING`` blocks and imports inside functions do not run at load time)."""
+    import ast
+
+    found = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                found.add(node.module.split(".")[0])
+            else:
+                found |= {alias.name for alias in node.names}
+    return {path.with_name(f"{name}.py") for name in found} - {path}
+
+
+def test_readme_layout_maps_every_module_in_load_order():
+    """The Layout section names every module under tensornet/ (and nothing that is gone), each
+    package's modules in an order where none loads one listed after it."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    section = readme[readme.index("## Layout\n") : readme.index("## Testing\n")]
+    block = re.search(r"```\n(.*?)```", section, re.S).group(1)
+    listed, package = [], ""
+    for line in block.splitlines():
+        first = line.split()[0] if line.strip() else ""
+        if first.startswith("tensornet/") and first.endswith("/"):
+            package = first
+        elif first.startswith("tensornet/"):
+            listed.append(first)
+        elif line.startswith("  ") and first.endswith(".py"):
+            listed.append(package + first)
+        if "__main__.py" in line:
+            listed.append("tensornet/__main__.py")
+    modules = (root / "tensornet").rglob("*.py")
+    on_disk = {str(p.relative_to(root)) for p in modules if p.name != "__init__.py"}
+    assert sorted(set(listed)) == sorted(on_disk)
+    position = {name: i for i, name in enumerate(listed)}
+    for name in listed:
+        for sibling in _loaded_siblings(root / name):
+            other = str(sibling.relative_to(root))
+            if other in position:
+                assert position[other] < position[name], f"{name} loads {other}, listed later"

@@ -103,16 +103,6 @@ class Truncation:
             if value is not None:
                 object.__setattr__(self, field, _check_number(field, value, **bounds))
 
-    @property
-    def is_exact(self) -> bool:
-        """True when no field is set (nothing is truncated)."""
-        return (
-            self.max_rank is None
-            and self.rel_tol is None
-            and self.abs_tol is None
-            and self.keep_energy is None
-        )
-
     def rank(self, s: torch.Tensor, norm: float | torch.Tensor | None = None) -> int:
         """Number of singular values to keep.
 

@@ -1,8 +1,9 @@
 """Compressed layers and models: tensor-network factors inside ``torch.nn`` modules.
 
 - :class:`TNConv2d`, :class:`TNLinear`: the factors of any registered format as parameters; the
-  forward pass is chosen per input shape by a cost model (:mod:`.cost`) among the candidates of
-  :mod:`.functional` (rebuild-then-conv, sequences of small convs, one planned contraction).
+  forward pass is a :class:`ForwardPlan` chosen per input shape by a cost model (:mod:`.cost`)
+  among the candidate families of :mod:`.functional` (rebuild-then-conv, sequences of small
+  convs, one planned contraction), under the layer's ``plan`` policy.
 - :func:`compress`: a compressed copy of a model and a per-layer report (format ``"auto"``:
   :func:`default_format`, never worse than a truncated SVD); :func:`allocate`:
   global rank allocation (uniform, energy, ALDS) under a parameter or FLOP budget.
@@ -12,6 +13,40 @@
 - :func:`truncate_kernel`: a layer's kernel truncated along cuts (the truncation study's step).
 - :func:`select_layers`: choosing layers by pattern, list or predicate; :func:`end_layers`: a
   model's input and output layers (what ``skip=("first", "last")`` leaves dense).
+
+This package may import :mod:`tensornet.core`, :mod:`tensornet.io`, :mod:`tensornet.formats`,
+:mod:`tensornet.weights`, :mod:`tensornet.runs` and :mod:`tensornet.spectra`, never
+``analysis``, ``plot`` or ``cli`` (``tests/test_imports.py``); ``import tensornet`` does not load
+it. Modules, each using only those listed before it when loaded:
+
+- :mod:`.geometry`: :class:`ConvGeometry`, conv arithmetic (stride, padding, output sizes).
+- :mod:`.plans`: :class:`ForwardPlan` and its steps, each with its FLOPs and bytes known.
+- :mod:`.staging`: staged plans, the factors applied to the activation a few at a time.
+- :mod:`.functional`: the registry of forward families (a new forward is one registered function).
+- :mod:`.cost`: the cost model that prices plans per device type; :func:`calibrate`.
+- :mod:`.planning`: a layer's plan chosen per input shape under its policy and remembered.
+- :mod:`.layers`: :class:`TNLayer`, :class:`TNConv2d`, :class:`TNLinear`.
+- :mod:`.batchnorm`: :func:`recalibrate_bn`; :mod:`.defaults`: :func:`default_format`.
+- :mod:`.select`: :func:`select_layers` with what compression supports.
+- :mod:`.measure`: the dense side (shapes, FLOPs, times, true kernel errors).
+- :mod:`.report`: :class:`CompressionReport`, :class:`LayerReport`.
+- :mod:`.compress`: :func:`compress`.
+- :mod:`.alloc_layer`, :mod:`.alloc_search`, :mod:`.allocate`: one layer as the allocation sees
+  it, the searches, and :func:`allocate`.
+- :mod:`.export`: :func:`to_standard`; :mod:`.serialize`: :func:`save`, :func:`load`,
+  :func:`describe`; :mod:`.truncate`: :func:`truncate_kernel`.
+
+>>> import torch
+>>> from torch import nn
+>>> import tensornet.nn as tnn
+>>> conv = nn.Conv2d(8, 6, 3, padding=1)
+>>> layer = tnn.TNConv2d.from_conv(conv, "tucker2", ranks=(6, 8))  # full ranks: exact
+>>> x = torch.randn(2, 8, 5, 5)
+>>> torch.allclose(layer(x), conv(x), atol=1e-5)
+True
+>>> small = tnn.TNConv2d.from_conv(conv, "tucker2", ranks=(2, 2))
+>>> small.ranks, small.num_params < sum(p.numel() for p in conv.parameters())
+((2, 2), True)
 """
 
 from ..weights import layer_inputs, register_layer_type
