@@ -257,6 +257,9 @@ def test_unbatched_input_with_several_channels():
     y = layer(x)
     assert y.shape == (5, 6, 7)
     close(y, F.conv2d(x.unsqueeze(0), layer.weight, layer.bias, padding=1)[0])
+    # planned as a batch of one: the batched call with N = 1 reuses the same cached choice
+    layer(x.unsqueeze(0))
+    assert [key[0] for key in layer._plans] == [(1, 3, 6, 7)]
 
 
 def test_empty_batches_follow_dilation_and_check_the_height():
