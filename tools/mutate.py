@@ -120,7 +120,10 @@ TESTS: dict[str, list[str]] = {
     "tensornet/nn/plans.py": ["tests/nn/test_plans.py", "tests/nn/test_functional.py"],
     "tensornet/nn/geometry.py": ["tests/nn/test_plans.py", "tests/nn/test_layers_inputs.py"],
     "tensornet/nn/planning.py": ["tests/nn/test_planning.py", "tests/nn/test_layers_inputs.py"],
-    "tensornet/nn/layers.py": ["tests/nn/test_layers_inputs.py", "tests/nn/test_layers.py"],
+    "tensornet/nn/layers.py": [
+        "tests/nn/test_layers_values.py", "tests/nn/test_layers_inputs.py",
+        "tests/nn/test_layers.py",
+    ],
 
     # nn: compress and its report, allocate and its searches
     "tensornet/nn/compress.py": [

@@ -443,7 +443,8 @@ class TNConv2d(TNLayer):
         return F.conv2d(g.pad(x), self.weight.to(x.dtype), None, g.stride, 0, g.dilation)
 
     def to_conv(self) -> nn.Conv2d:
-        """An ``nn.Conv2d`` with the rebuilt kernel (same outputs)."""
+        """An ``nn.Conv2d`` with the rebuilt kernel (same outputs), on the factors' device."""
+        p0 = next(iter(self.factors.values()))
         conv = nn.Conv2d(
             self.in_channels,
             self.out_channels,
@@ -454,8 +455,8 @@ class TNConv2d(TNLayer):
             1,
             self.bias is not None,
             self.padding_mode,
-            device=self.bias.device if self.bias is not None else None,
-            dtype=next(iter(self.factors.values())).dtype,
+            device=p0.device,
+            dtype=p0.dtype,
         )
         with torch.no_grad():
             conv.weight.copy_(self.weight)
