@@ -4,6 +4,7 @@ Values are checked against the compressed layer (itself checked against dense to
 test_layers), in float64 to 1e-10 and float32 to 1e-5 relative; parameters never grow.
 """
 
+import os
 import re
 import warnings
 
@@ -36,6 +37,7 @@ GEOMETRIES = [
 ]
 # formats whose conv layers have no chain at their parameter count (kept compressed)
 NO_CONV_CHAIN = {"ttmatrix"}
+UNDER_MUTMUT = os.environ.get("TENSORNET_HYPOTHESIS_PROFILE") == "mutate"
 
 
 def n_params(module):
@@ -139,7 +141,7 @@ def test_kept_with_warning_when_slower_by_estimate():
     for fn in (conv_sequence, to_standard):
         with pytest.warns(UserWarning, match="kept as a compressed layer") as rec:
             fn(layer, shape, measure=False)
-        assert rec[0].filename == __file__
+        assert rec[0].filename == __file__ or UNDER_MUTMUT  # mutmut adds a trampoline frame
     seq = conv_sequence(layer, shape, measure=False, slack=100)
     assert isinstance(seq, nn.Sequential) and len(seq) == 3
 
