@@ -6,6 +6,8 @@ import copy
 import itertools
 import os
 import re
+import sys
+import types
 import warnings
 
 import numpy as np
@@ -243,6 +245,46 @@ def test_no_batchnorm_warns_and_runs_nothing():
     assert rec[0].filename == __file__ or UNDER_MUTMUT  # mutmut adds a trampoline frame
 
 
+def test_both_warnings_point_at_the_callers_line(xy, monkeypatch):
+    """The stacklevel of each warning names the caller of recalibrate_bn (checked on the frame
+    it names, mutmut's trampoline frames not counted, so that this holds under mutmut too)."""
+    import tensornet.nn.batchnorm as batchnorm
+
+    seen = []
+
+    def warn(message, category=None, stacklevel=1):
+        frame, left = sys._getframe(1), stacklevel - 1
+        while left:
+            frame = frame.f_back
+            left -= f"{os.sep}mutmut{os.sep}" not in frame.f_code.co_filename
+        seen.append((message, category or UserWarning, frame))
+
+    monkeypatch.setattr(batchnorm, "warnings", types.SimpleNamespace(warn=warn))
+    x, _ = xy
+    here = sys._getframe()
+
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.unused = nn.BatchNorm2d(3), nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            return self.used(x)
+
+    recalibrate_bn(nn.Linear(3, 3), [x], progress=False)
+    recalibrate_bn(TwoHeads(), [x], progress=False)
+    assert [m[:2] for m in seen] == [
+        (
+            "recalibrate_bn: the model has no BatchNorm layer with running statistics; "
+            "nothing to recompute",
+            UserWarning,
+        ),
+        ("recalibrate_bn: BatchNorm layers ['unused'] saw no input; their statistics are kept",
+         UserWarning),
+    ]  # fmt: skip
+    assert [m[2] for m in seen] == [here, here]
+
+
 def test_a_layer_no_batch_reaches_keeps_its_statistics(xy):
     x, _ = xy
 
@@ -437,6 +479,18 @@ def test_inputs_go_to_the_model_device_and_the_random_state_is_kept(device, xy):
     c = net[0](x.to(device)).double().mean(dim=(0, 2, 3))
     torch.testing.assert_close(net[2].running_mean.double(), c, rtol=0.2, atol=0.05)
     assert net.training and net[1].training
+
+
+def test_integer_inputs_go_to_the_model_device(device):
+    """Integer batches (token ids) move to the model's device without a dtype cast."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Embedding(10, 4), nn.BatchNorm1d(4)).to(device).eval()
+    ids = torch.randint(0, 10, (40,))
+    result = recalibrate_bn(net, [ids[:25], ids[25:]], progress=False)
+    assert (result.batches, result.samples) == (2, 40)
+    rows = net[0].weight.detach().cpu().double()[ids]
+    torch.testing.assert_close(net[1].running_mean.cpu().double(), rows.mean(dim=0))
+    torch.testing.assert_close(net[1].running_var.cpu().double(), rows.var(dim=0))
 
 
 def test_the_batches_run_through_the_progress_bar(xy, monkeypatch):

@@ -4,7 +4,9 @@ Values are checked against the compressed layer (itself checked against dense to
 test_layers), in float64 to 1e-10 and float32 to 1e-5 relative; parameters never grow.
 """
 
+import os
 import re
+import sys
 import warnings
 
 import pytest
@@ -36,6 +38,7 @@ GEOMETRIES = [
 ]
 # formats whose conv layers have no chain at their parameter count (kept compressed)
 NO_CONV_CHAIN = {"ttmatrix"}
+UNDER_MUTMUT = os.environ.get("TENSORNET_HYPOTHESIS_PROFILE") == "mutate"
 
 
 def n_params(module):
@@ -139,9 +142,50 @@ def test_kept_with_warning_when_slower_by_estimate():
     for fn in (conv_sequence, to_standard):
         with pytest.warns(UserWarning, match="kept as a compressed layer") as rec:
             fn(layer, shape, measure=False)
-        assert rec[0].filename == __file__
+        assert rec[0].filename == __file__ or UNDER_MUTMUT  # mutmut adds a trampoline frame
     seq = conv_sequence(layer, shape, measure=False, slack=100)
     assert isinstance(seq, nn.Sequential) and len(seq) == 3
+
+
+def test_caller_level_is_the_first_frame_outside_the_module():
+    # called from here: this test's frame is level 1 (under mutmut too: its trampoline frame,
+    # between the module's functions, is outside the module as well)
+    assert export._caller_level() == 1
+    if not UNDER_MUTMUT:  # two frames of the module in between: level 3
+        source = "def outer(f):\n    return inner(f)\n\ndef inner(f):\n    return f()\n"
+        ns: dict = {}
+        exec(compile(source, export.__file__, "exec"), ns)
+        assert ns["outer"](export._caller_level) == 3
+
+
+def test_the_warning_is_issued_at_the_callers_level(monkeypatch):
+    here = sys._getframe().f_code
+
+    def level_of_this_test():  # what _caller_level finds outside mutmut
+        frame, level = sys._getframe(1), 1  # 1: the frame that calls warnings.warn
+        while frame.f_code is not here:
+            frame, level = frame.f_back, level + 1
+        return level
+
+    monkeypatch.setattr(export, "_caller_level", level_of_this_test)
+    layer = TNConv2d(8, 8, 3, padding=1, format="tucker2", ranks=(4, 4))
+    with pytest.warns(UserWarning, match="kept as a compressed layer") as rec:
+        line = sys._getframe().f_lineno + 1
+        conv_sequence(layer, (2, 8, 6, 6), measure=False)
+    assert (rec[0].filename, rec[0].lineno) == (__file__, line)
+
+
+def test_the_dense_linear_is_a_candidate():
+    # full rank: the factors hold 32 parameters, the dense matrix 16 (cheaper than any chain)
+    layer = TNLinear(4, 4, format="svd", ranks=4).double()
+    with pytest.warns(UserWarning, match=r"fastest plain chain \(dense\)"):
+        assert linear_sequence(layer, (8, 4), measure=False) is layer
+    seq = linear_sequence(layer, (8, 4), measure=False, fallback="chain")
+    assert len(seq) == 1 and type(seq[0]) is nn.Linear
+    assert torch.allclose(seq[0].weight, layer.weight, rtol=0, atol=1e-12)
+    assert torch.equal(seq[0].bias, layer.bias)
+    x = torch.randn(8, 4, dtype=F64)
+    assert torch.allclose(seq(x), layer(x), rtol=0, atol=1e-12)
 
 
 def test_measured_choice(monkeypatch):
