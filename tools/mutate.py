@@ -127,11 +127,22 @@ TESTS: dict[str, list[str]] = {
         "tests/nn/test_compress.py", "tests/nn/test_compress_steps.py", "tests/nn/test_model.py",
     ],
     "tensornet/nn/report.py": ["tests/nn/test_compress.py", "tests/nn/test_compress_steps.py"],
-    "tensornet/nn/measure.py": ["tests/nn/test_compress.py", "tests/nn/test_compress_steps.py"],
-    "tensornet/nn/allocate.py": ["tests/nn/test_allocate.py", "tests/nn/test_allocate_steps.py"],
-    "tensornet/nn/alloc_layer.py": [
-        "tests/nn/test_allocate.py", "tests/nn/test_allocate_steps.py",
+    "tensornet/nn/measure.py": [
+        "tests/nn/test_measure.py", "tests/nn/test_compress.py", "tests/nn/test_compress_steps.py",
     ],
+    "tensornet/nn/allocate.py": ["tests/nn/test_allocate.py", "tests/nn/test_allocate_steps.py"],
+    # alloc_layer: the fast tests that reach it (all of test_allocate.py takes a minute a mutant)
+    "tensornet/nn/alloc_layer.py": [
+        "tests/nn/test_alloc_layer.py", "tests/nn/test_allocate_steps.py",
+        *(f"tests/nn/test_allocate.py::test_{t}" for t in (
+            "spectral_and_frobenius_errors_equal_the_dense_ones_for_every_j_and_k",
+            "rank_for_is_the_smallest_rank_meeting_the_threshold",
+            "dense_seconds_price_one_conv_step",
+            "costs_rank_search_and_dense_rule_on_priced_layers",
+            "linear_layers_are_priced_by_their_plans",
+            "zero_and_rank_deficient_kernels",
+        )),
+    ],  # fmt: skip
     "tensornet/nn/alloc_search.py": ["tests/nn/test_allocate_steps.py"],
 
     # nn: the default format, kernel truncation, back to plain torch
