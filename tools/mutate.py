@@ -130,7 +130,22 @@ TESTS: dict[str, list[str]] = {
     "tensornet/nn/measure.py": [
         "tests/nn/test_measure.py", "tests/nn/test_compress.py", "tests/nn/test_compress_steps.py",
     ],
-    "tensornet/nn/allocate.py": ["tests/nn/test_allocate.py", "tests/nn/test_allocate_steps.py"],
+    # allocate: test_allocate.py without its trained ResNet/VGG tests (test_allocate_totals.py
+    # checks the same on small models), so that a mutant costs seconds, not a minute
+    "tensornet/nn/allocate.py": [
+        "tests/nn/test_allocate_totals.py", "tests/nn/test_allocate_steps.py",
+        *(f"tests/nn/test_allocate.py::test_{t}" for t in (
+            "budgets_of_every_number_type_give_the_same_allocation",
+            "bad_arguments_are_refused_naming_the_field",
+            "accepted_edge_arguments",
+            "uniform_and_energy_compute_only_single_group_spectra",
+            "progress_bars_only_when_asked",
+            "allocation_prints_true_errors_and_running_plans",
+            "linear_layers_are_priced_by_their_plans",
+            "zero_and_rank_deficient_kernels",
+            "infeasible_flop_budget_explains_dense_plans",
+        )),
+    ],  # fmt: skip
     # alloc_layer: the fast tests that reach it (all of test_allocate.py takes a minute a mutant)
     "tensornet/nn/alloc_layer.py": [
         "tests/nn/test_alloc_layer.py", "tests/nn/test_allocate_steps.py",
