@@ -111,3 +111,21 @@ def test_rank_for_evaluates_only_inside_the_narrowed_bracket():
                 want, evaluations = expected_search(layer, curve, known, eps, k)
                 assert got == want == next(j for j in range(1, m + 1) if curve[j] <= eps)
                 assert layer.evaluations - before == evaluations, (k, known, eps)
+
+
+def test_a_pricer_keeps_the_cost_table_it_was_made_with():
+    """Dense and grouped prices of one allocation come from one table, even if it changes."""
+    conv, shape = nn.Conv2d(8, 12, 3, padding=1), (16, 8, 32, 32)
+    pricer = Pricer(conv, shape)
+    base = cost.costs_for("cpu")
+    slow = cost.DeviceCosts(
+        dict(base.rate), dict(base.bandwidth), {k: 1.0 for k in base.overhead}, "test"
+    )
+    cost.set_costs("cpu", slow)
+    try:
+        got = [pricer.price(j, k) for j, k in ((1, 8), (2, 2), (3, 1))]
+    finally:
+        cost.set_costs("cpu", None)
+    want = [Pricer(conv, shape).price(j, k) for j, k in ((1, 8), (2, 2), (3, 1))]
+    assert got == want
+    assert pricer.costs is base
