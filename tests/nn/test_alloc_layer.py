@@ -93,16 +93,19 @@ def expected_search(layer, curve, known, eps, k):
 
 def test_rank_for_evaluates_only_inside_the_narrowed_bracket():
     torch.manual_seed(5)
-    module = nn.Conv2d(8, 16, 3, dtype=F64)
-    with torch.no_grad():  # spread spectra: the proxy and the upper bound bracket differ
-        module.weight.mul_(torch.logspace(0, -2, 8, dtype=F64).reshape(1, 8, 1, 1))
+    # random groups have alike spectra: the proxy and the upper bound bracket several ranks
+    module = nn.Conv2d(8, 24, 3, dtype=F64)
     full = GroupedLayer("x", module, [1, 2, 4], "params", "true", None)
+    widths = []
     for k in (2, 4):
         m = full.max_rank(k)
         curve = [full.spectral(j, k) for j in range(m + 1)]
         mids = [0.5 * (a + b) for a, b in zip(curve[1:], curve[2:])]
-        for known in ([], [3], [1, 6], [2, 4, 7], [5, 9], list(range(1, m, 3))):
-            for eps in sorted(set(curve[1:-1]) | set(mids) | {0.0, 2.0}):
+        for e in mids:
+            widths.append(np.sum(full.upper[k][:-1] > e) - np.sum(full.proxy[k][:-1] > e))
+        for known in ([], [3], [1, 6], [2, 4, 7], [5, 9], [4, 8, 12], list(range(1, m, 3))):
+            bounds = set(full.upper[k][1:-1]) | set(full.proxy[k][1:-1])  # ties with brackets
+            for eps in sorted(set(curve[1:-1]) | set(mids) | bounds | {0.0, 2.0}):
                 layer = GroupedLayer("x", module, [1, k], "params", "true", None)
                 for j in known:
                     layer.spectral(j, k)
@@ -111,6 +114,7 @@ def test_rank_for_evaluates_only_inside_the_narrowed_bracket():
                 want, evaluations = expected_search(layer, curve, known, eps, k)
                 assert got == want == next(j for j in range(1, m + 1) if curve[j] <= eps)
                 assert layer.evaluations - before == evaluations, (k, known, eps)
+    assert max(widths) >= 5
 
 
 def test_a_pricer_keeps_the_cost_table_it_was_made_with():
