@@ -133,3 +133,37 @@ def test_a_pricer_keeps_the_cost_table_it_was_made_with():
     want = [Pricer(conv, shape).price(j, k) for j, k in ((1, 8), (2, 2), (3, 1))]
     assert got == want
     assert pricer.costs is base
+
+
+def test_small_and_rank_one_kernels_keep_their_true_norms():
+    """Norms below 1 and a rank-one kernel (exact zero singular values) are not replaced by 1."""
+    torch.manual_seed(3)
+    small = nn.Conv2d(4, 6, 3, dtype=F64)
+    one = nn.Conv2d(4, 6, 3, dtype=F64)
+    with torch.no_grad():
+        small.weight.mul_(0.01)
+        one.weight.zero_()
+        one.weight[2] = torch.arange(36, dtype=F64).reshape(4, 3, 3) * 1e-3  # one output row
+    for module in (small, one):
+        w = module.weight.detach().reshape(6, -1).numpy()
+        s = np.linalg.svd(w, compute_uv=False)
+        layer = GroupedLayer("x", module, [1, 2], "params", "true", None)
+        assert layer.evaluations == 0
+        assert layer.norm2 == pytest.approx(s[0], rel=1e-12) and s[0] < 1
+        assert layer.normf == pytest.approx(np.linalg.norm(w), rel=1e-12)
+        np.testing.assert_allclose(layer.energy, np.cumsum(s**2) / np.sum(s**2), rtol=1e-12)
+        tails = np.sqrt(np.append(np.cumsum((s**2)[::-1])[::-1], 0.0)) / np.linalg.norm(w)
+        np.testing.assert_allclose(layer.frob[1], tails, rtol=1e-10, atol=1e-15)
+        for k in (1, 2):  # every curve is 0 at full rank
+            assert layer.proxy[k][-1] == layer.upper[k][-1] == layer.frob[k][-1] == 0.0
+    assert list(GroupedLayer("x", one, [1], "params", "true", None).s[1][0][1:]) == [0.0] * 5
+
+
+def test_a_dense_choice_has_no_error():
+    """At ``j (f + c k1 k2) >= f c k1 k2`` the layer stays dense: error 0, though j < max rank."""
+    torch.manual_seed(4)
+    layer = GroupedLayer("x", nn.Conv2d(4, 8, 3, dtype=F64), [1, 2], "params", "true", None)
+    assert (layer.params(6, 1), layer.params(7, 1), layer.dense) == (264, 308, 288)
+    assert layer.error(6, 1) == layer.curve(6, 1) > 0 and not layer.is_dense(6, 1)
+    assert layer.is_dense(7, 1) and layer.curve(7, 1) > 0 and layer.error(7, 1) == 0.0
+    assert layer.cost(7, 1) == 288 and layer.cost(6, 1) == 264
