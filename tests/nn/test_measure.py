@@ -69,10 +69,11 @@ def test_spectral_norm_exact_up_to_256_then_reproducible_lanczos():
     assert _spectral_norm(m) == float(torch.linalg.matrix_norm(m, ord=2))  # the full SVD
     big = torch.randn(257, 290, dtype=torch.float64, generator=g)
     exact = float(np.linalg.norm(big.numpy(), 2))
-    np.random.seed(1)  # noqa: NPY002 (the global state svds would draw a start from)
-    first = _spectral_norm(big)
-    np.random.seed(2)  # noqa: NPY002
-    assert _spectral_norm(big) == first == pytest.approx(exact, rel=1e-10)  # a fixed start
+    runs = set()
+    for seed in range(8):  # a random start would change the last bits for some seeds
+        np.random.seed(seed)  # noqa: NPY002 (the global state svds would draw a start from)
+        runs.add(_spectral_norm(big))
+    assert len(runs) == 1 and runs.pop() == pytest.approx(exact, rel=1e-10)  # a fixed start
     assert _spectral_norm(torch.zeros(300, 300, dtype=torch.float64)) == 0.0
 
 
