@@ -127,6 +127,7 @@ TESTS: dict[str, list[str]] = {
     # tests cost half a minute a mutant and test other modules)
     "tensornet/nn/compress.py": [
         "tests/nn/test_compress.py", "tests/nn/test_compress_steps.py",
+        "tests/nn/test_compress_details.py",
         *(f"tests/nn/test_model.py::test_{t}" for t in (
             "compress_resnet20_report_and_original_untouched",
             "mixed_formats_and_inplace",
