@@ -229,3 +229,15 @@ def test_printed_megaflops_and_milliseconds_round_from_the_exact_counts():
     alloc = Allocation("alds", "flops", 1.5e6, {"fc": choice}, 120, 1_005_001, 400, 2_000_000)
     row = str(alloc).splitlines()[1].split()
     assert row == ["fc", "2", "3", "120", "1.01", "1.001", "direct", "0.2500", "0.1250"]
+
+
+def test_a_dense_choice_has_one_group_whatever_was_searched():
+    torch.manual_seed(4)
+    layer = GroupedLayer("c", nn.Conv2d(4, 8, 3, dtype=torch.float64), [1, 2], "params", "true",
+                         None)  # fmt: skip
+    assert layer.params(6, 2) == 312 >= layer.dense == 288 and layer.params(5, 2) == 260
+    c = allocate_module._choice(layer, 6, 2)
+    assert (c.format, c.ranks, c.groups, c.params, c.options) == ("dense", (), 1, 288, {})
+    c = allocate_module._choice(layer, 5, 2)
+    assert (c.format, c.ranks, c.groups, c.params) == ("grouped", (5,), 2, 260)
+    assert c.options == {"channel_groups": 2} and c.spectral_error == layer.spectral(5, 2) > 0
