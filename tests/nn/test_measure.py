@@ -67,13 +67,12 @@ def test_spectral_norm_exact_up_to_256_then_reproducible_lanczos():
     g = torch.Generator().manual_seed(0)
     m = torch.randn(256, 300, dtype=torch.float64, generator=g)
     assert _spectral_norm(m) == float(torch.linalg.matrix_norm(m, ord=2))  # the full SVD
-    big = torch.randn(257, 290, dtype=torch.float64, generator=g)
+    big = torch.randn(260, 400, dtype=torch.float64, generator=g)
     exact = float(np.linalg.norm(big.numpy(), 2))
-    runs = set()
-    for seed in range(8):  # a random start would change the last bits for some seeds
-        np.random.seed(seed)  # noqa: NPY002 (the global state svds would draw a start from)
-        runs.add(_spectral_norm(big))
-    assert len(runs) == 1 and runs.pop() == pytest.approx(exact, rel=1e-10)  # a fixed start
+    # Lanczos from a random start ends on another last bit most times here: a fixed start
+    # gives one value on every call
+    runs = {_spectral_norm(big) for _ in range(20)}
+    assert len(runs) == 1 and runs.pop() == pytest.approx(exact, rel=1e-10)
     assert _spectral_norm(torch.zeros(300, 300, dtype=torch.float64)) == 0.0
 
 
