@@ -126,15 +126,50 @@ TESTS: dict[str, list[str]] = {
     ],
 
     # nn: compress and its report, allocate and its searches
+    # compress: test_model.py's compress tests only (its training, export and allocation
+    # tests cost half a minute a mutant and test other modules)
     "tensornet/nn/compress.py": [
-        "tests/nn/test_compress.py", "tests/nn/test_compress_steps.py", "tests/nn/test_model.py",
-    ],
+        "tests/nn/test_compress.py", "tests/nn/test_compress_steps.py",
+        "tests/nn/test_compress_details.py",
+        *(f"tests/nn/test_model.py::test_{t}" for t in (
+            "compress_resnet20_report_and_original_untouched",
+            "mixed_formats_and_inplace",
+            "failed_compress_leaves_the_model_unchanged",
+            "save_load_round_trip_is_exact",
+        )),
+    ],  # fmt: skip
     "tensornet/nn/report.py": ["tests/nn/test_compress.py", "tests/nn/test_compress_steps.py"],
-    "tensornet/nn/measure.py": ["tests/nn/test_compress.py", "tests/nn/test_compress_steps.py"],
-    "tensornet/nn/allocate.py": ["tests/nn/test_allocate.py", "tests/nn/test_allocate_steps.py"],
-    "tensornet/nn/alloc_layer.py": [
-        "tests/nn/test_allocate.py", "tests/nn/test_allocate_steps.py",
+    "tensornet/nn/measure.py": [
+        "tests/nn/test_measure.py", "tests/nn/test_compress.py", "tests/nn/test_compress_steps.py",
     ],
+    # allocate: test_allocate.py without its trained ResNet/VGG tests (test_allocate_totals.py
+    # checks the same on small models), so that a mutant costs seconds, not a minute
+    "tensornet/nn/allocate.py": [
+        "tests/nn/test_allocate_totals.py", "tests/nn/test_allocate_steps.py",
+        *(f"tests/nn/test_allocate.py::test_{t}" for t in (
+            "budgets_of_every_number_type_give_the_same_allocation",
+            "bad_arguments_are_refused_naming_the_field",
+            "accepted_edge_arguments",
+            "uniform_and_energy_compute_only_single_group_spectra",
+            "progress_bars_only_when_asked",
+            "allocation_prints_true_errors_and_running_plans",
+            "linear_layers_are_priced_by_their_plans",
+            "zero_and_rank_deficient_kernels",
+            "infeasible_flop_budget_explains_dense_plans",
+        )),
+    ],  # fmt: skip
+    # alloc_layer: the fast tests that reach it (all of test_allocate.py takes a minute a mutant)
+    "tensornet/nn/alloc_layer.py": [
+        "tests/nn/test_alloc_layer.py", "tests/nn/test_allocate_steps.py",
+        *(f"tests/nn/test_allocate.py::test_{t}" for t in (
+            "spectral_and_frobenius_errors_equal_the_dense_ones_for_every_j_and_k",
+            "rank_for_is_the_smallest_rank_meeting_the_threshold",
+            "dense_seconds_price_one_conv_step",
+            "costs_rank_search_and_dense_rule_on_priced_layers",
+            "linear_layers_are_priced_by_their_plans",
+            "zero_and_rank_deficient_kernels",
+        )),
+    ],  # fmt: skip
     "tensornet/nn/alloc_search.py": ["tests/nn/test_allocate_steps.py"],
 
     # nn: the default format, kernel truncation, back to plain torch
