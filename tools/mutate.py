@@ -119,14 +119,7 @@ TESTS: dict[str, list[str]] = {
     "tensornet/nn/staging.py": ["tests/nn/test_staging.py", "tests/nn/test_functional.py"],
     "tensornet/nn/plans.py": ["tests/nn/test_plans.py", "tests/nn/test_functional.py"],
     "tensornet/nn/geometry.py": ["tests/nn/test_plans.py", "tests/nn/test_layers_inputs.py"],
-    "tensornet/nn/planning.py": [
-        "tests/nn/test_planning.py", "tests/nn/test_layers_inputs.py",
-        # the traced path: a free batch under export, two shapes in one graph, a policy change
-        "tests/nn/test_compile.py::test_prepare_plan_has_the_mark_assume_constant_result_sets",
-        "tests/nn/test_compile.py::test_linear_plans_compile_and_export_with_leading_dims",
-        "tests/nn/test_compile.py::test_layer_traced_at_two_shapes_is_one_graph",
-        "tests/nn/test_compile.py::test_plan_policy_change_retraces",
-    ],
+    "tensornet/nn/planning.py": ["tests/nn/test_planning.py", "tests/nn/test_layers_inputs.py"],
     "tensornet/nn/layers.py": [
         "tests/nn/test_layers_values.py", "tests/nn/test_layers_inputs.py",
         "tests/nn/test_layers.py",
