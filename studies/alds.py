@@ -56,7 +56,7 @@ from studies.verdicts.alds import (  # noqa: F401  (the verdict code, re-exporte
 )
 from tensornet import runs
 from tensornet.analysis import ResultStore
-from tensornet.io import atomic_write_text
+from tensornet.io import atomic_write_text, save_figure
 
 PROG = "python -m studies alds"
 BUDGETS: tuple[float, ...] = (0.6, 0.4, 0.25, 0.15)
@@ -413,10 +413,8 @@ def plot_allocations(rows: Sequence[Mapping[str, Any]], levels: Sequence[float],
     axes[0, 0].set_title("rank per layer (0: layer left dense)")
     axes[0, 1].set_title("ALDS channel groups per layer (0: dense)")
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
-    tmp.replace(path)
 
 
 

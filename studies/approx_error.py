@@ -64,7 +64,7 @@ from studies.verdicts.approx_error import (  # noqa: F401  (the verdict code, re
 )
 from tensornet import runs
 from tensornet.analysis import ResultStore
-from tensornet.io import atomic_write_text
+from tensornet.io import atomic_write_text, save_figure
 from tensornet.nn import TNConv2d
 from tensornet.weights import replace_module
 
@@ -372,10 +372,8 @@ def scatter(rows: Sequence[Mapping], perf: str, by: str, path: Path) -> None:
     axes.flat[0].legend(title=by, fontsize=8)
     fig.suptitle(f"Approximation error vs performance error {perf} fine-tuning, by {by}")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def _fmt(entry: Mapping[str, Any]) -> str:

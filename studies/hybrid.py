@@ -66,7 +66,7 @@ from studies.verdicts.hybrid import (  # noqa: F401  (the verdict code, re-expor
     seed_numbers,
 )
 from tensornet.analysis import ResultStore
-from tensornet.io import atomic_write_text
+from tensornet.io import atomic_write_text, save_figure
 
 PROG = "python -m studies hybrid"
 MODEL = "hybrid_cnn"
@@ -290,10 +290,7 @@ def accuracy_figure(
     axes[0].set_ylabel("test accuracy")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    from tensornet.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 

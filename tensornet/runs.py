@@ -107,7 +107,7 @@ class ResultStore:
     def _append(self, row: Mapping[str, Any]) -> None:
         # strict JSON: a NaN/inf metric is written as null, which every JSON reader accepts
         line = (json.dumps(_strict_json(row), sort_keys=True, allow_nan=False) + "\n").encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         try:
             os.write(fd, line)
             os.fsync(fd)

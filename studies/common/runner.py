@@ -83,7 +83,7 @@ class OutputLock:
 
         try:
             self.out.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as exc:
             raise StudyError(f"--out {self.out}: cannot use it ({exc.strerror or exc})") from None
         try:
