@@ -103,7 +103,10 @@ TESTS: dict[str, list[str]] = {
         "tests/formats/test_tr_lowrank_grouped.py", "tests/formats/test_grouped_details.py"
     ],
     "tensornet/analysis.py": ["tests/test_analysis.py", "tests/test_analysis_details.py"],
-    "tensornet/runs.py": ["tests/test_runs.py", "tests/test_analysis_details.py"],
+    "tensornet/runs.py": [
+        "tests/test_runs.py", "tests/test_analysis_details.py", "tests/test_permissions.py"
+    ],
+    "tensornet/io.py": ["tests/test_io.py", "tests/test_permissions.py"],
 
     # the ground floor: weights and layer selection
     "tensornet/weights.py": ["tests/test_weights.py"],
