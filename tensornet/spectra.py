@@ -182,18 +182,15 @@ def kernel_spectra(
     """
     if isinstance(weights, Mapping):
         items = list(weights.items())
-        single = False
     elif isinstance(weights, (list, tuple)):
         items = [(str(i), w) for i, w in enumerate(weights)]
-        single = False
     elif weights is None or isinstance(weights, (str, bytes)):
         raise TypeError(
             "kernel_spectra takes a tensor, a mapping name -> tensor or a sequence of tensors, "
             f"got {type(weights).__name__}"
         )
     else:
-        items = [(None, weights)]
-        single = True
+        items = [(None, weights)]  # one weight: its spectra are unnamed
     jobs: list[tuple[str | None, tuple[str, ...], tuple[str, ...], int]] = []
     matrices: list[torch.Tensor] = []
     for name, w in items:
@@ -202,7 +199,7 @@ def kernel_spectra(
         if node.ndim < 2:
             raise ValueError(f"weight {name!r} has shape {node.shape}; a cut needs >= 2 legs")
         for left, right, j in _shared_cuts(node, cuts(node.legs), matrices):
-            jobs.append((None if single else name, left, right, j))
+            jobs.append((name, left, right, j))
     values = _batched_values(matrices, method)
     return [Spectrum(values[j], left, right, name=name) for name, left, right, j in jobs]
 
@@ -251,12 +248,11 @@ def _batched_values(matrices: Sequence[torch.Tensor], method: Method) -> list[to
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, m in enumerate(matrices):
         groups[(tuple(m.shape), m.dtype, m.device)].append(i)
-    values: list[torch.Tensor] = [torch.empty(0)] * len(matrices)
+    values: dict[int, torch.Tensor] = {}
     for members in groups.values():
         s = _singular_values(torch.stack([matrices[i] for i in members]), method).cpu()
-        for i, row in zip(members, s):
-            values[i] = row
-    return values
+        values.update(zip(members, s))
+    return [values[i] for i in range(len(matrices))]
 
 
 def cut_spectra(

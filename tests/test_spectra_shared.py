@@ -210,3 +210,28 @@ def test_sweep_refuses_a_bad_cut_as_before():
     model = one_by_one_model()
     with pytest.raises(ValueError, match="without repeats"):
         truncation_sweep(model, lambda m: 0.0, cuts=[("out",), ("out", "out")], progress=False)
+
+
+def test_kernel_spectra_names_weights_of_a_sequence_and_checks_each_one():
+    a, b = torch.randn(4, 3, 1, 1, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
+    for weights in ([a, b], (a, b)):
+        out = tn.kernel_spectra(weights)
+        assert [sp.name for sp in out] == ["0"] * 7 + ["1"]
+        torch.testing.assert_close(out[-1].values, tn.spectrum(b, ["out"]).values)
+    numpy_out = tn.kernel_spectra(a.numpy())
+    assert [sp.name for sp in numpy_out] == [None] * 7
+    assert torch.equal(numpy_out[0].values, tn.kernel_spectra(a)[0].values)
+    named = tn.kernel_spectra(b, legs=("rows", "cols"))
+    assert [sp.label for sp in named] == ["rows|cols"]
+    got = cut_spectra(b, [("cols",)], legs=("rows", "cols"))
+    assert got[0].label == "cols|rows"
+    for bad, error, match in [
+        ("ab", TypeError, r"^kernel_spectra takes a tensor, .* got str$"),
+        (torch.randn(3), ValueError, r"^weight None has shape \(3,\); a cut needs >= 2 legs$"),
+        (torch.full((2, 2), math.nan), ValueError, r"^weight holds NaN"),
+        ({"c": torch.full((2, 2), math.nan)}, ValueError, r"^weight 'c' holds NaN"),
+    ]:
+        with pytest.raises(error, match=match):
+            tn.kernel_spectra(bad)
+    with pytest.raises(ValueError, match=r"^x holds NaN"):
+        cut_spectra(torch.full((2, 2), math.nan), [("out",)])
