@@ -72,6 +72,24 @@ def test_kernel_spectra_resnet50_1x1(benchmark, weights_1x1):
         np.testing.assert_allclose(row, [float(w.double().norm())], rtol=1e-9)
 
 
+def test_truncation_sweep_resnet50_1x1(benchmark):
+    """A sweep of four of ResNet-50's 1x1 convs (trivial evaluation): 8 SVDs, not 28."""
+    from tensornet.analysis import truncation_sweep
+
+    torch.manual_seed(0)
+    shapes = [(256, 1024), (1024, 256), (512, 2048), (2048, 512)]
+    model = torch.nn.Sequential(*(torch.nn.Conv2d(i, o, 1) for i, o in shapes))
+    rows = benchmark.pedantic(
+        truncation_sweep, args=(model, lambda m: 0.0), kwargs={"chis": [8], "progress": False},
+        rounds=3, iterations=1,
+    )  # fmt: skip
+    assert len(rows) == 4 * (4 * 2 + 3)  # out x in cuts: chi 8 and full; row cuts: chi 1
+    by_cut = {(r["layer"], r["cut"], r["chi"]): r["rel_error"] for r in rows}
+    for layer in "0123":
+        same = {by_cut[layer, c, 8] for c in ("out|in,kh,kw", "in|out,kh,kw", "out,kh|in,kw")}
+        assert len(same) == 1
+
+
 def test_plain_svdvals_loop_resnet50(benchmark, weights):
     values = benchmark.pedantic(plain_loop, args=(weights,), rounds=3, iterations=1)
     assert len(values) == 371
