@@ -44,7 +44,7 @@ from .core.spectrum import Spectrum, cuts
 from .core.truncation import Truncation
 from .core.validate import check_finite, is_int
 from .runs import ResultStore, map_cells
-from .spectra import spectrum
+from .spectra import cut_key, cut_spectra
 from .weights import KERNEL_LEGS, select_layers
 
 __all__ = [
@@ -288,10 +288,10 @@ def _sweep_cells(
     for name in names:
         weight = model.get_submodule(name).weight.detach()
         check_finite(weight, f"layer {name!r} weight")
-        legs = KERNEL_LEGS[weight.ndim]
-        for left in _layer_cuts(weight, requested):
-            used.add(left)
-            sp = spectrum(Node(weight, legs), left)
+        lefts = _layer_cuts(weight, requested)
+        used.update(lefts)
+        # cuts that differ only by size-1 legs share one decomposition (cut_spectra)
+        for left, sp in zip(lefts, cut_spectra(Node(weight, KERNEL_LEGS[weight.ndim]), lefts)):
             if chis is None:
                 grid = chi_grid(sp.chi_max)
             elif callable(chis):
@@ -328,7 +328,12 @@ def _check_chis(chis: Any, what: str) -> list[int]:
 
 
 class _SweepCell:
-    """``map_cells`` task: one cell, reusing the SVD of the last (layer, cut) it saw.
+    """``map_cells`` task: one cell, reusing the SVDs already taken of its layer.
+
+    The SVD of a layer's weight across a cut serves every cut of that layer with the same
+    :func:`~tensornet.spectra.cut_key` (cuts that differ only by size-1 legs: the truncated
+    weights are the same). A weight without size-1 legs has no such cuts, so only the last SVD
+    is kept; the cache is dropped when the layer changes.
 
     With ``private`` (any executor) each cell runs on a deep copy of the model, so threads and
     the cells of one Dask worker never see each other's truncated weights; here the model is
@@ -337,19 +342,29 @@ class _SweepCell:
 
     def __init__(self, private: bool) -> None:
         self.private = private
-        self._last: tuple[tuple[str, tuple[str, ...]], _CutFactors] | None = None
+        self._layer: str | None = None
+        self._factors: dict[frozenset[frozenset[str]], _CutFactors] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"private": self.private, "_last": None}  # the factors stay in this process
+        # the factors stay in this process
+        return {"private": self.private, "_layer": None, "_factors": {}}
+
+    def _cut_factors(self, model: torch.nn.Module, cell: Cell) -> _CutFactors:
+        weight = model.get_submodule(cell.layer).weight.detach()
+        key = cut_key(Node(weight, KERNEL_LEGS[weight.ndim]), cell.left_legs)
+        if cell.layer != self._layer:
+            self._layer, self._factors = cell.layer, {}
+        factors = self._factors.get(key)
+        if factors is None:
+            if 1 not in weight.shape:
+                self._factors.clear()
+            factors = self._factors[key] = _CutFactors(weight, cell.left_legs)
+        return factors
 
     def __call__(self, model: torch.nn.Module, evaluate: Evaluate, cell: Cell) -> dict[str, Any]:
-        which = (cell.layer, cell.left_legs)
-        last = self._last
-        if last is None or last[0] != which:
-            weight = model.get_submodule(cell.layer).weight.detach()
-            last = self._last = (which, _CutFactors(weight, cell.left_legs))
+        factors = self._cut_factors(model, cell)
         target = copy.deepcopy(model) if self.private else model
-        return _evaluate_cell(target, evaluate, cell, last[1])
+        return _evaluate_cell(target, evaluate, cell, factors)
 
 
 def truncate_layers(

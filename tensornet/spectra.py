@@ -38,6 +38,8 @@ __all__ = [
     "SpectrumTable",
     "TruncationResult",
     "cuts",
+    "cut_key",
+    "cut_spectra",
     "spectrum",
     "kernel_spectra",
     "layer_name",
@@ -180,36 +182,115 @@ def kernel_spectra(
     """
     if isinstance(weights, Mapping):
         items = list(weights.items())
-        single = False
     elif isinstance(weights, (list, tuple)):
         items = [(str(i), w) for i, w in enumerate(weights)]
-        single = False
     elif weights is None or isinstance(weights, (str, bytes)):
         raise TypeError(
             "kernel_spectra takes a tensor, a mapping name -> tensor or a sequence of tensors, "
             f"got {type(weights).__name__}"
         )
     else:
-        items = [(None, weights)]
-        single = True
-    jobs: list[tuple[str | None, tuple[str, ...], tuple[str, ...], torch.Tensor]] = []
+        items = [(None, weights)]  # one weight: its spectra are unnamed
+    jobs: list[tuple[str | None, tuple[str, ...], tuple[str, ...], int]] = []
+    matrices: list[torch.Tensor] = []
     for name, w in items:
         label = "weight" if name is None else f"weight {name!r}"
         node = _as_node(w.detach() if isinstance(w, torch.Tensor) else w, legs, label)
         if node.ndim < 2:
             raise ValueError(f"weight {name!r} has shape {node.shape}; a cut needs >= 2 legs")
-        for left, right in cuts(node.legs):
-            jobs.append((None if single else name, left, right, node.matricize(left)))
+        for left, right, j in _shared_cuts(node, cuts(node.legs), matrices):
+            jobs.append((name, left, right, j))
+    values = _batched_values(matrices, method)
+    return [Spectrum(values[j], left, right, name=name) for name, left, right, j in jobs]
+
+
+def cut_key(node: Node, left_legs: Sequence[str]) -> frozenset[frozenset[str]]:
+    """What a cut's singular values depend on: its two sides with the size-1 legs dropped.
+
+    A leg of size 1 can sit on either side of a cut without changing the matrix (up to a
+    transpose), and a cut and its complement have the same singular values; so two cuts of
+    ``node`` with the same key have the same spectrum (for a 1x1 kernel, 4 of its 7 cuts are the
+    same ``out x in`` matrix). The legs must be legs of ``node`` (not checked here).
+
+    Examples
+    --------
+    >>> import torch
+    >>> node = Node(torch.ones(4, 3, 1, 1), ("out", "in", "kh", "kw"))
+    >>> cut_key(node, ("out",)) == cut_key(node, ("out", "kh")) == cut_key(node, ("in",))
+    True
+    >>> cut_key(node, ("out",)) == cut_key(node, ("kh",))
+    False
+    """
+    big = {leg for leg in node.legs if node.dim(leg) > 1}
+    side = frozenset(big.intersection(left_legs))
+    return frozenset((side, frozenset(big - side)))
+
+
+def _shared_cuts(
+    node: Node,
+    resolved: Iterable[tuple[tuple[str, ...], tuple[str, ...]]],
+    matrices: list[torch.Tensor],
+) -> list[tuple[tuple[str, ...], tuple[str, ...], int]]:
+    """Each cut with the index in ``matrices`` of its matricisation, appended once per key."""
+    index: dict[frozenset[frozenset[str]], int] = {}
+    out = []
+    for left, right in resolved:
+        key = cut_key(node, left)
+        if key not in index:
+            index[key] = len(matrices)
+            matrices.append(node.matricize(left))
+        out.append((left, right, index[key]))
+    return out
+
+
+def _batched_values(matrices: Sequence[torch.Tensor], method: Method) -> list[torch.Tensor]:
+    """Singular values of each matrix (on the CPU), one batched call per shape, dtype, device."""
     groups: dict[tuple, list[int]] = defaultdict(list)
-    for i, (_, _, _, m) in enumerate(jobs):
+    for i, m in enumerate(matrices):
         groups[(tuple(m.shape), m.dtype, m.device)].append(i)
-    values: list[torch.Tensor | None] = [None] * len(jobs)
+    values: dict[int, torch.Tensor] = {}
     for members in groups.values():
-        batch = torch.stack([jobs[i][3] for i in members])
-        s = _singular_values(batch, method).cpu()
-        for i, row in zip(members, s):
-            values[i] = row
-    return [Spectrum(v, left, right, name=name) for (name, left, right, _), v in zip(jobs, values)]
+        s = _singular_values(torch.stack([matrices[i] for i in members]), method).cpu()
+        values.update(zip(members, s))
+    return [values[i] for i in range(len(matrices))]
+
+
+def cut_spectra(
+    x: Node | torch.Tensor | Any,
+    cuts_left: Sequence[Sequence[str | int] | str],
+    legs: Sequence[str] | None = None,
+    name: str | None = None,
+    method: Method = "auto",
+) -> list[Spectrum]:
+    """Spectra of several cuts of one dense tensor, each distinct matricisation computed once.
+
+    Cuts with the same :func:`cut_key` (they differ only by size-1 legs, or are complements)
+    share one decomposition; every cut gets its own :class:`Spectrum` (its own legs, the shared
+    values). Every cut is checked (as in :func:`spectrum`) before any work.
+
+    Parameters
+    ----------
+    x : Node, tensor or array-like
+        The tensor (legs as in :func:`spectrum`).
+    cuts_left : sequence of cuts
+        The left side of each cut (leg names or axis positions).
+
+    Examples
+    --------
+    >>> import torch
+    >>> w = torch.randn(8, 4, 1, 1, dtype=torch.float64)
+    >>> a, b = cut_spectra(w, [["out"], ["out", "kh"]])
+    >>> (a.label, b.label), torch.equal(a.values, b.values)
+    (('out|in,kh,kw', 'out,kh|in,kw'), True)
+    """
+    node = _as_node(x, legs, "x" if name is None else repr(name))
+    if isinstance(cuts_left, str) or is_int(cuts_left):
+        raise TypeError(f"cuts_left must be a sequence of cuts (left legs), got {cuts_left!r}")
+    resolved = [_resolve_left(node, left) for left in cuts_left]
+    matrices: list[torch.Tensor] = []
+    shared = _shared_cuts(node, resolved, matrices)
+    values = _batched_values(matrices, method)
+    return [Spectrum(values[j], left, right, name=name) for left, right, j in shared]
 
 
 class SpectrumTable:

@@ -102,7 +102,12 @@ TESTS: dict[str, list[str]] = {
     "tensornet/formats/grouped.py": [
         "tests/formats/test_tr_lowrank_grouped.py", "tests/formats/test_grouped_details.py"
     ],
-    "tensornet/analysis.py": ["tests/test_analysis.py", "tests/test_analysis_details.py"],
+    "tensornet/analysis.py": [
+        "tests/test_analysis.py", "tests/test_analysis_details.py", "tests/test_spectra_shared.py",
+    ],
+    "tensornet/spectra.py": [
+        "tests/test_spectra.py", "tests/test_spectra_shared.py", "tests/test_bad_inputs.py",
+    ],
     "tensornet/runs.py": [
         "tests/test_runs.py", "tests/test_analysis_details.py", "tests/test_permissions.py"
     ],
