@@ -245,7 +245,7 @@ def _summary(
     lines = [
         "  ".join(
             cell.rjust(w) if i in numeric else cell.ljust(w)
-            for i, (cell, w) in enumerate(zip(r, widths))
+            for i, (cell, w) in enumerate(zip(r, widths, strict=True))
         ).rstrip()
         for r in rows
     ]

@@ -380,3 +380,90 @@ def test_csv_marks_trivial_cuts_and_help_states_the_normalisation(mixed, capsys)
     assert "the cut of lowest normalised entropy S/log(chi_max)" in text
     assert "trivial cuts (chi_max = 1, e.g. the size-1 legs of a 1x1 conv) are left out" in text
     assert "or 'exact (chi >= chi_max)' where that cut has at most CHI values" in text
+
+
+def test_summary_text_is_aligned_and_complete():
+    from tensornet.cli import _summary
+    from tensornet.core.spectrum import Spectrum
+    from tensornet.spectra import SpectrumTable
+
+    def sp(values, left, right, name):
+        return Spectrum(torch.tensor(values, dtype=torch.float64), left, right, name=name)
+
+    table = SpectrumTable([
+        sp([2.0, 1.0, 1.0, 0.0], "o", "ih", "conv"),  # S/log 4 = 0.626: picked
+        sp([2.0, 1.0], "i", "oh", "conv"),  # S = 0.500, the lowest raw entropy; S/log 2 = 0.722
+        sp([3.0], "h", "oi", "conv"),  # trivial
+        sp([2.0], "o", "i", "row"),  # trivial only
+    ])
+    note = (
+        "(picked cut: lowest normalised entropy S/log(chi_max), 0 = rank one, 1 = flat spectrum;\n"
+        " trivial cuts (chi_max = 1, e.g. a size-1 leg) are left out of the pick and of S min/max)"
+    )
+    assert _summary(table, {"conv": (4, 2, 1)}, 2) == "\n".join([
+        "layer  shape  cut of lowest S/log(chi_max)  chi_max  S/log(chi_max)  S min  S max"
+        "  eff. rank               err@chi=2",
+        "-----  -----  ----------------------------  -------  --------------  -----  -----"
+        "  ---------  ----------------------",
+        "conv   4x2x1  o|ih                                4           0.626  0.500  0.868"
+        "       2.38                   0.408",
+        "row    ?      -                                   1               -      -      -"
+        "       1.00  exact (chi >= chi_max)",
+        note,
+    ])
+    assert _summary(table, {"conv": (4, 2, 1), "row": (1, 1)}) == "\n".join([
+        "layer  shape  cut of lowest S/log(chi_max)  chi_max  S/log(chi_max)  S min  S max"
+        "  eff. rank",
+        "-----  -----  ----------------------------  -------  --------------  -----  -----"
+        "  ---------",
+        "conv   4x2x1  o|ih                                4           0.626  0.500  0.868"
+        "       2.38",
+        "row    1x1    -                                   1               -      -      -"
+        "       1.00",
+        note,
+    ])
+
+
+HELP = """\
+usage: tensornet [-h] COMMAND ...
+
+Tensor-network tools for PyTorch.
+
+positional arguments:
+  COMMAND
+    spectra   entanglement spectra of every weight in a checkpoint
+
+options:
+  -h, --help  show this help message and exit
+"""
+
+SPECTRA_HELP = """\
+usage: tensornet spectra [-h] [--layers PATTERN] [--out DIR] [--chi CHI] [--no-plots] CHECKPOINT
+
+Spectrum of every cut of every 2-5 dimensional weight in a state_dict: writes spectra.csv,
+bond_spectra.png, entropy_heatmap.png and truncation_curves.png to DIR, and prints a summary. The
+summary picks, per layer, the cut of lowest normalised entropy S/log(chi_max) (0: rank one, 1:
+flat spectrum), so that cuts of different sizes compare fairly; trivial cuts (chi_max = 1, e.g.
+the size-1 legs of a 1x1 conv) are left out of the pick (spectra.csv gives them normalized_entropy
+nan).
+
+positional arguments:
+  CHECKPOINT        a .safetensors file, or a state_dict saved with torch.save
+
+options:
+  -h, --help        show this help message and exit
+  --layers PATTERN  only layers whose name matches this glob or regular expression
+  --out DIR         output folder (default: ./spectra-<checkpoint stem>)
+  --chi CHI         bond dimension to mark in the plots; the summary then shows the relative error
+                    of keeping CHI values at each layer's picked cut, or 'exact (chi >= chi_max)'
+                    where that cut has at most CHI values
+  --no-plots        write only spectra.csv (much faster for large models)
+"""
+
+
+def test_help_text(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "100")  # argparse wraps to the terminal's width
+    assert main(["--help"]) == 0
+    assert capsys.readouterr().out == HELP
+    assert main(["spectra", "--help"]) == 0
+    assert capsys.readouterr().out == SPECTRA_HELP
