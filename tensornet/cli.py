@@ -242,11 +242,11 @@ def _summary(
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     numeric = range(3, len(header))
-    lines = [
+    lines = [  # the last column is numeric (right-aligned): no trailing spaces to strip
         "  ".join(
             cell.rjust(w) if i in numeric else cell.ljust(w)
             for i, (cell, w) in enumerate(zip(r, widths, strict=True))
-        ).rstrip()
+        )
         for r in rows
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
