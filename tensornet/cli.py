@@ -23,7 +23,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from .core.spectrum import Spectrum
@@ -178,45 +177,80 @@ def _layer_shapes(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...
     return {layer_name(name): tuple(w.shape) for name, w in state.items() if 2 <= w.ndim <= 5}
 
 
+EXACT = "exact (chi >= chi_max)"
+NORMALISATION = (
+    "(picked cut: lowest normalised entropy S/log(chi_max), 0 = rank one, 1 = flat spectrum;\n"
+    " trivial cuts (chi_max = 1, e.g. a size-1 leg) are left out of the pick and of S min/max)"
+)
+
+
+def _pick(spectra: Sequence[Spectrum]) -> Spectrum | None:
+    """The non-trivial cut of lowest normalised entropy (the first on ties); None if none.
+
+    Raw entropies cannot be compared across cuts: ``S <= log chi_max``, so a leg of size 3
+    always looks better than a wide cut, however low-rank the wide cut is.
+    """
+    candidates = [sp for sp in spectra if not sp.trivial]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda sp: sp.normalized_entropy())
+
+
+def _summary_row(
+    layer: str, shape: tuple[int, ...], spectra: Sequence[Spectrum], chi: int | None
+) -> list[str]:
+    """One summary row: the picked cut, its size and entropies, the layer's entropy range."""
+    best = _pick(spectra)
+    entropies = [sp.entropy() for sp in spectra if not sp.trivial]
+    row = [layer, "x".join(map(str, shape)) or "?"]
+    if best is None:  # every cut is trivial: a rank-one layer with a single value per cut
+        return row + ["-", "1", "-", "-", "-", "1.00"] + ([] if chi is None else [EXACT])
+    row += [
+        best.label,
+        str(best.chi_max),
+        f"{best.normalized_entropy():.3f}",
+        f"{min(entropies):.3f}",
+        f"{max(entropies):.3f}",
+        f"{best.effective_rank():.2f}",
+    ]
+    if chi is not None:
+        row.append(f"{best.relative_error(chi):.3g}" if chi < best.chi_max else EXACT)
+    return row
+
+
 def _summary(
     table: SpectrumTable, shapes: Mapping[str, tuple[int, ...]], chi: int | None = None
 ) -> str:
-    """Plain aligned text, one row per layer.
+    """Plain aligned text, one row per layer, and a line saying how cuts are compared.
 
-    Each row: the layer's shape, its lowest-entropy cut, the entropy range, and the effective
-    rank of that cut (and its relative error at ``chi``).
+    Each row: the layer's shape; its cut of lowest normalised entropy ``S / log(chi_max)``
+    among the non-trivial cuts (``chi_max >= 2``), with that cut's ``chi_max``, normalised
+    entropy and effective rank ``exp(S)``; the range of the raw entropy ``S`` over the
+    non-trivial cuts; and, with ``chi``, the relative error of keeping ``chi`` values at the
+    picked cut, or ``exact (chi >= chi_max)`` where ``chi`` keeps them all.
     """
     by_layer: dict[str, list[Spectrum]] = {}
     for sp in table:
         by_layer.setdefault(str(sp.name), []).append(sp)
-    header = ["layer", "shape", "lowest-entropy cut", "S min", "S max", "eff. rank"]
+    header = ["layer", "shape", "cut of lowest S/log(chi_max)", "chi_max", "S/log(chi_max)"]
+    header += ["S min", "S max", "eff. rank"]
     if chi is not None:
         header.append(f"err@chi={chi}")
-    rows = [header]
-    for layer, spectra in by_layer.items():
-        entropies = [sp.entropy() for sp in spectra]
-        best = spectra[int(np.argmin(entropies))]
-        row = [
-            layer,
-            "x".join(map(str, shapes.get(layer, ()))) or "?",
-            best.label,
-            f"{min(entropies):.3f}",
-            f"{max(entropies):.3f}",
-            f"{best.effective_rank():.2f}",
-        ]
-        if chi is not None:
-            row.append(f"{best.relative_error(chi):.3g}")
-        rows.append(row)
+    rows = [header] + [
+        _summary_row(layer, shapes.get(layer, ()), spectra, chi)
+        for layer, spectra in by_layer.items()
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     numeric = range(3, len(header))
-    lines = [
+    lines = [  # the last column is numeric (right-aligned): no trailing spaces to strip
         "  ".join(
             cell.rjust(w) if i in numeric else cell.ljust(w)
-            for i, (cell, w) in enumerate(zip(r, widths))
-        ).rstrip()
+            for i, (cell, w) in enumerate(zip(r, widths, strict=True))
+        )
         for r in rows
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append(NORMALISATION)
     return "\n".join(lines)
 
 
@@ -350,7 +384,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="entanglement spectra of every weight in a checkpoint",
         description="Spectrum of every cut of every 2-5 dimensional weight in a state_dict: "
         "writes spectra.csv, bond_spectra.png, entropy_heatmap.png and truncation_curves.png "
-        "to DIR, and prints a summary.",
+        "to DIR, and prints a summary. The summary picks, per layer, the cut of lowest "
+        "normalised entropy S/log(chi_max) (0: rank one, 1: flat spectrum), so that cuts of "
+        "different sizes compare fairly; trivial cuts (chi_max = 1, e.g. the size-1 legs of a "
+        "1x1 conv) are left out of the pick (spectra.csv gives them normalized_entropy nan).",
     )
     spectra.add_argument(
         "checkpoint",
@@ -369,8 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--chi",
         metavar="CHI",
         type=_chi,
-        help="bond dimension to mark in the plots; the summary then shows the "
-        "relative error of keeping CHI values at each layer's lowest-entropy cut",
+        help="bond dimension to mark in the plots; the summary then shows the relative "
+        "error of keeping CHI values at each layer's picked cut, or 'exact (chi >= chi_max)' "
+        "where that cut has at most CHI values",
     )
     spectra.add_argument(
         "--no-plots",

@@ -353,7 +353,10 @@ class SpectrumTable:
         return layers, cut_labels, e
 
     def to_csv(self, path: str | os.PathLike) -> None:
-        """Write :meth:`rows` as CSV atomically (singular values space-separated)."""
+        """Write :meth:`rows` as CSV atomically (singular values space-separated).
+
+        ``normalized_entropy`` is ``nan`` on trivial cuts (``chi_max = 1``).
+        """
         rows = self.rows()
         fields = [
             "layer",
@@ -365,6 +368,7 @@ class SpectrumTable:
             "entropy",
             "renyi2",
             "effective_rank",
+            "normalized_entropy",
             "singular_values",
         ]
         with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:

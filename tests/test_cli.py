@@ -1,4 +1,5 @@
 import csv
+import math
 import runpy
 import sys
 
@@ -72,15 +73,15 @@ def test_spectra_end_to_end(checkpoint, tmp_path, state_dict, capsys):
     assert captured.err == ""
     lines = captured.out.splitlines()
     assert lines[0].split() == [
-        "layer", "shape", "lowest-entropy", "cut", "S", "min", "S", "max", "eff.", "rank",
-        "err@chi=3",
+        "layer", "shape", "cut", "of", "lowest", "S/log(chi_max)", "chi_max", "S/log(chi_max)",
+        "S", "min", "S", "max", "eff.", "rank", "err@chi=3",
     ]
     by_layer = {line.split()[0]: line.split() for line in lines[2:5]}
     assert set(by_layer) == {"0", "3", "5"}
     assert by_layer["0"][1] == "8x3x3x3" and by_layer["5"][1] == "4x6"
     entropies = [sp.entropy() for sp in expected if sp.name == "3"]
-    assert float(by_layer["3"][3]) == pytest.approx(min(entropies), abs=1e-3)
-    assert float(by_layer["3"][4]) == pytest.approx(max(entropies), abs=1e-3)
+    assert float(by_layer["3"][5]) == pytest.approx(min(entropies), abs=1e-3)
+    assert float(by_layer["3"][6]) == pytest.approx(max(entropies), abs=1e-3)
     assert "3 layers, 15 cuts; wrote" in captured.out
 
 
@@ -259,3 +260,210 @@ def test_study_checkpoints_record_their_order(tmp_path):
     save_checkpoint(model, path, {"epochs": 1})
     assert list(load_state_dict(path)) == list(model.state_dict())  # 0, 1, ..., 10, 11
     assert read_metadata(path) == {"epochs": 1}
+
+
+# -- the summary: cuts compared by normalised entropy ----------------------------------------
+def low_rank_kernel(out=16, cin=3):
+    """``(out, in, 3, 3)``, exactly rank 2 along out|in,kh,kw, with kh scaled by 1, 0.3, 0.1.
+
+    The size-3 kh leg then has the lowest raw entropy (its values fall fast, but it has only 3)
+    while out|in,kh,kw, rank 2 of 16, is the low-rank cut.
+    """
+    g = torch.Generator().manual_seed(0)
+    a, _ = torch.linalg.qr(torch.randn(out, 2, generator=g, dtype=torch.float64))
+    b, _ = torch.linalg.qr(torch.randn(cin * 9, 2, generator=g, dtype=torch.float64))
+    w = ((a * torch.tensor([1.0, 0.5], dtype=torch.float64)) @ b.T).reshape(out, cin, 3, 3)
+    return w * torch.tensor([1.0, 0.3, 0.1], dtype=torch.float64)[:, None]
+
+
+def summary_rows(out):
+    """Summary rows by layer, split on runs of two or more spaces (cells hold single spaces)."""
+    import re
+
+    rows = {}
+    for line in out.splitlines()[2:]:
+        if not line or line.startswith("("):  # the blank line, or the note under the table
+            break
+        row = re.split(r"\s{2,}", line.strip())
+        rows[row[0]] = row
+    return rows
+
+
+@pytest.fixture
+def mixed(tmp_path):
+    g = torch.Generator().manual_seed(1)
+    state = {
+        "conv": low_rank_kernel(),
+        "pointwise": torch.randn(8, 16, 1, 1, generator=g, dtype=torch.float64),
+        "fc": torch.randn(4, 8, generator=g, dtype=torch.float64),
+        "row": torch.randn(1, 5, generator=g, dtype=torch.float64),  # every cut is trivial
+    }
+    path = tmp_path / "mixed.safetensors"
+    save_file(state, str(path))
+    return path, tn.weight_spectra(state)
+
+
+def run_summary(path, capsys, *extra):
+    argv = ["spectra", str(path), "--no-plots", "--out", str(path.parent / "out"), *extra]
+    assert main(argv) == 0
+    return capsys.readouterr().out
+
+
+def test_summary_picks_the_low_rank_cut_not_the_smallest_leg(mixed, capsys):
+    path, table = mixed
+    conv = [sp for sp in table if sp.name == "conv"]
+    wide = table.get("conv", "out|in,kh,kw")
+    assert wide.chi_max == 16 and float(wide.values[2] / wide.values[0]) < 1e-12  # rank 2
+    raw = min(conv, key=lambda sp: sp.entropy())
+    assert raw.label == "kh|out,in,kw" and raw.chi_max == 3  # what the raw-entropy pick chose
+    out = run_summary(path, capsys)
+    row = summary_rows(out)["conv"]
+    assert row[:4] == ["conv", "16x3x3x3", "out|in,kh,kw", "16"]
+    assert float(row[4]) == pytest.approx(wide.entropy() / math.log(16), abs=1e-3)
+    assert float(row[4]) < min(sp.normalized_entropy() for sp in conv if sp is not wide)
+    assert float(row[5]) == pytest.approx(raw.entropy(), abs=1e-3)
+    assert float(row[6]) == pytest.approx(max(sp.entropy() for sp in conv), abs=1e-3)
+    assert float(row[7]) == pytest.approx(math.exp(wide.entropy()), abs=1e-2)
+    assert len(row) == 8  # no error column without --chi
+    assert "lowest normalised entropy S/log(chi_max)" in out
+    assert "trivial cuts (chi_max = 1, e.g. a size-1 leg) are left out" in out
+
+
+def test_summary_never_picks_a_trivial_cut(mixed, capsys):
+    path, table = mixed
+    rows = summary_rows(run_summary(path, capsys))
+    pointwise = [sp for sp in table if sp.name == "pointwise"]
+    assert sum(sp.trivial for sp in pointwise) == 3  # kh, kw and out,in|kh,kw
+    best = min((sp for sp in pointwise if not sp.trivial), key=lambda sp: sp.normalized_entropy())
+    row = rows["pointwise"]
+    assert row[2] == best.label and int(row[3]) == best.chi_max >= 2
+    assert float(row[4]) == pytest.approx(best.normalized_entropy(), abs=1e-3)
+    entropies = [sp.entropy() for sp in pointwise if not sp.trivial]
+    assert float(row[5]) == pytest.approx(min(entropies), abs=1e-3) and float(row[5]) > 0.1
+    assert float(row[6]) == pytest.approx(max(entropies), abs=1e-3)
+    fc = table.get("fc", "out|in")
+    assert rows["fc"][2:5] == ["out|in", "4", f"{fc.normalized_entropy():.3f}"]
+    assert rows["row"] == ["row", "1x5", "-", "1", "-", "-", "-", "1.00"]
+
+
+def test_err_at_chi_is_exact_where_chi_keeps_every_value(mixed, capsys):
+    path, table = mixed
+    rows = summary_rows(run_summary(path, capsys, "--chi", "4"))
+    exact = "exact (chi >= chi_max)"
+    conv = table.get("conv", "out|in,kh,kw")
+    assert rows["conv"][-1] == f"{conv.relative_error(4):.3g}"  # 4 < 16: a value (rank 2: ~0)
+    pointwise = rows["pointwise"]
+    sp = table.get("pointwise", pointwise[2])
+    assert pointwise[-1] == f"{sp.relative_error(4):.3g}" and sp.relative_error(4) > 0.1
+    assert rows["fc"][-1] == exact and rows["row"][-1] == exact  # chi_max 4 and 1
+    rows = summary_rows(run_summary(path, capsys, "--chi", "8"))
+    assert rows["pointwise"][-1] == exact and rows["conv"][-1] != exact
+    rows = summary_rows(run_summary(path, capsys, "--chi", "3"))
+    fc = table.get("fc", "out|in")
+    assert rows["fc"][-1] == f"{fc.relative_error(3):.3g}" and fc.relative_error(3) > 0.1
+
+
+def test_csv_marks_trivial_cuts_and_help_states_the_normalisation(mixed, capsys):
+    path, table = mixed
+    run_summary(path, capsys)
+    rows = read_csv(path.parent / "out" / "spectra.csv")
+    for row in rows:
+        sp = table.get(row["layer"], row["cut"])
+        if sp.trivial:
+            assert row["normalized_entropy"] == "nan"
+        else:
+            assert float(row["normalized_entropy"]) == pytest.approx(
+                sp.entropy() / math.log(sp.chi_max), rel=1e-9
+            )
+    assert main(["spectra", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "the cut of lowest normalised entropy S/log(chi_max)" in text
+    assert "trivial cuts (chi_max = 1, e.g. the size-1 legs of a 1x1 conv) are left out" in text
+    assert "or 'exact (chi >= chi_max)' where that cut has at most CHI values" in text
+
+
+def test_summary_text_is_aligned_and_complete():
+    from tensornet.cli import _summary
+    from tensornet.core.spectrum import Spectrum
+    from tensornet.spectra import SpectrumTable
+
+    def sp(values, left, right, name):
+        return Spectrum(torch.tensor(values, dtype=torch.float64), left, right, name=name)
+
+    table = SpectrumTable([
+        sp([2.0, 1.0, 1.0, 0.0], "o", "ih", "conv"),  # S/log 4 = 0.626: picked
+        sp([2.0, 1.0], "i", "oh", "conv"),  # S = 0.500, the lowest raw entropy; S/log 2 = 0.722
+        sp([3.0], "h", "oi", "conv"),  # trivial
+        sp([2.0], "o", "i", "row"),  # trivial only
+    ])
+    note = (
+        "(picked cut: lowest normalised entropy S/log(chi_max), 0 = rank one, 1 = flat spectrum;\n"
+        " trivial cuts (chi_max = 1, e.g. a size-1 leg) are left out of the pick and of S min/max)"
+    )
+    assert _summary(table, {"conv": (4, 2, 1)}, 2) == "\n".join([
+        "layer  shape  cut of lowest S/log(chi_max)  chi_max  S/log(chi_max)  S min  S max"
+        "  eff. rank               err@chi=2",
+        "-----  -----  ----------------------------  -------  --------------  -----  -----"
+        "  ---------  ----------------------",
+        "conv   4x2x1  o|ih                                4           0.626  0.500  0.868"
+        "       2.38                   0.408",
+        "row    ?      -                                   1               -      -      -"
+        "       1.00  exact (chi >= chi_max)",
+        note,
+    ])
+    assert _summary(table, {"conv": (4, 2, 1), "row": (1, 1)}) == "\n".join([
+        "layer  shape  cut of lowest S/log(chi_max)  chi_max  S/log(chi_max)  S min  S max"
+        "  eff. rank",
+        "-----  -----  ----------------------------  -------  --------------  -----  -----"
+        "  ---------",
+        "conv   4x2x1  o|ih                                4           0.626  0.500  0.868"
+        "       2.38",
+        "row    1x1    -                                   1               -      -      -"
+        "       1.00",
+        note,
+    ])
+
+
+HELP = """\
+usage: tensornet [-h] COMMAND ...
+
+Tensor-network tools for PyTorch.
+
+positional arguments:
+  COMMAND
+    spectra   entanglement spectra of every weight in a checkpoint
+
+options:
+  -h, --help  show this help message and exit
+"""
+
+SPECTRA_HELP = """\
+usage: tensornet spectra [-h] [--layers PATTERN] [--out DIR] [--chi CHI] [--no-plots] CHECKPOINT
+
+Spectrum of every cut of every 2-5 dimensional weight in a state_dict: writes spectra.csv,
+bond_spectra.png, entropy_heatmap.png and truncation_curves.png to DIR, and prints a summary. The
+summary picks, per layer, the cut of lowest normalised entropy S/log(chi_max) (0: rank one, 1:
+flat spectrum), so that cuts of different sizes compare fairly; trivial cuts (chi_max = 1, e.g.
+the size-1 legs of a 1x1 conv) are left out of the pick (spectra.csv gives them normalized_entropy
+nan).
+
+positional arguments:
+  CHECKPOINT        a .safetensors file, or a state_dict saved with torch.save
+
+options:
+  -h, --help        show this help message and exit
+  --layers PATTERN  only layers whose name matches this glob or regular expression
+  --out DIR         output folder (default: ./spectra-<checkpoint stem>)
+  --chi CHI         bond dimension to mark in the plots; the summary then shows the relative error
+                    of keeping CHI values at each layer's picked cut, or 'exact (chi >= chi_max)'
+                    where that cut has at most CHI values
+  --no-plots        write only spectra.csv (much faster for large models)
+"""
+
+
+def test_help_text(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "100")  # argparse wraps to the terminal's width
+    assert main(["--help"]) == 0
+    assert capsys.readouterr().out == HELP
+    assert main(["spectra", "--help"]) == 0
+    assert capsys.readouterr().out == SPECTRA_HELP

@@ -117,6 +117,9 @@ TESTS: dict[str, list[str]] = {
     "tensornet/weights.py": ["tests/test_weights.py"],
     "tensornet/nn/select.py": ["tests/nn/test_select.py"],
 
+    # the command line
+    "tensornet/cli.py": ["tests/test_cli.py"],
+
     # nn: saving and loading compressed models
     "tensornet/nn/serialize.py": ["tests/nn/test_serialize.py"],
     "tensornet/nn/batchnorm.py": ["tests/nn/test_calibrate.py"],

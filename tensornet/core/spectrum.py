@@ -5,7 +5,10 @@ With ``p_i = s_i^2 / sum_j s_j^2`` (the "entanglement" probabilities across the 
 - von Neumann entropy ``S = -sum p log p``; Renyi ``S_a = log(sum p^a) / (1 - a)``;
 - discarded weight of keeping ``chi`` values ``sum_{i >= chi} p_i``, and the relative Frobenius
   error ``sqrt`` of that (the Eckart-Young-Mirsky optimum);
-- effective rank ``exp(S)``.
+- effective rank ``exp(S)``;
+- normalised entropy ``S / log(chi_max)`` in ``[0, 1]`` (0: rank one, 1: all values equal), which
+  compares cuts of different sizes; a cut with ``chi_max = 1`` is *trivial* (it is always rank
+  one) and has no normalised entropy.
 """
 
 from __future__ import annotations
@@ -124,6 +127,32 @@ class Spectrum:
         """``exp`` of the von Neumann entropy: 1 for rank one, ``n`` for ``n`` equal values."""
         return math.exp(self.entropy())
 
+    @property
+    def trivial(self) -> bool:
+        """Whether the cut has at most one value (``chi_max <= 1``, e.g. a size-1 leg)."""
+        return self.chi_max <= 1
+
+    def normalized_entropy(self, alpha: float = 1.0) -> float:
+        """``entropy(alpha) / log(chi_max)``: 0 for rank one, 1 for ``chi_max`` equal values.
+
+        The raw entropy is at most ``log chi_max``, so it favours small cuts; the ratio compares
+        cuts of different sizes fairly. NaN for a :attr:`trivial` cut (``chi_max <= 1``).
+
+        Examples
+        --------
+        >>> import torch
+        >>> wide = Spectrum(torch.tensor([1.0, 1.0, 0.0, 0.0]), ("a",), ("b",))
+        >>> small = Spectrum(torch.tensor([1.0, 0.5]), ("c",), ("d",))
+        >>> round(wide.entropy(), 3), round(small.entropy(), 3)  # raw: wide looks worse
+        (0.693, 0.5)
+        >>> round(wide.normalized_entropy(), 3), round(small.normalized_entropy(), 3)
+        (0.5, 0.722)
+        """
+        entropy = self.entropy(alpha)
+        if self.trivial:
+            return math.nan
+        return entropy / math.log(self.chi_max)
+
     # -- truncation ------------------------------------------------------------------------
     def _check_chi(self, chi: int) -> int:
         if not is_int(chi) or int(chi) < 0:
@@ -165,6 +194,7 @@ class Spectrum:
             "entropy": self.entropy(),
             "renyi2": self.entropy(alpha=2.0),
             "effective_rank": self.effective_rank(),
+            "normalized_entropy": self.normalized_entropy(),
             "singular_values": [float(x) for x in self.values],
         }
 

@@ -107,6 +107,27 @@ def test_entropy_arguments_are_checked():
             sp.entropy(base=base)
 
 
+def test_normalized_entropy_is_entropy_over_log_chi_max():
+    sp = spectrum()
+    assert not sp.trivial
+    assert sp.normalized_entropy() == pytest.approx(-(P * np.log(P)).sum() / math.log(4), rel=1e-14)
+    renyi2 = -math.log((P**2).sum()) / math.log(4)
+    assert sp.normalized_entropy(alpha=2) == pytest.approx(renyi2, rel=1e-14)
+    assert spectrum([2.0, 2.0, 2.0]).normalized_entropy() == pytest.approx(1.0, rel=1e-14)
+    assert spectrum([5.0, 0.0, 0.0]).normalized_entropy() == 0.0
+    assert spectrum([1.0, 1.0, 0.0, 0.0]).normalized_entropy() == pytest.approx(0.5, rel=1e-14)
+    assert spectrum([2.0, 1.0]).normalized_entropy() == pytest.approx(
+        spectrum([2.0, 1.0]).entropy(base=2), rel=1e-14
+    )
+    trivial = spectrum([3.0])
+    assert trivial.trivial and math.isnan(trivial.normalized_entropy())
+    row = trivial.as_dict()
+    assert row["entropy"] == 0.0 and math.isnan(row["normalized_entropy"])
+    assert spectrum([0.0]).trivial and Spectrum(torch.zeros(0), ["a"], ["b"]).trivial
+    with says(ValueError, "alpha must be >= 0, got -1"):
+        trivial.normalized_entropy(alpha=-1)
+
+
 def test_as_dict_and_repr():
     sp = spectrum(name="conv1")
     row = sp.as_dict()
@@ -114,6 +135,7 @@ def test_as_dict_and_repr():
     assert row["left_legs"] == "o" and row["right_legs"] == "i h" and row["chi_max"] == 4
     assert row["renyi2"] == pytest.approx(-math.log((P**2).sum()), rel=1e-14)
     assert row["entropy"] == pytest.approx(-(P * np.log(P)).sum(), rel=1e-14)
+    assert row["normalized_entropy"] == pytest.approx(row["entropy"] / math.log(4), rel=1e-14)
     assert row["singular_values"] == [3.0, 2.0, 1.0, 0.5]
     two = Spectrum(torch.ones(1), ("a", "b"), ("c", "d"))
     assert two.as_dict()["left_legs"] == "a b" and two.as_dict()["right_legs"] == "c d"
