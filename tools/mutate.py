@@ -109,7 +109,7 @@ TESTS: dict[str, list[str]] = {
     "tensornet/io.py": ["tests/test_io.py", "tests/test_permissions.py"],
 
     # the ground floor: weights and layer selection
-    "tensornet/weights.py": ["tests/test_weights.py"],
+    "tensornet/weights.py": ["tests/test_weights.py", "tests/test_spectra_compressed.py"],
     "tensornet/nn/select.py": ["tests/nn/test_select.py"],
 
     # nn: saving and loading compressed models
@@ -192,6 +192,13 @@ TESTS: dict[str, list[str]] = {
     "studies/common/stats.py": [
         "tests/studies/test_stats.py", "tests/studies/test_stats_values.py",
     ],  # fmt: skip
+
+    # spectra: dense kernels, compressed kernels through their networks, and their plots
+    "tensornet/formats/cuts.py": ["tests/test_spectra_compressed.py"],
+    "tensornet/spectra.py": [
+        "tests/test_spectra.py", "tests/test_spectra_compressed.py", "tests/test_bad_inputs.py",
+    ],
+    "tensornet/plot.py": ["tests/test_plot.py", "tests/test_spectra_compressed.py"],
 }
 MODULES = list(TESTS)
 
