@@ -244,32 +244,28 @@ def kernel_spectra(
     """
     if isinstance(weights, Mapping):
         items = list(weights.items())
-        single = False
     elif isinstance(weights, (list, tuple)):
         items = [(str(i), w) for i, w in enumerate(weights)]
-        single = False
     elif weights is None or isinstance(weights, (str, bytes)):
         raise TypeError(
             "kernel_spectra takes a tensor, a mapping name -> tensor or a sequence of tensors, "
             f"got {type(weights).__name__}"
         )
     else:
-        items = [(None, weights)]
-        single = True
+        items = [(None, weights)]  # one weight: its spectra are unnamed
     out: list[Spectrum | None] = []
     jobs: list[tuple[int, str | None, tuple[str, ...], tuple[str, ...], torch.Tensor]] = []
     for name, w in items:
-        key = None if single else name
         if isinstance(w, Format):
             _no_legs(legs, w)
-            out += [_format_spectrum(w, left, key, max_elements) for left, _ in cuts(w.legs)]
+            out += [_format_spectrum(w, left, name, max_elements) for left, _ in cuts(w.legs)]
             continue
         label = "weight" if name is None else f"weight {name!r}"
         node = _as_node(w.detach() if isinstance(w, torch.Tensor) else w, legs, label)
         if node.ndim < 2:
             raise ValueError(f"weight {name!r} has shape {node.shape}; a cut needs >= 2 legs")
         for left, right in cuts(node.legs):
-            jobs.append((len(out), key, left, right, node.matricize(left)))
+            jobs.append((len(out), name, left, right, node.matricize(left)))
             out.append(None)
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, job in enumerate(jobs):
@@ -378,7 +374,6 @@ class SpectrumTable:
             for row in rows:
                 row = dict(row)
                 row["singular_values"] = " ".join(f"{v:.9g}" for v in row["singular_values"])
-                row["rank"] = "" if row["rank"] is None else row["rank"]
                 writer.writerow(row)
 
     def __repr__(self) -> str:

@@ -197,6 +197,7 @@ TESTS: dict[str, list[str]] = {
     "tensornet/formats/cuts.py": ["tests/test_spectra_compressed.py"],
     "tensornet/spectra.py": [
         "tests/test_spectra.py", "tests/test_spectra_compressed.py", "tests/test_bad_inputs.py",
+        "tests/test_spectra_tables.py",
     ],
     "tensornet/plot.py": ["tests/test_plot.py", "tests/test_spectra_compressed.py"],
 }
