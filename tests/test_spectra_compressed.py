@@ -239,3 +239,22 @@ def test_plots_mark_compressed_layers_and_draw_their_ranks():
     table = tn.weight_spectra({"conv": kernel, "fc": torch.randn(8, 12)})
     ticks = plot.entropy_heatmap(table).axes[0].get_yticklabels()
     assert [t.get_text() for t in ticks] == ["conv [tucker2]", "fc"]
+
+
+def test_any_registered_kernel_accessor_reaches_model_spectra():
+    class Holder(nn.Module):
+        def __init__(self, fmt: Format) -> None:
+            super().__init__()
+            self.fmt = fmt
+
+    class Plain(nn.Module):
+        pass
+
+    kernel = _layer("svd", "linear").to_format()
+    assert register_layer_type(Holder, kernel=lambda m: m.fmt) is Holder
+    assert layer_kernel(Holder(kernel)) is kernel
+    assert tn.model_spectra(nn.Sequential(nn.Linear(3, 2), Holder(kernel))).compressed == {
+        "1": "svd"
+    }
+    assert register_layer_type(Plain) is Plain
+    assert layer_kernel(Plain()) is None
