@@ -227,6 +227,12 @@ def test_plots_mark_compressed_layers_and_draw_their_ranks():
     assert [line.get_label() for line in curves] == labels
     assert len(marks) == 1 and list(marks[0].get_xdata()) == [sp.rank, sp.rank]
     assert marks[0].get_color() == curves[0].get_color()
+    style = (marks[0].get_linestyle(), marks[0].get_linewidth(), marks[0].get_zorder())
+    assert style == (":", 1.0, 1)
+    full_rank = tnn.TNConv2d.from_conv(nn.Conv2d(12, 8, 3).double(), "tucker2", ranks=(8, 12))
+    whole = tn.spectrum(full_rank.to_format(), ["out"])
+    assert whole.rank == whole.chi_max == 8  # the bond cut nothing: no line
+    assert len(plot.bond_spectra([whole]).axes[0].lines) == 1
     full = tn.spectrum(kernel, ["out", "kh"], name="conv")  # no bond: no rank line
     ax = plot.bond_spectra([sp, full]).axes[0]
     assert [line.get_label() for line in ax.lines if len(line.get_xdata()) > 2] == [
