@@ -75,3 +75,76 @@ def test_csv_holds_the_singular_values(tmp_path):
     (row,) = list(csv.DictReader(path.open()))
     values = np.array([float(v) for v in row["singular_values"].split(" ")])
     np.testing.assert_allclose(values, table.spectra[0].values.numpy(), rtol=1e-8)
+
+
+def test_nodes_are_transposed_to_the_legs_given_and_named_when_bad():
+    w = torch.randn(4, 3, 2, dtype=torch.float64)
+    node = tn.Node(w, ("a", "b", "c"))
+    sp = tn.spectrum(node, ["a"], legs=("c", "a", "b"))
+    assert sp.right_legs == ("c", "b")
+    assert tn.spectrum(node, ["a"]).right_legs == ("b", "c")
+    bad = torch.full((2, 2), float("nan"))
+    with pytest.raises(ValueError, match=r"^node 'A' holds NaN"):
+        tn.spectrum(tn.Node(bad, ("a", "b"), name="A"), ["a"])
+    with pytest.raises(ValueError, match=r"^x holds NaN"):
+        tn.spectrum(tn.Node(bad, ("a", "b")), ["a"])
+
+
+def test_cuts_by_axis_position_and_their_refusals():
+    w = torch.randn(4, 3, 2, 2, dtype=torch.float64)
+    assert tn.spectrum(w, 0).left_legs == ("out",)
+    assert tn.spectrum(w, [-4]).left_legs == ("out",)
+    with pytest.raises(ValueError, match=r"axis 4 is out of range"):
+        tn.spectrum(w, [4])
+    with pytest.raises(TypeError, match=r"hold leg names or axis positions, got float 1.5$"):
+        tn.spectrum(w, [1.5])
+    with pytest.raises(TypeError, match=r"got float 3.5$"):
+        tn.spectrum(w, 3.5)
+    with pytest.raises(ValueError, match=r"without repeats$"):
+        tn.spectrum(w, ["out", "out"])
+
+
+def test_float32_and_complex_inputs_go_through_the_float64_gram():
+    torch.manual_seed(5)
+    w = torch.randn(6, 4, dtype=torch.complex64)
+    ref = torch.linalg.svdvals(w.to(torch.complex128))
+    assert torch.allclose(tn.spectrum(w, ["out"]).values, ref, rtol=1e-5)
+    real = torch.randn(6, 4)
+    ref = torch.linalg.svdvals(real.double())
+    assert torch.allclose(tn.spectrum(real, ["out"], method="svd").values, ref, rtol=1e-5)
+
+
+def test_truncate_cut_forms_errors_and_repr():
+    torch.manual_seed(6)
+    w = torch.randn(5, 4, dtype=torch.float64)
+    one = tn.truncate(w, ["out"], 2)
+    assert isinstance(one.spectrum, tn.Spectrum)
+    assert isinstance(tn.truncate(w, [0], 2).spectrum, tn.Spectrum)
+    assert isinstance(tn.truncate(w, 0, 2).spectrum, tn.Spectrum)
+    assert tn.truncate(w, ["a"], 2, legs=("a", "b")).spectrum.left_legs == ("a",)
+    assert len(tn.truncate(w, [["out"], 1], 2).spectrum) == 2
+    with pytest.raises(ValueError, match="at least one cut"):
+        tn.truncate(w, [["out"], []], 2)
+    given = r"^trunc must be given \(a Truncation or an int max_rank\)$"
+    with pytest.raises(ValueError, match=given):
+        tn.truncate(w, ["out"], None)
+    with pytest.raises(TypeError, match=r"a sequence of cuts, got float$"):
+        tn.truncate(w, 1.5, 2)
+    with pytest.raises(ValueError, match="trunc"):
+        tn.truncate(w, ["out"], -1)
+    assert tn.truncate(torch.zeros(3, 3), ["out"], 1).error == 0.0
+    assert tn.truncate(w * 1e-3, ["out"], 1).error > 0.1
+    assert repr(one) == (
+        f"TruncationResult(shape=(5, 4), float64, cuts=[out|in -> 2 of 4], "
+        f"error={one.error:.3g}, step_errors=[{one.step_errors[0]:.3g}])"
+    )
+    two = tn.truncate(w, [["out"], ["in"]], 1)._replace(ranks=())
+    assert "cuts=[out|in -> ? of 4, in|out -> ? of 4]" in repr(two)
+    assert f"step_errors=[{two.step_errors[0]:.3g}, {two.step_errors[1]:.3g}]" in repr(two)
+
+
+def test_table_lookups():
+    table = tn.weight_spectra({"fc": torch.randn(5, 4, dtype=torch.float64)})
+    assert table.entropy_matrix()[2][0, 0] == pytest.approx(table.spectra[0].entropy())
+    with pytest.raises(KeyError, match="no spectrum for layer 'fc' and cut 'x'"):
+        table.get("fc", "x")
