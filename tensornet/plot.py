@@ -26,15 +26,8 @@ if TYPE_CHECKING:
 
     from .spectra import SpectrumTable
 
-__all__ = [
-    "bond_spectra",
-    "draw_network",
-    "entropy_heatmap",
-    "network_layout",
-    "recovery_curve",
-    "sweep_curves",
-    "truncation_curves",
-]
+__all__ = ["bond_spectra", "draw_network", "entropy_heatmap", "network_layout", "recovery_curve",
+           "sweep_curves", "truncation_curves"]
 
 #: Above this many curves the automatic legend is left out (it would hide the data).
 MAX_LEGEND = 12
@@ -84,6 +77,8 @@ def _labels(spectra: list[Spectrum], labels: Sequence[str] | None) -> list[str]:
             out.append(str(sp.name))  # one cut across layers
         else:
             out.append(f"{sp.name} ({sp.label})")
+        if getattr(sp, "format", ""):  # a compressed kernel's: its format and its bond's rank
+            out[-1] += f" [{sp.format}" + ("]" if sp.rank is None else f", rank {sp.rank}]")
     return out
 
 
@@ -171,7 +166,9 @@ def bond_spectra(
     ax, path, title
         Draw into this Axes; save to this file; set this title.
 
-    Zero singular values are left out, since they have no place on a log axis.
+    Zero values are left out (a log axis). A compressed kernel's spectrum is labelled with its
+    format, with a dotted line in its colour at its bond's rank (if below ``chi_max``): what
+    the compression discarded lies past it.
 
     Examples
     --------
@@ -188,8 +185,10 @@ def bond_spectra(
     for i, (sp, label) in enumerate(zip(items, _labels(items, labels))):
         y = (sp.normalized() if normalize else sp.values).numpy()
         x, y = _positive(np.arange(1, sp.chi_max + 1), y)
-        ax.plot(x, y, marker="." if sp.chi_max <= 64 else None, markersize=4, linewidth=1.2,
-                label=label, color=None if colors is None else colors[i])
+        (line,) = ax.plot(x, y, marker="." if sp.chi_max <= 64 else None, markersize=4,
+                          linewidth=1.2, label=label, color=None if colors is None else colors[i])
+        if getattr(sp, "rank", None) is not None and sp.rank < sp.chi_max:
+            ax.axvline(sp.rank, color=line.get_color(), linestyle=":", linewidth=1.0, zorder=1)
     _chi_marker(ax, chi)
     ax.set_yscale("log")
     _tidy_axes(ax, integer_x=True, log_y=True)
@@ -283,7 +282,8 @@ def entropy_heatmap(
     cmap, ax, path, title
         Colormap; draw into this Axes; save to this file; set this title.
 
-    Cells of cuts a layer does not have (a linear layer next to conv layers) are left blank.
+    Cells of cuts a layer does not have (a linear layer next to conv layers) are left blank;
+    compressed layers are named with their format (``"conv2 [tucker2]"``).
 
     Examples
     --------
@@ -304,7 +304,8 @@ def entropy_heatmap(
     # on ax.figure, which may be a SubFigure of the figure returned
     ax.figure.colorbar(image, ax=ax, label=f"{name} (nats)", shrink=0.9)
     ax.set_xticks(range(cols), cut_labels, rotation=40, ha="right", rotation_mode="anchor")
-    ax.set_yticks(range(rows), layers)
+    compressed = table.compressed
+    ax.set_yticks(range(rows), [f"{n} [{compressed[n]}]" if n in compressed else n for n in layers])
     ax.set_xlabel("cut")
     ax.set_ylabel("layer")
     ax.tick_params(length=0)

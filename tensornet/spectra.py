@@ -8,7 +8,15 @@ to float64 rounding relative to the largest value, which is far below float32's 
 Float64 inputs use ``torch.linalg.svdvals`` directly.
 
 Every entry point refuses tensors holding NaN or inf with a ValueError that names the weight
-(one reduction per tensor), before any work. (This module was ``tensornet.spectrum``, a name
+(one reduction per tensor), before any work.
+
+A compressed kernel is given as its :class:`~tensornet.formats.Format` (a compressed layer's
+``to_format()``; :func:`model_spectra` finds compressed layers through
+:func:`tensornet.weights.layer_kernel`). Its spectra come from the format's network
+(:func:`tensornet.formats.format_cut`): exact through the tree gauge where a bond induces the
+cut, with no dense kernel; otherwise from the contracted kernel, refused above
+``max_elements``. They are :class:`CompressedSpectrum` objects, which carry the format and the
+rank of the bond that made the cut. (This module was ``tensornet.spectrum``, a name
 that collided with the function :func:`tensornet.spectrum`.)
 """
 
@@ -18,6 +26,7 @@ import csv
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -28,11 +37,14 @@ from .core.node import Node, as_tensor
 from .core.spectrum import Spectrum, cuts
 from .core.truncation import Truncation, as_truncation
 from .core.validate import check_finite, is_int
+from .formats.base import Format
+from .formats.cuts import DENSE_LIMIT, format_cut
 from .io import atomic_path
-from .weights import KERNEL_LEGS, NoMatchingLayer, kernel_legs, layer_aliases
+from .weights import KERNEL_LEGS, NoMatchingLayer, kernel_legs, layer_aliases, layer_kernel
 from .weights import matches as name_matches
 
 __all__ = [
+    "CompressedSpectrum",
     "NoMatchingLayer",
     "Spectrum",
     "SpectrumTable",
@@ -51,6 +63,40 @@ __all__ = [
 ]
 
 Method = Literal["auto", "svd", "gram"]
+Kernel = torch.Tensor | Format
+
+
+@dataclass(frozen=True, eq=False)
+class CompressedSpectrum(Spectrum):
+    """The spectrum of a cut of a compressed kernel, with the format it came from.
+
+    ``rank`` is the rank of the format's bond that induces the cut (the values past it are
+    zero: what the compression discarded there); ``None`` when no bond induces it.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tensornet.formats import LowRank
+    >>> fmt = LowRank.from_dense(torch.randn(6, 4, dtype=torch.float64), ranks=2)
+    >>> sp = spectrum(fmt, [fmt.legs[0]])
+    >>> sp.format, sp.rank, sp.chi_max, sp.as_dict()["compressed"]
+    ('svd', 2, 4, True)
+    """
+
+    format: str = ""
+    rank: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """:meth:`Spectrum.as_dict` with ``compressed``, ``format`` and the bond's ``rank``."""
+        return {**super().as_dict(), "compressed": True, "format": self.format, "rank": self.rank}
+
+
+def _format_spectrum(
+    fmt: Format, left_legs: Sequence[str] | str, name: str | None, max_elements: int
+) -> CompressedSpectrum:
+    res = format_cut(fmt, left_legs, max_elements)
+    sp = res.spectrum
+    return CompressedSpectrum(sp.values, sp.left_legs, sp.right_legs, name, fmt.name, res.rank)
 
 
 def _as_node(x: Node | Any, legs: Sequence[str] | None, what: str = "x") -> Node:
@@ -121,14 +167,17 @@ def spectrum(
     legs: Sequence[str] | None = None,
     name: str | None = None,
     method: Method = "auto",
+    max_elements: int = DENSE_LIMIT,
 ) -> Spectrum:
-    """Spectrum of one cut of a dense tensor (values only).
+    """Spectrum of one cut of a dense tensor (values only), or of a compressed kernel.
 
     Parameters
     ----------
-    x : Node, tensor or array-like
+    x : Node, tensor, array-like or Format
         The tensor; a plain tensor gets ``legs`` (default: :data:`KERNEL_LEGS` for 2-5 dims,
-        else ``"d0", "d1", ...``).
+        else ``"d0", "d1", ...``). A :class:`~tensornet.formats.Format` gives a
+        :class:`CompressedSpectrum` computed through its network (``legs`` and ``method`` do
+        not apply; ``max_elements`` guards the cuts that need its dense tensor).
     left_legs : sequence of str or int
         One side of the cut (names, or axis positions).
     method : {"auto", "svd", "gram"}
@@ -143,28 +192,43 @@ def spectrum(
     >>> sp.label, sp.chi_max
     ('out,in|kh,kw', 9)
     """
+    if isinstance(x, Format):
+        _no_legs(legs, x)
+        return _format_spectrum(x, left_legs, name, max_elements)
     node = _as_node(x, legs, "x" if name is None else repr(name))
     left, right = _resolve_left(node, left_legs)
     s = _singular_values(node.matricize(left).unsqueeze(0), method)[0]
     return Spectrum(s, left, right, name=name)
 
 
+def _no_legs(legs: Sequence[str] | None, fmt: Format) -> None:
+    if legs is not None and tuple(legs) != fmt.legs:
+        raise ValueError(
+            f"legs {tuple(legs)} do not apply to a {fmt.name} kernel with legs {fmt.legs}"
+        )
+
+
 def kernel_spectra(
-    weights: torch.Tensor | Mapping[str, torch.Tensor] | Sequence[torch.Tensor],
+    weights: Kernel | Mapping[str, Kernel] | Sequence[Kernel],
     legs: Sequence[str] | None = None,
     method: Method = "auto",
+    max_elements: int = DENSE_LIMIT,
 ) -> list[Spectrum]:
     """Every cut of one or many weight tensors (7 per conv2d kernel), batched by shape.
 
     All matricisations of equal shape (across cuts and across weights) go through one batched
-    call on the tensors' device.
+    call on the tensors' device. A compressed kernel (a :class:`~tensornet.formats.Format`)
+    gets :class:`CompressedSpectrum` objects computed through its network.
 
     Parameters
     ----------
-    weights : tensor, or mapping name -> tensor, or sequence of tensors
+    weights : tensor or Format, or mapping name -> those, or sequence of those
         Conv kernels ``(out, in, kh, kw)``, linear weights ``(out, in)``, ...
     legs : sequence of str, optional
-        Leg names (default :data:`KERNEL_LEGS` by number of dimensions).
+        Leg names (default :data:`KERNEL_LEGS` by number of dimensions; a Format's own).
+    max_elements : int
+        Size guard for a compressed kernel's cuts that no bond induces (its dense kernel and
+        every intermediate may hold at most this many elements, else ValueError).
 
     Returns
     -------
@@ -191,17 +255,27 @@ def kernel_spectra(
         )
     else:
         items = [(None, weights)]  # one weight: its spectra are unnamed
-    jobs: list[tuple[str | None, tuple[str, ...], tuple[str, ...], int]] = []
+    done: list[Spectrum | tuple[str | None, tuple[str, ...], tuple[str, ...], int]] = []
     matrices: list[torch.Tensor] = []
     for name, w in items:
+        if isinstance(w, Format):
+            _no_legs(legs, w)
+            done += [_format_spectrum(w, left, name, max_elements) for left, _ in cuts(w.legs)]
+            continue
         label = "weight" if name is None else f"weight {name!r}"
         node = _as_node(w.detach() if isinstance(w, torch.Tensor) else w, legs, label)
         if node.ndim < 2:
             raise ValueError(f"weight {name!r} has shape {node.shape}; a cut needs >= 2 legs")
         for left, right, j in _shared_cuts(node, cuts(node.legs), matrices):
-            jobs.append((name, left, right, j))
-    values = _batched_values(matrices, method)
-    return [Spectrum(values[j], left, right, name=name) for name, left, right, j in jobs]
+            done.append((name, left, right, j))
+    values = _batched_values(matrices, method)  # one SVD per distinct matricisation
+    out: list[Spectrum] = []
+    for job in done:
+        if not isinstance(job, Spectrum):  # a dense kernel's cut: its shared values
+            name, left, right, j = job
+            job = Spectrum(values[j], left, right, name=name)
+        out.append(job)
+    return out
 
 
 def cut_key(node: Node, left_legs: Sequence[str]) -> frozenset[frozenset[str]]:
@@ -330,11 +404,22 @@ class SpectrumTable:
                 return sp
         raise KeyError(f"no spectrum for layer {layer!r} and cut {cut!r}")
 
+    @property
+    def compressed(self) -> dict[str, str]:
+        """Compressed layers and their formats (layer name -> format name), in order."""
+        return {
+            str(sp.name): sp.format for sp in self.spectra if isinstance(sp, CompressedSpectrum)
+        }
+
     def rows(self, values: bool = True) -> list[dict[str, Any]]:
-        """One dict per spectrum: layer, cut, chi_max, norm, entropy, effective rank (+ values)."""
+        """One dict per spectrum: layer, cut, chi_max, norm, entropy, effective rank (+ values).
+
+        ``compressed``, ``format`` and ``rank`` say whether the layer is compressed, in which
+        format, and the rank of the bond inducing the cut (``""`` and ``None`` for dense ones).
+        """
         out = []
         for sp in self.spectra:
-            row = sp.as_dict()
+            row = {"compressed": False, "format": "", "rank": None, **sp.as_dict()}
             row["layer"] = row.pop("name")
             if not values:
                 row.pop("singular_values")
@@ -369,6 +454,9 @@ class SpectrumTable:
             "renyi2",
             "effective_rank",
             "normalized_entropy",
+            "compressed",
+            "format",
+            "rank",
             "singular_values",
         ]
         with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
@@ -389,11 +477,15 @@ def layer_name(key: str) -> str:
 
 
 def weight_spectra(
-    weights: Mapping[str, torch.Tensor],
+    weights: Mapping[str, Kernel],
     layers: str | None = None,
     method: Method = "auto",
+    max_elements: int = DENSE_LIMIT,
 ) -> SpectrumTable:
     """All cuts of every weight (2-5 dims) in a name -> tensor mapping, e.g. a state_dict.
+
+    Values may also be compressed kernels (:class:`~tensornet.formats.Format`), whose spectra
+    are taken through their networks (see :func:`kernel_spectra` for ``max_elements``).
 
     ``layers`` filters names by glob (``"layer*.conv1"``) or regular expression; tensors with
     fewer than 2 dimensions (biases, norms) are skipped. Layers are named by :func:`layer_name`
@@ -412,10 +504,10 @@ def weight_spectra(
             f"weight_spectra takes a mapping name -> tensor (a state_dict), got "
             f"{type(weights).__name__}"
         )
-    chosen: dict[str, torch.Tensor] = {}
+    chosen: dict[str, Kernel] = {}
     keys: dict[str, str] = {}
     for name, w in weights.items():
-        if not isinstance(w, torch.Tensor) or not 2 <= w.ndim <= 5:
+        if not isinstance(w, (torch.Tensor, Format)) or not 2 <= len(w.shape) <= 5:
             continue
         layer = layer_name(str(name))
         if name_matches(layer, layers) or name_matches(str(name), layers):
@@ -431,15 +523,22 @@ def weight_spectra(
         names = list(weights)
         shown = ", ".join(names[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
         raise NoMatchingLayer(f"no weight {what}; names are: {shown}")
-    return SpectrumTable(kernel_spectra(chosen, method=method))
+    return SpectrumTable(kernel_spectra(chosen, method=method, max_elements=max_elements))
 
 
 def model_spectra(
-    model: torch.nn.Module, layers: str | None = None, method: Method = "auto"
+    model: torch.nn.Module,
+    layers: str | None = None,
+    method: Method = "auto",
+    max_elements: int = DENSE_LIMIT,
 ) -> SpectrumTable:
-    """All cuts of the weight of every conv and linear layer of ``model``.
+    """All cuts of the weight of every conv and linear layer of ``model``, compressed or not.
 
     Transposed convolutions are left out (their weights are laid out ``(in, out, k...)``).
+    Compressed layers (``TNConv2d``, ``TNLinear``: any type registered with a ``kernel``
+    accessor, :func:`tensornet.weights.register_layer_type`) are included through their
+    format's network: their rows are :class:`CompressedSpectrum` objects, marked in
+    :meth:`SpectrumTable.rows` and listed by :attr:`SpectrumTable.compressed`.
 
     Examples
     --------
@@ -450,8 +549,16 @@ def model_spectra(
     >>> table.layers, table.cuts[:2]
     (['0', '2'], ['out|in,kh,kw', 'in|out,kh,kw'])
     """
-    weights = {name: model.get_submodule(name).weight for name in layer_aliases(model)}
-    return weight_spectra(weights, layers=layers, method=method)
+    dense = layer_aliases(model)
+    weights: dict[str, Kernel] = {}
+    for name, module in model.named_modules():
+        if name in dense:
+            weights[name] = module.weight
+        else:
+            kernel = layer_kernel(module)
+            if kernel is not None:
+                weights[name] = kernel
+    return weight_spectra(weights, layers=layers, method=method, max_elements=max_elements)
 
 
 class TruncationResult(NamedTuple):

@@ -54,6 +54,7 @@ __all__ = [
     "kernel_legs",
     "layer_aliases",
     "layer_inputs",
+    "layer_kernel",
     "matches",
     "register_layer_type",
     "replace_module",
@@ -115,19 +116,44 @@ def matches(name: str, pattern: str | None) -> bool:
 
 # -- layers of a model --------------------------------------------------------------------------
 _LAYER_TYPES: list[type] = []
+_KERNELS: dict[type, Callable[[nn.Module], Any]] = {}
 
 
-def register_layer_type(cls: type) -> type:
+def register_layer_type(
+    cls: type, kernel: Callable[[nn.Module], Any] | None = None
+) -> type:
     """Count modules of type ``cls`` as conv/linear layers where :func:`end_layers` stops.
 
     The nn package registers its compressed layers, so a compressed model has the same input
-    and output layers as the dense one. Returns ``cls`` (usable as a class decorator).
+    and output layers as the dense one. ``kernel``, if given, maps a module of this type to
+    its kernel as a :class:`~tensornet.formats.Format` (:func:`layer_kernel`), so that spectra
+    reach compressed layers without importing the package that defines them. Returns ``cls``
+    (usable as a class decorator).
     """
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise TypeError(f"cls must be a torch.nn.Module subclass, got {cls!r}")
+    if kernel is not None and not callable(kernel):
+        raise TypeError(f"kernel must be callable (module -> Format), got {kernel!r}")
     if cls not in _LAYER_TYPES:
         _LAYER_TYPES.append(cls)
+    if kernel is not None:
+        _KERNELS[cls] = kernel
     return cls
+
+
+def layer_kernel(module: nn.Module) -> Any:
+    """The kernel of a registered layer type as its Format (``None`` for other modules).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> layer_kernel(nn.Linear(2, 2)) is None
+    True
+    """
+    for cls, kernel in _KERNELS.items():
+        if isinstance(module, cls):
+            return kernel(module)
+    return None
 
 
 def _is_layer(module: nn.Module) -> bool:

@@ -105,16 +105,13 @@ TESTS: dict[str, list[str]] = {
     "tensornet/analysis.py": [
         "tests/test_analysis.py", "tests/test_analysis_details.py", "tests/test_spectra_shared.py",
     ],
-    "tensornet/spectra.py": [
-        "tests/test_spectra.py", "tests/test_spectra_shared.py", "tests/test_bad_inputs.py",
-    ],
     "tensornet/runs.py": [
         "tests/test_runs.py", "tests/test_analysis_details.py", "tests/test_permissions.py"
     ],
     "tensornet/io.py": ["tests/test_io.py", "tests/test_permissions.py"],
 
     # the ground floor: weights and layer selection
-    "tensornet/weights.py": ["tests/test_weights.py"],
+    "tensornet/weights.py": ["tests/test_weights.py", "tests/test_spectra_compressed.py"],
     "tensornet/nn/select.py": ["tests/nn/test_select.py"],
 
     # the command line
@@ -200,6 +197,14 @@ TESTS: dict[str, list[str]] = {
     "studies/common/stats.py": [
         "tests/studies/test_stats.py", "tests/studies/test_stats_values.py",
     ],  # fmt: skip
+
+    # spectra: dense kernels, compressed kernels through their networks, and their plots
+    "tensornet/formats/cuts.py": ["tests/test_spectra_compressed.py"],
+    "tensornet/spectra.py": [
+        "tests/test_spectra.py", "tests/test_spectra_shared.py", "tests/test_spectra_compressed.py",
+        "tests/test_bad_inputs.py", "tests/test_spectra_tables.py",
+    ],
+    "tensornet/plot.py": ["tests/test_plot.py", "tests/test_spectra_compressed.py"],
 }
 MODULES = list(TESTS)
 

@@ -25,6 +25,8 @@ it knows nothing of ``torch.nn``). Modules, each using only those listed before 
 - :mod:`.tucker`: :class:`Tucker` (HOSVD, HOOI) and :class:`Tucker2`.
 - :mod:`.cp`: :class:`CP` by alternating least squares; :func:`khatri_rao`.
 - :mod:`.grouped`: :class:`Grouped`, channel-grouped low rank (ALDS).
+- :mod:`.cuts`: :func:`format_cut`, the spectrum of a cut of any format's dense tensor, exact
+  through the tree gauge where a bond induces the cut (no dense tensor).
 
 >>> import torch
 >>> from tensornet.formats import TT, get_format
@@ -41,6 +43,7 @@ it knows nothing of ``torch.nn``). Modules, each using only those listed before 
 
 from .base import Format
 from .cp import CP, khatri_rao
+from .cuts import FormatCut, cut_bond, format_cut
 from .grouped import Grouped
 from .ht import HT, DimensionTree
 from .lowrank import LowRank
@@ -64,6 +67,7 @@ __all__ = [
     "DimensionTree",
     "Factor",
     "Format",
+    "FormatCut",
     "Grouped",
     "HT",
     "LowRank",
@@ -75,6 +79,8 @@ __all__ = [
     "Tucker2",
     "balanced_factors",
     "budget_rank",
+    "cut_bond",
+    "format_cut",
     "format_names",
     "fraction_ranks",
     "get_format",

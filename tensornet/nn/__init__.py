@@ -70,7 +70,8 @@ from .select import EndLayers, NoMatchingLayer, end_layers, matches, select_laye
 from .serialize import describe, load, save
 from .truncate import KernelTruncation, truncate_kernel
 
-register_layer_type(TNLayer)  # a compressed layer is a conv/linear layer for end_layers
+# a compressed layer is a conv/linear layer for end_layers, and its kernel a Format for spectra
+register_layer_type(TNLayer, kernel=TNLayer.to_format)
 
 __all__ = [
     "Allocation",

@@ -26,13 +26,14 @@ from torch import nn
 from ..core.node import Node
 from ..core.spectrum import Spectrum
 from ..core.truncation import Truncation, as_truncation
+from ..formats.cuts import DENSE_LIMIT
 from ..spectra import truncate as truncate_cut
 from ..weights import KERNEL_LEGS
 
 __all__ = ["KernelTruncation", "truncate_kernel"]
 
-# A compressed layer's kernel is rebuilt to find each cut's spectrum: refused above this size.
-DENSE_LIMIT = 2**26
+# A compressed layer's kernel is rebuilt to find each cut's spectrum: refused above DENSE_LIMIT
+# (the size guard of tensornet.formats.cuts, shared with the spectra of compressed kernels).
 
 
 
