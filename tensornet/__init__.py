@@ -16,9 +16,9 @@ Parts, bottom to top (each imports only its own floor and those below it; enforc
 - :mod:`.nn`: compressed layers (``TNConv2d``, ``TNLinear``), ``compress``, ``allocate``, export.
 - :mod:`.analysis`: resumable truncation sweeps; :mod:`.plot`: figures; :mod:`.cli`: the command.
 
-``import tensornet`` loads the core, the formats, :mod:`.spectra` and :mod:`.weights` only; the
-heavier packages (:mod:`.nn`, :mod:`.analysis`, :mod:`.plot`, :mod:`.cli`) are imported on first
-use, as ``import tensornet.nn`` or as the attribute ``tensornet.nn``. Two words have more than one
+``import tensornet`` loads nothing but this file: every name below (``tn.Node``, ``tn.TT``,
+``tn.model_spectra``...) and every part (``tn.nn``, ``tn.plot``...) is imported on first use, so
+``tensornet spectra --help`` answers without importing torch. Two words have more than one
 reading in the API; README.md's "Names" section defines each (``truncate`` always lowers ranks by
 SVD and reports the error it made; ``plan`` is a contraction path in the core and a forward plan
 or plan policy in :mod:`.nn`).
@@ -35,72 +35,77 @@ or plan policy in :mod:`.nn`).
 
 import importlib
 
-from .core import (
-    Bond,
-    DefaultOptimizer,
-    Node,
-    Plan,
-    Spectrum,
-    SplitInfo,
-    TensorNetwork,
-    Truncation,
-    as_tensor,
-    as_truncation,
-    cache_info,
-    clear_cache,
-    contract,
-    cuts,
-    get_max_intermediate,
-    plan_contraction,
-    qr,
-    qr_split,
-    set_cache_size,
-    set_max_intermediate,
-    split,
-    svd,
-    svdvals,
-    truncated_svd,
-    truncation_error,
-)
-from .formats import (
-    CP,
-    HT,
-    TR,
-    TT,
-    DimensionTree,
-    Format,
-    Grouped,
-    LowRank,
-    Structure,
-    TTMatrix,
-    Tucker,
-    Tucker2,
-    balanced_factors,
-    format_names,
-    get_format,
-)
-from .spectra import (
-    KERNEL_LEGS,
-    NoMatchingLayer,
-    SpectrumTable,
-    TruncationResult,
-    kernel_spectra,
-    model_spectra,
-    spectrum,
-    truncate,
-    weight_spectra,
-)
-
 __version__ = "0.1.0"
 
-_LAZY = ("analysis", "cli", "io", "nn", "plot", "weights")
+# Every public name and subpackage is loaded on first use (PEP 562), so ``import tensornet`` costs
+# nothing and ``tensornet spectra --help`` never imports torch.
+_NAMES: dict[str, str] = {
+    "Bond": "core",
+    "DefaultOptimizer": "core",
+    "Node": "core",
+    "Plan": "core",
+    "Spectrum": "core",
+    "SplitInfo": "core",
+    "TensorNetwork": "core",
+    "Truncation": "core",
+    "as_tensor": "core",
+    "as_truncation": "core",
+    "cache_info": "core",
+    "clear_cache": "core",
+    "contract": "core",
+    "cuts": "core",
+    "get_max_intermediate": "core",
+    "plan_contraction": "core",
+    "qr": "core",
+    "qr_split": "core",
+    "set_cache_size": "core",
+    "set_max_intermediate": "core",
+    "split": "core",
+    "svd": "core",
+    "svdvals": "core",
+    "truncated_svd": "core",
+    "truncation_error": "core",
+    "CP": "formats",
+    "HT": "formats",
+    "TR": "formats",
+    "TT": "formats",
+    "DimensionTree": "formats",
+    "Format": "formats",
+    "Grouped": "formats",
+    "LowRank": "formats",
+    "Structure": "formats",
+    "TTMatrix": "formats",
+    "Tucker": "formats",
+    "Tucker2": "formats",
+    "balanced_factors": "formats",
+    "format_names": "formats",
+    "get_format": "formats",
+    "KERNEL_LEGS": "spectra",
+    "NoMatchingLayer": "spectra",
+    "SpectrumTable": "spectra",
+    "TruncationResult": "spectra",
+    "kernel_spectra": "spectra",
+    "model_spectra": "spectra",
+    "spectrum": "spectra",
+    "truncate": "spectra",
+    "weight_spectra": "spectra",
+}
+_LAZY = ("analysis", "cli", "core", "formats", "io", "nn", "plot", "runs", "spectra", "weights")
 
 
 def __getattr__(name: str):
-    """``tensornet.nn`` and the other heavy subpackages, imported on first use."""
+    if name in _NAMES:
+        value = getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
     if name in _LAZY:
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_NAMES) | set(_LAZY))
+
 
 __all__ = [
     "CP",

@@ -21,14 +21,15 @@ import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from .core.spectrum import Spectrum
 from .io import save_figure
-from .spectra import SpectrumTable, layer_name, weight_spectra
-from .weights import NoMatchingLayer
+
+if TYPE_CHECKING:  # torch and the spectra load only when a command runs, not for --help
+    import torch
+
+    from .core.spectrum import Spectrum
+    from .spectra import SpectrumTable
 
 __all__ = ["CLIError", "load_state_dict", "main"]
 
@@ -104,6 +105,8 @@ def _pickled_globals(path: Path) -> list[str]:
 
 
 def _load_torch(path: Path) -> object:
+    import torch
+
     try:
         with warnings.catch_warnings():  # e.g. torch's pickle-protocol warning: one line only
             warnings.simplefilter("ignore")
@@ -145,6 +148,8 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     >>> {k: tuple(v.shape) for k, v in load_state_dict(path).items()}
     {'fc.weight': (2, 3)}
     """
+    import torch
+
     path = Path(path)
     if not path.exists():
         raise CLIError(f"no such file: {path}")
@@ -174,6 +179,8 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 # -- report ----------------------------------------------------------------------------------
 def _layer_shapes(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
     """Shapes by layer name, named as :func:`weight_spectra` names layers."""
+    from .spectra import layer_name
+
     return {layer_name(name): tuple(w.shape) for name, w in state.items() if 2 <= w.ndim <= 5}
 
 
@@ -341,6 +348,9 @@ def _write_outputs(table: SpectrumTable, out: Path, chi: int | None, plots: bool
 
 # -- commands --------------------------------------------------------------------------------
 def _spectra(args: argparse.Namespace) -> int:
+    from .spectra import weight_spectra
+    from .weights import NoMatchingLayer
+
     path = Path(args.checkpoint)
     state = load_state_dict(path)
     try:

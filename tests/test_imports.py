@@ -134,7 +134,10 @@ def _heavy(loaded: set[str]) -> list[str]:
 
 def test_import_tensornet_loads_nothing_heavy():
     loaded = _loaded_modules("import tensornet")
-    assert "tensornet" in loaded and "tensornet.spectra" in loaded
+    assert "tensornet" in loaded and "torch" not in loaded  # every name loads on first use
+    assert not {m for m in loaded if m.startswith("tensornet.")}
+    loaded = _loaded_modules("import tensornet as tn\nassert tn.Node and tn.model_spectra")
+    assert {"torch", "tensornet.core", "tensornet.spectra"} <= loaded
     assert not _heavy(loaded)
     assert not {"tensornet.nn", "tensornet.plot", "tensornet.analysis"} & loaded
 
@@ -149,7 +152,7 @@ def test_cli_help_loads_nothing_heavy():
     loaded = _loaded_modules(code)
     assert "tensornet.cli" in loaded
     assert not _heavy(loaded)
-    assert "tensornet.nn" not in loaded
+    assert "tensornet.nn" not in loaded and "torch" not in loaded  # --help needs argparse only
 
 
 def test_import_nn_does_not_load_the_compiler():
@@ -166,3 +169,18 @@ def test_heavy_parts_load_on_first_use():
 
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         tn.nothing  # noqa: B018
+
+
+def test_every_public_name_resolves_lazily_to_its_module_object():
+    """``tn.X`` is the object its part defines (``tn.Node is tensornet.core.Node``)."""
+    import importlib
+
+    import tensornet as tn
+
+    for name, part in tn._NAMES.items():
+        assert getattr(tn, name) is getattr(importlib.import_module(f"tensornet.{part}"), name)
+    assert set(tn.__all__) <= set(dir(tn))
+    assert set(tn._NAMES) <= set(tn.__all__)
+    namespace: dict = {}
+    exec("from tensornet import *", namespace)
+    assert namespace["TT"] is tn.TT and namespace["model_spectra"] is tn.model_spectra
