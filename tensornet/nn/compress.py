@@ -200,22 +200,8 @@ def _sizes(trunc: Any, fraction: Any, ranks: Any) -> dict[str, Any]:
         raise ValueError(
             f"compress: give exactly one of trunc, fraction, ranks (or allocation); got {given}"
         )
-    fraction = None if fraction is None else _fraction(fraction)
+    fraction = None if fraction is None else as_fraction(fraction, "compress")
     return {"trunc": as_truncation(trunc), "ranks": ranks, "fraction": fraction}
-
-
-def _fraction(fraction: Any) -> float:
-    """A fraction of any library (numpy, 0-d tensor) as a Python float in ``(0, 1]``."""
-    if isinstance(fraction, torch.Tensor) and (
-        fraction.ndim != 0 or fraction.dtype == torch.bool or fraction.is_complex()
-    ):
-        raise ValueError(
-            f"compress: fraction must be a number in (0, 1], got a {fraction.dtype} tensor "
-            f"of shape {tuple(fraction.shape)}"
-        )
-    if isinstance(fraction, np.ndarray) and fraction.ndim == 0:
-        fraction = fraction[()]
-    return as_fraction(fraction, "compress")
 
 
 def _spec_source(
