@@ -31,6 +31,7 @@ from typing import NamedTuple
 import torch
 
 from ..core.gauge import bond_sides
+from ..core.network import TensorNetwork
 from ..core.spectrum import Spectrum
 from .base import Format
 
@@ -93,10 +94,13 @@ def cut_bond(fmt: Format, left_legs: Sequence[str] | str) -> str | None:
     (True, None)
     """
     left, _ = _check_cut(fmt, left_legs)
-    net = fmt.network
+    return _inducing_bond(fmt.network, set(_modes(fmt, left)))
+
+
+def _inducing_bond(net: TensorNetwork, wanted: set[str]) -> str | None:
+    """The bond of a tree ``net`` with the open legs ``wanted`` on one side, or None."""
     if not net.is_tree:
         return None
-    wanted = set(_modes(fmt, left))
     for bond in net.bonds:
         a, b = bond_sides(net, bond.leg)
         if wanted in (set(a), set(b)):
@@ -144,13 +148,13 @@ def format_cut(
     left, right = _check_cut(fmt, left_legs)
     dims = dict(zip(fmt.legs, fmt.shape))
     chi_max = min(math.prod(dims[leg] for leg in left), math.prod(dims[leg] for leg in right))
-    bond = cut_bond(fmt, left)
     with torch.no_grad():
         net = _precise(fmt).network
+        bond = _inducing_bond(net, set(_modes(fmt, left)))
         if bond is not None:
             values = net.spectrum(bond).values[:chi_max]
         else:
             values = net.cut(_modes(fmt, left), max_elements=max_elements).values
     values = torch.cat([values, values.new_zeros(chi_max - values.shape[0])])
-    rank = None if bond is None else fmt.network.dim(bond)
+    rank = None if bond is None else net.dim(bond)
     return FormatCut(Spectrum(values, left, right), bond, rank)
