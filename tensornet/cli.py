@@ -2,186 +2,58 @@
 
 ``tensornet spectra CHECKPOINT`` reads a state_dict (safetensors, or ``torch.save`` loaded with
 ``weights_only=True``), computes the spectrum of every cut of every weight, writes a CSV and three
-figures, and prints a summary. Errors the user can fix (a missing or unreadable file, a pattern
-that matches nothing, weights holding NaN or inf, two weights with one layer name) end with one
-line ``tensornet: error: ...`` on stderr and exit status 2.
+figures, and prints a summary. In a file written by :func:`tensornet.nn.save` each compressed
+layer is one kernel, its format rebuilt from the file's records and its spectra taken through its
+network (:mod:`tensornet.checkpoints`). Errors the user can fix (a missing or unreadable file, a
+pattern that matches nothing, weights holding NaN or inf, two weights with one layer name, records
+that cannot be interpreted) end with one line ``tensornet: error: ...`` on stderr and exit
+status 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import pickle
-import pickletools
-import re
-import stat
-import struct
 import sys
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .checkpoints import CLIError, load_kernels, load_state_dict
 from .io import save_figure
 
 if TYPE_CHECKING:  # torch and the spectra load only when a command runs, not for --help
     import torch
 
     from .core.spectrum import Spectrum
+    from .formats import Format
     from .spectra import SpectrumTable
 
 __all__ = ["CLIError", "load_state_dict", "main"]
 
 PROG = "tensornet"
-NESTED_KEYS = ("state_dict", "model_state_dict")
 PLOTS = ("bond_spectra.png", "entropy_heatmap.png", "truncation_curves.png")
 
 
-_KINDS = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISFIFO, "a FIFO (named pipe)"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-)
-
-
-class CLIError(Exception):
-    """A problem with the user's input, reported as one line and exit status 2."""
-
-
-# -- loading ---------------------------------------------------------------------------------
-def _looks_like_safetensors(path: Path) -> bool:
-    """Whether ``path`` looks like safetensors: an 8-byte little-endian length, then JSON."""
-    with path.open("rb") as f:
-        head = f.read(9)
-    return len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] > 1
-
-
-def _natural_key(name: str) -> list[Any]:
-    """Sort key reading digit runs as numbers: ``layer2`` before ``layer10``."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
-
-
-def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """Read the tensors in their saved order, else in natural order of their names.
-
-    safetensors stores tensors sorted by dtype and name; a writer that keeps the order puts it
-    in the metadata as ``order`` (a JSON list of the names, as the studies' checkpoints do).
-    """
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            names = list(f.keys())
-            try:
-                order = json.loads((f.metadata() or {}).get("order", "null"))
-            except ValueError:
-                order = None
-            if not (isinstance(order, list) and sorted(map(str, order)) == sorted(names)):
-                order = sorted(names, key=_natural_key)
-            return {name: f.get_tensor(name) for name in order}
-    except SafetensorError as e:
-        raise CLIError(f"cannot read {path} as safetensors: {e}") from None
-
-
-def _pickled_globals(path: Path) -> list[str]:
-    """The globals (``module.name``) a plain pickle file names, read without unpickling."""
-    found: list[str] = []
-    strings: list[str] = []
-    try:
-        with path.open("rb") as f:
-            for op, arg, _ in pickletools.genops(f):
-                if op.name in ("GLOBAL", "INST"):
-                    found.append(str(arg).replace(" ", "."))
-                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                    found.append(f"{strings[-2]}.{strings[-1]}")
-                elif isinstance(arg, str):
-                    strings.append(arg)
-    except Exception:  # not (or no longer) a pickle: what was read so far is the answer
-        pass
-    return found
-
-
-def _load_torch(path: Path) -> object:
-    import torch
-
-    try:
-        with warnings.catch_warnings():  # e.g. torch's pickle-protocol warning: one line only
-            warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        # A global the restricted unpickler refused is a pickled Python object (a class or a
-        # function the file would call), not damage: name it. torch reads only its own format,
-        # so for a plain pickle the globals are listed from its opcodes, without unpickling.
-        named = re.findall(r"GLOBAL ([\w.]+)", f"{e} {e.__context__}") or [
-            g for g in _pickled_globals(path) if not g.startswith(("torch.", "collections."))
-        ]
-        if named:
-            raise CLIError(
-                f"{path} contains pickled Python objects ({named[0]}); refusing to unpickle an "
-                "untrusted file (only tensors and plain containers are read)"
-            ) from None
-        raise CLIError(f"cannot read {path}: not a PyTorch checkpoint (corrupt file?)") from None
-    except (RuntimeError, EOFError, ValueError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CLIError(f"cannot read {path}: not a PyTorch checkpoint ({reason})") from None
-
-
-def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state_dict from a safetensors or ``torch.save`` file, never unpickling objects.
-
-    A checkpoint holding the weights under ``"state_dict"`` or ``"model_state_dict"`` (Lightning,
-    training loops) is unwrapped; values that are not tensors are dropped.
-
-    Raises
-    ------
-    CLIError
-        The file is missing, unreadable, holds pickled objects, or is not a mapping of tensors.
-
-    Examples
-    --------
-    >>> import tempfile, os, torch
-    >>> path = os.path.join(tempfile.mkdtemp(), "ckpt.pt")
-    >>> torch.save({"epoch": 3, "state_dict": {"fc.weight": torch.ones(2, 3)}}, path)
-    >>> {k: tuple(v.shape) for k, v in load_state_dict(path).items()}
-    {'fc.weight': (2, 3)}
-    """
-    import torch
-
-    path = Path(path)
-    if not path.exists():
-        raise CLIError(f"no such file: {path}")
-    if not path.is_file():  # reading a FIFO would block forever, a device never end
-        mode = path.stat().st_mode
-        kind = next((k for test, k in _KINDS if test(mode)), "not a regular file")
-        raise CLIError(f"{path} is {kind}, not a checkpoint file; refused")
-    try:
-        if path.suffix == ".safetensors" or _looks_like_safetensors(path):
-            obj: object = _load_safetensors(path)
-        else:
-            obj = _load_torch(path)
-    except OSError as e:  # a folder, no permission, ...
-        raise CLIError(f"cannot read {path}: {e.strerror or e}") from None
-    if not isinstance(obj, Mapping):
-        raise CLIError(f"{path} holds a {type(obj).__name__}, not a state_dict (names -> tensors)")
-    for key in NESTED_KEYS:
-        if isinstance(obj.get(key), Mapping):
-            obj = obj[key]
-            break
-    state = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if not state:
-        raise CLIError(f"{path} holds no tensors; expected a state_dict (names -> tensors)")
-    return state
-
-
 # -- report ----------------------------------------------------------------------------------
-def _layer_shapes(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+def _layer_shapes(state: Mapping[str, torch.Tensor | Format]) -> dict[str, tuple[int, ...]]:
     """Shapes by layer name, named as :func:`weight_spectra` names layers."""
     from .spectra import layer_name
 
-    return {layer_name(name): tuple(w.shape) for name, w in state.items() if 2 <= w.ndim <= 5}
+    shapes = {layer_name(name): tuple(w.shape) for name, w in state.items()}
+    return {name: shape for name, shape in shapes.items() if 2 <= len(shape) <= 5}
+
+
+def _kernel_kinds(state: Mapping[str, torch.Tensor | Format]) -> dict[str, str]:
+    """``"tucker2(4,3)"`` (format and ranks) by compressed layer name; none if all are dense."""
+    from .formats import Format
+    from .spectra import layer_name
+
+    return {
+        layer_name(name): f"{w.name}({','.join(map(str, w.ranks))})"
+        for name, w in state.items()
+        if isinstance(w, Format)
+    }
 
 
 EXACT = "exact (chi >= chi_max)"
@@ -226,15 +98,19 @@ def _summary_row(
 
 
 def _summary(
-    table: SpectrumTable, shapes: Mapping[str, tuple[int, ...]], chi: int | None = None
+    table: SpectrumTable,
+    shapes: Mapping[str, tuple[int, ...]],
+    chi: int | None = None,
+    kinds: Mapping[str, str] | None = None,
 ) -> str:
     """Plain aligned text, one row per layer, and a line saying how cuts are compared.
 
-    Each row: the layer's shape; its cut of lowest normalised entropy ``S / log(chi_max)``
-    among the non-trivial cuts (``chi_max >= 2``), with that cut's ``chi_max``, normalised
-    entropy and effective rank ``exp(S)``; the range of the raw entropy ``S`` over the
-    non-trivial cuts; and, with ``chi``, the relative error of keeping ``chi`` values at the
-    picked cut, or ``exact (chi >= chi_max)`` where ``chi`` keeps them all.
+    Each row: the layer's shape; with ``kinds`` (compressed layers -> ``"format(ranks)"``), a
+    column ``kernel`` giving it, or ``dense``; its cut of lowest normalised entropy
+    ``S / log(chi_max)`` among the non-trivial cuts (``chi_max >= 2``), with that cut's
+    ``chi_max``, normalised entropy and effective rank ``exp(S)``; the range of the raw entropy
+    ``S`` over the non-trivial cuts; and, with ``chi``, the relative error of keeping ``chi``
+    values at the picked cut, or ``exact (chi >= chi_max)`` where ``chi`` keeps them all.
     """
     by_layer: dict[str, list[Spectrum]] = {}
     for sp in table:
@@ -247,8 +123,11 @@ def _summary(
         _summary_row(layer, shapes.get(layer, ()), spectra, chi)
         for layer, spectra in by_layer.items()
     ]
+    if kinds:
+        for row in rows:
+            row.insert(2, "kernel" if row is header else kinds.get(row[0], "dense"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    numeric = range(3, len(header))
+    numeric = range(4 if kinds else 3, len(header))
     lines = [  # the last column is numeric (right-aligned): no trailing spaces to strip
         "  ".join(
             cell.rjust(w) if i in numeric else cell.ljust(w)
@@ -352,7 +231,7 @@ def _spectra(args: argparse.Namespace) -> int:
     from .weights import NoMatchingLayer
 
     path = Path(args.checkpoint)
-    state = load_state_dict(path)
+    state = load_kernels(path)
     try:
         table = weight_spectra(state, layers=args.layers)
     except (NoMatchingLayer, ValueError) as e:  # no match, NaN/inf weights, colliding names
@@ -362,7 +241,7 @@ def _spectra(args: argparse.Namespace) -> int:
         written = _write_outputs(table, out, args.chi, plots=not args.no_plots)
     except OSError as e:
         raise CLIError(f"cannot write to {out}: {e.strerror or e}") from None
-    print(_summary(table, _layer_shapes(state), args.chi))
+    print(_summary(table, _layer_shapes(state), args.chi, _kernel_kinds(state)))
     print()
     print(
         f"{_count(len(table.layers), 'layer')}, {_count(len(table), 'cut')}; wrote "
@@ -394,15 +273,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="entanglement spectra of every weight in a checkpoint",
         description="Spectrum of every cut of every 2-5 dimensional weight in a state_dict: "
         "writes spectra.csv, bond_spectra.png, entropy_heatmap.png and truncation_curves.png "
-        "to DIR, and prints a summary. The summary picks, per layer, the cut of lowest "
-        "normalised entropy S/log(chi_max) (0: rank one, 1: flat spectrum), so that cuts of "
+        "to DIR, and prints a summary. In a file written by tensornet.nn.save, each compressed "
+        "layer is its kernel, rebuilt from the file's records and factors (never the factors "
+        "as layers), marked by its format and ranks. The summary picks, per layer, the cut of "
+        "lowest normalised entropy S/log(chi_max) (0: rank one, 1: flat spectrum), so that cuts of "
         "different sizes compare fairly; trivial cuts (chi_max = 1, e.g. the size-1 legs of a "
         "1x1 conv) are left out of the pick (spectra.csv gives them normalized_entropy nan).",
     )
     spectra.add_argument(
         "checkpoint",
         metavar="CHECKPOINT",
-        help="a .safetensors file, or a state_dict saved with torch.save",
+        help="a .safetensors file (also one written by tensornet.nn.save), or a state_dict "
+        "saved with torch.save",
     )
     spectra.add_argument(
         "--layers",

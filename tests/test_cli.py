@@ -441,14 +441,17 @@ SPECTRA_HELP = """\
 usage: tensornet spectra [-h] [--layers PATTERN] [--out DIR] [--chi CHI] [--no-plots] CHECKPOINT
 
 Spectrum of every cut of every 2-5 dimensional weight in a state_dict: writes spectra.csv,
-bond_spectra.png, entropy_heatmap.png and truncation_curves.png to DIR, and prints a summary. The
-summary picks, per layer, the cut of lowest normalised entropy S/log(chi_max) (0: rank one, 1:
-flat spectrum), so that cuts of different sizes compare fairly; trivial cuts (chi_max = 1, e.g.
-the size-1 legs of a 1x1 conv) are left out of the pick (spectra.csv gives them normalized_entropy
+bond_spectra.png, entropy_heatmap.png and truncation_curves.png to DIR, and prints a summary. In a
+file written by tensornet.nn.save, each compressed layer is its kernel, rebuilt from the file's
+records and factors (never the factors as layers), marked by its format and ranks. The summary
+picks, per layer, the cut of lowest normalised entropy S/log(chi_max) (0: rank one, 1: flat
+spectrum), so that cuts of different sizes compare fairly; trivial cuts (chi_max = 1, e.g. the
+size-1 legs of a 1x1 conv) are left out of the pick (spectra.csv gives them normalized_entropy
 nan).
 
 positional arguments:
-  CHECKPOINT        a .safetensors file, or a state_dict saved with torch.save
+  CHECKPOINT        a .safetensors file (also one written by tensornet.nn.save), or a state_dict
+                    saved with torch.save
 
 options:
   -h, --help        show this help message and exit

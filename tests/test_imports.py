@@ -1,10 +1,10 @@
 """The floor plan: no module imports one above it, and ``import tensornet`` stays light.
 
 Layers, bottom to top (DESIGN.md): ``core`` and ``io`` <- ``formats`` <- ``weights`` (and
-``runs``) <- ``spectra`` <- ``nn`` <- ``analysis`` <- ``plot`` <- ``cli`` <- ``__main__``. A module
-may import its own layer and the layers below; imports inside functions count too (a lazy
-import upwards is still an upward edge). ``tensornet/__init__.py`` is the front door and may
-import anything, lazily.
+``runs``) <- ``spectra`` <- ``nn`` <- ``analysis`` <- ``plot`` <- ``cli`` (and ``checkpoints``)
+<- ``__main__``. A module may import its own layer and the layers below; imports inside
+functions count too (a lazy import upwards is still an upward edge). ``tensornet/__init__.py``
+is the front door and may import anything, lazily.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ FLOORS = {
     "analysis": 5,
     "plot": 6,
     "cli": 7,
+    "checkpoints": 7,
     "__main__": 8,
 }
 

@@ -43,7 +43,7 @@ from ..io import atomic_path
 from ..weights import replace_module
 from .layers import KERNEL_LEGS, MATRIX_LEGS, TNConv2d, TNLayer, TNLinear
 
-__all__ = ["describe", "load", "save"]
+__all__ = ["describe", "load", "read_structures", "save"]
 
 _KEY = "tensornet"
 _USER = "user"
@@ -541,3 +541,63 @@ def _commit(model: nn.Module, new: dict[str, nn.Module], state: dict[str, torch.
         for k, v in model.state_dict().items():  # detached: copying needs no no_grad
             v.copy_(backup[k])
         raise
+
+
+# -- reading without a model -------------------------------------------------------------------
+def _record_structure(rec: Any, what: str) -> Structure:
+    """A full record's structure, checked on its own (kind, fields, types, shape; no module)."""
+    if not isinstance(rec, dict):
+        raise ValueError(f"{what} must be a JSON object, got {_short(rec)}")
+    kind = rec.get("kind")
+    if not isinstance(kind, str) or kind not in _KINDS:
+        raise ValueError(f"{what}: field 'kind' must be one of {list(_KINDS)}, got {_short(kind)}")
+    args = _KINDS[kind][0]
+    _fields(rec, ("kind", *args, "structure", "plan"), what)
+    _typed(rec, (*args, "plan"), what)
+    if kind == "conv2d":
+        shape = [rec["out_channels"], rec["in_channels"], *rec["kernel_size"]]
+        return _structure(rec, KERNEL_LEGS, shape, what)
+    return _structure(rec, MATRIX_LEGS, [rec["out_features"], rec["in_features"]], what)
+
+
+def read_structures(path: str | os.PathLike) -> tuple[dict[str, Structure], dict[str, str]]:
+    """The structure of every compressed layer a :func:`save` file records, without a model.
+
+    Reads the safetensors header only (no tensor data) and checks every record as :func:`load`
+    does, short of comparing it with a model. Returns the structures by layer name and the
+    aliases (a tied layer's name -> the name whose record and factors it shares). Each layer's
+    factors are the tensors ``f"{name}.factors.{factor.name}"`` for ``structure.factors``.
+    Raises ``ValueError`` naming the file and the field or layer that cannot be read (no
+    ``tensornet`` metadata, an unknown version, kind or format, a bad field).
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> from torch import nn
+    >>> from tensornet.nn import TNLinear
+    >>> path = os.path.join(tempfile.mkdtemp(), "m.safetensors")
+    >>> shared = TNLinear(6, 6, format="svd", ranks=2)
+    >>> save(nn.Sequential(shared, nn.ReLU(), shared), path)
+    >>> structures, aliases = read_structures(path)
+    >>> structures["0"].format, structures["0"].ranks, aliases
+    ('svd', (2,), {'2': '0'})
+    """
+    what = os.fspath(path)
+    meta, _ = _header(what, what)
+    layers, _ = _records(meta, what)
+    structures: dict[str, Structure] = {}
+    aliases: dict[str, str] = {}
+    for name, rec in layers.items():
+        here = f"{what}: layer {name!r}"
+        if isinstance(rec, dict) and _ALIAS in rec:
+            _fields(rec, (_ALIAS,), here)
+            target = layers.get(rec[_ALIAS]) if isinstance(rec[_ALIAS], str) else None
+            if not isinstance(target, dict) or _ALIAS in target:
+                raise ValueError(
+                    f"{here}: field {_ALIAS!r} must name a layer with a full record, got "
+                    f"{_short(rec[_ALIAS])}"
+                )
+            aliases[name] = rec[_ALIAS]
+        else:
+            structures[name] = _record_structure(rec, here)
+    return structures, aliases
