@@ -183,8 +183,9 @@ def load_kernels(path: str | Path) -> dict[str, torch.Tensor | Format]:
     Any file :func:`load_state_dict` reads; in a file written by :func:`tensornet.nn.save`,
     the factors of every compressed layer (tied names included) are replaced by its kernel,
     the :class:`~tensornet.formats.Format` of its record's structure, under
-    ``"<layer>.weight"``: the name the layer's dense weight would have. Other tensors (dense
-    layers, biases, norms) are kept. Names come in natural order (``layer2`` before
+    ``"<layer>.weight"``: the name the layer's dense weight would have (a tied layer's bias is
+    repeated at each of its names, as in its ``state_dict``). Other tensors (dense layers,
+    biases, norms) are kept. Names come in natural order (``layer2`` before
     ``layer10``). No module is built and nothing is unpickled.
 
     Raises
@@ -229,6 +230,9 @@ def load_kernels(path: str | Path) -> dict[str, torch.Tensor | Format]:
                 f"{path}: tensor {key!r} is not one the compressed layer {layer!r} holds"
                 + (f" (it shares the factors of {aliases[layer]!r})" if layer in aliases else "")
             )
+    for alias, target in aliases.items():  # a tied layer's bias, as its state_dict has it
+        if f"{target}.bias" in kept:
+            kept[f"{alias}.bias"] = kept[f"{target}.bias"]
     merged = {**kept, **{f"{name}.weight": fmt for name, fmt in kernels.items()}}
     return {k: merged[k] for k in sorted(merged, key=_natural_key)}
 

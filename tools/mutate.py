@@ -115,10 +115,11 @@ TESTS: dict[str, list[str]] = {
     "tensornet/nn/select.py": ["tests/nn/test_select.py"],
 
     # the command line
-    "tensornet/cli.py": ["tests/test_cli.py"],
+    "tensornet/cli.py": ["tests/test_cli.py", "tests/test_checkpoints.py"],
+    "tensornet/checkpoints.py": ["tests/test_cli.py", "tests/test_checkpoints.py"],
 
     # nn: saving and loading compressed models
-    "tensornet/nn/serialize.py": ["tests/nn/test_serialize.py"],
+    "tensornet/nn/serialize.py": ["tests/nn/test_serialize.py", "tests/test_checkpoints.py"],
     "tensornet/nn/batchnorm.py": ["tests/nn/test_calibrate.py"],
 
     # nn: the layers, their forward-plan families and the cost model
