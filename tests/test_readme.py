@@ -105,6 +105,48 @@ def check_ship(ns):
     torch.testing.assert_close(program.module()(x), small(x), rtol=1e-4, atol=1e-4)
 
 
+def check_compressed_spectra(ns, tmp_path, printed):
+    """Spectra of the compressed ResNet-20: every layer, the Tucker-2 bond's values exact, the
+    command line on the saved file with the same layers and values."""
+    from tensornet.cli import main
+
+    mixed, table, model = ns["mixed"], ns["table"], ns["model"]
+    assert printed.strip().splitlines()[-1] == "20 18 tucker2 19 32"
+    assert table.layers == tn.model_spectra(model).layers  # compressed or not, all listed
+    layer = mixed.get_submodule("layer2.0.conv2")
+    kernel = layer.to_format().to(dtype=torch.float64).to_dense()  # from the factors, float64
+    for cut, m in (("out|in,kh,kw", kernel), ("in|out,kh,kw", kernel.transpose(0, 1))):
+        sp = table.get("layer2.0.conv2", cut)
+        ref = torch.linalg.svdvals(m.reshape(32, -1))
+        assert float((sp.values - ref).abs().max()) <= 1e-10 * float(ref[0])
+        assert sp.rank == 19 and torch.all(sp.values[19:] == 0)
+    assert (tmp_path / "compressed_spectra.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["spectra", "resnet20_mixed.safetensors", "--no-plots", "--out", "cli"]) == 0
+    with open(tmp_path / "cli" / "spectra.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["layer"] for r in rows} == set(table.layers)
+    for r in rows:
+        sp = table.get(r["layer"], r["cut"])
+        values = [float(v) for v in r["singular_values"].split()]
+        values = torch.tensor(values, dtype=sp.values.dtype)
+        torch.testing.assert_close(values, sp.values, rtol=1e-6, atol=1e-7 * float(sp.values[0]))
+        assert r["compressed"] == str(r["layer"] in table.compressed)
+
+
+def test_readme_figures_exist():
+    """Every image the README shows is committed (``tools/readme_figures.py`` draws them)."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (root / "README.md").read_text())
+    assert images
+    for image in images:
+        data = (root / image).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    import runpy
+
+    figures = runpy.run_path(str(root / "tools" / "readme_figures.py"))["FIGURES"]
+    assert sorted(images) == sorted(f"docs/figures/{name}" for name in figures)
+
+
 def test_readme_snippets_run(tmp_path, monkeypatch, capsys):
     readme = pathlib.Path(__file__).resolve().parents[1] / "README.md"
     blocks = re.findall(r"```python\n(.*?)```", readme.read_text(), re.S)
@@ -116,10 +158,15 @@ def test_readme_snippets_run(tmp_path, monkeypatch, capsys):
     shipped = [i for i, b in enumerate(blocks) if "torch.export.export(" in b]
     assert len(calibrated) == len(shipped) == 1
     checks |= {calibrated[0]: check_compress_calibrated, shipped[0]: check_ship}
+    spectra = [i for i, b in enumerate(blocks) if "compressed_spectra.png" in b]
+    assert len(spectra) == 1 and spectra[0] > shipped[0]  # it uses the trained ResNet-20
     for i, block in enumerate(blocks):
+        capsys.readouterr()
         exec(compile(block, str(readme), "exec"), namespace)
         if i in checks:
             checks[i](namespace)
+        elif i == spectra[0]:
+            check_compressed_spectra(namespace, tmp_path, capsys.readouterr().out)
     assert math.isfinite(namespace["out"].error)
 
 
