@@ -16,7 +16,8 @@ from torch import nn
 import tensornet.nn as tnn
 from tensornet.checkpoints import CLIError, load_kernels, load_state_dict
 from tensornet.cli import main
-from tensornet.formats import Format
+from tensornet.formats import Format, format_names
+from tensornet.spectra import weight_spectra
 from tensornet.weights import replace_module
 
 FORMATS = {"1": "tucker2", "3": "tt", "5": "cp", "7": "svd", "11": "svd"}  # layer -> format
@@ -244,3 +245,26 @@ def test_an_uncompressed_nn_save_file_reads_as_a_state_dict(tmp_path):
     assert list(kernels) == ["0.bias", "0.weight", "2.bias", "2.weight"]
     for k, v in net.state_dict().items():
         assert torch.equal(kernels[k], v)
+
+
+@pytest.mark.parametrize("fmt", format_names())
+def test_every_format_is_read_back_as_its_kernel(fmt, tmp_path):
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Conv2d(12, 8, 3), nn.Flatten(), nn.Linear(8, 6))
+    net[0] = tnn.TNConv2d.from_conv(net[0], fmt, fraction=0.5)
+    net[2] = tnn.TNLinear.from_linear(net[2], fmt, fraction=0.5)
+    tnn.save(net, tmp_path / "m.safetensors")
+    kernels = load_kernels(tmp_path / "m.safetensors")
+    assert list(kernels) == ["0.bias", "0.weight", "2.bias", "2.weight"]
+    for i in (0, 2):
+        kernel = kernels[f"{i}.weight"]
+        assert kernel.name == fmt and kernel.structure == net[i].structure
+        for name, factor in net[i].factors.items():  # bitwise the saved factors
+            assert torch.equal(kernel.factor_tensors()[name], factor.detach())
+        assert torch.equal(kernels[f"{i}.bias"], net[i].bias.detach())
+    table = weight_spectra(kernels)
+    dense = weight_spectra({"0": net[0].weight.detach(), "2": net[2].weight.detach()})
+    assert table.layers == dense.layers and len(table) == len(dense) == 8
+    for sp, ref in zip(table, dense):
+        assert sp.label == ref.label and sp.format == fmt
+        assert float((sp.values - ref.values).abs().max()) <= 1e-5 * float(ref.values[0])
