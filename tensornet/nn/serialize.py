@@ -19,6 +19,10 @@ layers where the records say and loads every tensor. It never unpickles anything
 3. only then it reads the tensors, builds the layers for real and swaps them all in at once. If
    anything fails, the model is left exactly as it was (same modules, bitwise the same tensors).
 
+:func:`read_structures` reads the records without a model (the header only, checked as far as
+they can be without one): what ``tensornet spectra`` needs to rebuild each compressed layer's
+format from its factors.
+
 Dtypes: every tensor takes the dtype of the tensor it lands in; a new layer takes the dtype and
 device of the module it replaces (its weight's, or its first factor's). Floating-point tensors
 are cast (exact when widening: a float32 file loads exactly into a float64 model); any other
