@@ -181,8 +181,12 @@ def _overview(
             ax=ax,
             title=f"{leg} | rest",
         )
-        for line, sp in zip(ax.lines, spectra):
-            line.set_color(colour[str(sp.name)])
+        current = None
+        for line in ax.lines:  # each curve, then a compressed layer's rank line in its colour
+            if line.get_label() in colour:
+                current = colour[line.get_label()]
+            if current is not None and not line.get_label().startswith("χ"):
+                line.set_color(current)
     for ax in axes[len(groups) :]:
         ax.remove()
     if many:

@@ -268,3 +268,32 @@ def test_every_format_is_read_back_as_its_kernel(fmt, tmp_path):
     for sp, ref in zip(table, dense):
         assert sp.label == ref.label and sp.format == fmt
         assert float((sp.values - ref.values).abs().max()) <= 1e-5 * float(ref.values[0])
+
+
+def test_overview_plots_colour_each_rank_line_as_its_layer(files, tmp_path, monkeypatch):
+    from matplotlib.colors import to_hex
+
+    import tensornet.cli as cli
+
+    figures = []
+    monkeypatch.setattr(cli, "save_figure", lambda fig, path: figures.append(fig))
+    argv = ["spectra", str(files[0]), "--out", str(tmp_path / "o"), "--chi", "3"]
+    assert main(argv) == 0
+    spectra_fig = figures[0]  # bond_spectra.png: one panel per one-vs-rest cut
+    ranks_seen = 0
+    for ax in spectra_fig.axes[:4]:
+        colours, current = {}, None
+        for line in ax.lines:
+            label = line.get_label()
+            if label.startswith("χ"):
+                assert to_hex(line.get_color()) == to_hex("0.3")
+            elif label.startswith("_"):  # a rank line: dotted, in its layer's colour
+                assert line.get_linestyle() == ":" and line.get_color() == current
+                ranks_seen += 1
+            else:
+                current = line.get_color()
+                colours[label] = current
+        assert len(set(colours.values())) == len(colours)  # one colour per layer
+        legend = {h.get_label(): h.get_color() for h in spectra_fig.legends[0].legend_handles}
+        assert all(legend[name] == c for name, c in colours.items())
+    assert ranks_seen >= 5
