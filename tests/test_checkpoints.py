@@ -297,3 +297,15 @@ def test_overview_plots_colour_each_rank_line_as_its_layer(files, tmp_path, monk
         legend = {h.get_label(): h.get_color() for h in spectra_fig.legends[0].legend_handles}
         assert all(legend[name] == c for name, c in colours.items())
     assert ranks_seen >= 5
+
+
+def test_a_kind_load_knows_but_the_reader_does_not_is_refused(files, tmp_path, monkeypatch):
+    from tensornet.nn import serialize
+
+    # a layer kind added to load (with a model) but not to read_structures: refused, not guessed
+    monkeypatch.setitem(serialize._KINDS, "conv2d_new", serialize._KINDS["conv2d"])
+    bad = tmp_path / "bad.safetensors"
+    _rewrite(files[0], bad, _set(["layers", "3", "kind"], "conv2d_new"))
+    expect = r"layer '3': field 'kind' must be one of \['conv2d', 'linear'\], got 'conv2d_new'"
+    with pytest.raises(CLIError, match=expect):
+        load_kernels(bad)

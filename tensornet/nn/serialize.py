@@ -548,20 +548,27 @@ def _commit(model: nn.Module, new: dict[str, nn.Module], state: dict[str, torch.
 
 
 # -- reading without a model -------------------------------------------------------------------
+# kind -> the dense legs of its kernel and their sizes from the record (a kind read with a model
+# by load but missing here is refused by read_structures, never guessed)
+_KERNELS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Any]], list[int]]]] = {
+    "conv2d": (KERNEL_LEGS, lambda r: [r["out_channels"], r["in_channels"], *r["kernel_size"]]),
+    "linear": (MATRIX_LEGS, lambda r: [r["out_features"], r["in_features"]]),
+}
+
+
 def _record_structure(rec: Any, what: str) -> Structure:
     """A full record's structure, checked on its own (kind, fields, types, shape; no module)."""
     if not isinstance(rec, dict):
         raise ValueError(f"{what} must be a JSON object, got {_short(rec)}")
     kind = rec.get("kind")
-    if not isinstance(kind, str) or kind not in _KINDS:
-        raise ValueError(f"{what}: field 'kind' must be one of {list(_KINDS)}, got {_short(kind)}")
+    if not isinstance(kind, str) or kind not in _KINDS or kind not in _KERNELS:
+        known = [k for k in _KINDS if k in _KERNELS]
+        raise ValueError(f"{what}: field 'kind' must be one of {known}, got {_short(kind)}")
     args = _KINDS[kind][0]
     _fields(rec, ("kind", *args, "structure", "plan"), what)
     _typed(rec, (*args, "plan"), what)
-    if kind == "conv2d":
-        shape = [rec["out_channels"], rec["in_channels"], *rec["kernel_size"]]
-        return _structure(rec, KERNEL_LEGS, shape, what)
-    return _structure(rec, MATRIX_LEGS, [rec["out_features"], rec["in_features"]], what)
+    legs, shape = _KERNELS[kind]
+    return _structure(rec, legs, shape(rec), what)
 
 
 def read_structures(path: str | os.PathLike) -> tuple[dict[str, Structure], dict[str, str]]:
