@@ -121,7 +121,19 @@ def check_compressed_spectra(ns, tmp_path, printed):
         assert float((sp.values - ref).abs().max()) <= 1e-10 * float(ref[0])
         assert sp.rank == 19 and torch.all(sp.values[19:] == 0)
     assert (tmp_path / "compressed_spectra.png").read_bytes()[:4] == b"\x89PNG"
-    assert main(["spectra", "resnet20_mixed.safetensors", "--no-plots", "--out", "cli"]) == 0
+    import contextlib
+    import io
+
+    printed_cli = io.StringIO()
+    with contextlib.redirect_stdout(printed_cli):
+        assert main(["spectra", "resnet20_mixed.safetensors", "--no-plots", "--out", "cli"]) == 0
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    shown = readme[readme.index("python -m tensornet spectra resnet20_mixed") :]
+    shown = re.search(r"```text\n(.*?)```", shown, re.S).group(1).splitlines()
+    out_lines = printed_cli.getvalue().splitlines()
+    for line in shown:  # the README's excerpt is what the command prints, cut at "  ..."
+        if line != "...":
+            assert any(o.startswith(line.removesuffix("  ...")) for o in out_lines), line
     with open(tmp_path / "cli" / "spectra.csv") as f:
         rows = list(csv.DictReader(f))
     assert {r["layer"] for r in rows} == set(table.layers)
