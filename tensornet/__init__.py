@@ -14,7 +14,8 @@ Parts, bottom to top (each imports only its own floor and those below it; enforc
   :mod:`.runs`: the append-only result store and ``map_cells`` over executors.
 - :mod:`.spectra`: dense spectra along cuts of kernels and models; truncation along cuts.
 - :mod:`.nn`: compressed layers (``TNConv2d``, ``TNLinear``), ``compress``, ``allocate``, export.
-- :mod:`.analysis`: resumable truncation sweeps; :mod:`.plot`: figures; :mod:`.cli`: the command.
+- :mod:`.analysis`: resumable truncation sweeps; :mod:`.plot`: figures; :mod:`.cli`: the command;
+  :mod:`.checkpoints`: checkpoints read without unpickling (``nn.save`` files as kernel formats).
 
 ``import tensornet`` loads nothing but this file: every name below (``tn.Node``, ``tn.TT``,
 ``tn.model_spectra``...) and every part (``tn.nn``, ``tn.plot``...) is imported on first use, so
@@ -90,7 +91,19 @@ _NAMES: dict[str, str] = {
     "truncate": "spectra",
     "weight_spectra": "spectra",
 }
-_LAZY = ("analysis", "cli", "core", "formats", "io", "nn", "plot", "runs", "spectra", "weights")
+_LAZY = (
+    "analysis",
+    "checkpoints",
+    "cli",
+    "core",
+    "formats",
+    "io",
+    "nn",
+    "plot",
+    "runs",
+    "spectra",
+    "weights",
+)
 
 
 def __getattr__(name: str):
