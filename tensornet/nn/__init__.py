@@ -30,6 +30,8 @@ it. Modules, each using only those listed before it when loaded:
 - :mod:`.select`: :func:`select_layers` with what compression supports.
 - :mod:`.measure`: the dense side (shapes, FLOPs, times, true kernel errors).
 - :mod:`.report`: :class:`CompressionReport`, :class:`LayerReport`.
+- :mod:`.whiten`: :func:`input_covariances`, :func:`output_error`, :func:`whitened_format`:
+  data-aware (whitened) decompositions that minimise a layer's output error.
 - :mod:`.compress`: :func:`compress`.
 - :mod:`.alloc_layer`, :mod:`.alloc_search`, :mod:`.allocate`: one layer as the allocation sees
   it, the searches, and :func:`allocate`.
@@ -69,6 +71,13 @@ from .plans import ForwardPlan
 from .select import EndLayers, NoMatchingLayer, end_layers, matches, select_layers
 from .serialize import describe, load, save
 from .truncate import KernelTruncation, truncate_kernel
+from .whiten import (
+    InputCovariance,
+    compress_layer_whitened,
+    input_covariances,
+    output_error,
+    whitened_format,
+)
 
 # a compressed layer is a conv/linear layer for end_layers, and its kernel a Format for spectra
 register_layer_type(TNLayer, kernel=TNLayer.to_format)
@@ -80,6 +89,7 @@ __all__ = [
     "ConvGeometry",
     "EndLayers",
     "ForwardPlan",
+    "InputCovariance",
     "KernelTruncation",
     "LayerChoice",
     "LayerReport",
@@ -92,6 +102,7 @@ __all__ = [
     "batchnorm_layers",
     "calibrate",
     "compress",
+    "compress_layer_whitened",
     "conv_sequence",
     "costs_for",
     "default_format",
@@ -99,14 +110,17 @@ __all__ = [
     "dense_seconds",
     "describe",
     "end_layers",
+    "input_covariances",
     "kernel_errors",
     "kernel_options",
     "layer_inputs",
     "load",
     "matches",
+    "output_error",
     "recalibrate_bn",
     "save",
     "select_layers",
     "to_standard",
     "truncate_kernel",
+    "whitened_format",
 ]

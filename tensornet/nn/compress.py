@@ -35,7 +35,7 @@ import numbers
 import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -66,6 +66,7 @@ from .select import (
     select_with_notes,
     shown_names,
 )
+from .whiten import MAX_FEATURES, compress_layer_whitened, input_covariances
 
 __all__ = [
     "CompressionReport",
@@ -108,6 +109,7 @@ def compress(
     min_speedup: float | None = None,
     measure_time: bool = True,
     calibrate: Any = None,
+    data: Any = None,
     **options: Any,
 ) -> tuple[nn.Module, CompressionReport]:
     """Replace the chosen conv/linear layers of ``model`` by compressed layers.
@@ -144,6 +146,9 @@ def compress(
     calibrate : iterable of batches, optional
         Inputs (batches, ``(input, target)`` pairs, a ``DataLoader``): BatchNorm statistics
         are recomputed from them (:func:`~tensornet.nn.recalibrate_bn`) after the replacements.
+    data : tensor or iterable of batches, optional
+        A few input batches: each layer is decomposed to minimise its output error on them
+        (whitened svd / tucker2, :mod:`~tensornet.nn.whiten`; other formats plainly).
     **options
         Format options passed to every layer's format.
 
@@ -170,6 +175,14 @@ def compress(
     shapes = layer_inputs(model, example_input, names) if example_input is not None else {}
     job = _Job(model, aliases, plan, shapes, example_input, min_speedup, notes)
     specs = {name: spec_for(name, model.get_submodule(name)) for name in names}
+    if data is not None:
+        chosen = [n for n in names if specs[n]]
+        job.covariances = input_covariances(model, data, chosen, skip_large=True)
+        job.notes.append(
+            f"{len(job.covariances)} of {len(chosen)} layers decomposed to fit their outputs on "
+            "data (svd, tucker2 whitened by the input covariance; other formats, layers with "
+            f"over {MAX_FEATURES} input features or that saw no data: plainly)"
+        )
     built = [job.replacement(name, spec) for name, spec in specs.items() if spec is not None]
     return job.install(built, inplace, measure_time, calibrate)
 
@@ -257,6 +270,7 @@ class _Job:
     example_input: Any
     min_speedup: float | None
     notes: list[str]
+    covariances: Mapping[str, Any] = field(default_factory=dict)
 
     def replacement(self, name: str, spec: tuple[str, dict, dict]) -> tuple[Any, LayerReport]:
         """The compressed layer (``None`` when kept dense) and its report."""
@@ -269,7 +283,7 @@ class _Job:
                 f"layer {name!r} ({reparam}) compressed from its effective weight; the "
                 "replacement carries no pruning/parametrization"
             )
-        layer = _build(name, module, fmt, self.plan, sizes, opts)
+        layer = _build(name, module, fmt, self.plan, sizes, opts, self.covariances.get(name))
         shape = self.shapes.get(name)
         report = layer_report(name, module, layer, shape, self.aliases[name])
         if self.example_input is not None and shape is None:
@@ -318,10 +332,14 @@ def _params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _build(name: str, module: nn.Module, fmt: str, plan: str, kw: dict, opts: dict) -> TNLayer:
+def _build(
+    name: str, module: nn.Module, fmt: str, plan: str, kw: dict, opts: dict, cov: Any = None
+) -> TNLayer:
     """The compressed layer, in the mode of the one it replaces (errors name the layer)."""
     try:
-        if isinstance(module, nn.Linear):
+        if cov is not None:
+            layer = compress_layer_whitened(module, fmt, cov, plan=plan, **kw, **opts)
+        elif isinstance(module, nn.Linear):
             layer = TNLinear.from_linear(module, fmt, plan=plan, **kw, **opts)
         else:
             layer = TNConv2d.from_conv(module, fmt, plan=plan, **kw, **opts)
