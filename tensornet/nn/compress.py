@@ -66,7 +66,7 @@ from .select import (
     select_with_notes,
     shown_names,
 )
-from .whiten import MAX_FEATURES, compress_layer_whitened, input_covariances
+from .whiten import compress_layer_whitened, input_covariances
 
 __all__ = [
     "CompressionReport",
@@ -181,7 +181,7 @@ def compress(
         job.notes.append(
             f"{len(job.covariances)} of {len(chosen)} layers decomposed to fit their outputs on "
             "data (svd, tucker2 whitened by the input covariance; other formats, layers with "
-            f"over {MAX_FEATURES} input features or that saw no data: plainly)"
+            "over whiten.MAX_FEATURES input features or that saw no data: plainly)"
         )
     built = [job.replacement(name, spec) for name, spec in specs.items() if spec is not None]
     return job.install(built, inplace, measure_time, calibrate)

@@ -87,7 +87,7 @@ __all__ = [
 #: The formats factored in the input metric (the others are decomposed plainly).
 WHITENED_FORMATS = ("svd", "tucker2")
 #: The ridge added to ``C``, relative to its mean eigenvalue ``tr(C) / d``.
-DEFAULT_RIDGE = 1e-6
+DEFAULT_RIDGE = 1e-4
 #: The largest ``d`` (``in * kh * kw`` or ``in_features``) :func:`input_covariances` accepts by
 #: default: its ``d x d`` float64 matrix is then 128 MiB.
 MAX_FEATURES = 4096
@@ -213,7 +213,7 @@ def input_covariances(
     layers: Selector = None,
     *,
     batches: int | None = None,
-    max_features: int = MAX_FEATURES,
+    max_features: int | None = None,
     skip_large: bool = False,
 ) -> dict[str, InputCovariance]:
     """The input covariance of each chosen conv2d/linear layer over a few batches of ``data``.
@@ -233,9 +233,9 @@ def input_covariances(
         a compressed layer can replace).
     batches : int, optional
         Use at most this many batches.
-    max_features : int
-        The largest ``d`` accepted (memory grows as ``d^2``); a layer above it is a ValueError
-        naming it, raised before the data runs (with ``skip_large``: the layer is left out).
+    max_features : int, optional
+        The largest ``d`` accepted (default :data:`MAX_FEATURES`; memory grows as ``d^2``): a
+        layer above it is a ValueError naming it, raised before the data runs.
     skip_large : bool
         Leave out layers above ``max_features`` instead of raising.
 
@@ -253,17 +253,20 @@ def input_covariances(
     >>> cov.rows, bool(torch.allclose(cov.matrix, x.T @ x))
     (10, True)
     """
-    if batches is not None and (isinstance(batches, bool) or not isinstance(batches, int)
-                                or batches < 1):
+    if batches is not None and (
+        isinstance(batches, bool) or not isinstance(batches, int) or batches < 1
+    ):
         raise ValueError(f"input_covariances: batches must be a positive int, got {batches!r}")
     if not isinstance(data, (torch.Tensor, Iterable)):
         raise TypeError(
             f"input_covariances: data must be a tensor or an iterable of batches, "
             f"got {type(data).__name__}"
         )
-    grams = {name: _Gram(m) for name, m in _chosen(model, layers, max_features, skip_large).items()}
-    first = next((t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()),
-                 None)
+    limit = MAX_FEATURES if max_features is None else max_features
+    grams = {name: _Gram(m) for name, m in _chosen(model, layers, limit, skip_large).items()}
+    first = next(
+        (t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()), None
+    )
     hooks = [g.module.register_forward_pre_hook(g) for g in grams.values()]
     done = 0
     try:
@@ -405,7 +408,7 @@ def _out_and_core(
     rank-``r_out`` truncation of ``W L Q`` (Eckart-Young), so ``U`` are its leading left
     singular vectors and ``G = U^T W L Q R^{-T}``.
     """
-    m = torch.kron(v.contiguous(), torch.eye(k, dtype=w.dtype, device=w.device))
+    m = _kron_eye(v, k)
     q, rr = torch.linalg.qr(lo @ m)
     t = w @ lo @ q
     u = torch.linalg.svd(t, full_matrices=True)[0][:, :r_out]
@@ -458,7 +461,13 @@ def _tucker2_whitened(
 
 def _tucker2_dense(u: torch.Tensor, g: torch.Tensor, v: torch.Tensor, k: int) -> torch.Tensor:
     """``U G (V kron I_k)^T`` as an ``(out, in * k)`` matrix."""
-    return u @ g @ torch.kron(v.contiguous(), torch.eye(k, dtype=v.dtype, device=v.device)).T
+    return u @ g @ _kron_eye(v, k).T
+
+
+def _kron_eye(v: torch.Tensor, k: int) -> torch.Tensor:
+    """``V kron I_k``: row ``j k + s``, column ``b k + t`` hold ``V[j, b] [s == t]``."""
+    eye = torch.eye(k, dtype=v.dtype, device=v.device)
+    return (v[:, None, :, None] * eye[None, :, None, :]).reshape(v.shape[0] * k, -1)
 
 
 def _whitenable(plain: Format) -> bool:
@@ -558,8 +567,9 @@ def whitened_format(
     if not isinstance(kernel, torch.Tensor):
         raise TypeError(f"{what}: kernel must be a tensor, got {type(kernel).__name__}")
     legs = kernel_legs(kernel.ndim) if legs is None else tuple(legs)
-    plain = get_format(format).from_dense(kernel.detach(), trunc, ranks, fraction, legs=legs,
-                                          **options)
+    plain = get_format(format).from_dense(
+        kernel.detach(), trunc, ranks, fraction, legs=legs, **options
+    )
     return _whiten(plain, kernel, covariance, float(ridge), sweeps, what)
 
 
@@ -599,13 +609,10 @@ def compress_layer_whitened(
     elif isinstance(module, nn.Conv2d):
         layer = TNConv2d.from_conv(module, format, plan=plan, **sizes, **options)
     else:
-        raise TypeError(
-            f"{what}: expected an nn.Conv2d or nn.Linear, got {type(module).__name__}"
-        )
+        raise TypeError(f"{what}: expected an nn.Conv2d or nn.Linear, got {type(module).__name__}")
     fmt = _whiten(layer.to_format(), module.weight, covariance, float(ridge), sweeps, what)
     with torch.no_grad():
         for name, t in fmt.factor_tensors().items():
             layer.factors[name].copy_(t)
     layer.decomposition_error = fmt.error
     return layer
-

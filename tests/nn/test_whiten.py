@@ -1,0 +1,537 @@
+"""Data-aware (whitened) decompositions: input covariances against the patches themselves,
+output errors against the direct ||X (W - W')^T|| / ||X W^T||, whitened svd / tucker2 against
+the plain ones (a property) and against dense least-squares optima, layers and compress(data=),
+and a trained CNN on digits compressed with and without data."""
+
+import copy
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import tensornet.nn as tnn
+from tensornet.formats import get_format
+from tensornet.nn import whiten
+from tensornet.nn.whiten import (
+    DEFAULT_RIDGE,
+    InputCovariance,
+    compress_layer_whitened,
+    input_covariances,
+    layer_rows,
+    output_error,
+    whitened_format,
+)
+
+F64 = torch.float64
+CONV_LEGS = ("out", "in", "kh", "kw")
+
+
+def correlated(n, d, seed=0, scale=3.0):
+    """``n`` rows in ``d`` features with a strongly non-white covariance."""
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.randn(d, d, generator=g, dtype=F64) * torch.logspace(0, -scale, d, dtype=F64)
+    return torch.randn(n, d, generator=g, dtype=F64) @ mix
+
+
+def direct_error(rows, w, approx):
+    w, approx = w.reshape(w.shape[0], -1), approx.reshape(w.shape[0], -1)
+    return float((rows @ (w - approx).T).norm() / (rows @ w.T).norm())
+
+
+# -- the rows a layer multiplies ----------------------------------------------------------------
+CONVS = [
+    dict(kernel_size=3, stride=2, padding=1),
+    dict(kernel_size=(3, 2), stride=(1, 2), padding=(2, 0), dilation=(2, 1)),
+    dict(kernel_size=3, padding="same", dilation=2),
+    dict(kernel_size=2, padding="same"),  # asymmetric padding
+    dict(kernel_size=3, padding=1, padding_mode="reflect"),
+    dict(kernel_size=3, padding=(1, 2), padding_mode="circular", stride=2),
+    dict(kernel_size=3, padding=1, padding_mode="replicate"),
+]
+
+
+@pytest.mark.parametrize("kw", CONVS)
+def test_conv_rows_times_the_kernel_are_the_conv(kw):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, bias=False, dtype=F64, **kw)
+    x = torch.randn(2, 3, 9, 8, dtype=F64)
+    rows = layer_rows(conv, x)
+    y = conv(x)
+    assert rows.shape == (y.shape[0] * y.shape[2] * y.shape[3], 3 * math.prod(conv.kernel_size))
+    out = (rows @ conv.weight.reshape(4, -1).T).reshape(2, -1, 4).transpose(1, 2)
+    torch.testing.assert_close(out.reshape(y.shape), y)
+    unbatched = layer_rows(conv, x[0])
+    torch.testing.assert_close(unbatched, rows[: len(unbatched)])
+
+
+def test_linear_rows_flatten_leading_dimensions_and_other_layers_are_refused():
+    lin = nn.Linear(5, 2)
+    x = torch.randn(2, 3, 5)
+    torch.testing.assert_close(layer_rows(lin, x), x.reshape(6, 5))
+    for bad in (nn.Conv2d(4, 4, 3, groups=2), nn.Conv1d(2, 2, 3), nn.ReLU()):
+        with pytest.raises(TypeError, match="layer_rows: expected"):
+            layer_rows(bad, torch.randn(1, 4, 5, 5))
+
+
+# -- input covariances ------------------------------------------------------------------------
+def small_net():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1, padding_mode="reflect"),  # 0
+        nn.BatchNorm2d(6),  # 1
+        nn.ReLU(),  # 2
+        nn.Dropout(0.5),  # 3
+        nn.Conv2d(6, 5, 3, stride=2, dilation=2),  # 4
+        nn.Flatten(),  # 5
+        nn.Linear(5 * 3 * 3, 7),  # 6
+    ).double()
+
+
+def reference_rows(net, x):
+    """Each layer's rows, gathered by hooks on an eval-mode copy."""
+    ref = copy.deepcopy(net).eval()
+    seen = {}
+    for name in ("0", "4", "6"):
+        module = ref.get_submodule(name)
+        module.register_forward_pre_hook(
+            lambda m, a, name=name: seen.setdefault(name, []).append(layer_rows(m, a[0]))
+        )
+    with torch.no_grad():
+        ref(x)
+    return {n: torch.cat(v) for n, v in seen.items()}
+
+
+def test_covariances_are_the_gram_of_every_row_over_all_batches_in_eval_mode():
+    net = small_net().train()
+    x = torch.randn(10, 3, 9, 9, dtype=F64)
+    batches = DataLoader(TensorDataset(x, torch.zeros(10)), batch_size=4)  # 4 + 4 + 2
+    covs = input_covariances(net, batches)
+    rows = reference_rows(net, x)
+    assert list(covs) == ["0", "4", "6"]
+    for name, r in rows.items():
+        assert covs[name].rows == r.shape[0]
+        assert covs[name].features == r.shape[1]
+        assert covs[name].matrix.dtype == F64
+        torch.testing.assert_close(covs[name].matrix, r.T @ r)
+        torch.testing.assert_close(covs[name].second_moment, r.T @ r / r.shape[0])
+    assert all(m.training for m in net.modules())  # modes restored
+    assert covs["0"].rows == 10 * 81 and covs["6"].rows == 10
+
+
+def test_covariances_take_a_tensor_batches_limits_layers_and_float_inputs():
+    net = small_net()
+    x = torch.randn(6, 3, 9, 9, dtype=F64)
+    one = input_covariances(net, x, "4")
+    assert list(one) == ["4"]
+    torch.testing.assert_close(one["4"].matrix, input_covariances(net, [x], ["4"])["4"].matrix)
+    first = input_covariances(net, [x[:2], x[2:]], ["6"], batches=1)["6"]
+    r = reference_rows(net, x[:2])["6"]
+    assert first.rows == 2
+    torch.testing.assert_close(first.matrix, r.T @ r)
+    # float32 batches go to the model's dtype
+    as32 = input_covariances(net, [(x.float(), None)], ["6"])["6"]
+    rounded = input_covariances(net, x.float().double(), ["6"])["6"]
+    torch.testing.assert_close(as32.matrix, rounded.matrix)
+
+
+def test_a_layer_called_twice_adds_both_inputs_and_an_unreached_layer_is_left_out():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin, self.unused = nn.Linear(3, 3).double(), nn.Linear(3, 3).double()
+
+        def forward(self, x):
+            return self.lin(self.lin(x))
+
+    net = Twice()
+    x = torch.randn(4, 3, dtype=F64)
+    covs = input_covariances(net, x)
+    h = net.lin(x).detach()
+    assert list(covs) == ["lin"] and covs["lin"].rows == 8
+    torch.testing.assert_close(covs["lin"].matrix, x.T @ x + h.T @ h)
+
+
+def test_covariances_are_chunked_over_large_batches(monkeypatch):
+    monkeypatch.setattr(whiten, "_CHUNK", 50)  # one image per chunk
+    net = small_net()
+    x = torch.randn(5, 3, 9, 9, dtype=F64)
+    r = reference_rows(net, x)["4"]
+    torch.testing.assert_close(input_covariances(net, x, "4")["4"].matrix, r.T @ r)
+
+
+def test_too_many_features_are_refused_before_the_data_runs_or_skipped():
+    net = small_net()
+    with pytest.raises(ValueError, match=r"layer '4' has 54 input features.*max_features=53"):
+        input_covariances(net, [object()], ["0", "4"], max_features=53)
+    covs = input_covariances(
+        net, torch.randn(2, 3, 9, 9, dtype=F64), max_features=27, skip_large=True
+    )
+    assert list(covs) == ["0"]
+    covs = input_covariances(net, torch.randn(2, 3, 9, 9, dtype=F64), max_features=54)
+    assert list(covs) == ["0", "4", "6"]
+
+
+def test_bad_data_and_arguments():
+    net = small_net()
+    with pytest.raises(TypeError, match="data must be a tensor or an iterable"):
+        input_covariances(net, 3)
+    with pytest.raises(TypeError, match="batch 1 gives str"):
+        input_covariances(net, [torch.randn(1, 3, 9, 9, dtype=F64), ("x", 1)])
+    with pytest.raises(TypeError, match="batch 0 gives Tensor"):
+        input_covariances(net, [torch.tensor(1.0)])
+    with pytest.raises(ValueError, match="data yielded no batches"):
+        input_covariances(net, [])
+    for bad in (0, True, 1.5):
+        with pytest.raises(ValueError, match="batches must be a positive int"):
+            input_covariances(net, [], batches=bad)
+    net.train()
+    with pytest.raises(RuntimeError):
+        input_covariances(net, [torch.randn(1, 4, 9, 9, dtype=F64)])
+    assert all(m.training for m in net.modules())
+    assert not net[0]._forward_pre_hooks  # hooks removed on failure
+
+
+# -- output errors ----------------------------------------------------------------------------
+@pytest.mark.parametrize("kw", CONVS[:2] + CONVS[4:6])
+def test_output_error_is_the_direct_error_on_the_patches(kw):
+    torch.manual_seed(1)
+    conv = nn.Conv2d(3, 5, dtype=F64, **kw)
+    net = nn.Sequential(conv)
+    x = torch.randn(3, 3, 9, 8, dtype=F64)
+    cov = input_covariances(net, x)["0"]
+    rows = layer_rows(conv, x)
+    w = conv.weight.detach()
+    fmt = get_format("tucker2").from_dense(w, ranks=(2, 2), legs=CONV_LEGS)
+    expected = direct_error(rows, w, fmt.to_dense())
+    # the kernel and its approximation in any form: tensors, Formats, layers
+    layer = tnn.TNConv2d.from_conv(conv, "tucker2", ranks=(2, 2))
+    for a, b in ((w, fmt), (conv, layer), (conv, fmt.to_dense()), (w, layer.to_conv())):
+        assert output_error(a, b, cov) == pytest.approx(expected, rel=1e-10)
+    assert output_error(w, fmt, cov.matrix) == pytest.approx(expected, rel=1e-10)
+    # the outputs of the layers themselves, bias cancelling
+    with torch.no_grad():
+        y, y2 = conv(x), layer(x)
+    assert float((y - y2).norm() / (y - conv.bias.reshape(1, -1, 1, 1)).norm()) == pytest.approx(
+        expected, rel=1e-8
+    )
+
+
+def test_output_error_of_a_linear_layer_and_degenerate_cases():
+    x = correlated(50, 6)
+    lin = nn.Linear(6, 4, dtype=F64)
+    w = lin.weight.detach()
+    w2 = w + 0.1 * torch.randn(4, 6, dtype=F64)
+    assert output_error(lin, w2, x.T @ x) == pytest.approx(direct_error(x, w, w2), rel=1e-10)
+    assert output_error(w, w, x.T @ x) == 0.0
+    zero = torch.zeros(6, 6, dtype=F64)
+    assert output_error(w, w2, zero) == 0.0
+    assert output_error(torch.zeros(4, 6, dtype=F64), w2, x.T @ x) == math.inf
+    assert output_error(torch.zeros(4, 6, dtype=F64), torch.zeros(4, 6), x.T @ x) == 0.0
+    # rounding can make tr(D C D^T) a hair negative: never a NaN
+    assert output_error(w, w * (1 + 1e-17), x.T @ x) == 0.0
+
+
+def test_output_error_refuses_bad_input():
+    w = torch.randn(4, 6, dtype=F64)
+    c = torch.eye(6, dtype=F64)
+    with pytest.raises(TypeError, match="approx must be a tensor, a Format"):
+        output_error(w, [1.0], c)
+    with pytest.raises(TypeError, match="layer_or_kernel must be"):
+        output_error("w", w, c)
+    with pytest.raises(ValueError, match="at least 2 dimensions, got 1"):
+        output_error(w[0], w[0], c)
+    with pytest.raises(ValueError, match=r"approx has shape \(4, 5\), the kernel \(4, 6\)"):
+        output_error(w, w[:, :5], c)
+    with pytest.raises(ValueError, match=r"covariance has shape \(5, 5\); the kernel needs"):
+        output_error(w, w, torch.eye(5))
+    with pytest.raises(TypeError, match="covariance must be an InputCovariance or a tensor"):
+        output_error(w, w, [[1.0]])
+
+
+# -- whitened decompositions -----------------------------------------------------------------
+@given(
+    out=st.integers(2, 6),
+    cin=st.integers(1, 4),
+    k=st.sampled_from([1, 2]),
+    seed=st.integers(0, 2**16),
+    fmt=st.sampled_from(["svd", "tucker2"]),
+)
+def test_whitened_output_error_is_never_above_the_plain_one(out, cin, k, seed, fmt):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(out, cin, k, k, generator=g, dtype=F64)
+    d = cin * k * k
+    x = correlated(max(3, d // 2 + 1), d, seed)  # full rank or not
+    c = x.T @ x
+    ranks = 1 if fmt == "svd" else (max(1, out // 2), max(1, cin // 2))
+    plain = get_format(fmt).from_dense(w, ranks=ranks, legs=CONV_LEGS)
+    white = whitened_format(w, fmt, c, ranks=ranks)
+    assert white.structure == plain.structure
+    assert output_error(w, white, c) <= output_error(w, plain, c) + 1e-12
+    assert output_error(w, white, c) == pytest.approx(
+        direct_error(x, w, white.to_dense()), rel=1e-6, abs=1e-9
+    )
+
+
+@pytest.mark.parametrize("r", [1, 2, 4])
+def test_whitened_svd_is_the_least_squares_optimum(r):
+    """With X of full column rank the best rank-r W' is X^+ trunc_r(X W^T) (Eckart-Young on
+    the outputs), unique when the singular values are distinct."""
+    x = correlated(60, 12, seed=r)
+    w = torch.randn(5, 3, 2, 2, dtype=F64)
+    w2 = w.reshape(5, -1)
+    u, s, vh = torch.linalg.svd(x @ w2.T, full_matrices=False)
+    best = (u[:, :r] * s[:r]) @ vh[:r]
+    optimum = torch.linalg.lstsq(x, best).solution.T
+    fmt = whitened_format(w, "svd", x.T @ x, ranks=r, ridge=0)
+    torch.testing.assert_close(fmt.to_dense().reshape(5, -1), optimum, rtol=1e-7, atol=1e-9)
+    assert output_error(w, fmt, x.T @ x) == pytest.approx(float(s[r:].norm() / s.norm()))
+    assert fmt.error == pytest.approx(float((w2 - optimum).norm() / w2.norm()))
+    # the default ridge moves it by little
+    near = whitened_format(w, "svd", x.T @ x, ranks=r)
+    assert output_error(w, near, x.T @ x) == pytest.approx(float(s[r:].norm() / s.norm()), rel=1e-3)
+
+
+def test_whitened_linear_svd_and_a_float32_kernel():
+    x = correlated(40, 6)
+    w = torch.randn(4, 6, dtype=F64)
+    s = torch.linalg.svdvals(x @ w.T)
+    fmt = whitened_format(w, "svd", InputCovariance(x.T @ x, 40), 2, ridge=0)
+    assert fmt.legs == ("out", "in")
+    assert output_error(w, fmt, x.T @ x) == pytest.approx(float(s[2:].norm() / s.norm()))
+    f32 = whitened_format(w.float(), "svd", x.T @ x, ranks=2, ridge=0)
+    assert f32.dtype == torch.float32
+    assert output_error(w, f32, x.T @ x) == pytest.approx(float(s[2:].norm() / s.norm()), rel=1e-4)
+
+
+def test_tucker2_with_the_full_in_rank_is_the_svd_optimum():
+    """r_in = in leaves only the out factor, which the first step finds exactly."""
+    x = correlated(80, 18, seed=3)
+    w = torch.randn(6, 2, 3, 3, dtype=F64)
+    s = torch.linalg.svdvals(x @ w.reshape(6, -1).T)
+    for r in (1, 3):
+        fmt = whitened_format(w, "tucker2", x.T @ x, ranks=(r, 2), ridge=0, sweeps=0)
+        assert output_error(w, fmt, x.T @ x) == pytest.approx(float(s[r:].norm() / s.norm()))
+
+
+def test_tucker2_core_is_the_least_squares_optimum_given_the_in_factor():
+    """Full out rank: the core is the dense least-squares solve for the plain in factor V."""
+    x = correlated(80, 27, seed=4)
+    w = torch.randn(4, 3, 3, 3, dtype=F64)
+    plain = get_format("tucker2").from_dense(w, ranks=(4, 2), legs=CONV_LEGS)
+    v = plain.factors[1]
+    m = torch.einsum("jb,st->jsbt", v, torch.eye(9, dtype=F64)).reshape(27, 18)  # V kron I
+    g = torch.linalg.lstsq(x @ m, x @ w.reshape(4, -1).T).solution.T  # W' = G M^T
+    fmt = whitened_format(w, "tucker2", x.T @ x, ranks=(4, 2), ridge=0, sweeps=0)
+    torch.testing.assert_close(fmt.to_dense().reshape(4, -1), g @ m.T)
+    assert fmt.error == pytest.approx(float((w.reshape(4, -1) - g @ m.T).norm() / w.norm()))
+    u = fmt.factors[0]
+    torch.testing.assert_close(u.T @ u, torch.eye(4, dtype=F64))
+
+
+def test_tucker2_sweeps_only_lower_the_error_and_factors_stay_orthonormal():
+    x = correlated(100, 36, seed=5)
+    w = torch.randn(8, 4, 3, 3, dtype=F64)
+    c = x.T @ x
+    errors = [
+        output_error(w, whitened_format(w, "tucker2", c, ranks=(3, 2), sweeps=n), c)
+        for n in (0, 1, 2, 4)
+    ]
+    plain = get_format("tucker2").from_dense(w, ranks=(3, 2), legs=CONV_LEGS)
+    assert errors[0] < output_error(w, plain, c)
+    assert all(b <= a + 1e-12 for a, b in zip(errors, errors[1:]))
+    assert errors[-1] < errors[0] - 1e-3  # the in-factor steps do help
+    fmt = whitened_format(w, "tucker2", c, ranks=(3, 2), sweeps=4)
+    for f in fmt.factors:
+        torch.testing.assert_close(f.T @ f, torch.eye(f.shape[1], dtype=F64))
+    big = whitened_format(w, "tucker2", c, ranks=(3, 2), sweeps=4, ridge=DEFAULT_RIDGE)
+    assert output_error(w, big, c) == pytest.approx(errors[-1], rel=1e-3)
+
+
+def test_tucker2_sweeps_are_skipped_above_the_unknowns_limit(monkeypatch):
+    x = correlated(100, 36, seed=5)
+    w = torch.randn(8, 4, 3, 3, dtype=F64)
+    c = x.T @ x
+    none = whitened_format(w, "tucker2", c, ranks=(3, 2), sweeps=0)
+    monkeypatch.setattr(whiten, "MAX_SWEEP_UNKNOWNS", 7)  # in * r_in = 8
+    skipped = whitened_format(w, "tucker2", c, ranks=(3, 2), sweeps=3)
+    torch.testing.assert_close(skipped.to_dense(), none.to_dense())
+    monkeypatch.setattr(whiten, "MAX_SWEEP_UNKNOWNS", 8)
+    swept = whitened_format(w, "tucker2", c, ranks=(3, 2), sweeps=3)
+    assert output_error(w, swept, c) < output_error(w, none, c)
+
+
+@pytest.mark.parametrize(
+    "fmt, opts",
+    [
+        ("tt", {}),
+        ("cp", {}),
+        ("svd", {"left": ("out", "kh")}),
+        ("tucker2", {"modes": ("out", "kh")}),
+        ("tucker", {}),
+    ],
+)
+def test_other_formats_and_cuts_are_the_plain_decomposition(fmt, opts):
+    torch.manual_seed(0)
+    w = torch.randn(4, 3, 2, 2, dtype=F64)
+    x = correlated(40, 12)
+    ranks = 2
+    if fmt == "tucker2":
+        ranks = (2, 1)
+    plain = get_format(fmt).from_dense(w, ranks=ranks, legs=CONV_LEGS, **opts)
+    got = whitened_format(w, fmt, x.T @ x, ranks=ranks, **opts)
+    torch.testing.assert_close(got.to_dense(), plain.to_dense())
+    assert got.error == plain.error
+
+
+def test_a_zero_covariance_gives_the_plain_decomposition_and_a_singular_one_needs_a_ridge():
+    w = torch.randn(4, 3, 2, 2, dtype=F64)
+    plain = get_format("svd").from_dense(w, ranks=2, legs=CONV_LEGS)
+    zero = whitened_format(w, "svd", torch.zeros(12, 12, dtype=F64), ranks=2)
+    torch.testing.assert_close(zero.to_dense(), plain.to_dense())
+    x = correlated(5, 12)  # rank 5 of 12
+    with pytest.raises(ValueError, match="covariance is singular.*use ridge > 0"):
+        whitened_format(w, "svd", x.T @ x, ranks=2, ridge=0)
+    fmt = whitened_format(w, "svd", x.T @ x, ranks=2)
+    s = torch.linalg.svdvals(x @ w.reshape(4, -1).T)
+    assert output_error(w, fmt, x.T @ x) == pytest.approx(
+        float(s[2:].norm() / s.norm()), rel=1e-3, abs=1e-6
+    )
+    # the unexcited directions stay near the plain kernel's (the ridge keeps them), so the
+    # kernel does not blow up
+    assert fmt.error < 2
+
+
+def test_the_plain_decomposition_is_returned_when_the_ridge_makes_things_worse():
+    """A huge ridge turns the whitened svd into the plain one's metric, plus rounding: the
+    guard returns whichever has the lower output error, here the plain one exactly."""
+    x = correlated(40, 12)
+    w = torch.randn(4, 3, 2, 2, dtype=F64)
+    plain = get_format("svd").from_dense(w, ranks=2, legs=CONV_LEGS)
+    got = whitened_format(w, "svd", x.T @ x, ranks=2, ridge=1e12)
+    assert output_error(w, got, x.T @ x) <= output_error(w, plain, x.T @ x)
+
+
+def test_whitened_format_refuses_bad_input():
+    w = torch.randn(4, 6)
+    c = torch.eye(6)
+    for ridge in (-1.0, True, "1", float("nan")):
+        with pytest.raises(ValueError, match="ridge must be a number >= 0"):
+            whitened_format(w, "svd", c, ranks=2, ridge=ridge)
+    for sweeps in (-1, True, 1.0):
+        with pytest.raises(ValueError, match="sweeps must be an int >= 0"):
+            whitened_format(w, "svd", c, ranks=2, sweeps=sweeps)
+    with pytest.raises(TypeError, match="kernel must be a tensor"):
+        whitened_format(w.numpy(), "svd", c, ranks=2)
+    with pytest.raises(ValueError, match=r"whitened_format: covariance has shape \(5, 5\)"):
+        whitened_format(w, "svd", torch.eye(5), ranks=2)
+    with pytest.raises(ValueError, match="at most one of trunc, ranks, fraction"):
+        whitened_format(w, "svd", c, ranks=2, fraction=0.5)
+
+
+def test_sizes_come_from_the_plain_decomposition():
+    w = torch.randn(8, 4, 3, 3, dtype=F64)
+    c = correlated(100, 36).T @ correlated(100, 36)
+    for sizes in ({"fraction": 0.3}, {"trunc": 3}, {"ranks": (3, 2)}):
+        plain = get_format("tucker2").from_dense(w, legs=CONV_LEGS, **sizes)
+        assert whitened_format(w, "tucker2", c, **sizes).ranks == plain.ranks
+    assert whitened_format(w, "tucker2", c, legs=("a", "b", "c", "e"), ranks=2).legs == (
+        "a",
+        "b",
+        "c",
+        "e",
+    )
+
+
+# -- layers and compress ----------------------------------------------------------------------
+def test_compressed_layers_fit_their_outputs_better_and_keep_everything_else():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, stride=2, padding=1, dtype=F64)
+    lin = nn.Linear(12, 5, dtype=F64)
+    xc = torch.einsum(
+        "nchw,cd->ndhw",
+        torch.randn(8, 4, 7, 7, dtype=F64),
+        torch.randn(4, 4, dtype=F64) * torch.tensor([1, 0.1, 0.01, 1e-3]),
+    )
+    xl = correlated(30, 12)
+    for module, x, fmt, ranks in ((conv, xc, "tucker2", (3, 2)), (lin, xl, "svd", 2)):
+        cov = input_covariances(nn.Sequential(module), x)["0"]
+        plain = (
+            tnn.TNLinear.from_linear(module, fmt, ranks=ranks)
+            if module is lin
+            else tnn.TNConv2d.from_conv(module, fmt, ranks=ranks, plan="dense")
+        )
+        layer = compress_layer_whitened(module, fmt, cov, ranks=ranks, plan="dense")
+        assert type(layer) is type(plain) and layer.structure == plain.structure
+        assert layer.plan == "dense"
+        torch.testing.assert_close(layer.bias, module.bias)
+        y = module(x)
+        bias = module.bias.reshape(-1, *[1] * (y.ndim - 2))
+        err = float((layer(x) - y).norm() / (y - bias).norm())
+        assert err == pytest.approx(output_error(module, layer, cov), rel=1e-8)
+        assert err < output_error(module, plain, cov) - 0.01
+        w = module.weight.detach()
+        weight_error = float((w - layer.weight).norm() / w.norm())
+        assert layer.decomposition_error == pytest.approx(weight_error)
+    with pytest.raises(TypeError, match="compress_layer_whitened: expected an nn.Conv2d"):
+        compress_layer_whitened(nn.Conv1d(2, 2, 3), "svd", torch.eye(6), ranks=1)
+    with pytest.raises(ValueError, match="compress_layer_whitened: ridge"):
+        compress_layer_whitened(lin, "svd", torch.eye(12), ranks=1, ridge=-1)
+
+
+def test_compress_with_data_whitens_every_layer_and_the_model_saves(tmp_path):
+    net = small_net().eval()
+    x = torch.randn(16, 3, 9, 9, dtype=F64)
+    covs = input_covariances(net, x)
+    plain, _ = tnn.compress(net, "svd", skip=(), ranks=2, measure_time=False)
+    white, report = tnn.compress(net, "svd", skip=(), ranks=2, data=[(x, None)])
+    assert "3 of 3 layers decomposed to fit their outputs on data" in report.notes[-1]
+    for name in ("0", "4", "6"):
+        dense = net.get_submodule(name)
+        got = output_error(dense, white.get_submodule(name), covs[name])
+        assert got < output_error(dense, plain.get_submodule(name), covs[name])
+    tnn.save(white, tmp_path / "white.safetensors")
+    again = small_net().eval()
+    tnn.load(again, tmp_path / "white.safetensors")
+    torch.testing.assert_close(again(x), white(x))
+
+
+def test_compress_with_data_leaves_large_layers_plain(monkeypatch):
+    net = small_net().eval()
+    x = torch.randn(4, 3, 9, 9, dtype=F64)
+    plain, _ = tnn.compress(net, "svd", skip=(), ranks=2)
+    monkeypatch.setattr(whiten, "MAX_FEATURES", 27)
+    white, report = tnn.compress(net, "svd", skip=(), ranks=2, data=x)
+    assert "1 of 3 layers" in report.notes[-1]
+    for name in ("4", "6"):
+        torch.testing.assert_close(
+            white.get_submodule(name).weight, plain.get_submodule(name).weight
+        )
+    assert not torch.allclose(white[0].weight, plain[0].weight)
+
+
+@pytest.mark.slow
+def test_a_trained_cnn_on_digits_keeps_more_accuracy_with_data():
+    from models import build_model
+    from studies.common.data import load_digits
+    from studies.common.training import evaluate, train
+
+    data = load_digits(seed=0)
+    torch.manual_seed(0)
+    net = build_model("vanilla_cnn", 1, 10, 8, widths=(16, 16, 32, 32))
+    train(net, data, epochs=10, progress=False)
+    net.eval()
+    calib = DataLoader(TensorDataset(data.train.tensors[0][:256]), batch_size=128)
+    dense = evaluate(net, data.test)
+    accuracy = {}
+    for fmt in ("svd", "tucker2"):
+        plain, _ = tnn.compress(net, fmt, fraction=0.25)
+        white, _ = tnn.compress(net, fmt, fraction=0.25, data=calib)
+        accuracy[fmt] = (evaluate(plain, data.test), evaluate(white, data.test))
+    print("dense", dense, "plain / with data", accuracy)
+    assert dense > 0.9
+    for plain_acc, white_acc in accuracy.values():
+        assert white_acc > plain_acc
