@@ -30,8 +30,8 @@ it. Modules, each using only those listed before it when loaded:
 - :mod:`.select`: :func:`select_layers` with what compression supports.
 - :mod:`.measure`: the dense side (shapes, FLOPs, times, true kernel errors).
 - :mod:`.report`: :class:`CompressionReport`, :class:`LayerReport`.
-- :mod:`.whiten`: :func:`input_covariances`, :func:`output_error`, :func:`whitened_format`:
-  data-aware (whitened) decompositions that minimise a layer's output error.
+- :mod:`.whiten`: :func:`input_covariances`, :func:`output_error`, :func:`whitened_format`,
+  :func:`whitened_spectrum`: data-aware decompositions minimising a layer's output error.
 - :mod:`.compress`: :func:`compress`.
 - :mod:`.alloc_layer`, :mod:`.alloc_search`, :mod:`.allocate`: one layer as the allocation sees
   it, the searches, and :func:`allocate`.
@@ -77,6 +77,7 @@ from .whiten import (
     input_covariances,
     output_error,
     whitened_format,
+    whitened_spectrum,
 )
 
 # a compressed layer is a conv/linear layer for end_layers, and its kernel a Format for spectra
@@ -123,4 +124,5 @@ __all__ = [
     "to_standard",
     "truncate_kernel",
     "whitened_format",
+    "whitened_spectrum",
 ]

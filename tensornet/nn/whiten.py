@@ -8,7 +8,8 @@ decomposition minimise it instead of the weight error ``||W - W'||``.
 
 - :func:`input_covariances`: ``C`` (float64) and the number of rows, for each chosen layer, from
   a few batches run through the model in eval mode.
-- :func:`output_error`: ``||X (W - W')^T||_F / ||X W^T||_F`` from ``C``, without the data.
+- :func:`output_error`: ``||X (W - W')^T||_F / ||X W^T||_F`` from ``C``, without the data;
+  :func:`whitened_spectrum`: the whitened svd's output error at every rank from one SVD.
 - :func:`whitened_format`: the decomposition of a kernel that minimises that error (svd and
   tucker2); an ordinary :class:`~tensornet.formats.Format`, so layers, save/load and spectra
   work unchanged. :func:`compress_layer_whitened`: the same as a compressed layer;
@@ -82,6 +83,7 @@ __all__ = [
     "layer_rows",
     "output_error",
     "whitened_format",
+    "whitened_spectrum",
 ]
 
 #: The formats factored in the input metric (the others are decomposed plainly).
@@ -167,9 +169,12 @@ class _Gram:
 
     def __call__(self, module: nn.Module, args: tuple) -> None:
         x = args[0]
-        per_image = max(1, x[0].numel() * math.prod(getattr(module, "kernel_size", (1,))))
-        step = max(1, _CHUNK // per_image)
-        for part in x.split(step) if x.ndim > 1 else (x,):
+        if isinstance(module, nn.Linear):
+            x, per_item = x.reshape(-1, module.in_features), module.in_features
+        else:  # unfolded patches of one image: about (C H W) (kh kw) elements
+            x = x if x.ndim == 4 else x.unsqueeze(0)
+            per_item = x[0].numel() * math.prod(module.kernel_size)
+        for part in x.split(max(1, _CHUNK // per_item)):
             rows = layer_rows(module, part).double()
             gram = rows.T @ rows
             self.matrix = gram if self.matrix is None else self.matrix + gram
@@ -300,11 +305,10 @@ def _matrix(value: Any, what: str) -> torch.Tensor:
         t = value.detach()
     else:
         raise TypeError(
-            f"output_error: {what} must be a tensor, a Format or a conv/linear layer, "
-            f"got {type(value).__name__}"
+            f"{what} must be a tensor, a Format or a conv/linear layer, got {type(value).__name__}"
         )
     if t.ndim < 2:
-        raise ValueError(f"output_error: {what} must have at least 2 dimensions, got {t.ndim}")
+        raise ValueError(f"{what} must have at least 2 dimensions, got {t.ndim}")
     return t.reshape(t.shape[0], -1).double()
 
 
@@ -350,8 +354,8 @@ def output_error(layer_or_kernel: Any, approx: Any, covariance: Any) -> float:
     >>> abs(output_error(w, w2, x.T @ x) - direct) < 1e-12
     True
     """
-    w = _matrix(layer_or_kernel, "layer_or_kernel")
-    w2 = _matrix(approx, "approx").to(w.device)
+    w = _matrix(layer_or_kernel, "output_error: layer_or_kernel")
+    w2 = _matrix(approx, "output_error: approx").to(w.device)
     if w.shape != w2.shape:
         raise ValueError(
             f"output_error: approx has shape {tuple(w2.shape)}, the kernel {tuple(w.shape)}"
@@ -362,6 +366,33 @@ def output_error(layer_or_kernel: Any, approx: Any, covariance: Any) -> float:
     if total <= 0:
         return 0.0 if lost == 0 else math.inf
     return math.sqrt(lost / total)
+
+
+def whitened_spectrum(kernel: Any, covariance: InputCovariance | torch.Tensor) -> torch.Tensor:
+    """Singular values of ``W L`` (``C = L L^T``): the spectrum of the outputs ``X W^T``.
+
+    The whitened svd at rank ``r`` has the output error ``||s[r:]|| / ||s||`` (exactly with
+    ``ridge=0``; within the ridge's size otherwise), so one call prices every rank. With ``C``
+    from the data these are the singular values of ``X W^T`` itself.
+
+    Parameters
+    ----------
+    kernel : tensor, Format or layer
+        ``(out, ...)``; the cut is ``out | rest``.
+    covariance : InputCovariance or tensor
+
+    Examples
+    --------
+    >>> import torch
+    >>> x, w = torch.randn(30, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
+    >>> s = whitened_spectrum(w, x.T @ x)
+    >>> bool(torch.allclose(s, torch.linalg.svdvals(x @ w.T)))
+    True
+    """
+    w = _matrix(kernel, "whitened_spectrum: kernel")
+    c = _cov(covariance, w.shape[1], "whitened_spectrum").to(w.device)
+    evals, evecs = torch.linalg.eigh((c + c.T) / 2)
+    return torch.linalg.svdvals(w @ (evecs * evals.clamp(min=0).sqrt()))
 
 
 # -- whitened decompositions ------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Data-aware (whitened) decompositions: input covariances against the patches themselves,
 output errors against the direct ||X (W - W')^T|| / ||X W^T||, whitened svd / tucker2 against
 the plain ones (a property) and against dense least-squares optima, layers and compress(data=),
-and a trained CNN on digits compressed with and without data."""
+(the trained CNN on digits: test_whiten_trained.py)."""
 
 import copy
 import math
@@ -24,6 +24,7 @@ from tensornet.nn.whiten import (
     layer_rows,
     output_error,
     whitened_format,
+    whitened_spectrum,
 )
 
 F64 = torch.float64
@@ -513,25 +514,60 @@ def test_compress_with_data_leaves_large_layers_plain(monkeypatch):
     assert not torch.allclose(white[0].weight, plain[0].weight)
 
 
-@pytest.mark.slow
-def test_a_trained_cnn_on_digits_keeps_more_accuracy_with_data():
-    from models import build_model
-    from studies.common.data import load_digits
-    from studies.common.training import evaluate, train
+def test_the_whitened_spectrum_prices_every_rank_of_the_whitened_svd():
+    x = correlated(60, 12, seed=7)
+    w = torch.randn(5, 3, 2, 2, dtype=F64)
+    s = whitened_spectrum(w, InputCovariance(x.T @ x, 60))
+    torch.testing.assert_close(s, torch.linalg.svdvals(x @ w.reshape(5, -1).T))
+    for r in (1, 2, 4):
+        fmt = whitened_format(w, "svd", x.T @ x, ranks=r, ridge=0)
+        assert output_error(w, fmt, x.T @ x) == pytest.approx(float(s[r:].norm() / s.norm()))
+    layer = nn.Linear(12, 5, dtype=F64)
+    torch.testing.assert_close(
+        whitened_spectrum(layer, x.T @ x), torch.linalg.svdvals(x @ layer.weight.detach().T)
+    )
+    # rounding: a covariance with slightly negative eigenvalues gives no NaN
+    low = correlated(3, 12)
+    assert torch.isfinite(whitened_spectrum(w, low.T @ low)).all()
+    with pytest.raises(TypeError, match="whitened_spectrum: kernel must be a tensor"):
+        whitened_spectrum(None, x.T @ x)
+    with pytest.raises(ValueError, match="whitened_spectrum: covariance has shape"):
+        whitened_spectrum(w, torch.eye(3))
 
-    data = load_digits(seed=0)
+
+def test_unbatched_inputs_are_rows_too():
+    class Unbatched(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 3, 3, dtype=F64)
+            self.lin = nn.Linear(4, 2, dtype=F64)
+
+        def forward(self, x):
+            return self.lin(self.conv(x[0]))  # (3, 2, 4) -> lin over the last axis
+
+    net = Unbatched()
+    x = torch.randn(1, 2, 4, 6, dtype=F64)
+    covs = input_covariances(net, x)
+    rows = layer_rows(net.conv, x[0])
+    torch.testing.assert_close(covs["conv"].matrix, rows.T @ rows)
+    h = net.conv(x[0]).detach().reshape(-1, 4)
+    assert covs["lin"].rows == 6
+    torch.testing.assert_close(covs["lin"].matrix, h.T @ h)
+
+
+def test_covariances_and_factors_on_the_model_device(device):
     torch.manual_seed(0)
-    net = build_model("vanilla_cnn", 1, 10, 8, widths=(16, 16, 32, 32))
-    train(net, data, epochs=10, progress=False)
-    net.eval()
-    calib = DataLoader(TensorDataset(data.train.tensors[0][:256]), batch_size=128)
-    dense = evaluate(net, data.test)
-    accuracy = {}
-    for fmt in ("svd", "tucker2"):
-        plain, _ = tnn.compress(net, fmt, fraction=0.25)
-        white, _ = tnn.compress(net, fmt, fraction=0.25, data=calib)
-        accuracy[fmt] = (evaluate(plain, data.test), evaluate(white, data.test))
-    print("dense", dense, "plain / with data", accuracy)
-    assert dense > 0.9
-    for plain_acc, white_acc in accuracy.values():
-        assert white_acc > plain_acc
+    net = small_net().to(device)
+    x = torch.randn(8, 3, 9, 9, dtype=F64)  # on the CPU: moved to the model
+    covs = input_covariances(net, [(x, None)])
+    assert covs["4"].matrix.device.type == device.type
+    cpu = input_covariances(small_net(), x)
+    torch.testing.assert_close(covs["4"].matrix.cpu(), cpu["4"].matrix)
+    w = net[4].weight.detach()
+    for fmt, ranks in (("svd", 2), ("tucker2", (2, 3))):
+        got = whitened_format(w, fmt, covs["4"], ranks=ranks)
+        assert got.device.type == device.type
+        ref = whitened_format(w.cpu(), fmt, cpu["4"], ranks=ranks)
+        assert output_error(w, got, covs["4"]) == pytest.approx(
+            output_error(w.cpu(), ref, cpu["4"]), rel=1e-6
+        )
