@@ -396,7 +396,7 @@ def whitened_spectrum(kernel: Any, covariance: InputCovariance | torch.Tensor) -
 
 
 # -- whitened decompositions ------------------------------------------------------------------
-def _roots(c: torch.Tensor, ridge: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _roots(c: torch.Tensor, ridge: float, what: str) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``L`` and ``L^{-1}``: the symmetric square root of ``C + ridge tr(C)/d I`` (``None``: C=0).
 
     Negative eigenvalues (rounding) count as 0; with ``ridge=0`` a singular ``C`` is refused.
@@ -408,8 +408,8 @@ def _roots(c: torch.Tensor, ridge: float) -> tuple[torch.Tensor, torch.Tensor] |
     evals = evals.clamp(min=0) + ridge * trace / c.shape[0]
     if float(evals.min()) <= 0:
         raise ValueError(
-            "whitened_format: the covariance is singular (the data spans fewer directions than "
-            "the kernel's rows have); use ridge > 0"
+            f"{what}: the covariance is singular (the data spans fewer than its "
+            f"{c.shape[0]} directions); use ridge > 0"
         )
     root = evals.sqrt()
     return (evecs * root) @ evecs.T, (evecs / root) @ evecs.T
@@ -517,7 +517,7 @@ def _whiten(
     """The whitened counterpart of ``plain`` (same structure), or ``plain`` when not better."""
     w = kernel.detach().reshape(kernel.shape[0], -1).double()
     c = _cov(covariance, w.shape[1], what).to(w.device)
-    roots = _roots(c, ridge) if _whitenable(plain) else None
+    roots = _roots(c, ridge, what) if _whitenable(plain) else None
     if roots is None:
         return plain
     if plain.structure.format == "svd":
@@ -534,8 +534,8 @@ def _whiten(
 
 
 def _check_knobs(ridge: Any, sweeps: Any, what: str) -> None:
-    if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not ridge >= 0:
-        raise ValueError(f"{what}: ridge must be a number >= 0, got {ridge!r}")
+    if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not 0 <= ridge < math.inf:
+        raise ValueError(f"{what}: ridge must be a finite number >= 0, got {ridge!r}")
     if isinstance(sweeps, bool) or not isinstance(sweeps, int) or sweeps < 0:
         raise ValueError(f"{what}: sweeps must be an int >= 0, got {sweeps!r}")
 
