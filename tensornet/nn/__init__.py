@@ -30,8 +30,10 @@ it. Modules, each using only those listed before it when loaded:
 - :mod:`.select`: :func:`select_layers` with what compression supports.
 - :mod:`.measure`: the dense side (shapes, FLOPs, times, true kernel errors).
 - :mod:`.report`: :class:`CompressionReport`, :class:`LayerReport`.
-- :mod:`.whiten`: :func:`input_covariances`, :func:`output_error`, :func:`whitened_format`,
-  :func:`whitened_spectrum`: data-aware decompositions minimising a layer's output error.
+- :mod:`.covariance`: :func:`input_covariances` (a layer's input rows' second moments, also
+  paired with a partly compressed model's), :func:`fit_sequentially`.
+- :mod:`.whiten`: :func:`output_error`, :func:`whitened_format`, :func:`whitened_spectrum`:
+  data-aware decompositions minimising a layer's output error.
 - :mod:`.compress`: :func:`compress`.
 - :mod:`.alloc_layer`, :mod:`.alloc_search`, :mod:`.allocate`: one layer as the allocation sees
   it, the searches, and :func:`allocate`.
@@ -63,6 +65,7 @@ from .compress import (
     kernel_errors,
 )
 from .cost import calibrate, costs_for
+from .covariance import InputCovariance, fit_sequentially, input_covariances
 from .defaults import default_format
 from .export import conv_sequence, to_standard
 from .geometry import ConvGeometry
@@ -72,9 +75,7 @@ from .select import EndLayers, NoMatchingLayer, end_layers, matches, select_laye
 from .serialize import describe, load, save
 from .truncate import KernelTruncation, truncate_kernel
 from .whiten import (
-    InputCovariance,
     compress_layer_whitened,
-    input_covariances,
     output_error,
     whitened_format,
     whitened_spectrum,
@@ -111,6 +112,7 @@ __all__ = [
     "dense_seconds",
     "describe",
     "end_layers",
+    "fit_sequentially",
     "input_covariances",
     "kernel_errors",
     "kernel_options",

@@ -35,7 +35,7 @@ import numbers
 import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,7 @@ from ..formats import get_format
 from ..formats.structure import as_fraction
 from ..weights import replace_module
 from .batchnorm import recalibrate_bn
+from .covariance import fit_sequentially
 from .defaults import AUTO, default_format
 from .layers import TNConv2d, TNLayer, TNLinear
 from .measure import (
@@ -66,7 +67,7 @@ from .select import (
     select_with_notes,
     shown_names,
 )
-from .whiten import compress_layer_whitened, input_covariances
+from .whiten import compress_layer_whitened
 
 __all__ = [
     "CompressionReport",
@@ -147,8 +148,10 @@ def compress(
         Inputs (batches, ``(input, target)`` pairs, a ``DataLoader``): BatchNorm statistics
         are recomputed from them (:func:`~tensornet.nn.recalibrate_bn`) after the replacements.
     data : tensor or iterable of batches, optional
-        A few input batches: each layer is decomposed to minimise its output error on them
-        (whitened svd / tucker2, :mod:`~tensornet.nn.whiten`; other formats plainly).
+        A few input batches: the layers are built in turn, each fitted to the dense model's
+        outputs from the inputs the layers built before give it (whitened svd / tucker2,
+        :mod:`~tensornet.nn.whiten`; other formats and layers over ``MAX_FEATURES`` inputs
+        plainly). Two forwards of ``data`` per layer.
     **options
         Format options passed to every layer's format.
 
@@ -175,15 +178,15 @@ def compress(
     shapes = layer_inputs(model, example_input, names) if example_input is not None else {}
     job = _Job(model, aliases, plan, shapes, example_input, min_speedup, notes)
     specs = {name: spec_for(name, model.get_submodule(name)) for name in names}
-    if data is not None:
-        chosen = [n for n in names if specs[n]]
-        job.covariances = input_covariances(model, data, chosen, skip_large=True)
-        job.notes.append(
-            f"{len(job.covariances)} of {len(chosen)} layers decomposed to fit their outputs on "
-            "data (svd, tucker2 whitened by the input covariance; other formats, layers with "
-            "over whiten.MAX_FEATURES input features or that saw no data: plainly)"
-        )
-    built = [job.replacement(name, spec) for name, spec in specs.items() if spec is not None]
+    chosen = [name for name, spec in specs.items() if spec is not None]
+    if data is None:
+        built = [job.replacement(name, specs[name]) for name in chosen]
+    else:
+        built = fit_sequentially(
+            model, data, chosen, lambda n, c: job.replacement(n, specs[n], c), _deepcopy(model),
+            aliases,
+        )  # fmt: skip
+        job.notes.append(f"{len(built)} layers fitted in turn to the dense outputs on data")
     return job.install(built, inplace, measure_time, calibrate)
 
 
@@ -270,9 +273,10 @@ class _Job:
     example_input: Any
     min_speedup: float | None
     notes: list[str]
-    covariances: Mapping[str, Any] = field(default_factory=dict)
 
-    def replacement(self, name: str, spec: tuple[str, dict, dict]) -> tuple[Any, LayerReport]:
+    def replacement(
+        self, name: str, spec: tuple[str, dict, dict], covariance: Any = None
+    ) -> tuple[Any, LayerReport]:
         """The compressed layer (``None`` when kept dense) and its report."""
         module = self.model.get_submodule(name)
         fmt, opts, sizes = spec
@@ -283,7 +287,7 @@ class _Job:
                 f"layer {name!r} ({reparam}) compressed from its effective weight; the "
                 "replacement carries no pruning/parametrization"
             )
-        layer = _build(name, module, fmt, self.plan, sizes, opts, self.covariances.get(name))
+        layer = _build(name, module, fmt, self.plan, sizes, opts, covariance)
         shape = self.shapes.get(name)
         report = layer_report(name, module, layer, shape, self.aliases[name])
         if self.example_input is not None and shape is None:

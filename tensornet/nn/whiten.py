@@ -6,14 +6,16 @@ A layer's output on inputs ``X`` (rows: a linear layer's input features, or a co
 inputs enter only through ``C``, so a few batches give every layer's output error and let the
 decomposition minimise it instead of the weight error ``||W - W'||``.
 
-- :func:`input_covariances`: ``C`` (float64) and the number of rows, for each chosen layer, from
-  a few batches run through the model in eval mode.
+- :func:`~tensornet.nn.covariance.input_covariances`: ``C`` (float64) and the number of rows
+  for each chosen layer, from a few batches run through the model in eval mode.
 - :func:`output_error`: ``||X (W - W')^T||_F / ||X W^T||_F`` from ``C``, without the data;
   :func:`whitened_spectrum`: the whitened svd's output error at every rank from one SVD.
 - :func:`whitened_format`: the decomposition of a kernel that minimises that error (svd and
   tucker2); an ordinary :class:`~tensornet.formats.Format`, so layers, save/load and spectra
   work unchanged. :func:`compress_layer_whitened`: the same as a compressed layer;
-  ``compress(model, ..., data=batches)`` does it for every layer.
+  ``compress(model, ..., data=batches)`` does it for every layer, in turn, each layer fitted
+  to the dense outputs from the inputs the layers compressed before give it
+  (:func:`~tensornet.nn.covariance.fit_sequentially`).
 
 What is done per format (``C = L L^T`` with ``L`` the symmetric square root of ``C`` plus a
 ridge ``ridge * tr(C) / d`` times the identity, so that directions the data never excites stay
@@ -34,7 +36,10 @@ well defined and are kept as the plain decomposition keeps them):
 Whatever the format, the result's output error on the calibration data is never above the plain
 decomposition's: should the ridge make the whitened one worse (by at most the ridge's size), the
 plain one is returned. Ranks are the plain decomposition's (``ranks``, ``fraction``, or what
-``trunc`` keeps of the kernel's spectrum). Covariances are taken on the dense model's inputs.
+``trunc`` keeps of the kernel's spectrum). With a covariance that pairs the layer's inputs ``X``
+with the dense model's ``X0`` (``cross``, ``target``), the kernel factored is
+``W* = W K^T C^{-1}`` (``K = X^T X0``), the least-squares fit of ``X0 W^T`` from ``X``: by
+Pythagoras the best rank-``r`` fit of the dense outputs is then the whitened svd of ``W*``.
 
 Examples
 --------
@@ -57,20 +62,16 @@ True
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..core.truncation import Truncation
 from ..formats import Format, get_format
-from ..weights import eval_mode, kernel_legs
-from .geometry import ConvGeometry
+from ..weights import kernel_legs
+from .covariance import MAX_FEATURES, InputCovariance, input_covariances, layer_rows
 from .layers import TNConv2d, TNLayer, TNLinear
-from .select import Selector, select_layers
 
 __all__ = [
     "DEFAULT_RIDGE",
@@ -90,206 +91,8 @@ __all__ = [
 WHITENED_FORMATS = ("svd", "tucker2")
 #: The ridge added to ``C``, relative to its mean eigenvalue ``tr(C) / d``.
 DEFAULT_RIDGE = 1e-4
-#: The largest ``d`` (``in * kh * kw`` or ``in_features``) :func:`input_covariances` accepts by
-#: default: its ``d x d`` float64 matrix is then 128 MiB.
-MAX_FEATURES = 4096
 #: Tucker-2's in-factor sweeps solve ``in * r_in`` unknowns at once; above this they are skipped.
 MAX_SWEEP_UNKNOWNS = 2048
-_CHUNK = 1 << 22  # patch elements unfolded at a time
-
-
-@dataclass(frozen=True)
-class InputCovariance:
-    """The second-moment matrix of a layer's input rows: ``matrix = X^T X`` over ``rows`` rows.
-
-    ``X`` holds one row per output position: a linear layer's input features, or a conv's
-    unfolded patch (``in * kh * kw``, in the order of ``weight.reshape(out, -1)``). The sum (not
-    the mean) is kept, so ``tr(W C W^T)`` is exactly ``||X W^T||_F^2``.
-    """
-
-    matrix: torch.Tensor
-    rows: int
-
-    @property
-    def features(self) -> int:
-        """``d``: the size of one row."""
-        return self.matrix.shape[0]
-
-    @property
-    def second_moment(self) -> torch.Tensor:
-        """``X^T X / rows``: the mean outer product of a row."""
-        return self.matrix / max(self.rows, 1)
-
-
-# -- input rows and their covariances --------------------------------------------------------
-def _features(module: nn.Module) -> int:
-    if isinstance(module, nn.Linear):
-        return module.in_features
-    return module.in_channels * math.prod(module.kernel_size)
-
-
-def layer_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The rows ``X`` (``(rows, d)``) a conv2d/linear layer multiplies by its weight on input ``x``.
-
-    For a conv: every patch its kernel sees, after the layer's padding (any ``padding_mode``),
-    with its stride and dilation; so ``conv(x)`` without bias is ``X W^T`` rearranged.
-
-    Examples
-    --------
-    >>> import torch
-    >>> conv = torch.nn.Conv2d(2, 3, 3, stride=2, padding=1, bias=False)
-    >>> x = torch.randn(4, 2, 7, 7)
-    >>> rows = layer_rows(conv, x)
-    >>> y = (rows @ conv.weight.reshape(3, -1).T).reshape(4, 16, 3).permute(0, 2, 1)
-    >>> rows.shape, bool(torch.allclose(y.reshape(4, 3, 4, 4), conv(x), atol=1e-5))
-    (torch.Size([64, 18]), True)
-    """
-    if isinstance(module, nn.Linear):
-        return x.reshape(-1, module.in_features)
-    if not isinstance(module, nn.Conv2d) or module.groups != 1:
-        raise TypeError(
-            f"layer_rows: expected an nn.Linear or an nn.Conv2d with groups=1, got {module!r}"
-        )
-    if x.ndim == 3:
-        x = x.unsqueeze(0)
-    g = ConvGeometry.from_conv_args(
-        module.kernel_size, module.stride, module.padding, module.dilation, module.padding_mode
-    )
-    patches = F.unfold(g.pad(x), g.kernel, dilation=g.dilation, stride=g.stride)
-    return patches.transpose(1, 2).reshape(-1, patches.shape[1])
-
-
-class _Gram:
-    """A forward pre-hook that adds ``X^T X`` (float64) of every input a layer sees."""
-
-    def __init__(self, module: nn.Module) -> None:
-        self.module = module
-        self.matrix: torch.Tensor | None = None
-        self.rows = 0
-
-    def __call__(self, module: nn.Module, args: tuple) -> None:
-        x = args[0]
-        if isinstance(module, nn.Linear):
-            x, per_item = x.reshape(-1, module.in_features), module.in_features
-        else:  # unfolded patches of one image: about (C H W) (kh kw) elements
-            x = x if x.ndim == 4 else x.unsqueeze(0)
-            per_item = x[0].numel() * math.prod(module.kernel_size)
-        for part in x.split(max(1, _CHUNK // per_item)):
-            rows = layer_rows(module, part).double()
-            gram = rows.T @ rows
-            self.matrix = gram if self.matrix is None else self.matrix + gram
-            self.rows += rows.shape[0]
-
-
-def _batch_input(item: Any, index: int) -> torch.Tensor:
-    """The input of one batch: the batch itself or the first element of an (x, y) pair."""
-    if isinstance(item, (tuple, list)) and item:
-        item = item[0]
-    if not isinstance(item, torch.Tensor) or item.dim() == 0:
-        raise TypeError(
-            "input_covariances: each batch must be a tensor or an (input, target) pair with a "
-            f"tensor input; batch {index} gives {type(item).__name__}"
-        )
-    return item
-
-
-def _chosen(
-    model: nn.Module, layers: Selector, max_features: int, skip_large: bool
-) -> dict[str, nn.Module]:
-    """The layers whose inputs are gathered, their size checked before any work."""
-    chosen = {}
-    for name in select_layers(model, layers):
-        module = model.get_submodule(name)
-        d = _features(module)
-        if d <= max_features:
-            chosen[name] = module
-        elif not skip_large:
-            raise ValueError(
-                f"input_covariances: layer {name!r} has {d:,} input features per row (a "
-                f"{d:,} x {d:,} float64 matrix, {d * d * 8 / 2**20:,.0f} MiB), above "
-                f"max_features={max_features:,}; leave it out with layers= or raise max_features"
-            )
-    return chosen
-
-
-def input_covariances(
-    model: nn.Module,
-    data: torch.Tensor | Iterable[Any],
-    layers: Selector = None,
-    *,
-    batches: int | None = None,
-    max_features: int | None = None,
-    skip_large: bool = False,
-) -> dict[str, InputCovariance]:
-    """The input covariance of each chosen conv2d/linear layer over a few batches of ``data``.
-
-    The model runs in eval mode without gradients (every module's mode restored after); inputs
-    go to the model's device, floating ones in its dtype. A layer called several times per
-    forward adds every call's rows.
-
-    Parameters
-    ----------
-    model : nn.Module
-    data : tensor or iterable
-        One batch (a tensor), or batches: tensors or ``(input, target, ...)`` pairs (a
-        ``DataLoader`` works; targets are ignored).
-    layers : pattern, names, predicate or None
-        Which layers (:func:`~tensornet.nn.select_layers`; default every conv2d/linear layer
-        a compressed layer can replace).
-    batches : int, optional
-        Use at most this many batches.
-    max_features : int, optional
-        The largest ``d`` accepted (default :data:`MAX_FEATURES`; memory grows as ``d^2``): a
-        layer above it is a ValueError naming it, raised before the data runs.
-    skip_large : bool
-        Leave out layers above ``max_features`` instead of raising.
-
-    Returns
-    -------
-    dict of str to InputCovariance
-        By layer name, in module order; a layer no batch reached is left out.
-
-    Examples
-    --------
-    >>> import torch
-    >>> net = torch.nn.Sequential(torch.nn.Linear(3, 2))
-    >>> x = torch.randn(10, 3, dtype=torch.float64)
-    >>> cov = input_covariances(net.double(), [(x[:6], 0), (x[6:], 1)])["0"]
-    >>> cov.rows, bool(torch.allclose(cov.matrix, x.T @ x))
-    (10, True)
-    """
-    if batches is not None and (
-        isinstance(batches, bool) or not isinstance(batches, int) or batches < 1
-    ):
-        raise ValueError(f"input_covariances: batches must be a positive int, got {batches!r}")
-    if not isinstance(data, (torch.Tensor, Iterable)):
-        raise TypeError(
-            f"input_covariances: data must be a tensor or an iterable of batches, "
-            f"got {type(data).__name__}"
-        )
-    limit = MAX_FEATURES if max_features is None else max_features
-    grams = {name: _Gram(m) for name, m in _chosen(model, layers, limit, skip_large).items()}
-    first = next(
-        (t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()), None
-    )
-    hooks = [g.module.register_forward_pre_hook(g) for g in grams.values()]
-    done = 0
-    try:
-        with eval_mode(model), torch.no_grad():
-            for index, item in enumerate([data] if isinstance(data, torch.Tensor) else data):
-                x = _batch_input(item, index)
-                if first is not None:
-                    x = x.to(first.device, first.dtype if x.is_floating_point() else None)
-                model(x)
-                done += 1
-                if done == batches:
-                    break
-    finally:
-        for h in hooks:
-            h.remove()
-    if done == 0:
-        raise ValueError("input_covariances: data yielded no batches")
-    return {n: InputCovariance(g.matrix, g.rows) for n, g in grams.items() if g.rows}
 
 
 # -- errors in the input metric ---------------------------------------------------------------
@@ -326,6 +129,14 @@ def _cov(covariance: Any, d: int, what: str) -> torch.Tensor:
     return c.double()
 
 
+def _pair(covariance: Any, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(cross, target)`` of a covariance that has them, on ``c``'s device, else ``None``."""
+    if not isinstance(covariance, InputCovariance) or covariance.cross is None:
+        return None
+    target = covariance.target if covariance.target is not None else c
+    return covariance.cross.to(c.device).double(), target.to(c.device).double()
+
+
 def _energy(m: torch.Tensor, c: torch.Tensor) -> float:
     """``tr(M C M^T)``."""
     return float(((m @ c) * m).sum())
@@ -335,7 +146,9 @@ def output_error(layer_or_kernel: Any, approx: Any, covariance: Any) -> float:
     """Relative output error on the calibration data: ``||X (W - W')^T||_F / ||X W^T||_F``.
 
     Computed from the covariance as ``sqrt(tr(D C D^T) / tr(W C W^T))``, ``D = W - W'``,
-    without the data. ``0.0`` when the data gives ``W`` no output and ``W'`` none either.
+    without the data. ``0.0`` when the data gives ``W`` no output and ``W'`` none either. With
+    ``cross`` and ``target`` (inputs ``X`` of a partly compressed model, ``X0`` of the dense
+    one): ``||X0 W^T - X W'^T||_F / ||X0 W^T||_F``.
 
     Parameters
     ----------
@@ -361,8 +174,14 @@ def output_error(layer_or_kernel: Any, approx: Any, covariance: Any) -> float:
             f"output_error: approx has shape {tuple(w2.shape)}, the kernel {tuple(w.shape)}"
         )
     c = _cov(covariance, w.shape[1], "output_error").to(w.device)
-    total = _energy(w, c)
-    lost = max(_energy(w - w2, c), 0.0)
+    pair = _pair(covariance, c)
+    if pair is None:
+        total = _energy(w, c)
+        lost = max(_energy(w - w2, c), 0.0)
+    else:  # ||X0 W^T - X W'^T||^2 = tr(W T W^T) - 2 tr(W' K W^T) + tr(W' C W'^T)
+        cross, target = pair
+        total = _energy(w, target)
+        lost = max(total - 2 * float(((w2 @ cross) * w).sum()) + _energy(w2, c), 0.0)
     if total <= 0:
         return 0.0 if lost == 0 else math.inf
     return math.sqrt(lost / total)
@@ -465,9 +284,7 @@ def _in_step(
     return (torch.linalg.pinv(h, hermitian=True) @ rhs).reshape(n_in, r_in)
 
 
-def _tucker2_whitened(
-    plain: Format, w: torch.Tensor, c: torch.Tensor, roots: tuple, sweeps: int
-) -> Format:
+def _tucker2_whitened(plain: Format, w: torch.Tensor, roots: tuple, sweeps: int) -> Format:
     """Tucker-2 in the input metric: out factor and core given the plain in factor, then sweeps."""
     lo = roots[0]
     core_shape = tuple(plain.core.shape)
@@ -514,18 +331,25 @@ def _whitenable(plain: Format) -> bool:
 def _whiten(
     plain: Format, kernel: torch.Tensor, covariance: Any, ridge: float, sweeps: int, what: str
 ) -> Format:
-    """The whitened counterpart of ``plain`` (same structure), or ``plain`` when not better."""
+    """The whitened counterpart of ``plain`` (same structure), or ``plain`` when not better.
+
+    With ``cross`` (inputs ``X`` that differ from the dense ``X0``) the kernel factored is
+    ``W* = W K^T C^{-1}``, the least-squares fit of ``X0 W^T`` by ``X W*^T``: by Pythagoras the
+    best rank-``r`` fit of ``X0 W^T`` is the best rank-``r`` ``W'`` in the metric of ``C``.
+    """
     w = kernel.detach().reshape(kernel.shape[0], -1).double()
     c = _cov(covariance, w.shape[1], what).to(w.device)
     roots = _roots(c, ridge, what) if _whitenable(plain) else None
     if roots is None:
         return plain
+    pair = _pair(covariance, c)
+    fit = w if pair is None else w @ pair[0].T @ roots[1] @ roots[1]
     if plain.structure.format == "svd":
-        new = _svd_whitened(plain.to(w.device, torch.float64), w, roots)
+        new = _svd_whitened(plain.to(w.device, torch.float64), fit, roots)
     else:
-        new = _tucker2_whitened(plain.to(w.device, torch.float64), w, c, roots, sweeps)
+        new = _tucker2_whitened(plain.to(w.device, torch.float64), fit, roots, sweeps)
     new = new.to(kernel.device, kernel.dtype)
-    if output_error(w, new, c) > output_error(w, plain, c):
+    if output_error(w, new, covariance) > output_error(w, plain, covariance):
         return plain
     dense = new.to_dense().reshape(w.shape).double()
     norm = float(w.norm())

@@ -1,7 +1,8 @@
 """Data-aware (whitened) decompositions: input covariances against the patches themselves,
 output errors against the direct ||X (W - W')^T|| / ||X W^T||, whitened svd / tucker2 against
 the plain ones (a property) and against dense least-squares optima, layers and compress(data=),
-(the trained CNN on digits: test_whiten_trained.py)."""
+(rows and covariances: test_covariance.py; the trained CNN on digits:
+test_whiten_trained.py)."""
 
 import copy
 import math
@@ -11,11 +12,10 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 import tensornet.nn as tnn
 from tensornet.formats import get_format
-from tensornet.nn import whiten
+from tensornet.nn import covariance, whiten
 from tensornet.nn.whiten import (
     DEFAULT_RIDGE,
     InputCovariance,
@@ -38,47 +38,19 @@ def correlated(n, d, seed=0, scale=3.0):
     return torch.randn(n, d, generator=g, dtype=F64) @ mix
 
 
+OUTPUT_CONVS = [
+    dict(kernel_size=3, stride=2, padding=1),
+    dict(kernel_size=(3, 2), stride=(1, 2), padding=(2, 0), dilation=(2, 1)),
+    dict(kernel_size=3, padding=1, padding_mode="reflect"),
+    dict(kernel_size=3, padding=(1, 2), padding_mode="circular", stride=2),
+]
+
+
 def direct_error(rows, w, approx):
     w, approx = w.reshape(w.shape[0], -1), approx.reshape(w.shape[0], -1)
     return float((rows @ (w - approx).T).norm() / (rows @ w.T).norm())
 
 
-# -- the rows a layer multiplies ----------------------------------------------------------------
-CONVS = [
-    dict(kernel_size=3, stride=2, padding=1),
-    dict(kernel_size=(3, 2), stride=(1, 2), padding=(2, 0), dilation=(2, 1)),
-    dict(kernel_size=3, padding="same", dilation=2),
-    dict(kernel_size=2, padding="same"),  # asymmetric padding
-    dict(kernel_size=3, padding=1, padding_mode="reflect"),
-    dict(kernel_size=3, padding=(1, 2), padding_mode="circular", stride=2),
-    dict(kernel_size=3, padding=1, padding_mode="replicate"),
-]
-
-
-@pytest.mark.parametrize("kw", CONVS)
-def test_conv_rows_times_the_kernel_are_the_conv(kw):
-    torch.manual_seed(0)
-    conv = nn.Conv2d(3, 4, bias=False, dtype=F64, **kw)
-    x = torch.randn(2, 3, 9, 8, dtype=F64)
-    rows = layer_rows(conv, x)
-    y = conv(x)
-    assert rows.shape == (y.shape[0] * y.shape[2] * y.shape[3], 3 * math.prod(conv.kernel_size))
-    out = (rows @ conv.weight.reshape(4, -1).T).reshape(2, -1, 4).transpose(1, 2)
-    torch.testing.assert_close(out.reshape(y.shape), y)
-    unbatched = layer_rows(conv, x[0])
-    torch.testing.assert_close(unbatched, rows[: len(unbatched)])
-
-
-def test_linear_rows_flatten_leading_dimensions_and_other_layers_are_refused():
-    lin = nn.Linear(5, 2)
-    x = torch.randn(2, 3, 5)
-    torch.testing.assert_close(layer_rows(lin, x), x.reshape(6, 5))
-    for bad in (nn.Conv2d(4, 4, 3, groups=2), nn.Conv1d(2, 2, 3), nn.ReLU()):
-        with pytest.raises(TypeError, match="layer_rows: expected"):
-            layer_rows(bad, torch.randn(1, 4, 5, 5))
-
-
-# -- input covariances ------------------------------------------------------------------------
 def small_net():
     torch.manual_seed(0)
     return nn.Sequential(
@@ -92,112 +64,8 @@ def small_net():
     ).double()
 
 
-def reference_rows(net, x):
-    """Each layer's rows, gathered by hooks on an eval-mode copy."""
-    ref = copy.deepcopy(net).eval()
-    seen = {}
-    for name in ("0", "4", "6"):
-        module = ref.get_submodule(name)
-        module.register_forward_pre_hook(
-            lambda m, a, name=name: seen.setdefault(name, []).append(layer_rows(m, a[0]))
-        )
-    with torch.no_grad():
-        ref(x)
-    return {n: torch.cat(v) for n, v in seen.items()}
-
-
-def test_covariances_are_the_gram_of_every_row_over_all_batches_in_eval_mode():
-    net = small_net().train()
-    x = torch.randn(10, 3, 9, 9, dtype=F64)
-    batches = DataLoader(TensorDataset(x, torch.zeros(10)), batch_size=4)  # 4 + 4 + 2
-    covs = input_covariances(net, batches)
-    rows = reference_rows(net, x)
-    assert list(covs) == ["0", "4", "6"]
-    for name, r in rows.items():
-        assert covs[name].rows == r.shape[0]
-        assert covs[name].features == r.shape[1]
-        assert covs[name].matrix.dtype == F64
-        torch.testing.assert_close(covs[name].matrix, r.T @ r)
-        torch.testing.assert_close(covs[name].second_moment, r.T @ r / r.shape[0])
-    assert all(m.training for m in net.modules())  # modes restored
-    assert covs["0"].rows == 10 * 81 and covs["6"].rows == 10
-
-
-def test_covariances_take_a_tensor_batches_limits_layers_and_float_inputs():
-    net = small_net()
-    x = torch.randn(6, 3, 9, 9, dtype=F64)
-    one = input_covariances(net, x, "4")
-    assert list(one) == ["4"]
-    torch.testing.assert_close(one["4"].matrix, input_covariances(net, [x], ["4"])["4"].matrix)
-    first = input_covariances(net, [x[:2], x[2:]], ["6"], batches=1)["6"]
-    r = reference_rows(net, x[:2])["6"]
-    assert first.rows == 2
-    torch.testing.assert_close(first.matrix, r.T @ r)
-    # float32 batches go to the model's dtype
-    as32 = input_covariances(net, [(x.float(), None)], ["6"])["6"]
-    rounded = input_covariances(net, x.float().double(), ["6"])["6"]
-    torch.testing.assert_close(as32.matrix, rounded.matrix)
-
-
-def test_a_layer_called_twice_adds_both_inputs_and_an_unreached_layer_is_left_out():
-    class Twice(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin, self.unused = nn.Linear(3, 3).double(), nn.Linear(3, 3).double()
-
-        def forward(self, x):
-            return self.lin(self.lin(x))
-
-    net = Twice()
-    x = torch.randn(4, 3, dtype=F64)
-    covs = input_covariances(net, x)
-    h = net.lin(x).detach()
-    assert list(covs) == ["lin"] and covs["lin"].rows == 8
-    torch.testing.assert_close(covs["lin"].matrix, x.T @ x + h.T @ h)
-
-
-def test_covariances_are_chunked_over_large_batches(monkeypatch):
-    monkeypatch.setattr(whiten, "_CHUNK", 50)  # one image per chunk
-    net = small_net()
-    x = torch.randn(5, 3, 9, 9, dtype=F64)
-    r = reference_rows(net, x)["4"]
-    torch.testing.assert_close(input_covariances(net, x, "4")["4"].matrix, r.T @ r)
-
-
-def test_too_many_features_are_refused_before_the_data_runs_or_skipped():
-    net = small_net()
-    with pytest.raises(ValueError, match=r"layer '4' has 54 input features.*max_features=53"):
-        input_covariances(net, [object()], ["0", "4"], max_features=53)
-    covs = input_covariances(
-        net, torch.randn(2, 3, 9, 9, dtype=F64), max_features=27, skip_large=True
-    )
-    assert list(covs) == ["0"]
-    covs = input_covariances(net, torch.randn(2, 3, 9, 9, dtype=F64), max_features=54)
-    assert list(covs) == ["0", "4", "6"]
-
-
-def test_bad_data_and_arguments():
-    net = small_net()
-    with pytest.raises(TypeError, match="data must be a tensor or an iterable"):
-        input_covariances(net, 3)
-    with pytest.raises(TypeError, match="batch 1 gives str"):
-        input_covariances(net, [torch.randn(1, 3, 9, 9, dtype=F64), ("x", 1)])
-    with pytest.raises(TypeError, match="batch 0 gives Tensor"):
-        input_covariances(net, [torch.tensor(1.0)])
-    with pytest.raises(ValueError, match="data yielded no batches"):
-        input_covariances(net, [])
-    for bad in (0, True, 1.5):
-        with pytest.raises(ValueError, match="batches must be a positive int"):
-            input_covariances(net, [], batches=bad)
-    net.train()
-    with pytest.raises(RuntimeError):
-        input_covariances(net, [torch.randn(1, 4, 9, 9, dtype=F64)])
-    assert all(m.training for m in net.modules())
-    assert not net[0]._forward_pre_hooks  # hooks removed on failure
-
-
 # -- output errors ----------------------------------------------------------------------------
-@pytest.mark.parametrize("kw", CONVS[:2] + CONVS[4:6])
+@pytest.mark.parametrize("kw", OUTPUT_CONVS)
 def test_output_error_is_the_direct_error_on_the_patches(kw):
     torch.manual_seed(1)
     conv = nn.Conv2d(3, 5, dtype=F64, **kw)
@@ -484,17 +352,25 @@ def test_compressed_layers_fit_their_outputs_better_and_keep_everything_else():
         compress_layer_whitened(lin, "svd", torch.eye(12), ranks=1, ridge=-1)
 
 
-def test_compress_with_data_whitens_every_layer_and_the_model_saves(tmp_path):
+def test_compress_with_data_fits_the_dense_outputs_and_the_model_saves(tmp_path):
     net = small_net().eval()
     x = torch.randn(16, 3, 9, 9, dtype=F64)
     covs = input_covariances(net, x)
     plain, _ = tnn.compress(net, "svd", skip=(), ranks=2, measure_time=False)
     white, report = tnn.compress(net, "svd", skip=(), ranks=2, data=[(x, None)])
-    assert "3 of 3 layers decomposed to fit their outputs on data" in report.notes[-1]
-    for name in ("0", "4", "6"):
-        dense = net.get_submodule(name)
-        got = output_error(dense, white.get_submodule(name), covs[name])
-        assert got < output_error(dense, plain.get_submodule(name), covs[name])
+    assert "3 layers fitted in turn to the dense outputs on data" in report.notes[-1]
+    assert output_error(net[0], white[0], covs["0"]) < output_error(net[0], plain[0], covs["0"])
+    with torch.no_grad():
+        y = net(x)
+        assert (white(x) - y).norm() < 0.8 * (plain(x) - y).norm()
+    # the last layer is fitted to the dense outputs from the inputs it gets
+    work = copy.deepcopy(white)
+    work[6] = net[6]
+    paired = input_covariances(net, x, ["6"], compressed=work)["6"]
+    fitted = whitened_format(net[6].weight.detach(), "svd", paired, ranks=2)
+    torch.testing.assert_close(white[6].weight.detach(), fitted.to_dense())
+    alone = whitened_format(net[6].weight.detach(), "svd", covs["6"], ranks=2)
+    assert output_error(net[6], fitted, paired) < output_error(net[6], alone, paired)
     tnn.save(white, tmp_path / "white.safetensors")
     again = small_net().eval()
     tnn.load(again, tmp_path / "white.safetensors")
@@ -505,14 +381,40 @@ def test_compress_with_data_leaves_large_layers_plain(monkeypatch):
     net = small_net().eval()
     x = torch.randn(4, 3, 9, 9, dtype=F64)
     plain, _ = tnn.compress(net, "svd", skip=(), ranks=2)
-    monkeypatch.setattr(whiten, "MAX_FEATURES", 27)
+    monkeypatch.setattr(covariance, "MAX_FEATURES", 27)
     white, report = tnn.compress(net, "svd", skip=(), ranks=2, data=x)
-    assert "1 of 3 layers" in report.notes[-1]
     for name in ("4", "6"):
         torch.testing.assert_close(
             white.get_submodule(name).weight, plain.get_submodule(name).weight
         )
     assert not torch.allclose(white[0].weight, plain[0].weight)
+
+
+def test_a_paired_covariance_gives_the_best_fit_of_the_dense_outputs():
+    """Inputs X differing from the dense X0: the whitened svd of W* = W K^T C^-1 is the best
+    rank-r fit of X0 W^T from X (Pythagoras + Eckart-Young), and output_error measures
+    ||X0 W^T - X W'^T|| / ||X0 W^T||."""
+    x0 = correlated(50, 8, seed=1)
+    x = x0 + 0.3 * correlated(50, 8, seed=2)
+    w = torch.randn(5, 8, dtype=F64)
+    cov = InputCovariance(x.T @ x, 50, x.T @ x0, x0.T @ x0)
+    y0 = x0 @ w.T
+    q = torch.linalg.qr(x)[0]
+    inside = q @ (q.T @ y0)
+    s = torch.linalg.svdvals(inside)
+    for r in (1, 3):
+        fmt = whitened_format(w, "svd", cov, ranks=r, ridge=0)
+        approx = fmt.to_dense()
+        direct = float((y0 - x @ approx.T).norm() / y0.norm())
+        assert output_error(w, approx, cov) == pytest.approx(direct, rel=1e-9)
+        best = math.sqrt(float((y0 - inside).norm()) ** 2 + float(s[r:].norm()) ** 2)
+        assert direct == pytest.approx(best / float(y0.norm()), rel=1e-9)
+        plain = get_format("svd").from_dense(w, ranks=r)
+        assert direct < output_error(w, plain, cov)
+    no_target = InputCovariance(x.T @ x, 50, x.T @ x0)  # X0^T X0 taken as X^T X
+    a, b = x @ w.T, x0 @ w.T
+    expected = math.sqrt(2 * float(a.norm()) ** 2 - 2 * float((a * b).sum())) / float(a.norm())
+    assert output_error(w, w, no_target) == pytest.approx(expected)
 
 
 def test_the_whitened_spectrum_prices_every_rank_of_the_whitened_svd():
@@ -534,26 +436,6 @@ def test_the_whitened_spectrum_prices_every_rank_of_the_whitened_svd():
         whitened_spectrum(None, x.T @ x)
     with pytest.raises(ValueError, match="whitened_spectrum: covariance has shape"):
         whitened_spectrum(w, torch.eye(3))
-
-
-def test_unbatched_inputs_are_rows_too():
-    class Unbatched(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(2, 3, 3, dtype=F64)
-            self.lin = nn.Linear(4, 2, dtype=F64)
-
-        def forward(self, x):
-            return self.lin(self.conv(x[0]))  # (3, 2, 4) -> lin over the last axis
-
-    net = Unbatched()
-    x = torch.randn(1, 2, 4, 6, dtype=F64)
-    covs = input_covariances(net, x)
-    rows = layer_rows(net.conv, x[0])
-    torch.testing.assert_close(covs["conv"].matrix, rows.T @ rows)
-    h = net.conv(x[0]).detach().reshape(-1, 4)
-    assert covs["lin"].rows == 6
-    torch.testing.assert_close(covs["lin"].matrix, h.T @ h)
 
 
 def test_covariances_and_factors_on_the_model_device(device):
