@@ -189,6 +189,10 @@ TESTS: dict[str, list[str]] = {
     ],
     "tensornet/nn/export.py": ["tests/nn/test_export.py", "tests/nn/test_model.py"],
 
+    # nn: data-aware errors and factors (input covariances, whitened decompositions)
+    "tensornet/nn/covariance.py": ["tests/nn/test_covariance.py", "tests/nn/test_whiten.py"],
+    "tensornet/nn/whiten.py": ["tests/nn/test_whiten.py", "tests/nn/test_covariance.py"],
+
     # studies: the verdict code (findings from the run's tables) and its statistics
     "studies/verdicts/truncation.py": ["tests/studies/test_truncation_verdicts.py"],
     "studies/verdicts/alds.py": ["tests/studies/test_verdicts_alds.py"],

@@ -192,7 +192,8 @@ def whitened_spectrum(kernel: Any, covariance: InputCovariance | torch.Tensor) -
 
     The whitened svd at rank ``r`` has the output error ``||s[r:]|| / ||s||`` (exactly with
     ``ridge=0``; within the ridge's size otherwise), so one call prices every rank. With ``C``
-    from the data these are the singular values of ``X W^T`` itself.
+    from the data these are the singular values of ``X W^T`` itself (a covariance's ``cross``
+    and ``target`` are not used).
 
     Parameters
     ----------
