@@ -264,3 +264,28 @@ def test_layers_too_large_to_fit_get_no_covariance(monkeypatch):
     fit_sequentially(net, torch.randn(2, 3, 9, 9, dtype=F64), ["0", "4"],
                      lambda n, c: got.setdefault(n, (None, c)), copy.deepcopy(net))  # fmt: skip
     assert isinstance(got["0"][1], InputCovariance) and got["4"][1] is None
+
+
+def test_second_moments_integer_inputs_and_the_default_size_limit():
+    c = torch.randn(3, 3, dtype=F64)
+    torch.testing.assert_close(InputCovariance(c, 1).second_moment, c)
+    torch.testing.assert_close(InputCovariance(c, 0).second_moment, c)
+    torch.testing.assert_close(InputCovariance(c, 4).second_moment, c / 4)
+    assert InputCovariance(c, 4).features == 3
+    # integer inputs (token ids) reach the model as they are
+    net = nn.Sequential(nn.Embedding(5, 3, dtype=F64), nn.Linear(3, 2, dtype=F64))
+    ids = torch.tensor([[0, 1], [4, 4]])
+    cov = input_covariances(net, [ids])["1"]
+    e = net[0](ids).detach().reshape(-1, 3)
+    torch.testing.assert_close(cov.matrix, e.T @ e)
+    big = nn.Sequential(nn.Linear(5000, 2))
+    with pytest.raises(ValueError, match=r"5,000 x 5,000 float64 matrix, 191 MiB.*4,096"):
+        input_covariances(big, [object()])
+
+
+def test_fitted_layers_are_installed_at_their_own_name_without_aliases():
+    net = nn.Sequential(nn.Linear(3, 3, dtype=F64), nn.Linear(3, 2, dtype=F64))
+    work = copy.deepcopy(net)
+    new = nn.Linear(3, 3, dtype=F64)
+    fit_sequentially(net, torch.randn(4, 3, dtype=F64), ["0"], lambda n, c: (new, c), work)
+    assert work[0] is new and net[0] is not new

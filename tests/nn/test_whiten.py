@@ -220,6 +220,26 @@ def test_tucker2_sweeps_only_lower_the_error_and_factors_stay_orthonormal():
     assert output_error(w, big, c) == pytest.approx(errors[-1], rel=1e-3)
 
 
+def test_tucker2_with_an_out_rank_above_the_in_rank_times_the_kernel():
+    """r_out = 3 > r_in kh kw = 1: the out factor is completed by orthonormal columns."""
+    x = correlated(50, 4, seed=8)
+    w = torch.randn(6, 4, 1, 1, dtype=F64)
+    c = x.T @ x
+    plain = get_format("tucker2").from_dense(w, ranks=(3, 1), legs=CONV_LEGS)
+    fmt = whitened_format(w, "tucker2", c, ranks=(3, 1))
+    assert fmt.ranks == (3, 1)
+    u = fmt.factors[0]
+    torch.testing.assert_close(u.T @ u, torch.eye(3, dtype=F64))
+    assert output_error(w, fmt, c) <= output_error(w, plain, c)
+
+
+def test_a_zero_kernel_stays_zero_with_no_error():
+    x = correlated(30, 6)
+    fmt = whitened_format(torch.zeros(4, 6, dtype=F64), "svd", x.T @ x, ranks=2)
+    assert fmt.error == 0.0
+    assert float(fmt.to_dense().abs().max()) == 0.0
+
+
 def test_tucker2_sweeps_are_skipped_above_the_unknowns_limit(monkeypatch):
     x = correlated(100, 36, seed=5)
     w = torch.randn(8, 4, 3, 3, dtype=F64)
