@@ -360,18 +360,51 @@ def test_compressed_layers_fit_their_outputs_better_and_keep_everything_else():
         assert type(layer) is type(plain) and layer.structure == plain.structure
         assert layer.plan == "dense"
         torch.testing.assert_close(layer.bias, module.bias)
-        y = module(x)
-        bias = module.bias.reshape(-1, *[1] * (y.ndim - 2))
-        err = float((layer(x) - y).norm() / (y - bias).norm())
+        with torch.no_grad():
+            y, y2 = module(x), layer(x)
+        bias = module.bias.detach().reshape(-1, *[1] * (y.ndim - 2))
+        err = float((y2 - y).norm() / (y - bias).norm())
         assert err == pytest.approx(output_error(module, layer, cov), rel=1e-8)
         assert err < output_error(module, plain, cov) - 0.01
         w = module.weight.detach()
-        weight_error = float((w - layer.weight).norm() / w.norm())
+        weight_error = float((w - layer.weight.detach()).norm() / w.norm())
         assert layer.decomposition_error == pytest.approx(weight_error)
-    with pytest.raises(TypeError, match="compress_layer_whitened: expected an nn.Conv2d"):
+    with pytest.raises(TypeError, match="compress_layer_whitened: expected an nn.Conv2d or "
+                       "nn.Linear, got Conv1d"):  # fmt: skip
         compress_layer_whitened(nn.Conv1d(2, 2, 3), "svd", torch.eye(6), ranks=1)
     with pytest.raises(ValueError, match="compress_layer_whitened: ridge"):
         compress_layer_whitened(lin, "svd", torch.eye(12), ranks=1, ridge=-1)
+    with pytest.raises(ValueError, match="compress_layer_whitened: covariance has shape"):
+        compress_layer_whitened(lin, "svd", torch.eye(5), ranks=1)
+
+
+def test_compressed_layers_take_the_defaults_and_options_of_from_conv_and_from_linear():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, dtype=F64)
+    lin = nn.Linear(12, 6, dtype=F64)
+    xc = torch.randn(6, 4, 5, 5, dtype=F64)
+    cov_c = input_covariances(nn.Sequential(conv), xc)["0"]
+    cov_l = InputCovariance(correlated(40, 12).T @ correlated(40, 12), 40)
+    # defaults: plan "auto", two tucker2 sweeps (a linear weight's tucker2 too)
+    for module, cov in ((conv, cov_c), (lin, cov_l)):
+        layer = compress_layer_whitened(module, "tucker2", cov, ranks=(3, 2))
+        assert layer.plan == "auto" and layer.format == "tucker2"
+        w = module.weight.detach()
+        two = whitened_format(w, "tucker2", cov, ranks=(3, 2), sweeps=2)
+        three = whitened_format(w, "tucker2", cov, ranks=(3, 2), sweeps=3)
+        torch.testing.assert_close(layer.weight.detach(), two.to_dense())
+        assert not torch.allclose(layer.weight.detach(), three.to_dense())
+    # format options reach from_conv / from_linear (structure options of plain formats)
+    tt = compress_layer_whitened(conv, "tt", cov_c, ranks=2, order=("out", "in", "kh", "kw"))
+    assert (
+        tt.structure
+        == tnn.TNConv2d.from_conv(conv, "tt", ranks=2, order=("out", "in", "kh", "kw")).structure
+    )
+    dims = {"out_dims": (2, 3), "in_dims": (3, 4)}
+    mpo = compress_layer_whitened(lin, "ttmatrix", cov_l, ranks=2, **dims)
+    assert mpo.structure == tnn.TNLinear.from_linear(lin, "ttmatrix", ranks=2, **dims).structure
+    assert mpo.structure != tnn.TNLinear.from_linear(lin, "ttmatrix", ranks=2).structure
+    assert tt.structure != tnn.TNConv2d.from_conv(conv, "tt", ranks=2).structure
 
 
 def test_compress_with_data_fits_the_dense_outputs_and_the_model_saves(tmp_path):
@@ -476,3 +509,8 @@ def test_covariances_and_factors_on_the_model_device(device):
         assert output_error(w, got, covs["4"]) == pytest.approx(
             output_error(w.cpu(), ref, cpu["4"]), rel=1e-6
         )
+    spectrum = whitened_spectrum(w, covs["4"])
+    assert spectrum.device.type == device.type
+    torch.testing.assert_close(spectrum.cpu(), whitened_spectrum(w.cpu(), cpu["4"]))
+    # a covariance kept on the CPU goes to the kernel's device
+    torch.testing.assert_close(whitened_spectrum(w, cpu["4"]), spectrum)
