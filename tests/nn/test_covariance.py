@@ -156,13 +156,19 @@ def test_too_many_features_are_refused_before_the_data_runs_or_skipped():
 
 def test_bad_data_and_arguments():
     net = small_net()
-    with pytest.raises(TypeError, match="data must be a tensor or an iterable"):
+    with pytest.raises(
+        TypeError, match="^input_covariances: data must be a tensor or an iterable of batches, "
+        "got int$"
+    ):  # fmt: skip
         input_covariances(net, 3)
-    with pytest.raises(TypeError, match="batch 1 gives str"):
+    with pytest.raises(
+        TypeError, match=r"^input_covariances: each batch must be a tensor or an \(input, target\) "
+        "pair with a tensor input; batch 1 gives str$"
+    ):  # fmt: skip
         input_covariances(net, [torch.randn(1, 3, 9, 9, dtype=F64), ("x", 1)])
     with pytest.raises(TypeError, match="batch 0 gives Tensor"):
         input_covariances(net, [torch.tensor(1.0)])
-    with pytest.raises(ValueError, match="data yielded no batches"):
+    with pytest.raises(ValueError, match="^input_covariances: data yielded no batches$"):
         input_covariances(net, [])
     for bad in (0, True, 1.5):
         with pytest.raises(ValueError, match="batches must be a positive int"):
@@ -174,7 +180,8 @@ def test_bad_data_and_arguments():
     assert not net[0]._forward_pre_hooks  # hooks removed on failure
 
 
-def test_unbatched_inputs_are_rows_too():
+def test_unbatched_inputs_are_rows_too(monkeypatch):
+    monkeypatch.setattr(covariance, "_CHUNK", 30)  # a few rows of the image at a time
     class Unbatched(nn.Module):
         def __init__(self):
             super().__init__()
@@ -289,3 +296,28 @@ def test_fitted_layers_are_installed_at_their_own_name_without_aliases():
     new = nn.Linear(3, 3, dtype=F64)
     fit_sequentially(net, torch.randn(4, 3, dtype=F64), ["0"], lambda n, c: (new, c), work)
     assert work[0] is new and net[0] is not new
+
+
+def test_batch_limits_count_every_batch_paired_or_not():
+    net = small_net()
+    x = torch.randn(9, 3, 9, 9, dtype=F64)
+    batches = [x[:3], x[3:6], x[6:]]
+    r = reference_rows(net, x[:6], ("6",))["6"]
+    two = input_covariances(net, batches, ["6"], batches=2)["6"]
+    assert two.rows == 6
+    torch.testing.assert_close(two.matrix, r.T @ r)
+    work = half_compressed(net)
+    paired = input_covariances(net, batches, ["6"], batches=2, compressed=work)["6"]
+    seen = reference_rows(work, x[:6], ("6",))["6"]
+    assert paired.rows == 6
+    torch.testing.assert_close(paired.cross, seen.T @ r)
+
+
+def test_a_layer_fitted_once_is_installed_at_every_alias():
+    shared = nn.Linear(3, 3, dtype=F64)
+    net = nn.Sequential(shared, nn.Tanh(), shared)
+    work = copy.deepcopy(net)
+    new = nn.Linear(3, 3, dtype=F64)
+    fit_sequentially(net, torch.randn(4, 3, dtype=F64), ["0"], lambda n, c: (new, c), work,
+                     {"0": ("0", "2")})  # fmt: skip
+    assert work[0] is new and work[2] is new
