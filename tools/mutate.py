@@ -149,6 +149,7 @@ TESTS: dict[str, list[str]] = {
         )),
         *(f"tests/nn/test_whiten.py::test_compress_with_data_{t}" for t in (
             "fits_the_dense_outputs_and_the_model_saves", "leaves_large_layers_plain",
+            "keeps_plans_options_and_shared_layers",
         )),
     ],  # fmt: skip
     "tensornet/nn/report.py": ["tests/nn/test_compress.py", "tests/nn/test_compress_steps.py"],

@@ -432,6 +432,29 @@ def test_compress_with_data_fits_the_dense_outputs_and_the_model_saves(tmp_path)
     torch.testing.assert_close(again(x), white(x))
 
 
+def test_compress_with_data_keeps_plans_options_and_shared_layers():
+    torch.manual_seed(0)
+    shared = nn.Linear(6, 6, dtype=F64)
+    net = nn.Sequential(
+        nn.Conv2d(2, 4, 3, dtype=F64), nn.Flatten(), nn.Linear(4 * 3 * 3, 6, dtype=F64),
+        nn.Tanh(), shared, nn.Tanh(), shared, nn.Tanh(), nn.Linear(6, 3, dtype=F64),
+    ).eval()  # fmt: skip
+    x = torch.randn(30, 2, 5, 5, dtype=F64)
+    order = ("out", "in", "kh", "kw")
+    spec = {"conv": ("tt", {"order": order}), "linear": "svd"}
+    small, _ = tnn.compress(net, spec, skip=(), ranks=2, data=x, plan="dense")
+    assert small[0].structure.option("order") == order
+    assert all(small[i].plan == "dense" for i in (0, 2, 4, 8))
+    assert small[4] is small[6]  # still one module
+    # the last layer was fitted to the inputs of a model with the shared layer compressed at
+    # both of its places
+    work = copy.deepcopy(small)
+    work[8] = net[8]
+    paired = input_covariances(net, x, ["8"], compressed=work)["8"]
+    fitted = whitened_format(net[8].weight.detach(), "svd", paired, ranks=2)
+    torch.testing.assert_close(small[8].weight.detach(), fitted.to_dense())
+
+
 def test_compress_with_data_leaves_large_layers_plain(monkeypatch):
     net = small_net().eval()
     x = torch.randn(4, 3, 9, 9, dtype=F64)
