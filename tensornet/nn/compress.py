@@ -144,14 +144,10 @@ def compress(
         ``min_speedup`` (needs ``example_input``); without it such layers are flagged ``slower``.
     measure_time : bool
         With ``example_input``, time the whole model's forward before and after (median of 5).
-    calibrate : iterable of batches, optional
-        Inputs (batches, ``(input, target)`` pairs, a ``DataLoader``): BatchNorm statistics
-        are recomputed from them (:func:`~tensornet.nn.recalibrate_bn`) after the replacements.
-    data : tensor or iterable of batches, optional
-        A few input batches: the layers are built in turn, each fitted to the dense model's
-        outputs from the inputs the layers built before give it (whitened svd / tucker2,
-        :mod:`~tensornet.nn.whiten`; other formats and layers over ``MAX_FEATURES`` inputs
-        plainly). Two forwards of ``data`` per layer.
+    calibrate, data : iterable of batches, optional
+        Inputs (batches, ``(input, target)`` pairs, a ``DataLoader``). From ``calibrate``,
+        BatchNorm statistics are recomputed after the replacements (:func:`recalibrate_bn`);
+        on ``data``, the layers are fitted in turn to the dense outputs (:func:`fit_sequentially`).
     **options
         Format options passed to every layer's format.
 
@@ -177,17 +173,7 @@ def compress(
     names, notes = _chosen_layers(model, layers, skip, plan, example_input)
     shapes = layer_inputs(model, example_input, names) if example_input is not None else {}
     job = _Job(model, aliases, plan, shapes, example_input, min_speedup, notes)
-    specs = {name: spec_for(name, model.get_submodule(name)) for name in names}
-    chosen = [name for name, spec in specs.items() if spec is not None]
-    if data is None:
-        built = [job.replacement(name, specs[name]) for name in chosen]
-    else:
-        built = fit_sequentially(
-            model, data, chosen, lambda n, c: job.replacement(n, specs[n], c), _deepcopy(model),
-            aliases,
-        )  # fmt: skip
-        job.notes.append(f"{len(built)} layers fitted in turn to the dense outputs on data")
-    return job.install(built, inplace, measure_time, calibrate)
+    return job.install(job.build(spec_for, names, data), inplace, measure_time, calibrate)
 
 
 # -- the steps of compress -------------------------------------------------------------------
@@ -273,6 +259,28 @@ class _Job:
     example_input: Any
     min_speedup: float | None
     notes: list[str]
+
+    def build(
+        self, spec_for: Callable[[str, nn.Module], LayerSpec], names: Sequence[str], data: Any
+    ) -> list[tuple[Any, LayerReport]]:
+        """Every replacement (layers whose spec is ``None`` stay dense) and its report.
+
+        With ``data`` (a few input batches) the layers are built in turn, each fitted to the
+        dense model's outputs from the inputs the layers built before give it
+        (:func:`~tensornet.nn.covariance.fit_sequentially`; svd and tucker2 whitened by those
+        inputs, :mod:`~tensornet.nn.whiten`; other formats, and layers with over
+        ``MAX_FEATURES`` inputs, decomposed plainly): two forwards of ``data`` per layer.
+        """
+        specs = {name: spec_for(name, self.model.get_submodule(name)) for name in names}
+        chosen = [name for name, spec in specs.items() if spec is not None]
+        if data is None:
+            return [self.replacement(name, specs[name]) for name in chosen]
+        built = fit_sequentially(
+            self.model, data, chosen, lambda n, c: self.replacement(n, specs[n], c),
+            _deepcopy(self.model), self.aliases,
+        )  # fmt: skip
+        self.notes.append(f"{len(built)} layers fitted in turn to the dense outputs on data")
+        return built
 
     def replacement(
         self, name: str, spec: tuple[str, dict, dict], covariance: Any = None
