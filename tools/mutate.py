@@ -148,6 +148,10 @@ TESTS: dict[str, list[str]] = {
             "failed_compress_leaves_the_model_unchanged",
             "save_load_round_trip_is_exact",
         )),
+        *(f"tests/nn/test_whiten.py::test_compress_with_data_{t}" for t in (
+            "fits_the_dense_outputs_and_the_model_saves", "leaves_large_layers_plain",
+            "keeps_plans_options_and_shared_layers",
+        )),
     ],  # fmt: skip
     "tensornet/nn/report.py": ["tests/nn/test_compress.py", "tests/nn/test_compress_steps.py"],
     "tensornet/nn/measure.py": [
@@ -189,6 +193,10 @@ TESTS: dict[str, list[str]] = {
         "tests/nn/test_truncate.py", "tests/nn/test_layers_inputs.py", "tests/nn/test_model.py",
     ],
     "tensornet/nn/export.py": ["tests/nn/test_export.py", "tests/nn/test_model.py"],
+
+    # nn: data-aware errors and factors (input covariances, whitened decompositions)
+    "tensornet/nn/covariance.py": ["tests/nn/test_covariance.py", "tests/nn/test_whiten.py"],
+    "tensornet/nn/whiten.py": ["tests/nn/test_whiten.py", "tests/nn/test_covariance.py"],
 
     # studies: the verdict code (findings from the run's tables) and its statistics
     "studies/verdicts/truncation.py": ["tests/studies/test_truncation_verdicts.py"],

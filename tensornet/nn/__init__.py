@@ -30,6 +30,10 @@ it. Modules, each using only those listed before it when loaded:
 - :mod:`.select`: :func:`select_layers` with what compression supports.
 - :mod:`.measure`: the dense side (shapes, FLOPs, times, true kernel errors).
 - :mod:`.report`: :class:`CompressionReport`, :class:`LayerReport`.
+- :mod:`.covariance`: :func:`input_covariances` (a layer's input rows' second moments, also
+  paired with a partly compressed model's), :func:`fit_sequentially`.
+- :mod:`.whiten`: :func:`output_error`, :func:`whitened_format`, :func:`whitened_spectrum`:
+  data-aware decompositions minimising a layer's output error.
 - :mod:`.compress`: :func:`compress`.
 - :mod:`.alloc_layer`, :mod:`.alloc_search`, :mod:`.allocate`: one layer as the allocation sees
   it, the searches, and :func:`allocate`.
@@ -61,6 +65,7 @@ from .compress import (
     kernel_errors,
 )
 from .cost import calibrate, costs_for
+from .covariance import InputCovariance, fit_sequentially, input_covariances
 from .defaults import default_format
 from .export import conv_sequence, to_standard
 from .geometry import ConvGeometry
@@ -69,6 +74,12 @@ from .plans import ForwardPlan
 from .select import EndLayers, NoMatchingLayer, end_layers, matches, select_layers
 from .serialize import describe, load, save
 from .truncate import KernelTruncation, truncate_kernel
+from .whiten import (
+    compress_layer_whitened,
+    output_error,
+    whitened_format,
+    whitened_spectrum,
+)
 
 # a compressed layer is a conv/linear layer for end_layers, and its kernel a Format for spectra
 register_layer_type(TNLayer, kernel=TNLayer.to_format)
@@ -80,6 +91,7 @@ __all__ = [
     "ConvGeometry",
     "EndLayers",
     "ForwardPlan",
+    "InputCovariance",
     "KernelTruncation",
     "LayerChoice",
     "LayerReport",
@@ -92,6 +104,7 @@ __all__ = [
     "batchnorm_layers",
     "calibrate",
     "compress",
+    "compress_layer_whitened",
     "conv_sequence",
     "costs_for",
     "default_format",
@@ -99,14 +112,19 @@ __all__ = [
     "dense_seconds",
     "describe",
     "end_layers",
+    "fit_sequentially",
+    "input_covariances",
     "kernel_errors",
     "kernel_options",
     "layer_inputs",
     "load",
     "matches",
+    "output_error",
     "recalibrate_bn",
     "save",
     "select_layers",
     "to_standard",
     "truncate_kernel",
+    "whitened_format",
+    "whitened_spectrum",
 ]

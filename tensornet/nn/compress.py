@@ -47,6 +47,7 @@ from ..formats import get_format
 from ..formats.structure import as_fraction
 from ..weights import replace_module
 from .batchnorm import recalibrate_bn
+from .covariance import fit_sequentially
 from .defaults import AUTO, default_format
 from .layers import TNConv2d, TNLayer, TNLinear
 from .measure import (
@@ -66,6 +67,7 @@ from .select import (
     select_with_notes,
     shown_names,
 )
+from .whiten import compress_layer_whitened
 
 __all__ = [
     "CompressionReport",
@@ -108,6 +110,7 @@ def compress(
     min_speedup: float | None = None,
     measure_time: bool = True,
     calibrate: Any = None,
+    data: Any = None,
     **options: Any,
 ) -> tuple[nn.Module, CompressionReport]:
     """Replace the chosen conv/linear layers of ``model`` by compressed layers.
@@ -141,9 +144,10 @@ def compress(
         ``min_speedup`` (needs ``example_input``); without it such layers are flagged ``slower``.
     measure_time : bool
         With ``example_input``, time the whole model's forward before and after (median of 5).
-    calibrate : iterable of batches, optional
-        Inputs (batches, ``(input, target)`` pairs, a ``DataLoader``): BatchNorm statistics
-        are recomputed from them (:func:`~tensornet.nn.recalibrate_bn`) after the replacements.
+    calibrate, data : iterable of batches, optional
+        Inputs (batches, ``(input, target)`` pairs, a ``DataLoader``). From ``calibrate``,
+        BatchNorm statistics are recomputed after the replacements (:func:`recalibrate_bn`);
+        on ``data``, the layers are fitted in turn to the dense outputs (:func:`fit_sequentially`).
     **options
         Format options passed to every layer's format.
 
@@ -169,9 +173,7 @@ def compress(
     names, notes = _chosen_layers(model, layers, skip, plan, example_input)
     shapes = layer_inputs(model, example_input, names) if example_input is not None else {}
     job = _Job(model, aliases, plan, shapes, example_input, min_speedup, notes)
-    specs = {name: spec_for(name, model.get_submodule(name)) for name in names}
-    built = [job.replacement(name, spec) for name, spec in specs.items() if spec is not None]
-    return job.install(built, inplace, measure_time, calibrate)
+    return job.install(job.build(spec_for, names, data), inplace, measure_time, calibrate)
 
 
 # -- the steps of compress -------------------------------------------------------------------
@@ -258,7 +260,31 @@ class _Job:
     min_speedup: float | None
     notes: list[str]
 
-    def replacement(self, name: str, spec: tuple[str, dict, dict]) -> tuple[Any, LayerReport]:
+    def build(
+        self, spec_for: Callable[[str, nn.Module], LayerSpec], names: Sequence[str], data: Any
+    ) -> list[tuple[Any, LayerReport]]:
+        """Every replacement (layers whose spec is ``None`` stay dense) and its report.
+
+        With ``data`` (a few input batches) the layers are built in turn, each fitted to the
+        dense model's outputs from the inputs the layers built before give it
+        (:func:`~tensornet.nn.covariance.fit_sequentially`; svd and tucker2 whitened by those
+        inputs, :mod:`~tensornet.nn.whiten`; other formats, and layers with over
+        ``MAX_FEATURES`` inputs, decomposed plainly): two forwards of ``data`` per layer.
+        """
+        specs = {name: spec_for(name, self.model.get_submodule(name)) for name in names}
+        chosen = [name for name, spec in specs.items() if spec is not None]
+        if data is None:
+            return [self.replacement(name, specs[name]) for name in chosen]
+        built = fit_sequentially(
+            self.model, data, chosen, lambda n, c: self.replacement(n, specs[n], c),
+            _deepcopy(self.model), self.aliases,
+        )  # fmt: skip
+        self.notes.append(f"{len(built)} layers fitted in turn to the dense outputs on data")
+        return built
+
+    def replacement(
+        self, name: str, spec: tuple[str, dict, dict], covariance: Any = None
+    ) -> tuple[Any, LayerReport]:
         """The compressed layer (``None`` when kept dense) and its report."""
         module = self.model.get_submodule(name)
         fmt, opts, sizes = spec
@@ -269,7 +295,7 @@ class _Job:
                 f"layer {name!r} ({reparam}) compressed from its effective weight; the "
                 "replacement carries no pruning/parametrization"
             )
-        layer = _build(name, module, fmt, self.plan, sizes, opts)
+        layer = _build(name, module, fmt, self.plan, sizes, opts, covariance)
         shape = self.shapes.get(name)
         report = layer_report(name, module, layer, shape, self.aliases[name])
         if self.example_input is not None and shape is None:
@@ -318,10 +344,14 @@ def _params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _build(name: str, module: nn.Module, fmt: str, plan: str, kw: dict, opts: dict) -> TNLayer:
+def _build(
+    name: str, module: nn.Module, fmt: str, plan: str, kw: dict, opts: dict, cov: Any = None
+) -> TNLayer:
     """The compressed layer, in the mode of the one it replaces (errors name the layer)."""
     try:
-        if isinstance(module, nn.Linear):
+        if cov is not None:
+            layer = compress_layer_whitened(module, fmt, cov, plan=plan, **kw, **opts)
+        elif isinstance(module, nn.Linear):
             layer = TNLinear.from_linear(module, fmt, plan=plan, **kw, **opts)
         else:
             layer = TNConv2d.from_conv(module, fmt, plan=plan, **kw, **opts)
