@@ -108,10 +108,15 @@ class PermuteStep(Step):
 
 @dataclass
 class MatmulStep(Step):
-    """``h[b, P, G, ci, L] -> w[G, co, ci] @ h``: a (grouped, batched) ``1 x 1`` convolution."""
+    """``h[b, P, G, ci, L] -> w[G, co, ci] @ h``: a (grouped, batched) ``1 x 1`` convolution.
+
+    ``channels_last``: the same values, written pixels-major (``(h^T w^T)^T``), so that a
+    channels-last conv after it reads them without a copy.
+    """
 
     weight: WeightExpr = None  # type: ignore[assignment]
     view: tuple[int, ...] = ()
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         self.run_view = _any_batch(self.view)
@@ -123,7 +128,10 @@ class MatmulStep(Step):
 
     def __call__(self, h, tensors):
         """Apply the step to the activation ``h``."""
-        return torch.matmul(self.weight(tensors), h.reshape(self.run_view))
+        w, h = self.weight(tensors), h.reshape(self.run_view)
+        if self.channels_last:
+            return torch.matmul(h.transpose(-1, -2), w.transpose(-1, -2)).transpose(-1, -2)
+        return torch.matmul(w, h)
 
 
 class LinearStep(Step):
@@ -147,7 +155,9 @@ class ConvStep(Step):
     view: tuple[int, ...] = ()
     geometry: ConvGeometry = None  # type: ignore[assignment]
     groups: int = 1
-    shift: bool = False  # depthwise as shifted multiply-adds (fast on CPU for small kernels)
+    shift: bool = False  # depthwise as shifted multiply-adds
+    # run in channels-last memory (CPU depthwise convs: oneDNN's fast layout); same values
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         self.run_view = _any_batch(self.view)
@@ -164,6 +174,8 @@ class ConvStep(Step):
         w = self.weight(tensors)
         if self.shift:
             return depthwise_shift(g.pad(x), w, g)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)  # a no-op if it is already
         if g.symmetric_zero_padding:
             return F.conv2d(
                 x, w, None, g.stride, (g.padding[0], g.padding[2]), g.dilation, self.groups
@@ -251,7 +263,8 @@ class ForwardPlan:
         h = x
         for step in self.steps:
             h = step(h, tensors)
-        return h.reshape(self.run_shape)
+        # a channels-last step may leave its layout: the layer's output is always contiguous
+        return h.reshape(self.run_shape).contiguous()
 
     @property
     def flops(self) -> int:
