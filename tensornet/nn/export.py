@@ -60,7 +60,15 @@ from . import cost
 from .functional import conv_candidates, linear_candidates
 from .geometry import ConvGeometry
 from .layers import TNConv2d, TNLayer, TNLinear
-from .plans import ConvStep, ForwardPlan, LinearStep, MatmulStep, PermuteStep, depthwise_shift
+from .plans import (
+    ConvStep,
+    ForwardPlan,
+    LinearStep,
+    MatmulStep,
+    PermuteStep,
+    channels_last_format,
+    depthwise_shift,
+)
 from .staging import PlanFrame, stage_step
 
 __all__ = [
@@ -208,7 +216,7 @@ class ChannelsLastConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The conv of the input, read channels-last."""
-        return super().forward(x.contiguous(memory_format=torch.channels_last))
+        return super().forward(x.contiguous(memory_format=channels_last_format(x)))
 
 
 class PointwiseConv2d(nn.Conv2d):
