@@ -1,8 +1,9 @@
 """Compressed conv layers, forward pass, side by side with dense ``nn.Conv2d`` and tltorch.
 
 Cases (the issue's): batch 32, float32, CPU with 2 threads (``TENSORNET_BENCH_THREADS``),
-ResNet-style 3x3 convs 64->64 at 32x32 and 256->256 at 8x8, at parameter fractions 0.5, 0.25
-and 0.1, for every registered format. Peers: the dense conv, and tltorch's ``FactorizedConv``
+ResNet-style 3x3 convs 64->64 at 32x32 and 256->256 at 8x8, and a small 32->32 conv at 28x28
+(where per-step costs decide), at parameter fractions 0.5, 0.25 and 0.1, for every registered
+format. Peers: the dense conv, and tltorch's ``FactorizedConv``
 (``from_conv`` with ``rank=fraction``) in its ``factorized`` and ``reconstructed``
 implementations for the formats it has (CP, Tucker, TT); our layer for those formats is built
 at tltorch's parameter count (``extra_info`` records both counts).
@@ -27,7 +28,8 @@ from tensornet.formats import format_names
 from tensornet.nn import TNConv2d, compress
 from tensornet.nn.functional import conv_candidates
 
-SHAPES = {"64x32": (64, 32), "256x8": (256, 8)}
+# the issue's two ResNet-style cases, and a small layer (vanilla_cnn's conv2 at 28x28)
+SHAPES = {"64x32": (64, 32), "256x8": (256, 8), "32x28": (32, 28)}
 FRACTIONS = (0.5, 0.25, 0.1)
 FORMATS = sorted(format_names())
 TLTORCH = {"cp": "cp", "tucker": "tucker", "tt": "tt"}
