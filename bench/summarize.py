@@ -28,8 +28,9 @@ def tables(benchmarks: list[dict]) -> str:
         p = b["params"]
         median = b["stats"]["median"]
         device = p.get("device", "cpu")
-        if b["name"].startswith("test_resnet20"):
-            model[f"{p['impl']} ({device})"] = median
+        if b["name"].startswith(("test_resnet20", "test_vanilla")):
+            which = "ResNet-20" if b["name"].startswith("test_resnet20") else "vanilla_cnn"
+            model[f"{which} {p['impl']} ({device})"] = median
             continue
         key = (device, p["shape"], p["fraction"], p["fmt"])
         meta[key] = b["extra_info"]
@@ -77,7 +78,7 @@ def tables(benchmarks: list[dict]) -> str:
         )
     if model:
         lines.append(
-            "\nResNet-20 forward (batch 32): "
+            "\nWhole models (ResNet-20 batch 32, vanilla_cnn batch 64): "
             + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in sorted(model.items()))
         )
     return "\n".join(lines)

@@ -11,7 +11,9 @@ at tltorch's parameter count (``extra_info`` records both counts).
 - ``test_layer``: our layer with its chosen plan (``plan="auto"``), the dense conv, tltorch;
 - ``test_candidate``: every candidate forward plan of our layer, so the chosen plan can be
   compared with the fastest measured (``extra_info["chosen"]`` marks the chosen one);
-- ``test_resnet20``: a compressed ResNet-20 (CIFAR shapes) at 25 % of the parameters vs dense.
+- ``test_resnet20``: a compressed ResNet-20 (CIFAR shapes) at 25 % of the parameters vs dense;
+- ``test_vanilla_cnn_defaults``: vanilla_cnn (small layers, 28x28, batch 64) compressed with the
+  defaults at 50 % vs dense (never slower, the issue asks).
 
 ``python bench/summarize.py BENCH.json`` turns a ``--benchmark-json`` file into the ratio
 tables (chosen vs fastest candidate, ours vs dense vs tltorch, speedup vs MAC reduction).
@@ -161,6 +163,44 @@ def test_resnet20(benchmark, impl, device):
     benchmark.group = "resnet20 forward"
     benchmark.extra_info["params"] = sum(p.numel() for p in model.parameters())
     timed(benchmark, lambda: model(x), device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("impl", ["dense", "compressed"])
+def test_vanilla_cnn_defaults(benchmark, impl, device):
+    """Small layers: vanilla_cnn on 28x28 input, batch 64, ``compress`` defaults at 50 %.
+
+    The issue's check: never slower than dense (the cost model keeps a layer dense, or picks a
+    plan that wins).
+    """
+    from models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("vanilla_cnn", 1, 10, 28).eval().to(device)
+    x = torch.randn(64, 1, 28, 28, device=device)
+    if impl == "compressed":
+        model, _ = compress(model, fraction=0.5, example_input=x, measure_time=False)
+        model(x)
+        benchmark.extra_info["plans"] = {
+            name: module.plan_info(shape).chosen for name, module, shape in _layer_inputs(model, x)
+        }
+    benchmark.group = "vanilla_cnn forward (defaults, 50 %)"
+    timed(benchmark, lambda: model(x), device)
+
+
+def _layer_inputs(model, x):
+    """``(name, compressed layer, its input shape)`` for every compressed layer of ``model``."""
+    shapes = {}
+    hooks = [
+        m.register_forward_pre_hook(lambda m, a, n=n: shapes.__setitem__(n, tuple(a[0].shape)))
+        for n, m in model.named_modules()
+        if hasattr(m, "plan_info")
+    ]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return [(n, m, shapes[n]) for n, m in model.named_modules() if n in shapes]
 
 
 def mac_reduction(layer, x):

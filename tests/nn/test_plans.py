@@ -353,3 +353,58 @@ def test_a_channels_last_conv_step_has_the_gradient_of_the_conv(dtype):
     torch.testing.assert_close(t["K"].grad, k.grad, rtol=tol, atol=tol)
     torch.testing.assert_close(x.grad, x2.grad, rtol=tol, atol=tol)
     assert channels_last_format(torch.zeros(1, dtype=torch.bfloat16)) == torch.channels_last
+
+
+class _Recording(MatmulStep):
+    """A matmul step that records the bias it was given."""
+
+    def __call__(self, h, tensors, bias=None):
+        self.seen = bias
+        return super().__call__(h, tensors, bias)
+
+
+def test_a_fusing_plan_hands_the_bias_to_its_last_step_only_when_there_is_one():
+    (a, b), t = factors_and_tensors()
+    w = WeightExpr.build([a, b], ("o", "i"), (1, 4, 3))
+    h = torch.randn(5, 3, 6, dtype=F64)
+    bias = torch.randn(4, dtype=F64)
+    step = _Recording("matmul", 1, 1, "m", w, (5, 1, 1, 3, 6))
+    plan = ForwardPlan("p", [step], (5, 4, 6))
+    plan(h, t, bias)
+    assert step.seen is bias
+    plan(h, t)
+    assert step.seen is None
+    lin = LinearStep(MatmulStep("matmul", 7, 8, "lin", w, (1, 5, 1, 3, 1)))
+    assert ForwardPlan("l", [lin], (5, 4)).fuses_bias
+
+
+def test_the_bias_keeps_the_output_dtype_and_goes_to_each_group():
+    (a, b), t = factors_and_tensors()
+    w = WeightExpr.build([a, b], ("o", "i"), (1, 4, 3))
+    permute = PermuteStep("copy", 0, 0, "p", (0, 1, 2), (5, 4, 6))
+    plan = ForwardPlan(
+        "p", [MatmulStep("matmul", 1, 1, "m", w, (5, 1, 1, 3, 6)), permute], (5, 4, 6)
+    )
+    t32 = {k: v.float() for k, v in t.items()}
+    y = plan(torch.randn(5, 3, 6), t32, torch.randn(4, dtype=F64))
+    assert y.dtype == torch.float32
+    # two groups of 2 output channels each: the bias (G co) reaches group g's channels
+    g = Factor("K", ("g", "o", "i"), (2, 2, 3))
+    kw = WeightExpr.build([g], g.legs, (2, 2, 3))
+    k = {"K": torch.randn(2, 2, 3, dtype=F64)}
+    grouped = MatmulStep("matmul", 1, 1, "m", kw, (5, 1, 2, 3, 6))
+    x = torch.randn(5, 6, 6, dtype=F64)
+    bias = torch.randn(4, dtype=F64)
+    ref = torch.einsum("goi,bgil->bgol", k["K"], x.reshape(5, 2, 3, 6))
+    got = ForwardPlan("g", [grouped], (5, 4, 6))(x, k, bias)
+    torch.testing.assert_close(got, ref.reshape(5, 4, 6) + bias.reshape(4, 1))
+
+
+def test_a_conv_step_with_asymmetric_padding_adds_the_bias():
+    g = ConvGeometry((3, 3), (1, 1), (0, 1, 1, 2), (1, 1), "replicate")
+    w, t = conv_weight(5, 4, 3, 3)
+    bias = torch.randn(5, dtype=F64)
+    step = ConvStep("conv", 0, 0, "c", w, (2, 4, 6, 6), g)
+    x = torch.randn(2, 4, 6, 6, dtype=F64)
+    ref = F.conv2d(F.pad(x, (1, 2, 0, 1), mode="replicate"), t["K"], bias)
+    torch.testing.assert_close(step(x, t, bias), ref)
