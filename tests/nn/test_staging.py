@@ -334,3 +334,25 @@ def test_a_kernel_of_unconnected_factors_is_one_spatial_part():
     t = tensors_for(s, 5)
     x = torch.randn(1, 2, 4, 4, dtype=F64)
     torch.testing.assert_close(plan(x, t), F.conv2d(x, s.contract(t), padding=1))
+
+
+def test_only_a_plain_matmul_before_a_channels_last_conv_writes_channels_last():
+    from tensornet.nn.staging import _channels_last_inputs
+
+    w = WeightExpr.build([Factor("X", ("c", "a"), (3, 2))], ("c", "a"), (1, 3, 2))
+    k = WeightExpr.build([Factor("K", ("c", "h", "w"), (3, 3, 3))], ("c", "h", "w"), (3, 1, 3, 3))
+    geo = ConvGeometry.from_conv_args((3, 3), padding=1)
+    for view, wanted in (
+        ((2, 1, 1, 2, 25), True),
+        ((2, 3, 1, 2, 25), False),
+        ((2, 1, 2, 1, 25), False),
+    ):
+        for layout in (True, False):
+            matmul = MatmulStep("matmul", 0, 0, "m", w, view)
+            conv = ConvStep("depthwise", 0, 0, "c", k, (2, 3, 5, 5), geo, 3, channels_last=layout)
+            _channels_last_inputs([matmul, conv])
+            assert matmul.channels_last == (wanted and layout)
+    conv = ConvStep("depthwise", 0, 0, "c", k, (2, 3, 5, 5), geo, 3, channels_last=True)
+    first = ConvStep("conv", 0, 0, "c", k, (2, 3, 5, 5), geo)
+    _channels_last_inputs([first, conv])  # a conv before it: nothing to set
+    assert not first.channels_last
