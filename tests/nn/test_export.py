@@ -564,3 +564,20 @@ def test_measured_on_cuda_synchronises(monkeypatch):
     with pytest.warns(UserWarning, match=r"measured at 1\.50x"):
         assert conv_sequence(layer, (2, 8, 6, 6)) is layer
     assert len(calls) >= 2  # after the layer and after each chain
+
+
+def test_a_step_with_shift_set_exports_as_a_shift_conv():
+    """Plans run CPU depthwise steps channels-last; a step marked ``shift`` still exports."""
+    torch.manual_seed(2)
+    layer = TNConv2d(6, 5, 3, padding=1, format="cp", ranks=4, dtype=F64)
+    shape = (2, 6, 7, 7)
+    plans = {p.name: p for p in export.conv_candidates(layer.structure, layer.geometry, shape)}
+    plan = plans["separable[in=A1 h=A2 w=A3 out=A0]"]
+    for step in plan.steps:
+        if step.kind == "depthwise":
+            step.shift, step.channels_last = True, False
+    mods = export._plan_modules(layer, plan, shape[0])
+    seq = nn.Sequential(*mods)
+    assert sum(isinstance(m, export.ShiftConv2d) for m in seq.modules()) == 2
+    x = torch.randn(shape, dtype=F64)
+    rel_close(seq(x), layer(x), 1e-10)
