@@ -4,8 +4,10 @@
 layers, same seeds, same parameter counts as the run), fits
 :func:`tensornet.nn.cost.fit_costs` to the measured medians of whole plans, and reports how
 often the fitted model would pick a plan within 5 % of the fastest measured one (all cases, and
-two-fold cross-validated by case: fitted on half the cases, scored on the other half). The
-printed table is what ``tensornet/nn/cost.py`` ships as its CPU default.
+two-fold cross-validated by case: fitted on half the cases, scored on the other half), after
+scoring the table ``tensornet/nn/cost.py`` ships (the issue's check: the choice within 5 % of
+the fastest candidate in >= 90 % of the cases). The printed table is what ``cost.py`` ships as
+its CPU default.
 """
 
 import collections
@@ -14,10 +16,10 @@ import math
 import sys
 
 from tensornet.nn import TNConv2d
-from tensornet.nn.cost import estimate, fit_costs
+from tensornet.nn.cost import costs_for, estimate, fit_costs
 from tensornet.nn.functional import conv_candidates
 
-SHAPES = {"64x32": (64, 32), "256x8": (256, 8)}
+SHAPES = {"64x32": (64, 32), "256x8": (256, 8), "32x28": (32, 28)}
 OPTIONS = {"grouped": {"channel_groups": 4}}
 BATCH = 32
 
@@ -60,8 +62,15 @@ def score(table, subset):
 # cost on this machine (torch dispatch of a 2x2 matmul ~10-30 us, a tiny conv ~30-90 us); the
 # step-by-step calibrate() fits on small layers gave larger values still (conv ~0.36 ms,
 # depthwise ~0.22 ms, unfold ~0.18 ms), so these are conservative.
-OVERHEAD_FLOOR = {"matmul": 45e-6, "conv": 60e-6, "grouped": 40e-6, "depthwise": 30e-6,
-                  "einsum": 25e-6, "unfold": 30e-6, "copy": 5e-6}
+OVERHEAD_FLOOR = {
+    "matmul": 45e-6,
+    "conv": 60e-6,
+    "grouped": 40e-6,
+    "depthwise": 30e-6,
+    "einsum": 25e-6,
+    "unfold": 30e-6,
+    "copy": 5e-6,
+}
 
 
 def fit(subset, floor=True):
@@ -76,12 +85,18 @@ def fit(subset, floor=True):
 def summary(ratios):
     r = sorted(ratios.values())
     geo = math.exp(sum(map(math.log, r)) / len(r))
-    return (f"{len(r)} cases, {sum(x <= 1.05 for x in r)} within 5 % of the fastest, "
-            f"geometric mean {geo:.3f}, worst {r[-1]:.2f}")
+    return (
+        f"{len(r)} cases, {sum(x <= 1.05 for x in r)} within 5 % of the fastest, "
+        f"geometric mean {geo:.3f}, worst {r[-1]:.2f}"
+    )
 
 
 def main(path):
     data = cases(path)
+    shipped = score(costs_for("cpu"), data)
+    print("the shipped CPU table:", summary(shipped))
+    for key, r in sorted(shipped.items(), key=lambda kv: -kv[1])[:8]:
+        print(f"  {key}: {r:.2f}")
     table = fit(data)
     for name in ("rate", "bandwidth", "overhead", "per_image"):
         values = getattr(table, name)

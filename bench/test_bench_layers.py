@@ -1,8 +1,9 @@
 """Compressed conv layers, forward pass, side by side with dense ``nn.Conv2d`` and tltorch.
 
 Cases (the issue's): batch 32, float32, CPU with 2 threads (``TENSORNET_BENCH_THREADS``),
-ResNet-style 3x3 convs 64->64 at 32x32 and 256->256 at 8x8, at parameter fractions 0.5, 0.25
-and 0.1, for every registered format. Peers: the dense conv, and tltorch's ``FactorizedConv``
+ResNet-style 3x3 convs 64->64 at 32x32 and 256->256 at 8x8, and a small 32->32 conv at 28x28
+(where per-step costs decide), at parameter fractions 0.5, 0.25 and 0.1, for every registered
+format. Peers: the dense conv, and tltorch's ``FactorizedConv``
 (``from_conv`` with ``rank=fraction``) in its ``factorized`` and ``reconstructed``
 implementations for the formats it has (CP, Tucker, TT); our layer for those formats is built
 at tltorch's parameter count (``extra_info`` records both counts).
@@ -10,7 +11,9 @@ at tltorch's parameter count (``extra_info`` records both counts).
 - ``test_layer``: our layer with its chosen plan (``plan="auto"``), the dense conv, tltorch;
 - ``test_candidate``: every candidate forward plan of our layer, so the chosen plan can be
   compared with the fastest measured (``extra_info["chosen"]`` marks the chosen one);
-- ``test_resnet20``: a compressed ResNet-20 (CIFAR shapes) at 25 % of the parameters vs dense.
+- ``test_resnet20``: a compressed ResNet-20 (CIFAR shapes) at 25 % of the parameters vs dense;
+- ``test_vanilla_cnn_defaults``: vanilla_cnn (small layers, 28x28, batch 64) compressed with the
+  defaults at 50 % vs dense (never slower, the issue asks).
 
 ``python bench/summarize.py BENCH.json`` turns a ``--benchmark-json`` file into the ratio
 tables (chosen vs fastest candidate, ours vs dense vs tltorch, speedup vs MAC reduction).
@@ -27,7 +30,8 @@ from tensornet.formats import format_names
 from tensornet.nn import TNConv2d, compress
 from tensornet.nn.functional import conv_candidates
 
-SHAPES = {"64x32": (64, 32), "256x8": (256, 8)}
+# the issue's two ResNet-style cases, and a small layer (vanilla_cnn's conv2 at 28x28)
+SHAPES = {"64x32": (64, 32), "256x8": (256, 8), "32x28": (32, 28)}
 FRACTIONS = (0.5, 0.25, 0.1)
 FORMATS = sorted(format_names())
 TLTORCH = {"cp": "cp", "tucker": "tucker", "tt": "tt"}
@@ -159,6 +163,44 @@ def test_resnet20(benchmark, impl, device):
     benchmark.group = "resnet20 forward"
     benchmark.extra_info["params"] = sum(p.numel() for p in model.parameters())
     timed(benchmark, lambda: model(x), device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("impl", ["dense", "compressed"])
+def test_vanilla_cnn_defaults(benchmark, impl, device):
+    """Small layers: vanilla_cnn on 28x28 input, batch 64, ``compress`` defaults at 50 %.
+
+    The issue's check: never slower than dense (the cost model keeps a layer dense, or picks a
+    plan that wins).
+    """
+    from models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("vanilla_cnn", 1, 10, 28).eval().to(device)
+    x = torch.randn(64, 1, 28, 28, device=device)
+    if impl == "compressed":
+        model, _ = compress(model, fraction=0.5, example_input=x, measure_time=False)
+        model(x)
+        benchmark.extra_info["plans"] = {
+            name: module.plan_info(shape).chosen for name, module, shape in _layer_inputs(model, x)
+        }
+    benchmark.group = "vanilla_cnn forward (defaults, 50 %)"
+    timed(benchmark, lambda: model(x), device)
+
+
+def _layer_inputs(model, x):
+    """``(name, compressed layer, its input shape)`` for every compressed layer of ``model``."""
+    shapes = {}
+    hooks = [
+        m.register_forward_pre_hook(lambda m, a, n=n: shapes.__setitem__(n, tuple(a[0].shape)))
+        for n, m in model.named_modules()
+        if hasattr(m, "plan_info")
+    ]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return [(n, m, shapes[n]) for n, m in model.named_modules() if n in shapes]
 
 
 def mac_reduction(layer, x):

@@ -67,13 +67,15 @@ class DeviceCosts:
 # Fitted by ``bench/fit_costs.py`` (``fit_costs`` on whole-plan timings) to the 400 candidate
 # timings of ``bench/test_bench_layers.py`` on a quiet 2-core x86-64 machine (torch 2.13 CPU
 # build, float32, 2 threads); per-call overheads are hand-set lower bounds (see that script).
-# 1e18: the fit found no cost in that term. Run ``calibrate()`` on other machines.
+# 1e18: the fit found no cost in that term. Run ``calibrate()`` on other machines. The
+# ``depthwise`` kind (channels-last depthwise convs since they replaced shifted slices) was
+# refitted alone by ``bench/fit_depthwise.py`` (one thread, scaled to this table's conv speed).
 _CPU = DeviceCosts(
     rate={
         "matmul": 65.9e9,
         "conv": 125e9,
         "grouped": 1e18,
-        "depthwise": 5.44e9,
+        "depthwise": 44.4e9,
         "einsum": 373e9,
         "unfold": 1e18,
         "copy": 1e18,
@@ -82,7 +84,7 @@ _CPU = DeviceCosts(
         "matmul": 12.4e9,
         "conv": 1.87e9,
         "grouped": 1.13e9,
-        "depthwise": 1e18,
+        "depthwise": 59.5e9,
         "einsum": 0.637e9,
         "unfold": 1e18,
         "copy": 3.02e9,
@@ -91,7 +93,7 @@ _CPU = DeviceCosts(
         "matmul": 45e-6,
         "conv": 60e-6,
         "grouped": 40e-6,
-        "depthwise": 30e-6,
+        "depthwise": 75e-6,
         "einsum": 25e-6,
         "unfold": 30e-6,
         "copy": 5e-6,

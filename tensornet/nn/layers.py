@@ -103,6 +103,11 @@ def _check_bias(bias: torch.Tensor | None, what: str) -> None:
         check_finite(bias.detach(), f"{what}: bias")
 
 
+def _bias(bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+    """The bias in the input's dtype (the plan adds it in its last step where it can)."""
+    return None if bias is None else bias.to(x.dtype)
+
+
 class TNLayer(PlannedLayer, nn.Module):
     """What the compressed layers share: factors, initialisation, planning, conversions."""
 
@@ -431,9 +436,7 @@ class TNConv2d(TNLayer):
         if x.shape[0] == 0:
             y = self._empty_forward(x)
         else:
-            y = self._plan_for(x)(x, self.factors)
-        if self.bias is not None:
-            y = y + self.bias.to(y.dtype).reshape(1, -1, 1, 1)
+            y = self._plan_for(x)(x, self.factors, _bias(self.bias, x))
         return y.squeeze(0) if unbatched else y
 
     def _empty_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -574,9 +577,7 @@ class TNLinear(TNLayer):
             )
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_features)
-        y = self._plan_for(flat)(flat, self.factors)
-        if self.bias is not None:
-            y = y + self.bias.to(y.dtype)
+        y = self._plan_for(flat)(flat, self.factors, _bias(self.bias, flat))
         return y.reshape(*lead, self.out_features)
 
     def to_linear(self) -> nn.Linear:

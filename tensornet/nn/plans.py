@@ -31,6 +31,7 @@ __all__ = [
     "Step",
     "UnfoldStep",
     "WeightExpr",
+    "channels_last_format",
     "depthwise_shift",
 ]
 
@@ -108,10 +109,15 @@ class PermuteStep(Step):
 
 @dataclass
 class MatmulStep(Step):
-    """``h[b, P, G, ci, L] -> w[G, co, ci] @ h``: a (grouped, batched) ``1 x 1`` convolution."""
+    """``h[b, P, G, ci, L] -> w[G, co, ci] @ h``: a (grouped, batched) ``1 x 1`` convolution.
+
+    ``channels_last``: the same values, written pixels-major (``(h^T w^T)^T``), so that a
+    channels-last conv after it reads them without a copy.
+    """
 
     weight: WeightExpr = None  # type: ignore[assignment]
     view: tuple[int, ...] = ()
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         self.run_view = _any_batch(self.view)
@@ -121,9 +127,15 @@ class MatmulStep(Step):
         """Batch, folded and group sizes: the products the matmul broadcasts over."""
         return math.prod(self.view[:3])
 
-    def __call__(self, h, tensors):
-        """Apply the step to the activation ``h``."""
-        return torch.matmul(self.weight(tensors), h.reshape(self.run_view))
+    def __call__(self, h, tensors, bias=None):
+        """Apply the step to the activation ``h`` (plus ``bias`` per output channel)."""
+        w, h = self.weight(tensors), h.reshape(self.run_view)
+        if self.channels_last:
+            y = torch.matmul(h.transpose(-1, -2), w.transpose(-1, -2)).transpose(-1, -2)
+        else:
+            y = torch.matmul(w, h)
+        # in place: matmul's backward needs its inputs only; no second output-sized allocation
+        return y if bias is None else y.add_(bias.reshape(w.shape[0], w.shape[1], 1))
 
 
 class LinearStep(Step):
@@ -133,10 +145,10 @@ class LinearStep(Step):
         super().__init__(inner.kind, inner.flops, inner.elements, inner.label)
         self.inner = inner
 
-    def __call__(self, h, tensors):
-        """Apply the step to the activation ``h``."""
+    def __call__(self, h, tensors, bias=None):
+        """Apply the step to the activation ``h`` (plus ``bias``)."""
         w = self.inner.weight(tensors)
-        return F.linear(h, w.reshape(w.shape[1], w.shape[2]))
+        return F.linear(h, w.reshape(w.shape[1], w.shape[2]), bias)
 
 
 @dataclass
@@ -147,7 +159,9 @@ class ConvStep(Step):
     view: tuple[int, ...] = ()
     geometry: ConvGeometry = None  # type: ignore[assignment]
     groups: int = 1
-    shift: bool = False  # depthwise as shifted multiply-adds (fast on CPU for small kernels)
+    shift: bool = False  # depthwise as shifted multiply-adds
+    # run in channels-last memory (CPU depthwise convs: oneDNN's fast layout); same values
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         self.run_view = _any_batch(self.view)
@@ -157,18 +171,39 @@ class ConvStep(Step):
         """The images the conv batches (batch times folded legs)."""
         return self.view[0]
 
-    def __call__(self, h, tensors):
-        """Apply the step to the activation ``h``."""
+    def __call__(self, h, tensors, bias=None):
+        """Apply the step to the activation ``h`` (plus ``bias`` per output channel)."""
         g = self.geometry
         x = h.reshape(self.run_view)
         w = self.weight(tensors)
         if self.shift:
-            return depthwise_shift(g.pad(x), w, g)
+            y = depthwise_shift(g.pad(x), w, g)
+            return y if bias is None else y + bias.reshape(1, -1, 1, 1)
+        if self.channels_last:
+            x = x.contiguous(memory_format=channels_last_format(x))  # a no-op if it is already
         if g.symmetric_zero_padding:
             return F.conv2d(
-                x, w, None, g.stride, (g.padding[0], g.padding[2]), g.dilation, self.groups
+                x, w, bias, g.stride, (g.padding[0], g.padding[2]), g.dilation, self.groups
             )
-        return F.conv2d(g.pad(x), w, None, g.stride, 0, g.dilation, self.groups)
+        return F.conv2d(g.pad(x), w, bias, g.stride, 0, g.dilation, self.groups)
+
+
+# dtypes oneDNN runs channels-last; others take torch's slow path, which wants NCHW input
+# (its backward fails on channels-last float64: "grad_weight must be contiguous")
+_CHANNELS_LAST_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def channels_last_format(x: torch.Tensor) -> torch.memory_format:
+    """``torch.channels_last`` where a depthwise conv of ``x`` is fast in it, else NCHW.
+
+    Examples
+    --------
+    >>> channels_last_format(torch.zeros(1, 2, 3, 3)) == torch.channels_last
+    True
+    >>> channels_last_format(torch.zeros(1, 2, 3, 3, dtype=torch.float64))
+    torch.contiguous_format
+    """
+    return torch.channels_last if x.dtype in _CHANNELS_LAST_DTYPES else torch.contiguous_format
 
 
 def depthwise_shift(x: torch.Tensor, w: torch.Tensor, g: ConvGeometry) -> torch.Tensor:
@@ -227,6 +262,17 @@ class EinsumStep(Step):
         return self.program(h.reshape(self.run_view), *(tensors[n] for n in self.names))
 
 
+def _fuses_bias(last: Step, output_shape: tuple[int, ...]) -> bool:
+    """Whether ``last`` writes every output channel in order, unfolded (then it adds the bias)."""
+    if isinstance(last, LinearStep):
+        return True
+    if isinstance(last, ConvStep):
+        return last.view[0] == output_shape[0]
+    if isinstance(last, MatmulStep):
+        return last.view[1] == 1 and not last.channels_last
+    return False
+
+
 @dataclass
 class ForwardPlan:
     """A candidate forward pass: steps, then a reshape to the layer's output shape.
@@ -245,13 +291,29 @@ class ForwardPlan:
 
     def __post_init__(self) -> None:
         self.run_shape = _any_batch(self.output_shape)
+        self.fuses_bias = _fuses_bias(self.steps[-1], self.output_shape) if self.steps else False
 
-    def __call__(self, x: torch.Tensor, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Run the plan on the input ``x`` with the factors ``tensors`` (by name)."""
+    def __call__(
+        self,
+        x: torch.Tensor,
+        tensors: Mapping[str, torch.Tensor],
+        bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Run the plan on the input ``x`` with the factors ``tensors`` (by name).
+
+        ``bias`` (one value per output channel) is added by the last step where it can (a
+        conv's or linear's own bias, an in-place add after a matmul), else at the end.
+        """
         h = x
-        for step in self.steps:
+        for step in self.steps[:-1]:
             h = step(h, tensors)
-        return h.reshape(self.run_shape)
+        fused = bias is not None and self.fuses_bias
+        h = self.steps[-1](h, tensors, bias) if fused else self.steps[-1](h, tensors)
+        # a channels-last step may leave its layout: the layer's output is always contiguous
+        y = h.reshape(self.run_shape).contiguous()
+        if bias is None or fused:
+            return y
+        return y + bias.to(y.dtype).reshape(-1, *([1] * (y.ndim - 2)))
 
     @property
     def flops(self) -> int:

@@ -250,3 +250,28 @@ def test_measure_defaults_to_five_runs_and_synchronises_cuda(monkeypatch):
 def test_choose_refuses_no_plans():
     with pytest.raises(ValueError, match=r"^choose: no candidate plans \(no registered family"):
         choose([], "cpu", 4)
+
+
+def test_the_cpu_table_prices_channels_last_depthwise_steps_by_flops_and_bytes():
+    cpu = costs_for("cpu")
+    # 32 images of 284 channels at 8x8, a 3x3 kernel: flops, bytes in + out, one call
+    flops, nbytes = 2 * 32 * 284 * 9 * 64, 4 * 32 * 284 * 128
+    want = flops / 44.4e9 + nbytes / 59.5e9 + 75e-6
+    assert cpu.step_time("depthwise", flops, nbytes, 32) == pytest.approx(want, rel=1e-12)
+    # a depthwise tap costs a fraction of a dense conv's multiply-add per output
+    assert cpu.rate["depthwise"] > 5 * 5.44e9 and cpu.per_image.get("depthwise", 0.0) == 0.0
+
+
+@pytest.mark.parametrize(("channels", "side"), [(256, 8), (64, 32)])
+def test_cp_layers_run_their_depthwise_plan_on_cpu(channels, side):
+    """At a quarter of the parameters a CP conv runs 1x1 / depthwise / 1x1, never dense."""
+    legs = ("out", "in", "kh", "kw")
+    shape = (channels, channels, 3, 3)
+    s = get_format("cp").structure_for(shape, fraction_ranks("cp", shape, 0.25, legs=legs))
+    geo = ConvGeometry.from_conv_args((3, 3), padding=1)
+    plans = conv_candidates(s, geo, (32, channels, side, side), "cpu")
+    best = choose(plans, "cpu", 4)
+    assert best.family in ("staged", "separable") and best.name.endswith("out=A0]")
+    assert "depthwise" in {step.kind for step in best.steps}
+    dense = next(p for p in plans if p.family == "dense")
+    assert best.cost["seconds"] < dense.cost["seconds"] / 2

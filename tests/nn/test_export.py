@@ -19,6 +19,7 @@ from tensornet.nn import TNConv2d, TNLinear, export, to_standard
 from tensornet.nn.export import (
     ChannelBias,
     ChannelPermute,
+    ChannelsLastConv2d,
     Folded,
     PointwiseConv2d,
     ShiftConv2d,
@@ -123,7 +124,7 @@ def test_conv_chain_structure_tucker2_and_cp():
     convs = [m for m in seq.modules() if isinstance(m, nn.Conv2d)]
     assert sorted(m.kernel_size for m in convs) == [(1, 1), (1, 1), (1, 3), (3, 1)]
     assert [m.groups for m in convs if m.kernel_size != (1, 1)] == [6, 6]  # depthwise
-    assert any(isinstance(m, ShiftConv2d) for m in convs)  # CPU: as the layer runs it
+    assert any(isinstance(m, ChannelsLastConv2d) for m in convs)  # CPU: as the layer runs it
     assert n_params(seq) == cp.num_params
 
 
@@ -276,8 +277,8 @@ def test_to_standard_model_shapes_ties_modes_and_params():
     assert not out[0].training and out[6].training
     x = torch.randn(3, 4, 7, 7, dtype=F64)
     rel_close(out(x), net(x), 1e-10)
-    assert any(isinstance(m, ShiftConv2d) for m in out.modules())
-    exported = torch.export.export(out.eval(), (x,))  # shift depthwise and chains export
+    assert any(isinstance(m, ChannelsLastConv2d) for m in out.modules())
+    exported = torch.export.export(out.eval(), (x,))  # channels-last depthwise, chains export
     rel_close(exported.module()(x), net.eval()(x), 1e-10)
     net[6].train()
     same = to_standard(net, fallback="chain", measure=False, inplace=True)
@@ -439,7 +440,7 @@ def test_modules_are_made_on_the_layers_device():
         assert plain(seq) and n_params(seq) > 0
         assert {p.device.type for p in seq.parameters()} == {"meta"}
         # the plans are those of the layer's device: off the CPU, depthwise steps are plain convs
-        assert not any(isinstance(m, ShiftConv2d) for m in seq.modules())
+        assert not any(isinstance(m, (ShiftConv2d, ChannelsLastConv2d)) for m in seq.modules())
 
 
 def test_linear_chains_are_plans_of_the_layer():
@@ -563,3 +564,20 @@ def test_measured_on_cuda_synchronises(monkeypatch):
     with pytest.warns(UserWarning, match=r"measured at 1\.50x"):
         assert conv_sequence(layer, (2, 8, 6, 6)) is layer
     assert len(calls) >= 2  # after the layer and after each chain
+
+
+def test_a_step_with_shift_set_exports_as_a_shift_conv():
+    """Plans run CPU depthwise steps channels-last; a step marked ``shift`` still exports."""
+    torch.manual_seed(2)
+    layer = TNConv2d(6, 5, 3, padding=1, format="cp", ranks=4, dtype=F64)
+    shape = (2, 6, 7, 7)
+    plans = {p.name: p for p in export.conv_candidates(layer.structure, layer.geometry, shape)}
+    plan = plans["separable[in=A1 h=A2 w=A3 out=A0]"]
+    for step in plan.steps:
+        if step.kind == "depthwise":
+            step.shift, step.channels_last = True, False
+    mods = export._plan_modules(layer, plan, shape[0])
+    seq = nn.Sequential(*mods)
+    assert sum(isinstance(m, export.ShiftConv2d) for m in seq.modules()) == 2
+    x = torch.randn(shape, dtype=F64)
+    rel_close(seq(x), layer(x), 1e-10)

@@ -18,6 +18,7 @@ from tensornet.nn.plans import (
     UnfoldStep,
     WeightExpr,
     _any_batch,
+    channels_last_format,
     depthwise_shift,
 )
 
@@ -274,3 +275,136 @@ def test_real_structure_weight_expr_matches_the_structure():
     t = {f.name: torch.randn(f.shape, generator=gen, dtype=F64) for f in s.factors}
     w = WeightExpr.build(s.factors, ("o", "i", "h", "w"), (6, 4, 3, 3))
     torch.testing.assert_close(w(t), s.contract(t))
+
+
+def test_a_channels_last_matmul_writes_the_same_values_pixels_major():
+    (a, b), t = factors_and_tensors()
+    w = WeightExpr.build([a, b], ("o", "i"), (1, 4, 3))
+    step = MatmulStep("matmul", 10, 20, "m", w, (5, 1, 1, 3, 6), channels_last=True)
+    h = torch.randn(5, 3, 6, dtype=F64)
+    y = step(h, t)
+    torch.testing.assert_close(y, torch.einsum("oi,bil->bol", w(t)[0], h).reshape(5, 1, 1, 4, 6))
+    assert y.stride()[-2:] == (1, 4)  # the 4 output channels of one pixel are adjacent
+    bias = torch.randn(4, dtype=F64)
+    torch.testing.assert_close(step(h, t, bias), y + bias.reshape(1, 1, 1, 4, 1))
+
+
+def test_steps_add_a_bias_per_output_channel():
+    (a, b), t = factors_and_tensors()
+    bias = torch.randn(4, dtype=F64)
+    w = WeightExpr.build([a, b], ("o", "i"), (1, 4, 3))
+    h = torch.randn(5, 3, 6, dtype=F64)
+    step = MatmulStep("matmul", 10, 20, "m", w, (5, 1, 1, 3, 6))
+    ref = torch.einsum("oi,bil->bol", w(t)[0], h) + bias.reshape(4, 1)
+    torch.testing.assert_close(step(h, t, bias), ref.reshape(5, 1, 1, 4, 6))
+    lin = LinearStep(MatmulStep("matmul", 7, 8, "lin", w, (1, 5, 1, 3, 1)))
+    x = torch.randn(5, 3, dtype=F64)
+    torch.testing.assert_close(lin(x, t, bias), x @ w(t)[0].T + bias)
+    g = ConvGeometry((3, 3), (1, 1), (1, 1, 1, 1))
+    cw, ct = conv_weight(4, 1, 3, 3)
+    xc = torch.randn(2, 4, 5, 5, dtype=F64)
+    for shift in (False, True):
+        conv = ConvStep("grouped", 0, 0, "c", cw, (2, 4, 5, 5), g, 4, shift)
+        ref = F.conv2d(xc, ct["K"], bias, 1, 1, 1, 4)
+        torch.testing.assert_close(conv(xc, ct, bias), ref)
+
+
+def test_a_plan_adds_the_bias_in_its_last_step_or_at_the_end():
+    (a, b), t = factors_and_tensors()
+    bias = torch.randn(4, dtype=F64)
+    w = WeightExpr.build([a, b], ("o", "i"), (1, 4, 3))
+    h = torch.randn(5, 3, 6, dtype=F64)
+    ref = torch.einsum("oi,bil->bol", w(t)[0], h) + bias.reshape(4, 1)
+    plain = MatmulStep("matmul", 1, 1, "m", w, (5, 1, 1, 3, 6))
+    folded = MatmulStep("matmul", 1, 1, "m", w, (5, 1, 1, 3, 6), channels_last=True)
+    permute = PermuteStep("copy", 0, 0, "p", (0, 1, 2), (5, 4, 6))
+    for steps, fused in (([plain], True), ([folded], False), ([plain, permute], False)):
+        plan = ForwardPlan("p", steps, (5, 4, 6))
+        assert plan.fuses_bias == fused
+        torch.testing.assert_close(plan(h, t, bias), ref)
+        torch.testing.assert_close(plan(h, t), ref - bias.reshape(4, 1))
+    grouped = MatmulStep("matmul", 1, 1, "m", w, (5, 2, 1, 3, 6))  # a folded leg: channels
+    assert not ForwardPlan("p", [grouped], (5, 8, 6)).fuses_bias
+    g = ConvGeometry((3, 3), (1, 1), (1, 1, 1, 1))
+    cw, _ = conv_weight(4, 1, 3, 3)
+    assert ForwardPlan(
+        "c", [ConvStep("conv", 0, 0, "c", cw, (2, 1, 5, 5), g)], (2, 4, 5, 5)
+    ).fuses_bias
+    assert not ForwardPlan(
+        "c", [ConvStep("conv", 0, 0, "c", cw, (6, 1, 5, 5), g)], (2, 12, 5, 5)
+    ).fuses_bias
+    assert not ForwardPlan("e", [], (2, 4)).fuses_bias
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_channels_last_conv_step_has_the_gradient_of_the_conv(dtype):
+    g = ConvGeometry((3, 1), (1, 1), (1, 1, 0, 0))
+    w, t = conv_weight(4, 1, 3, 1)
+    t = {"K": t["K"].to(dtype).requires_grad_()}
+    step = ConvStep("depthwise", 0, 0, "c", w, (2, 4, 5, 5), g, 4, channels_last=True)
+    x = torch.randn(2, 4, 5, 5, dtype=dtype, requires_grad=True)
+    y = step(x, t)
+    assert y.is_contiguous(memory_format=torch.channels_last) == (dtype == torch.float32)
+    (y**2).sum().backward()
+    k = t["K"].detach().requires_grad_()
+    x2 = x.detach().requires_grad_()
+    (F.conv2d(x2, k, None, 1, (1, 0), 1, 4) ** 2).sum().backward()
+    tol = 1e-10 if dtype == F64 else 1e-4
+    torch.testing.assert_close(t["K"].grad, k.grad, rtol=tol, atol=tol)
+    torch.testing.assert_close(x.grad, x2.grad, rtol=tol, atol=tol)
+    assert channels_last_format(torch.zeros(1, dtype=torch.bfloat16)) == torch.channels_last
+
+
+class _Recording(MatmulStep):
+    """A matmul step that records the bias it was given."""
+
+    def __call__(self, h, tensors, bias=None):
+        self.seen = bias
+        return super().__call__(h, tensors, bias)
+
+
+def test_a_fusing_plan_hands_the_bias_to_its_last_step_only_when_there_is_one():
+    (a, b), t = factors_and_tensors()
+    w = WeightExpr.build([a, b], ("o", "i"), (1, 4, 3))
+    h = torch.randn(5, 3, 6, dtype=F64)
+    bias = torch.randn(4, dtype=F64)
+    step = _Recording("matmul", 1, 1, "m", w, (5, 1, 1, 3, 6))
+    plan = ForwardPlan("p", [step], (5, 4, 6))
+    plan(h, t, bias)
+    assert step.seen is bias
+    plan(h, t)
+    assert step.seen is None
+    lin = LinearStep(MatmulStep("matmul", 7, 8, "lin", w, (1, 5, 1, 3, 1)))
+    assert ForwardPlan("l", [lin], (5, 4)).fuses_bias
+
+
+def test_the_bias_keeps_the_output_dtype_and_goes_to_each_group():
+    (a, b), t = factors_and_tensors()
+    w = WeightExpr.build([a, b], ("o", "i"), (1, 4, 3))
+    permute = PermuteStep("copy", 0, 0, "p", (0, 1, 2), (5, 4, 6))
+    plan = ForwardPlan(
+        "p", [MatmulStep("matmul", 1, 1, "m", w, (5, 1, 1, 3, 6)), permute], (5, 4, 6)
+    )
+    t32 = {k: v.float() for k, v in t.items()}
+    y = plan(torch.randn(5, 3, 6), t32, torch.randn(4, dtype=F64))
+    assert y.dtype == torch.float32
+    # two groups of 2 output channels each: the bias (G co) reaches group g's channels
+    g = Factor("K", ("g", "o", "i"), (2, 2, 3))
+    kw = WeightExpr.build([g], g.legs, (2, 2, 3))
+    k = {"K": torch.randn(2, 2, 3, dtype=F64)}
+    grouped = MatmulStep("matmul", 1, 1, "m", kw, (5, 1, 2, 3, 6))
+    x = torch.randn(5, 6, 6, dtype=F64)
+    bias = torch.randn(4, dtype=F64)
+    ref = torch.einsum("goi,bgil->bgol", k["K"], x.reshape(5, 2, 3, 6))
+    got = ForwardPlan("g", [grouped], (5, 4, 6))(x, k, bias)
+    torch.testing.assert_close(got, ref.reshape(5, 4, 6) + bias.reshape(4, 1))
+
+
+def test_a_conv_step_with_asymmetric_padding_adds_the_bias():
+    g = ConvGeometry((3, 3), (1, 1), (0, 1, 1, 2), (1, 1), "replicate")
+    w, t = conv_weight(5, 4, 3, 3)
+    bias = torch.randn(5, dtype=F64)
+    step = ConvStep("conv", 0, 0, "c", w, (2, 4, 6, 6), g)
+    x = torch.randn(2, 4, 6, 6, dtype=F64)
+    ref = F.conv2d(F.pad(x, (1, 2, 0, 1), mode="replicate"), t["K"], bias)
+    torch.testing.assert_close(step(x, t, bias), ref)

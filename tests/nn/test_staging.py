@@ -79,17 +79,41 @@ def test_a_conv_stage_batches_the_untouched_legs():
 
 
 @pytest.mark.parametrize(
-    ("kernel", "groups", "ci", "shift"),
-    [((3, 3), 2, 1, True), ((5, 2), 2, 1, False), ((5, 3), 3, 1, False), ((3, 3), 1, 1, False),
-     ((3, 3), 2, 2, False), ((1, 9), 4, 1, True)],
+    ("kernel", "groups", "ci", "device", "channels_last"),
+    [((3, 3), 2, 1, "cpu", True), ((5, 2), 2, 1, "cpu", True), ((5, 3), 3, 1, "cpu", True),
+     ((3, 3), 1, 1, "cpu", False), ((3, 3), 2, 2, "cpu", False), ((1, 9), 4, 1, "cpu", True),
+     ((3, 3), 2, 1, "cuda", False)],
 )  # fmt: skip
-def test_depthwise_shifts_only_for_small_one_channel_groups_on_cpu(kernel, groups, ci, shift):
+def test_cpu_depthwise_convs_run_channels_last(kernel, groups, ci, device, channels_last):
     geo = ConvGeometry.from_conv_args(kernel)
     frame = PlanFrame(1, ["g", "a"], {"g": groups, "a": ci}, (9, 9))
     factor = Factor("K", ("g", "a", "kh", "kw"), (groups, ci, *kernel))
-    (conv,) = stage_step(frame, [factor], {"g"}, ["g"], ("kh", "kw"), geo, "cpu")
-    assert conv.shift == shift
-    assert conv.kind == ("depthwise" if shift else "conv" if groups == 1 else "grouped")
+    (conv,) = stage_step(frame, [factor], {"g"}, ["g"], ("kh", "kw"), geo, device)
+    assert conv.channels_last == channels_last and not conv.shift
+    assert conv.kind == ("depthwise" if channels_last else "conv" if groups == 1 else "grouped")
+    if ci == 1:  # one filter per group: a depthwise conv, whatever the layout
+        x = torch.randn(2, groups, 9, 9, dtype=F64)
+        k = torch.randn(groups, 1, *kernel, dtype=F64)
+        ref = F.conv2d(x, k, groups=groups)
+        torch.testing.assert_close(conv(x.reshape(2, groups, 1, 81), {"K": k}), ref)
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_a_matmul_feeding_a_channels_last_conv_writes_channels_last(device):
+    legs = ("out", "in", "kh", "kw")
+    s = get_format("cp").structure_for((6, 5, 3, 3), (4,), legs=legs)
+    geo = ConvGeometry.from_conv_args((3, 3), padding=1)
+    stages = [("channels", ["A1"]), ("h", ["A2"]), ("w", ["A3"]), ("channels", ["A0"])]
+    plan = build_staged("sep", stages, s, geo, (2, 5, 7, 6), device, 10**9)
+    matmuls = [step for step in plan.steps if isinstance(step, MatmulStep)]
+    assert [m.channels_last for m in matmuls] == [device == "cpu", False]
+    tensors = {f.name: torch.randn(f.shape, dtype=F64) for f in s.factors}
+    x = torch.randn(2, 5, 7, 6, dtype=F64)
+    y = plan(x, tensors)
+    a0, a1, a2, a3 = (tensors[n] for n in ("A0", "A1", "A2", "A3"))
+    kernel = torch.einsum("or,ir,hr,wr->oihw", a0, a1, a2, a3)
+    assert y.is_contiguous()
+    torch.testing.assert_close(y, F.conv2d(x, kernel, padding=1), rtol=1e-10, atol=1e-10)
 
 
 def test_a_stage_keeps_a_leg_a_later_stage_needs_as_a_group():
@@ -121,9 +145,9 @@ def test_a_stage_that_does_not_touch_the_activation_is_none():
 
 
 @pytest.mark.parametrize(
-    ("device", "kind", "shift"), [("cpu", "depthwise", True), ("cuda", "grouped", False)]
+    ("device", "kind", "layout"), [("cpu", "depthwise", True), ("cuda", "grouped", False)]
 )
-def test_cp_staged_plan_counts(device, kind, shift):
+def test_cp_staged_plan_counts(device, kind, layout):
     s = get_format("cp").structure_for((8, 6, 3, 3), 3, legs=LEGS)
     stages = [("channels", ["A1"]), ("hw", ["A2", "A3"]), ("channels", ["A0"])]
     plan = build_staged("mine", stages, s, PAD1, (2, 6, 5, 5), device, 10**9)
@@ -131,7 +155,8 @@ def test_cp_staged_plan_counts(device, kind, shift):
     assert (first.label, first.flops, first.elements) == ("1x1 6->3", 2 * 2 * 3 * 6 * 25, 450)
     weight = WeightExpr.build([s.factors[2], s.factors[3]], ("r", "kh", "kw"), (3, 1, 3, 3))
     assert isinstance(conv, ConvStep) and conv.label == "3x3 conv 3->3 (groups 3)"
-    assert (conv.kind, conv.shift, conv.groups) == (kind, shift, 3)
+    assert (conv.kind, conv.channels_last, conv.groups) == (kind, layout, 3) and not conv.shift
+    assert (first.channels_last, last.channels_last) == (layout, False)
     assert conv.flops == 2 * 2 * 3 * 9 * 25 + weight.flops and weight.flops > 0
     assert conv.elements == 2 * 3 * (25 + 25) and conv.view == (2, 3, 5, 5)
     assert (last.label, last.flops, last.elements) == ("1x1 3->8", 2 * 2 * 8 * 3 * 25, 550)
@@ -309,3 +334,25 @@ def test_a_kernel_of_unconnected_factors_is_one_spatial_part():
     t = tensors_for(s, 5)
     x = torch.randn(1, 2, 4, 4, dtype=F64)
     torch.testing.assert_close(plan(x, t), F.conv2d(x, s.contract(t), padding=1))
+
+
+def test_only_a_plain_matmul_before_a_channels_last_conv_writes_channels_last():
+    from tensornet.nn.staging import _channels_last_inputs
+
+    w = WeightExpr.build([Factor("X", ("c", "a"), (3, 2))], ("c", "a"), (1, 3, 2))
+    k = WeightExpr.build([Factor("K", ("c", "h", "w"), (3, 3, 3))], ("c", "h", "w"), (3, 1, 3, 3))
+    geo = ConvGeometry.from_conv_args((3, 3), padding=1)
+    for view, wanted in (
+        ((2, 1, 1, 2, 25), True),
+        ((2, 3, 1, 2, 25), False),
+        ((2, 1, 2, 1, 25), False),
+    ):
+        for layout in (True, False):
+            matmul = MatmulStep("matmul", 0, 0, "m", w, view)
+            conv = ConvStep("depthwise", 0, 0, "c", k, (2, 3, 5, 5), geo, 3, channels_last=layout)
+            _channels_last_inputs([matmul, conv])
+            assert matmul.channels_last == (wanted and layout)
+    conv = ConvStep("depthwise", 0, 0, "c", k, (2, 3, 5, 5), geo, 3, channels_last=True)
+    first = ConvStep("conv", 0, 0, "c", k, (2, 3, 5, 5), geo)
+    _channels_last_inputs([first, conv])  # a conv before it: nothing to set
+    assert not first.channels_last
