@@ -119,7 +119,8 @@ def compress(
         One format for all layers; a mapping whose keys are ``"conv"``, ``"linear"`` or layer
         patterns (first match wins; unmatched layers stay dense; a pattern matching no layer
         raises); or ``(name, module) -> format | None``. ``"auto"`` (default; also as a value
-        or an answer) is :func:`~tensornet.nn.defaults.default_format` (``"svd"``).
+        or an answer) is :func:`~tensornet.nn.defaults.default_format` (``"svd"``; a
+        depthwise conv stays dense).
     layers : pattern, names, predicate or None
         Which layers (see :func:`~tensornet.nn.select.select_layers`).
     trunc, fraction, ranks, allocation

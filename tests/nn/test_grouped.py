@@ -1,0 +1,371 @@
+"""Grouped and depthwise TNConv2d: exact at full rank, every plan agrees, save/load, export."""
+
+import json
+import os
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from tensornet.formats import get_format
+from tensornet.nn import (
+    TNConv2d,
+    compress,
+    default_format,
+    describe,
+    load,
+    save,
+    select_layers,
+    to_standard,
+)
+from tensornet.nn.functional import candidates, families, plan_names
+from tensornet.nn.geometry import ConvGeometry
+from tensornet.nn.grouped_plans import GROUP, GROUPED_KIND, block_structure, grouped_kind
+from tensornet.nn.measure import dense_seconds
+from tensornet.nn.select import unsupported_reason
+from tensornet.weights import CONV2D_LEGS as KERNEL_LEGS
+
+F64 = torch.float64
+TOL = dict(atol=1e-8, rtol=1e-8)
+FULL = 10**4  # ranks clamped to their useful maximum: exact
+
+
+def _geometries(count, seed=0):
+    """A seeded random grid of grouped conv geometries (channels, groups, kernel, stride...)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(count):
+        groups = (2, 4, "depthwise")[i % 3]
+        if groups == "depthwise":
+            cin = rng.choice((3, 4, 6))
+            groups, cout = cin, cin * rng.choice((1, 1, 2))
+        else:
+            cin, cout = groups * rng.choice((1, 2, 3)), groups * rng.choice((1, 2))
+        kernel = rng.choice(((3, 3), (1, 3), (2, 3), (3, 1), (1, 1)))
+        stride = rng.choice((1, 2, (2, 1)))
+        dilation = rng.choice((1, 1, 2, (1, 2)))
+        padding = rng.choice((0, 1, (1, 0), (2, 1)) + (("same", "valid") if stride == 1 else ()))
+        mode = rng.choice(("zeros", "zeros", "reflect", "replicate", "circular"))
+        if mode != "zeros" and isinstance(padding, str):
+            padding = 1
+        out.append((cin, cout, groups, kernel, stride, padding, dilation, mode))
+    return out
+
+
+def _conv(cin, cout, groups, kernel, stride, padding, dilation, mode, bias=True, seed=0):
+    torch.manual_seed(seed)
+    return nn.Conv2d(cin, cout, kernel, stride, padding, dilation, groups, bias, mode, dtype=F64)
+
+
+def _input(conv, seed=1, batch=2, size=(7, 6)):
+    torch.manual_seed(seed)
+    return torch.randn(batch, conv.in_channels, *size, dtype=F64)
+
+
+def _every_plan(layer, x):
+    """Each candidate plan's output (with the bias) for ``x``."""
+    out = {}
+    for plan in layer._candidates(tuple(x.shape), "cpu"):
+        y = plan(x, layer.factors)
+        out[plan.name] = y + layer.bias.reshape(1, -1, 1, 1) if layer.bias is not None else y
+    return out
+
+
+@pytest.mark.parametrize("case", _geometries(18))
+@pytest.mark.parametrize("fmt", ["svd", "tucker2", "tt"])
+def test_full_rank_reproduces_the_grouped_conv_with_every_plan(case, fmt):
+    conv = _conv(*case)
+    x = _input(conv)
+    layer = TNConv2d.from_conv(conv, fmt, ranks=FULL)
+    assert layer.groups == conv.groups and layer.kind == GROUPED_KIND
+    ref = conv(x)
+    torch.testing.assert_close(layer(x), ref, **TOL)
+    outs = _every_plan(layer, x)
+    assert {"dense"} < set(outs) and any(n.startswith("staged") for n in outs)
+    assert any(n.startswith("patches") for n in outs)
+    for name, y in outs.items():
+        torch.testing.assert_close(y, ref, **TOL, msg=name)
+
+
+@pytest.mark.parametrize("fmt", ["tucker", "ht", "tr", "ttmatrix", "grouped"])
+def test_other_formats_are_exact_at_full_rank_too(fmt):
+    conv = _conv(8, 8, 2, (3, 3), 1, 1, 1, "zeros")
+    opts = {"channel_groups": 2} if fmt == "grouped" else {}
+    layer = TNConv2d.from_conv(conv, fmt, ranks=FULL, **opts)
+    x = _input(conv)
+    for name, y in _every_plan(layer, x).items():
+        torch.testing.assert_close(y, conv(x), **TOL, msg=name)
+
+
+@pytest.mark.parametrize("case", _geometries(9, seed=3))
+@pytest.mark.parametrize("fmt", ["cp", "tucker2", "tt"])
+def test_every_candidate_agrees_at_low_rank(case, fmt):
+    """At low rank the factors are not exact: every plan equals the rebuilt kernel's conv."""
+    conv = _conv(*case)
+    layer = TNConv2d.from_conv(conv, fmt, ranks=2)
+    x = _input(conv)
+    g = layer.geometry
+    ref = F.conv2d(g.pad(x), layer.weight, layer.bias, g.stride, 0, g.dilation, conv.groups)
+    outs = _every_plan(layer, x)
+    assert len(outs) >= 2
+    for name, y in outs.items():
+        torch.testing.assert_close(y, ref, **TOL, msg=name)
+
+
+def test_a_layer_built_from_scratch_holds_the_grouped_kernel():
+    layer = TNConv2d(8, 12, 3, padding=1, groups=4, format="tucker2", ranks=(2, 2), dtype=F64)
+    assert layer.structure.shape == (12, 2, 3, 3) and layer.weight.shape == (12, 2, 3, 3)
+    x = torch.randn(3, 8, 5, 5, dtype=F64)
+    ref = F.conv2d(x, layer.weight, layer.bias, padding=1, groups=4)
+    torch.testing.assert_close(layer(x), ref, **TOL)
+    torch.testing.assert_close(layer(x[0]), ref[0], **TOL)  # unbatched
+    empty = layer(x[:0])
+    assert empty.shape == (0, 12, 5, 5)
+    assert "groups=4" in repr(layer)
+    fan_in = 2 * 9  # in / groups * kh * kw, as nn.Conv2d
+    bound = 1 / fan_in**0.5
+    assert float(layer.bias.detach().abs().max()) <= bound
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(groups=3), "in_channels=8 is not divisible by groups=3"),
+        (dict(groups=4, out=6), "out_channels=6 is not divisible by groups=4"),
+        (dict(groups=0), "groups must be a positive int, got 0"),
+        (dict(groups=2.0), "groups must be a positive int"),
+    ],
+)
+def test_bad_groups_are_refused(kwargs, match):
+    out = kwargs.pop("out", 8)
+    with pytest.raises(ValueError, match=match):
+        TNConv2d(8, out, 3, format="svd", ranks=2, **kwargs)
+
+
+def test_numpy_groups_become_a_python_int():
+    np = pytest.importorskip("numpy")
+    layer = TNConv2d(4, 4, 3, groups=np.int64(2), format="svd", ranks=2)
+    assert type(layer.groups) is int and layer.geometry.groups == 2
+
+
+@pytest.mark.parametrize("plan", ["dense", "staged", "separable", "patches"])
+def test_gradcheck_on_a_tiny_grouped_layer(plan):
+    fmt = "cp" if plan == "separable" else "tucker2"
+    layer = TNConv2d(4, 4, 3, padding=1, groups=2, format=fmt, ranks=2, plan=plan, dtype=F64)
+    x = torch.randn(1, 4, 4, 4, dtype=F64, requires_grad=True)
+    params = tuple(layer.factors.values())
+
+    def run(x, *tensors):
+        for p, t in zip(params, tensors):
+            p.data = t.detach()
+        return layer._plan_for(x)(x, dict(zip(layer.factors, tensors)))
+
+    assert layer._plan_for(x).family == plan
+    assert torch.autograd.gradcheck(run, (x, *(p.detach().requires_grad_() for p in params)))
+
+
+def test_depthwise_plans_and_their_step_kinds():
+    conv = _conv(6, 6, 6, (3, 3), 1, 1, 1, "zeros")
+    layer = TNConv2d.from_conv(conv, "svd", ranks=FULL)
+    info = layer.plan_info((2, 6, 8, 8))
+    steps = {r["name"]: r["steps"] for r in info.rows}
+    assert steps["dense"] == "3x3 conv 6->6 (groups 6)"
+    dense = next(p for p in layer._candidates((2, 6, 8, 8), "cpu") if p.name == "dense")
+    assert [s.kind for s in dense.steps] == ["depthwise"] and dense.steps[0].shift
+    cuda = next(p for p in layer._candidates((2, 6, 8, 8), "cuda") if p.name == "dense")
+    assert [s.kind for s in cuda.steps] == ["grouped"] and not cuda.steps[0].shift
+    x = _input(conv)
+    for name, y in _every_plan(layer, x).items():
+        torch.testing.assert_close(y, conv(x), **TOL, msg=name)
+
+
+def test_block_structure_splits_the_output_leg_by_group():
+    s = get_format("tucker2").structure_for((8, 3, 3, 3), (4, 3), legs=KERNEL_LEGS)
+    block, views = block_structure(s, 2)
+    assert block.shape == (8, 6, 3, 3) and views == {"U_out": (2, 4, 4)}
+    assert block.modes[0] == (GROUP, "out") and block.modes[1] == (GROUP, "in")
+    assert dict((f.name, f.legs) for f in block.factors)["U_out"] == (GROUP, "out", "r_out")
+    assert block_structure(s, 3) is None  # 8 outputs do not split in 3 groups
+
+
+def test_a_tensorized_output_leg_that_does_not_split_keeps_the_dense_plan():
+    conv = _conv(16, 16, 4, (3, 3), 1, 1, 1, "zeros")
+    layer = TNConv2d.from_conv(conv, "ttmatrix", ranks=FULL, out_dims=(2, 8), in_dims=(2, 2))
+    x = _input(conv)
+    outs = _every_plan(layer, x)
+    assert list(outs) == ["dense"]
+    torch.testing.assert_close(outs["dense"], conv(x), **TOL)
+
+
+def test_the_grouped_kind_is_registered_with_the_conv_families():
+    assert grouped_kind(1) == "conv" and grouped_kind(3) == GROUPED_KIND
+    assert families(GROUPED_KIND) == ("dense", "staged", "separable", "patches")
+    s = get_format("cp").structure_for((4, 2, 3, 3), (2,), legs=KERNEL_LEGS)
+    names = plan_names(GROUPED_KIND, s)
+    assert names == plan_names("conv", s)
+    geo = ConvGeometry.from_conv_args((3, 3), padding=1, groups=2)
+    with pytest.raises(ValueError, match="input channels 3 and kernel"):
+        candidates(GROUPED_KIND, s, geo, (1, 3, 5, 5))
+
+
+def test_dense_seconds_prices_a_grouped_conv_as_its_grouped_plan():
+    from tensornet.nn.alloc_layer import layer_seconds
+
+    for conv in (nn.Conv2d(8, 8, 3, groups=8), nn.Conv2d(8, 16, 3, groups=2)):
+        shape = (4, 8, 10, 10)
+        assert dense_seconds(conv, shape) == pytest.approx(layer_seconds(conv, shape))
+
+
+# -- conversions ---------------------------------------------------------------------------------
+def test_to_conv_gives_a_grouped_conv_with_the_same_outputs():
+    conv = _conv(6, 12, 3, (3, 2), 2, 1, (1, 2), "reflect")
+    layer = TNConv2d.from_conv(conv, "tt", fraction=0.5)
+    back = layer.to_conv()
+    assert back.groups == 3 and back.weight.shape == conv.weight.shape
+    x = _input(conv)
+    torch.testing.assert_close(back(x), layer(x), **TOL)
+
+
+@pytest.mark.parametrize("fmt, ranks", [("tucker2", (4, 2)), ("svd", (3,)), ("cp", (3,))])
+def test_to_standard_gives_plain_modules_with_the_same_outputs(fmt, ranks):
+    conv = _conv(8, 8, 2, (3, 3), 1, 1, 1, "zeros")
+    net = nn.Sequential(TNConv2d.from_conv(conv, fmt, ranks=ranks))
+    x = _input(conv)
+    for plan in ("dense", "staged"):
+        net[0].plan = plan
+        plain = to_standard(net, tuple(x.shape), fallback="chain", measure=False)
+        assert not any(isinstance(m, TNConv2d) for m in plain.modules())
+        torch.testing.assert_close(plain(x), net(x), **TOL)
+
+
+def test_to_standard_of_the_dense_plan_is_a_grouped_conv():
+    conv = _conv(8, 8, 2, (3, 3), 1, 1, 1, "zeros")
+    net = nn.Sequential(TNConv2d.from_conv(conv, "svd", ranks=FULL, plan="dense"))
+    assert net[0].num_params > conv.weight.numel() + 8  # so the dense kernel may be written
+    x = _input(conv)
+    plain = to_standard(net, tuple(x.shape), measure=False)
+    assert [(type(m), m.groups) for m in plain[0]] == [(nn.Conv2d, 2)]
+    torch.testing.assert_close(plain(x), conv(x), **TOL)
+
+
+def _old_record(src, dst):
+    """The file as written before records held groups (every layer groups=1 then)."""
+    with safe_open(os.fspath(src), framework="pt") as f:
+        meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    data = json.loads(meta["tensornet"])
+    for rec in data["layers"].values():
+        rec.pop("groups", None)
+    meta["tensornet"] = json.dumps(data)
+    save_file(tensors, os.fspath(dst), metadata=meta)
+    return dst
+
+
+def _block(dtype=F64):
+    """A MobileNet-style block: pointwise, depthwise, grouped 3x3, pointwise."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(4, 8, 1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=4),
+        nn.Conv2d(8, 6, 1),
+    ).to(dtype)
+
+
+def test_save_and_load_record_the_groups(tmp_path):
+    net = _block()
+    net[2] = TNConv2d.from_conv(net[2], "svd", ranks=2)
+    net[4] = TNConv2d.from_conv(net[4], "tucker2", ranks=(4, 2), plan="staged")
+    records = describe(net)
+    assert records["2"]["groups"] == 8 and records["4"]["groups"] == 4
+    path = tmp_path / "net.safetensors"
+    save(net, path)
+    fresh = _block()
+    load(fresh, path)
+    assert isinstance(fresh[4], TNConv2d) and fresh[4].groups == 4 and fresh[4].plan == "staged"
+    x = torch.randn(2, 4, 6, 6, dtype=F64)
+    torch.testing.assert_close(fresh(x), net(x), **TOL)
+    with pytest.raises(ValueError, match="field 'groups' is 1 but the model's Conv2d has 8"):
+        load(_block(), _old_record(path, tmp_path / "old.safetensors"))
+
+
+def test_an_old_record_without_groups_loads_as_groups_one(tmp_path):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3))
+    net[0] = TNConv2d.from_conv(net[0], "tt", ranks=(2, 2, 2))
+    save(net, tmp_path / "new.safetensors")
+    old = _old_record(tmp_path / "new.safetensors", tmp_path / "old.safetensors")
+    fresh = nn.Sequential(nn.Conv2d(3, 4, 3))
+    load(fresh, old)
+    assert fresh[0].groups == 1
+    x = torch.randn(1, 3, 5, 5)
+    torch.testing.assert_close(fresh(x), net(x))
+
+
+@pytest.mark.parametrize("bad", [0, "2", 2.0, True])
+def test_a_bad_groups_field_is_refused(tmp_path, bad):
+    net = _block()
+    net[4] = TNConv2d.from_conv(net[4], "svd", ranks=2)
+    path = tmp_path / "net.safetensors"
+    save(net, path)
+    with safe_open(os.fspath(path), framework="pt") as f:
+        meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    data = json.loads(meta["tensornet"])
+    data["layers"]["4"]["groups"] = bad
+    meta["tensornet"] = json.dumps(data)
+    save_file(tensors, os.fspath(tmp_path / "bad.safetensors"), metadata=meta)
+    with pytest.raises(ValueError, match="field 'groups' must be a positive int"):
+        load(_block(), tmp_path / "bad.safetensors")
+
+
+# -- compress, select, allocate --------------------------------------------------------------------
+def test_grouped_and_depthwise_convs_are_supported():
+    assert unsupported_reason(nn.Conv2d(4, 4, 3, groups=2)) is None
+    assert unsupported_reason(nn.Conv2d(4, 4, 3, groups=4)) is None
+    assert select_layers(_block()) == ["0", "2", "4", "5"]
+
+
+def test_compress_a_mobilenet_block_is_exact_at_full_rank():
+    net = _block()
+    x = torch.randn(2, 4, 9, 9, dtype=F64)
+    for fmt in ("tucker2", "svd", "tt"):
+        small, report = compress(net, fmt, ranks=FULL, skip=(), example_input=x)
+        assert [r.name for r in report.layers] == ["0", "2", "4", "5"]
+        assert small[2].groups == 8 and small[4].groups == 4
+        torch.testing.assert_close(small(x), net(x), **TOL)
+        assert all(r.flops_before > 0 and r.seconds_after > 0 for r in report.layers)
+
+
+def test_compress_by_default_keeps_depthwise_convs_dense():
+    net = _block()
+    assert default_format(net[2]) is None and default_format(net[4]) == ("svd", {})
+    assert default_format(nn.Conv2d(4, 8, 3, groups=4)) == ("svd", {})  # two outputs a group
+    small, report = compress(net, fraction=0.5, skip=())
+    assert [r.name for r in report.layers] == ["0", "4", "5"]
+    assert type(small[2]) is nn.Conv2d and isinstance(small[4], TNConv2d)
+    x = torch.randn(2, 4, 9, 9, dtype=F64)
+    torch.testing.assert_close(small[2](x[:, :1].repeat(1, 8, 1, 1)),
+                               net[2](x[:, :1].repeat(1, 8, 1, 1)))  # fmt: skip
+    small, report = compress(net, "svd", fraction=0.5, skip=())  # named: compressed
+    assert [r.name for r in report.layers] == ["0", "2", "4", "5"]
+
+
+def test_allocate_and_compress_accept_grouped_convs():
+    from tensornet.nn import allocate
+
+    net = _block(torch.float32)
+    x = torch.randn(2, 4, 9, 9)
+    for method in ("uniform", "alds"):
+        alloc = allocate(net, 0.7, method, skip=(), example_input=x)
+        assert set(alloc.layers) == {"0", "2", "4", "5"}
+        small, report = compress(net, allocation=alloc)
+        assert sum(p.numel() for p in small.parameters()) == alloc.total_params
+        for name, choice in alloc.layers.items():
+            if choice.format != "dense":
+                assert small.get_submodule(name).groups == net.get_submodule(name).groups
+        assert small(x).shape == net(x).shape
