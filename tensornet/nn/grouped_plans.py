@@ -163,7 +163,7 @@ def _check(structure: Structure, geometry: ConvGeometry, input_shape: tuple) -> 
 
 # -- the families ----------------------------------------------------------------------------
 def _dense_name(structure: Structure) -> tuple[str, ...]:
-    return ("dense",) if _spatial(structure) else ()
+    return ("dense", "dense[conv]") if _spatial(structure) else ()
 
 
 def _placement_names(pick: str, structure: Structure) -> tuple[str, ...]:
@@ -175,7 +175,13 @@ def _placement_names(pick: str, structure: Structure) -> tuple[str, ...]:
 
 @register_forward(GROUPED_KIND, "dense", names=_dense_name)
 def _dense(structure, geometry, input_shape, device_type) -> list[ForwardPlan]:
-    """Rebuild the kernel, then one grouped conv."""
+    """Rebuild the kernel, then one grouped conv.
+
+    A depthwise conv (one input and one output channel per group) with a small kernel runs as
+    shifted multiply-adds on CPUs (``dense``, priced as ``depthwise``, as :mod:`.staging` runs
+    its depthwise steps); ``dense[conv]`` is the same conv by ``F.conv2d``, which some CPU
+    builds run faster (``plan="measure"`` finds out).
+    """
     spatial = _spatial(structure)
     if spatial is None:
         return []
@@ -187,13 +193,19 @@ def _dense(structure, geometry, input_shape, device_type) -> list[ForwardPlan]:
     out_rows, out_cols = geometry.output_size(rows, cols)
     flops = 2 * batch * out * ci * kh * kw * out_rows * out_cols
     sizes = (batch * channels * rows * cols, batch * out * out_rows * out_cols)
-    shift = device_type == "cpu" and ci == 1 and out == g and kh * kw <= 9
-    kind = "depthwise" if shift else "grouped"
+    shifts = [device_type == "cpu" and ci == 1 and out == g and kh * kw <= 9]
+    shifts += [False] if shifts[0] else []
     label = f"{kh}x{kw} conv {channels}->{out} (groups {g})"
     view = (batch, channels, rows, cols)
-    step = ConvStep(kind, flops + weight.flops, sum(sizes), label, weight, view, geometry, g, shift)
-    out_shape = (batch, out, out_rows, out_cols)
-    return [ForwardPlan("dense", [step], out_shape, peak_elements=max(sizes))]
+    plans = []
+    for shift, name in zip(shifts, ("dense", "dense[conv]")):
+        kind = "depthwise" if shift else "grouped"
+        step = ConvStep(
+            kind, flops + weight.flops, sum(sizes), label, weight, view, geometry, g, shift
+        )
+        out_shape = (batch, out, out_rows, out_cols)
+        plans.append(ForwardPlan(name, [step], out_shape, peak_elements=max(sizes)))
+    return plans
 
 
 def _placement_plans(pick: str, structure, geometry, input_shape, device_type):

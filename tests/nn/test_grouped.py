@@ -176,8 +176,11 @@ def test_depthwise_plans_and_their_step_kinds():
     assert steps["dense"] == "3x3 conv 6->6 (groups 6)"
     dense = next(p for p in layer._candidates((2, 6, 8, 8), "cpu") if p.name == "dense")
     assert [s.kind for s in dense.steps] == ["depthwise"] and dense.steps[0].shift
-    cuda = next(p for p in layer._candidates((2, 6, 8, 8), "cuda") if p.name == "dense")
-    assert [s.kind for s in cuda.steps] == ["grouped"] and not cuda.steps[0].shift
+    conv_plan = next(p for p in layer._candidates((2, 6, 8, 8), "cpu") if p.name == "dense[conv]")
+    assert [s.kind for s in conv_plan.steps] == ["grouped"] and not conv_plan.steps[0].shift
+    cuda = [p for p in layer._candidates((2, 6, 8, 8), "cuda") if p.family == "dense"]
+    assert [p.name for p in cuda] == ["dense"] and not cuda[0].steps[0].shift
+    assert cuda[0].steps[0].kind == "grouped"
     x = _input(conv)
     for name, y in _every_plan(layer, x).items():
         torch.testing.assert_close(y, conv(x), **TOL, msg=name)
@@ -206,7 +209,7 @@ def test_the_grouped_kind_is_registered_with_the_conv_families():
     assert families(GROUPED_KIND) == ("dense", "staged", "separable", "patches")
     s = get_format("cp").structure_for((4, 2, 3, 3), (2,), legs=KERNEL_LEGS)
     names = plan_names(GROUPED_KIND, s)
-    assert names == plan_names("conv", s)
+    assert names == {**plan_names("conv", s), "dense": ("dense", "dense[conv]")}
     geo = ConvGeometry.from_conv_args((3, 3), padding=1, groups=2)
     with pytest.raises(ValueError, match="input channels 3 and kernel"):
         candidates(GROUPED_KIND, s, geo, (1, 3, 5, 5))
@@ -369,3 +372,27 @@ def test_allocate_and_compress_accept_grouped_convs():
             if choice.format != "dense":
                 assert small.get_submodule(name).groups == net.get_submodule(name).groups
         assert small(x).shape == net(x).shape
+
+
+@pytest.mark.parametrize("plan", ["staged[in=U_in conv=core out=U_out]", "patches", "dense"])
+def test_grouped_plans_compile_and_export_with_free_batch(plan):
+    torch.manual_seed(3)
+    layer = TNConv2d(8, 6, 3, padding=1, groups=2, format="tucker2", ranks=(2, 2), plan=plan)
+    compiled = torch.compile(layer, backend="eager", fullgraph=True)
+    x3, x5 = torch.randn(3, 8, 6, 6), torch.randn(5, 8, 6, 6)
+    ref3, ref5 = layer(x3), layer(x5)
+    assert {p.name for p in layer._plans.values()} == {plan}
+    torch.testing.assert_close(compiled(x3), ref3)
+    torch.testing.assert_close(compiled(x5), ref5)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    run = torch.export.export(layer, (x3,), dynamic_shapes={"x": {0: batch}}).module()
+    torch.testing.assert_close(run(x5), ref5)
+
+
+def test_a_depthwise_layer_runs_either_dense_plan():
+    conv = _conv(6, 6, 6, (3, 3), 1, 1, 1, "zeros")
+    x = _input(conv)
+    for plan in ("dense", "dense[conv]"):
+        layer = TNConv2d.from_conv(conv, "svd", ranks=FULL, plan=plan)
+        torch.testing.assert_close(layer(x), conv(x), **TOL)
+        assert [p.name for p in layer._plans.values()] == [plan]
