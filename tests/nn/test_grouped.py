@@ -27,6 +27,7 @@ from tensornet.nn.geometry import ConvGeometry
 from tensornet.nn.grouped_plans import GROUP, GROUPED_KIND, block_structure, grouped_kind
 from tensornet.nn.measure import dense_seconds
 from tensornet.nn.select import unsupported_reason
+from tensornet.nn.truncate import truncate_kernel
 from tensornet.weights import CONV2D_LEGS as KERNEL_LEGS
 
 F64 = torch.float64
@@ -358,20 +359,44 @@ def test_compress_by_default_keeps_depthwise_convs_dense():
     assert [r.name for r in report.layers] == ["0", "2", "4", "5"]
 
 
-def test_allocate_and_compress_accept_grouped_convs():
+def test_truncate_a_grouped_layer_keeps_its_groups():
+    conv = _conv(8, 8, 2, (3, 3), 1, 1, 1, "zeros")
+    layer = TNConv2d.from_conv(conv, "tt", ranks=FULL)
+    small, result = truncate_kernel(layer, [("out",)], 2)
+    assert small.groups == 2 and small.ranks[-1] == 2 and result.ranks == (2,)
+    x = _input(conv)
+    ref = F.conv2d(x, small.weight, small.bias, padding=1, groups=2)
+    torch.testing.assert_close(small(x), ref, **TOL)
+    dense, _ = truncate_kernel(conv, [("out",)], 2)
+    assert type(dense) is nn.Conv2d and dense.groups == 2
+    torch.testing.assert_close(dense.weight, small.weight, **TOL)
+
+
+@pytest.mark.parametrize(
+    ("method", "measure"),
+    [("uniform", "params"), ("alds", "params"), ("uniform", "flops"), ("uniform", "time")],
+)
+def test_allocate_and_compress_accept_grouped_convs(method, measure):
     from tensornet.nn import allocate
 
     net = _block(torch.float32)
     x = torch.randn(2, 4, 9, 9)
-    for method in ("uniform", "alds"):
-        alloc = allocate(net, 0.7, method, skip=(), example_input=x)
-        assert set(alloc.layers) == {"0", "2", "4", "5"}
-        small, report = compress(net, allocation=alloc)
-        assert sum(p.numel() for p in small.parameters()) == alloc.total_params
-        for name, choice in alloc.layers.items():
-            if choice.format != "dense":
-                assert small.get_submodule(name).groups == net.get_submodule(name).groups
-        assert small(x).shape == net(x).shape
+    budget = 0.7 if measure == "params" else 0.95  # the depthwise conv saves no FLOPs
+    alloc = allocate(net, budget, method, measure=measure, skip=(), example_input=x)
+    assert set(alloc.layers) == {"0", "2", "4", "5"}
+    assert alloc.layers["4"].dense_params == 8 * 2 * 9  # (out, in / groups, kh, kw)
+    small, report = compress(net, allocation=alloc)
+    assert sum(p.numel() for p in small.parameters()) == alloc.total_params
+    compressed = [i for i, m in enumerate(small) if isinstance(m, TNConv2d)]
+    assert compressed and (measure != "params" or {2, 4} & set(compressed))
+    h = x.double()
+    for dense, layer in zip(net.double(), small.double()):
+        if isinstance(layer, TNConv2d):  # each layer is its own rebuilt kernel's conv
+            g = layer.geometry
+            ref = F.conv2d(g.pad(h), layer.weight, layer.bias, g.stride, 0, g.dilation, g.groups)
+            assert layer.groups == dense.groups
+            torch.testing.assert_close(layer(h), ref, **TOL)
+        h = dense(h)
 
 
 @pytest.mark.parametrize("plan", ["staged[in=U_in conv=core out=U_out]", "patches", "dense"])
