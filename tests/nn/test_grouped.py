@@ -17,6 +17,7 @@ from tensornet.nn import (
     compress,
     default_format,
     describe,
+    grouped_plans,
     load,
     save,
     select_layers,
@@ -421,3 +422,133 @@ def test_a_depthwise_layer_runs_either_dense_plan():
         layer = TNConv2d.from_conv(conv, "svd", ranks=FULL, plan=plan)
         torch.testing.assert_close(layer(x), conv(x), **TOL)
         assert [p.name for p in layer._plans.values()] == [plan]
+
+
+# -- the plans counted by hand -------------------------------------------------------------------
+def _cp(shape=(8, 3, 3, 3), rank=3):
+    return get_format("cp").structure_for(shape, rank, legs=KERNEL_LEGS)
+
+
+def test_the_dense_plan_counts():
+    s = _cp()
+    geo = ConvGeometry.from_conv_args((3, 3), stride=2, padding=1, groups=2)
+    (plan,) = [p for p in candidates(GROUPED_KIND, s, geo, (2, 6, 7, 7)) if p.family == "dense"]
+    (step,) = plan.steps
+    weight_flops = step.weight.flops
+    assert weight_flops > 0  # four CP factors contracted into the kernel
+    assert step.flops == 2 * 2 * 8 * 3 * 9 * 16 + weight_flops
+    assert step.elements == 2 * 6 * 49 + 2 * 8 * 16 and step.images == 2
+    assert (step.kind, step.groups, step.shift, step.view) == ("grouped", 2, False, (2, 6, 7, 7))
+    assert step.label == "3x3 conv 6->8 (groups 2)" and step.weight.shape == (8, 3, 3, 3)
+    assert plan.peak_elements == 2 * 6 * 49 and plan.output_shape == (2, 8, 4, 4)
+    same = ConvGeometry.from_conv_args((3, 3), padding=1, groups=2)
+    wide = [p for p in candidates(GROUPED_KIND, s, same, (1, 6, 3, 3)) if p.family == "dense"]
+    assert wide[0].peak_elements == 8 * 9  # the output is the larger side
+    t = {f.name: torch.randn(f.shape, dtype=F64) for f in s.factors}
+    x = torch.randn(2, 6, 7, 7, dtype=F64)
+    ref = F.conv2d(x, s.contract(t), stride=2, padding=1, groups=2)
+    torch.testing.assert_close(plan(x, t), ref, **TOL)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "out", "device", "shifted"),
+    [((3, 3), 6, "cpu", True), ((1, 9), 6, "cpu", True), ((2, 5), 6, "cpu", False),
+     ((3, 3), 12, "cpu", False), ((3, 3), 6, "cuda", False)],
+)  # fmt: skip
+def test_which_dense_plans_shift(kernel, out, device, shifted):
+    s = get_format("svd").structure_for((out, 1, *kernel), 2, legs=KERNEL_LEGS)
+    geo = ConvGeometry.from_conv_args(kernel, groups=6)
+    plans = [
+        p for p in candidates(GROUPED_KIND, s, geo, (1, 6, 9, 9), device) if p.family == "dense"
+    ]
+    assert [p.name for p in plans] == (["dense", "dense[conv]"] if shifted else ["dense"])
+    assert [p.steps[0].shift for p in plans] == ([True, False] if shifted else [False])
+    assert [p.steps[0].kind for p in plans] == (
+        ["depthwise", "grouped"] if shifted else ["grouped"]
+    )
+
+
+def test_the_patches_plan_counts():
+    from tensornet.core.einsum import plan_einsum
+
+    s = _cp()
+    geo = ConvGeometry.from_conv_args((3, 3), stride=2, padding=1, groups=2)
+    (plan,) = [p for p in candidates(GROUPED_KIND, s, geo, (2, 6, 7, 7)) if p.family == "patches"]
+    unfold, ein = plan.steps
+    positions = 16
+    assert (unfold.kind, unfold.flops, unfold.label) == ("unfold", 0, "unfold 3x3")
+    assert unfold.elements == 2 * 6 * (49 + 9 * positions) and unfold.view == (2, 6, 7, 7)
+    assert unfold.geometry.groups == 1 and unfold.geometry.padding == geo.padding
+    limit = (9 + 1) * max(2 * 6 * 49, 2 * 8 * positions)
+    patch_shape = (2, 2, 3, 3, 3, positions)
+    block, views = block_structure(s, 2)
+    inputs = [("__batch", GROUP, "in", "kh", "kw", "__patches")] + [f.legs for f in block.factors]
+    shapes = [patch_shape] + [f.shape for f in block.factors]
+    output = ("__batch", GROUP, "out", "__patches")
+    ref, _ = plan_einsum(inputs, shapes, output, memory_limit=limit)
+    assert (ein.kind, ein.flops, ein.label) == ("einsum", ref.flops, "einsum(patches, factors)")
+    assert ein.elements == 2 * (6 * 9 + 8) * positions and ein.view == patch_shape
+    assert plan.peak_elements == max(2 * 6 * 9 * positions, ref.largest_intermediate)
+    assert plan.output_shape == (2, 8, 4, 4) and views == {"A0": (2, 4, 3)}
+    t = {f.name: torch.randn(f.shape, dtype=F64) for f in s.factors}
+    x = torch.randn(2, 6, 7, 7, dtype=F64)
+    ref = F.conv2d(x, s.contract(t), stride=2, padding=1, groups=2)
+    torch.testing.assert_close(plan(x, t), ref, **TOL)
+
+
+def test_the_staged_plans_share_the_input_factor_and_group_the_output_factor():
+    s = get_format("tucker2").structure_for((8, 3, 3, 3), (4, 2), legs=KERNEL_LEGS)
+    geo = ConvGeometry.from_conv_args((3, 3), padding=1, groups=2)
+    plans = {p.name: p for p in candidates(GROUPED_KIND, s, geo, (5, 6, 4, 4))}
+    staged = plans["staged[in=U_in conv=core out=U_out]"]
+    first, conv, last = staged.steps
+    assert first.view == (5, 2, 1, 3, 16) and first.weight.shape == (1, 2, 3)  # groups in batch
+    assert conv.view == (10, 2, 4, 4) and conv.groups == 1 and conv.kind == "conv"
+    assert conv.geometry.groups == 1 and conv.geometry.padding == geo.padding
+    assert last.view == (5, 1, 2, 4, 16) and last.weight.shape == (2, 4, 4)  # per group
+    merged = plans["staged[in=U_in conv=core,U_out]"]
+    assert [s.groups for s in merged.steps if hasattr(s, "groups")] == [2]
+    assert merged.steps[-1].kind == "grouped" and merged.steps[-1].weight.shape == (8, 2, 3, 3)
+    t = {f.name: torch.randn(f.shape, dtype=F64) for f in s.factors}
+    x = torch.randn(5, 6, 4, 4, dtype=F64)
+    ref = F.conv2d(x, s.contract(t), padding=1, groups=2)
+    for plan in (staged, merged):
+        torch.testing.assert_close(plan(x, t), ref, **TOL)
+
+
+def test_no_plans_for_a_tensorized_spatial_leg():
+    from tensornet.formats.structure import Factor, Structure
+
+    legs = ("out", "in", "kh", "kw")
+    factors = (Factor("K", ("out", "in", "h1", "h2", "kw"), (4, 2, 2, 2, 3)),)
+    s = Structure("dense", legs, (4, 2, 4, 3), (), factors,
+                  (("out",), ("in",), ("h1", "h2"), ("kw",)), ())  # fmt: skip
+    geo = ConvGeometry.from_conv_args((4, 3), groups=2)
+    assert plan_names(GROUPED_KIND, s) == {}
+    assert candidates(GROUPED_KIND, s, geo, (1, 4, 6, 6)) == []
+
+
+def test_a_leg_held_by_two_factors_has_no_block_structure():
+    from tensornet.formats.structure import Factor, Structure
+
+    factors = (Factor("A", ("out", "r"), (4, 2)), Factor("B", ("out", "r", "in", "kh", "kw"),
+                                                         (4, 2, 2, 3, 3)))  # fmt: skip
+    modes = (("out",), ("in",), ("kh",), ("kw",))
+    s = Structure("x", KERNEL_LEGS, (4, 2, 3, 3), (2,), factors, modes, (2,))
+    assert block_structure(s, 2) is None
+    geo = ConvGeometry.from_conv_args((3, 3), groups=2)
+    plans = candidates(GROUPED_KIND, s, geo, (1, 4, 5, 5))
+    assert [p.family for p in plans] == ["dense"]
+    t = {"A": torch.randn(4, 2, dtype=F64), "B": torch.randn(4, 2, 2, 3, 3, dtype=F64)}
+    x = torch.randn(1, 4, 5, 5, dtype=F64)
+    torch.testing.assert_close(plans[0](x, t), F.conv2d(x, s.contract(t), groups=2), **TOL)
+
+
+@pytest.mark.parametrize("shape, channels", [((5, 2, 3, 3), 4), ((4, 2, 3, 3), 6)])
+def test_plans_refuse_channels_that_do_not_match_the_groups(shape, channels):
+    s = get_format("svd").structure_for(shape, 2, legs=KERNEL_LEGS)
+    geo = ConvGeometry.from_conv_args((3, 3), groups=2)
+    builders = (grouped_plans._dense, grouped_plans._staged, grouped_plans._separable)
+    for build in (*builders, grouped_plans._patches):
+        with pytest.raises(ValueError, match=rf"input channels {channels} and kernel"):
+            build(s, geo, (1, channels, 5, 5), "cpu")
