@@ -135,6 +135,9 @@ TESTS: dict[str, list[str]] = {
         "tests/nn/test_layers.py",
     ],
 
+    # nn: the forward plans of grouped and depthwise convs
+    "tensornet/nn/grouped_plans.py": ["tests/nn/test_grouped.py"],
+
     # nn: compress and its report, allocate and its searches
     # compress: test_model.py's compress tests only (its training, export and allocation
     # tests cost half a minute a mutant and test other modules)
