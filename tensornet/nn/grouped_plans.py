@@ -23,6 +23,12 @@ channels. Its plans are registered for the layer kind :data:`GROUPED_KIND`:
 Every plan is exact, depthwise convs (``in / groups == 1``) included; the cost model prices them
 with the step kinds of :mod:`.cost` (``grouped``, ``depthwise``, ``conv``, ``matmul``, ...).
 
+The group as a mode of the format: a format that tensorizes the channels (``out_dims``,
+``in_dims``) with ``out_dims = (groups, out / groups, ...)`` holds the kernel as a tensor of
+``(groups, out / groups, ...)`` output modes, so its factors see the group as one mode (a TT-matrix
+core or an HT leaf of its own); the block structure then splits that mode, of size ``groups``,
+into the group leg and a leg of size 1, and the same plans run.
+
 Examples
 --------
 >>> import torch

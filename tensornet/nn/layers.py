@@ -298,7 +298,8 @@ class TNConv2d(TNLayer):
         As for ``nn.Conv2d`` (``padding`` may be ``"same"`` or ``"valid"``). With ``groups``
         above 1 the kernel is torch's ``(out_channels, in_channels / groups, kh, kw)``: its
         ``in`` leg has ``in_channels / groups`` entries (a depthwise conv: 1), and the forward
-        candidates are those of :mod:`tensornet.nn.grouped_plans`.
+        candidates are those of :mod:`tensornet.nn.grouped_plans` (a channel-tensorized format
+        with ``out_dims=(groups, out_channels / groups, ...)`` holds the group as a mode).
     format : str
         A registered format: ``"tt"``, ``"ttmatrix"``, ``"ht"``, ``"tucker"``, ``"tucker2"``,
         ``"cp"``, ``"tr"``, ``"svd"``, ``"grouped"``.

@@ -104,6 +104,21 @@ def test_other_formats_are_exact_at_full_rank_too(fmt):
         torch.testing.assert_close(y, conv(x), **TOL, msg=name)
 
 
+@pytest.mark.parametrize("fmt", ["ttmatrix", "ht"])
+@pytest.mark.parametrize("in_dims", [(2, 1), (1, 2)])
+def test_the_group_as_a_mode_of_a_channel_tensorized_format(fmt, in_dims):
+    conv = _conv(8, 12, 4, (3, 3), 1, 1, 1, "zeros")
+    layer = TNConv2d.from_conv(conv, fmt, ranks=FULL, out_dims=(4, 3), in_dims=in_dims)
+    assert [layer.structure.dim(m) for m in layer.structure.modes[0]] == [4, 3]  # the groups
+    block, views = block_structure(layer.structure, 4)
+    assert [block.dim(m) for m in block.modes[0]] == [4, 1, 3]
+    x = _input(conv)
+    outs = _every_plan(layer, x)
+    assert len(outs) >= 4
+    for name, y in outs.items():
+        torch.testing.assert_close(y, conv(x), **TOL, msg=name)
+
+
 @pytest.mark.parametrize("case", _geometries(9, seed=3))
 @pytest.mark.parametrize("fmt", ["cp", "tucker2", "tt"])
 def test_every_candidate_agrees_at_low_rank(case, fmt):
