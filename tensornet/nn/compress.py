@@ -171,6 +171,7 @@ def compress(
     shapes = layer_inputs(model, example_input, names) if example_input is not None else {}
     job = _Job(model, aliases, plan, shapes, example_input, min_speedup, notes)
     specs = {name: spec_for(name, model.get_submodule(name)) for name in names}
+    job.notes += _auto_notes(format, specs)
     built = [job.replacement(name, spec) for name, spec in specs.items() if spec is not None]
     return job.install(built, inplace, measure_time, calibrate)
 
@@ -332,6 +333,18 @@ def _build(name: str, module: nn.Module, fmt: str, plan: str, kw: dict, opts: di
 
 
 # -- formats, plans and checks ---------------------------------------------------------------
+def _auto_notes(spec: FormatSpec, specs: Mapping[str, LayerSpec]) -> list[str]:
+    """Notes on the layers ``format="auto"`` leaves dense (depthwise convs: no default)."""
+    if not (isinstance(spec, str) and spec == AUTO):
+        return []
+    return [
+        f"layer {name!r} left dense: format='auto' does not compress a depthwise conv (no "
+        "factored form runs fewer multiply-adds); name a format to compress it"
+        for name, found in specs.items()
+        if found is None
+    ]
+
+
 def _format_for(
     spec: FormatSpec, name: str, module: nn.Module, aliases: Sequence[str] = ()
 ) -> tuple[str, dict] | None:

@@ -366,12 +366,18 @@ def test_compress_by_default_keeps_depthwise_convs_dense():
     assert default_format(nn.Conv2d(4, 8, 3, groups=4)) == ("svd", {})  # two outputs a group
     small, report = compress(net, fraction=0.5, skip=())
     assert [r.name for r in report.layers] == ["0", "4", "5"]
+    assert report.notes == [
+        "layer '2' left dense: format='auto' does not compress a depthwise conv (no factored "
+        "form runs fewer multiply-adds); name a format to compress it"
+    ]
     assert type(small[2]) is nn.Conv2d and isinstance(small[4], TNConv2d)
     x = torch.randn(2, 4, 9, 9, dtype=F64)
     torch.testing.assert_close(small[2](x[:, :1].repeat(1, 8, 1, 1)),
                                net[2](x[:, :1].repeat(1, 8, 1, 1)))  # fmt: skip
     small, report = compress(net, "svd", fraction=0.5, skip=())  # named: compressed
-    assert [r.name for r in report.layers] == ["0", "2", "4", "5"]
+    assert [r.name for r in report.layers] == ["0", "2", "4", "5"] and report.notes == []
+    _, report = compress(net, {"conv": "auto"}, fraction=0.5, skip=())  # auto as an answer
+    assert [r.name for r in report.layers] == ["0", "4", "5"]
 
 
 def test_truncate_a_grouped_layer_keeps_its_groups():
