@@ -586,3 +586,11 @@ def test_the_largest_intermediate_a_plan_may_build():
     assert grouped_plans._max_elements(s, geo, (2, 6, 7, 7)) == (3 * 2 + 1) * 588
     wide = ConvGeometry.from_conv_args((3, 2), padding=2, groups=2)  # output 2 x 8 x 9 x 10
     assert grouped_plans._max_elements(s, wide, (2, 6, 7, 7)) == (3 * 2 + 1) * 2 * 8 * 9 * 10
+
+
+@pytest.mark.parametrize("bad", [0, -2, 2.0, True, "2"])
+def test_the_geometry_takes_a_positive_int_of_groups(bad):
+    assert ConvGeometry.from_conv_args((3, 3)).groups == 1
+    assert ConvGeometry.from_conv_args((3, 3), 1, 1, 1, "zeros", 4).groups == 4
+    with pytest.raises(ValueError, match=rf"^groups must be a positive int, got {bad!r}$"):
+        ConvGeometry.from_conv_args((3, 3), groups=bad)
