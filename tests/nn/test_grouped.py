@@ -594,3 +594,25 @@ def test_the_geometry_takes_a_positive_int_of_groups(bad):
     assert ConvGeometry.from_conv_args((3, 3), 1, 1, 1, "zeros", 4).groups == 4
     with pytest.raises(ValueError, match=rf"^groups must be a positive int, got {bad!r}$"):
         ConvGeometry.from_conv_args((3, 3), groups=bad)
+
+
+def test_a_views_program_refuses_a_wrong_number_of_tensors():
+    viewed = grouped_plans._Viewed(lambda *ts: ts, [None, (2, 3)])
+    a, b = torch.zeros(4), torch.arange(6.0)
+    out = viewed(a, b)
+    assert out[0] is a and out[1].shape == (2, 3)
+    with pytest.raises(ValueError, match="zip"):
+        viewed(a)
+
+
+def test_the_staged_depthwise_steps_shift_on_cpus_only():
+    """CP's rank leg makes its kh and kw steps depthwise: shifted multiply-adds on CPUs."""
+    s = _cp((8, 3, 3, 3), rank=4)
+    geo = ConvGeometry.from_conv_args((3, 3), padding=1, groups=2)
+
+    def shifts(device):
+        plans = candidates(GROUPED_KIND, s, geo, (2, 6, 5, 5), device)
+        return {st.shift for p in plans if p.family == "separable" for st in p.steps
+                if hasattr(st, "shift")}  # fmt: skip
+
+    assert shifts("cpu") == {True, False} and shifts("cuda") == {False}
