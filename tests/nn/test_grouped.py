@@ -143,7 +143,10 @@ def test_a_layer_built_from_scratch_holds_the_grouped_kernel():
     torch.testing.assert_close(layer(x[0]), ref[0], **TOL)  # unbatched
     empty = layer(x[:0])
     assert empty.shape == (0, 12, 5, 5)
-    assert "groups=4" in repr(layer)
+    assert layer.extra_repr() == (
+        "8, 12, kernel_size=(3, 3), padding=1, groups=4, format=tucker2, ranks=(2, 2), "
+        "params=64 (dense 216, 3.38x)"
+    )
     fan_in = 2 * 9  # in / groups * kh * kw, as nn.Conv2d
     bound = 1 / fan_in**0.5
     assert float(layer.bias.detach().abs().max()) <= bound
