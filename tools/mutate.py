@@ -122,7 +122,7 @@ TESTS: dict[str, list[str]] = {
         "tests/nn/test_serialize.py",
         *(f"tests/nn/test_grouped.py::test_{t}" for t in (
             "save_and_load_record_the_groups", "an_old_record_without_groups_loads_as_groups_one",
-            "a_bad_groups_field_is_refused",
+            "a_bad_groups_field_is_refused", "a_linear_record_takes_no_groups_field",
         )),
     ],  # fmt: skip
     "tensornet/nn/batchnorm.py": ["tests/nn/test_calibrate.py"],

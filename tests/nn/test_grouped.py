@@ -619,3 +619,18 @@ def test_the_staged_depthwise_steps_shift_on_cpus_only():
                 if hasattr(st, "shift")}  # fmt: skip
 
     assert shifts("cpu") == {True, False} and shifts("cuda") == {False}
+
+
+def test_a_linear_record_takes_no_groups_field(tmp_path):
+    from tensornet.nn import TNLinear
+
+    net = nn.Sequential(TNLinear(6, 4, format="svd", ranks=2))
+    save(net, tmp_path / "lin.safetensors")
+    with safe_open(os.fspath(tmp_path / "lin.safetensors"), framework="pt") as f:
+        meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    data = json.loads(meta["tensornet"])
+    data["layers"]["0"]["groups"] = 1
+    meta["tensornet"] = json.dumps(data)
+    save_file(tensors, os.fspath(tmp_path / "bad.safetensors"), metadata=meta)
+    with pytest.raises(ValueError, match=r"has unknown field\(s\) \['groups'\]"):
+        load(nn.Sequential(nn.Linear(6, 4)), tmp_path / "bad.safetensors")
