@@ -367,6 +367,8 @@ def test_compress_by_default_keeps_depthwise_convs_dense():
     net = _block()
     assert default_format(net[2]) is None and default_format(net[4]) == ("svd", {})
     assert default_format(nn.Conv2d(4, 8, 3, groups=4)) == ("svd", {})  # two outputs a group
+    assert default_format(nn.Conv2d(2, 2, 3, groups=2)) is None
+    assert default_format(nn.Conv2d(1, 1, 3)) == ("svd", {})  # one channel, groups=1
     small, report = compress(net, fraction=0.5, skip=())
     assert [r.name for r in report.layers] == ["0", "4", "5"]
     assert report.notes == [
