@@ -119,7 +119,14 @@ TESTS: dict[str, list[str]] = {
     "tensornet/checkpoints.py": ["tests/test_cli.py", "tests/test_checkpoints.py"],
 
     # nn: saving and loading compressed models
-    "tensornet/nn/serialize.py": ["tests/nn/test_serialize.py", "tests/test_checkpoints.py"],
+    "tensornet/nn/serialize.py": [
+        "tests/nn/test_serialize.py",
+        "tests/test_checkpoints.py",
+        *(f"tests/nn/test_grouped.py::test_{t}" for t in (
+            "save_and_load_record_the_groups", "an_old_record_without_groups_loads_as_groups_one",
+            "a_bad_groups_field_is_refused", "a_linear_record_takes_no_groups_field",
+        )),
+    ],  # fmt: skip
     "tensornet/nn/batchnorm.py": ["tests/nn/test_calibrate.py"],
 
     # nn: the layers, their forward-plan families and the cost model
@@ -127,14 +134,25 @@ TESTS: dict[str, list[str]] = {
     "tensornet/nn/functional.py": ["tests/nn/test_functional.py", "tests/nn/test_plans.py"],
     "tensornet/nn/staging.py": ["tests/nn/test_staging.py", "tests/nn/test_functional.py"],
     "tensornet/nn/plans.py": ["tests/nn/test_plans.py", "tests/nn/test_functional.py"],
-    "tensornet/nn/geometry.py": ["tests/nn/test_plans.py", "tests/nn/test_layers_inputs.py"],
+    "tensornet/nn/geometry.py": [
+        "tests/nn/test_plans.py", "tests/nn/test_layers_inputs.py",
+        "tests/nn/test_grouped.py::test_the_geometry_takes_a_positive_int_of_groups",
+    ],  # fmt: skip
     # planning's traced path (_traced_plan) is reached only by tests/nn/test_compile.py, which
     # cannot run under mutmut: Dynamo does not trace its trampoline (ContextVar.get)
     "tensornet/nn/planning.py": ["tests/nn/test_planning.py", "tests/nn/test_layers_inputs.py"],
     "tensornet/nn/layers.py": [
         "tests/nn/test_layers_values.py", "tests/nn/test_layers_inputs.py",
         "tests/nn/test_layers.py",
-    ],
+        *(f"tests/nn/test_grouped.py::test_{t}" for t in (
+            "a_layer_built_from_scratch_holds_the_grouped_kernel", "bad_groups_are_refused",
+            "numpy_groups_become_a_python_int", "other_formats_are_exact_at_full_rank_too",
+            "to_conv_gives_a_grouped_conv_with_the_same_outputs",
+        )),
+    ],  # fmt: skip
+
+    # nn: the forward plans of grouped and depthwise convs
+    "tensornet/nn/grouped_plans.py": ["tests/nn/test_grouped.py"],
 
     # nn: compress and its report, allocate and its searches
     # compress: test_model.py's compress tests only (its training, export and allocation
@@ -152,10 +170,12 @@ TESTS: dict[str, list[str]] = {
             "fits_the_dense_outputs_and_the_model_saves", "leaves_large_layers_plain",
             "keeps_plans_options_and_shared_layers",
         )),
+        "tests/nn/test_grouped.py::test_compress_by_default_keeps_depthwise_convs_dense",
     ],  # fmt: skip
     "tensornet/nn/report.py": ["tests/nn/test_compress.py", "tests/nn/test_compress_steps.py"],
     "tensornet/nn/measure.py": [
         "tests/nn/test_measure.py", "tests/nn/test_compress.py", "tests/nn/test_compress_steps.py",
+        "tests/nn/test_grouped.py::test_dense_seconds_prices_a_grouped_conv_as_its_grouped_plan",
     ],
     # allocate: test_allocate.py without its trained ResNet/VGG tests (test_allocate_totals.py
     # checks the same on small models), so that a mutant costs seconds, not a minute
@@ -188,7 +208,10 @@ TESTS: dict[str, list[str]] = {
     "tensornet/nn/alloc_search.py": ["tests/nn/test_allocate_steps.py"],
 
     # nn: the default format, kernel truncation, back to plain torch
-    "tensornet/nn/defaults.py": ["tests/nn/test_defaults.py"],
+    "tensornet/nn/defaults.py": [
+        "tests/nn/test_defaults.py",
+        "tests/nn/test_grouped.py::test_compress_by_default_keeps_depthwise_convs_dense",
+    ],
     "tensornet/nn/truncate.py": [
         "tests/nn/test_truncate.py", "tests/nn/test_layers_inputs.py", "tests/nn/test_model.py",
     ],

@@ -23,6 +23,7 @@ it. Modules, each using only those listed before it when loaded:
 - :mod:`.plans`: :class:`ForwardPlan` and its steps, each with its FLOPs and bytes known.
 - :mod:`.staging`: staged plans, the factors applied to the activation a few at a time.
 - :mod:`.functional`: the registry of forward families (a new forward is one registered function).
+- :mod:`.grouped_plans`: the forward families of grouped and depthwise convs (``groups > 1``).
 - :mod:`.cost`: the cost model that prices plans per device type; :func:`calibrate`.
 - :mod:`.planning`: a layer's plan chosen per input shape under its policy and remembered.
 - :mod:`.layers`: :class:`TNLayer`, :class:`TNConv2d`, :class:`TNLinear`.

@@ -122,7 +122,8 @@ def compress(
         One format for all layers; a mapping whose keys are ``"conv"``, ``"linear"`` or layer
         patterns (first match wins; unmatched layers stay dense; a pattern matching no layer
         raises); or ``(name, module) -> format | None``. ``"auto"`` (default; also as a value
-        or an answer) is :func:`~tensornet.nn.defaults.default_format` (``"svd"``).
+        or an answer) is :func:`~tensornet.nn.defaults.default_format` (``"svd"``; a
+        depthwise conv stays dense).
     layers : pattern, names, predicate or None
         Which layers (see :func:`~tensornet.nn.select.select_layers`).
     trunc, fraction, ranks, allocation
@@ -169,11 +170,12 @@ def compress(
     if allocation is None:
         spec_for = _spec_source(format, aliases, _sizes(trunc, fraction, ranks), options)
     else:
-        spec_for, layers, skip = _allocated(allocation), list(allocation.layers), ()
+        # format stays unused: the allocation names each layer's format
+        spec_for, layers, skip, format = _allocated(allocation), list(allocation.layers), (), None
     names, notes = _chosen_layers(model, layers, skip, plan, example_input)
     shapes = layer_inputs(model, example_input, names) if example_input is not None else {}
     job = _Job(model, aliases, plan, shapes, example_input, min_speedup, notes)
-    return job.install(job.build(spec_for, names, data), inplace, measure_time, calibrate)
+    return job.install(job.build(spec_for, names, format, data), inplace, measure_time, calibrate)
 
 
 # -- the steps of compress -------------------------------------------------------------------
@@ -261,7 +263,11 @@ class _Job:
     notes: list[str]
 
     def build(
-        self, spec_for: Callable[[str, nn.Module], LayerSpec], names: Sequence[str], data: Any
+        self,
+        spec_for: Callable[[str, nn.Module], LayerSpec],
+        names: Sequence[str],
+        format: FormatSpec,
+        data: Any,
     ) -> list[tuple[Any, LayerReport]]:
         """Every replacement (layers whose spec is ``None`` stay dense) and its report.
 
@@ -272,6 +278,7 @@ class _Job:
         ``MAX_FEATURES`` inputs, decomposed plainly): two forwards of ``data`` per layer.
         """
         specs = {name: spec_for(name, self.model.get_submodule(name)) for name in names}
+        self.notes += _auto_notes(format, specs)
         chosen = [name for name, spec in specs.items() if spec is not None]
         if data is None:
             return [self.replacement(name, specs[name]) for name in chosen]
@@ -361,6 +368,18 @@ def _build(
 
 
 # -- formats, plans and checks ---------------------------------------------------------------
+def _auto_notes(spec: FormatSpec, specs: Mapping[str, LayerSpec]) -> list[str]:
+    """Notes on the layers ``format="auto"`` leaves dense (depthwise convs: no default)."""
+    if not (isinstance(spec, str) and spec == AUTO):
+        return []
+    return [
+        f"layer {name!r} left dense: format='auto' does not compress a depthwise conv (no "
+        "factored form runs fewer multiply-adds); name a format to compress it"
+        for name, found in specs.items()
+        if found is None
+    ]
+
+
 def _format_for(
     spec: FormatSpec, name: str, module: nn.Module, aliases: Sequence[str] = ()
 ) -> tuple[str, dict] | None:

@@ -27,6 +27,13 @@ So no format is reliably better than SVD on any kernel class and the default is 
 everywhere: a ``k x k`` conv to ``r`` channels followed by a ``1 x 1`` conv (a linear layer: two
 linears). Ask for another format by name when its structure matters more than its weight
 error at a parameter count.
+
+A depthwise conv (one input and one output channel per group, ``groups = in = out``) has no
+default: ``compress`` with ``format="auto"`` leaves it dense. Its conv runs ``kh kw``
+multiply-adds per output, and no factored form of its ``(out, 1, kh, kw)`` kernel runs fewer:
+the spatial factor alone makes ``r`` channels per group at ``kh kw`` each, and the output
+factor adds ``r`` more (a rank-``r`` SVD: ``(kh kw + 1) r``), so compressing it always costs
+time, for the few parameters a depthwise kernel holds. Name a format to compress it anyway.
 """
 
 from __future__ import annotations
@@ -65,11 +72,13 @@ def kernel_class(module: nn.Module) -> str:
     return f"{kh}x{kw}"
 
 
-def default_format(module: nn.Module) -> tuple[str, dict[str, Any]]:
+def default_format(module: nn.Module) -> tuple[str, dict[str, Any]] | None:
     """The ``(format, options)`` that ``compress`` gives ``module`` when no format is named.
 
     Never worse than a truncated SVD of the matricised kernel at the same parameter count on
-    trained weights (see the module docstring): ``("svd", {})`` for every conv and linear layer.
+    trained weights (see the module docstring): ``("svd", {})`` for every conv and linear layer
+    but a depthwise conv (one input and one output channel per group), for which it is ``None``
+    (left dense: any factored form runs more multiply-adds than the depthwise conv).
 
     Parameters
     ----------
@@ -78,8 +87,8 @@ def default_format(module: nn.Module) -> tuple[str, dict[str, Any]]:
 
     Returns
     -------
-    (str, dict)
-        A registered format name and its options.
+    (str, dict) or None
+        A registered format name and its options; ``None`` for a depthwise conv.
 
     Raises
     ------
@@ -91,6 +100,11 @@ def default_format(module: nn.Module) -> tuple[str, dict[str, Any]]:
     >>> from torch import nn
     >>> default_format(nn.Conv2d(16, 32, 3)), default_format(nn.Linear(64, 10))
     (('svd', {}), ('svd', {}))
+    >>> default_format(nn.Conv2d(16, 16, 3, groups=16)) is None  # depthwise: stays dense
+    True
     """
     _check_layer(module, "default_format")
+    if isinstance(module, nn.Conv2d) and 1 < module.groups == module.in_channels:
+        if module.out_channels == module.groups:  # depthwise: one input, one output a group
+            return None
     return DEFAULT_FORMAT, {}

@@ -57,7 +57,7 @@ from torch import nn
 
 from ..weights import layer_inputs, replace_module
 from . import cost
-from .functional import conv_candidates, linear_candidates
+from .functional import linear_candidates
 from .geometry import ConvGeometry
 from .layers import TNConv2d, TNLayer, TNLinear
 from .plans import (
@@ -543,7 +543,7 @@ def conv_sequence(
     options = _options(slack, fallback, measure)
     shape = _shape_of(layer, input_shape)
     p0 = next(iter(layer.factors.values()))
-    plans = conv_candidates(layer.structure, layer.geometry, shape, p0.device.type)
+    plans = layer._candidates(shape, p0.device.type)  # a grouped layer's are grouped plans
     return _sequence(layer, plans, shape, options, name)
 
 

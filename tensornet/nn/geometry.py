@@ -1,4 +1,4 @@
-"""Conv arithmetic: stride, padding, dilation and padding mode of a 2-d convolution.
+"""Conv arithmetic: stride, padding, dilation, padding mode and groups of a 2-d convolution.
 
 :class:`ConvGeometry` is what every forward plan of a compressed conv needs to know about the
 layer besides its factors: output sizes, the one-dimensional parts of a separable kernel, and
@@ -20,10 +20,12 @@ PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 @dataclass(frozen=True)
 class ConvGeometry:
-    """Stride, explicit padding, dilation and padding mode of a 2-d convolution.
+    """Stride, explicit padding, dilation, padding mode and groups of a 2-d convolution.
 
     ``padding`` is ``(top, bottom, left, right)``; ``padding_mode`` is one of ``"zeros"``,
-    ``"reflect"``, ``"replicate"``, ``"circular"`` (as in ``nn.Conv2d``).
+    ``"reflect"``, ``"replicate"``, ``"circular"`` (as in ``nn.Conv2d``); ``groups`` as in
+    ``nn.Conv2d`` (the forward plans of a grouped layer read it; a plan's own conv steps carry
+    their own group count).
 
     Examples
     --------
@@ -39,6 +41,7 @@ class ConvGeometry:
     padding: tuple[int, int, int, int] = (0, 0, 0, 0)
     dilation: tuple[int, int] = (1, 1)
     padding_mode: str = "zeros"
+    groups: int = 1
 
     @staticmethod
     def from_conv_args(
@@ -47,9 +50,12 @@ class ConvGeometry:
         padding: int | Sequence[int] | str = 0,
         dilation: int | Sequence[int] = 1,
         padding_mode: str = "zeros",
+        groups: int = 1,
     ) -> ConvGeometry:
         """From ``nn.Conv2d``-style arguments (``padding`` may be ``"same"`` or ``"valid"``)."""
         stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+            raise ValueError(f"groups must be a positive int, got {groups!r}")
         if padding_mode not in PADDING_MODES:
             raise ValueError(
                 "padding_mode must be 'zeros', 'reflect', 'replicate' or 'circular', "
@@ -70,7 +76,7 @@ class ConvGeometry:
         else:
             ph, pw = _pair(padding, "padding", low=0)
             pads = (ph, ph, pw, pw)
-        return ConvGeometry(tuple(kernel), stride, pads, dilation, padding_mode)
+        return ConvGeometry(tuple(kernel), stride, pads, dilation, padding_mode, groups)
 
     def output_size(self, rows: int, cols: int) -> tuple[int, int]:
         """Output rows and columns for an input of ``rows x cols``."""

@@ -35,6 +35,7 @@ from ..weights import CONV2D_LEGS as KERNEL_LEGS
 from ..weights import MATRIX_LEGS
 from .functional import POLICIES, plan_names
 from .geometry import ConvGeometry
+from .grouped_plans import grouped_kind
 from .planning import PLAN_CACHE_SIZE, PlanInfo, PlannedLayer, flat_names
 
 __all__ = ["PLAN_CACHE_SIZE", "PlanInfo", "TNConv2d", "TNLinear", "kernel_options"]
@@ -96,6 +97,15 @@ def _plain_ints(value: Any) -> Any:
     if isinstance(value, (tuple, list)):
         return tuple(int(v) if is_int(v) else v for v in value)
     return value
+
+
+def _groups(groups: Any, in_channels: int, out_channels: int, what: str) -> int:
+    """``groups`` as a Python int dividing both channel counts, else ValueError."""
+    groups = _positive_int(groups, "groups", what)
+    for field, n in (("in_channels", in_channels), ("out_channels", out_channels)):
+        if n % groups:
+            raise ValueError(f"{what}: {field}={n} is not divisible by groups={groups}")
+    return groups
 
 
 def _check_bias(bias: torch.Tensor | None, what: str) -> None:
@@ -289,8 +299,12 @@ class TNConv2d(TNLayer):
 
     Parameters
     ----------
-    in_channels, out_channels, kernel_size, stride, padding, dilation, bias, padding_mode
-        As for ``nn.Conv2d`` (``padding`` may be ``"same"`` or ``"valid"``; ``groups`` must be 1).
+    in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode
+        As for ``nn.Conv2d`` (``padding`` may be ``"same"`` or ``"valid"``). With ``groups``
+        above 1 the kernel is torch's ``(out_channels, in_channels / groups, kh, kw)``: its
+        ``in`` leg has ``in_channels / groups`` entries (a depthwise conv: 1), and the forward
+        candidates are those of :mod:`tensornet.nn.grouped_plans` (a channel-tensorized format
+        with ``out_dims=(groups, out_channels / groups, ...)`` holds the group as a mode).
     format : str
         A registered format: ``"tt"``, ``"ttmatrix"``, ``"ht"``, ``"tucker"``, ``"tucker2"``,
         ``"cp"``, ``"tr"``, ``"svd"``, ``"grouped"``.
@@ -347,20 +361,22 @@ class TNConv2d(TNLayer):
     ) -> None:
         super().__init__()
         what = "TNConv2d"
-        if groups != 1:
-            raise ValueError(f"{what}: groups={groups} is not supported (only groups=1)")
         in_channels = _positive_int(in_channels, "in_channels", what)
         out_channels = _positive_int(out_channels, "out_channels", what)
+        groups = _groups(groups, in_channels, out_channels, what)
         kernel_size, stride, padding, dilation = (
             _plain_ints(v) for v in (kernel_size, stride, padding, dilation)
         )
         kernel = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
-        self.geometry = ConvGeometry.from_conv_args(kernel, stride, padding, dilation, padding_mode)
+        self.geometry = ConvGeometry.from_conv_args(
+            kernel, stride, padding, dilation, padding_mode, groups
+        )
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel
         self.stride, self.dilation = self.geometry.stride, self.geometry.dilation
-        self.padding, self.padding_mode, self.groups = padding, padding_mode, 1
+        self.padding, self.padding_mode, self.groups = padding, padding_mode, groups
+        self.kind = grouped_kind(groups)
         if _structure is None:
-            shape = (out_channels, in_channels, *kernel)
+            shape = (out_channels, in_channels // groups, *kernel)
             options = kernel_options(format, options)
             _structure = _new_structure(format, shape, KERNEL_LEGS, ranks, fraction, options, what)
         self._setup(_structure, bias, out_channels, plan, device, dtype)
@@ -380,6 +396,8 @@ class TNConv2d(TNLayer):
     ) -> TNConv2d:
         """Decompose a trained ``nn.Conv2d`` (its kernel by the format's ``from_dense``).
 
+        A grouped or depthwise conv's kernel is torch's ``(out, in / groups, kh, kw)``, decomposed
+        as it is (the format's ``in`` leg has ``in / groups`` entries).
         ``decomposition_error`` holds the relative Frobenius error of the kernel. ``ranks``
         above their useful maximum are lowered to it (:func:`clamp_ranks`); a kernel or bias
         holding NaN or inf is refused (ValueError).
@@ -389,8 +407,6 @@ class TNConv2d(TNLayer):
             raise TypeError(f"{what}: expected an nn.Conv2d, got {type(conv).__name__}")
         if getattr(conv, "transposed", False):
             raise ValueError(f"{what}: transposed convolutions are not supported")
-        if conv.groups != 1:
-            raise ValueError(f"{what}: groups={conv.groups} is not supported (only groups=1)")
         fmt_name = get_format(format).name
         options = kernel_options(fmt_name, options)
         weight = conv.weight.detach()
@@ -408,7 +424,7 @@ class TNConv2d(TNLayer):
             conv.stride,
             conv.padding,
             conv.dilation,
-            1,
+            conv.groups,
             conv.bias is not None,
             conv.padding_mode,
             plan=plan,
@@ -443,10 +459,11 @@ class TNConv2d(TNLayer):
         """An empty batch: the dense conv with the rebuilt kernel (no plan for zero images)."""
         g = self.geometry
         self.geometry.output_size(x.shape[2], x.shape[3])  # same size check as the plans
-        return F.conv2d(g.pad(x), self.weight.to(x.dtype), None, g.stride, 0, g.dilation)
+        weight = self.weight.to(x.dtype)
+        return F.conv2d(g.pad(x), weight, None, g.stride, 0, g.dilation, self.groups)
 
     def to_conv(self) -> nn.Conv2d:
-        """An ``nn.Conv2d`` with the rebuilt kernel (same outputs), on the factors' device."""
+        """An ``nn.Conv2d`` with the rebuilt kernel (same outputs, same ``groups``)."""
         p0 = next(iter(self.factors.values()))
         conv = nn.Conv2d(
             self.in_channels,
@@ -455,7 +472,7 @@ class TNConv2d(TNLayer):
             self.stride,
             self.padding,
             self.dilation,
-            1,
+            self.groups,
             self.bias is not None,
             self.padding_mode,
             device=p0.device,
@@ -476,6 +493,8 @@ class TNConv2d(TNLayer):
             s += f", padding={self.padding}"
         if self.dilation != (1, 1):
             s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
         if self.padding_mode != "zeros":
             s += f", padding_mode={self.padding_mode!r}"
         if self.bias is None:

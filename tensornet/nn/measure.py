@@ -21,8 +21,9 @@ from torch import nn
 from ..formats.structure import Factor, Structure
 from ..weights import eval_mode, layer_inputs
 from ..weights import kernel_legs as weight_legs
-from . import cost
-from .functional import ConvGeometry, conv_candidates, linear_candidates
+from . import cost, functional
+from .functional import ConvGeometry, linear_candidates
+from .grouped_plans import grouped_kind
 
 __all__ = [
     "dense_flops",
@@ -90,9 +91,15 @@ def candidates(
         n = math.prod(input_shape[:-1])
         return linear_candidates(structure, (n, input_shape[-1]))
     geo = ConvGeometry.from_conv_args(
-        module.kernel_size, module.stride, module.padding, module.dilation, module.padding_mode
+        module.kernel_size,
+        module.stride,
+        module.padding,
+        module.dilation,
+        module.padding_mode,
+        module.groups,
     )
-    return conv_candidates(structure, geo, tuple(input_shape), device_type)
+    kind = grouped_kind(module.groups)  # a grouped conv: the plans of .grouped_plans
+    return functional.candidates(kind, structure, geo, tuple(input_shape), device_type)
 
 
 def dense_seconds(

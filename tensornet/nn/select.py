@@ -10,7 +10,7 @@ working.
 Examples
 --------
 >>> from torch import nn
->>> net = nn.Sequential(nn.Conv2d(4, 8, 3, groups=2), nn.Conv2d(8, 8, 3), nn.Flatten())
+>>> net = nn.Sequential(nn.Conv1d(4, 8, 3), nn.Conv2d(8, 8, 3, groups=2), nn.Flatten())
 >>> select_layers(net), select_layers(net, include_unsupported=True)
 (['1'], ['0', '1'])
 """
@@ -55,8 +55,8 @@ def unsupported_reason(module: nn.Module) -> str | None:
     Examples
     --------
     >>> from torch import nn
-    >>> unsupported_reason(nn.Linear(2, 2)), unsupported_reason(nn.Conv2d(4, 4, 3, groups=2))
-    (None, 'groups=2 is not supported (only groups=1)')
+    >>> unsupported_reason(nn.Conv2d(4, 4, 3, groups=4)), unsupported_reason(nn.Conv3d(2, 2, 1))
+    (None, 'Conv3d is not supported (Conv2d and Linear are)')
     """
     if isinstance(module, nn.Linear):
         return None
@@ -66,9 +66,7 @@ def unsupported_reason(module: nn.Module) -> str | None:
         return "transposed convolutions are not supported"
     if not isinstance(module, nn.Conv2d):
         return f"{type(module).__name__} is not supported (Conv2d and Linear are)"
-    if module.groups != 1:
-        return f"groups={module.groups} is not supported (only groups=1)"
-    return None
+    return None  # any groups: grouped and depthwise convs too
 
 
 def supported(module: nn.Module) -> bool:
@@ -101,7 +99,7 @@ def select_layers(
         :class:`NoMatchingLayer` naming the layers.
     strict : bool
         Raise :class:`NoMatchingLayer` when nothing is chosen, and ValueError when an explicitly
-        named or matched layer cannot be compressed (grouped or transposed convs, Conv1d/3d).
+        named or matched layer cannot be compressed (transposed convs, Conv1d/3d).
         With ``layers=None`` such layers are simply not candidates.
     include_unsupported : bool
         Keep unsupported layers among the candidates (for spectra, which work on any weight).

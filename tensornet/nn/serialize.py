@@ -85,6 +85,7 @@ def _conv_args(m: nn.Module) -> dict[str, Any]:
         "dilation": list(_pair(m.dilation)),
         "padding_mode": m.padding_mode,
         "bias": m.bias is not None,
+        "groups": m.groups,
     }
 
 
@@ -232,6 +233,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "padding_mode": (lambda v: v in _PADDING_MODES, f"one of {list(_PADDING_MODES)}"),
     "bias": (lambda v: isinstance(v, bool), "true or false"),
     "plan": (_plan_ok, "a non-empty string"),
+    "groups": (_pos_int, "a positive int"),
     "format": (_plan_ok, "a non-empty string"),
     "ranks": (lambda v: isinstance(v, list) and all(map(_pos_int, v)), "a list of positive ints"),
     "options": (lambda v: isinstance(v, dict), "a JSON object"),
@@ -303,15 +305,15 @@ def _check_record(rec: Any, module: nn.Module, what: str) -> Callable[..., TNLay
     if not isinstance(kind, str) or kind not in _KINDS:
         raise ValueError(f"{what}: field 'kind' must be one of {list(_KINDS)}, got {_short(kind)}")
     args, classes, current = _KINDS[kind]
-    _fields(rec, ("kind", *args, "structure", "plan"), what)
-    _typed(rec, (*args, "plan"), what)
+    optional = ("groups",) if kind == "conv2d" else ()
+    _fields(rec, ("kind", *args, "structure", "plan"), what, optional)
+    _typed(rec, (*args, "plan", *(k for k in optional if k in rec)), what)
+    rec = {"groups": 1, **rec} if kind == "conv2d" else rec  # files before groups: 1
     if not isinstance(module, classes):
         raise ValueError(
             f"{what}: the record is a {kind} layer but the model has a "
             f"{type(module).__name__} there"
         )
-    if getattr(module, "groups", 1) != 1:
-        raise ValueError(f"{what}: the model's layer has groups={module.groups}, the record 1")
     for key, value in current(module).items():
         if rec[key] != value:
             raise ValueError(
@@ -319,7 +321,7 @@ def _check_record(rec: Any, module: nn.Module, what: str) -> Callable[..., TNLay
                 f"{type(module).__name__} has {value!r}"
             )
     if kind == "conv2d":
-        shape = [rec["out_channels"], rec["in_channels"], *rec["kernel_size"]]
+        shape = [rec["out_channels"], rec["in_channels"] // rec["groups"], *rec["kernel_size"]]
         structure = _structure(rec, KERNEL_LEGS, shape, what)
         padding = rec["padding"] if isinstance(rec["padding"], str) else tuple(rec["padding"])
         conv_args = (
@@ -329,7 +331,7 @@ def _check_record(rec: Any, module: nn.Module, what: str) -> Callable[..., TNLay
             tuple(rec["stride"]),
             padding,
             tuple(rec["dilation"]),
-            1,
+            rec["groups"],
             rec["bias"],
             rec["padding_mode"],
         )

@@ -220,7 +220,8 @@ def test_model_flops_count_every_conv_and_linear_layer_that_runs():
     alloc = allocate(model, 0.9, "uniform", example_input=x)  # FLOPs counted, params budget
     per_pixel = 8 * 27 + 8 * 36 + 16 * 72 + 16 * 144  # out * in/groups * 9 per output pixel
     assert alloc.model_flops == 2 * 2 * 64 * per_pixel + 2 * 2 * 16 * 4
-    assert list(alloc.layers) == ["2", "3"]  # the grouped conv is measured, not compressed
+    assert list(alloc.layers) == ["1", "2", "3"]  # the grouped conv is compressed too
+    assert alloc.layers["1"].dense_params == 8 * 4 * 9  # its kernel: (out, in / groups, kh, kw)
 
 
 def test_printed_megaflops_and_milliseconds_round_from_the_exact_counts():

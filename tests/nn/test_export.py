@@ -203,7 +203,7 @@ def test_measured_choice(monkeypatch):
     monkeypatch.setattr(export, "_times", fake)
     with pytest.warns(UserWarning, match=r"measured at 1\.50x"):
         assert conv_sequence(layer, (2, 8, 6, 6)) is layer
-    plans = export.conv_candidates(layer.structure, layer.geometry, (2, 8, 6, 6), "cpu")
+    plans = layer._candidates((2, 8, 6, 6), "cpu")
     n_fits = len(export._fits(layer, plans))
     assert n_fits >= 1 and calls == [(1 + min(3, n_fits), export._REPEAT)]
     assert export._REPEAT >= 9
@@ -219,7 +219,7 @@ def test_measured_picks_the_fastest_chain(monkeypatch):
     runs = [own, [3.0, 6.0, 3.0, 3.0], [0.5, 1.0, 0.5, 0.6], [2.0, 4.0, 2.0, 2.0]]
 
     monkeypatch.setattr(export, "_times", lambda fns, repeat: ([fn() for fn in fns], runs)[1])
-    plans = export.conv_candidates(layer.structure, layer.geometry, (2, 8, 6, 6), "cpu")
+    plans = layer._candidates((2, 8, 6, 6), "cpu")
     export.cost.choose(plans, "cpu", 4)
     chosen = layer._choose((2, 8, 6, 6), torch.device("cpu"), torch.float32)
     plan, mods, ratio = export._pick(layer, plans, chosen, (2, 8, 6, 6), True)
@@ -508,8 +508,7 @@ def test_every_fitting_chain_computes_the_layer():
     torch.manual_seed(7)
     layer = TNConv2d(8, 8, 3, padding=1, format="ht", fraction=0.6, out_dims=(2, 4),
                      in_dims=(2, 4), dtype=F64)  # fmt: skip
-    plans = export._fits(layer, export.conv_candidates(layer.structure, layer.geometry,
-                                                       (2, 8, 5, 5), "cpu"))  # fmt: skip
+    plans = export._fits(layer, layer._candidates((2, 8, 5, 5), "cpu"))
     x = torch.randn(3, 8, 5, 6, dtype=F64)
     ends = set()
     for plan in plans:
@@ -524,7 +523,7 @@ def test_the_estimate_is_for_the_layers_dtype():
     """float64: the layer's plan and the chains are both priced at 8 bytes an element."""
     layer = TNConv2d(8, 8, 3, padding=1, format="tucker2", ranks=(4, 4), dtype=F64)
     shape = (2, 8, 6, 6)
-    plans = export.conv_candidates(layer.structure, layer.geometry, shape, "cpu")
+    plans = layer._candidates(shape, "cpu")
     own = export.cost.choose(plans, "cpu", 8)  # the layer's own choice (plan="auto")
     fits = sorted(export._fits(layer, plans), key=lambda p: p.cost["seconds"])
     ratio = fits[0].cost["seconds"] / own.cost["seconds"]

@@ -30,8 +30,8 @@ UNDER_MUTMUT = os.environ.get("TENSORNET_HYPOTHESIS_PROFILE") == "mutate"
         (nn.ConvTranspose1d(4, 4, 3), "transposed convolutions are not supported"),
         (nn.Conv1d(4, 4, 3), "Conv1d is not supported (Conv2d and Linear are)"),
         (nn.Conv3d(4, 4, 3), "Conv3d is not supported (Conv2d and Linear are)"),
-        (nn.Conv2d(4, 4, 3, groups=2), "groups=2 is not supported (only groups=1)"),
-        (nn.Conv2d(4, 4, 3, groups=4), "groups=4 is not supported (only groups=1)"),
+        (nn.Conv2d(4, 4, 3, groups=2), None),  # grouped and depthwise convs are supported
+        (nn.Conv2d(4, 4, 3, groups=4), None),
     ],
 )
 def test_unsupported_reason(module, reason):
@@ -50,7 +50,7 @@ def test_a_lazy_or_subclassed_layer():
 def _net():
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(4, 8, 3, groups=2),
+        nn.Conv3d(4, 8, 1),
         nn.Conv2d(8, 8, 1),
         nn.Conv1d(8, 8, 1),
         nn.Flatten(),
@@ -65,7 +65,7 @@ def test_select_layers_leaves_unsupported_layers_out_unless_asked():
     assert select_layers(net, skip=("4",)) == ["1"]
     assert select_layers(net, "[0-2]", include_unsupported=True) == ["0", "1", "2"]
     assert select_layers(net, "[0-2]", strict=False) == ["0", "1", "2"]
-    with pytest.raises(ValueError, match=r"^layer '0' cannot be compressed: groups=2 is not"):
+    with pytest.raises(ValueError, match=r"^layer '0' cannot be compressed: Conv3d is not"):
         select_layers(net, "[0-2]")
     with pytest.raises(ValueError, match=r"^layer '2' cannot be compressed: Conv1d is not"):
         select_layers(net, ["2"])
@@ -78,11 +78,11 @@ def test_select_layers_leaves_unsupported_layers_out_unless_asked():
 def test_select_layers_first_and_last_and_warnings():
     net = _net()
     assert select_layers(net, skip=("first", "last")) == ["1"]
-    runs = nn.Sequential(nn.Conv2d(4, 8, 3, groups=2), nn.Conv2d(8, 8, 1), nn.Flatten(),
-                         nn.Linear(8, 2))  # fmt: skip
+    runs = nn.Sequential(nn.Conv1d(4, 8, 1), nn.Unflatten(2, (3, 1)), nn.Conv2d(8, 8, 1),
+                         nn.Flatten(), nn.Linear(24, 2))  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert select_layers(runs, skip=("last",), example_input=torch.randn(1, 4, 3, 3)) == ["1"]
+        assert select_layers(runs, skip=("last",), example_input=torch.randn(1, 4, 3)) == ["2"]
 
     class Branchy(nn.Module):
         def __init__(self):

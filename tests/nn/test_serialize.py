@@ -115,6 +115,7 @@ def test_describe_records():
         "dilation": [1, 1],
         "padding_mode": "zeros",
         "bias": False,
+        "groups": 1,
         "structure": net[3].structure.to_dict(),
         "plan": "staged",
     }
@@ -370,7 +371,7 @@ def test_records_are_checked_against_the_model(saved, tmp_path):
         load(wrong, saved)
     grouped = dense(4)
     grouped[3] = nn.Conv2d(6, 8, 3, stride=2, bias=False, groups=2)
-    with pytest.raises(ValueError, match="layer '3': the model's layer has groups=2, the record"):
+    with pytest.raises(ValueError, match="layer '3': field 'groups' is 1 but the model's Conv2d"):
         load(grouped, saved)
     nested = nn.Sequential(nn.Sequential(nn.Conv2d(3, 6, 3)))
     inside = rewrite(
