@@ -6,7 +6,7 @@ Output channel ``o`` belongs to group ``o // (out / groups)`` and sees only that
 channels. Its plans are registered for the layer kind :data:`GROUPED_KIND`:
 
 - ``dense``: rebuild the kernel, then one ``F.conv2d(..., groups=groups)`` (a depthwise conv
-  with one output per channel runs as shifted multiply-adds on CPUs, as in :mod:`.staging`);
+  with one output per channel runs channels-last on CPUs, as in :mod:`.staging`);
 - ``staged`` and ``separable``: the placements of :mod:`.staging` run on the *block
   structure* (:func:`block_structure`). The first output leg of the factor holding it is split
   into a group leg and the rest (the factor viewed ``(..., groups, out / groups, ...)``), and
@@ -183,10 +183,10 @@ def _placement_names(pick: str, structure: Structure) -> tuple[str, ...]:
 def _dense(structure, geometry, input_shape, device_type) -> list[ForwardPlan]:
     """Rebuild the kernel, then one grouped conv.
 
-    A depthwise conv (one input and one output channel per group) with a small kernel runs as
-    shifted multiply-adds on CPUs (``dense``, priced as ``depthwise``, as :mod:`.staging` runs
-    its depthwise steps); ``dense[conv]`` is the same conv by ``F.conv2d``, which some CPU
-    builds run faster (``plan="measure"`` finds out).
+    A depthwise conv (one input and one output channel per group) runs in channels-last memory
+    on CPUs (``dense``, priced as ``depthwise``, as :mod:`.staging` runs its depthwise steps:
+    oneDNN's fast layout); ``dense[conv]`` is the same conv in NCHW (``plan="measure"`` finds
+    out which a CPU build runs faster).
     """
     spatial = _spatial(structure)
     if spatial is None:
@@ -199,16 +199,15 @@ def _dense(structure, geometry, input_shape, device_type) -> list[ForwardPlan]:
     out_rows, out_cols = geometry.output_size(rows, cols)
     flops = 2 * batch * out * ci * kh * kw * out_rows * out_cols
     sizes = (batch * channels * rows * cols, batch * out * out_rows * out_cols)
-    shifts = [device_type == "cpu" and ci == 1 and out == g and kh * kw <= 9]
-    shifts += [False] if shifts[0] else []
+    layouts = [device_type == "cpu" and ci == 1 and out == g]
+    layouts += [False] if layouts[0] else []
     label = f"{kh}x{kw} conv {channels}->{out} (groups {g})"
     view = (batch, channels, rows, cols)
     plans = []
-    for shift, name in zip(shifts, ("dense", "dense[conv]")):
-        kind = "depthwise" if shift else "grouped"
-        step = ConvStep(
-            kind, flops + weight.flops, sum(sizes), label, weight, view, geometry, g, shift
-        )
+    for channels_last, name in zip(layouts, ("dense", "dense[conv]")):
+        kind = "depthwise" if channels_last else "grouped"
+        step = ConvStep(kind, flops + weight.flops, sum(sizes), label, weight, view, geometry, g)
+        step.channels_last = channels_last
         out_shape = (batch, out, out_rows, out_cols)
         plans.append(ForwardPlan(name, [step], out_shape, peak_elements=max(sizes)))
     return plans

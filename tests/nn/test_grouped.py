@@ -194,11 +194,11 @@ def test_depthwise_plans_and_their_step_kinds():
     steps = {r["name"]: r["steps"] for r in info.rows}
     assert steps["dense"] == "3x3 conv 6->6 (groups 6)"
     dense = next(p for p in layer._candidates((2, 6, 8, 8), "cpu") if p.name == "dense")
-    assert [s.kind for s in dense.steps] == ["depthwise"] and dense.steps[0].shift
+    assert [s.kind for s in dense.steps] == ["depthwise"] and dense.steps[0].channels_last
     conv_plan = next(p for p in layer._candidates((2, 6, 8, 8), "cpu") if p.name == "dense[conv]")
-    assert [s.kind for s in conv_plan.steps] == ["grouped"] and not conv_plan.steps[0].shift
+    assert [s.kind for s in conv_plan.steps] == ["grouped"] and not conv_plan.steps[0].channels_last
     cuda = [p for p in layer._candidates((2, 6, 8, 8), "cuda") if p.family == "dense"]
-    assert [p.name for p in cuda] == ["dense"] and not cuda[0].steps[0].shift
+    assert [p.name for p in cuda] == ["dense"] and not cuda[0].steps[0].channels_last
     assert cuda[0].steps[0].kind == "grouped"
     x = _input(conv)
     for name, y in _every_plan(layer, x).items():
@@ -478,17 +478,18 @@ def test_the_dense_plan_counts():
 
 @pytest.mark.parametrize(
     ("kernel", "out", "device", "shifted"),
-    [((3, 3), 6, "cpu", True), ((1, 9), 6, "cpu", True), ((2, 5), 6, "cpu", False),
+    [((3, 3), 6, "cpu", True), ((1, 9), 6, "cpu", True), ((5, 5), 6, "cpu", True),
      ((3, 3), 12, "cpu", False), ((3, 3), 6, "cuda", False)],
 )  # fmt: skip
-def test_which_dense_plans_shift(kernel, out, device, shifted):
+def test_which_dense_plans_run_channels_last(kernel, out, device, shifted):
     s = get_format("svd").structure_for((out, 1, *kernel), 2, legs=KERNEL_LEGS)
     geo = ConvGeometry.from_conv_args(kernel, groups=6)
     plans = [
         p for p in candidates(GROUPED_KIND, s, geo, (1, 6, 9, 9), device) if p.family == "dense"
     ]
     assert [p.name for p in plans] == (["dense", "dense[conv]"] if shifted else ["dense"])
-    assert [p.steps[0].shift for p in plans] == ([True, False] if shifted else [False])
+    assert [p.steps[0].channels_last for p in plans] == ([True, False] if shifted else [False])
+    assert not any(p.steps[0].shift for p in plans)
     assert [p.steps[0].kind for p in plans] == (
         ["depthwise", "grouped"] if shifted else ["grouped"]
     )
@@ -610,15 +611,15 @@ def test_a_views_program_refuses_a_wrong_number_of_tensors():
         viewed(a)
 
 
-def test_the_staged_depthwise_steps_shift_on_cpus_only():
-    """CP's rank leg makes its kh and kw steps depthwise: shifted multiply-adds on CPUs."""
+def test_the_staged_depthwise_steps_run_channels_last_on_cpus_only():
+    """CP's rank leg makes its kh and kw steps depthwise: channels-last convs on CPUs."""
     s = _cp((8, 3, 3, 3), rank=4)
     geo = ConvGeometry.from_conv_args((3, 3), padding=1, groups=2)
 
     def shifts(device):
         plans = candidates(GROUPED_KIND, s, geo, (2, 6, 5, 5), device)
-        return {st.shift for p in plans if p.family == "separable" for st in p.steps
-                if hasattr(st, "shift")}  # fmt: skip
+        return {st.channels_last for p in plans if p.family == "separable" for st in p.steps
+                if hasattr(st, "channels_last") and st.kind != "matmul"}  # fmt: skip
 
     assert shifts("cpu") == {True, False} and shifts("cuda") == {False}
 
