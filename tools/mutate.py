@@ -84,6 +84,7 @@ TESTS: dict[str, list[str]] = {
     ],
     "tensornet/formats/structure.py": [
         "tests/formats/test_structure.py", "tests/formats/test_common.py",
+        "tests/formats/test_base.py::test_chain_factors_open_and_ring",
     ],
     "tensornet/formats/tucker.py": ["tests/formats/test_tucker.py", "tests/formats/test_common.py"],
     "tensornet/formats/tt.py": ["tests/formats/test_tt.py"],

@@ -148,6 +148,7 @@ class CP(Format):
     """
 
     _history: tuple[float, ...] = ()
+    tensorizable = True
 
     @classmethod
     def _parts(
@@ -175,7 +176,7 @@ class CP(Format):
 
     def _network_nodes(self) -> list[Node]:
         """The exact chain ``A0 - A1 - ...``: inner nodes diagonal in the rank, weights in A0."""
-        factors, legs = self.factors, self.legs
+        factors, legs = self.factors, self._structure.mode_legs
         d = len(factors)
         bonds = fresh_names([f"c{k + 1}" for k in range(d - 1)], legs)
         first = factors[0] * self.weights.to(factors[0].dtype)
@@ -263,7 +264,7 @@ class CP(Format):
     @property
     def factors(self) -> tuple[torch.Tensor, ...]:
         """Factor matrices ``(n_k, R)``."""
-        return tuple(self._tensors[f"A{k}"] for k in range(len(self.legs)))
+        return tuple(self._tensors[f"A{k}"] for k in range(len(self._structure.mode_legs)))
 
     @property
     def weights(self) -> torch.Tensor:

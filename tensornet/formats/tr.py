@@ -24,9 +24,9 @@ from ..core.linalg import truncated_svd
 from ..core.node import as_tensor
 from ..core.split import fresh_names
 from ..core.truncation import Truncation, as_truncation
-from .base import Dense, Format, Layout, Request, chain_factors, check_order, check_ranks
+from .base import Dense, Format, Layout, Request, check_order, check_ranks
 from .steps import error_limit, relative_error, step_truncation, tail_norm
-from .structure import Structure, register_format
+from .structure import Structure, chain_factors, register_format
 from .tt import tt_svd
 
 __all__ = ["TR", "tr_params"]
@@ -84,6 +84,8 @@ class TR(Format):
     """
 
     kernel_defaults = {"order": ("in", "kh", "kw", "out")}
+    tensorizable = True
+    leg_options = ("order",)
 
     @classmethod
     def _parts(

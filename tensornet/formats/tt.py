@@ -17,9 +17,9 @@ from ..core.linalg import qr, truncated_svd
 from ..core.node import as_tensor
 from ..core.split import fresh_names
 from ..core.truncation import Truncation, as_truncation
-from .base import Dense, Format, Layout, Request, chain_factors, check_order, check_ranks
+from .base import Dense, Format, Layout, Request, check_order, check_ranks
 from .steps import error_limit, left_svd, step_truncation, tail_norm
-from .structure import Structure, register_format
+from .structure import Structure, chain_factors, register_format
 
 __all__ = ["TT"]
 
@@ -186,6 +186,8 @@ class TT(Format):
     """
 
     kernel_defaults = {"order": ("in", "kh", "kw", "out")}
+    tensorizable = True
+    leg_options = ("order",)
 
     @classmethod
     def _parts(

@@ -131,6 +131,8 @@ class Tucker(Format):
     """
 
     _history: tuple[float, ...] = ()
+    tensorizable = True
+    leg_options = ("modes",)
 
     @classmethod
     def _parts(
@@ -268,7 +270,7 @@ class Tucker(Format):
         if ranks is not None:
             max_ranks = check_ranks(ranks, len(self.modes), f"{type(self).__name__}.truncate")
         qs, core = [], self.core
-        axes = [self.legs.index(m) for m in self.modes]
+        axes = [self._structure.mode_legs.index(m) for m in self.modes]
         for axis, u in zip(axes, self.factors):
             q, r = qr(u)
             qs.append(q)
@@ -308,6 +310,8 @@ class Tucker2(Tucker):
     >>> t.modes, t.core.shape
     (('out', 'in'), torch.Size([4, 2, 3, 3]))
     """
+
+    tensorizable = False  # Tucker with out_dims/in_dims and modes=("out", "in") is one
 
     @classmethod
     def _default_modes(cls, legs: tuple[str, ...]) -> tuple[str, ...]:

@@ -43,8 +43,10 @@ import torch
 from torch import nn
 
 from ..core.truncation import Truncation, as_truncation
+from ..core.validate import is_int
 from ..formats import get_format
 from ..formats.structure import as_fraction
+from ..formats.tensorize import balanced_dims
 from ..weights import replace_module
 from .batchnorm import recalibrate_bn
 from .defaults import AUTO, default_format
@@ -108,6 +110,7 @@ def compress(
     min_speedup: float | None = None,
     measure_time: bool = True,
     calibrate: Any = None,
+    tensorize: str | int | None = None,
     **options: Any,
 ) -> tuple[nn.Module, CompressionReport]:
     """Replace the chosen conv/linear layers of ``model`` by compressed layers.
@@ -144,6 +147,15 @@ def compress(
     calibrate : iterable of batches, optional
         Inputs (batches, ``(input, target)`` pairs, a ``DataLoader``): BatchNorm statistics
         are recomputed from them (:func:`~tensornet.nn.recalibrate_bn`) after the replacements.
+    tensorize : "balanced" or int, optional
+        Split each layer's out and in channels into modes (``out_dims``/``in_dims``: a
+        tensorized layer; a conv keeps its spatial modes) for the formats that take them (tt,
+        tr, tucker, cp, ht, ttmatrix; others are left as they are), unless the layer's options
+        give them. ``"balanced"``: :func:`~tensornet.formats.tensorize.balanced_dims` per layer
+        (3 modes each when both sizes split into factors >= 4, else 2, else the layer stays
+        untensorized); an int: that many balanced modes each. Per layer, give ``out_dims`` and
+        ``in_dims`` in the format mapping instead (``{"fc": ("tt", {"out_dims": (4, 4),
+        "in_dims": (3, 3)})}``).
     **options
         Format options passed to every layer's format.
 
@@ -164,6 +176,9 @@ def compress(
     aliases = layer_aliases(model)
     if allocation is None:
         spec_for = _spec_source(format, aliases, _sizes(trunc, fraction, ranks), options)
+        spec_for = _tensorized(spec_for, tensorize)
+    elif tensorize is not None:
+        raise ValueError("compress: tensorize does not apply to an allocation (its options do)")
     else:
         spec_for, layers, skip = _allocated(allocation), list(allocation.layers), ()
     names, notes = _chosen_layers(model, layers, skip, plan, example_input)
@@ -218,6 +233,32 @@ def _spec_source(
         return None if found is None else (found[0], {**options, **found[1]}, sizes)
 
     return spec_for
+
+
+def _tensorized(
+    spec_for: Callable[[str, nn.Module], LayerSpec], tensorize: Any
+) -> Callable[[str, nn.Module], LayerSpec]:
+    """``spec_for`` with ``out_dims``/``in_dims`` added per ``tensorize`` (see :func:`compress`)."""
+    if tensorize is None:
+        return spec_for
+    if not (tensorize == "balanced" or (is_int(tensorize) and int(tensorize) >= 1)):
+        raise ValueError(
+            f"compress: tensorize must be 'balanced', a number of modes or None, got {tensorize!r}"
+        )
+    modes = None if tensorize == "balanced" else int(tensorize)
+
+    def split(name: str, module: nn.Module) -> LayerSpec:
+        spec = spec_for(name, module)
+        if spec is None or "out_dims" in spec[1] or "in_dims" in spec[1]:
+            return spec
+        if "out_dims" not in get_format(spec[0]).structure_options():
+            return spec
+        dims = balanced_dims(*module.weight.shape[:2], modes)
+        if dims is None:
+            return spec
+        return spec[0], {**spec[1], "out_dims": dims[0], "in_dims": dims[1]}, spec[2]
+
+    return split
 
 
 def _allocated(allocation: Any) -> Callable[[str, nn.Module], LayerSpec]:

@@ -10,8 +10,8 @@ import torch
 
 from tensornet import Node, TensorNetwork, Truncation
 from tensornet.formats import TT, TTMatrix, Tucker
+from tensornet.formats.structure import chain_factors
 from tensornet.formats.base import (
-    chain_factors,
     check_order,
     check_ranks,
     check_shape,
