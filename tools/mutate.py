@@ -76,7 +76,7 @@ TESTS: dict[str, list[str]] = {
     # formats: the shared base and structures, Tucker, TT, TT-matrix
     "tensornet/formats/base.py": [
         "tests/formats/test_base.py", "tests/formats/test_common.py",
-        "tests/formats/test_base_gradients.py",
+        "tests/formats/test_base_gradients.py", "tests/formats/test_tensorized_formats.py",
     ],
     "tensornet/formats/steps.py": [
         "tests/formats/test_base.py", "tests/formats/test_base_gradients.py",
@@ -89,7 +89,9 @@ TESTS: dict[str, list[str]] = {
     "tensornet/formats/tucker.py": ["tests/formats/test_tucker.py", "tests/formats/test_common.py"],
     "tensornet/formats/tt.py": ["tests/formats/test_tt.py"],
     "tensornet/formats/ttmatrix.py": ["tests/formats/test_ttmatrix.py"],
-    "tensornet/formats/tensorize.py": ["tests/formats/test_ttmatrix.py"],
+    "tensornet/formats/tensorize.py": [
+        "tests/formats/test_ttmatrix.py", "tests/formats/test_tensorized_formats.py",
+    ],
 
     # formats: CP, HT, TR, low rank, grouped; the analysis helpers
     "tensornet/formats/cp.py": ["tests/formats/test_cp.py", "tests/formats/test_cp_details.py"],

@@ -134,7 +134,8 @@ class CP(Format):
     vectors of the unfoldings, or ``"random"``: Gaussian factors from ``seed``); ``max_iter``,
     ``tol`` (ALS stops after ``max_iter`` sweeps or when the error changes by less than
     ``tol``); ``normalize`` (unit-norm factor columns and separate weights, counted as
-    parameters).
+    parameters); ``out_dims``/``in_dims`` tensorize a matrix or kernel (one factor per mode,
+    see :mod:`~tensornet.formats.tensorize`).
 
     Examples
     --------

@@ -1,4 +1,22 @@
-"""Reshaping matrices and conv kernels into tensors with one leg per factor of their sizes."""
+"""Reshaping matrices and conv kernels into tensors with one leg per factor of their sizes.
+
+A tensorized weight splits its first two legs (``out``, ``in``) into modes by ``out_dims`` and
+``in_dims`` and keeps the others (a kernel's ``kh, kw``) as legs of their own. TT-matrix and HT
+pair the out and in modes in their own layouts (one core or leaf per pair). TT, TR, Tucker and
+CP (``Format.tensorizable``) are tensorized by the :class:`~tensornet.formats.Format` template
+with what is here (:func:`split_layout`): the format decomposes the tensor of modes
+``(out_0, ..., in_0, ..., kh, kw)`` exactly as it decomposes any tensor, and the structure
+records ``out_dims``/``in_dims`` and maps each dense leg to its modes, so ``to_dense``, layers,
+plans, spectra and saved files see the ``(out, in[, kh, kw])`` weight.
+
+The train order of TT and TR (their ``order``) is by default the interleaved one: the kept legs
+first, then ``out_0, in_0, out_1, in_1, ...`` (TT-matrix's order with one core per mode), so each
+bond separates whole out/in pairs and its rank is bounded by the pairs on the smaller side,
+rather than ``min(out, in)`` at the middle bond of an ``out_0, out_1, in_0, in_1`` train.
+Options naming legs (``order``, Tucker's ``modes``) may name dense legs, each standing for its
+modes: a compressed conv's TT default ``order=("in", "kh", "kw", "out")`` becomes
+``in_0, in_1, kh, kw, out_0, out_1``, a chain of convolutions as for an untensorized kernel.
+"""
 
 from __future__ import annotations
 

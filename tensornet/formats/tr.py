@@ -72,6 +72,10 @@ def _bond_legs(d: int, taken: Sequence[str]) -> tuple[str, ...]:
 class TR(Format):
     """A tensor in tensor-ring format (a loop of cores).
 
+    Options: ``order`` (the legs around the ring, default the dense order); ``out_dims`` and
+    ``in_dims`` tensorize a matrix or kernel as for :class:`~tensornet.formats.TT` (one core
+    per mode, default order ``kh, kw, out_0, in_0, out_1, in_1, ...``).
+
     Examples
     --------
     >>> import torch

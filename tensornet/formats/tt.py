@@ -171,6 +171,9 @@ class TT(Format):
     ``budget`` (``"uniform"``: tolerances shared as ``eps / sqrt(d - 1)`` per step, so the total
     relative error is at most ``rel_tol``; ``"adaptive"``: each step gets what the previous
     left). ``ranks`` caps the ``d - 1`` bonds; ``fraction`` is one cap for all bonds.
+    ``out_dims``/``in_dims`` tensorize a matrix or kernel (one core per mode, see
+    :mod:`~tensornet.formats.tensorize`): ``order`` then names dense legs (each standing for
+    its modes) or mode legs, default ``kh, kw, out_0, in_0, out_1, in_1, ...``.
 
     Examples
     --------

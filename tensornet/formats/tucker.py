@@ -116,6 +116,9 @@ class Tucker(Format):
     starts from the HOSVD and iterates); ``max_iter``, ``tol`` (HOOI stops after ``max_iter``
     sweeps or when the error changes by less than ``tol``). Tolerances of ``trunc`` are divided
     by ``sqrt(N)`` per mode so that the total relative error is at most ``rel_tol``.
+    ``out_dims``/``in_dims`` tensorize a matrix or kernel (one factor per mode, see
+    :mod:`~tensornet.formats.tensorize`); ``modes`` then names dense legs (each standing for its
+    modes: ``("out", "in")`` is a tensorized Tucker-2) or mode legs, default all.
 
     Examples
     --------

@@ -3,7 +3,8 @@
 tltorch's small case (9 = 3 x 3 -> 16 = 4 x 4) in float64: at full rank each layer is the dense
 layer; at fraction 0.5 it is the dense layer holding its own rebuilt weight; every forward plan
 candidate agrees with the others; gradients pass gradcheck; save/load, ``to_standard`` and
-``compress`` (per-layer dims and ``tensorize=``) keep the outputs.
+``compress`` (per-layer dims and ``tensorize=``) keep the outputs; spectra are those of the
+rebuilt layers.
 """
 
 import math
@@ -14,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tensornet import model_spectra
 from tensornet.formats import get_format
-from tensornet.nn import TNConv2d, TNLinear, compress, load, save, to_standard
+from tensornet.nn import TNConv2d, TNLinear, compress, load, save, to_standard, truncate_kernel
 from tensornet.nn.functional import conv_candidates, linear_candidates
 
 F64 = torch.float64
@@ -260,3 +262,31 @@ def test_parameters_match_the_structure_of_the_modes():
     assert layer.num_params == plain.num_params + 16
     assert sum(p.numel() for p in layer.factors.values()) == plain.num_params
     assert math.prod(s.shape) == 1296 and layer.weight.shape == (16, 9, 3, 3)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_spectra_are_those_of_the_rebuilt_layers(fmt):
+    torch.manual_seed(7)
+    net = nn.Sequential(
+        TNConv2d(9, 16, 3, format=fmt, fraction=0.5, dtype=F64, **DIMS), nn.Flatten(),
+        TNLinear(16, 9, format=fmt, fraction=0.5, dtype=F64, out_dims=(3, 3), in_dims=(4, 4)),
+    )  # fmt: skip
+    dense = nn.Sequential(net[0].to_conv(), nn.Flatten(), net[2].to_linear())
+    ours, ref = model_spectra(net), model_spectra(dense)
+    assert ours.compressed == {"0": fmt, "2": fmt} and len(ours) == len(ref) == 8
+    for sp in ours:
+        other = ref.get(sp.name, sp.label)
+        torch.testing.assert_close(sp.values, other.values, rtol=1e-10, atol=1e-12)
+
+
+def test_truncating_a_bond_of_a_tensorized_train_is_the_best_approximation_of_its_cut():
+    """The TT conv's bond after ``in_0, in_1`` induces the cut ``in | out, kh, kw``."""
+    torch.manual_seed(8)
+    layer = TNConv2d(9, 16, 3, format="tt", fraction=0.5, dtype=F64, **DIMS)
+    small, _ = truncate_kernel(layer, ["in"], 2)
+    w = layer.weight.detach().permute(1, 0, 2, 3).reshape(9, -1)
+    u, s, vh = torch.linalg.svd(w, full_matrices=False)
+    best = (u[:, :2] * s[:2]) @ vh[:2]
+    got = small.weight.detach().permute(1, 0, 2, 3).reshape(9, -1)
+    torch.testing.assert_close(got, best, rtol=1e-9, atol=1e-10)
+    assert small.structure.option("in_dims") == (3, 3) and small.ranks[1] == 2
