@@ -240,5 +240,7 @@ def test_balanced_dims_rule():
     assert balanced_dims(10, 9) == ((5, 2), (3, 3))
     assert balanced_dims(16, 3) is None and balanced_dims(1, 16) is None
     assert balanced_dims(12, 8, modes=3) == (balanced_factors(12, 3), balanced_factors(8, 3))
-    with pytest.raises(ValueError, match="modes must be a positive int, got 0"):
-        balanced_dims(12, 8, modes=0)
+    assert balanced_dims(12, 8, modes=1) == ((12,), (8,))
+    for bad in (0, True, "3", 2.0):
+        with pytest.raises(ValueError, match=f"modes must be a positive int, got {bad!r}"):
+            balanced_dims(12, 8, modes=bad)

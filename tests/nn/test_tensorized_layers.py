@@ -10,6 +10,7 @@ rebuilt layers.
 import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -290,3 +291,21 @@ def test_truncating_a_bond_of_a_tensorized_train_is_the_best_approximation_of_it
     got = small.weight.detach().permute(1, 0, 2, 3).reshape(9, -1)
     torch.testing.assert_close(got, best, rtol=1e-9, atol=1e-10)
     assert small.structure.option("in_dims") == (3, 3) and small.ranks[1] == 2
+
+
+def test_compress_tensorize_leaves_given_dims_dense_layers_and_prime_sizes_alone():
+    torch.manual_seed(9)
+    net = nn.Sequential(nn.Linear(9, 16), nn.Linear(16, 16), nn.Linear(16, 7), nn.Linear(7, 9))
+    given = ("tt", {"out_dims": (2, 8), "in_dims": (9,)})
+    small, _ = compress(net, {"0": given, "1": "cp", "2": "tt"}, fraction=0.5, skip=(),
+                        tensorize="balanced")  # fmt: skip
+    assert dict(small[0].structure.options)["out_dims"] == (2, 8)  # the layer's own dims win
+    assert small[1].structure.option("in_dims") == (4, 4)
+    assert small[2].structure.option("out_dims") is None  # 7 does not split
+    assert isinstance(small[3], nn.Linear)  # left dense by the mapping
+    two, _ = compress(net, "tt", fraction=0.5, skip=(), layers=["1"], tensorize=np.int64(2))
+    assert two[1].structure.option("out_dims") == (4, 4)
+    one, _ = compress(net, "tt", fraction=0.5, skip=(), layers=["1"], tensorize=1)
+    assert one[1].structure.option("out_dims") == (16,) and one[1].structure.option("in_dims") == (
+        16,
+    )
