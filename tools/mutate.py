@@ -86,7 +86,10 @@ TESTS: dict[str, list[str]] = {
         "tests/formats/test_structure.py", "tests/formats/test_common.py",
         "tests/formats/test_base.py::test_chain_factors_open_and_ring",
     ],
-    "tensornet/formats/tucker.py": ["tests/formats/test_tucker.py", "tests/formats/test_common.py"],
+    "tensornet/formats/tucker.py": [
+        "tests/formats/test_tucker.py", "tests/formats/test_common.py",
+        "tests/formats/test_tensorized_formats.py",
+    ],
     "tensornet/formats/tt.py": ["tests/formats/test_tt.py"],
     "tensornet/formats/ttmatrix.py": ["tests/formats/test_ttmatrix.py"],
     "tensornet/formats/tensorize.py": [
@@ -94,7 +97,10 @@ TESTS: dict[str, list[str]] = {
     ],
 
     # formats: CP, HT, TR, low rank, grouped; the analysis helpers
-    "tensornet/formats/cp.py": ["tests/formats/test_cp.py", "tests/formats/test_cp_details.py"],
+    "tensornet/formats/cp.py": [
+        "tests/formats/test_cp.py", "tests/formats/test_cp_details.py",
+        "tests/formats/test_tensorized_formats.py",
+    ],
     "tensornet/formats/ht.py": ["tests/formats/test_ht.py", "tests/formats/test_ht_details.py"],
     "tensornet/formats/tr.py": [
         "tests/formats/test_tr_lowrank_grouped.py", "tests/formats/test_tr_details.py"
@@ -149,6 +155,11 @@ TESTS: dict[str, list[str]] = {
             "mixed_formats_and_inplace",
             "failed_compress_leaves_the_model_unchanged",
             "save_load_round_trip_is_exact",
+        )),
+        *(f"tests/nn/test_tensorized_layers.py::test_compress_{t}" for t in (
+            "takes_dims_per_layer_and_balanced", "refuses_a_bad_tensorize",
+            "tensorize_with_an_allocation_is_refused",
+            "tensorize_leaves_given_dims_dense_layers_and_prime_sizes_alone",
         )),
     ],  # fmt: skip
     "tensornet/nn/report.py": ["tests/nn/test_compress.py", "tests/nn/test_compress_steps.py"],
