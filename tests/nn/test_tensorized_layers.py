@@ -309,3 +309,29 @@ def test_compress_tensorize_leaves_given_dims_dense_layers_and_prime_sizes_alone
     assert one[1].structure.option("out_dims") == (16,) and one[1].structure.option("in_dims") == (
         16,
     )
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.25, 0.5])
+def test_parameter_counts_next_to_tltorch(fraction):
+    """tltorch's FactorizedLinear (16 x 16 -> 16 x 16) at ``rank=fraction``, ours at ``fraction``.
+
+    CP: the same rank; tltorch also stores the R weights. Tucker: the same ranks where tltorch
+    keeps to the budget (0.25, 0.5); at 0.1 its ranks go over it (7137 > 6554), ours do not.
+    """
+    tltorch = pytest.importorskip("tltorch")
+    dims = {"out_dims": (16, 16), "in_dims": (16, 16)}
+    ours = {
+        name: TNLinear(256, 256, format=name, fraction=fraction, **dims).structure.num_params
+        for name in ("cp", "tucker")
+    }
+    theirs = {}
+    for name in ("cp", "tucker"):
+        layer = tltorch.FactorizedLinear((16, 16), (16, 16), factorization=name, rank=fraction)
+        theirs[name] = sum(p.numel() for k, p in layer.named_parameters() if k != "bias")
+    rank = ours["cp"] // 64
+    assert theirs["cp"] == ours["cp"] + rank and ours["cp"] <= fraction * 65536
+    assert ours["tucker"] <= fraction * 65536
+    if fraction > 0.1:
+        assert theirs["tucker"] == ours["tucker"]
+    else:
+        assert theirs["tucker"] > fraction * 65536
