@@ -187,7 +187,7 @@ class Tensorization:
         >>> t.expand(("in", "kh", "kw", "out"))
         ('in_0', 'in_1', 'kh', 'kw', 'out_0', 'out_1')
         """
-        split = dict(zip(self.dense_legs[:2], self.modes[:2]))
+        split = dict(zip(self.dense_legs, self.modes))  # a kept leg is its own mode
         return tuple(m for name in names for m in split.get(name, (name,)))
 
 

@@ -144,6 +144,7 @@ def test_train_order_interleaves_out_and_in_modes():
     x = torch.randn(*KERNEL[0], generator=gen(5), dtype=F64)
     tt = build("tt", x, KERNEL[1])
     assert tt.order == ("kh", "kw", "out_0", "in_0", "out_1", "in_1")
+    assert tt.structure.options == (("order", tt.order), ("out_dims", (4, 4)), ("in_dims", (3, 3)))
     # bond k separates whole (out, in) pairs: 9, 9*4, 9*4*3 | 4*3, 3
     assert tt.ranks == (3, 9, 36, 12, 3) == tt.structure.max_ranks
     tr = build("tr", x, KERNEL[1])
