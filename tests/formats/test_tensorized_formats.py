@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 
+from tensornet import Truncation
 from tensornet.formats import Structure, format_cut, fraction_ranks, get_format
 from tensornet.formats.tensorize import (
     balanced_dims,
@@ -248,3 +249,23 @@ def test_balanced_dims_rule():
     for bad in (0, True, "3", 2.0):
         with pytest.raises(ValueError, match=f"modes must be a positive int, got {bad!r}"):
             balanced_dims(12, 8, modes=bad)
+
+
+@pytest.mark.parametrize("name", ["tt", "tr", "tucker"])
+def test_trunc_reaches_the_tensor_of_modes(name):
+    x = torch.randn(*KERNEL[0], generator=gen(8), dtype=F64)
+    capped = build(name, x, KERNEL[1], trunc=2)
+    assert max(capped.ranks) <= 2 < max(capped.structure.max_ranks)
+    low = cp_weight(KERNEL[0], 2)  # CP rank 2 over the modes: every TT/Tucker rank <= 2
+    loose = build(name, low, KERNEL[1], trunc=Truncation(rel_tol=1e-9))
+    assert loose.error <= 1e-9 and max(loose.ranks) <= 2 and rel(loose.to_dense(), low) < 1e-9
+
+
+def test_messages_of_the_format_name_the_caller():
+    x = torch.randn(16, 9, dtype=F64)
+    with pytest.raises(ValueError, match=r"^CP.from_dense: rank 37 exceeds 36"):
+        get_format("cp").from_dense(x, ranks=37, legs=("out", "in"), **DIMS)
+    with pytest.raises(ValueError, match=r"^Tucker.from_dense: method must be"):
+        get_format("tucker").from_dense(x, legs=("out", "in"), method="x", **DIMS)
+    with pytest.raises(ValueError, match=r"^TT.structure_for: order \('out_0',\) must be a perm"):
+        get_format("tt").structure_for((16, 9), legs=("out", "in"), order=("out_0",), **DIMS)
