@@ -160,6 +160,7 @@ TESTS: dict[str, list[str]] = {
             "takes_dims_per_layer_and_balanced", "refuses_a_bad_tensorize",
             "tensorize_with_an_allocation_is_refused",
             "tensorize_leaves_given_dims_dense_layers_and_prime_sizes_alone",
+            "tensorize_keeps_a_layers_own_half_given_dims",
         )),
     ],  # fmt: skip
     "tensornet/nn/report.py": ["tests/nn/test_compress.py", "tests/nn/test_compress_steps.py"],

@@ -224,6 +224,7 @@ def test_compress_takes_dims_per_layer_and_balanced():
     assert small[2].structure.option("out_dims") is None
     balanced, _ = compress(net, {"conv": "tt", "linear": "ht"}, fraction=0.5, skip=(),
                            tensorize="balanced")  # fmt: skip
+    assert [balanced[i].format for i in (0, 2, 4, 6)] == ["tt", "tt", "ht", "ht"]
     options = [dict(balanced[i].structure.options) for i in (0, 2, 4, 6)]
     assert [(o["out_dims"], o["in_dims"]) for o in options] == [
         ((4, 4), (3, 3)), ((3, 3), (4, 4)), ((4, 4), (12, 12)), ((3, 3), (4, 4)),
@@ -335,3 +336,12 @@ def test_parameter_counts_next_to_tltorch(fraction):
         assert theirs["tucker"] == ours["tucker"]
     else:
         assert theirs["tucker"] > fraction * 65536
+
+
+@pytest.mark.parametrize("given, missing", [("out_dims", "in_dims"), ("in_dims", "out_dims")])
+def test_compress_tensorize_keeps_a_layers_own_half_given_dims(given, missing):
+    """One dim given for a layer is the layer's (an error to report), not replaced."""
+    net = nn.Sequential(nn.Linear(9, 16), nn.Linear(16, 16))
+    spec = {"1": ("tt", {given: (4, 4)})}
+    with pytest.raises(ValueError, match=f"layer '1': .*{missing} is missing"):
+        compress(net, spec, fraction=0.5, skip=(), tensorize="balanced")
