@@ -10,7 +10,6 @@ import torch
 
 from tensornet import Node, TensorNetwork, Truncation
 from tensornet.formats import TT, TTMatrix, Tucker
-from tensornet.formats.structure import chain_factors
 from tensornet.formats.base import (
     check_order,
     check_ranks,
@@ -29,6 +28,7 @@ from tensornet.formats.steps import (
     tail_norm,
     unfold,
 )
+from tensornet.formats.structure import chain_factors
 
 from .helpers import F64, gen
 from .helpers import unfold as unfold_reference
