@@ -76,7 +76,7 @@ TESTS: dict[str, list[str]] = {
     # formats: the shared base and structures, Tucker, TT, TT-matrix
     "tensornet/formats/base.py": [
         "tests/formats/test_base.py", "tests/formats/test_common.py",
-        "tests/formats/test_base_gradients.py",
+        "tests/formats/test_base_gradients.py", "tests/formats/test_tensorized_formats.py",
     ],
     "tensornet/formats/steps.py": [
         "tests/formats/test_base.py", "tests/formats/test_base_gradients.py",
@@ -84,14 +84,23 @@ TESTS: dict[str, list[str]] = {
     ],
     "tensornet/formats/structure.py": [
         "tests/formats/test_structure.py", "tests/formats/test_common.py",
+        "tests/formats/test_base.py::test_chain_factors_open_and_ring",
     ],
-    "tensornet/formats/tucker.py": ["tests/formats/test_tucker.py", "tests/formats/test_common.py"],
+    "tensornet/formats/tucker.py": [
+        "tests/formats/test_tucker.py", "tests/formats/test_common.py",
+        "tests/formats/test_tensorized_formats.py",
+    ],
     "tensornet/formats/tt.py": ["tests/formats/test_tt.py"],
     "tensornet/formats/ttmatrix.py": ["tests/formats/test_ttmatrix.py"],
-    "tensornet/formats/tensorize.py": ["tests/formats/test_ttmatrix.py"],
+    "tensornet/formats/tensorize.py": [
+        "tests/formats/test_ttmatrix.py", "tests/formats/test_tensorized_formats.py",
+    ],
 
     # formats: CP, HT, TR, low rank, grouped; the analysis helpers
-    "tensornet/formats/cp.py": ["tests/formats/test_cp.py", "tests/formats/test_cp_details.py"],
+    "tensornet/formats/cp.py": [
+        "tests/formats/test_cp.py", "tests/formats/test_cp_details.py",
+        "tests/formats/test_tensorized_formats.py",
+    ],
     "tensornet/formats/ht.py": ["tests/formats/test_ht.py", "tests/formats/test_ht_details.py"],
     "tensornet/formats/tr.py": [
         "tests/formats/test_tr_lowrank_grouped.py", "tests/formats/test_tr_details.py"
@@ -171,6 +180,12 @@ TESTS: dict[str, list[str]] = {
             "keeps_plans_options_and_shared_layers",
         )),
         "tests/nn/test_grouped.py::test_compress_by_default_keeps_depthwise_convs_dense",
+        *(f"tests/nn/test_tensorized_layers.py::test_compress_{t}" for t in (
+            "takes_dims_per_layer_and_balanced", "refuses_a_bad_tensorize",
+            "tensorize_with_an_allocation_is_refused",
+            "tensorize_leaves_given_dims_dense_layers_and_prime_sizes_alone",
+            "tensorize_keeps_a_layers_own_half_given_dims",
+        )),
     ],  # fmt: skip
     "tensornet/nn/report.py": ["tests/nn/test_compress.py", "tests/nn/test_compress_steps.py"],
     "tensornet/nn/measure.py": [

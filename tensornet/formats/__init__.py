@@ -15,9 +15,10 @@ it knows nothing of ``torch.nn``). Modules, each using only those listed before 
 - :mod:`.structure`: :class:`Structure`, :class:`Factor`, the registry
   (:func:`register_format`, :func:`get_format`, :func:`format_names`) and the fraction -> ranks
   solver (:func:`fraction_ranks`, :func:`budget_rank`).
+- :mod:`.tensorize`: :func:`balanced_factors`, reshaping to one leg per factor of a size, and
+  the channel split (``out_dims``/``in_dims``) the base template applies for TT, TR, Tucker, CP.
 - :mod:`.base`: :class:`Format`, what every format shares (network, sizes, errors, budgets).
 - :mod:`.steps`: steps the decompositions share (error budgets, SVD frames, mode products).
-- :mod:`.tensorize`: :func:`balanced_factors`, reshaping to one leg per factor of a size.
 - :mod:`.lowrank`: :class:`LowRank` (``"svd"``), the truncated SVD across one cut.
 - :mod:`.tt`: :class:`TT` (MPS), TT-SVD and rounding; :mod:`.tr`: :class:`TR`, tensor ring.
 - :mod:`.ttmatrix`: :class:`TTMatrix` (MPO) for matrices and tensorized kernels.

@@ -21,6 +21,7 @@ from ..core.node import Node, as_tensor
 from ..core.truncation import Truncation, as_truncation
 from ..core.validate import check_finite, is_int
 from .structure import Factor, Structure, as_fraction, budget_rank, ranks_within
+from .tensorize import Tensorization, split_layout
 
 __all__ = ["Dense", "Format", "Layout", "Request", "budget_rank"]
 
@@ -34,7 +35,9 @@ class Request:
     Attributes
     ----------
     full : Structure
-        The structure at maximal ranks; its options are the format's, checked.
+        The structure at maximal ranks; its options are the format's, checked. For a layout
+        tensorized by the template (``out_dims``/``in_dims``) it is the plain structure of the
+        tensor of modes, which ``_decompose`` receives as ``x``.
     trunc : Truncation or None
         Tolerances and/or a rank cap.
     caps : tuple of int or None
@@ -113,6 +116,10 @@ class Format(ABC):
     # Options of a compressed conv layer in this format (kernel legs ``out, in, kh, kw``)
     # unless the caller gives them: e.g. TT orders its train so the forward is a chain of convs.
     kernel_defaults: ClassVar[Mapping[str, Any]] = {}
+    # ``out_dims``/``in_dims`` split the first two legs into modes through this template (HT,
+    # TT-matrix: in their own layouts); ``leg_options`` name legs (see formats/tensorize.py).
+    tensorizable: ClassVar[bool] = False
+    leg_options: ClassVar[tuple[str, ...]] = ()
     _structure: Structure
     _tensors: dict[str, torch.Tensor]
     _network: TensorNetwork
@@ -196,12 +203,26 @@ class Format(ABC):
         """
         what = what or f"{cls.__name__}.structure_for"
         shape, legs = check_shape(shape, legs, what, cls._default_legs)
-        layout = cls._layout(Dense(shape, legs, what), **options)
+        split, options = cls._tensorized(shape, legs, options, what)
+        if split is None:
+            layout = cls._layout(Dense(shape, legs, what), **options)
+            modes, recorded = layout.modes or tuple((leg,) for leg in legs), layout.options
+        else:
+            layout = cls._layout(Dense(split.shape, split.legs, what), **options)
+            modes, recorded = split.modes, layout.options + split.options
         tops = layout.max_ranks
         ranks = tops if ranks is None else cls._check_ranks(ranks, len(tops), what)
-        modes = layout.modes or tuple((leg,) for leg in legs)
         factors = tuple(layout.factors(ranks))
-        return Structure(cls.name, legs, shape, ranks, factors, modes, tops, layout.options)
+        return Structure(cls.name, legs, shape, ranks, factors, modes, tops, recorded)
+
+    @classmethod
+    def _tensorized(
+        cls, shape: tuple[int, ...], legs: tuple[str, ...], options: Mapping[str, Any], what: str
+    ) -> tuple[Tensorization | None, dict[str, Any]]:
+        """:func:`~tensornet.formats.tensorize.split_layout` where :attr:`tensorizable`."""
+        if not cls.tensorizable:
+            return None, dict(options)
+        return split_layout(shape, legs, options, cls.leg_options, what)
 
     @classmethod
     def structure_options(cls) -> tuple[str, ...]:
@@ -216,7 +237,8 @@ class Format(ABC):
         ('out_dims', 'in_dims', 'd')
         """
         params = inspect.signature(cls._layout).parameters.values()
-        return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY)
+        names = tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY)
+        return names + ("out_dims", "in_dims") * cls.tensorizable
 
     @classmethod
     def _default_legs(cls, ndim: int) -> tuple[str, ...]:
@@ -274,7 +296,15 @@ class Format(ABC):
             caps = cls._requested_ranks(full, ranks, what)
         elif fraction is not None:
             caps = ranks_within(full, fraction, what)
-        return cls._decompose(x, Request(full, trunc, caps, what), **options)
+        split, inner = cls._tensorized(full.shape, full.legs, dict(full.options), what)
+        if split is None:
+            return cls._decompose(x, Request(full, trunc, caps, what), **options)
+        # the format decomposes the tensor of modes as a plain tensor, then carries the split
+        of_modes = cls.structure_for(split.shape, None, legs=split.legs, what=what, **inner)
+        req = Request(of_modes, trunc, caps, what)
+        fmt = copy.copy(cls._decompose(x.reshape(split.shape), req, **options))
+        fmt._structure = full.with_ranks(fmt.ranks)  # same factors, network and records
+        return fmt
 
     @classmethod
     def _dense_input(
@@ -637,37 +667,6 @@ def check_order(order: Sequence[str] | None, legs: tuple[str, ...], what: str) -
     if sorted(order) != sorted(legs) or len(order) != len(legs):
         raise ValueError(f"{what}: order {order} must be a permutation of the legs {legs}")
     return order
-
-
-def chain_factors(
-    groups: Sequence[Sequence[str]],
-    group_dims: Sequence[Sequence[int]],
-    bonds: Sequence[str],
-    ranks: Sequence[int],
-    ring: bool = False,
-) -> tuple[Factor, ...]:
-    """Factors ``G0, G1, ...`` of a train: core ``k`` has legs ``(bond k-1, *group k, bond k)``.
-
-    An open train has ``len(groups) - 1`` bonds and no outer bond on its end cores; a ring has
-    ``len(groups)`` bonds, bond ``k`` joining core ``k`` to core ``k + 1`` (mod d), and bond
-    ``d - 1`` closes it (core 0's first leg).
-    """
-    d = len(groups)
-    out = []
-    for k in range(d):
-        legs, shape = list(groups[k]), list(group_dims[k])
-        if ring:
-            legs = [bonds[k - 1], *legs, bonds[k]]
-            shape = [ranks[k - 1], *shape, ranks[k]]
-        else:
-            if k > 0:
-                legs.insert(0, bonds[k - 1])
-                shape.insert(0, ranks[k - 1])
-            if k < d - 1:
-                legs.append(bonds[k])
-                shape.append(ranks[k])
-        out.append(Factor(f"G{k}", tuple(legs), tuple(shape)))
-    return tuple(out)
 
 
 def factor_shapes_match(structure: Structure, tensors: Mapping[str, torch.Tensor], what: str):

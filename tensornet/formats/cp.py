@@ -134,7 +134,8 @@ class CP(Format):
     vectors of the unfoldings, or ``"random"``: Gaussian factors from ``seed``); ``max_iter``,
     ``tol`` (ALS stops after ``max_iter`` sweeps or when the error changes by less than
     ``tol``); ``normalize`` (unit-norm factor columns and separate weights, counted as
-    parameters).
+    parameters); ``out_dims``/``in_dims`` tensorize a matrix or kernel (one factor per mode,
+    see :mod:`~tensornet.formats.tensorize`).
 
     Examples
     --------
@@ -148,6 +149,7 @@ class CP(Format):
     """
 
     _history: tuple[float, ...] = ()
+    tensorizable = True
 
     @classmethod
     def _parts(
@@ -175,7 +177,7 @@ class CP(Format):
 
     def _network_nodes(self) -> list[Node]:
         """The exact chain ``A0 - A1 - ...``: inner nodes diagonal in the rank, weights in A0."""
-        factors, legs = self.factors, self.legs
+        factors, legs = self.factors, self._structure.mode_legs
         d = len(factors)
         bonds = fresh_names([f"c{k + 1}" for k in range(d - 1)], legs)
         first = factors[0] * self.weights.to(factors[0].dtype)
@@ -263,7 +265,7 @@ class CP(Format):
     @property
     def factors(self) -> tuple[torch.Tensor, ...]:
         """Factor matrices ``(n_k, R)``."""
-        return tuple(self._tensors[f"A{k}"] for k in range(len(self.legs)))
+        return tuple(self._tensors[f"A{k}"] for k in range(len(self._structure.mode_legs)))
 
     @property
     def weights(self) -> torch.Tensor:

@@ -233,6 +233,37 @@ class Structure:
         )
 
 
+def chain_factors(
+    groups: Sequence[Sequence[str]],
+    group_dims: Sequence[Sequence[int]],
+    bonds: Sequence[str],
+    ranks: Sequence[int],
+    ring: bool = False,
+) -> tuple[Factor, ...]:
+    """Factors ``G0, G1, ...`` of a train: core ``k`` has legs ``(bond k-1, *group k, bond k)``.
+
+    An open train has ``len(groups) - 1`` bonds and no outer bond on its end cores; a ring has
+    ``len(groups)`` bonds, bond ``k`` joining core ``k`` to core ``k + 1`` (mod d), and bond
+    ``d - 1`` closes it (core 0's first leg).
+    """
+    d = len(groups)
+    out = []
+    for k in range(d):
+        legs, shape = list(groups[k]), list(group_dims[k])
+        if ring:
+            legs = [bonds[k - 1], *legs, bonds[k]]
+            shape = [ranks[k - 1], *shape, ranks[k]]
+        else:
+            if k > 0:
+                legs.insert(0, bonds[k - 1])
+                shape.insert(0, ranks[k - 1])
+            if k < d - 1:
+                legs.append(bonds[k])
+                shape.append(ranks[k])
+        out.append(Factor(f"G{k}", tuple(legs), tuple(shape)))
+    return tuple(out)
+
+
 # -- registry --------------------------------------------------------------------------------
 _REGISTRY: dict[str, type[Format]] = {}
 

@@ -24,9 +24,9 @@ from ..core.linalg import truncated_svd
 from ..core.node import as_tensor
 from ..core.split import fresh_names
 from ..core.truncation import Truncation, as_truncation
-from .base import Dense, Format, Layout, Request, chain_factors, check_order, check_ranks
+from .base import Dense, Format, Layout, Request, check_order, check_ranks
 from .steps import error_limit, relative_error, step_truncation, tail_norm
-from .structure import Structure, register_format
+from .structure import Structure, chain_factors, register_format
 from .tt import tt_svd
 
 __all__ = ["TR", "tr_params"]
@@ -72,6 +72,10 @@ def _bond_legs(d: int, taken: Sequence[str]) -> tuple[str, ...]:
 class TR(Format):
     """A tensor in tensor-ring format (a loop of cores).
 
+    Options: ``order`` (the legs around the ring, default the dense order); ``out_dims`` and
+    ``in_dims`` tensorize a matrix or kernel as for :class:`~tensornet.formats.TT` (one core
+    per mode, default order ``kh, kw, out_0, in_0, out_1, in_1, ...``).
+
     Examples
     --------
     >>> import torch
@@ -84,6 +88,8 @@ class TR(Format):
     """
 
     kernel_defaults = {"order": ("in", "kh", "kw", "out")}
+    tensorizable = True
+    leg_options = ("order",)
 
     @classmethod
     def _parts(

@@ -17,9 +17,9 @@ from ..core.linalg import qr, truncated_svd
 from ..core.node import as_tensor
 from ..core.split import fresh_names
 from ..core.truncation import Truncation, as_truncation
-from .base import Dense, Format, Layout, Request, chain_factors, check_order, check_ranks
+from .base import Dense, Format, Layout, Request, check_order, check_ranks
 from .steps import error_limit, left_svd, step_truncation, tail_norm
-from .structure import Structure, register_format
+from .structure import Structure, chain_factors, register_format
 
 __all__ = ["TT"]
 
@@ -171,6 +171,9 @@ class TT(Format):
     ``budget`` (``"uniform"``: tolerances shared as ``eps / sqrt(d - 1)`` per step, so the total
     relative error is at most ``rel_tol``; ``"adaptive"``: each step gets what the previous
     left). ``ranks`` caps the ``d - 1`` bonds; ``fraction`` is one cap for all bonds.
+    ``out_dims``/``in_dims`` tensorize a matrix or kernel (one core per mode, see
+    :mod:`~tensornet.formats.tensorize`): ``order`` then names dense legs (each standing for
+    its modes) or mode legs, default ``kh, kw, out_0, in_0, out_1, in_1, ...``.
 
     Examples
     --------
@@ -186,6 +189,8 @@ class TT(Format):
     """
 
     kernel_defaults = {"order": ("in", "kh", "kw", "out")}
+    tensorizable = True
+    leg_options = ("order",)
 
     @classmethod
     def _parts(

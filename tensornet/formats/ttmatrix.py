@@ -18,8 +18,8 @@ import torch
 from ..core.node import as_tensor
 from ..core.split import fresh_names
 from ..core.truncation import Truncation
-from .base import Dense, Format, Layout, Request, chain_factors, check_shape, dense_input
-from .structure import register_format
+from .base import Dense, Format, Layout, Request, check_shape, dense_input
+from .structure import chain_factors, register_format
 from .tensorize import balanced_factors, check_dims, mode_legs
 from .tt import TT, Budget, from_chain, tt_max_ranks, tt_svd
 

@@ -116,6 +116,9 @@ class Tucker(Format):
     starts from the HOSVD and iterates); ``max_iter``, ``tol`` (HOOI stops after ``max_iter``
     sweeps or when the error changes by less than ``tol``). Tolerances of ``trunc`` are divided
     by ``sqrt(N)`` per mode so that the total relative error is at most ``rel_tol``.
+    ``out_dims``/``in_dims`` tensorize a matrix or kernel (one factor per mode, see
+    :mod:`~tensornet.formats.tensorize`); ``modes`` then names dense legs (each standing for its
+    modes: ``("out", "in")`` is a tensorized Tucker-2) or mode legs, default all.
 
     Examples
     --------
@@ -131,6 +134,8 @@ class Tucker(Format):
     """
 
     _history: tuple[float, ...] = ()
+    tensorizable = True
+    leg_options = ("modes",)
 
     @classmethod
     def _parts(
@@ -268,7 +273,7 @@ class Tucker(Format):
         if ranks is not None:
             max_ranks = check_ranks(ranks, len(self.modes), f"{type(self).__name__}.truncate")
         qs, core = [], self.core
-        axes = [self.legs.index(m) for m in self.modes]
+        axes = [self._structure.mode_legs.index(m) for m in self.modes]
         for axis, u in zip(axes, self.factors):
             q, r = qr(u)
             qs.append(q)
@@ -308,6 +313,8 @@ class Tucker2(Tucker):
     >>> t.modes, t.core.shape
     (('out', 'in'), torch.Size([4, 2, 3, 3]))
     """
+
+    tensorizable = False  # Tucker with out_dims/in_dims and modes=("out", "in") is one
 
     @classmethod
     def _default_modes(cls, legs: tuple[str, ...]) -> tuple[str, ...]:

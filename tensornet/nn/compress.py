@@ -43,8 +43,10 @@ import torch
 from torch import nn
 
 from ..core.truncation import Truncation, as_truncation
+from ..core.validate import is_int
 from ..formats import get_format
 from ..formats.structure import as_fraction
+from ..formats.tensorize import balanced_dims
 from ..weights import replace_module
 from .batchnorm import recalibrate_bn
 from .covariance import fit_sequentially
@@ -111,6 +113,7 @@ def compress(
     measure_time: bool = True,
     calibrate: Any = None,
     data: Any = None,
+    tensorize: str | int | None = None,
     **options: Any,
 ) -> tuple[nn.Module, CompressionReport]:
     """Replace the chosen conv/linear layers of ``model`` by compressed layers.
@@ -149,6 +152,10 @@ def compress(
         Inputs (batches, ``(input, target)`` pairs, a ``DataLoader``). From ``calibrate``,
         BatchNorm statistics are recomputed after the replacements (:func:`recalibrate_bn`);
         on ``data``, the layers are fitted in turn to the dense outputs (:func:`fit_sequentially`).
+    tensorize : "balanced" or int, optional
+        Tensorize each layer whose format takes ``out_dims``/``in_dims`` and whose options give
+        none: :func:`~tensornet.formats.tensorize.balanced_dims` (``"balanced"``: 3 modes when
+        both sizes split into factors >= 4, else 2; an int: that many modes).
     **options
         Format options passed to every layer's format.
 
@@ -168,8 +175,10 @@ def compress(
     _check_flags(inplace, measure_time, min_speedup, example_input)
     aliases = layer_aliases(model)
     if allocation is None:
-        spec_for = _spec_source(format, aliases, _sizes(trunc, fraction, ranks), options)
+        sizes = _sizes(trunc, fraction, ranks)
+        spec_for = _tensorized(_spec_source(format, aliases, sizes, options), tensorize)
     else:
+        _check_no_tensorize(tensorize)
         # format stays unused: the allocation names each layer's format
         spec_for, layers, skip, format = _allocated(allocation), list(allocation.layers), (), None
     names, notes = _chosen_layers(model, layers, skip, plan, example_input)
@@ -179,6 +188,11 @@ def compress(
 
 
 # -- the steps of compress -------------------------------------------------------------------
+def _check_no_tensorize(tensorize: Any) -> None:
+    if tensorize is not None:
+        raise ValueError("compress: tensorize does not apply to an allocation (its options do)")
+
+
 def _check_flags(inplace: Any, measure_time: Any, min_speedup: Any, example_input: Any) -> None:
     for name, value in (("inplace", inplace), ("measure_time", measure_time)):
         if not isinstance(value, bool):
@@ -222,6 +236,32 @@ def _spec_source(
         return None if found is None else (found[0], {**options, **found[1]}, sizes)
 
     return spec_for
+
+
+def _tensorized(
+    spec_for: Callable[[str, nn.Module], LayerSpec], tensorize: Any
+) -> Callable[[str, nn.Module], LayerSpec]:
+    """``spec_for`` with ``out_dims``/``in_dims`` added per ``tensorize`` (see :func:`compress`)."""
+    if tensorize is None:
+        return spec_for
+    if not (tensorize == "balanced" or (is_int(tensorize) and int(tensorize) >= 1)):
+        raise ValueError(
+            f"compress: tensorize must be 'balanced', a number of modes or None, got {tensorize!r}"
+        )
+    modes = None if tensorize == "balanced" else int(tensorize)
+
+    def split(name: str, module: nn.Module) -> LayerSpec:
+        spec = spec_for(name, module)
+        if spec is None or "out_dims" in spec[1] or "in_dims" in spec[1]:
+            return spec
+        if "out_dims" not in get_format(spec[0]).structure_options():
+            return spec
+        dims = balanced_dims(*module.weight.shape[:2], modes)
+        if dims is None:
+            return spec
+        return spec[0], {**spec[1], "out_dims": dims[0], "in_dims": dims[1]}, spec[2]
+
+    return split
 
 
 def _allocated(allocation: Any) -> Callable[[str, nn.Module], LayerSpec]:

@@ -320,8 +320,9 @@ class TNConv2d(TNLayer):
         here (ValueError listing the valid names). The choice per input shape is cached for
         the last :data:`PLAN_CACHE_SIZE` shapes (least recently used forgotten first).
     **options
-        Format options (e.g. ``order`` for TT, ``groups`` for grouped, ``out_dims``/``in_dims``
-        for TT-matrix).
+        Format options (e.g. ``order`` for TT, ``groups`` for grouped; ``out_dims``/``in_dims``
+        for a channel-tensorized kernel in tt, tr, tucker, cp, ht or ttmatrix: see
+        :meth:`from_conv`).
 
     Examples
     --------
@@ -401,6 +402,24 @@ class TNConv2d(TNLayer):
         ``decomposition_error`` holds the relative Frobenius error of the kernel. ``ranks``
         above their useful maximum are lowered to it (:func:`clamp_ranks`); a kernel or bias
         holding NaN or inf is refused (ValueError).
+
+        Channel-tensorized (tt, tr, tucker, cp, ht, ttmatrix): ``out_dims`` and ``in_dims``
+        split the out and in channels into modes (products ``out_channels``, ``in_channels``),
+        ``kh`` and ``kw`` stay legs of their own, and the format decomposes the tensor of modes
+        ``(out_0, ..., in_0, ..., kh, kw)``. TT and TR order their train by the kernel default
+        ``in, kh, kw, out`` with each channel leg replaced by its modes (``order=`` changes it);
+        :func:`~tensornet.formats.tensorize.balanced_dims` suggests the dims.
+
+        Examples
+        --------
+        >>> import torch
+        >>> conv = torch.nn.Conv2d(9, 16, 3, padding=1)
+        >>> dims = {"out_dims": (4, 4), "in_dims": (3, 3)}
+        >>> layer = TNConv2d.from_conv(conv, "tucker", fraction=0.5, **dims)
+        >>> layer.structure.modes
+        (('out_0', 'out_1'), ('in_0', 'in_1'), ('kh',), ('kw',))
+        >>> layer.num_params <= 0.5 * 16 * 9 * 3 * 3 + 16
+        True
         """
         what = "TNConv2d.from_conv"
         if not isinstance(conv, nn.Conv2d):
@@ -558,6 +577,23 @@ class TNLinear(TNLayer):
 
         ``ranks`` above their useful maximum are lowered to it (:func:`clamp_ranks`); a weight
         or bias holding NaN or inf is refused (ValueError).
+
+        Tensorized (tt, tr, tucker, cp, ht, ttmatrix): ``out_dims`` and ``in_dims`` split the
+        weight ``(out, in)`` into modes ``(out_0, ..., in_0, ...)`` (products ``out_features``
+        and ``in_features``), which the format decomposes; TT and TR order their train
+        ``out_0, in_0, out_1, in_1, ...`` unless ``order=`` says otherwise. ``weight`` and
+        :meth:`to_linear` still give the ``(out, in)`` matrix.
+
+        Examples
+        --------
+        >>> import torch
+        >>> lin = torch.nn.Linear(9, 16)
+        >>> layer = TNLinear.from_linear(lin, "tt", out_dims=(4, 4), in_dims=(3, 3))  # full rank
+        >>> layer.ranks, layer.structure.option("order")
+        ((4, 12, 3), ('out_0', 'in_0', 'out_1', 'in_1'))
+        >>> x = torch.randn(5, 9)
+        >>> bool(torch.allclose(layer(x), lin(x), atol=1e-5))
+        True
         """
         what = "TNLinear.from_linear"
         if not isinstance(linear, nn.Linear):

@@ -11,7 +11,6 @@ import torch
 from tensornet import Node, TensorNetwork, Truncation
 from tensornet.formats import TT, TTMatrix, Tucker
 from tensornet.formats.base import (
-    chain_factors,
     check_order,
     check_ranks,
     check_shape,
@@ -29,6 +28,7 @@ from tensornet.formats.steps import (
     tail_norm,
     unfold,
 )
+from tensornet.formats.structure import chain_factors
 
 from .helpers import F64, gen
 from .helpers import unfold as unfold_reference
