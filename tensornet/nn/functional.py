@@ -48,7 +48,7 @@ __all__ = [
 # Reserved leg names of the activation frame (batch, patch positions).
 _B, _L = "__batch", "__patches"
 
-KINDS = ("conv", "linear")
+KINDS = ("conv", "linear", "conv3d", "conv_transpose2d")  # the last two: .plans_nd
 # Plan policies every layer takes besides the families (never a family's name).
 POLICIES = ("auto", "measure")
 
