@@ -93,6 +93,12 @@ class TNConvTranspose2d(TNConvNd):
         self._setup(structure, bias, self.out_channels, plan, device, dtype)
         self.reset_parameters()
 
+    @staticmethod
+    def geometry_of(module: nn.Module) -> TransposeGeometry:
+        """The geometry of a transposed 2-d conv (``nn.ConvTranspose2d`` or this class)."""
+        args = (module.stride, module.padding, module.output_padding, module.dilation)
+        return TransposeGeometry.from_conv_args(module.kernel_size, *args)
+
     def _kernel_shape(self) -> tuple[int, ...]:
         return (self.in_channels, self.out_channels, *self.kernel_size)
 

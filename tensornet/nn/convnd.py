@@ -28,6 +28,7 @@ from ..core.validate import check_finite
 from ..formats import Format, Structure, get_format
 from ..formats.structure import Factor
 from ..weights import KERNEL_LEGS
+from . import plans_nd  # noqa: F401  (registers the conv3d / transposed plan families)
 from .functional import candidates
 from .geometry import ConvGeometry
 from .geometry_nd import GeometryNd, as_tuple
@@ -106,6 +107,11 @@ class TNConvNd(TNLayer):
 
     def _kernel_shape(self) -> tuple[int, ...]:
         return (self.out_channels, self.in_channels, *self.kernel_size)
+
+    @classmethod
+    def plans_for(cls, structure: Structure, geometry: Any, shape: tuple, device_type: str):
+        """The plans of ``structure`` in a layer of this class for the input ``shape``."""
+        return candidates(cls.kind, structure, geometry, shape, device_type)
 
     def torch_args(self) -> dict[str, Any]:
         """The arguments that build the torch layer (or this class) with the same geometry."""
@@ -300,29 +306,18 @@ class TNConv1d(TNConvNd):
         padding = _plain_ints(padding)
         if not isinstance(padding, str):
             padding = as_tuple(padding, 1, "padding", low=0)
-        pad2 = padding if isinstance(padding, str) else (0, padding[0])
-        self.geometry = ConvGeometry.from_conv_args(
-            (1, self.kernel_size[0]), (1, stride[0]), pad2, (1, dilation[0]), padding_mode
-        )
         self.stride, self.padding, self.dilation = stride, padding, dilation
         self.padding_mode = padding_mode
+        self.geometry = self.geometry_of(self)
         self._lifted: tuple[Structure, Structure] | None = None
         self._setup(structure, bias, self.out_channels, plan, device, dtype)
         self.reset_parameters()
 
     @property
     def _plan_structure(self) -> Structure:
-        """The structure lifted to ``(out, in, 1, k)``: the factors and a constant unit factor."""
+        """The structure lifted to ``(out, in, 1, k)`` (:func:`lift`), cached."""
         if self._lifted is None or self._lifted[0] is not self.structure:
-            s = self.structure
-            unit = Factor(_UNIT, (_UNIT_LEG,), (1,))
-            modes = (s.modes[0], s.modes[1], (_UNIT_LEG,), s.modes[2])
-            legs = (*s.legs[:2], _UNIT_LEG, s.legs[2])
-            shape = (*s.shape[:2], 1, s.shape[2])
-            lifted = Structure(
-                s.format, legs, shape, s.ranks, (*s.factors, unit), modes, s.max_ranks, s.options
-            )
-            self._lifted = (s, lifted)
+            self._lifted = (self.structure, lift(self.structure))
         return self._lifted[1]
 
     def _plan_tensors(self, x: torch.Tensor) -> Mapping[str, torch.Tensor]:
@@ -330,9 +325,22 @@ class TNConv1d(TNConvNd):
         return {**self.factors, _UNIT: p0.new_ones(1)}
 
     def _candidates(self, shape: tuple[int, ...], device_type: str) -> list:
+        return self.plans_for(self._plan_structure, self.geometry, shape, device_type)
+
+    @staticmethod
+    def geometry_of(module: nn.Module) -> ConvGeometry:
+        """The lifted 2-d geometry of a 1-d conv (``nn.Conv1d`` or this class)."""
+        pad = module.padding if isinstance(module.padding, str) else (0, module.padding[0])
+        k, s, d = module.kernel_size[0], module.stride[0], module.dilation[0]
+        return ConvGeometry.from_conv_args((1, k), (1, s), pad, (1, d), module.padding_mode)
+
+    @staticmethod
+    def plans_for(structure: Structure, geometry: Any, shape: tuple, device_type: str) -> list:
+        """The plans of a (lifted) structure for a 1-d input ``(N, C, L)``."""
+        if len(structure.modes) == 3:
+            structure = lift(structure)
         n, c, length = shape
-        lifted = (n, c, 1, length)
-        return candidates("conv", self._plan_structure, self.geometry, lifted, device_type)
+        return candidates("conv", structure, geometry, (n, c, 1, length), device_type)
 
     def _run_plan(self, x: torch.Tensor) -> torch.Tensor:
         return self._plan_for(x)(x.unsqueeze(2), self._plan_tensors(x)).squeeze(2)
@@ -344,6 +352,26 @@ class TNConv1d(TNConvNd):
         return torch.nn.functional.conv2d(
             g.pad(x.unsqueeze(2)), w, None, g.stride, 0, g.dilation
         ).squeeze(2)
+
+
+def lift(structure: Structure) -> Structure:
+    """A 1-d kernel's structure as a 2-d one ``(out, in, 1, k)``: plus a constant unit factor.
+
+    Examples
+    --------
+    >>> from tensornet.formats import get_format
+    >>> s = get_format("tucker2").structure_for((4, 3, 5), (2, 2), legs=("out", "in", "k"))
+    >>> lift(s).shape, lift(s).factors[-1]
+    ((4, 3, 1, 5), Factor(name='__unit', legs=('__unit_kh',), shape=(1,)))
+    """
+    unit = Factor(_UNIT, (_UNIT_LEG,), (1,))
+    s = structure
+    modes = (s.modes[0], s.modes[1], (_UNIT_LEG,), s.modes[2])
+    legs = (*s.legs[:2], _UNIT_LEG, s.legs[2])
+    shape = (*s.shape[:2], 1, s.shape[2])
+    return Structure(
+        s.format, legs, shape, s.ranks, (*s.factors, unit), modes, s.max_ranks, s.options
+    )
 
 
 class TNConv3d(TNConvNd):
@@ -402,6 +430,12 @@ class TNConv3d(TNConvNd):
         self.padding_mode = padding_mode
         self._setup(structure, bias, self.out_channels, plan, device, dtype)
         self.reset_parameters()
+
+    @staticmethod
+    def geometry_of(module: nn.Module) -> GeometryNd:
+        """The geometry of a 3-d conv (``nn.Conv3d`` or this class)."""
+        args = (module.stride, module.padding, module.dilation, module.padding_mode)
+        return GeometryNd.from_conv_args(module.kernel_size, *args)
 
     def _dense_forward(self, x: torch.Tensor) -> torch.Tensor:
         self.geometry.output_size(x.shape[2:])  # the plans' size check

@@ -35,6 +35,8 @@ from typing import Any
 
 from torch import nn
 
+from .kinds import kind_of, kinds
+
 __all__ = ["AUTO", "DEFAULT_FORMAT", "default_format", "kernel_class"]
 
 #: The format name that asks :func:`~tensornet.nn.compress` for :func:`default_format`.
@@ -44,8 +46,11 @@ DEFAULT_FORMAT = "svd"
 
 
 def _check_layer(module: Any, what: str) -> None:
-    if not isinstance(module, (nn.Conv2d, nn.Linear)):
-        raise TypeError(f"{what}: expected an nn.Conv2d or nn.Linear, got {type(module).__name__}")
+    if not isinstance(module, nn.Module) or kind_of(module) is None:
+        raise TypeError(
+            f"{what}: expected an nn.Conv2d or nn.Linear, got {type(module).__name__} "
+            f"(supported: {', '.join(k.torch_type.__name__ for k in kinds())})"
+        )
 
 
 def kernel_class(module: nn.Module) -> str:
@@ -61,8 +66,7 @@ def kernel_class(module: nn.Module) -> str:
     _check_layer(module, "kernel_class")
     if isinstance(module, nn.Linear):
         return "linear"
-    kh, kw = module.kernel_size
-    return f"{kh}x{kw}"
+    return "x".join(str(k) for k in module.kernel_size)
 
 
 def default_format(module: nn.Module) -> tuple[str, dict[str, Any]]:
