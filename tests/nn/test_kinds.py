@@ -1,0 +1,243 @@
+"""The layer-kind registry, and compress / allocate / select over every supported kind."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from tensornet.nn import (
+    TNConv1d,
+    TNConv2d,
+    TNConv3d,
+    TNConvTranspose2d,
+    TNLinear,
+    allocate,
+    compress,
+    dense_flops,
+    dense_seconds,
+    select_layers,
+)
+from tensornet.nn import kinds as kinds_module
+from tensornet.nn.defaults import default_format, kernel_class
+from tensornet.nn.kinds import (
+    LayerKind,
+    kind_named,
+    kind_of,
+    kinds,
+    layer_kind_of,
+    record_args,
+    register_kind,
+    unsupported_reason,
+)
+
+
+class Mixed(nn.Module):
+    """A model with every supported kind (float64)."""
+
+    def __init__(self):
+        super().__init__()
+        opts = {"dtype": torch.float64}
+        self.stem = nn.Conv2d(3, 4, 3, padding=1, **opts)
+        self.seq = nn.Conv1d(4, 6, 3, padding=2, dilation=2, padding_mode="reflect", **opts)
+        self.vol = nn.Conv3d(2, 4, (2, 3, 3), stride=(1, 2, 1), padding=1, **opts)
+        self.up = nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1, output_padding=1, **opts)
+        self.head = nn.Linear(6, 5, **opts)
+
+    def forward(self, image, signal, volume):
+        a = self.up(self.stem(image))
+        b = self.head(self.seq(signal).mean(-1))
+        return a, b, self.vol(volume)
+
+
+def _inputs():
+    torch.manual_seed(0)
+    return (
+        torch.randn(2, 3, 5, 5, dtype=torch.float64),
+        torch.randn(2, 4, 9, dtype=torch.float64),
+        torch.randn(2, 2, 3, 6, 5, dtype=torch.float64),
+    )
+
+
+def test_registry_maps_every_torch_type_to_its_layer_and_back():
+    expected = {
+        "linear": (nn.Linear, TNLinear),
+        "conv1d": (nn.Conv1d, TNConv1d),
+        "conv2d": (nn.Conv2d, TNConv2d),
+        "conv3d": (nn.Conv3d, TNConv3d),
+        "conv_transpose2d": (nn.ConvTranspose2d, TNConvTranspose2d),
+    }
+    assert [k.name for k in kinds()] == list(expected)
+    for name, (torch_type, tn_type) in expected.items():
+        kind = kind_named(name)
+        assert (kind.torch_type, kind.tn_type) == (torch_type, tn_type)
+    assert kind_of(nn.LazyConv1d(3, 3)).name == "conv1d"  # subclasses by their nearest base
+    assert kind_of(TNConv2d(2, 2, 1, format="svd", ranks=1)) is None
+    assert layer_kind_of(TNConv3d(2, 2, 1, format="svd", ranks=1)).name == "conv3d"
+    assert layer_kind_of(nn.Conv3d(2, 2, 1)) is None and kind_of(nn.ReLU()) is None
+    assert kind_named("conv3d").spatial_dims == 3 and kind_named("linear").spatial_dims == 0
+    assert kind_named("conv_transpose2d").kernel_shape(
+        {"in_channels": 4, "out_channels": 3, "kernel_size": [2, 5]}
+    ) == [4, 3, 2, 5]
+    assert kind_named("conv1d").kernel_shape(
+        {"in_channels": 4, "out_channels": 3, "kernel_size": [5]}
+    ) == [3, 4, 5]
+    with pytest.raises(ValueError, match=r"field 'kind' must be one of \['linear', 'conv1d'"):
+        kind_named("conv4d")
+
+
+def test_register_kind_refuses_duplicates_unless_replacing():
+    conv3d = kind_named("conv3d")
+    with pytest.raises(ValueError, match="a kind 'conv3d' is already registered"):
+        register_kind(conv3d)
+    with pytest.raises(TypeError, match="expected a LayerKind, got str"):
+        register_kind("conv3d")
+    twin = LayerKind(
+        "conv3d_b",
+        nn.Conv3d,
+        TNConv3d,
+        "conv",
+        conv3d.legs,
+        conv3d.fields,
+        conv3d.from_module,
+        conv3d.to_module,
+    )
+    with pytest.raises(ValueError, match="already registered"):
+        register_kind(twin)  # the torch type is taken
+    snapshot = dict(kinds_module._KINDS)
+    try:
+        assert register_kind(twin, replace=True) is twin
+        assert kind_of(nn.Conv3d(2, 2, 1)).name == "conv3d_b"
+        assert [k.name for k in kinds()][-1] == "conv3d_b" and len(kinds()) == len(snapshot)
+        register_kind(conv3d, replace=True)
+        assert "conv3d_b" not in [k.name for k in kinds()]
+    finally:
+        kinds_module._KINDS.clear()
+        kinds_module._KINDS.update(snapshot)
+    assert kind_of(nn.Conv3d(2, 2, 1)) is conv3d
+
+
+@pytest.mark.parametrize(
+    "module, reason",
+    [
+        (nn.Conv1d(4, 4, 3), None),
+        (nn.Conv3d(4, 4, 3), None),
+        (nn.ConvTranspose2d(4, 4, 3), None),
+        (nn.Linear(2, 2), None),
+        (nn.Conv1d(4, 4, 3, groups=2), "groups=2 is not supported (only groups=1)"),
+        (nn.ConvTranspose2d(4, 4, 3, groups=4), "groups=4 is not supported (only groups=1)"),
+        (
+            nn.ConvTranspose3d(4, 4, 3),
+            "ConvTranspose3d is not supported (no compressed layer; "
+            "supported: Linear, Conv1d, Conv2d, Conv3d, ConvTranspose2d)",
+        ),
+        (
+            nn.ConvTranspose1d(4, 4, 3),
+            "ConvTranspose1d is not supported (no compressed layer; "
+            "supported: Linear, Conv1d, Conv2d, Conv3d, ConvTranspose2d)",
+        ),
+        (nn.ReLU(), "ReLU is not a conv or linear layer"),
+    ],
+)
+def test_unsupported_reason_names_what_is_skipped(module, reason):
+    assert unsupported_reason(module) == reason
+
+
+def test_select_layers_takes_the_new_kinds_and_names_the_skipped():
+    net = nn.Sequential(
+        nn.Conv1d(2, 2, 1),
+        nn.ConvTranspose3d(2, 2, 1),
+        nn.ConvTranspose2d(2, 2, 1),
+        nn.Conv3d(2, 2, 1),
+    )
+    assert select_layers(net) == ["0", "2", "3"]
+    assert select_layers(net, include_unsupported=True) == ["0", "1", "2", "3"]
+    with pytest.raises(ValueError, match="layer '1' cannot be compressed: ConvTranspose3d is"):
+        select_layers(net, ["1"])
+
+
+def test_record_args_are_the_json_form_of_every_kind():
+    conv = nn.Conv3d(2, 3, (1, 2, 3), stride=2, padding="same" if False else 1, bias=False)
+    assert record_args(conv, kind_named("conv3d")) == {
+        "in_channels": 2,
+        "out_channels": 3,
+        "kernel_size": [1, 2, 3],
+        "stride": [2, 2, 2],
+        "padding": [1, 1, 1],
+        "dilation": [1, 1, 1],
+        "padding_mode": "zeros",
+        "bias": False,
+    }
+    up = nn.ConvTranspose2d(4, 3, 3, stride=2, output_padding=1)
+    assert record_args(up, kind_named("conv_transpose2d"))["output_padding"] == [1, 1]
+    assert record_args(nn.Conv1d(2, 2, 3, padding="same"), kind_named("conv1d"))["padding"] == (
+        "same"
+    )
+    assert record_args(nn.Linear(3, 2), kind_named("linear")) == {
+        "in_features": 3,
+        "out_features": 2,
+        "bias": True,
+    }
+
+
+@pytest.mark.parametrize("fmt", ["tucker2", "tt", "svd"])
+def test_compress_a_model_of_every_kind_is_exact_at_full_rank(fmt):
+    net, x = Mixed(), _inputs()
+    small, report = compress(net, fmt, ranks=10**6, skip=(), example_input=x, measure_time=False)
+    kinds_after = {n: type(m).__name__ for n, m in small.named_children()}
+    assert kinds_after == {
+        "stem": "TNConv2d",
+        "seq": "TNConv1d",
+        "vol": "TNConv3d",
+        "up": "TNConvTranspose2d",
+        "head": "TNLinear",
+    }
+    for a, b in zip(net(*x), small(*x)):
+        torch.testing.assert_close(b, a, atol=1e-8, rtol=0)
+    rows = {r.name: r for r in report.layers}
+    assert rows["vol"].kind == "conv" and rows["head"].kind == "linear"
+    assert rows["vol"].flops_before == dense_flops(net.vol, (2, 2, 3, 6, 5))
+    assert all(r.error_fro < 1e-12 for r in report.layers)
+
+
+def test_compress_plan_families_per_kind():
+    net = Mixed()
+    small, _ = compress(net, "tucker2", ranks=2, skip=(), layers="vol|up", plan="staged")
+    assert small.vol.plan == "staged" and small.up.plan == "staged"
+    with pytest.raises(
+        ValueError, match="plan='patches' is not a forward plan of conv layer 'vol'"
+    ):
+        compress(net, "tucker2", ranks=2, skip=(), layers="vol", plan="patches")
+
+
+def test_dense_flops_and_seconds_of_every_conv():
+    assert dense_flops(nn.Conv1d(2, 3, 3, padding=1), (4, 2, 10)) == 2 * 4 * 3 * 2 * 3 * 10
+    assert dense_flops(nn.Conv3d(2, 3, 3), (1, 2, 4, 5, 6)) == 2 * 3 * 2 * 27 * (2 * 3 * 4)
+    up = nn.ConvTranspose2d(2, 3, 3, stride=2)
+    assert dense_flops(up, (1, 2, 4, 5)) == 2 * 2 * 3 * 9 * 20
+    deep = nn.ConvTranspose3d(2, 3, 3)
+    assert dense_flops(deep, (1, 2, 2, 2, 2)) == 2 * 2 * 3 * 27 * 8
+    for module, shape in [
+        (up, (1, 2, 4, 5)),
+        (deep, (1, 2, 2, 2, 2)),
+        (nn.Conv1d(2, 3, 3), (2, 2, 9)),
+        (nn.Conv3d(2, 3, 3), (1, 2, 4, 4, 4)),
+    ]:
+        assert 0 < dense_seconds(module, shape) < 1
+
+
+def test_defaults_know_every_kind():
+    assert kernel_class(nn.Conv1d(2, 2, 5)) == "5" and kernel_class(nn.Conv3d(2, 2, 3)) == "3x3x3"
+    assert default_format(nn.ConvTranspose2d(2, 2, 3)) == ("svd", {})
+    with pytest.raises(TypeError, match="expected an nn.Conv2d or nn.Linear, got ReLU"):
+        default_format(nn.ReLU())
+
+
+def test_allocate_and_compress_over_the_new_kinds():
+    net, x = Mixed(), _inputs()
+    alloc = allocate(net, 0.6, skip=(), example_input=x)
+    assert set(alloc.layers) == {"stem", "seq", "vol", "up", "head"}
+    small, report = compress(net, allocation=alloc, example_input=x, measure_time=False)
+    for a, b in zip(net(*x), small(*x)):
+        assert a.shape == b.shape
+    assert report.params_after <= report.params_before
