@@ -14,9 +14,8 @@ from typing import Any
 from torch import nn
 
 from ..formats import Structure
-from .convnd import TNConvNd, _spec
+from .convnd import TNConvNd, layer_spec, plain_ints
 from .geometry_nd import TransposeGeometry
-from .layers import _plain_ints
 
 __all__ = ["TRANSPOSED_LEGS", "TNConvTranspose2d"]
 
@@ -75,12 +74,12 @@ class TNConvTranspose2d(TNConvNd):
                 f"TNConvTranspose2d: padding_mode must be 'zeros' (as in torch), got "
                 f"{padding_mode!r}"
             )
-        spec = _spec(format, ranks, fraction, _structure, options)
+        spec = layer_spec(format, ranks, fraction, _structure, options)
         structure = self._conv_setup(
             (in_channels, out_channels), kernel_size, {"groups": groups}, spec
         )
         stride, padding, output_padding, dilation = (
-            _plain_ints(v) for v in (stride, padding, output_padding, dilation)
+            plain_ints(v) for v in (stride, padding, output_padding, dilation)
         )
         if isinstance(padding, str):
             raise ValueError(f"TNConvTranspose2d: padding must be ints, got {padding!r}")

@@ -24,17 +24,10 @@ from torch import nn
 
 from . import cost
 from .convnd import TNConv1d, TNConvNd, lift
-from .export import (
-    ChannelBias,
-    Folded,
-    _convertible,
-    _options,
-    _step_modules,
-    conv_sequence,
-)
+from .export import ChannelBias, ChannelPermute, Folded, PointwiseConv2d, conv_sequence
 from .geometry_nd import GeometryNd, TransposeGeometry
 from .layers import TNConv2d
-from .plans import ForwardPlan
+from .plans import ForwardPlan, MatmulStep, PermuteStep
 from .plans_nd import SpatialStep
 
 __all__ = ["Lifted1d", "nd_sequence"]
@@ -119,14 +112,30 @@ def _spatial_modules(step: SpatialStep, tensors, batch: int) -> list[nn.Module]:
     return [inner if fold == 1 else Folded(fold, inner)]
 
 
+def _pointwise(step: MatmulStep, tensors) -> nn.Module:
+    """A matmul step as :class:`~tensornet.nn.export.PointwiseConv2d` (its folds kept)."""
+    w = step.weight(tensors).detach()
+    _, fold, g, ci, _ = step.view
+    co = w.shape[1]
+    opts = {"groups": g, "bias": False, "device": w.device, "dtype": w.dtype}
+    conv = PointwiseConv2d(g * ci, g * co, 1, **opts)
+    conv.fold = fold
+    with torch.no_grad():
+        conv.weight.copy_(w.reshape(g * co, ci, 1, 1))
+    return conv
+
+
 def _modules(layer: TNConvNd, plan: ForwardPlan, batch: int) -> list[nn.Module]:
     tensors = {k: v.detach() for k, v in layer.factors.items()}
     mods: list[nn.Module] = []
     for step in plan.steps:
         if isinstance(step, SpatialStep):
             mods += _spatial_modules(step, tensors, batch)
+        elif isinstance(step, MatmulStep):
+            mods.append(_pointwise(step, tensors))
         else:
-            mods += _step_modules(step, tensors, batch, False)
+            dims = tuple(d - 1 for d in step.dims[1:-1])
+            mods.append(ChannelPermute(step.shape[1:-1], dims))
     if layer.bias is not None:
         mods.append(ChannelBias(layer.bias))
     return mods
@@ -195,6 +204,16 @@ def nd_sequence(
 
 
 def _chain(plan: ForwardPlan) -> bool:
-    return _convertible(plan) or all(
-        _convertible(ForwardPlan("", [s], ())) or isinstance(s, SpatialStep) for s in plan.steps
-    )
+    """Every step has a plain module (the plans of 3-d and transposed layers all do)."""
+    return all(isinstance(s, (SpatialStep, MatmulStep, PermuteStep)) for s in plan.steps)
+
+
+def _options(slack: float, fallback: str, measure: bool) -> dict:
+    """The checked options (as :func:`~tensornet.nn.to_standard` checks them)."""
+    if isinstance(slack, bool) or not isinstance(slack, (int, float)) or not slack >= 1:
+        raise ValueError(f"slack must be a number >= 1, got {slack!r}")
+    if fallback not in ("keep", "chain"):
+        raise ValueError(f"fallback must be one of ('keep', 'chain'), got {fallback!r}")
+    if not isinstance(measure, bool):
+        raise TypeError(f"measure must be True or False, got {measure!r}")
+    return {"slack": slack, "fallback": fallback, "measure": measure}

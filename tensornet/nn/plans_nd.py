@@ -25,8 +25,8 @@ from typing import Any
 
 from ..formats.structure import Factor, Structure
 from .functional import register_forward
-from .plans import ForwardPlan, Step, WeightExpr, _any_batch
-from .staging import Placements, PlanFrame, _adjacency, _ordered, _steiner, stage_step
+from .plans import ForwardPlan, Step, WeightExpr
+from .staging import Placements, PlanFrame, stage_step
 
 __all__ = ["SpatialStep", "nd_plans"]
 
@@ -44,7 +44,7 @@ class SpatialStep(Step):
     groups: int = 1
 
     def __post_init__(self) -> None:
-        self.run_view = _any_batch(self.view)
+        self.run_view = (-1, *self.view[1:])  # the batch left free, as every plan step
 
     @property
     def images(self) -> int:
@@ -54,17 +54,6 @@ class SpatialStep(Step):
     def __call__(self, h, tensors):
         """Apply the step to the activation ``h``."""
         return self.geometry.conv(h.reshape(self.run_view), self.weight(tensors), self.groups)
-
-
-class _Placements(Placements):
-    """:class:`~tensornet.nn.staging.Placements` around any number of spatial legs."""
-
-    def __init__(self, structure: Structure, spatial: Sequence[str]) -> None:
-        super().__init__(structure, (spatial[0], spatial[0]))
-        held = {f.name for f in structure.factors if set(f.legs) & set(spatial)}
-        self.adj = _adjacency(structure.factors)
-        self.base = _steiner(held, self.adj)
-        self.others = [n for n in self.order if n not in self.base]
 
 
 def _spatial_legs(structure: Structure) -> tuple[str, ...]:
@@ -82,7 +71,9 @@ def _step(frame: PlanFrame, factors: Sequence[Factor], later: set[str], ctx: dic
     if not group and not c_in:
         return None
     passive = [leg for leg in state if leg not in f_legs]
-    c_out = _ordered([leg for leg in f_legs if leg not in state and leg in later], ctx["out"])
+    new = [leg for leg in f_legs if leg not in state and leg in later]
+    head = [leg for leg in ctx["out"] if leg in new]  # output legs first, in output order
+    c_out = head + [leg for leg in new if leg not in head]
     for f in factors:
         frame.dims.update(zip(f.legs, f.shape))
     steps = frame.permute_to(passive + group + c_in)
@@ -162,7 +153,7 @@ def nd_plans(pick: str, kind: str, structure, geometry, input_shape, device_type
     """The ``pick`` (``"dense"``/``"staged"``) plans of a ``kind`` layer for one input shape."""
     if not _plain(structure):
         return []
-    placements = _Placements(structure, _spatial_legs(structure))
+    placements = Placements(structure, _spatial_legs(structure))
     variants = [("dense", placements.dense())] if pick == "dense" else placements.staged()
     plans = []
     for name, stages in variants:
@@ -177,7 +168,7 @@ def _names(pick: str, structure: Structure) -> tuple[str, ...]:
         return ()
     if pick == "dense":
         return ("dense",)
-    return tuple(name for name, _ in _Placements(structure, _spatial_legs(structure)).staged())
+    return tuple(name for name, _ in Placements(structure, _spatial_legs(structure)).staged())
 
 
 for _kind in _IO:
