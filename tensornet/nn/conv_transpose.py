@@ -76,7 +76,7 @@ class TNConvTranspose2d(TNConvNd):
             )
         spec = layer_spec(format, ranks, fraction, _structure, options)
         structure = self._conv_setup(
-            (in_channels, out_channels), kernel_size, {"groups": groups}, spec
+            (in_channels, out_channels), kernel_size, groups, spec
         )
         stride, padding, output_padding, dilation = (
             plain_ints(v) for v in (stride, padding, output_padding, dilation)

@@ -121,10 +121,10 @@ class TNConvNd(TNLayer):
     spatial_dims: ClassVar[int]
     legs: ClassVar[tuple[str, ...]]
 
-    def _conv_setup(self, channels: tuple[int, int], kernel_size: Any, args: dict, spec: dict):
+    def _conv_setup(self, channels: tuple[int, int], kernel_size: Any, groups: Any, spec: dict):
         """Channels, kernel size and the layer's structure (``spec``: format, ranks, ...)."""
         what = type(self).__name__
-        if args.pop("groups") != 1:
+        if groups != 1:
             raise ValueError(f"{what}: only groups=1 is supported")
         self.in_channels = _positive_int(channels[0], "in_channels", what)
         self.out_channels = _positive_int(channels[1], "out_channels", what)
@@ -334,9 +334,7 @@ class TNConv1d(TNConvNd):
     ) -> None:
         super().__init__()
         spec = layer_spec(format, ranks, fraction, _structure, options)
-        structure = self._conv_setup(
-            (in_channels, out_channels), kernel_size, {"groups": groups}, spec
-        )
+        structure = self._conv_setup((in_channels, out_channels), kernel_size, groups, spec)
         stride = as_tuple(plain_ints(stride), 1, "stride")
         dilation = as_tuple(plain_ints(dilation), 1, "dilation")
         padding = plain_ints(padding)
@@ -454,9 +452,7 @@ class TNConv3d(TNConvNd):
     ) -> None:
         super().__init__()
         spec = layer_spec(format, ranks, fraction, _structure, options)
-        structure = self._conv_setup(
-            (in_channels, out_channels), kernel_size, {"groups": groups}, spec
-        )
+        structure = self._conv_setup((in_channels, out_channels), kernel_size, groups, spec)
         stride, padding, dilation = (plain_ints(v) for v in (stride, padding, dilation))
         self.geometry = GeometryNd.from_conv_args(
             self.kernel_size, stride, padding, dilation, padding_mode

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from tensornet.nn import (
@@ -16,6 +21,9 @@ from tensornet.nn import (
     compress,
     dense_flops,
     dense_seconds,
+    describe,
+    load,
+    save,
     select_layers,
 )
 from tensornet.nn import kinds as kinds_module
@@ -241,3 +249,81 @@ def test_allocate_and_compress_over_the_new_kinds():
     for a, b in zip(net(*x), small(*x)):
         assert a.shape == b.shape
     assert report.params_after <= report.params_before
+
+
+def _saved(tmp_path):
+    torch.manual_seed(5)
+    model = nn.Sequential(
+        TNConv1d(2, 3, 3, padding="same", format="tt", ranks=2),
+        TNConv3d(3, 2, (1, 2, 3), stride=(1, 1, 2), padding=(0, 1, 1), format="tt", ranks=2),
+        TNConvTranspose2d(2, 2, 3, stride=2, output_padding=1, format="tt", ranks=2),
+    )
+    path = tmp_path / "m.safetensors"
+    save(model, os.fspath(path))
+    return model, path
+
+
+def _dense():
+    return nn.Sequential(
+        nn.Conv1d(2, 3, 3, padding="same"),
+        nn.Conv3d(3, 2, (1, 2, 3), stride=(1, 1, 2), padding=(0, 1, 1)),
+        nn.ConvTranspose2d(2, 2, 3, stride=2, output_padding=1),
+    )
+
+
+def test_describe_records_each_kind_in_its_own_dimension(tmp_path):
+    model, _ = _saved(tmp_path)
+    records = describe(model)
+    assert [records[k]["kind"] for k in "012"] == ["conv1d", "conv3d", "conv_transpose2d"]
+    assert records["0"]["kernel_size"] == [3] and records["0"]["padding"] == "same"
+    assert records["1"]["stride"] == [1, 1, 2] and records["1"]["padding"] == [0, 1, 1]
+    assert records["2"]["output_padding"] == [1, 1]
+    assert records["2"]["structure"]["legs"] == ["in", "out", "kh", "kw"]
+    assert records["0"]["structure"]["shape"] == [3, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "layer, key, value, message",
+    [
+        ("0", "kernel_size", [3, 3], r"field 'kernel_size' must be a list of 1 ints >= 1"),
+        ("0", "padding", [1, 1], r"field 'padding' must be 'same', 'valid' or a list of 1 ints"),
+        ("0", "padding", "full", r"field 'padding' must be 'same', 'valid' or a list of 1"),
+        ("1", "dilation", [1, 1], r"field 'dilation' must be a list of 3 ints >= 1"),
+        ("1", "stride", [1, 1, 0], r"field 'stride' must be a list of 3 ints >= 1"),
+        ("2", "output_padding", [1], r"field 'output_padding' must be a list of 2 ints >= 0"),
+        ("2", "output_padding", [0, 0], r"field 'output_padding' is \[0, 0\] but the model"),
+        ("1", "padding", [0, 1, 2], r"field 'padding' is \[0, 1, 2\] but the model's Conv3d"),
+        ("2", "kind", "conv3d", r"layer '2' has unknown field\(s\) \['output_padding'\]"),
+    ],
+)
+def test_load_checks_the_records_of_the_new_kinds(tmp_path, layer, key, value, message):
+    _, path = _saved(tmp_path)
+    m, t = {}, {}
+    with safe_open(os.fspath(path), framework="pt") as f:
+        m = dict(f.metadata())
+        t = {k: f.get_tensor(k) for k in f.keys()}
+    data = json.loads(m["tensornet"])
+    data["layers"][layer][key] = value
+    m["tensornet"] = json.dumps(data)
+    bad = os.fspath(tmp_path / "bad.safetensors")
+    save_file(t, bad, metadata=m)
+    fresh = _dense()
+    with pytest.raises(ValueError, match=message):
+        load(fresh, bad)
+    assert [type(x).__name__ for x in fresh] == ["Conv1d", "Conv3d", "ConvTranspose2d"]
+
+
+def test_load_builds_each_kind_on_its_module(tmp_path):
+    model, path = _saved(tmp_path)
+    wrong = _dense()
+    wrong[1] = nn.Conv2d(3, 2, 3)
+    with pytest.raises(ValueError, match="the record is a conv3d layer but the model has a Conv2d"):
+        load(wrong, os.fspath(path))
+    fresh = _dense().double()
+    load(fresh, os.fspath(path))
+    assert [type(x).__name__ for x in fresh] == ["TNConv1d", "TNConv3d", "TNConvTranspose2d"]
+    assert [x.plan for x in fresh] == ["auto"] * 3
+    assert all(p.dtype == torch.float64 for p in fresh.parameters())
+    x = torch.randn(1, 2, 6)
+    assert torch.allclose(fresh[0](x.double()), model[0](x).double(), atol=1e-6)
+    assert fresh[1].factors["G0"].dtype == torch.float64
