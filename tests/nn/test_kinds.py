@@ -327,3 +327,17 @@ def test_load_builds_each_kind_on_its_module(tmp_path):
     x = torch.randn(1, 2, 6)
     assert torch.allclose(fresh[0](x.double()), model[0](x).double(), atol=1e-6)
     assert fresh[1].factors["G0"].dtype == torch.float64
+
+
+def test_every_new_kind_compiles_without_a_graph_break():
+    torch.manual_seed(6)
+    model = nn.Sequential(
+        TNConv1d(2, 3, 3, padding=1, format="tucker2", ranks=(2, 2)),
+        nn.Unflatten(2, (2, 2, 2)),
+        TNConv3d(3, 4, 3, padding=1, format="cp", ranks=2),
+        nn.Flatten(2, 3),
+        TNConvTranspose2d(4, 2, 3, stride=2, format="tt", ranks=2),
+    )
+    x = torch.randn(2, 2, 8)
+    out = torch.compile(model, backend="eager", fullgraph=True)(x)
+    torch.testing.assert_close(out, model(x))
