@@ -1,0 +1,211 @@
+"""Details of the 1-d, 3-d and transposed convs: costs of their plans, argument errors, the
+plain-torch forms of export_nd, and the geometry helpers at their edges."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from tensornet.formats.structure import Factor, Structure
+from tensornet.nn import TNConv1d, TNConv3d, TNConvTranspose2d, dense_flops
+from tensornet.nn.export_nd import Lifted1d, nd_sequence
+from tensornet.nn.functional import plan_names
+from tensornet.nn.geometry_nd import GeometryNd, TransposeGeometry, as_tuple
+from tensornet.nn.measure import candidates, dense_structure, kernel_legs
+from tensornet.nn.plans_nd import SpatialStep, nd_plans
+
+F64 = torch.float64
+
+
+@pytest.mark.parametrize(
+    "module, shape, out",
+    [
+        (nn.Conv3d(4, 6, (1, 2, 3), stride=(1, 2, 1), padding=(0, 1, 1)), (3, 4, 5, 6, 7), None),
+        (nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1), (3, 4, 5, 6), None),
+        (nn.Conv1d(4, 6, 3, stride=2, padding=2, dilation=2), (3, 4, 11), None),
+    ],
+)
+def test_the_dense_plan_costs_the_dense_op(module, shape, out):
+    """One factor (the dense kernel as is): FLOPs are the op's, elements its input and output."""
+    plans = candidates(module, dense_structure(*kernel_legs(module)), shape, "cpu")
+    dense = next(p for p in plans if p.name == "dense")
+    # a 1-d kernel is lifted by a constant unit factor: one multiply per kernel element
+    unit = module.weight.numel() if isinstance(module, nn.Conv1d) else 0
+    assert dense.flops == dense_flops(module, shape) + unit
+    y = module(torch.zeros(shape))
+    lifted = (*y.shape[:2], 1, y.shape[2]) if isinstance(module, nn.Conv1d) else y.shape
+    assert dense.output_shape == tuple(lifted)
+    (step,) = [s for s in dense.steps if s.kind == "conv"]
+    if isinstance(module, nn.Conv1d):  # the 2-d plans on (N, C, 1, L): a ConvStep
+        assert step.elements == math.prod(shape) + y.numel()
+        return
+    assert isinstance(step, SpatialStep) and step.images == shape[0] and step.groups == 1
+    assert step.elements == math.prod(shape) + y.numel()
+    assert step.view == shape
+
+
+def test_staged_steps_of_a_tucker2_3d_conv_and_their_labels():
+    layer = TNConv3d(8, 6, (1, 2, 3), format="tucker2", ranks=(3, 2), dtype=F64)
+    info = layer.plan_info((2, 8, 4, 5, 6))
+    rows = {r["name"]: r for r in info.rows}
+    staged = rows["staged[in=U_in conv=core out=U_out]"]
+    assert staged["steps"] == "1x1 8->2 -> 1x2x3 conv 2->3 -> 1x1 3->6"
+    out = 4 * 4 * 4
+    expected = 2 * 2 * 8 * 2 * 120 + 2 * 2 * 3 * 2 * 6 * out + 2 * 2 * 3 * 6 * out
+    assert staged["flops"] == expected
+    assert staged["elements"] == 2 * ((8 + 2) * 120 + (2 * 120 + 3 * out) + (3 + 6) * out)
+    assert rows["dense"]["steps"] == "1x2x3 conv 8->6"
+    up = TNConvTranspose2d(6, 4, 2, stride=2, format="tucker2", ranks=(3, 2), dtype=F64)
+    rows = {r["name"]: r for r in up.plan_info((1, 6, 3, 3)).rows}
+    assert rows["staged[in=U_in conv=core out=U_out]"]["steps"] == (
+        "1x1 6->3 -> 2x2 conv_transpose 3->2 -> 1x1 2->4"
+    )
+    assert rows["dense"]["flops"] > 2 * 6 * 4 * 4 * 9  # the rebuild of the kernel counts too
+
+
+def test_grouped_spatial_steps_are_priced_as_grouped():
+    layer = TNConv3d(6, 5, 3, format="cp", ranks=3, dtype=F64)
+    plans = layer._candidates((2, 6, 3, 3, 3), "cpu")
+    grouped = [s for p in plans for s in p.steps if isinstance(s, SpatialStep) and s.groups > 1]
+    assert grouped and all(s.kind == "grouped" for s in grouped)
+    assert all("(groups 3)" in s.label for s in grouped)
+    assert {s.groups for s in grouped} == {3}
+
+
+def test_a_tensorized_spatial_leg_has_no_plans():
+    legs = ("out", "in", "kd", "kh", "kw")
+    factor = Factor("W", ("o", "i", "a", "b", "kh", "kw"), (2, 2, 2, 2, 3, 3))
+    modes = (("o",), ("i",), ("a", "b"), ("kh",), ("kw",))
+    s = Structure("tt", legs, (2, 2, 4, 3, 3), (), (factor,), modes, ())
+    g = GeometryNd.from_conv_args((4, 3, 3))
+    assert nd_plans("dense", "conv3d", s, g, (1, 2, 4, 3, 3), "cpu") == []
+    assert nd_plans("staged", "conv3d", s, g, (1, 2, 4, 3, 3), "cpu") == []
+    assert plan_names("conv3d", s) == {}
+    plain = TNConv3d(2, 2, 3, format="tucker2", ranks=(2, 2)).structure
+    names = plan_names("conv3d", plain)
+    assert names["dense"] == ("dense",) and "staged[in=U_in conv=core out=U_out]" in names["staged"]
+
+
+def test_constructor_errors_name_the_field():
+    for kw, message in [
+        ({"in_channels": 0}, "TNConv3d: in_channels must be a positive int, got 0"),
+        ({"out_channels": 2.5}, "TNConv3d: out_channels must be a positive int, got 2.5"),
+        ({"ranks": 2, "fraction": 0.5}, "TNConv3d: give ranks or fraction, not both"),
+        ({"ranks": None}, "TNConv3d: a compressed layer needs ranks= or fraction="),
+        ({"kernel_size": (3, 3)}, "kernel_size must be an int >= 1 or 3 of them"),
+    ]:
+        args = {"in_channels": 2, "out_channels": 2, "kernel_size": 3, "format": "tt", "ranks": 2}
+        args.update(kw)
+        with pytest.raises(ValueError, match=message):
+            TNConv3d(**args)
+    with pytest.raises(ValueError, match="stride must be an int >= 1 or 1 of them"):
+        TNConv1d(2, 2, 3, stride=(1, 1), format="tt", ranks=2)
+    with pytest.raises(ValueError, match="padding must be an int >= 0 or 1 of them"):
+        TNConv1d(2, 2, 3, padding=-1, format="tt", ranks=2)
+    small = TNConv3d(4, 4, 3, format="tucker2", fraction=0.25)
+    assert small.structure.num_params <= 0.25 * 4 * 4 * 27
+    assert TNConv1d(4, 4, 3, format="tucker2", ranks=99).ranks == (4, 4)
+
+
+def test_from_conv_refuses_nan_kernels_and_biases_and_keeps_the_error():
+    conv = nn.Conv3d(2, 3, 2)
+    with torch.no_grad():
+        conv.bias[0] = math.nan
+    with pytest.raises(ValueError, match="TNConv3d.from_conv: conv.bias"):
+        TNConv3d.from_conv(conv, "tt", ranks=2)
+    with torch.no_grad():
+        conv.bias[0] = 0.0
+        conv.weight[0, 0, 0, 0, 0] = math.inf
+    with pytest.raises(ValueError, match="TNConv3d.from_conv: conv.weight"):
+        TNConv3d.from_conv(conv, "tt", ranks=2)
+    up = nn.ConvTranspose2d(4, 3, 3, dtype=F64)
+    layer = TNConvTranspose2d.from_conv(up, "tucker2", ranks=(1, 1))
+    err = torch.linalg.norm(layer.weight - up.weight) / torch.linalg.norm(up.weight)
+    assert layer.decomposition_error == pytest.approx(float(err), rel=1e-9)
+    assert 0 < layer.decomposition_error < 1
+    torch.testing.assert_close(layer.bias, up.bias)
+    assert layer.weight.dtype == F64 and layer.plan == "auto"
+    assert TNConvTranspose2d.from_conv(up, "tt", ranks=2, plan="dense").plan == "dense"
+
+
+def test_unbatched_inputs_and_the_expected_shapes():
+    three = TNConv3d(2, 3, 2, format="tt", ranks=2, dtype=F64)
+    x = torch.randn(2, 3, 3, 3, dtype=F64)
+    torch.testing.assert_close(three(x), three(x.unsqueeze(0)).squeeze(0))
+    with pytest.raises(ValueError, match=r"TNConv3d expects input \(N, 2, S0, S1, S2\) or \(2,"):
+        three(torch.zeros(2, 3, 3, 3, 3))
+    with pytest.raises(ValueError, match="expects input"):
+        three(torch.zeros(2, 3, 3))
+    up = TNConvTranspose2d(2, 3, 2, format="tt", ranks=2, bias=False, dtype=F64)
+    with pytest.raises(ValueError, match=r"\(N, 2, S0, S1\) or \(2, S0, S1\), got \(1, 3, 4, 4\)"):
+        up(torch.zeros(1, 3, 4, 4, dtype=F64))
+    assert up.bias is None and "bias=False" in repr(up)
+
+
+def test_geometry_edges():
+    assert GeometryNd.from_conv_args((3,)).output_size((3,)) == (1,)
+    with pytest.raises(ValueError, match=r"input of spatial size \(2,\) is smaller than"):
+        GeometryNd.from_conv_args((3,)).output_size((2,))
+    assert GeometryNd.from_conv_args((2, 2), padding="same").padding == ((0, 1), (0, 1))
+    assert not GeometryNd.from_conv_args((2, 2), padding="same").symmetric_zero_padding
+    assert GeometryNd.from_conv_args((3, 3), padding=1).symmetric_zero_padding
+    assert not GeometryNd.from_conv_args(
+        (3,), padding=1, padding_mode="reflect"
+    ).symmetric_zero_padding
+    with pytest.raises(ValueError, match="must be an int >= 1"):
+        as_tuple(True, 2, "stride")
+    with pytest.raises(ValueError, match="must be an int >= 1"):
+        as_tuple(1.0, 2, "stride")
+    assert as_tuple(0, 2, "padding", low=0) == (0, 0)
+    g = GeometryNd.from_conv_args((2, 1, 3), padding=(1, 0, 2), padding_mode="circular")
+    x = torch.arange(2 * 3 * 4 * 5, dtype=F64).reshape(1, 2, 3, 4, 5)
+    ref = torch.nn.functional.pad(x, (2, 2, 0, 0, 1, 1), mode="circular")
+    assert torch.equal(g.pad(x), ref)
+    t = TransposeGeometry.from_conv_args(
+        (3, 2), stride=(1, 3), dilation=(2, 1), output_padding=(1, 2)
+    )
+    assert t.output_size((4, 4)) == (4 - 1 + 4 + 1 + 1, 3 * 3 + 1 + 2 + 1)
+
+
+def test_nd_sequence_keeps_a_layer_no_chain_fits_and_checks_options():
+    layer = TNConv3d(4, 4, 3, padding=1, format="tt", ranks=1, dtype=F64)
+    with pytest.warns(UserWarning, match="no chain of plain modules holds at most its param"):
+        assert nd_sequence(layer, (1, 4, 4, 4, 4), measure=False) is layer
+    assert isinstance(nd_sequence(layer, fallback="chain", measure=False), TNConv3d)
+    for kw, error in [
+        ({"slack": 0.5}, ValueError),
+        ({"slack": True}, ValueError),
+        ({"fallback": "dense"}, ValueError),
+        ({"measure": 1}, TypeError),
+    ]:
+        with pytest.raises(error):
+            nd_sequence(layer, **kw)
+
+
+def test_nd_sequence_writes_chains_with_the_padding_and_folds():
+    torch.manual_seed(7)
+    layer = TNConv3d(
+        4, 6, 3, padding=(1, 0, 2), padding_mode="reflect", format="tucker2", ranks=2, dtype=F64
+    )
+    seq = nd_sequence(layer, (2, 4, 5, 5, 5), fallback="chain", measure=False)
+    assert isinstance(seq, nn.Sequential)
+    assert any(isinstance(m, nn.ReflectionPad3d) for m in seq.modules())
+    x = torch.randn(2, 4, 5, 5, 5, dtype=F64)
+    torch.testing.assert_close(seq(x), layer(x), atol=1e-10, rtol=0)
+    assert sum(p.numel() for p in seq.parameters()) <= layer.num_params
+    one = TNConv1d(4, 6, 3, padding=1, format="tucker2", ranks=(2, 2), dtype=F64)
+    lifted = nd_sequence(one, fallback="chain", measure=False)
+    assert isinstance(lifted, Lifted1d)
+    x = torch.randn(3, 4, 9, dtype=F64)
+    torch.testing.assert_close(lifted(x), one(x), atol=1e-10, rtol=0)
+    up = TNConvTranspose2d(4, 2, 3, stride=2, format="tucker2", ranks=(4, 2), dtype=F64)
+    for plan in ("dense", "staged"):
+        up.plan = plan
+        chain = nd_sequence(up, (2, 4, 3, 3), fallback="chain", measure=False)
+        assert isinstance(chain, nn.Sequential)
+        assert any(isinstance(m, nn.ConvTranspose2d) for m in chain.modules())
+        x = torch.randn(2, 4, 3, 3, dtype=F64)
+        torch.testing.assert_close(chain(x), up(x), atol=1e-10, rtol=0)
