@@ -209,3 +209,20 @@ def test_nd_sequence_writes_chains_with_the_padding_and_folds():
         assert any(isinstance(m, nn.ConvTranspose2d) for m in chain.modules())
         x = torch.randn(2, 4, 3, 3, dtype=F64)
         torch.testing.assert_close(chain(x), up(x), atol=1e-10, rtol=0)
+
+
+def test_measured_plans_of_every_new_kind():
+    torch.manual_seed(8)
+    for layer, shape in [
+        (TNConv1d(4, 4, 3, padding=1, format="tucker2", ranks=(2, 2), plan="measure"), (2, 4, 9)),
+        (
+            TNConv3d(4, 4, 3, padding=1, format="tucker2", ranks=(2, 2), plan="measure"),
+            (2, 4, 4, 4, 4),
+        ),
+        (TNConvTranspose2d(4, 4, 3, format="tucker2", ranks=(2, 2), plan="measure"), (2, 4, 4, 4)),
+    ]:
+        x = torch.randn(shape)
+        y = layer(x)
+        torch.testing.assert_close(y, layer.to_conv()(x), atol=1e-5, rtol=1e-5)
+        chosen = next(iter(layer._plans.values()))
+        assert "measured" in chosen.cost and chosen.cost["timings"]
