@@ -100,7 +100,3 @@ class TNConvTranspose2d(TNConvNd):
 
     def _kernel_shape(self) -> tuple[int, ...]:
         return (self.in_channels, self.out_channels, *self.kernel_size)
-
-    def _dense_forward(self, x):
-        self.geometry.output_size(x.shape[2:])  # the plans' size check
-        return self.geometry.conv(x, self.weight.to(x.dtype))

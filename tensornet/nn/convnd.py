@@ -233,6 +233,7 @@ class TNConvNd(TNLayer):
 
     def _dense_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The torch op with the rebuilt kernel (an empty batch: no plan for zero images)."""
+        self.geometry.output_size(x.shape[2:])  # the plans' size check
         return self.geometry.conv(x, self.weight.to(x.dtype))
 
     def extra_repr(self) -> str:
@@ -468,7 +469,3 @@ class TNConv3d(TNConvNd):
         """The geometry of a 3-d conv (``nn.Conv3d`` or this class)."""
         args = (module.stride, module.padding, module.dilation, module.padding_mode)
         return GeometryNd.from_conv_args(module.kernel_size, *args)
-
-    def _dense_forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.geometry.output_size(x.shape[2:])  # the plans' size check
-        return self.geometry.conv(x, self.weight.to(x.dtype))
