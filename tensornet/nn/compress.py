@@ -66,6 +66,7 @@ from .select import (
     matches,
     select_with_notes,
     shown_names,
+    unsupported_reason,
 )
 
 __all__ = [
@@ -246,6 +247,11 @@ def _chosen_layers(
     tied = _tied(model, names)
     for name, sharers in tied.items():
         notes.append(f"layer {name!r} shares parameters with {sharers} (tied): left dense")
+    if layers is None:  # chosen by pattern or name, such layers are refused already
+        for name in layer_aliases(model):
+            reason = unsupported_reason(model.get_submodule(name))
+            if reason:
+                notes.append(f"layer {name!r} left dense: {reason}")
     return [n for n in names if n not in tied], notes
 
 

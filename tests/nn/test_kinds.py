@@ -341,3 +341,21 @@ def test_every_new_kind_compiles_without_a_graph_break():
     x = torch.randn(2, 2, 8)
     out = torch.compile(model, backend="eager", fullgraph=True)(x)
     torch.testing.assert_close(out, model(x))
+
+
+def test_compress_reports_the_layers_it_leaves_dense_and_why():
+    net = nn.Sequential(
+        nn.Conv2d(4, 4, 1),
+        nn.ConvTranspose3d(4, 4, 1),
+        nn.Conv1d(4, 4, 1, groups=2),
+        nn.Conv2d(4, 4, 1),
+    )
+    small, report = compress(net, "svd", ranks=2, skip=())
+    assert [r.name for r in report.layers] == ["0", "3"]
+    assert "layer '1' left dense: ConvTranspose3d is not supported (no compressed layer" in (
+        "\n".join(report.notes)
+    )
+    assert "layer '2' left dense: groups=2 is not supported (only groups=1)" in report.notes
+    assert type(small[1]) is nn.ConvTranspose3d and type(small[2]) is nn.Conv1d
+    _, named = compress(net, "svd", ranks=2, layers=["0"], skip=())
+    assert not any("left dense" in n for n in named.notes)
