@@ -359,3 +359,19 @@ def test_compress_reports_the_layers_it_leaves_dense_and_why():
     assert type(small[1]) is nn.ConvTranspose3d and type(small[2]) is nn.Conv1d
     _, named = compress(net, "svd", ranks=2, layers=["0"], skip=())
     assert not any("left dense" in n for n in named.notes)
+
+
+def test_spectra_of_the_new_kinds_speak_their_own_legs():
+    import tensornet as tn
+
+    torch.manual_seed(9)
+    one = TNConv1d(4, 6, 3, format="tucker2", ranks=(3, 2), dtype=torch.float64)
+    up = TNConvTranspose2d(6, 4, 3, format="tt", ranks=2, dtype=torch.float64)
+    table = tn.model_spectra(nn.Sequential(one, up))
+    assert table.layers == ["0", "1"]
+    assert {"out|in,k", "in|out,k", "k|out,in"} <= set(table.cuts)
+    assert "in|out,kh,kw" in table.cuts and not any("__unit" in c for c in table.cuts)
+    assert table.get("1", "in|out,kh,kw").left_legs == ("in",)
+    dense = torch.linalg.svdvals(one.weight.detach().reshape(6, -1))
+    got = torch.as_tensor(table.get("0", "out|in,k").values, dtype=torch.float64)
+    torch.testing.assert_close(got[: len(dense)][:3], dense[:3], atol=1e-10, rtol=0)
