@@ -226,3 +226,47 @@ def test_measured_plans_of_every_new_kind():
         torch.testing.assert_close(y, layer.to_conv()(x), atol=1e-5, rtol=1e-5)
         chosen = next(iter(layer._plans.values()))
         assert "measured" in chosen.cost and chosen.cost["timings"]
+
+
+@pytest.mark.parametrize(
+    "kw, field",
+    [
+        ({"kernel": (0, 3)}, "kernel_size"),
+        ({"stride": (1, 0)}, "stride"),
+        ({"dilation": 0}, "dilation"),
+        ({"padding": (1, -1)}, "padding"),
+        ({"output_padding": (-1, 0)}, "output_padding"),
+    ],
+)
+def test_geometry_errors_name_the_field(kw, field):
+    args = {"kernel": (3, 3), **kw}
+    with pytest.raises(ValueError, match=rf"^{field} must be an int >= \d or 2 of them"):
+        TransposeGeometry.from_conv_args(args.pop("kernel"), **args)
+    if field != "output_padding":
+        args = {"kernel": (3, 3), **kw}
+        with pytest.raises(ValueError, match=rf"^{field} must be an int >= \d or 2 of them"):
+            GeometryNd.from_conv_args(args.pop("kernel"), **args)
+
+
+def test_geometry_defaults_asymmetric_sizes_and_padded_groups():
+    t = TransposeGeometry.from_conv_args((3, 3))
+    assert (t.stride, t.padding, t.output_padding, t.dilation) == ((1, 1), (0, 0), (0, 0), (1, 1))
+    g = GeometryNd.from_conv_args((3, 3))
+    assert (g.stride, g.padding, g.dilation, g.padding_mode) == (
+        (1, 1), ((0, 0), (0, 0)), (1, 1), "zeros"
+    )  # fmt: skip
+    assert GeometryNd.from_conv_args((4,), padding="same").output_size((1,)) == (1,)
+    assert GeometryNd.from_conv_args((2,), padding="same").output_size((1,)) == (1,)
+    with pytest.raises(
+        ValueError, match="^padding=.same. is not supported for strided convolutions$"
+    ):
+        GeometryNd.from_conv_args((3,), stride=2, padding="same")
+    zeros = GeometryNd.from_conv_args((2, 2, 2), padding="same")
+    x = torch.randn(1, 4, 3, 3, 3, dtype=F64)
+    assert torch.equal(zeros.pad(x), torch.nn.functional.pad(x, (0, 1, 0, 1, 0, 1)))
+    w = torch.randn(6, 2, 2, 2, 2, dtype=F64)
+    ref = torch.nn.functional.conv3d(zeros.pad(x), w, groups=2)
+    torch.testing.assert_close(zeros.conv(x, w, 2), ref)
+    same = GeometryNd.from_conv_args((2, 2, 2), padding=1)
+    ref = torch.nn.functional.conv3d(x, w, padding=1, groups=2)
+    torch.testing.assert_close(same.conv(x, w, 2), ref)
