@@ -270,3 +270,11 @@ def test_geometry_defaults_asymmetric_sizes_and_padded_groups():
     same = GeometryNd.from_conv_args((2, 2, 2), padding=1)
     ref = torch.nn.functional.conv3d(x, w, padding=1, groups=2)
     torch.testing.assert_close(same.conv(x, w, 2), ref)
+
+
+def test_transpose_output_padding_and_size_boundaries():
+    with pytest.raises(ValueError, match="output_padding"):
+        TransposeGeometry.from_conv_args((3, 3), stride=1, dilation=2, output_padding=2)
+    ok = TransposeGeometry.from_conv_args((3, 3), stride=1, dilation=2, output_padding=1)
+    assert ok.output_size((2, 2)) == (2 - 1 + 4 + 1 + 1,) * 2
+    assert TransposeGeometry.from_conv_args((1, 1)).output_size((1, 1)) == (1, 1)
