@@ -375,3 +375,24 @@ def test_spectra_of_the_new_kinds_speak_their_own_legs():
     dense = torch.linalg.svdvals(one.weight.detach().reshape(6, -1))
     got = torch.as_tensor(table.get("0", "out|in,k").values, dtype=torch.float64)
     torch.testing.assert_close(got[: len(dense)][:3], dense[:3], atol=1e-10, rtol=0)
+
+
+def test_kind_helpers_on_plain_ints_lists_and_layers_without_groups():
+    from tensornet.nn.kinds import _only_ungrouped
+
+    assert _only_ungrouped(nn.Linear(2, 2)) is None  # no groups at all: nothing to refuse
+    assert (
+        _only_ungrouped(nn.Conv3d(4, 4, 1, groups=4)) == "groups=4 is not supported (only groups=1)"
+    )
+    assert kind_named("linear").kernel_shape({"in_features": 3, "out_features": 2}) == [2, 3]
+    layer = TNConv2d(2, 4, 3, padding=1, stride=2, format="svd", ranks=2)  # ints as given
+    args = record_args(layer, kind_named("conv2d"))
+    assert args["padding"] == [1, 1] and args["stride"] == [2, 2] and args["kernel_size"] == [3, 3]
+    built = kind_named("conv2d").build(
+        {**args, "padding": [1, 1]}, format="svd", ranks=2, dtype=torch.float64
+    )
+    assert type(built) is TNConv2d and built.padding == (1, 1) and built.kernel_size == (3, 3)
+    three = kind_named("conv3d").build(
+        record_args(nn.Conv3d(2, 3, (1, 2, 3)), kind_named("conv3d")), format="tt", ranks=2
+    )
+    assert three.kernel_size == (1, 2, 3) and three.padding == (0, 0, 0)
