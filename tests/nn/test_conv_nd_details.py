@@ -278,3 +278,42 @@ def test_transpose_output_padding_and_size_boundaries():
     ok = TransposeGeometry.from_conv_args((3, 3), stride=1, dilation=2, output_padding=1)
     assert ok.output_size((2, 2)) == (2 - 1 + 4 + 1 + 1,) * 2
     assert TransposeGeometry.from_conv_args((1, 1)).output_size((1, 1)) == (1, 1)
+
+
+def _expanding(rank: int) -> Structure:
+    """An in-channel factor widening 2 channels to ``rank``, then a 1x1x1 core."""
+    legs = ("out", "in", "kd", "kh", "kw")
+    factors = (
+        Factor("A", ("in", "r"), (2, rank)),
+        Factor("C", ("r", "kd", "kh", "kw", "out"), (rank, 1, 1, 1, 2)),
+    )
+    modes = tuple((leg,) for leg in legs)
+    return Structure("tt", legs, (2, 2, 1, 1, 1), (rank,), factors, modes, (rank,))
+
+
+def test_an_intermediate_larger_than_the_patches_drops_the_plan():
+    """The limit is (kernel size + 1) x the larger of input and output: 2x for 1x1x1."""
+    g = GeometryNd.from_conv_args((1, 1, 1))
+    shape = (3, 2, 2, 2, 2)
+    at_limit = [p.name for p in nd_plans("staged", "conv3d", _expanding(4), g, shape, "cpu")]
+    above = [p.name for p in nd_plans("staged", "conv3d", _expanding(5), g, shape, "cpu")]
+    assert at_limit == ["staged[in=A conv=C]"] and above == []
+
+
+def test_grouped_step_costs_peaks_and_families():
+    layer = TNConv3d(6, 5, 3, format="cp", ranks=3, dtype=F64)
+    plans = {p.name: p for p in layer._candidates((2, 6, 3, 3, 3), "cpu")}
+    assert all(p.family == name.split("[")[0] for name, p in plans.items())
+    staged = plans["staged[in=A1 conv=A2,A3,A4 out=A0]"]
+    grouped = staged.steps[1]
+    conv_flops = grouped.flops - grouped.weight.flops  # the rebuild of its kernel apart
+    assert (conv_flops, grouped.elements, grouped.images) == (2 * 2 * 3 * 27, 2 * 3 * 28, 2)
+    assert staged.peak_elements == 2 * 6 * 27
+    folded = plans["staged[in=A0,A1 conv=A2,A3,A4]"]  # out and rank: 5 out channels folded
+    step = folded.steps[-1]
+    assert isinstance(step, SpatialStep) and step.images == 2 * 5 and isinstance(step.images, int)
+    assert step.flops - step.weight.flops == 2 * 10 * 3 * 27  # a 3 -> 1 conv per image
+    assert step.label == "3x3x3 conv 3->1" and folded.peak_elements == 2 * 15 * 27
+    two = TNConv3d(4, 4, 2, format="cp", ranks=2)
+    labels = [s.label for p in two._candidates((1, 4, 3, 3, 3), "cpu") for s in p.steps]
+    assert "2x2x2 conv 2->2 (groups 2)" in labels
