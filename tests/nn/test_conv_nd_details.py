@@ -317,3 +317,23 @@ def test_grouped_step_costs_peaks_and_families():
     two = TNConv3d(4, 4, 2, format="cp", ranks=2)
     labels = [s.label for p in two._candidates((1, 4, 3, 3, 3), "cpu") for s in p.steps]
     assert "2x2x2 conv 2->2 (groups 2)" in labels
+
+
+@pytest.mark.parametrize("cls", [TNConv1d, TNConv3d, TNConvTranspose2d])
+def test_constructor_defaults_fraction_options_and_device(cls):
+    plain = cls(4, 6, 3, ranks=2)
+    assert plain.format == "tt" and plain.plan == "auto" and plain.bias is not None
+    assert plain.geometry.stride == (1,) * len(plain.geometry.stride)
+    dense = math.prod(plain.structure.shape)
+    small = cls(4, 6, 3, format="tucker2", fraction=0.3)
+    assert (
+        small.structure.num_params
+        <= 0.3 * dense
+        < cls(4, 6, 3, format="tucker2", fraction=0.9).structure.num_params
+    )
+    order = ("out", *plain.legs[2:], "in") if plain.legs[0] == "out" else ("out", "kh", "kw", "in")
+    ordered = cls(4, 6, 3, ranks=2, order=order)
+    assert ordered.structure.option("order") == order
+    meta = cls(4, 6, 3, ranks=2, device="meta", dtype=F64)
+    assert all(p.device.type == "meta" and p.dtype == F64 for p in meta.parameters())
+    assert cls(4, 6, 3, ranks=2, bias=False).bias is None
