@@ -337,3 +337,60 @@ def test_constructor_defaults_fraction_options_and_device(cls):
     meta = cls(4, 6, 3, ranks=2, device="meta", dtype=F64)
     assert all(p.device.type == "meta" and p.dtype == F64 for p in meta.parameters())
     assert cls(4, 6, 3, ranks=2, bias=False).bias is None
+
+
+def test_nd_sequence_slack_decides_between_chain_and_layer():
+    layer = TNConv3d(8, 8, 3, padding=1, format="tucker2", ranks=(2, 2))
+    shape = (1, 8, 3, 3, 3)  # tiny: the cost model runs the dense kernel, larger than the layer
+    assert layer.plan_info(shape).chosen == "dense"
+    with pytest.warns(UserWarning, match=r"^to_standard: conv9 \(format tucker2\) has no plain"):
+        assert nd_sequence(layer, shape, measure=False, name="conv9") is layer
+    with pytest.warns(
+        UserWarning, match=r"staged\[in=U_in conv=core out=U_out\]\) is estimated at"
+    ):
+        nd_sequence(layer, shape, measure=False)
+    assert isinstance(nd_sequence(layer, shape, slack=100.0, measure=False), nn.Sequential)
+    with pytest.warns(UserWarning, match="TNConv3d"):
+        nd_sequence(layer, shape, slack=1.0, measure=False)
+
+
+def test_nd_sequence_details_of_the_written_modules():
+    from tensornet.nn.export_nd import _default_shape
+
+    one = TNConv1d(3, 4, 2, padding="same", bias=False, format="tucker2", ranks=(2, 2), dtype=F64)
+    three = TNConv3d(3, 4, 2, padding="same", format="tucker2", ranks=(4, 3), dtype=F64)
+    up = TNConvTranspose2d(3, 4, 2, format="tucker2", ranks=(3, 4), bias=False, dtype=F64)
+    assert _default_shape(one) == (1, 3, 32) and _default_shape(three) == (1, 3, 8, 8, 8)
+    assert _default_shape(up) == (1, 3, 8, 8)
+    for layer, shape in [(one, (2, 3, 7)), (three, (2, 3, 4, 5, 3)), (up, (2, 3, 4, 5))]:
+        seq = nd_sequence(layer, fallback="chain", measure=False)
+        assert not any(isinstance(m, type(layer)) for m in seq.modules())
+        x = torch.randn(*shape, dtype=F64)
+        torch.testing.assert_close(seq(x), layer(x), atol=1e-10, rtol=0)
+        biases = [m for m in seq.modules() if type(m).__name__ == "ChannelBias"]
+        assert len(biases) == (layer.bias is not None)
+    pads = [m for m in nd_sequence(three, fallback="chain", measure=False).modules()]
+    assert any(isinstance(m, nn.ZeroPad3d) and m.padding == (0, 1, 0, 1, 0, 1) for m in pads)
+    lifted = Lifted1d(nn.Identity())
+    assert lifted(torch.ones(2, 3, 5)).shape == (2, 3, 5)
+
+
+@pytest.mark.parametrize(
+    "layer, shape",
+    [
+        (TNConv3d(4, 3, 2, padding=(1, 0, 1), format="cp", ranks=2, dtype=F64), (2, 4, 3, 4, 3)),
+        (TNConvTranspose2d(4, 3, 3, stride=2, format="cp", ranks=2, dtype=F64), (2, 4, 3, 3)),
+    ],
+)
+def test_every_plan_written_as_modules_gives_the_layer(layer, shape):
+    from tensornet.nn.export_nd import _modules
+
+    torch.manual_seed(10)
+    x = torch.randn(*shape, dtype=F64)
+    plans = layer._candidates(shape, "cpu")
+    folded = 0
+    for plan in plans:
+        mods = nn.Sequential(*_modules(layer, plan, shape[0]))
+        folded += any(type(m).__name__ == "Folded" for m in mods.modules())
+        torch.testing.assert_close(mods(x), layer(x), atol=1e-10, rtol=0, msg=plan.name)
+    assert folded >= 1 and len(plans) >= 4
