@@ -394,3 +394,78 @@ def test_every_plan_written_as_modules_gives_the_layer(layer, shape):
         folded += any(type(m).__name__ == "Folded" for m in mods.modules())
         torch.testing.assert_close(mods(x), layer(x), atol=1e-10, rtol=0, msg=plan.name)
     assert folded >= 1 and len(plans) >= 4
+
+
+def test_conv_helpers_plain_ints_and_lift():
+    import numpy as np
+
+    from tensornet.nn.convnd import lift, plain_ints
+
+    assert type(plain_ints(np.int64(3))) is int and plain_ints(("same", np.int32(2))) == ("same", 2)
+    assert all(type(v) is int for v in plain_ints([np.int64(1), 2]))
+    assert plain_ints(2.5) == 2.5
+    s = TNConv1d(4, 6, 3, format="tt", ranks=2).structure
+    lifted = lift(s)
+    assert lifted.legs == ("out", "in", "__unit_kh", "k") and lifted.format == s.format
+    assert (lifted.ranks, lifted.max_ranks, lifted.options) == (s.ranks, s.max_ranks, s.options)
+
+
+def test_messages_name_the_layer_and_channels_of_one_are_fine():
+    with pytest.raises(ValueError, match="^TNConv3d"):
+        TNConv3d(2, 2, 3, format="tt", ranks=0)
+    with pytest.raises(ValueError, match="^TNConv3d"):
+        TNConv3d(2, 2, 3, format="tt", fraction=2.0)
+    with pytest.raises(ValueError, match=r"^TNConv3d.from_conv"):
+        TNConv3d.from_conv(nn.Conv3d(2, 2, 3), "tt", ranks=0)
+    with pytest.raises(ValueError, match="^dilation must be an int >= 1 or 1 of them"):
+        TNConv1d(2, 2, 3, dilation=0, format="tt", ranks=2)
+    assert TNConv3d(1, 1, 1, format="tt", ranks=1).weight.shape == (1, 1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("cls, torch_cls", [(TNConv1d, nn.Conv1d), (TNConv3d, nn.Conv3d)])
+def test_from_conv_by_trunc_fraction_and_options(cls, torch_cls):
+    torch.manual_seed(11)
+    conv = torch_cls(4, 6, 3, dtype=F64)
+    assert cls.from_conv(conv).format == "tt"
+    by_trunc = cls.from_conv(conv, "tucker2", trunc=2)
+    assert by_trunc.ranks == (2, 2) and by_trunc.decomposition_error > 0
+    by_fraction = cls.from_conv(conv, "tucker2", fraction=0.3)
+    assert by_fraction.structure.num_params <= 0.3 * conv.weight.numel()
+    order = ("out", *cls.legs[2:], "in")
+    assert cls.from_conv(conv, "tt", ranks=2, order=order).structure.option("order") == order
+
+
+def test_empty_unbatched_and_single_batches_keep_their_shapes_and_dtypes():
+    one = TNConv1d(2, 3, 3, dilation=2, format="tt", ranks=2, dtype=F64)
+    empty = one(torch.zeros(0, 2, 9, dtype=torch.float32))
+    assert empty.shape == (0, 3, 5) and empty.dtype == torch.float32
+    three = TNConv3d(2, 3, 2, format="tt", ranks=2, dtype=F64)
+    empty = three(torch.zeros(0, 2, 3, 3, 3, dtype=torch.float32))
+    assert empty.shape == (0, 3, 2, 2, 2) and empty.dtype == torch.float32
+    with pytest.raises(ValueError, match="smaller than the kernel"):
+        three(torch.zeros(0, 2, 1, 3, 3, dtype=F64))
+    assert three(torch.randn(1, 2, 3, 3, 3, dtype=F64)).shape == (1, 3, 2, 2, 2)
+    three(torch.randn(2, 3, 3, 3, dtype=F64))  # unbatched: planned as a batch of one
+    assert next(iter(three._plans))[0] == (1, 2, 3, 3, 3)
+
+
+def test_cpu_plans_of_a_1d_cp_layer_run_depthwise_steps_as_shifts():
+    from tensornet.nn.plans import ConvStep
+
+    layer = TNConv1d(4, 4, 3, format="cp", ranks=3)
+    steps = [s for p in layer._candidates((2, 4, 9), "cpu") for s in p.steps]
+    assert any(isinstance(s, ConvStep) and s.shift for s in steps)
+    steps = [s for p in layer._candidates((2, 4, 9), "cuda") for s in p.steps]
+    assert not any(isinstance(s, ConvStep) and s.shift for s in steps)
+
+
+def test_extra_repr_shows_what_differs_from_the_defaults():
+    plain = repr(TNConv3d(2, 2, 3, format="tt", ranks=2, bias=False))
+    assert "kernel_size=(3, 3, 3), bias=False, format=tt, ranks=" in plain
+    for part in ("stride", "padding", "dilation", "padding_mode"):
+        assert f"{part}=" not in plain
+    wide = repr(TNConv3d(2, 2, 3, stride=2, padding=1, dilation=2, format="tt", ranks=2))
+    assert "stride=(2, 2, 2), padding=(1, 1, 1), dilation=(2, 2, 2), format=tt" in wide
+    up = repr(TNConvTranspose2d(2, 2, 3, stride=2, output_padding=1, format="tt", ranks=2))
+    assert "stride=(2, 2), output_padding=(1, 1), format=tt" in up
+    assert "output_padding" not in repr(TNConvTranspose2d(2, 2, 3, format="tt", ranks=2))
