@@ -378,8 +378,22 @@ def test_nd_sequence_details_of_the_written_modules():
 @pytest.mark.parametrize(
     "layer, shape",
     [
-        (TNConv3d(4, 3, 2, padding=(1, 0, 1), format="cp", ranks=2, dtype=F64), (2, 4, 3, 4, 3)),
-        (TNConvTranspose2d(4, 3, 3, stride=2, format="cp", ranks=2, dtype=F64), (2, 4, 3, 3)),
+        (
+            TNConv3d(
+                4, 2, 2, padding=(1, 0, 1), dilation=(1, 2, 1), format="cp", ranks=2, dtype=F64
+            ),
+            (2, 4, 3, 4, 3),
+        ),
+        (
+            TNConvTranspose2d(4, 2, 3, stride=2, dilation=2, format="cp", ranks=2, dtype=F64),
+            (2, 4, 3, 3),
+        ),
+        (
+            TNConv3d(
+                4, 6, 2, format="ttmatrix", ranks=2, out_dims=(2, 3), in_dims=(2, 2), dtype=F64
+            ),
+            (2, 4, 3, 3, 3),
+        ),
     ],
 )
 def test_every_plan_written_as_modules_gives_the_layer(layer, shape):
@@ -394,6 +408,10 @@ def test_every_plan_written_as_modules_gives_the_layer(layer, shape):
         folded += any(type(m).__name__ == "Folded" for m in mods.modules())
         torch.testing.assert_close(mods(x), layer(x), atol=1e-10, rtol=0, msg=plan.name)
     assert folded >= 1 and len(plans) >= 4
+    permutes = [m for p in plans for m in nn.Sequential(*_modules(layer, p, shape[0])).modules()]
+    assert any(type(m).__name__ == "ChannelPermute" for m in permutes) == (
+        layer.format == "ttmatrix"
+    )
 
 
 def test_conv_helpers_plain_ints_and_lift():
@@ -469,3 +487,44 @@ def test_extra_repr_shows_what_differs_from_the_defaults():
     up = repr(TNConvTranspose2d(2, 2, 3, stride=2, output_padding=1, format="tt", ranks=2))
     assert "stride=(2, 2), output_padding=(1, 1), format=tt" in up
     assert "output_padding" not in repr(TNConvTranspose2d(2, 2, 3, format="tt", ranks=2))
+
+
+def test_nd_sequence_defaults_messages_and_the_1d_decisions():
+    import inspect
+
+    params = inspect.signature(nd_sequence).parameters
+    assert (params["slack"].default, params["fallback"].default, params["measure"].default) == (
+        1.0, "keep", True
+    )  # fmt: skip
+    layer = TNConv3d(4, 4, 3, format="tt", ranks=1)
+    for kw, message in [
+        ({"slack": 0.5}, r"^slack must be a number >= 1, got 0.5$"),
+        ({"fallback": "x"}, r"^fallback must be one of \('keep', 'chain'\), got 'x'$"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            nd_sequence(layer, **kw)
+    with pytest.raises(TypeError, match=r"^measure must be True or False, got 1$"):
+        nd_sequence(layer, measure=1)
+    with pytest.warns(
+        UserWarning, match="holds at most its parameters; kept as a compressed layer$"
+    ):
+        nd_sequence(layer, (1, 4, 3, 3, 3), measure=False)
+    # the layer's own plan is a chain within its parameters: written at ratio 1 (slack 1.0)
+    big = TNConv3d(16, 16, 3, padding=1, format="tucker2", ranks=(4, 4))
+    assert big.plan_info((8, 16, 8, 8, 8)).chosen == "staged[in=U_in conv=core out=U_out]"
+    seq = nd_sequence(big, (8, 16, 8, 8, 8), measure=False)
+    assert isinstance(seq, nn.Sequential)
+    one = TNConv1d(8, 8, 3, format="tucker2", ranks=(2, 2))
+    with pytest.warns(UserWarning, match=r"^to_standard: c1 \(format tucker2\) has no plain"):
+        assert nd_sequence(one, (1, 8, 3), measure=False, name="c1") is one
+    forced = TNConv1d(
+        8, 8, 3, format="tucker2", ranks=(2, 2), plan="staged[in=U_in conv=core,__unit out=U_out]"
+    )
+    chain = nd_sequence(forced, (1, 8, 3), measure=False, fallback="chain")
+    convs = [m for m in chain.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 3
+
+
+def test_lifted1d_takes_unbatched_input():
+    lifted = Lifted1d(nn.Conv2d(2, 3, (1, 3)))
+    assert lifted(torch.randn(2, 10)).shape == (3, 8)
