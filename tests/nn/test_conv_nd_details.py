@@ -463,8 +463,9 @@ def test_empty_unbatched_and_single_batches_keep_their_shapes_and_dtypes():
     with pytest.raises(ValueError, match="smaller than the kernel"):
         three(torch.zeros(0, 2, 1, 3, 3, dtype=F64))
     assert three(torch.randn(1, 2, 3, 3, 3, dtype=F64)).shape == (1, 3, 2, 2, 2)
+    three.clear_plans()
     three(torch.randn(2, 3, 3, 3, dtype=F64))  # unbatched: planned as a batch of one
-    assert next(iter(three._plans))[0] == (1, 2, 3, 3, 3)
+    assert [key[0] for key in three._plans] == [(1, 2, 3, 3, 3)]
 
 
 def test_cpu_plans_of_a_1d_cp_layer_run_depthwise_steps_as_shifts():
