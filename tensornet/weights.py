@@ -161,12 +161,12 @@ def _is_layer(module: nn.Module) -> bool:
     return isinstance(module, (nn.modules.conv._ConvNd, nn.Linear, *_LAYER_TYPES))
 
 
-def layer_aliases(model: nn.Module) -> dict[str, tuple[str, ...]]:
+def layer_aliases(model: nn.Module, *, transposed: bool = False) -> dict[str, tuple[str, ...]]:
     """Every name of each conv/linear layer with a weight, keyed by its first name.
 
     In module order; transposed convolutions are left out (their weights are laid out
-    ``(in, out, k...)``). A module registered at two places (the same object under two names)
-    has two names.
+    ``(in, out, k...)``) unless ``transposed``. A module registered at two places (the same
+    object under two names) has two names.
 
     Examples
     --------
@@ -180,7 +180,7 @@ def layer_aliases(model: nn.Module) -> dict[str, tuple[str, ...]]:
         if (
             isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))
             and m.weight is not None
-            and not getattr(m, "transposed", False)  # a Linear has no such flag
+            and (transposed or not getattr(m, "transposed", False))  # a Linear has no flag
         ):
             names.setdefault(id(m), []).append(name)
     return {group[0]: tuple(group) for group in names.values()}
@@ -564,15 +564,16 @@ def select_with_notes(
     strict: bool,
     refuse: Refusal | None,
     example_input: Any,
+    transposed: bool = False,
 ) -> tuple[list[str], list[str]]:
     """:func:`select_layers` and its notes (how ``"first"``/``"last"`` were found).
 
     Returns the chosen names and notes (one line each) for a report; ``compress`` prints them
-    in its report where ``select_layers`` warns.
+    in its report where ``select_layers`` warns. ``transposed``: see :func:`layer_aliases`.
     """
     if isinstance(skip, str):
         skip = (skip,)
-    aliases = layer_aliases(model)
+    aliases = layer_aliases(model, transposed=transposed)
     modules = {n: model.get_submodule(n) for n in aliases}
     chosen = _chosen(aliases, modules, layers, refuse)
     if strict and layers is not None and refuse is not None:

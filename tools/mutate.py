@@ -236,6 +236,28 @@ TESTS: dict[str, list[str]] = {
     "tensornet/nn/covariance.py": ["tests/nn/test_covariance.py", "tests/nn/test_whiten.py"],
     "tensornet/nn/whiten.py": ["tests/nn/test_whiten.py", "tests/nn/test_covariance.py"],
 
+    # nn: the layer kinds and the 1-d, 3-d and transposed convs
+    "tensornet/nn/kinds.py": ["tests/nn/test_kinds.py"],
+    "tensornet/nn/geometry_nd.py": [
+        "tests/nn/test_conv_nd_details.py", "tests/nn/test_conv1d3d.py",
+        "tests/nn/test_conv_transpose.py",
+    ],
+    "tensornet/nn/plans_nd.py": [
+        "tests/nn/test_conv_nd_details.py", "tests/nn/test_conv_transpose.py",
+        "tests/nn/test_conv1d3d.py",
+    ],
+    "tensornet/nn/convnd.py": [
+        "tests/nn/test_conv_nd_details.py", "tests/nn/test_conv1d3d.py", "tests/nn/test_kinds.py",
+    ],
+    "tensornet/nn/conv_transpose.py": [
+        "tests/nn/test_conv_transpose.py", "tests/nn/test_conv_nd_details.py",
+        "tests/nn/test_kinds.py",
+    ],
+    "tensornet/nn/export_nd.py": [
+        "tests/nn/test_conv_nd_details.py", "tests/nn/test_conv1d3d.py",
+        "tests/nn/test_conv_transpose.py",
+    ],  # fmt: skip
+
     # studies: the verdict code (findings from the run's tables) and its statistics
     "studies/verdicts/truncation.py": ["tests/studies/test_truncation_verdicts.py"],
     "studies/verdicts/alds.py": ["tests/studies/test_verdicts_alds.py"],

@@ -26,7 +26,10 @@ it. Modules, each using only those listed before it when loaded:
 - :mod:`.grouped_plans`: the forward families of grouped and depthwise convs (``groups > 1``).
 - :mod:`.cost`: the cost model that prices plans per device type; :func:`calibrate`.
 - :mod:`.planning`: a layer's plan chosen per input shape under its policy and remembered.
-- :mod:`.layers`: :class:`TNLayer`, :class:`TNConv2d`, :class:`TNLinear`.
+- :mod:`.layers`: :class:`TNLayer`, :class:`TNConv2d`, :class:`TNLinear`; :mod:`.convnd`:
+  :class:`TNConv1d`, :class:`TNConv3d`; :mod:`.conv_transpose`: :class:`TNConvTranspose2d`
+  (their plans: :mod:`.plans_nd`, :mod:`.geometry_nd`); :mod:`.kinds`: the layer kinds
+  (per torch layer type its compressed class and conversions).
 - :mod:`.batchnorm`: :func:`recalibrate_bn`; :mod:`.defaults`: :func:`default_format`.
 - :mod:`.select`: :func:`select_layers` with what compression supports.
 - :mod:`.measure`: the dense side (shapes, FLOPs, times, true kernel errors).
@@ -65,11 +68,14 @@ from .compress import (
     dense_seconds,
     kernel_errors,
 )
+from .conv_transpose import TNConvTranspose2d
+from .convnd import TNConv1d, TNConv3d
 from .cost import calibrate, costs_for
 from .covariance import InputCovariance, fit_sequentially, input_covariances
 from .defaults import default_format
 from .export import conv_sequence, to_standard
 from .geometry import ConvGeometry
+from .kinds import LayerKind, kind_of, register_kind
 from .layers import PlanInfo, TNConv2d, TNLayer, TNLinear, kernel_options
 from .plans import ForwardPlan
 from .select import EndLayers, NoMatchingLayer, end_layers, matches, select_layers
@@ -95,10 +101,14 @@ __all__ = [
     "InputCovariance",
     "KernelTruncation",
     "LayerChoice",
+    "LayerKind",
     "LayerReport",
     "NoMatchingLayer",
     "PlanInfo",
+    "TNConv1d",
     "TNConv2d",
+    "TNConv3d",
+    "TNConvTranspose2d",
     "TNLayer",
     "TNLinear",
     "allocate",
@@ -117,11 +127,13 @@ __all__ = [
     "input_covariances",
     "kernel_errors",
     "kernel_options",
+    "kind_of",
     "layer_inputs",
     "load",
     "matches",
     "output_error",
     "recalibrate_bn",
+    "register_kind",
     "save",
     "select_layers",
     "to_standard",

@@ -51,7 +51,8 @@ from ..weights import replace_module
 from .batchnorm import recalibrate_bn
 from .covariance import fit_sequentially
 from .defaults import AUTO, default_format
-from .layers import TNConv2d, TNLayer, TNLinear
+from .kinds import kind_of
+from .layers import TNLayer
 from .measure import (
     dense_flops,
     dense_seconds,
@@ -68,6 +69,7 @@ from .select import (
     matches,
     select_with_notes,
     shown_names,
+    unsupported_reason,
 )
 from .whiten import compress_layer_whitened
 
@@ -91,6 +93,8 @@ LayerSpec = tuple[str, dict, dict] | None
 PLAN_FAMILIES = {
     "conv": ("dense", "staged", "separable", "patches"),
     "linear": ("dense", "direct"),
+    "conv3d": ("dense", "staged"),
+    "conv_transpose2d": ("dense", "staged"),
 }
 _POLICIES = ("auto", "measure")
 _KINDS = ("conv", "linear")  # format mapping keys that are layer kinds, not patterns
@@ -283,10 +287,15 @@ def _chosen_layers(
     names, notes = select_with_notes(model, layers, skip, True, False, example_input)
     for note in notes:
         warnings.warn(note, stacklevel=3)
-    _check_plan(plan, {n: layer_kind(model.get_submodule(n)) for n in names})
+    _check_plan(plan, {n: model.get_submodule(n) for n in names})
     tied = _tied(model, names)
     for name, sharers in tied.items():
         notes.append(f"layer {name!r} shares parameters with {sharers} (tied): left dense")
+    if layers is None:  # chosen by pattern or name, such layers are refused already
+        for name in layer_aliases(model):
+            reason = unsupported_reason(model.get_submodule(name))
+            if reason:
+                notes.append(f"layer {name!r} left dense: {reason}")
     return [n for n in names if n not in tied], notes
 
 
@@ -398,10 +407,8 @@ def _build(
     try:
         if cov is not None:
             layer = compress_layer_whitened(module, fmt, cov, plan=plan, **kw, **opts)
-        elif isinstance(module, nn.Linear):
-            layer = TNLinear.from_linear(module, fmt, plan=plan, **kw, **opts)
         else:
-            layer = TNConv2d.from_conv(module, fmt, plan=plan, **kw, **opts)
+            layer = kind_of(module).from_module(module, fmt, plan=plan, **kw, **opts)
     except (ValueError, TypeError) as err:
         raise type(err)(f"layer {name!r}: {err}") from None
     return layer.train(module.training)
@@ -467,18 +474,19 @@ def _check_format_keys(spec: FormatSpec, aliases: Mapping[str, Sequence[str]]) -
             )
 
 
-def _check_plan(plan: Any, kinds: Mapping[str, str]) -> None:
+def _check_plan(plan: Any, modules: Mapping[str, nn.Module]) -> None:
     """``plan`` is a policy or a plan (family) every chosen layer has."""
     if not isinstance(plan, str) or not plan:
         raise ValueError(f"compress: plan must be 'auto', 'measure' or a plan name, got {plan!r}")
     if plan in _POLICIES:
         return
     family = plan.split("[")[0]
-    for name, kind in kinds.items():
-        if family not in PLAN_FAMILIES[kind]:
+    for name, module in modules.items():
+        plans = PLAN_FAMILIES[kind_of(module).tn_type.kind]
+        if family not in plans:
             raise ValueError(
-                f"compress: plan={plan!r} is not a forward plan of {kind} layer {name!r}; "
-                f"use 'auto', 'measure' or one of {PLAN_FAMILIES[kind]}"
+                f"compress: plan={plan!r} is not a forward plan of {layer_kind(module)} layer "
+                f"{name!r}; use 'auto', 'measure' or one of {plans}"
             )
 
 

@@ -42,6 +42,8 @@ from typing import Any
 
 from torch import nn
 
+from .kinds import kind_of
+
 __all__ = ["AUTO", "DEFAULT_FORMAT", "default_format", "kernel_class"]
 
 #: The format name that asks :func:`~tensornet.nn.compress` for :func:`default_format`.
@@ -51,7 +53,7 @@ DEFAULT_FORMAT = "svd"
 
 
 def _check_layer(module: Any, what: str) -> None:
-    if not isinstance(module, (nn.Conv2d, nn.Linear)):
+    if not isinstance(module, nn.Module) or kind_of(module) is None:
         raise TypeError(f"{what}: expected an nn.Conv2d or nn.Linear, got {type(module).__name__}")
 
 
@@ -68,8 +70,7 @@ def kernel_class(module: nn.Module) -> str:
     _check_layer(module, "kernel_class")
     if isinstance(module, nn.Linear):
         return "linear"
-    kh, kw = module.kernel_size
-    return f"{kh}x{kw}"
+    return "x".join(str(k) for k in module.kernel_size)
 
 
 def default_format(module: nn.Module) -> tuple[str, dict[str, Any]] | None:

@@ -628,6 +628,17 @@ def linear_sequence(
     return _sequence(layer, plans, shape, options, name)
 
 
+def _maker(layer: TNLayer):
+    """The function writing out ``layer`` (other kinds than conv2d/linear: :mod:`.export_nd`)."""
+    if isinstance(layer, TNConv2d):
+        return conv_sequence
+    if isinstance(layer, TNLinear):
+        return linear_sequence
+    from .export_nd import nd_sequence  # it builds on this module
+
+    return nd_sequence
+
+
 def to_standard(
     model: nn.Module,
     input_shape: Sequence[int] | None = None,
@@ -664,7 +675,7 @@ def to_standard(
     """
     _options(slack, fallback, measure)
     target = model if inplace else copy.deepcopy(model)
-    layers = {n: m for n, m in target.named_modules() if isinstance(m, (TNConv2d, TNLinear))}
+    layers = {n: m for n, m in target.named_modules() if isinstance(m, TNLayer)}
     shapes: dict[str, tuple[int, ...]] = {}
     if input_shape is not None and layers:
         p0 = next(target.parameters())
@@ -675,7 +686,7 @@ def to_standard(
             m.training = mode
     made: dict[int, nn.Module] = {}  # by module: a layer used at two places stays shared
     for name, module in layers.items():
-        make = conv_sequence if isinstance(module, TNConv2d) else linear_sequence
+        make = _maker(module)
         new = make(
             module,
             shapes.get(name),

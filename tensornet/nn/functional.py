@@ -48,7 +48,8 @@ __all__ = [
 # Reserved leg names of the activation frame (batch, patch positions).
 _B, _L = "__batch", "__patches"
 
-KINDS = ("conv", "linear", "grouped_conv")  # grouped_conv: groups > 1 (.grouped_plans)
+# grouped_conv: groups > 1 (.grouped_plans); conv3d, conv_transpose2d: .plans_nd
+KINDS = ("conv", "linear", "grouped_conv", "conv3d", "conv_transpose2d")
 # Plan policies every layer takes besides the families (never a family's name).
 POLICIES = ("auto", "measure")
 

@@ -153,8 +153,13 @@ class TNLayer(PlannedLayer, nn.Module):
 
     @plan.setter
     def plan(self, value: str) -> None:
-        names = functools.partial(plan_names, self.kind, self.structure)  # built for names only
+        names = functools.partial(plan_names, self.kind, self._plan_structure)  # for names only
         self._plan = _plan_choices(value, names, type(self).__name__)
+
+    @property
+    def _plan_structure(self) -> Structure:
+        """The structure the forward plans see (a lifted layer's differs: see ``TNConv1d``)."""
+        return self.structure
 
     # -- parameters --------------------------------------------------------------------------
     @property

@@ -23,7 +23,9 @@ from ..weights import eval_mode, layer_inputs
 from ..weights import kernel_legs as weight_legs
 from . import cost, functional
 from .functional import ConvGeometry, linear_candidates
+from .geometry_nd import GeometryNd
 from .grouped_plans import grouped_kind
+from .kinds import kind_of
 
 __all__ = [
     "dense_flops",
@@ -55,12 +57,15 @@ def dense_flops(module: nn.Module, input_shape: Sequence[int]) -> int:
     if isinstance(module, nn.Linear):
         n = math.prod(input_shape[:-1])
         return 2 * n * module.in_features * module.out_features
-    geo = ConvGeometry.from_conv_args(
+    spatial = tuple(input_shape[2:])
+    if getattr(module, "transposed", False):  # every input position meets the whole kernel
+        per = module.out_channels // module.groups * math.prod(module.kernel_size)
+        return 2 * input_shape[0] * module.in_channels * per * math.prod(spatial)
+    geo = GeometryNd.from_conv_args(
         module.kernel_size, module.stride, module.padding, module.dilation, module.padding_mode
     )
-    rows, cols = geo.output_size(input_shape[2], input_shape[3])
     per = module.in_channels // module.groups * math.prod(module.kernel_size)
-    return 2 * input_shape[0] * module.out_channels * per * rows * cols
+    return 2 * input_shape[0] * module.out_channels * per * math.prod(geo.output_size(spatial))
 
 
 def kernel_legs(module: nn.Module) -> tuple[tuple[str, ...], tuple[int, ...]]:
@@ -90,6 +95,12 @@ def candidates(
     if isinstance(module, nn.Linear):
         n = math.prod(input_shape[:-1])
         return linear_candidates(structure, (n, input_shape[-1]))
+    kind = kind_of(module)
+    if kind is None or not isinstance(module, nn.Conv2d):
+        if kind is None:  # an unsupported conv (ConvTranspose3d...): no plans
+            return []
+        tn = kind.tn_type
+        return tn.plans_for(structure, tn.geometry_of(module), tuple(input_shape), device_type)
     geo = ConvGeometry.from_conv_args(
         module.kernel_size,
         module.stride,
@@ -120,7 +131,12 @@ def dense_seconds(
     device = torch.device(device) if device is not None else weight.device
     itemsize = torch.empty((), dtype=dtype or weight.dtype).element_size()
     plans = candidates(module, dense_structure(*kernel_legs(module)), input_shape, device.type)
-    plan = next(p for p in plans if p.name == "dense")
+    plan = next((p for p in plans if p.name == "dense"), None)
+    if plan is None:  # no plans for this kind: one conv of its FLOPs over input and output
+        elements = 2 * math.prod(input_shape)
+        table = cost.costs_for(device.type)
+        flops = dense_flops(module, input_shape)
+        return table.step_time("conv", flops, elements * itemsize, input_shape[0])
     return cost.choose([plan], device.type, itemsize).cost["seconds"]
 
 

@@ -77,6 +77,10 @@ class PlannedLayer:
         geometry = getattr(self, "geometry", None)
         return candidates(self.kind, self.structure, geometry, shape, device_type)
 
+    def _plan_tensors(self, x: torch.Tensor) -> Mapping[str, torch.Tensor]:
+        """The tensors the plans take (the factors; a lifted layer adds its own, like ``x``)."""
+        return self.factors
+
     def _plan_shape(self, x: torch.Tensor) -> tuple[int, ...]:
         """The input shape the plans are made for (a linear layer flattens leading dims)."""
         return tuple(x.shape)
@@ -142,7 +146,7 @@ class PlannedLayer:
         best = min(p.cost["seconds"] for p in plans)
         shortlist = [p for p in plans if p.cost["seconds"] <= 4 * best]
         x = torch.randn(shape, device=device, dtype=dtype)
-        tensors = {k: v.detach() for k, v in self.factors.items()}
+        tensors = {k: v.detach() for k, v in self._plan_tensors(x).items()}
         with torch.no_grad():
             for p in shortlist:
                 p.cost["measured"] = cost.measure(lambda p=p: p(x, tensors), device, repeat=3)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .layers import TNConv2d, TNLayer
+from .layers import TNLayer, TNLinear
 from .measure import dense_flops, dense_seconds, kernel_errors
 
 __all__ = [
@@ -225,7 +225,7 @@ def layer_report(
     if shape is not None:
         dev, dtype = weight.device, weight.dtype
         info = layer.plan_info(
-            shape if isinstance(layer, TNConv2d) else (math.prod(shape[:-1]), shape[-1]),
+            (math.prod(shape[:-1]), shape[-1]) if isinstance(layer, TNLinear) else shape,
             dev,
             dtype,
         )

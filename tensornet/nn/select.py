@@ -28,11 +28,12 @@ from ..weights import (
     NoMatchingLayer,
     Selector,
     end_layers,
-    layer_aliases,
     matches,
     shown_names,
 )
+from ..weights import layer_aliases as _layer_aliases
 from ..weights import select_with_notes as _select_with_notes
+from .kinds import unsupported_reason as _kind_reason
 
 __all__ = [
     "EndLayers",
@@ -50,23 +51,21 @@ __all__ = [
 
 
 def unsupported_reason(module: nn.Module) -> str | None:
-    """Why a conv/linear layer cannot be compressed (``None`` if it can).
+    """Why a conv/linear layer cannot be compressed (``None`` if it can): see :mod:`.kinds`.
 
     Examples
     --------
     >>> from torch import nn
-    >>> unsupported_reason(nn.Conv2d(4, 4, 3, groups=4)), unsupported_reason(nn.Conv3d(2, 2, 1))
-    (None, 'Conv3d is not supported (Conv2d and Linear are)')
+    >>> grouped_1d = nn.Conv1d(4, 4, 3, groups=2)
+    >>> unsupported_reason(nn.Conv2d(4, 4, 3, groups=4)), unsupported_reason(grouped_1d)
+    (None, 'groups=2 is not supported (only groups=1)')
     """
-    if isinstance(module, nn.Linear):
-        return None
-    if not isinstance(module, nn.modules.conv._ConvNd):
-        return f"{type(module).__name__} is not a conv or linear layer"
-    if module.transposed:
-        return "transposed convolutions are not supported"
-    if not isinstance(module, nn.Conv2d):
-        return f"{type(module).__name__} is not supported (Conv2d and Linear are)"
-    return None  # any groups: grouped and depthwise convs too
+    return _kind_reason(module)
+
+
+def layer_aliases(model: nn.Module) -> dict[str, tuple[str, ...]]:
+    """:func:`tensornet.weights.layer_aliases` with transposed convs (compression takes some)."""
+    return _layer_aliases(model, transposed=True)
 
 
 def supported(module: nn.Module) -> bool:
@@ -99,7 +98,7 @@ def select_layers(
         :class:`NoMatchingLayer` naming the layers.
     strict : bool
         Raise :class:`NoMatchingLayer` when nothing is chosen, and ValueError when an explicitly
-        named or matched layer cannot be compressed (transposed convs, Conv1d/3d).
+        named or matched layer cannot be compressed (grouped transposed convs, ConvTranspose1d/3d).
         With ``layers=None`` such layers are simply not candidates.
     include_unsupported : bool
         Keep unsupported layers among the candidates (for spectra, which work on any weight).
@@ -129,4 +128,4 @@ def select_with_notes(
 ) -> tuple[list[str], list[str]]:
     """:func:`select_layers` and its notes (how ``"first"``/``"last"`` were found)."""
     refuse = None if include_unsupported else unsupported_reason
-    return _select_with_notes(model, layers, skip, strict, refuse, example_input)
+    return _select_with_notes(model, layers, skip, strict, refuse, example_input, True)

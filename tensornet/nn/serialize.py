@@ -45,7 +45,8 @@ from torch import nn
 from ..formats import Structure
 from ..io import atomic_path
 from ..weights import replace_module
-from .layers import KERNEL_LEGS, MATRIX_LEGS, TNConv2d, TNLayer, TNLinear
+from .kinds import LayerKind, kind_named, layer_kind_of, record_args
+from .layers import TNLayer
 
 __all__ = ["describe", "load", "read_structures", "save"]
 
@@ -99,10 +100,8 @@ def _linear_args(m: nn.Module) -> dict[str, Any]:
 
 
 def _record(m: TNLayer) -> dict[str, Any]:
-    if isinstance(m, TNConv2d):
-        args = {"kind": "conv2d", **_conv_args(m)}
-    else:
-        args = {"kind": "linear", **_linear_args(m)}
+    kind = layer_kind_of(m)
+    args = {"kind": kind.name, **_ARGS.get(kind.name, record_args)(m, kind)}
     return {**args, "structure": m.structure.to_dict(), "plan": m.plan}
 
 
@@ -124,7 +123,7 @@ def describe(model: nn.Module) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     first: dict[int, str] = {}
     for name, m in model.named_modules(remove_duplicate=False):
-        if isinstance(m, (TNConv2d, TNLinear)):
+        if layer_kind_of(m) is not None:
             if id(m) in first:
                 out[name] = {_ALIAS: first[id(m)]}
             else:
@@ -238,25 +237,33 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "ranks": (lambda v: isinstance(v, list) and all(map(_pos_int, v)), "a list of positive ints"),
     "options": (lambda v: isinstance(v, dict), "a JSON object"),
 }
-_CONV_FIELDS = (
-    "in_channels",
-    "out_channels",
-    "kernel_size",
-    "stride",
-    "padding",
-    "dilation",
-    "padding_mode",
-    "bias",
-)
-_KINDS = {
-    "conv2d": (_CONV_FIELDS, (nn.Conv2d, TNConv2d), _conv_args),
-    "linear": (("in_features", "out_features", "bias"), (nn.Linear, TNLinear), _linear_args),
+# Record arguments of the kinds that have their own writer here; others: kinds.record_args.
+_ARGS: dict[str, Callable[[nn.Module, LayerKind], dict[str, Any]]] = {
+    "conv2d": lambda m, kind: _conv_args(m),
+    "linear": lambda m, kind: _linear_args(m),
 }
+_TUPLES = ("kernel_size", "stride", "dilation", "output_padding")
 
 
-def _typed(obj: dict[str, Any], keys: tuple[str, ...], what: str) -> None:
+def _checks(kind: LayerKind) -> dict[str, tuple[Callable[[Any], bool], str]]:
+    """The field checks of a kind's record (tuples as lists of its number of spatial dims)."""
+    n = kind.spatial_dims
+    out = dict(_CHECKS)
+    if n != 2:
+        for key in _TUPLES:
+            low = 0 if key == "output_padding" else 1
+            out[key] = (_ints(n, low), f"a list of {n} ints >= {low}")
+        out["padding"] = (
+            lambda v: v in ("same", "valid") if isinstance(v, str) else _ints(n, 0)(v),
+            f"'same', 'valid' or a list of {n} ints >= 0",
+        )
+    out.setdefault("output_padding", (_ints(2, 0), "a list of 2 ints >= 0"))
+    return out
+
+
+def _typed(obj: dict[str, Any], keys: tuple[str, ...], what: str, checks=None) -> None:
     for key in keys:
-        ok, expect = _CHECKS[key]
+        ok, expect = (checks or _CHECKS)[key]
         if not ok(obj[key]):
             raise ValueError(f"{what}: field {key!r} must be {expect}, got {_short(obj[key])}")
 
@@ -289,63 +296,56 @@ class _Shell:
         """Leave the parameters as they are."""
 
 
-class _ConvShell(_Shell, TNConv2d):
-    """A :class:`TNConv2d` without random initialisation."""
+_SHELLS: dict[type, type] = {}
 
 
-class _LinearShell(_Shell, TNLinear):
-    """A :class:`TNLinear` without random initialisation."""
+def _shell(cls: type) -> type:
+    """``cls`` without random initialisation (one subclass per class, made once)."""
+    if cls not in _SHELLS:
+        _SHELLS[cls] = type(f"_{cls.__name__}Shell", (_Shell, cls), {})
+    return _SHELLS[cls]
+
+
+def _checked_fields(rec: Any, what: str) -> tuple[LayerKind, dict[str, Any]]:
+    """A record's kind and the record with its fields checked (missing defaults filled in)."""
+    if not isinstance(rec, dict):
+        raise ValueError(f"{what} must be a JSON object, got {_short(rec)}")
+    try:
+        kind = kind_named(rec.get("kind"))
+    except ValueError as err:
+        raise ValueError(f"{what}: {err}") from None
+    optional = tuple(kind.defaults)
+    required = ("kind", *(a for a in kind.fields if a not in optional), "structure", "plan")
+    _fields(rec, required, what, optional)
+    rec = {**kind.defaults, **rec}  # files written before a field existed (conv2d's groups)
+    _typed(rec, (*kind.fields, "plan"), what, _checks(kind))
+    return kind, rec
 
 
 def _check_record(rec: Any, module: nn.Module, what: str) -> Callable[..., TNLayer]:
     """Check one record against the module it replaces; return a builder of its layer."""
-    if not isinstance(rec, dict):
-        raise ValueError(f"{what} must be a JSON object, got {_short(rec)}")
-    kind = rec.get("kind")
-    if not isinstance(kind, str) or kind not in _KINDS:
-        raise ValueError(f"{what}: field 'kind' must be one of {list(_KINDS)}, got {_short(kind)}")
-    args, classes, current = _KINDS[kind]
-    optional = ("groups",) if kind == "conv2d" else ()
-    _fields(rec, ("kind", *args, "structure", "plan"), what, optional)
-    _typed(rec, (*args, "plan", *(k for k in optional if k in rec)), what)
-    rec = {"groups": 1, **rec} if kind == "conv2d" else rec  # files before groups: 1
-    if not isinstance(module, classes):
+    kind, rec = _checked_fields(rec, what)
+    args = kind.fields
+    if not isinstance(module, (kind.torch_type, kind.tn_type)):
         raise ValueError(
-            f"{what}: the record is a {kind} layer but the model has a "
+            f"{what}: the record is a {kind.name} layer but the model has a "
             f"{type(module).__name__} there"
         )
-    for key, value in current(module).items():
+    if "groups" not in args and getattr(module, "groups", 1) != 1:
+        raise ValueError(f"{what}: the model's layer has groups={module.groups}, the record 1")
+    for key, value in _ARGS.get(kind.name, record_args)(module, kind).items():
         if rec[key] != value:
             raise ValueError(
                 f"{what}: field {key!r} is {_short(rec[key])} but the model's "
                 f"{type(module).__name__} has {value!r}"
             )
-    if kind == "conv2d":
-        shape = [rec["out_channels"], rec["in_channels"] // rec["groups"], *rec["kernel_size"]]
-        structure = _structure(rec, KERNEL_LEGS, shape, what)
-        padding = rec["padding"] if isinstance(rec["padding"], str) else tuple(rec["padding"])
-        conv_args = (
-            rec["in_channels"],
-            rec["out_channels"],
-            tuple(rec["kernel_size"]),
-            tuple(rec["stride"]),
-            padding,
-            tuple(rec["dilation"]),
-            rec["groups"],
-            rec["bias"],
-            rec["padding_mode"],
+    structure = _structure(rec, kind.legs, kind.kernel_shape(rec), what)
+    layer_args = {k: rec[k] for k in args}
+
+    def build(**kw: Any) -> TNLayer:
+        return kind.build(
+            layer_args, _shell(kind.tn_type), plan=rec["plan"], _structure=structure, **kw
         )
-
-        def build(**kw: Any) -> TNLayer:
-            return _ConvShell(*conv_args, plan=rec["plan"], _structure=structure, **kw)
-
-    else:
-        shape = [rec["out_features"], rec["in_features"]]
-        structure = _structure(rec, MATRIX_LEGS, shape, what)
-        linear_args = (rec["in_features"], rec["out_features"], rec["bias"])
-
-        def build(**kw: Any) -> TNLayer:
-            return _LinearShell(*linear_args, plan=rec["plan"], _structure=structure, **kw)
 
     return build
 
@@ -550,27 +550,10 @@ def _commit(model: nn.Module, new: dict[str, nn.Module], state: dict[str, torch.
 
 
 # -- reading without a model -------------------------------------------------------------------
-# kind -> the dense legs of its kernel and their sizes from the record (a kind read with a model
-# by load but missing here is refused by read_structures, never guessed)
-_KERNELS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Any]], list[int]]]] = {
-    "conv2d": (KERNEL_LEGS, lambda r: [r["out_channels"], r["in_channels"], *r["kernel_size"]]),
-    "linear": (MATRIX_LEGS, lambda r: [r["out_features"], r["in_features"]]),
-}
-
-
 def _record_structure(rec: Any, what: str) -> Structure:
     """A full record's structure, checked on its own (kind, fields, types, shape; no module)."""
-    if not isinstance(rec, dict):
-        raise ValueError(f"{what} must be a JSON object, got {_short(rec)}")
-    kind = rec.get("kind")
-    if not isinstance(kind, str) or kind not in _KINDS or kind not in _KERNELS:
-        known = [k for k in _KINDS if k in _KERNELS]
-        raise ValueError(f"{what}: field 'kind' must be one of {known}, got {_short(kind)}")
-    args = _KINDS[kind][0]
-    _fields(rec, ("kind", *args, "structure", "plan"), what)
-    _typed(rec, (*args, "plan"), what)
-    legs, shape = _KERNELS[kind]
-    return _structure(rec, legs, shape(rec), what)
+    kind, rec = _checked_fields(rec, what)
+    return _structure(rec, kind.legs, kind.kernel_shape(rec), what)
 
 
 def read_structures(path: str | os.PathLike) -> tuple[dict[str, Structure], dict[str, str]]:

@@ -282,7 +282,7 @@ class Placements:
         self.names = {f.name for f in factors}
         self.order = [f.name for f in factors]
         self.holders = {leg: {f.name for f in factors if leg in f.legs} for leg in spatial}
-        held = self.holders[spatial[0]] | self.holders[spatial[1]]
+        held = set().union(*self.holders.values())  # any number of spatial legs (conv3d)
         self.base = _steiner(held, self.adj)  # a valid structure has holders of kh and kw
         self.others = [n for n in self.order if n not in self.base]
 

@@ -171,7 +171,7 @@ def test_a_linear_family_registers_and_runs():
 @pytest.mark.parametrize(
     ("kind", "family", "message"),
     [
-        ("conv3d", "x", "kind must be one of"),
+        ("conv4d", "x", "kind must be one of"),
         ("conv", "", "family must be a non-empty name"),
         ("conv", "auto", "family must be a non-empty name other than"),
         ("linear", "measure", "other than"),

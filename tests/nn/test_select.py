@@ -26,10 +26,15 @@ UNDER_MUTMUT = os.environ.get("TENSORNET_HYPOTHESIS_PROFILE") == "mutate"
         (nn.Conv2d(4, 4, 3, stride=2, padding=1, dilation=2), None),
         (nn.ReLU(), "ReLU is not a conv or linear layer"),
         (nn.Bilinear(2, 2, 2), "Bilinear is not a conv or linear layer"),
-        (nn.ConvTranspose2d(4, 4, 3), "transposed convolutions are not supported"),
-        (nn.ConvTranspose1d(4, 4, 3), "transposed convolutions are not supported"),
-        (nn.Conv1d(4, 4, 3), "Conv1d is not supported (Conv2d and Linear are)"),
-        (nn.Conv3d(4, 4, 3), "Conv3d is not supported (Conv2d and Linear are)"),
+        (nn.ConvTranspose2d(4, 4, 3), None),
+        (
+            nn.ConvTranspose1d(4, 4, 3),
+            "ConvTranspose1d is not supported (no compressed layer; supported: Linear, Conv1d, "
+            "Conv2d, Conv3d, ConvTranspose2d)",
+        ),
+        (nn.Conv1d(4, 4, 3), None),
+        (nn.Conv3d(4, 4, 3), None),
+        (nn.Conv3d(4, 4, 3, groups=2), "groups=2 is not supported (only groups=1)"),
         (nn.Conv2d(4, 4, 3, groups=2), None),  # grouped and depthwise convs are supported
         (nn.Conv2d(4, 4, 3, groups=4), None),
     ],
@@ -50,9 +55,9 @@ def test_a_lazy_or_subclassed_layer():
 def _net():
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv3d(4, 8, 1),
+        nn.Conv3d(4, 8, 1, groups=2),
         nn.Conv2d(8, 8, 1),
-        nn.Conv1d(8, 8, 1),
+        nn.ConvTranspose1d(8, 8, 1),
         nn.Flatten(),
         nn.Linear(8, 2),
     )
@@ -65,14 +70,16 @@ def test_select_layers_leaves_unsupported_layers_out_unless_asked():
     assert select_layers(net, skip=("4",)) == ["1"]
     assert select_layers(net, "[0-2]", include_unsupported=True) == ["0", "1", "2"]
     assert select_layers(net, "[0-2]", strict=False) == ["0", "1", "2"]
-    with pytest.raises(ValueError, match=r"^layer '0' cannot be compressed: Conv3d is not"):
+    with pytest.raises(ValueError, match=r"^layer '0' cannot be compressed: groups=2 is not"):
         select_layers(net, "[0-2]")
-    with pytest.raises(ValueError, match=r"^layer '2' cannot be compressed: Conv1d is not"):
+    with pytest.raises(
+        ValueError, match=r"^layer '2' cannot be compressed: ConvTranspose1d is not"
+    ):
         select_layers(net, ["2"])
     assert select_layers(net, ["1"]) == ["1"]
     with pytest.raises(select.NoMatchingLayer, match="no conv/linear layer matches"):
-        select_layers(nn.Sequential(nn.Conv1d(2, 2, 1)))
-    assert select_layers(nn.Sequential(nn.Conv1d(2, 2, 1)), strict=False) == []
+        select_layers(nn.Sequential(nn.ConvTranspose3d(2, 2, 1)))
+    assert select_layers(nn.Sequential(nn.ConvTranspose3d(2, 2, 1)), strict=False) == []
 
 
 def test_select_layers_first_and_last_and_warnings():
@@ -106,7 +113,14 @@ def test_select_layers_first_and_last_and_warnings():
 
 
 def test_the_selection_names_are_those_of_the_ground_floor():
-    for name in ("EndLayers", "NoMatchingLayer", "end_layers", "layer_aliases", "matches"):
+    for name in ("EndLayers", "NoMatchingLayer", "end_layers", "matches"):
         assert getattr(select, name) is getattr(weights, name)
         assert getattr(tnn, name, None) in (None, getattr(weights, name))
+    # compression's layer_aliases also names transposed convs (it compresses ConvTranspose2d)
+    net = nn.Sequential(
+        nn.Conv2d(2, 2, 1), nn.ConvTranspose2d(2, 2, 1), nn.ConvTranspose3d(2, 2, 1)
+    )
+    assert weights.layer_aliases(net) == {"0": ("0",)}
+    assert select.layer_aliases(net) == weights.layer_aliases(net, transposed=True)
+    assert list(select.layer_aliases(net)) == ["0", "1", "2"]
     assert tnn.select_layers is select_layers and tnn.layer_inputs is weights.layer_inputs

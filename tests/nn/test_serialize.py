@@ -283,7 +283,10 @@ BAD_TOP = [
     (setter("6", "out_features", value=11), "field 'out_features' is 11 but"),
     (setter("0", "plan", value=""), "field 'plan' must be a non-empty string"),
     (setter("0", "plan", value=None), "field 'plan' must be a non-empty string"),
-    (setter("0", "kind", value="conv3d"), r"one of \['conv2d', 'linear'\], got 'conv3d'$"),
+    (
+        setter("0", "kind", value="conv4d"),
+        r"one of \['linear', 'conv1d', 'conv2d', 'conv3d', 'conv_transpose2d'\], got 'conv4d'$",
+    ),
     (setter("0", "kind", value=["conv2d"]), "field 'kind' must be one of"),
     (deleter("0", "plan"), r"layer '0' lacks the field\(s\) \['plan'\]"),
     (
