@@ -299,13 +299,13 @@ def test_overview_plots_colour_each_rank_line_as_its_layer(files, tmp_path, monk
     assert ranks_seen >= 5
 
 
-def test_a_kind_load_knows_but_the_reader_does_not_is_refused(files, tmp_path, monkeypatch):
-    from tensornet.nn import serialize
-
-    # a layer kind added to load (with a model) but not to read_structures: refused, not guessed
-    monkeypatch.setitem(serialize._KINDS, "conv2d_new", serialize._KINDS["conv2d"])
+def test_an_unknown_kind_is_refused_naming_the_known_ones(files, tmp_path):
+    # load and read_structures share the kind registry (nn.kinds): a kind it lacks is refused
     bad = tmp_path / "bad.safetensors"
     _rewrite(files[0], bad, _set(["layers", "3", "kind"], "conv2d_new"))
-    expect = r"layer '3': field 'kind' must be one of \['conv2d', 'linear'\], got 'conv2d_new'"
+    expect = (
+        r"layer '3': field 'kind' must be one of \['linear', 'conv1d', 'conv2d', 'conv3d', "
+        r"'conv_transpose2d'\], got 'conv2d_new'"
+    )
     with pytest.raises(CLIError, match=expect):
         load_kernels(bad)

@@ -239,22 +239,10 @@ register_kind(
         lambda module: None,
     )
 )
-register_kind(
-    LayerKind(
-        "conv2d",
-        nn.Conv2d,
-        TNConv2d,
-        "conv",
-        KERNEL_LEGS[4],
-        (*_CONV_FIELDS[:6], "groups", *_CONV_FIELDS[6:]),
-        TNConv2d.from_conv,
-        TNConv2d.to_conv,
-        lambda module: None,  # any groups: grouped and depthwise convs (.grouped_plans)
-        {"groups": 1},
-    )
-)
+_GROUPED_FIELDS = (*_CONV_FIELDS[:6], "groups", *_CONV_FIELDS[6:])
 for _name, _torch, _tn, _legs, _fields in (
     ("conv1d", nn.Conv1d, TNConv1d, KERNEL_LEGS[3], _CONV_FIELDS),
+    ("conv2d", nn.Conv2d, TNConv2d, KERNEL_LEGS[4], _GROUPED_FIELDS),
     ("conv3d", nn.Conv3d, TNConv3d, KERNEL_LEGS[5], _CONV_FIELDS),
     (
         "conv_transpose2d",
@@ -264,6 +252,13 @@ for _name, _torch, _tn, _legs, _fields in (
         (*_CONV_FIELDS[:4], "output_padding", *_CONV_FIELDS[4:]),
     ),
 ):
+    # a kind recording groups takes any (grouped and depthwise Conv2d: .grouped_plans); files
+    # written before the field existed are ungrouped
+    _grouped = "groups" in _fields
     register_kind(
-        LayerKind(_name, _torch, _tn, "conv", _legs, _fields, _from_conv(_tn), _tn.to_conv)
-    )
+        LayerKind(
+            _name, _torch, _tn, "conv", _legs, _fields, _from_conv(_tn), _tn.to_conv,
+            (lambda module: None) if _grouped else _only_ungrouped,
+            {"groups": 1} if _grouped else {},
+        )
+    )  # fmt: skip

@@ -10,7 +10,7 @@ working.
 Examples
 --------
 >>> from torch import nn
->>> net = nn.Sequential(nn.Conv1d(4, 8, 3), nn.Conv2d(8, 8, 3, groups=2), nn.Flatten())
+>>> net = nn.Sequential(nn.ConvTranspose1d(4, 8, 3), nn.Conv2d(8, 8, 3, groups=2), nn.Flatten())
 >>> select_layers(net), select_layers(net, include_unsupported=True)
 (['1'], ['0', '1'])
 """

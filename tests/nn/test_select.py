@@ -85,7 +85,7 @@ def test_select_layers_leaves_unsupported_layers_out_unless_asked():
 def test_select_layers_first_and_last_and_warnings():
     net = _net()
     assert select_layers(net, skip=("first", "last")) == ["1"]
-    runs = nn.Sequential(nn.Conv1d(4, 8, 1), nn.Unflatten(2, (3, 1)), nn.Conv2d(8, 8, 1),
+    runs = nn.Sequential(nn.Conv1d(4, 8, 1, groups=2), nn.Unflatten(2, (3, 1)), nn.Conv2d(8, 8, 1),
                          nn.Flatten(), nn.Linear(24, 2))  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("error")
