@@ -142,8 +142,8 @@ def price(module: nn.Module, shape: tuple[int, ...] | None, c: Candidate) -> Can
     --------
     >>> from torch import nn
     >>> c = price(nn.Linear(8, 8), (4, 8), Candidate("svd", (2,), (), 32, 0.5))
-    >>> c.flops, c.plan is not None
-    (128, True)
+    >>> c.flops, c.plan is not None  # 2 FLOPs per multiply-add: 2 * 4 * (8 * 2 + 2 * 8)
+    (256, True)
     """
     return c if shape is None else _Prices(module, shape)(c)
 

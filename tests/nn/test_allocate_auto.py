@@ -354,7 +354,7 @@ def test_auto_arguments_are_checked():
 
 def test_weights_and_formats_reach_the_choice():
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3), nn.Conv2d(8, 8, 3), nn.Conv2d(8, 4, 3))
+    net = nn.Sequential(*(nn.Conv2d(a, b, 3) for a, b in ((3, 8), (8, 8), (8, 8), (8, 4))))
     plain = allocate(net, 0.5, "auto", formats="svd")
     assert {c.format for c in plain.layers.values()} <= {"svd", "dense"}
     heavy = allocate(net, 0.5, "auto", formats="svd", weights={"1": 100.0})
