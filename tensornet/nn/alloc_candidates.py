@@ -23,11 +23,15 @@ exactly). Errors come exactly from spectra where that is cheap:
   mode factors ``U_i`` and ``P = W x_i U_i^T``, the kept energy at ranks ``r`` is the sum of
   ``P[:r_1, :r_2, ...]^2`` (a cumulative sum), so every grid point costs one lookup;
 - ``tt``, ``ht``, ``tr``: the ranks their own SVD-based truncation chooses at relative errors
-  :data:`TOLERANCES`, each decomposed and its rebuilt kernel compared with ``W``;
+  :data:`TOLERANCES`, each decomposed and its rebuilt kernel compared with ``W`` (TR again
+  at the ranks found, :data:`REDECOMPOSE`);
 - ``cp``: ALS at ranks 1, 2, 3, 4, then doubling, up to half the dense kernel's parameters
-  (ALS is slow at large ranks, where CP is never the cheapest), each compared with ``W``.
+  and :data:`MAX_CP_RANK` (ALS is slow at large ranks, where CP is rarely the best), each
+  compared with ``W``.
 
 Candidates with no fewer parameters than the dense kernel are left out (dense is a candidate).
+Errors up to :data:`EXACT` (float32 rounding) count as 0, so that among exact candidates the
+cheapest wins, and on a tie the format listed first in :data:`AUTO_FORMATS`.
 """
 
 from __future__ import annotations
@@ -64,6 +68,12 @@ AUTO_FORMATS = ("svd", "grouped", "tucker2", "tucker", "tt", "ht", "tr", "cp")
 TT_ORDERS = (("in", "kh", "kw", "out"), ("kh", "kw", "in", "out"), ("in", "out", "kh", "kw"))
 #: Relative errors at which tt / ht / tr choose their ranks (1e-6: a kernel's exact ranks).
 TOLERANCES = (1e-6, *np.geomspace(0.01, 0.9, 16).round(4).tolist())
+#: The formats whose decomposition at given ranks differs from the one at a tolerance that
+#: chose those ranks (TR-SVD splits its first rank otherwise): decomposed again at the ranks.
+#: TT-SVD and HT-SVD truncate each step to the same rank either way.
+REDECOMPOSE = frozenset({"tr"})
+#: The largest CP rank tried (ALS costs grow with it; CP is rarely the best past it).
+MAX_CP_RANK = 256
 #: The relative tail below which an axis's singular values count as zero (numerical rank).
 EXACT = 1e-6
 
@@ -177,7 +187,8 @@ class _Kernel:
     def candidate(self, fmt: str, ranks: Sequence[int], options: tuple, error: float) -> Candidate:
         ranks = tuple(int(r) for r in ranks)
         params = _params(fmt, self.shape, self.legs, ranks, options)
-        return Candidate(fmt, ranks, options, params, max(float(error), 0.0))
+        error = float(error) if error > EXACT else 0.0  # rounding: exact ties go to the cheapest
+        return Candidate(fmt, ranks, options, params, error)
 
     def error_of(self, approx: torch.Tensor) -> float:
         return float(torch.linalg.vector_norm(self.w - approx)) / self.norm
@@ -305,9 +316,9 @@ def _by_tolerance(k: _Kernel, fmt: str, **given: Any) -> list[Candidate]:
         if ranks in seen or found.num_params >= k.dense:
             continue
         seen.add(ranks)
-        # compress decomposes at these ranks, which may differ from the tolerance's run (TR)
-        exact = get_format(fmt).from_dense(k.w, ranks=ranks, legs=k.legs, **dict(opts))
-        out.append(k.candidate(fmt, ranks, opts, k.error_of(exact.to_dense())))
+        if fmt in REDECOMPOSE:  # compress decomposes at these ranks: a different result
+            found = get_format(fmt).from_dense(k.w, ranks=ranks, legs=k.legs, **dict(opts))
+        out.append(k.candidate(fmt, ranks, opts, k.error_of(found.to_dense())))
     return out
 
 
@@ -315,7 +326,7 @@ def _cp(k: _Kernel, _: int) -> list[Candidate]:
     opts = k.options("cp")
     ceiling = math.prod(sorted(k.shape)[:-1])
     per_rank = _params("cp", k.shape, k.legs, (1,), opts)
-    top = min(ceiling, k.dense // (2 * per_rank))  # ALS costs most where CP never pays
+    top = min(ceiling, k.dense // (2 * per_rank), MAX_CP_RANK)  # ALS is slow where CP loses
     out = []
     for r in rank_levels(top, fine=4, step=2) if top >= 1 else []:
         if not _cheaper(k, "cp", (r,), opts):

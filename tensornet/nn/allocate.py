@@ -95,14 +95,17 @@ class LayerChoice:
     """The format and ranks chosen for one layer, with its cost and errors.
 
     ``error`` is the error the allocation minimised (``spectral_error`` for ``error="true"``,
-    the ALDS proxy for ``"proxy"``); ``spectral_error`` and ``frobenius_error`` are the true
-    relative errors of the chosen approximation (0 for a dense choice). ``flops``, ``seconds``
-    and ``plan`` describe the forward plan the layer runs for the allocation's example input
-    (``None`` without one).
+    the ALDS proxy for ``"proxy"``; for ``auto`` the relative Frobenius error of the kernel, or
+    what its ``errors`` function returned); ``spectral_error`` and ``frobenius_error`` are the
+    true relative errors of the chosen approximation (0 for a dense choice). ``flops``,
+    ``seconds`` and ``plan`` describe the forward plan the layer runs for the allocation's
+    example input (``None`` without one). ``format_options`` (``auto``) are the format's
+    options as ``(name, value)`` pairs, e.g. TT's ``order``; :attr:`options` gives them as a
+    dict, as ``compress`` passes them.
     """
 
     name: str
-    format: str  # "grouped" or "dense"
+    format: str  # "grouped" or "dense"; auto: any format of its candidates
     ranks: tuple[int, ...]
     groups: int
     params: int
@@ -295,6 +298,9 @@ def allocate(
         rate-distortion optimum when the layers' errors add up as independent perturbations,
         while the largest error lets the one layer that is dearest to approximate set the
         error level of all, and keeps no budget for the layers where a little more buys much.
+        On ResNet-20 (width 16) trained on digits (one seed, BatchNorm recalibrated, no
+        fine-tuning) at 60 / 40 / 25 % of the parameters, ``"sum"`` kept 96 / 94 / 93 % test
+        accuracy, ``"max"`` 84 / 62 / 51 %, ALDS (proxy) 89 / 83 / 51 %, dense 92 %.
     weights : mapping of str to float, optional
         ``auto`` with ``objective="sum"``: per-layer sensitivities ``w_l > 0`` (default 1).
     errors : callable, optional

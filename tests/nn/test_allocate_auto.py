@@ -5,24 +5,18 @@ from __future__ import annotations
 import itertools
 import math
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
 import tensornet.nn as tnn
-from tensornet.formats import get_format
-from tensornet.nn import alloc_auto, alloc_candidates
+from tensornet.nn import alloc_auto
 from tensornet.nn.alloc_auto import LayerFrontier, choose, layer_frontier, thinned
 from tensornet.nn.alloc_candidates import (
     Candidate,
-    candidate_kernel,
     family_frontiers,
-    rank_levels,
-    weight_candidates,
 )
 from tensornet.nn.allocate import allocate
-from tensornet.nn.frontier import minimax, pareto, weighted_sum
 
 F = C = 16  # the hand-built kernels: 16 x 16 x 3 x 3 (2304 parameters dense)
 
@@ -101,19 +95,7 @@ def test_auto_applied_by_compress_rebuilds_the_chosen_formats_and_errors():
     assert alloc.layers["2"].format in ("tt", "tucker2") and alloc.layers["2"].error < 1e-5
 
 
-# -- the global choice is optimal (brute force) ---------------------------------------------
-def _random_frontiers(rng: np.random.Generator, layers: int) -> tuple[list, list]:
-    costs, errors = [], []
-    for _ in range(layers):
-        n = int(rng.integers(1, 6))
-        c = np.cumsum(rng.integers(1, 20, n)).astype(float)
-        e = np.sort(rng.random(n))[::-1]
-        e = e + np.arange(n)[::-1] * 1e-9  # strictly decreasing
-        costs.append(c.tolist())
-        errors.append(e.tolist())
-    return costs, errors
-
-
+# -- the global choice is optimal over the frontiers (brute force) --------------------------
 def _brute(costs, errors, budget, weights=None):
     """(least largest error, least weighted sum of squares) over every combination."""
     weights = weights or [1.0] * len(costs)
@@ -125,25 +107,6 @@ def _brute(costs, errors, budget, weights=None):
         value = sum(w * e[i] ** 2 for w, e, i in zip(weights, errors, picks))
         best_sum = min(best_sum, value)
     return best_max, best_sum
-
-
-@pytest.mark.parametrize("seed", range(40))
-def test_the_global_choice_is_optimal_on_small_problems(seed):
-    rng = np.random.default_rng(seed)
-    costs, errors = _random_frontiers(rng, int(rng.integers(1, 5)))
-    least, most = sum(c[0] for c in costs), sum(c[-1] for c in costs)
-    budget = float(rng.uniform(least, most + 5))
-    weights = rng.uniform(0.5, 2.0, len(costs)).tolist()
-    best_max, best_sum = _brute(costs, errors, budget, weights)
-    mm = minimax(costs, errors, budget)
-    assert mm.cost <= budget and mm.objective == best_max and mm.gap == 0
-    assert max(e[i] for e, i in zip(errors, mm.picks)) == best_max
-    ws = weighted_sum(costs, errors, budget, weights)
-    assert ws.cost <= budget + 1e-9
-    assert ws.bound <= best_sum + 1e-12 <= ws.objective + 2e-12
-    assert ws.objective - best_sum <= ws.gap + 1e-12
-    value = sum(w * e[i] ** 2 for w, e, i in zip(weights, errors, ws.picks))
-    assert ws.objective == pytest.approx(value)
 
 
 def test_the_choice_of_allocate_is_optimal_over_its_frontiers():
@@ -162,40 +125,6 @@ def test_the_choice_of_allocate_is_optimal_over_its_frontiers():
             assert alloc.bound <= best_sum + 1e-12 <= alloc.score + 1e-12
             assert alloc.gap == pytest.approx(alloc.score - alloc.bound)
             assert alloc.score == pytest.approx(sum(c.error**2 for c in alloc.layers.values()))
-
-
-def test_minimax_spends_the_leftover_on_the_largest_errors():
-    costs = [[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]
-    errors = [[0.9, 0.5, 0.1], [0.4, 0.3, 0.2]]
-    choice = minimax(costs, errors, 5.0)  # level 0.4 costs 3; 2 more: layer 0 to 0.1, then 1
-    assert choice.picks == (2, 1) and choice.objective == 0.3 and choice.cost == 5.0
-
-
-def test_weighted_sum_weights_move_the_budget():
-    costs = [[1.0, 2.0], [1.0, 2.0]]
-    errors = [[0.5, 0.0], [0.5, 0.0]]
-    assert weighted_sum(costs, errors, 3.0, [1.0, 2.0]).picks == (0, 1)
-    assert weighted_sum(costs, errors, 3.0, [2.0, 1.0]).picks == (1, 0)
-    assert weighted_sum(costs, errors, 4.0).picks == (1, 1)
-
-
-def test_frontier_inputs_are_checked():
-    with pytest.raises(ValueError, match="below the cheapest"):
-        minimax([[2.0]], [[0.1]], 1.0)
-    with pytest.raises(ValueError, match="below the cheapest"):
-        weighted_sum([[2.0]], [[0.1]], 1.0)
-    with pytest.raises(ValueError, match="increase"):
-        minimax([[2.0, 1.0]], [[0.1, 0.0]], 5.0)
-    with pytest.raises(ValueError, match="as many"):
-        minimax([[1.0, 2.0]], [[0.1]], 5.0)
-    with pytest.raises(ValueError, match="weights"):
-        weighted_sum([[1.0]], [[0.1]], 5.0, [0.0])
-
-
-def test_pareto_keeps_the_cheapest_of_equal_errors_and_drops_dominated_points():
-    assert pareto([3, 1, 2, 2, 5], [0.1, 0.5, 0.3, 0.2, 0.1]) == [1, 3, 0]
-    assert pareto([1, 1], [0.2, 0.2]) == [0]
-    assert pareto([2, 1], [0.2, 0.2]) == [1]
 
 
 # -- budgets met in every measure -------------------------------------------------------------
@@ -226,64 +155,7 @@ def test_budgets_are_met_within_one_percent_in_every_measure(measure, objective)
     assert any(c.format != "dense" for c in alloc.layers.values())
 
 
-# -- candidates --------------------------------------------------------------------------------
-def test_rank_levels():
-    assert rank_levels(1) == [1]
-    assert rank_levels(16) == list(range(1, 17))
-    levels = rank_levels(100)
-    assert levels[:16] == list(range(1, 17)) and levels[-1] == 100
-    steps = np.diff(levels[16:]) / np.asarray(levels[16:-1])
-    assert all(s <= 2 ** (1 / 8) - 1 + 1 / 16 for s in steps)
-    assert rank_levels(40, fine=4, step=2) == [1, 2, 3, 4, 8, 16, 32, 40]
-
-
-def test_every_candidate_error_is_the_error_of_the_kernel_compress_builds():
-    torch.manual_seed(3)
-    conv = nn.Conv2d(6, 8, 3).double()
-    found = weight_candidates(conv)
-    assert {c.format for c in found} == {
-        "dense", "svd", "grouped", "tucker2", "tucker", "tt", "ht", "tr", "cp",
-    }  # fmt: skip
-    dense = conv.weight.numel()
-    for c in found:
-        approx = candidate_kernel(conv, c)
-        w = conv.weight.detach()
-        err = float(torch.linalg.vector_norm(approx - w) / w.norm())
-        assert c.error == pytest.approx(err, abs=1e-6), c
-        assert c.params == (
-            dense if c.format == "dense" else
-            get_format(c.format).structure_for(
-                conv.weight.shape, c.ranks, legs=("out", "in", "kh", "kw"), **dict(c.options)
-            ).num_params
-        )  # fmt: skip
-        assert c.format == "dense" or c.params < dense
-    orders = {dict(c.options)["order"] for c in found if c.format == "tt"}
-    assert orders == set(alloc_candidates.TT_ORDERS)
-    groups = {dict(c.options)["channel_groups"] for c in found if c.format == "grouped"}
-    assert groups == {2, 3, 6}
-
-
-def test_linear_and_pointwise_layers_get_svd_grouped_and_dense_only():
-    for layer in (nn.Linear(12, 8), nn.Conv2d(12, 8, 1)):
-        formats = {c.format for c in weight_candidates(layer)}
-        assert formats == {"dense", "svd", "grouped"}
-
-
-def test_exact_svd_and_tucker_errors_match_eckart_young_and_hosvd():
-    torch.manual_seed(4)
-    conv = nn.Conv2d(5, 7, 3).double()
-    w = conv.weight.detach()
-    s = torch.linalg.svdvals(w.reshape(7, -1))
-    for c in weight_candidates(conv, ("svd",))[1:]:
-        (r,) = c.ranks
-        assert c.error == pytest.approx(float(s[r:].norm() / s.norm()), abs=1e-12)
-    tucker = weight_candidates(conv, ("tucker",))[1:]
-    assert len(tucker) > 5
-    for c in tucker:
-        t = get_format("tucker").from_dense(w, ranks=c.ranks, legs=("out", "in", "kh", "kw"))
-        assert c.error == pytest.approx(float((t.to_dense() - w).norm() / w.norm()), abs=1e-10)
-
-
+# -- frontiers of one layer -----------------------------------------------------------------
 def test_family_frontiers_and_thinning():
     found = [Candidate("svd", (r,), (), 10 * r, 1.0 / r) for r in range(1, 41)]
     found.append(Candidate("svd", (41,), (), 500, 0.5))  # dominated
