@@ -26,8 +26,8 @@ exactly). Errors come exactly from spectra where that is cheap:
   :data:`TOLERANCES`, each decomposed and its rebuilt kernel compared with ``W`` (TR again
   at the ranks found, :data:`REDECOMPOSE`);
 - ``cp``: ALS at ranks 1, 2, 3, 4, then doubling, up to half the dense kernel's parameters
-  and :data:`MAX_CP_RANK` (ALS is slow at large ranks, where CP is rarely the best), each
-  compared with ``W``.
+  and :data:`MAX_CP_WORK` (ALS is slow on large kernels at large ranks), each compared with
+  ``W``.
 
 Candidates with no fewer parameters than the dense kernel are left out (dense is a candidate).
 Errors up to :data:`EXACT` (float32 rounding) count as 0, so that among exact candidates the
@@ -67,13 +67,14 @@ AUTO_FORMATS = ("svd", "grouped", "tucker2", "tucker", "tt", "ht", "tr", "cp")
 #: The useful TT mode orders of a conv kernel (up to reversal, spatial legs together).
 TT_ORDERS = (("in", "kh", "kw", "out"), ("kh", "kw", "in", "out"), ("in", "out", "kh", "kw"))
 #: Relative errors at which tt / ht / tr choose their ranks (1e-6: a kernel's exact ranks).
-TOLERANCES = (1e-6, *np.geomspace(0.01, 0.9, 16).round(4).tolist())
+TOLERANCES = (1e-6, *np.geomspace(0.02, 0.9, 12).round(4).tolist())
 #: The formats whose decomposition at given ranks differs from the one at a tolerance that
 #: chose those ranks (TR-SVD splits its first rank otherwise): decomposed again at the ranks.
 #: TT-SVD and HT-SVD truncate each step to the same rank either way.
 REDECOMPOSE = frozenset({"tr"})
-#: The largest CP rank tried (ALS costs grow with it; CP is rarely the best past it).
-MAX_CP_RANK = 256
+#: The most CP work tried: ranks up to ``MAX_CP_WORK / W.numel()`` (an ALS sweep costs about
+#: rank x size; a 256 x 256 x 3 x 3 kernel gets ranks up to 7, a 64 x 64 x 3 x 3 one 113).
+MAX_CP_WORK = 2**22
 #: The relative tail below which an axis's singular values count as zero (numerical rank).
 EXACT = 1e-6
 
@@ -326,7 +327,7 @@ def _cp(k: _Kernel, _: int) -> list[Candidate]:
     opts = k.options("cp")
     ceiling = math.prod(sorted(k.shape)[:-1])
     per_rank = _params("cp", k.shape, k.legs, (1,), opts)
-    top = min(ceiling, k.dense // (2 * per_rank), MAX_CP_RANK)  # ALS is slow where CP loses
+    top = min(ceiling, k.dense // (2 * per_rank), MAX_CP_WORK // k.dense)
     out = []
     for r in rank_levels(top, fine=4, step=2) if top >= 1 else []:
         if not _cheaper(k, "cp", (r,), opts):
