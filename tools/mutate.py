@@ -199,6 +199,7 @@ TESTS: dict[str, list[str]] = {
     "tensornet/nn/alloc_auto.py": [
         *(f"tests/nn/test_allocate_auto.py::test_{t}" for t in (
             "family_frontiers_and_thinning", "auto_arguments_are_checked",
+            "prices_without_an_input_and_checked_formats",
             "the_frontier_of_a_layer_prices_its_candidates_by_the_plan_they_run",
             "an_errors_function_replaces_the_weight_errors",
             "weights_and_formats_reach_the_choice",

@@ -67,3 +67,38 @@ def test_exact_svd_and_tucker_errors_match_eckart_young_and_hosvd():
     for c in tucker:
         t = get_format("tucker").from_dense(w, ranks=c.ranks, legs=("out", "in", "kh", "kw"))
         assert c.error == pytest.approx(float((t.to_dense() - w).norm() / w.norm()), abs=1e-10)
+
+
+def test_labels_errors_and_frontiers_by_cost():
+    tt = alloc_candidates.Candidate(
+        "tt", (2, 2, 2), (("order", ("in", "kh", "kw", "out")),), 88, 0.5
+    )
+    grouped = alloc_candidates.Candidate("grouped", (2,), (("channel_groups", 4),), 416, 0.25)
+    svd = alloc_candidates.Candidate("svd", (3,), (), 96, 0.125, cost=5.0)
+    assert [c.label for c in (tt, grouped, svd)] == ["tt[in,kh,kw,out]", "grouped[k=4]", "svd"]
+    assert tt.family == ("tt", (("order", ("in", "kh", "kw", "out")),))
+    moved = tt.with_error(np.float64(0.75))
+    assert moved.error == 0.75 and type(moved.error) is float and moved.ranks == tt.ranks
+    # by cost, a cheaper but larger candidate stays on its family's frontier
+    cheap = alloc_candidates.Candidate("svd", (4,), (), 128, 0.0625, cost=4.0)
+    kept = alloc_candidates.family_frontiers([svd, cheap], key="cost")
+    assert kept == [cheap]
+    assert alloc_candidates.family_frontiers([svd, cheap]) == [svd, cheap]
+
+
+def test_exactly_low_rank_kernels_get_their_rank_on_the_grid_and_zero_error():
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(40, 3, dtype=torch.float64, generator=g) @ torch.randn(
+        3, 40, dtype=torch.float64, generator=g
+    )
+    layer = nn.Linear(40, 40, bias=False).double()
+    with torch.no_grad():
+        layer.weight.copy_(w)
+    svd = weight_candidates(layer, ("svd",))[1:]
+    ranks = [c.ranks[0] for c in svd]
+    assert ranks == [1, 2, 3] and svd[-1].error == 0.0 and svd[1].error > 0
+    # rank 17 and up (past the fine range) are on the grid only where they pay
+    assert all(c.params < 1600 for c in svd)
+    many = nn.Linear(64, 64)
+    ranks = [c.ranks[0] for c in weight_candidates(many, ("svd",))[1:]]
+    assert ranks == [r for r in rank_levels(64) if r * 128 < 64 * 64]

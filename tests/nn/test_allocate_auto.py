@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import tensornet.nn as tnn
-from tensornet.nn import alloc_auto
+from tensornet.nn import alloc_auto, alloc_candidates
 from tensornet.nn.alloc_auto import LayerFrontier, choose, layer_frontier, thinned
 from tensornet.nn.alloc_candidates import (
     Candidate,
@@ -234,3 +234,15 @@ def test_weights_and_formats_reach_the_choice():
     assert heavy.layers["2"].error > plain.layers["2"].error
     text = str(heavy)
     assert "objective=sum" in text and "gap" in text and "svd" in text
+
+
+def test_prices_without_an_input_and_checked_formats():
+    c = Candidate("svd", (2,), (), 32, 0.5)
+    assert alloc_auto.price(nn.Linear(8, 8), None, c) is c
+    assert alloc_auto.check_formats(None) == alloc_candidates.AUTO_FORMATS
+    assert alloc_auto.check_formats(["tt", "svd", "tt"]) == ("tt", "svd")
+    assert alloc_auto.check_formats("cp") == ("cp",)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3), nn.Conv2d(8, 4, 3))
+    for bad in ([-1.0], [True]):
+        with pytest.raises(ValueError, match="finite numbers"):
+            allocate(net, 0.7, "auto", errors=lambda n, m, c, bad=bad: bad * len(c))
