@@ -165,10 +165,6 @@ def _params(fmt: str, shape: tuple, legs: tuple, ranks: tuple, options: tuple) -
     return get_format(fmt).structure_for(shape, ranks, legs=legs, **dict(options)).num_params
 
 
-def _max_ranks(fmt: str, shape: tuple, legs: tuple, options: tuple) -> tuple[int, ...]:
-    return get_format(fmt).structure_for(shape, None, legs=legs, **dict(options)).ranks
-
-
 class _Kernel:
     """A layer's kernel in float64 with its legs, norm and the format options it runs with."""
 
@@ -273,15 +269,13 @@ def _grouped(k: _Kernel, max_groups: int) -> list[Candidate]:
 def _tucker(k: _Kernel, fmt: str) -> list[Candidate]:
     """Truncated HOSVD at every grid point: energies of the projected kernel's corners."""
     opts = k.options(fmt)
-    modes = dict(opts)["modes"] if "modes" in dict(opts) else None
-    axes = [k.legs.index(m) for m in modes] if modes else list(range(2 if fmt == "tucker2" else 4))
-    tops = _max_ranks(fmt, k.shape, k.legs, opts)
+    axes = [0, 1] if fmt == "tucker2" else [0, 1, 2, 3]  # the decomposed legs
     p, grids = k.w, []
-    for axis, top in zip(axes, tops):
+    for axis in axes:  # p: the kernel projected on every mode's full factor
         unfolded = k.w.movedim(axis, 0).reshape(k.shape[axis], -1)
         u, s, _ = torch.linalg.svd(unfolded, full_matrices=False)
-        p = torch.tensordot(p, u[:, :top], dims=([axis], [0])).movedim(-1, axis)
-        grids.append(_grid(top, _tails(s.numpy()[:top]), k.norm))
+        p = torch.tensordot(p, u, dims=([axis], [0])).movedim(-1, axis)
+        grids.append(_grid(len(s), _tails(s.numpy()), k.norm))
     energy = p.square()
     rest = [a for a in range(energy.ndim) if a not in axes]
     energy = energy.sum(dim=rest) if rest else energy
