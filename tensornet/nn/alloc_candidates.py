@@ -352,10 +352,11 @@ def candidate_kernel(module: nn.Module, candidate: Candidate) -> torch.Tensor:
     --------
     >>> import torch
     >>> from torch import nn
-    >>> layer = nn.Linear(6, 4)
-    >>> best = weight_candidates(layer, ("svd",))[-1]  # full rank: exact
-    >>> bool(torch.allclose(candidate_kernel(layer, best), layer.weight, atol=1e-6))
-    True
+    >>> layer = nn.Linear(6, 4, bias=False)
+    >>> layer.weight.data = torch.outer(torch.arange(1.0, 5.0), torch.ones(6))  # rank 1
+    >>> best = weight_candidates(layer, ("svd",))[-1]
+    >>> best.ranks, best.error, bool(torch.allclose(candidate_kernel(layer, best), layer.weight))
+    ((1,), 0.0, True)
     """
     w = module.weight.detach()
     if candidate.format == "dense":
