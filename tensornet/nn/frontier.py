@@ -150,8 +150,9 @@ def _hull(cost: Sequence[float], value: Sequence[float]) -> list[int]:
     for i in range(len(cost)):
         while len(hull) >= 2:
             a, b = hull[-2], hull[-1]
-            # b lies on or above the segment a -> i: not on the lower hull
-            if (value[b] - value[a]) * (cost[i] - cost[a]) >= (value[i] - value[a]) * (
+            # b lies above the segment a -> i: not on the lower hull (a point on it is kept,
+            # so a layer may take part of a straight run of its frontier)
+            if (value[b] - value[a]) * (cost[i] - cost[a]) > (value[i] - value[a]) * (
                 cost[b] - cost[a]
             ):
                 hull.pop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 
 import numpy as np
 import pytest
@@ -87,3 +88,60 @@ def test_pareto_keeps_the_cheapest_of_equal_errors_and_drops_dominated_points():
     assert pareto([3, 1, 2, 2, 5], [0.1, 0.5, 0.3, 0.2, 0.1]) == [1, 3, 0]
     assert pareto([1, 1], [0.2, 0.2]) == [0]
     assert pareto([2, 1], [0.2, 0.2]) == [1]
+
+
+def test_messages_name_what_is_wrong():
+    def refused(call, message):
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            call()
+
+    one = "frontier: give one (non-empty) frontier of costs and errors per layer"
+    refused(lambda: minimax([], [], 1.0), one)
+    refused(lambda: minimax([[1.0], [2.0]], [[0.1]], 5.0), one)
+    many = "frontier: every frontier needs as many costs as errors (>= 1)"
+    refused(lambda: minimax([[1.0, 2.0]], [[0.1]], 5.0), many)
+    refused(lambda: minimax([[]], [[]], 5.0), many)
+    order = "frontier: costs must increase and errors decrease along a frontier"
+    refused(lambda: minimax([[1.0, 1.0]], [[0.2, 0.1]], 5.0), order)
+    refused(lambda: minimax([[1.0, 2.0]], [[0.1, 0.1]], 5.0), order)
+    refused(lambda: weighted_sum([[1.0, 2.0, 3.0]], [[0.5, 0.1, 0.2]], 5.0), order)
+    refused(lambda: weighted_sum([[1.0]], [[0.1]], 5.0, [1.0, 1.0]),
+            "frontier: weights must be one positive number per layer")  # fmt: skip
+    refused(
+        lambda: minimax([[2.0]], [[0.1]], 1.99),
+        "frontier: the budget 1.99 is below the cheapest choice 2",
+    )
+    assert minimax([[2.0]], [[0.1]], 2.0).picks == (0,)  # the cheapest exactly fits
+    assert weighted_sum([[2.0]], [[0.1]], 2.0).picks == (0,)
+
+
+def test_minimax_leftover_goes_to_the_largest_error_first():
+    # level 0.3 costs 6; the 1 left pays one step: layer 0 (error 0.3) before layer 2 (0.1)
+    costs = [[1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]
+    errors = [[0.5, 0.3, 0.2], [0.5, 0.3, 0.2], [0.4, 0.1, 0.0]]
+    choice = minimax(costs, errors, 7.0)
+    assert choice.picks == (2, 1, 1) and choice.cost == 7.0 and choice.objective == 0.3
+    # a layer upgraded again and again while it stays the worst
+    choice = minimax([[1.0, 2.0, 3.0, 4.0], [1.0, 10.0]], [[0.9, 0.8, 0.7, 0.6], [0.85, 0.1]], 8.0)
+    assert choice.picks == (3, 0) and choice.cost == 5.0 and choice.objective == 0.85
+
+
+def test_weighted_sum_takes_part_of_a_straight_run_of_a_frontier():
+    # layer 0's three points lie on one line (slope -0.5), as does layer 1's step
+    costs = [[1.0, 2.5, 3.0], [1.0, 2.125]]
+    errors = [[1.0, 0.5, 0.0], [0.75, 0.0]]
+    choice = weighted_sum(costs, errors, 3.75)
+    assert choice.picks == (1, 0) and choice.objective == 0.8125 and choice.bound == 0.6875
+    assert _brute(costs, errors, 3.75)[1] == 0.8125
+
+
+def test_the_repair_spends_the_leftover_by_error_drop_per_unit_cost():
+    # neither middle point is on its hull; the hull steps (cost 4) do not fit the 3 left
+    costs = [[1.0, 4.0, 5.0], [1.0, 2.0, 5.0]]
+    errors = [[1.0, math.sqrt(0.7), 0.0], [1.0, math.sqrt(0.8), 0.0]]
+    choice = weighted_sum(costs, errors, 5.0)
+    assert choice.picks == (0, 1)  # layer 1: 0.2 per unit before layer 0: 0.1 per unit
+    assert choice.objective == pytest.approx(1.8) and choice.bound == pytest.approx(1.25)
+    assert choice.cost == 3.0 and choice.gap == pytest.approx(0.55)
+    single = weighted_sum([[1.0, 2.0, 10.0]], [[1.0, math.sqrt(0.9), 0.0]], 5.0)
+    assert single.picks == (1,) and single.bound == pytest.approx(1 - 4 / 9)
