@@ -12,8 +12,9 @@ layer so the total cost stays within the budget. Two objectives:
 - :func:`weighted_sum`: minimise ``sum_l w_l e_l^2``. The Lagrangian relaxation of this
   multiple-choice knapsack is solved exactly on each frontier's lower convex hull (the greedy
   over hull segments by error drop per unit cost; its fractional last step is the Lagrangian /
-  LP bound, a lower bound of the optimum); the integer part is then repaired greedily with any
-  frontier point that still fits. The result reports the bound, so its optimality gap is known.
+  LP bound, a lower bound of the optimum); what that leaves of the budget is then spent
+  greedily on any frontier point that still fits, the largest drop per unit cost first. The
+  result reports the bound, so its optimality gap is known.
 
 Costs are any non-negative numbers (parameters, FLOPs, seconds); nothing here knows of layers.
 
@@ -194,12 +195,10 @@ def weighted_sum(
     spent, bound = least, None
     for slope, k, a, b in segments:
         step = costs[k][b] - costs[k][a]
-        if picks[k] != a:  # an earlier segment of this layer did not fit: so neither does this
-            continue
-        if spent + step <= budget:
-            picks[k], spent = b, spent + step
-        elif bound is None:  # the LP optimum takes this segment in part
+        if spent + step > budget:  # the LP optimum takes this segment in part: the bound
             bound = _value(values, picks) + slope * (budget - spent)
+            break
+        picks[k], spent = b, spent + step
     picks = _repair(costs, values, picks, budget)
     objective = _value(values, picks)
     return Choice(

@@ -145,3 +145,14 @@ def test_the_repair_spends_the_leftover_by_error_drop_per_unit_cost():
     assert choice.cost == 3.0 and choice.gap == pytest.approx(0.55)
     single = weighted_sum([[1.0, 2.0, 10.0]], [[1.0, math.sqrt(0.9), 0.0]], 5.0)
     assert single.picks == (1,) and single.bound == pytest.approx(1 - 4 / 9)
+
+
+def test_after_the_hull_the_best_drop_per_unit_cost_among_all_points():
+    # layer 0's hull step (cost 3) does not fit the 1 left; its middle point (off the hull,
+    # 0.3 per unit) beats layer 1's step (0.2 per unit), though that step comes first on the hulls
+    costs = [[1.0, 2.0, 4.0, 6.0], [1.0, 2.0]]
+    errors = [[math.sqrt(v) for v in (2.0, 1.7, 1.0, 0.5)], [1.0, math.sqrt(0.8)]]
+    choice = weighted_sum(costs, errors, 3.0)
+    assert choice.picks == (1, 0) and choice.objective == pytest.approx(2.7)
+    assert choice.objective == pytest.approx(_brute(costs, errors, 3.0)[1])
+    assert choice.bound == pytest.approx(3.0 - 1 / 3)
