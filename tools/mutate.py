@@ -200,6 +200,9 @@ TESTS: dict[str, list[str]] = {
         *(f"tests/nn/test_allocate_auto.py::test_{t}" for t in (
             "family_frontiers_and_thinning", "auto_arguments_are_checked",
             "prices_without_an_input_and_checked_formats",
+            "unnamed_layers_weigh_one_and_dense_choices_have_no_error",
+            "layer_frontier_passes_max_groups_and_defaults_as_allocate",
+            "prices_are_the_cost_models_choice_on_the_layers_device",
             "the_frontier_of_a_layer_prices_its_candidates_by_the_plan_they_run",
             "an_errors_function_replaces_the_weight_errors",
             "weights_and_formats_reach_the_choice",

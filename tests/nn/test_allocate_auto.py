@@ -10,12 +10,10 @@ import torch
 from torch import nn
 
 import tensornet.nn as tnn
+from tensornet.formats import get_format
 from tensornet.nn import alloc_auto, alloc_candidates
 from tensornet.nn.alloc_auto import LayerFrontier, choose, layer_frontier, thinned
-from tensornet.nn.alloc_candidates import (
-    Candidate,
-    family_frontiers,
-)
+from tensornet.nn.alloc_candidates import Candidate, family_frontiers, weight_candidates
 from tensornet.nn.allocate import allocate
 
 F = C = 16  # the hand-built kernels: 16 x 16 x 3 x 3 (2304 parameters dense)
@@ -178,6 +176,7 @@ def test_the_frontier_of_a_layer_prices_its_candidates_by_the_plan_they_run():
     costs, errors = f.costs, f.errors
     assert all(a < b for a, b in zip(costs, costs[1:]))
     assert all(a > b for a, b in zip(errors, errors[1:]))
+    assert all(c.plan for c in f.frontier if c.format != "dense")
 
 
 # -- the errors hook and argument checks -------------------------------------------------------
@@ -187,6 +186,7 @@ def test_an_errors_function_replaces_the_weight_errors():
     seen = []
 
     def errors(name, module, candidates):
+        assert module is net.get_submodule(name)
         seen.append(name)
         return [0.0 if c.format in ("dense", "tucker2") else 1.0 + c.error for c in candidates]
 
@@ -246,3 +246,48 @@ def test_prices_without_an_input_and_checked_formats():
     for bad in ([-1.0], [True]):
         with pytest.raises(ValueError, match="finite numbers"):
             allocate(net, 0.7, "auto", errors=lambda n, m, c, bad=bad: bad * len(c))
+
+
+def test_unnamed_layers_weigh_one_and_dense_choices_have_no_error():
+    def frontier(name):
+        points = (
+            Candidate("svd", (1,), (), 10, 0.5, cost=10.0),
+            Candidate("dense", (), (), 20, 0.0, cost=20.0),
+        )
+        return LayerFrontier(name, points[1], points)
+
+    layers = [frontier("a"), frontier("b")]
+    assert choose(layers, 30.0, "sum", {"a": 1.5}).picks == (1, 0)
+    assert choose(layers, 30.0, "sum", {"a": 0.5}).picks == (0, 1)
+    conv = nn.Conv2d(3, 4, 3)
+    assert alloc_auto.chosen_errors(conv, Candidate("dense", (), (), 108, 0.0)) == (0.0, 0.0)
+    frob, spectral = alloc_auto.chosen_errors(
+        conv, Candidate("svd", (1,), (("left", ("out",)),), 31, 0.5)
+    )
+    assert 0 < frob < 1 and 0 < spectral < 1
+
+
+def test_layer_frontier_passes_max_groups_and_defaults_as_allocate():
+    import inspect
+
+    layer = nn.Linear(16, 16)
+    f = layer_frontier("fc", layer, None, "params", ("grouped",), max_groups=2)
+    assert {dict(c.options).get("channel_groups") for c in f.frontier} <= {None, 2}
+    default = inspect.signature(layer_frontier).parameters["max_groups"].default
+    assert default == inspect.signature(allocate).parameters["max_groups"].default
+
+
+def test_prices_are_the_cost_models_choice_on_the_layers_device():
+    from tensornet.nn import cost, measure
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 16, 3, padding=1)
+    shape = (4, 16, 16, 16)
+    for c in weight_candidates(conv, ("cp", "tucker2", "tt"))[1:]:
+        priced = alloc_auto.price(conv, shape, c)
+        s = get_format(c.format).structure_for(
+            conv.weight.shape, c.ranks, legs=("out", "in", "kh", "kw"), **dict(c.options)
+        )
+        best = cost.choose(measure.candidates(conv, s, shape, "cpu"), "cpu", 4)
+        assert (priced.plan, priced.flops) == (best.name, best.flops)
+        assert priced.seconds == best.cost["seconds"]
