@@ -29,6 +29,7 @@ FLOORS = {
     "nn": 4,
     "analysis": 5,
     "plot": 6,
+    "plot_alloc": 6,
     "cli": 7,
     "checkpoints": 7,
     "__main__": 8,

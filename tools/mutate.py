@@ -207,6 +207,13 @@ TESTS: dict[str, list[str]] = {
             "zero_and_rank_deficient_kernels",
             "infeasible_flop_budget_explains_dense_plans",
         )),
+        *(f"tests/nn/test_allocate_auto.py::test_{t}" for t in (
+            "auto_arguments_are_checked", "an_errors_function_replaces_the_weight_errors",
+            "weights_and_formats_reach_the_choice",
+            "the_choice_of_allocate_is_optimal_over_its_frontiers",
+            "auto_applied_by_compress_rebuilds_the_chosen_formats_and_errors",
+            "budgets_are_met_within_one_percent_in_every_measure",
+        )),
     ],  # fmt: skip
     # alloc_layer: the fast tests that reach it (all of test_allocate.py takes a minute a mutant)
     "tensornet/nn/alloc_layer.py": [
@@ -221,6 +228,30 @@ TESTS: dict[str, list[str]] = {
         )),
     ],  # fmt: skip
     "tensornet/nn/alloc_search.py": ["tests/nn/test_allocate_steps.py"],
+    # allocate auto: the global choice (pure), the candidates, their prices and frontiers
+    "tensornet/nn/frontier.py": ["tests/nn/test_frontier.py"],
+    "tensornet/nn/alloc_candidates.py": [
+        "tests/nn/test_alloc_candidates.py",
+        *(f"tests/nn/test_allocate_auto.py::test_{t}" for t in (
+            "family_frontiers_and_thinning", "auto_picks_the_format_a_kernel_is_exactly_in",
+        )),
+    ],  # fmt: skip
+    "tensornet/nn/alloc_auto.py": [
+        *(f"tests/nn/test_allocate_auto.py::test_{t}" for t in (
+            "family_frontiers_and_thinning", "auto_arguments_are_checked",
+            "prices_without_an_input_and_checked_formats",
+            "unnamed_layers_weigh_one_and_dense_choices_have_no_error",
+            "layer_frontier_passes_max_groups_and_defaults_as_allocate",
+            "prices_are_the_cost_models_choice_on_the_layers_device",
+            "the_frontier_of_a_layer_prices_its_candidates_by_the_plan_they_run",
+            "an_errors_function_replaces_the_weight_errors",
+            "weights_and_formats_reach_the_choice",
+            "the_choice_of_allocate_is_optimal_over_its_frontiers",
+            "auto_applied_by_compress_rebuilds_the_chosen_formats_and_errors",
+            "budgets_are_met_within_one_percent_in_every_measure",
+        )),
+    ],  # fmt: skip
+    "tensornet/plot_alloc.py": ["tests/test_plot_alloc.py"],
 
     # nn: the default format, kernel truncation, back to plain torch
     "tensornet/nn/defaults.py": [

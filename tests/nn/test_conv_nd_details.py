@@ -468,14 +468,14 @@ def test_empty_unbatched_and_single_batches_keep_their_shapes_and_dtypes():
     assert [key[0] for key in three._plans] == [(1, 2, 3, 3, 3)]
 
 
-def test_cpu_plans_of_a_1d_cp_layer_run_depthwise_steps_as_shifts():
+def test_cpu_plans_of_a_1d_cp_layer_run_depthwise_steps_channels_last():
     from tensornet.nn.plans import ConvStep
 
     layer = TNConv1d(4, 4, 3, format="cp", ranks=3)
     steps = [s for p in layer._candidates((2, 4, 9), "cpu") for s in p.steps]
-    assert any(isinstance(s, ConvStep) and s.shift for s in steps)
+    assert any(isinstance(s, ConvStep) and s.channels_last for s in steps)
     steps = [s for p in layer._candidates((2, 4, 9), "cuda") for s in p.steps]
-    assert not any(isinstance(s, ConvStep) and s.shift for s in steps)
+    assert not any(isinstance(s, ConvStep) and (s.channels_last or s.shift) for s in steps)
 
 
 def test_extra_repr_shows_what_differs_from_the_defaults():

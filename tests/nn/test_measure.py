@@ -48,7 +48,7 @@ def test_dense_seconds_use_the_cost_table_of_the_device_asked_for():
 
 
 def test_candidates_are_the_plans_for_the_device_type():
-    """A depthwise step runs as shifts on CPU only: the device type changes its price."""
+    """A depthwise step runs channels-last on CPU only: the device type changes its price."""
     conv, shape = nn.Conv2d(8, 12, 3, padding=1), (16, 8, 32, 32)
     structure = grouped_structure((12, 8, 3, 3), ("out", "in", "kh", "kw"), 1, 8)
     geo = ConvGeometry.from_conv_args((3, 3), 1, 1)
