@@ -236,6 +236,7 @@ TESTS: dict[str, list[str]] = {
             "family_frontiers_and_thinning", "auto_picks_the_format_a_kernel_is_exactly_in",
         )),
     ],  # fmt: skip
+    "tensornet/nn/alloc_data.py": ["tests/nn/test_alloc_data.py"],
     "tensornet/nn/alloc_auto.py": [
         *(f"tests/nn/test_allocate_auto.py::test_{t}" for t in (
             "family_frontiers_and_thinning", "auto_arguments_are_checked",

@@ -77,8 +77,10 @@ from .alloc_auto import (
     price,
 )
 from .alloc_candidates import Candidate
+from .alloc_data import output_errors
 from .alloc_layer import GroupedLayer, Pricer, layer_seconds
 from .alloc_search import SEARCHES, progress
+from .covariance import input_covariances
 from .measure import dense_flops, layer_inputs
 from .select import Selector, select_layers
 
@@ -252,6 +254,7 @@ def allocate(
     objective: str | None = None,
     weights: Mapping[str, float] | None = None,
     errors: ErrorFn | None = None,
+    data: Any = None,
 ) -> Allocation:
     """Choose per-layer ranks (and ALDS group counts) so the model meets ``budget``.
 
@@ -313,6 +316,11 @@ def allocate(
     errors : callable, optional
         ``auto``: ``errors(name, module, candidates) -> errors``, one per candidate, replacing
         the weight errors (e.g. output errors on data: see :mod:`tensornet.nn.alloc_auto`).
+    data : tensor or iterable of batches, optional
+        ``auto``: a few input batches (``(input, target)`` pairs and ``DataLoader`` too); each
+        candidate is scored by the relative error of its layer's output on them, for the kernel
+        ``compress(model, allocation=..., data=data)`` builds (svd and Tucker-2 whitened by the
+        inputs; :mod:`tensornet.nn.alloc_data`). Apply the result with that same ``data``.
 
     Examples
     --------
@@ -335,12 +343,15 @@ def allocate(
     settings = _settings(
         method, measure, error, budget, iterations, seeds, seed, max_groups, progress
     )  # fmt: skip
-    auto = _auto_settings(method, formats, objective, weights, errors)
+    auto = _auto_settings(method, formats, objective, weights, errors, data)
     if measure != "params" and example_input is None:
         raise ValueError(f"allocate: measure={measure!r} needs example_input (an input batch)")
     names = select_layers(model, layers, skip)
     if auto is not None:
         _check_weights(auto.weights, names)
+    if data is not None:  # scored by output errors on data (auto only: checked above)
+        covariances = input_covariances(model, data, names, skip_large=True)
+        auto = auto._replace(errors=output_errors(covariances))
     shapes, totals = _survey(model, names, example_input)
     if auto is not None:
         return _auto(model, names, shapes, totals, settings, auto)
@@ -566,10 +577,13 @@ class _Auto(NamedTuple):
 
 
 def _auto_settings(
-    method: str, formats: Any, objective: Any, weights: Any, errors: Any
+    method: str, formats: Any, objective: Any, weights: Any, errors: Any, data: Any = None
 ) -> _Auto | None:
     """``auto``'s arguments checked (None for the other methods, which take none of them)."""
     given = {"formats": formats, "objective": objective, "weights": weights, "errors": errors}
+    given["data"] = data
+    if errors is not None and data is not None:
+        raise ValueError("allocate: give errors or data, not both (data sets the errors)")
     if method != "auto":
         named = [k for k, v in given.items() if v is not None]
         if named:

@@ -46,6 +46,7 @@ __all__ = [
     "MAX_FEATURES",
     "InputCovariance",
     "fit_sequentially",
+    "has_rows",
     "input_covariances",
     "layer_rows",
 ]
@@ -91,6 +92,22 @@ def _features(module: nn.Module) -> int:
     return module.in_channels * math.prod(module.kernel_size)
 
 
+def has_rows(module: nn.Module) -> bool:
+    """Whether :func:`layer_rows` takes ``module`` (an ``nn.Linear``, an ungrouped ``nn.Conv2d``).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> has_rows(nn.Conv2d(4, 4, 3)), has_rows(nn.Conv2d(4, 4, 3, groups=2))
+    (True, False)
+    >>> has_rows(nn.Conv1d(2, 2, 3)), has_rows(nn.Linear(2, 2))
+    (False, True)
+    """
+    if isinstance(module, nn.Linear):
+        return True
+    return isinstance(module, nn.Conv2d) and module.groups == 1
+
+
 def layer_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The rows ``X`` (``(rows, d)``) a conv2d/linear layer multiplies by its weight on input ``x``.
 
@@ -109,7 +126,7 @@ def layer_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """
     if isinstance(module, nn.Linear):
         return x.reshape(-1, module.in_features)
-    if not isinstance(module, nn.Conv2d) or module.groups != 1:
+    if not has_rows(module):
         raise TypeError(
             f"layer_rows: expected an nn.Linear or an nn.Conv2d with groups=1, got {module!r}"
         )
@@ -219,6 +236,8 @@ def _chosen(
     chosen = {}
     for name in select_layers(model, layers):
         module = model.get_submodule(name)
+        if not has_rows(module):  # grouped, 1-d, 3-d and transposed convs: decomposed plainly
+            continue
         d = _features(module)
         if d <= max_features:
             chosen[name] = module
