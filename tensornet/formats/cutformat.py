@@ -50,8 +50,9 @@ __all__ = ["CutNetwork", "CutTree", "cut_tree"]
 
 
 class CutTree(NamedTuple):
-    """Compatible cuts of a set of legs as a tree (vertex 0 holds the first leg; vertex ``i + 1``
-    is the region below cut ``i``).
+    """Compatible cuts of a set of legs as a tree.
+
+    Vertex 0 holds the first leg; vertex ``i + 1`` is the region below cut ``i``.
 
     Attributes
     ----------
@@ -155,8 +156,11 @@ def cut_tree(legs: Sequence[str], cuts: Any = None, what: str = "cut_tree") -> C
 
 
 def _max_ranks(tree: CutTree, dims: dict[str, int]) -> tuple[int, ...]:
-    """Per cut, the largest useful rank: the dense bound, lowered to a fixed point by the
-    factors at both ends (a bond cannot exceed the other legs of either factor it joins)."""
+    """Per cut, the largest useful rank.
+
+    The dense bound, lowered to a fixed point by the factors at both ends: a bond cannot exceed
+    the other legs of either factor it joins.
+    """
     total = math.prod(dims.values())
     tops = []
     for side in tree.sides:
@@ -282,9 +286,7 @@ def _policies(
     if trunc is None:
         return [Truncation(max_rank=c) for c in caps]
     step = trunc.split(n)
-    return [
-        dataclasses.replace(step, max_rank=min(c, step.max_rank or c)) for c in caps
-    ]
+    return [dataclasses.replace(step, max_rank=min(c, step.max_rank or c)) for c in caps]
 
 
 def _sequential(
