@@ -156,31 +156,19 @@ def cut_tree(legs: Sequence[str], cuts: Any = None, what: str = "cut_tree") -> C
 
 
 def _max_ranks(tree: CutTree, dims: dict[str, int]) -> tuple[int, ...]:
-    """Per cut, the largest useful rank.
+    """Per cut, the largest useful rank: ``min(prod of one side, prod of the other)``.
 
-    The dense bound, lowered to a fixed point by the factors at both ends: a bond cannot exceed
-    the other legs of either factor it joins.
+    On a tree these bounds are consistent: at either end of a bond the other bonds' bounds and
+    the legs held there multiply to at least the bond's own bound (each other bond gives its
+    whole side, or its other side, which holds the far side of the bond), so no factor is
+    narrower than a bond it carries.
     """
     total = math.prod(dims.values())
-    tops = []
+    out = []
     for side in tree.sides:
         n = math.prod(dims[leg] for leg in side)
-        tops.append(min(n, total // n))
-    changed = True
-    while changed:
-        changed = False
-        for i in range(len(tops)):
-            below = math.prod(dims[leg] for leg in tree.own[i + 1])
-            below *= math.prod(tops[c] for c in tree.children(i + 1))
-            p = tree.parent[i]
-            above = math.prod(dims[leg] for leg in tree.own[p])
-            above *= math.prod(tops[c] for c in tree.children(p) if c != i)
-            if p != 0:
-                above *= tops[p - 1]
-            new = min(tops[i], below, above)
-            if new < tops[i]:
-                tops[i], changed = new, True
-    return tuple(tops)
+        out.append(min(n, total // n))
+    return tuple(out)
 
 
 def _factor_legs(tree: CutTree, bonds: Sequence[str]) -> list[tuple[str, ...]]:
