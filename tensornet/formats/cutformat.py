@@ -240,9 +240,8 @@ class CutNetwork(Format):
     @classmethod
     def _decompose(cls, x: torch.Tensor, req: Request) -> CutNetwork:
         """Truncated SVDs along the cuts, from the leaves to the root."""
-        n = len(req.full.ranks)
-        steps = _policies(req.trunc, req.caps, req.full.max_ranks, n)
-        return _sequential(cls, x, req.full, steps)
+        caps = req.full.max_ranks if req.caps is None else req.caps
+        return _sequential(cls, x, req.full, _policies(req.trunc, caps))
 
     def truncate(
         self, trunc: Truncation | int | None = None, *, ranks: Sequence[int] | int | None = None
@@ -261,19 +260,16 @@ class CutNetwork(Format):
         else:
             caps = self.ranks
         dense = self.to_dense()
-        new = _sequential(type(self), dense, self.structure, _policies(trunc, caps, caps, n))
+        new = _sequential(type(self), dense, self.structure, _policies(trunc, caps))
         new._error = relative_error(dense, new.to_dense())
         return new
 
 
-def _policies(
-    trunc: Truncation | None, caps: Sequence[int] | None, tops: Sequence[int], n: int
-) -> list[Truncation]:
+def _policies(trunc: Truncation | None, caps: Sequence[int]) -> list[Truncation]:
     """Each cut's truncation: its rank cap and its share (``1 / sqrt(n)``) of the tolerances."""
-    caps = tuple(tops) if caps is None else tuple(caps)
     if trunc is None:
         return [Truncation(max_rank=c) for c in caps]
-    step = trunc.split(n)
+    step = trunc.split(len(caps))
     return [dataclasses.replace(step, max_rank=min(c, step.max_rank or c)) for c in caps]
 
 
@@ -285,7 +281,9 @@ def _sequential(
     factor_legs = [f.legs for f in full.factors]
     norm = float(torch.linalg.vector_norm(x.detach()))
     t, t_legs = x, list(full.legs)
-    tensors, ranks, tails = {}, [0] * len(steps), []
+    tensors: dict[str, torch.Tensor] = {}
+    ranks: dict[int, int] = {}
+    tails = []
     for i in tree.order:
         rows = factor_legs[i + 1][:-1]
         rest = [leg for leg in t_legs if leg not in rows]
@@ -294,12 +292,12 @@ def _sequential(
         u, s, vh, s_full = truncated_svd(tp.reshape(math.prod(row_dims), -1), steps[i], norm=norm)
         k = s.shape[0]
         tensors[f"G{i + 1}"] = u.reshape(*row_dims, k)
-        t = (s.to(vh.dtype)[:, None] * vh).reshape(k, *rest_dims)
+        t = (s[:, None] * vh).reshape(k, *rest_dims)
         t_legs = [factor_legs[i + 1][-1], *rest]
         ranks[i] = k
         tails.append(tail_norm(s_full, k))
     tensors["G0"] = t.permute([t_legs.index(leg) for leg in factor_legs[0]])
-    new = cls(full.with_ranks(tuple(ranks)), tensors)
+    new = cls(full.with_ranks(tuple(ranks[i] for i in range(len(steps)))), tensors)
     total = math.sqrt(sum(e * e for e in tails))
     new._error = total / norm if norm > 0 else 0.0
     return new

@@ -146,15 +146,26 @@ def test_max_ranks_are_the_dense_bounds_and_fit_every_factor():
         ([("bad",)], "cut \\('bad',\\) must be a non-empty proper subset"),
         ([("out", "in", "kh", "kw")], "proper subset"),
         ([()], "proper subset"),
-        ([("out", "out")], "without repeats"),
+        ([("out", "out")], "without repeats$"),
         ([], "at least one cut"),
         (3, "cuts must be a cut"),
         ([("out",), 3], "each cut must be leg names"),
     ],
 )
 def test_bad_cuts_are_refused_naming_them(kernel, cuts, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match="^CutNetwork.from_dense: .*" + match):
         CutNetwork.from_dense(kernel, ranks=2, cuts=cuts, legs=LEGS)
+    with pytest.raises(ValueError, match="^cut_tree: .*" + match):
+        cut_tree(LEGS, cuts)
+
+
+def test_cut_spellings():
+    assert cut_tree(LEGS, "kh").cuts == (("kh",),)
+    assert cut_tree(LEGS, ["kw", "out"]).cuts == (("out", "kw"),)  # one cut, dense order
+    assert cut_tree(LEGS, ["kh", ("out",)]).cuts == (("kh",), ("out",))
+    assert cut_tree(LEGS, [("out", "kh"), "in"]).cuts == (("out", "kh"), ("in",))
+    assert cut_tree(("a", "b", "c")).cuts == (("a", "c"),)  # default: the first and third legs
+    assert cut_tree(("a", "b")).cuts == (("a",),)
 
 
 def test_one_leg_tensor_is_refused():
@@ -173,6 +184,35 @@ def test_tolerances_hold_overall(kernel):
     assert one.ranks[0] == int(np.argmax(tails <= 0.3))  # the fewest values within tolerance
 
 
+def test_tolerance_is_shared_against_the_whole_norm(kernel):
+    """Each of n cuts may discard ``tol / sqrt(n) * ||X||``, however much went before."""
+    cuts = [("kw",), ("kh",)]  # equal sides: taken in the order given
+    x = kernel.numpy()
+
+    def fewest(s, limit):
+        tails = np.sqrt(np.cumsum((s**2)[::-1])[::-1])
+        return int(np.argmax(np.append(tails, 0.0) <= limit * (1 + 1e-12)))
+
+    for tol in (0.5, 0.7, 0.95):  # 0.7, 0.95: the second step's own norm would keep more
+        fmt = CutNetwork.from_dense(kernel, Truncation(rel_tol=tol), cuts=cuts, legs=LEGS)
+        limit = tol / math.sqrt(2) * float(kernel.norm())
+        k1 = fewest(numpy_svd(kernel, LEGS, ("kw",)), limit)
+        m = np.moveaxis(x, 3, 0).reshape(4, -1)
+        u = np.linalg.svd(m, full_matrices=False)[0][:, :k1]
+        y = np.moveaxis((u @ u.T @ m).reshape(4, 10, 6, 3), 0, 3)
+        k2 = fewest(numpy_svd(torch.from_numpy(y), LEGS, ("kh",)), limit)
+        assert fmt.ranks == (k1, k2), tol
+        assert rel_err(kernel, fmt.to_dense()) <= tol
+
+
+def test_zero_and_small_tensors():
+    zero = CutNetwork.from_dense(torch.zeros(SHAPE, dtype=F64), ranks=2, legs=LEGS)
+    assert zero.error == 0.0 and torch.equal(zero.to_dense(), torch.zeros(SHAPE, dtype=F64))
+    small = torch.randn(*SHAPE, generator=gen(4), dtype=F64) * 1e-3
+    fmt = CutNetwork.from_dense(small, ranks=2, legs=LEGS)
+    assert fmt.error == pytest.approx(rel_err(small, fmt.to_dense()), rel=1e-9) and fmt.error > 0.1
+
+
 def test_fraction_is_within_budget(kernel):
     for fraction in (0.2, 0.5):
         fmt = CutNetwork.from_dense(kernel, fraction=fraction, cuts=[("out", "kh")], legs=LEGS)
@@ -189,10 +229,12 @@ def test_truncate_is_the_optimal_retruncation(kernel):
     assert small.error == pytest.approx(rel_err(fmt.to_dense(), small.to_dense()), rel=1e-10)
     assert fmt.truncate(ranks=50).ranks == (6,)  # ranks never grow
     assert fmt.truncate(Truncation(max_rank=3)).ranks == (3,)
+    assert fmt.truncate(Truncation(max_rank=50)).ranks == (6,)
+    assert fmt.truncate(Truncation(rel_tol=1e-30)).ranks == (6,)  # rounding noise is not kept
     assert fmt.truncate().ranks == (6,) and fmt.truncate().error < 1e-12
     tree = CutNetwork.from_dense(kernel, ranks=(5, 3), cuts=NESTED[0], legs=LEGS)
     assert tree.truncate(ranks=(2, 3)).ranks == (2, 3)
-    with pytest.raises(ValueError, match="ranks must have 2 entries"):
+    with pytest.raises(ValueError, match="^CutNetwork.truncate: ranks must have 2 entries"):
         tree.truncate(ranks=(1, 1, 1))
 
 
