@@ -9,6 +9,8 @@ from tensornet.formats import CutNetwork
 from tensornet.nn import (
     TNConv1d,
     TNConv2d,
+    TNConv3d,
+    TNConvTranspose2d,
     TNLinear,
     compress,
     load,
@@ -144,3 +146,19 @@ def test_the_format_class_is_the_layers_format():
     fmt = layer.to_format()
     assert isinstance(fmt, CutNetwork) and fmt.cuts == (("out", "kh"), ("out",))
     torch.testing.assert_close(fmt.to_dense(), layer.weight.detach())
+
+
+def test_conv3d_and_transposed_convs_take_the_default_cut():
+    torch.manual_seed(4)
+    c3 = nn.Conv3d(4, 6, 3, padding=1, dtype=F64)
+    l3 = TNConv3d.from_conv(c3, "cut", ranks=5)
+    assert l3.structure.option("cuts") == (("out", "kd"),)
+    x = torch.randn(2, 4, 5, 5, 5, dtype=F64)
+    ref = F.conv3d(x, l3.weight.detach(), l3.bias, padding=1)
+    torch.testing.assert_close(l3(x), ref, rtol=1e-8, atol=1e-10)
+    ct = nn.ConvTranspose2d(4, 6, 3, stride=2, dtype=F64)
+    lt = TNConvTranspose2d.from_conv(ct, "cut", ranks=5)
+    assert lt.structure.option("cuts") == (("in", "kh"),)  # torch's (in, out, kh, kw) layout
+    x = torch.randn(2, 4, 5, 5, dtype=F64)
+    ref = F.conv_transpose2d(x, lt.weight.detach(), lt.bias, stride=2)
+    torch.testing.assert_close(lt(x), ref, rtol=1e-8, atol=1e-10)
