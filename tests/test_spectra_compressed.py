@@ -30,6 +30,7 @@ INDUCED_CONV = {
     "tt": {("out",), ("in",), ("out", "kw")},
     "tr": set(),
     "ttmatrix": {("out", "in")},
+    "cut": {("out", "kh")},
 }
 
 

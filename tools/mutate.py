@@ -111,6 +111,7 @@ TESTS: dict[str, list[str]] = {
     "tensornet/formats/grouped.py": [
         "tests/formats/test_tr_lowrank_grouped.py", "tests/formats/test_grouped_details.py"
     ],
+    "tensornet/formats/cutformat.py": ["tests/formats/test_cutformat.py"],
     "tensornet/analysis.py": [
         "tests/test_analysis.py", "tests/test_analysis_details.py", "tests/test_spectra_shared.py",
     ],

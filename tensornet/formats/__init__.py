@@ -26,6 +26,8 @@ it knows nothing of ``torch.nn``). Modules, each using only those listed before 
 - :mod:`.tucker`: :class:`Tucker` (HOSVD, HOOI) and :class:`Tucker2`.
 - :mod:`.cp`: :class:`CP` by alternating least squares; :func:`khatri_rao`.
 - :mod:`.grouped`: :class:`Grouped`, channel-grouped low rank (ALDS).
+- :mod:`.cutformat`: :class:`CutNetwork` (``"cut"``), a tensor truncated along compatible cuts
+  (one factor per region, one bond per cut; one cut: the truncated SVD across it).
 - :mod:`.cuts`: :func:`format_cut`, the spectrum of a cut of any format's dense tensor, exact
   through the tree gauge where a bond induces the cut (no dense tensor).
 
@@ -44,6 +46,7 @@ it knows nothing of ``torch.nn``). Modules, each using only those listed before 
 
 from .base import Format
 from .cp import CP, khatri_rao
+from .cutformat import CutNetwork, CutTree, cut_tree
 from .cuts import FormatCut, cut_bond, format_cut
 from .grouped import Grouped
 from .ht import HT, DimensionTree
@@ -65,6 +68,8 @@ from .tucker import Tucker, Tucker2
 
 __all__ = [
     "CP",
+    "CutNetwork",
+    "CutTree",
     "DimensionTree",
     "Factor",
     "Format",
@@ -81,6 +86,7 @@ __all__ = [
     "balanced_factors",
     "budget_rank",
     "cut_bond",
+    "cut_tree",
     "format_cut",
     "format_names",
     "fraction_ranks",

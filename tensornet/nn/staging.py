@@ -320,7 +320,9 @@ class Placements:
     def separable(self) -> list[tuple[str, Stages]]:
         """``(name, stages)`` of every split of a staged candidate's core into kh and kw parts."""
         out = []
-        for ins, core, outs in self._assignments():
+        # no factor outside the spatial part (a cut network's kh | kw pair): split the whole
+        whole = [] if self.others else [(set(), set(self.names), set())]
+        for ins, core, outs in [*whole, *self._assignments()]:
             for part in _subsets(core):
                 rest = core - part
                 if not (_connected(part, self.adj) and _connected(rest, self.adj)):

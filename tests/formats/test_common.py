@@ -80,6 +80,7 @@ OPTIONS = {
     "tr": {},
     "svd": {},
     "grouped": {"channel_groups": 3},
+    "cut": {"cuts": (("out", "kh"),)},
     "example": {},
 }
 STRUCTURE_ONLY = {"max_iter"}  # options of the algorithm, not of the structure

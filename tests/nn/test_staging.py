@@ -356,3 +356,19 @@ def test_only_a_plain_matmul_before_a_channels_last_conv_writes_channels_last():
     first = ConvStep("conv", 0, 0, "c", k, (2, 3, 5, 5), geo)
     _channels_last_inputs([first, conv])  # a conv before it: nothing to set
     assert not first.channels_last
+
+
+def test_a_network_with_nothing_outside_its_spatial_part_splits_whole():
+    """A cut network ``out, kh | in, kw`` has no channel factor: its kh | kw split is the plan."""
+    legs = ("out", "in", "kh", "kw")
+    s = get_format("cut").structure_for((8, 6, 3, 3), 4, legs=legs, cuts=[("out", "kh")])
+    p = Placements(s, ("kh", "kw"))
+    assert p.others == [] and p.staged() == []
+    assert p.separable() == [
+        ("separable[h=G0 w=G1]", [("h", ["G0"]), ("w", ["G1"])]),
+        ("separable[w=G1 h=G0]", [("w", ["G1"]), ("h", ["G0"])]),
+    ]
+    # with a factor outside the spatial part only the assignments split (none whole)
+    t = get_format("cut").structure_for((8, 6, 3, 3), 4, legs=legs, cuts=[("out", "kh"), ("out",)])
+    names = [n for n, _ in Placements(t, ("kh", "kw")).separable()]
+    assert names and all("out=" in n or "in=" in n for n in names)
