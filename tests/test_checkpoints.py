@@ -203,7 +203,7 @@ BAD = {
     "stray tensor": (
         None,
         lambda t: t.__setitem__("3.weight", torch.zeros(12, 12, 3, 3)),
-        "tensor '3.weight' is not one the compressed layer '3' holds",
+        "tensor '3.weight' is not one the compressed layer '3' holds\n",
     ),
     "tied tensors": (
         None,
@@ -309,3 +309,22 @@ def test_a_kind_load_knows_but_the_reader_does_not_is_refused(files, tmp_path, m
     expect = r"layer '3': field 'kind' must be one of \['conv2d', 'linear'\], got 'conv2d_new'"
     with pytest.raises(CLIError, match=expect):
         load_kernels(bad)
+
+
+def test_odd_files_and_read_errors_are_named(tmp_path, monkeypatch):
+    import tensornet.checkpoints as checkpoints
+
+    monkeypatch.setattr(checkpoints, "_KINDS", ())  # a kind of file none of the tests name
+    with pytest.raises(CLIError, match=r"is not a regular file, not a checkpoint file; refused$"):
+        load_kernels(tmp_path)
+    monkeypatch.undo()
+
+    def denied(path):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(checkpoints, "_load_torch", denied)
+    path = tmp_path / "locked.pt"
+    path.write_bytes(b"x")
+    with pytest.raises(CLIError) as err:
+        load_kernels(path)
+    assert str(err.value) == f"cannot read {path}: Permission denied"
