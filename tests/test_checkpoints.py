@@ -185,6 +185,32 @@ BAD = {
         "compressed layer '3'",
     ),
     "alias": (_set(["layers", TIED, "same_as"], "nowhere"), None, "field 'same_as' must name"),
+    "record": (_set(["layers", "3"], [1, 2]), None, "layer '3' must be a JSON object, got [1, 2]"),
+    "field": (
+        lambda r: r["layers"]["3"].pop("plan"),
+        None,
+        "layer '3' lacks the field(s) ['plan']",
+    ),
+    "type": (
+        _set(["layers", "3", "stride"], "x"),
+        None,
+        "layer '3': field 'stride' must be a list of 2 positive ints, got 'x'",
+    ),
+    "kind type": (
+        _set(["layers", "3", "kind"], ["conv2d"]),
+        None,
+        "layer '3': field 'kind' must be one of ['conv2d', 'linear'], got ['conv2d']",
+    ),
+    "alias field": (
+        _set(["layers", TIED, "x"], 1),
+        None,
+        f"layer '{TIED}' has unknown field(s) ['x']",
+    ),
+    "alias type": (
+        _set(["layers", TIED, "same_as"], ["7"]),
+        None,
+        "field 'same_as' must name a layer with a full record, got ['7']",
+    ),
     "missing factor": (
         None,
         _factor("5", lambda t, k: t.pop(k)),
@@ -328,3 +354,12 @@ def test_odd_files_and_read_errors_are_named(tmp_path, monkeypatch):
     with pytest.raises(CLIError) as err:
         load_kernels(path)
     assert str(err.value) == f"cannot read {path}: Permission denied"
+
+
+def test_read_structures_names_a_file_that_is_not_safetensors(tmp_path):
+    from tensornet.nn.serialize import read_structures
+
+    path = tmp_path / "x.bin"
+    path.write_bytes(b"not safetensors")
+    with pytest.raises(ValueError, match=rf"^{path}: not a safetensors file"):
+        read_structures(path)
