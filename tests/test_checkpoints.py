@@ -109,7 +109,12 @@ def test_compressed_checkpoint_matches_the_rebuilt_dense_checkpoint(files, tmp_p
         "0": "dense",
         **{n: f"{formats[n]}({','.join(map(str, ranks[n]))})" for n in formats},
     }
-    assert "factors" not in captured.out and "7 layers, 43 cuts" in captured.out
+    assert "factors" not in captured.out
+    out = tmp_path / "c"
+    assert lines[-1] == f"7 layers, 43 cuts; wrote {out / 'spectra.csv'}, " + ", ".join(
+        str(out / name)
+        for name in ("bond_spectra.png", "entropy_heatmap.png", "truncation_curves.png")
+    )
     # the dense run's rows are the compressed run's, less the kernel column
     for c, d in zip(lines[2:9], dense_out.splitlines()[2:9]):
         c_cells = c.split()
@@ -185,6 +190,32 @@ BAD = {
         "compressed layer '3'",
     ),
     "alias": (_set(["layers", TIED, "same_as"], "nowhere"), None, "field 'same_as' must name"),
+    "record": (_set(["layers", "3"], [1, 2]), None, "layer '3' must be a JSON object, got [1, 2]"),
+    "field": (
+        lambda r: r["layers"]["3"].pop("plan"),
+        None,
+        "layer '3' lacks the field(s) ['plan']",
+    ),
+    "type": (
+        _set(["layers", "3", "stride"], "x"),
+        None,
+        "layer '3': field 'stride' must be a list of 2 positive ints, got 'x'",
+    ),
+    "kind type": (
+        _set(["layers", "3", "kind"], ["conv2d"]),
+        None,
+        "layer '3': field 'kind' must be one of ['conv2d', 'linear'], got ['conv2d']",
+    ),
+    "alias field": (
+        _set(["layers", TIED, "x"], 1),
+        None,
+        f"layer '{TIED}' has unknown field(s) ['x']",
+    ),
+    "alias type": (
+        _set(["layers", TIED, "same_as"], ["7"]),
+        None,
+        "field 'same_as' must name a layer with a full record, got ['7']",
+    ),
     "missing factor": (
         None,
         _factor("5", lambda t, k: t.pop(k)),
@@ -203,7 +234,7 @@ BAD = {
     "stray tensor": (
         None,
         lambda t: t.__setitem__("3.weight", torch.zeros(12, 12, 3, 3)),
-        "tensor '3.weight' is not one the compressed layer '3' holds",
+        "tensor '3.weight' is not one the compressed layer '3' holds\n",
     ),
     "tied tensors": (
         None,
@@ -297,6 +328,7 @@ def test_overview_plots_colour_each_rank_line_as_its_layer(files, tmp_path, monk
         legend = {h.get_label(): h.get_color() for h in spectra_fig.legends[0].legend_handles}
         assert all(legend[name] == c for name, c in colours.items())
     assert ranks_seen >= 5
+    assert any(line.get_label() == "χ = 3" for line in spectra_fig.axes[0].lines)
 
 
 def test_an_unknown_kind_is_refused_naming_the_known_ones(files, tmp_path):
@@ -309,3 +341,66 @@ def test_an_unknown_kind_is_refused_naming_the_known_ones(files, tmp_path):
     )
     with pytest.raises(CLIError, match=expect):
         load_kernels(bad)
+
+
+def test_odd_files_and_read_errors_are_named(tmp_path, monkeypatch):
+    import tensornet.checkpoints as checkpoints
+
+    monkeypatch.setattr(checkpoints, "_KINDS", ())  # a kind of file none of the tests name
+    with pytest.raises(CLIError, match=r"is not a regular file, not a checkpoint file; refused$"):
+        load_kernels(tmp_path)
+    monkeypatch.undo()
+
+    def denied(path):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(checkpoints, "_load_torch", denied)
+    path = tmp_path / "locked.pt"
+    path.write_bytes(b"x")
+    with pytest.raises(CLIError) as err:
+        load_kernels(path)
+    assert str(err.value) == f"cannot read {path}: Permission denied"
+
+
+def test_read_structures_names_a_file_that_is_not_safetensors(tmp_path):
+    from tensornet.nn.serialize import read_structures
+
+    path = tmp_path / "x.bin"
+    path.write_bytes(b"not safetensors")
+    with pytest.raises(ValueError, match=rf"^{path}: not a safetensors file"):
+        read_structures(path)
+
+
+def test_an_unwritable_output_folder_is_named(files, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    out = blocker / "sub"
+    assert main(["spectra", str(files[0]), "--out", str(out), "--no-plots"]) == 2
+    assert capsys.readouterr().err == f"tensornet: error: cannot write to {out}: Not a directory\n"
+
+
+def test_shapes_and_the_kernel_column_of_the_summary():
+    from tensornet.cli import _layer_shapes, _summary
+    from tensornet.core.spectrum import Spectrum
+    from tensornet.spectra import SpectrumTable
+
+    shapes = _layer_shapes({
+        "a.weight": torch.zeros(2, 1, 1, 1, 3), "b": torch.zeros(1, 1, 1, 1, 1, 2),
+        "c": torch.zeros(2), "d": torch.zeros(3, 2),
+    })  # fmt: skip
+    assert shapes == {"a": (2, 1, 1, 1, 3), "d": (3, 2)}
+    table = SpectrumTable([
+        Spectrum(torch.tensor([2.0, 1.0, 1.0, 0.0], dtype=torch.float64), "o", "ih", name="conv"),
+        Spectrum(torch.tensor([2.0, 1.0], dtype=torch.float64), "o", "i", name="fc"),
+    ])  # fmt: skip
+    text = _summary(table, {"conv": (4, 2, 1), "fc": (2, 2)}, None, {"conv": "cp(3)"})
+    assert text.splitlines()[:4] == [
+        "layer  shape  kernel  cut of lowest S/log(chi_max)  chi_max  S/log(chi_max)  S min  S max"
+        "  eff. rank",
+        "-----  -----  ------  ----------------------------  -------  --------------  -----  -----"
+        "  ---------",
+        "conv   4x2x1  cp(3)   o|ih                                4           0.626  0.868  0.868"
+        "       2.38",
+        "fc     2x2    dense   o|i                                 2           0.722  0.500  0.500"
+        "       1.65",
+    ]
