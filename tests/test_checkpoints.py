@@ -33,10 +33,18 @@ def _model() -> nn.Sequential:
     """A small CNN: dense conv, tucker2, tt, cp and svd convs (one tied twice), svd linear."""
     torch.manual_seed(3)
     net = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 12, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(12, 12, 3, padding=1), nn.ReLU(), nn.Conv2d(12, 10, 3, padding=1),
-        nn.ReLU(), nn.Conv2d(10, 10, 1), nn.ReLU(), nn.Identity(),
-        nn.Flatten(), nn.Linear(10 * 4 * 4, 6),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.Conv2d(8, 12, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(12, 12, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(12, 10, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(10, 10, 1),
+        nn.ReLU(),
+        nn.Identity(),
+        nn.Flatten(),
+        nn.Linear(10 * 4 * 4, 6),
     )
     for name, fmt in FORMATS.items():
         old = net.get_submodule(name)
@@ -204,7 +212,8 @@ BAD = {
     "kind type": (
         _set(["layers", "3", "kind"], ["conv2d"]),
         None,
-        "layer '3': field 'kind' must be one of ['conv2d', 'linear'], got ['conv2d']",
+        "layer '3': field 'kind' must be one of ['linear', 'conv1d', 'conv2d', 'conv3d', "
+        "'conv_transpose2d'], got ['conv2d']",
     ),
     "alias field": (
         _set(["layers", TIED, "x"], 1),

@@ -570,7 +570,7 @@ def test_a_step_with_shift_set_exports_as_a_shift_conv():
     torch.manual_seed(2)
     layer = TNConv2d(6, 5, 3, padding=1, format="cp", ranks=4, dtype=F64)
     shape = (2, 6, 7, 7)
-    plans = {p.name: p for p in export.conv_candidates(layer.structure, layer.geometry, shape)}
+    plans = {p.name: p for p in layer._candidates(shape, "cpu")}
     plan = plans["separable[in=A1 h=A2 w=A3 out=A0]"]
     for step in plan.steps:
         if step.kind == "depthwise":
