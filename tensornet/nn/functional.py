@@ -40,8 +40,10 @@ __all__ = [
     "conv_candidates",
     "families",
     "linear_candidates",
+    "max_elements",
     "plan_names",
     "register_forward",
+    "spatial_legs",
     "unregister_forward",
 ]
 
@@ -218,14 +220,14 @@ def linear_candidates(
 
 
 # -- the conv families -------------------------------------------------------------------------
-def _spatial(structure: Structure) -> tuple[str, str] | None:
+def spatial_legs(structure: Structure) -> tuple[str, str] | None:
     """The kernel's ``kh`` and ``kw`` legs; ``None`` when one is tensorized (no plans then)."""
     rows, cols = structure.modes[2], structure.modes[3]
     return (rows[0], cols[0]) if len(rows) == len(cols) == 1 else None
 
 
-def _max_elements(structure: Structure, geometry: ConvGeometry, input_shape: tuple) -> int:
-    """The largest intermediate worth building: that of the unfolded patches."""
+def max_elements(structure: Structure, geometry: ConvGeometry, input_shape: tuple) -> int:
+    """The largest intermediate worth building for a conv: that of the unfolded patches."""
     batch, _, rows, cols = input_shape
     out_rows, out_cols = geometry.output_size(rows, cols)
     largest = max(math.prod(input_shape), batch * structure.shape[0] * out_rows * out_cols)
@@ -234,7 +236,7 @@ def _max_elements(structure: Structure, geometry: ConvGeometry, input_shape: tup
 
 def _placement_names(pick: str, structure: Structure) -> tuple[str, ...]:
     """Names of the ``pick`` (``"staged"``/``"separable"``) placements of ``structure``."""
-    spatial = _spatial(structure)
+    spatial = spatial_legs(structure)
     if spatial is None:
         return ()
     return tuple(name for name, _ in getattr(Placements(structure, spatial), pick)())
@@ -242,12 +244,12 @@ def _placement_names(pick: str, structure: Structure) -> tuple[str, ...]:
 
 def _placement_plans(pick: str, structure, geometry, input_shape, device_type):
     """The buildable plans of the ``pick`` placements (``"dense"``, ``"staged"``, ...)."""
-    spatial = _spatial(structure)
+    spatial = spatial_legs(structure)
     if spatial is None:
         return []
     placements = Placements(structure, spatial)
     variants = [("dense", placements.dense())] if pick == "dense" else getattr(placements, pick)()
-    limit = _max_elements(structure, geometry, input_shape)
+    limit = max_elements(structure, geometry, input_shape)
     plans = []
     for name, stages in variants:
         plan = build_staged(name, stages, structure, geometry, input_shape, device_type, limit)
@@ -258,7 +260,7 @@ def _placement_plans(pick: str, structure, geometry, input_shape, device_type):
 
 def _single_name(name: str, structure: Structure) -> tuple[str, ...]:
     """``(name,)`` when the kernel's spatial legs are plain, else nothing."""
-    return (name,) if _spatial(structure) else ()
+    return (name,) if spatial_legs(structure) else ()
 
 
 @register_forward("conv", "dense", names=functools.partial(_single_name, "dense"))
@@ -282,7 +284,7 @@ def _separable(structure, geometry, input_shape, device_type):
 @register_forward("conv", "patches", names=functools.partial(_single_name, "patches"))
 def _patches(structure, geometry, input_shape, device_type):
     """Unfold the input into patches; one planned einsum of the patches and the factors."""
-    spatial = _spatial(structure)
+    spatial = spatial_legs(structure)
     if spatial is None:
         return []
     batch, channels, rows, cols = input_shape
@@ -297,7 +299,7 @@ def _patches(structure, geometry, input_shape, device_type):
     patch_shape = (batch, *(structure.dim(m) for m in in_modes), kh, kw, positions)
     inputs = [(_B, *in_modes, *spatial, _L)] + [f.legs for f in structure.factors]
     shapes = [patch_shape] + [f.shape for f in structure.factors]
-    limit = _max_elements(structure, geometry, input_shape)
+    limit = max_elements(structure, geometry, input_shape)
     plan, program = plan_einsum(inputs, shapes, (_B, *out_modes, _L), memory_limit=limit)
     names = tuple(f.name for f in structure.factors)
     elements = batch * (channels * kh * kw + structure.shape[0]) * positions

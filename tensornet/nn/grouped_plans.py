@@ -49,12 +49,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from collections.abc import Callable, Sequence
 
 from ..core.einsum import plan_einsum
 from ..formats.structure import Factor, Structure
-from .functional import register_forward
+from .functional import max_elements, register_forward, spatial_legs
 from .geometry import ConvGeometry
 from .plans import ConvStep, EinsumStep, ForwardPlan, Step, UnfoldStep, WeightExpr
 from .staging import Placements, build_staged
@@ -143,20 +142,6 @@ def _with_views(plan: ForwardPlan, views: dict) -> ForwardPlan:
     return plan
 
 
-def _spatial(structure: Structure) -> tuple[str, str] | None:
-    """The kernel's ``kh`` and ``kw`` legs; ``None`` when one is tensorized (no plans then)."""
-    rows, cols = structure.modes[2], structure.modes[3]
-    return (rows[0], cols[0]) if len(rows) == len(cols) == 1 else None
-
-
-def _max_elements(structure: Structure, geometry: ConvGeometry, input_shape: tuple) -> int:
-    """The largest intermediate worth building: that of the unfolded patches."""
-    batch, _, rows, cols = input_shape
-    out_rows, out_cols = geometry.output_size(rows, cols)
-    largest = max(math.prod(input_shape), batch * structure.shape[0] * out_rows * out_cols)
-    return (geometry.kernel[0] * geometry.kernel[1] + 1) * largest
-
-
 def _check(structure: Structure, geometry: ConvGeometry, input_shape: tuple) -> None:
     """The input's channels are ``groups`` times the kernel's ``in`` (else ValueError)."""
     channels, g = input_shape[1], geometry.groups
@@ -169,11 +154,11 @@ def _check(structure: Structure, geometry: ConvGeometry, input_shape: tuple) -> 
 
 # -- the families ----------------------------------------------------------------------------
 def _dense_name(structure: Structure) -> tuple[str, ...]:
-    return ("dense", "dense[conv]") if _spatial(structure) else ()
+    return ("dense", "dense[conv]") if spatial_legs(structure) else ()
 
 
 def _placement_names(pick: str, structure: Structure) -> tuple[str, ...]:
-    spatial = _spatial(structure)
+    spatial = spatial_legs(structure)
     if spatial is None:
         return ()
     return tuple(name for name, _ in getattr(Placements(structure, spatial), pick)())
@@ -188,7 +173,7 @@ def _dense(structure, geometry, input_shape, device_type) -> list[ForwardPlan]:
     oneDNN's fast layout); ``dense[conv]`` is the same conv in NCHW (``plan="measure"`` finds
     out which a CPU build runs faster).
     """
-    spatial = _spatial(structure)
+    spatial = spatial_legs(structure)
     if spatial is None:
         return []
     _check(structure, geometry, input_shape)
@@ -215,7 +200,7 @@ def _dense(structure, geometry, input_shape, device_type) -> list[ForwardPlan]:
 
 def _placement_plans(pick: str, structure, geometry, input_shape, device_type):
     """The ``pick`` placements (``"staged"``/``"separable"``) run on the block structure."""
-    spatial = _spatial(structure)
+    spatial = spatial_legs(structure)
     if spatial is None:
         return []
     _check(structure, geometry, input_shape)
@@ -224,7 +209,7 @@ def _placement_plans(pick: str, structure, geometry, input_shape, device_type):
         return []
     block, views = made
     single = dataclasses.replace(geometry, groups=1)  # the steps carry their own groups
-    limit = _max_elements(block, geometry, input_shape)
+    limit = max_elements(block, geometry, input_shape)
     plans = []
     for name, stages in getattr(Placements(block, spatial), pick)():
         plan = build_staged(name, stages, block, single, input_shape, device_type, limit)
@@ -245,10 +230,10 @@ def _separable(structure, geometry, input_shape, device_type):
     return _placement_plans("separable", structure, geometry, input_shape, device_type)
 
 
-@register_forward(GROUPED_KIND, "patches", names=lambda s: ("patches",) if _spatial(s) else ())
+@register_forward(GROUPED_KIND, "patches", names=lambda s: ("patches",) if spatial_legs(s) else ())
 def _patches(structure, geometry, input_shape, device_type) -> list[ForwardPlan]:
     """Unfold the input; one planned einsum of the patches and the block structure's factors."""
-    spatial = _spatial(structure)
+    spatial = spatial_legs(structure)
     if spatial is None:
         return []
     _check(structure, geometry, input_shape)
@@ -269,7 +254,7 @@ def _patches(structure, geometry, input_shape, device_type) -> list[ForwardPlan]
     patch_shape = (batch, *(block.dim(m) for m in in_modes), kh, kw, positions)
     inputs = [(_B, *in_modes, *spatial, _L)] + [f.legs for f in block.factors]
     shapes = [patch_shape] + [f.shape for f in block.factors]
-    limit = _max_elements(block, geometry, input_shape)
+    limit = max_elements(block, geometry, input_shape)
     plan, program = plan_einsum(inputs, shapes, (_B, *out_modes, _L), memory_limit=limit)
     names = tuple(f.name for f in block.factors)
     elements = batch * (channels * kh * kw + block.shape[0]) * positions

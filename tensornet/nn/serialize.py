@@ -401,16 +401,24 @@ def _check_names(model: nn.Module, layers: dict[str, Any], what: str) -> dict[st
         outer = [n for n in layers if name.startswith(f"{n}.")]
         if outer:
             raise ValueError(f"{what}: layer {name!r} lies inside layer {outer[0]!r}")
-        if isinstance(rec, dict) and _ALIAS in rec:
-            _fields(rec, (_ALIAS,), f"{what}: layer {name!r}")
-            target = layers.get(rec[_ALIAS]) if isinstance(rec[_ALIAS], str) else None
-            if not isinstance(target, dict) or _ALIAS in target:
-                raise ValueError(
-                    f"{what}: layer {name!r}: field {_ALIAS!r} must name a layer with a full "
-                    f"record, got {_short(rec[_ALIAS])}"
-                )
-            aliases[name] = rec[_ALIAS]
+        target = _alias_target(rec, layers, f"{what}: layer {name!r}")
+        if target is not None:
+            aliases[name] = target
     return aliases
+
+
+def _alias_target(rec: Any, layers: dict[str, Any], what: str) -> str | None:
+    """The layer a tied layer's record names (``None`` for a full record); checked."""
+    if not (isinstance(rec, dict) and _ALIAS in rec):
+        return None
+    _fields(rec, (_ALIAS,), what)
+    target = layers.get(rec[_ALIAS]) if isinstance(rec[_ALIAS], str) else None
+    if not isinstance(target, dict) or _ALIAS in target:
+        raise ValueError(
+            f"{what}: field {_ALIAS!r} must name a layer with a full record, got "
+            f"{_short(rec[_ALIAS])}"
+        )
+    return rec[_ALIAS]
 
 
 def _home(module: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -585,15 +593,9 @@ def read_structures(path: str | os.PathLike) -> tuple[dict[str, Structure], dict
     aliases: dict[str, str] = {}
     for name, rec in layers.items():
         here = f"{what}: layer {name!r}"
-        if isinstance(rec, dict) and _ALIAS in rec:
-            _fields(rec, (_ALIAS,), here)
-            target = layers.get(rec[_ALIAS]) if isinstance(rec[_ALIAS], str) else None
-            if not isinstance(target, dict) or _ALIAS in target:
-                raise ValueError(
-                    f"{here}: field {_ALIAS!r} must name a layer with a full record, got "
-                    f"{_short(rec[_ALIAS])}"
-                )
-            aliases[name] = rec[_ALIAS]
+        target = _alias_target(rec, layers, here)
+        if target is not None:
+            aliases[name] = target
         else:
             structures[name] = _record_structure(rec, here)
     return structures, aliases

@@ -259,9 +259,9 @@ def test_the_intermediate_limit_drops_staged_plans_larger_than_the_patches():
 
     s = cp_structure()
     geo = ConvGeometry.from_conv_args((3, 3), stride=2, padding=1)
-    assert functional._max_elements(s, geo, (2, 6, 7, 7)) == 10 * 2 * 6 * 49
+    assert functional.max_elements(s, geo, (2, 6, 7, 7)) == 10 * 2 * 6 * 49
     wide = ConvGeometry.from_conv_args((3, 3), padding=1)
-    assert functional._max_elements(s, wide, (2, 6, 5, 5)) == 10 * 2 * 8 * 25
+    assert functional.max_elements(s, wide, (2, 6, 5, 5)) == 10 * 2 * 8 * 25
     # a rank far above the channels: staging through it is larger than the patches
     big = get_format("cp").structure_for((2, 2, 3, 3), 300, legs=LEGS)
     names = {p.family for p in conv_candidates(big, wide, (1, 2, 5, 5))}
@@ -365,4 +365,4 @@ def test_the_intermediate_limit_of_a_non_square_kernel():
 
     s = get_format("cp").structure_for((8, 6, 3, 5), 3, legs=LEGS)
     geo = ConvGeometry.from_conv_args((3, 5), padding=(1, 2))
-    assert functional._max_elements(s, geo, (2, 6, 5, 5)) == 16 * 2 * 8 * 25
+    assert functional.max_elements(s, geo, (2, 6, 5, 5)) == 16 * 2 * 8 * 25

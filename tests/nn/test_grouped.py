@@ -589,9 +589,9 @@ def test_the_largest_intermediate_a_plan_may_build():
     s = _cp((8, 3, 3, 2))
     geo = ConvGeometry.from_conv_args((3, 2), stride=2, padding=1, groups=2)
     # input 2 x 6 x 7 x 7 = 588; output 2 x 8 x 4 x 4 = 256 (rows (7+2-3)//2+1, cols (7+2-2)//2+1)
-    assert grouped_plans._max_elements(s, geo, (2, 6, 7, 7)) == (3 * 2 + 1) * 588
+    assert grouped_plans.max_elements(s, geo, (2, 6, 7, 7)) == (3 * 2 + 1) * 588
     wide = ConvGeometry.from_conv_args((3, 2), padding=2, groups=2)  # output 2 x 8 x 9 x 10
-    assert grouped_plans._max_elements(s, wide, (2, 6, 7, 7)) == (3 * 2 + 1) * 2 * 8 * 9 * 10
+    assert grouped_plans.max_elements(s, wide, (2, 6, 7, 7)) == (3 * 2 + 1) * 2 * 8 * 9 * 10
 
 
 @pytest.mark.parametrize("bad", [0, -2, 2.0, True, "2"])
