@@ -7,11 +7,11 @@
 - a 1-d layer is written out as its 2-d twin would be (:func:`~tensornet.nn.export.conv_sequence`
   on the lifted structure) inside :class:`Lifted1d` (``(N, C, L) -> (N, C, 1, L)`` and back);
 - a 3-d or transposed layer becomes the modules of its cheapest plan that is a chain (matmuls
-  as :class:`~tensornet.nn.export.PointwiseConv2d`, the spatial step as ``nn.Conv3d`` (after a
-  padding module where needed) or ``nn.ConvTranspose2d``, permutes as
-  :class:`~tensornet.nn.export.ChannelPermute`), when it holds no more parameters than the layer
-  and is estimated within ``slack`` of the layer's own plan; else the layer is kept (with a
-  warning) or, with ``fallback="chain"``, written out anyway.
+  as :class:`~tensornet.nn.export_modules.PointwiseConv2d`, the spatial step as ``nn.Conv3d``
+  (after a padding module where needed) or ``nn.ConvTranspose2d``, permutes as
+  :class:`~tensornet.nn.export_modules.ChannelPermute`), when it holds no more parameters than
+  the layer and is estimated within ``slack`` of the layer's own plan; else the layer is kept
+  (with a warning) or, with ``fallback="chain"``, written out anyway.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from torch import nn
 
 from . import cost
 from .convnd import TNConv1d, TNConvNd, lift
-from .export import ChannelBias, ChannelPermute, Folded, PointwiseConv2d, conv_sequence
+from .export import conv_sequence
+from .export_modules import ChannelBias, ChannelPermute, Folded, PointwiseConv2d
 from .geometry_nd import GeometryNd, TransposeGeometry
 from .layers import TNConv2d
 from .plans import ForwardPlan, MatmulStep, PermuteStep
@@ -113,7 +114,7 @@ def _spatial_modules(step: SpatialStep, tensors, batch: int) -> list[nn.Module]:
 
 
 def _pointwise(step: MatmulStep, tensors) -> nn.Module:
-    """A matmul step as :class:`~tensornet.nn.export.PointwiseConv2d` (its folds kept)."""
+    """A matmul step as :class:`~tensornet.nn.export_modules.PointwiseConv2d` (its folds kept)."""
     w = step.weight(tensors).detach()
     _, fold, g, ci, _ = step.view
     co = w.shape[1]
