@@ -25,7 +25,6 @@ from torch import nn
 from .alloc_auto import ErrorFn
 from .alloc_candidates import Candidate, candidate_kernel
 from .covariance import InputCovariance
-from .measure import kernel_legs
 from .whiten import WHITENED_FORMATS, output_error, whitened_format
 
 __all__ = ["candidate_output_error", "output_errors"]
@@ -47,16 +46,11 @@ def candidate_output_error(module: nn.Module, candidate: Candidate, cov: InputCo
     True
     """
     w = module.weight.detach()
-    if candidate.format == "dense":
-        return 0.0
-    if candidate.format in WHITENED_FORMATS:
-        legs, _ = kernel_legs(module)
+    if candidate.format in WHITENED_FORMATS:  # the layer's own legs: KERNEL_LEGS by ndim
         options = dict(candidate.options)
-        found = whitened_format(
-            w, candidate.format, cov, ranks=candidate.ranks, legs=legs, **options
-        )
-        approx = found.to_dense().reshape(w.shape).to(w.dtype)
-    else:
+        found = whitened_format(w, candidate.format, cov, ranks=candidate.ranks, **options)
+        approx = found.to_dense().reshape(w.shape)
+    else:  # the dense candidate too: its kernel is the layer's
         approx = candidate_kernel(module, candidate)
     return output_error(w, approx, cov)
 
