@@ -14,6 +14,7 @@ from tensornet.nn import covariance
 from tensornet.nn.covariance import (
     InputCovariance,
     fit_sequentially,
+    has_rows,
     input_covariances,
     layer_rows,
 )
@@ -182,6 +183,7 @@ def test_bad_data_and_arguments():
 
 def test_unbatched_inputs_are_rows_too(monkeypatch):
     monkeypatch.setattr(covariance, "_CHUNK", 30)  # a few rows of the image at a time
+
     class Unbatched(nn.Module):
         def __init__(self):
             super().__init__()
@@ -321,3 +323,14 @@ def test_a_layer_fitted_once_is_installed_at_every_alias():
     fit_sequentially(net, torch.randn(4, 3, dtype=F64), ["0"], lambda n, c: (new, c), work,
                      {"0": ("0", "2")})  # fmt: skip
     assert work[0] is new and work[2] is new
+
+
+def test_layers_without_rows_are_left_out_and_later_ones_kept():
+    """Grouped, 1-d and transposed convs have no rows: left out, the layers after them kept."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(4, 4, 3, groups=2), nn.Conv2d(4, 4, 3), nn.Flatten(), nn.Linear(4, 2)
+    )
+    covs = input_covariances(net, torch.randn(3, 4, 5, 5))
+    assert sorted(covs) == ["1", "3"]
+    assert not has_rows(nn.ConvTranspose2d(2, 2, 3)) and not has_rows(nn.Conv1d(2, 2, 3))
