@@ -220,16 +220,17 @@ class TNConvNd(TNLayer):
         output of the right shape.
         """
         x, unbatched = self._checked(x)
-        if x.shape[0] == 0:
-            y = self._dense_forward(x)
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        if x.shape[0] > 0:  # the plan adds the bias in its last step where it can
+            y = self._run_plan(x, bias)
         else:
-            y = self._run_plan(x)
-        if self.bias is not None:
-            y = y + self.bias.to(y.dtype).reshape(1, -1, *([1] * self.spatial_dims))
+            y = self._dense_forward(x)
+            if bias is not None:
+                y = y + bias.reshape(1, -1, *([1] * self.spatial_dims))
         return y.squeeze(0) if unbatched else y
 
-    def _run_plan(self, x: torch.Tensor) -> torch.Tensor:
-        return self._plan_for(x)(x, self.factors)
+    def _run_plan(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return self._plan_for(x)(x, self.factors, bias)
 
     def _dense_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The torch op with the rebuilt kernel (an empty batch: no plan for zero images)."""
@@ -377,8 +378,8 @@ class TNConv1d(TNConvNd):
         n, c, length = shape
         return candidates("conv", structure, geometry, (n, c, 1, length), device_type)
 
-    def _run_plan(self, x: torch.Tensor) -> torch.Tensor:
-        return self._plan_for(x)(x.unsqueeze(2), self._plan_tensors(x)).squeeze(2)
+    def _run_plan(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return self._plan_for(x)(x.unsqueeze(2), self._plan_tensors(x), bias).squeeze(2)
 
     def _dense_forward(self, x: torch.Tensor) -> torch.Tensor:
         g = self.geometry
