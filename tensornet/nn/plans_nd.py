@@ -26,7 +26,7 @@ from typing import Any
 from ..formats.structure import Factor, Structure
 from .functional import register_forward
 from .plans import ForwardPlan, Step, WeightExpr
-from .staging import Placements, PlanFrame, stage_step
+from .staging import Placements, PlanFrame, stage_legs, stage_step
 
 __all__ = ["SpatialStep", "nd_plans"]
 
@@ -62,21 +62,10 @@ def _spatial_legs(structure: Structure) -> tuple[str, ...]:
 
 def _step(frame: PlanFrame, factors: Sequence[Factor], later: set[str], ctx: dict):
     """The (permute and) spatial step applying ``factors``; ``frame`` updated (None: no-op)."""
-    f_legs: list[str] = []
-    for f in factors:
-        f_legs.extend(leg for leg in f.legs if leg not in f_legs)
-    state = frame.legs
-    group = [leg for leg in state if leg in f_legs and leg in later]
-    c_in = [leg for leg in state if leg in f_legs and leg not in later]
-    if not group and not c_in:
+    split = stage_legs(frame, factors, later, ctx["out"])
+    if split is None:
         return None
-    passive = [leg for leg in state if leg not in f_legs]
-    new = [leg for leg in f_legs if leg not in state and leg in later]
-    head = [leg for leg in ctx["out"] if leg in new]  # output legs first, in output order
-    c_out = head + [leg for leg in new if leg not in head]
-    for f in factors:
-        frame.dims.update(zip(f.legs, f.shape))
-    steps = frame.permute_to(passive + group + c_in)
+    steps, (passive, group, c_in, c_out) = split
     nb = frame.batch * frame.size(passive)
     g, ci, co = frame.size(group), frame.size(c_in), frame.size(c_out)
     geometry, sizes, spatial = ctx["geometry"], ctx["sizes"], ctx["spatial"]

@@ -22,7 +22,7 @@ from ..formats.structure import Factor, Structure
 from .geometry import ConvGeometry
 from .plans import ConvStep, ForwardPlan, MatmulStep, PermuteStep, Step, WeightExpr
 
-__all__ = ["Placements", "PlanFrame", "build_staged", "stage_step"]
+__all__ = ["Placements", "PlanFrame", "build_staged", "stage_legs", "stage_step"]
 
 
 class PlanFrame:
@@ -64,6 +64,31 @@ def _ordered(legs: Sequence[str], first: Sequence[str]) -> list[str]:
     return head + [leg for leg in legs if leg not in head]
 
 
+def stage_legs(
+    frame: PlanFrame, factors: Sequence[Factor], later: set[str], out_modes: Sequence[str]
+) -> tuple[list[Step], tuple[list[str], list[str], list[str], list[str]]] | None:
+    """How a stage applying ``factors`` splits the activation's legs, and the permute to it.
+
+    Returns the permute steps (``frame`` set to ``passive + group + c_in``, the factors' leg
+    sizes recorded) and ``(passive, group, c_in, c_out)``: legs the factors do not touch, legs
+    they keep (in ``later``), legs they contract, and the new legs they write (``out_modes``
+    first, in their order). ``None`` if the factors do not touch the activation.
+    """
+    f_legs: list[str] = []
+    for f in factors:
+        f_legs.extend(leg for leg in f.legs if leg not in f_legs)
+    state = frame.legs
+    group = [leg for leg in state if leg in f_legs and leg in later]
+    c_in = [leg for leg in state if leg in f_legs and leg not in later]
+    if not group and not c_in:
+        return None
+    passive = [leg for leg in state if leg not in f_legs]
+    c_out = _ordered([leg for leg in f_legs if leg not in state and leg in later], out_modes)
+    for f in factors:
+        frame.dims.update(zip(f.legs, f.shape))
+    return frame.permute_to(passive + group + c_in), (passive, group, c_in, c_out)
+
+
 def stage_step(
     frame: PlanFrame,
     factors: Sequence[Factor],
@@ -80,20 +105,11 @@ def stage_step(
     stages after this one and of the output: a factor leg among them is kept (a group when
     the activation carries it too), the others are contracted.
     """
-    f_legs: list[str] = []
-    for f in factors:
-        f_legs.extend(leg for leg in f.legs if leg not in f_legs)
-    state = frame.legs
-    group = [leg for leg in state if leg in f_legs and leg in later]
-    c_in = [leg for leg in state if leg in f_legs and leg not in later]
-    if not group and not c_in:
+    split = stage_legs(frame, factors, later, out_modes)
+    if split is None:
         return None
-    passive = [leg for leg in state if leg not in f_legs]
-    c_out = _ordered([leg for leg in f_legs if leg not in state and leg in later], out_modes)
-    for f in factors:
-        frame.dims.update(zip(f.legs, f.shape))
-    steps = frame.permute_to(passive + group + c_in)
-    legs = (passive, group, c_in, c_out)
+    steps, legs = split
+    passive, group, _, c_out = legs
     if geometry is None:
         steps.append(_matmul(frame, factors, legs))
     else:
