@@ -24,15 +24,15 @@ import torch
 from torch import nn
 
 from ..core.truncation import Truncation
-from ..core.validate import check_finite, is_int
-from ..formats import Format, Structure, fraction_ranks, get_format
+from ..core.validate import check_finite
+from ..formats import Format, Structure, get_format
 from ..formats.structure import Factor
 from ..weights import KERNEL_LEGS
 from . import plans_nd  # noqa: F401  (registers the conv3d / transposed plan families)
 from .functional import candidates
 from .geometry import ConvGeometry
 from .geometry_nd import GeometryNd, as_tuple
-from .layers import TNLayer, clamp_ranks
+from .layers import TNLayer, clamp_ranks, new_structure, plain_ints, positive_int
 
 __all__ = ["TNConv1d", "TNConv3d", "TNConvNd", "conv_options"]
 
@@ -78,41 +78,6 @@ def decompose(
     return get_format(name).from_dense(weight, trunc, ranks, fraction, legs=legs, **options)
 
 
-def plain_ints(value: Any) -> Any:
-    """Integers of any library (alone or in a tuple/list) as Python ints; other values as is.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> plain_ints((np.int64(2), 3)), plain_ints("same")
-    ((2, 3), 'same')
-    """
-    if is_int(value):
-        return int(value)
-    if isinstance(value, (tuple, list)):
-        return tuple(int(v) if is_int(v) else v for v in value)
-    return value
-
-
-def _positive_int(value: Any, field: str, what: str) -> int:
-    if not is_int(value) or int(value) < 1:
-        raise ValueError(f"{what}: {field} must be a positive int, got {value!r}")
-    return int(value)
-
-
-def _new_structure(fmt, shape, legs, ranks, fraction, options, what) -> Structure:
-    """The structure of a layer built from scratch (``ranks`` or ``fraction``)."""
-    if ranks is not None and fraction is not None:
-        raise ValueError(f"{what}: give ranks or fraction, not both")
-    if ranks is None and fraction is None:
-        raise ValueError(f"{what}: a compressed layer needs ranks= or fraction=")
-    if fraction is not None:
-        ranks = fraction_ranks(fmt, shape, fraction, legs=legs, what=what, **options)
-    else:
-        ranks = clamp_ranks(fmt, shape, ranks, legs, options, what)
-    return get_format(fmt).structure_for(shape, ranks, legs=legs, **options)
-
-
 class TNConvNd(TNLayer):
     """What the n-d and transposed compressed convs share (see the subclasses)."""
 
@@ -126,8 +91,8 @@ class TNConvNd(TNLayer):
         what = type(self).__name__
         if groups != 1:
             raise ValueError(f"{what}: only groups=1 is supported")
-        self.in_channels = _positive_int(channels[0], "in_channels", what)
-        self.out_channels = _positive_int(channels[1], "out_channels", what)
+        self.in_channels = positive_int(channels[0], "in_channels", what)
+        self.out_channels = positive_int(channels[1], "out_channels", what)
         self.kernel_size = as_tuple(plain_ints(kernel_size), self.spatial_dims, "kernel_size")
         self.groups = 1
         structure = spec.pop("_structure")
@@ -135,7 +100,7 @@ class TNConvNd(TNLayer):
             fmt = get_format(spec["format"]).name
             shape = self._kernel_shape()
             options = conv_options(fmt, self.legs, spec.pop("options"))
-            structure = _new_structure(
+            structure = new_structure(
                 fmt, shape, self.legs, spec["ranks"], spec["fraction"], options, what
             )
         return structure

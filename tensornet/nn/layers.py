@@ -83,15 +83,22 @@ def _plan_choices(plan: Any, names: Callable[[], Mapping[str, Sequence[str]]], w
     return plan
 
 
-def _positive_int(value: Any, field: str, what: str) -> int:
+def positive_int(value: Any, field: str, what: str) -> int:
     """A positive int of any library (numpy, 0-d torch) as a Python int, else ValueError."""
     if not is_int(value) or int(value) < 1:
         raise ValueError(f"{what}: {field} must be a positive int, got {value!r}")
     return int(value)
 
 
-def _plain_ints(value: Any) -> Any:
-    """Integers of any library (alone or in a tuple/list) as Python ints; other values as is."""
+def plain_ints(value: Any) -> Any:
+    """Integers of any library (alone or in a tuple/list) as Python ints; other values as is.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> plain_ints((np.int64(2), 3)), plain_ints("same")
+    ((2, 3), 'same')
+    """
     if is_int(value):
         return int(value)
     if isinstance(value, (tuple, list)):
@@ -101,7 +108,7 @@ def _plain_ints(value: Any) -> Any:
 
 def _groups(groups: Any, in_channels: int, out_channels: int, what: str) -> int:
     """``groups`` as a Python int dividing both channel counts, else ValueError."""
-    groups = _positive_int(groups, "groups", what)
+    groups = positive_int(groups, "groups", what)
     for field, n in (("in_channels", in_channels), ("out_channels", out_channels)):
         if n % groups:
             raise ValueError(f"{what}: {field}={n} is not divisible by groups={groups}")
@@ -251,7 +258,7 @@ class TNLayer(PlannedLayer, nn.Module):
         )
 
 
-def _new_structure(
+def new_structure(
     fmt: str,
     shape: tuple[int, ...],
     legs: tuple[str, ...],
@@ -367,11 +374,11 @@ class TNConv2d(TNLayer):
     ) -> None:
         super().__init__()
         what = "TNConv2d"
-        in_channels = _positive_int(in_channels, "in_channels", what)
-        out_channels = _positive_int(out_channels, "out_channels", what)
+        in_channels = positive_int(in_channels, "in_channels", what)
+        out_channels = positive_int(out_channels, "out_channels", what)
         groups = _groups(groups, in_channels, out_channels, what)
         kernel_size, stride, padding, dilation = (
-            _plain_ints(v) for v in (kernel_size, stride, padding, dilation)
+            plain_ints(v) for v in (kernel_size, stride, padding, dilation)
         )
         kernel = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         self.geometry = ConvGeometry.from_conv_args(
@@ -384,7 +391,7 @@ class TNConv2d(TNLayer):
         if _structure is None:
             shape = (out_channels, in_channels // groups, *kernel)
             options = kernel_options(format, options)
-            _structure = _new_structure(format, shape, KERNEL_LEGS, ranks, fraction, options, what)
+            _structure = new_structure(format, shape, KERNEL_LEGS, ranks, fraction, options, what)
         self._setup(_structure, bias, out_channels, plan, device, dtype)
         self.reset_parameters()
 
@@ -557,12 +564,12 @@ class TNLinear(TNLayer):
     ) -> None:
         super().__init__()
         what = "TNLinear"
-        in_features = _positive_int(in_features, "in_features", what)
-        out_features = _positive_int(out_features, "out_features", what)
+        in_features = positive_int(in_features, "in_features", what)
+        out_features = positive_int(out_features, "out_features", what)
         self.in_features, self.out_features = in_features, out_features
         if _structure is None:
             shape = (out_features, in_features)
-            _structure = _new_structure(format, shape, MATRIX_LEGS, ranks, fraction, options, what)
+            _structure = new_structure(format, shape, MATRIX_LEGS, ranks, fraction, options, what)
         self._setup(_structure, bias, out_features, plan, device, dtype)
         self.reset_parameters()
 
