@@ -198,16 +198,22 @@ def _dense(structure, geometry, input_shape, device_type) -> list[ForwardPlan]:
     return plans
 
 
-def _placement_plans(pick: str, structure, geometry, input_shape, device_type):
-    """The ``pick`` placements (``"staged"``/``"separable"``) run on the block structure."""
+def _checked_block(structure: Structure, geometry: ConvGeometry, input_shape: tuple):
+    """``(spatial legs, block structure, views)`` for the factored plans; ``None``: no such plan."""
     spatial = spatial_legs(structure)
     if spatial is None:
-        return []
+        return None
     _check(structure, geometry, input_shape)
     made = block_structure(structure, geometry.groups)
-    if made is None:
+    return None if made is None else (spatial, *made)
+
+
+def _placement_plans(pick: str, structure, geometry, input_shape, device_type):
+    """The ``pick`` placements (``"staged"``/``"separable"``) run on the block structure."""
+    found = _checked_block(structure, geometry, input_shape)
+    if found is None:
         return []
-    block, views = made
+    spatial, block, views = found
     single = dataclasses.replace(geometry, groups=1)  # the steps carry their own groups
     limit = max_elements(block, geometry, input_shape)
     plans = []
@@ -233,14 +239,10 @@ def _separable(structure, geometry, input_shape, device_type):
 @register_forward(GROUPED_KIND, "patches", names=lambda s: ("patches",) if spatial_legs(s) else ())
 def _patches(structure, geometry, input_shape, device_type) -> list[ForwardPlan]:
     """Unfold the input; one planned einsum of the patches and the block structure's factors."""
-    spatial = spatial_legs(structure)
-    if spatial is None:
+    found = _checked_block(structure, geometry, input_shape)
+    if found is None:
         return []
-    _check(structure, geometry, input_shape)
-    made = block_structure(structure, geometry.groups)
-    if made is None:
-        return []
-    block, views = made
+    spatial, block, views = found
     batch, channels, rows, cols = input_shape
     kh, kw = geometry.kernel
     out_hw = geometry.output_size(rows, cols)
