@@ -527,5 +527,11 @@ def test_nd_sequence_defaults_messages_and_the_1d_decisions():
 
 
 def test_lifted1d_takes_unbatched_input():
-    lifted = Lifted1d(nn.Conv2d(2, 3, (1, 3)))
-    assert lifted(torch.randn(2, 10)).shape == (3, 8)
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 3, (1, 3)).double()
+    lifted = Lifted1d(conv)
+    x = torch.randn(2, 10, dtype=torch.float64)
+    one_d = nn.functional.conv1d(x.unsqueeze(0), conv.weight.squeeze(2), conv.bias)[0]
+    y = lifted(x)
+    assert y.shape == (3, 8)
+    torch.testing.assert_close(y, one_d, rtol=1e-12, atol=1e-12)  # the Conv1d it stands for
