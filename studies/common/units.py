@@ -203,31 +203,37 @@ def unit_verdict(
         raise ValueError(f"claim must be 'above' or 'below', got {claim!r}")
     n, need = x.size, min_units(alpha)
     iv = t_interval(x, 1 - alpha, unit)
-    side = "greater" if claim == "above" else "less"
-    other = "less" if claim == "above" else "greater"
-    p = sign_flip_p(x - threshold, side)
+    p = sign_flip_p(x - threshold, "greater" if claim == "above" else "less")
+    p_other = sign_flip_p(x - threshold, "less" if claim == "above" else "greater")
     test = (
         f"exact one-sided sign-flip test over {unit}s, with the {100 * (1 - alpha):.0f}% "
         f"t interval over {unit}s"
     )
-    evidence = (
-        f"sign-flip p = {p:.3g}, {100 * (1 - alpha):.0f}% t interval [{iv.low:.4f}, {iv.high:.4f}]"
-    )
+    t_text = f"{100 * (1 - alpha):.0f}% t interval [{iv.low:.4f}, {iv.high:.4f}]"
     opposite = "below" if claim == "above" else "above"
     if n < need:
         status = NOT_ENOUGH_UNITS
         reason = (
             f"{n} {unit}(s): an exact one-sided sign-flip test needs at least {need} to reach "
-            f"p < {alpha:g} ({evidence})"
+            f"p < {alpha:g} (sign-flip p = {p:.3g}, {t_text})"
         )
     elif p < alpha and _side(iv, threshold) == claim:
-        status, reason = HOLDS, f"{what} lies {claim} {threshold:g} over {n} {unit}s ({evidence})"
-    elif sign_flip_p(x - threshold, other) < alpha and _side(iv, threshold) == opposite:
+        status = HOLDS
+        reason = (
+            f"{what} lies {claim} {threshold:g} over {n} {unit}s (sign-flip p = {p:.3g}, {t_text})"
+        )
+    elif p_other < alpha and _side(iv, threshold) == opposite:
         status = DOES_NOT_HOLD
-        reason = f"{what} lies {opposite} {threshold:g} over {n} {unit}s ({evidence})"
+        reason = (
+            f"{what} lies {opposite} {threshold:g} over {n} {unit}s (opposite one-sided "
+            f"sign-flip p = {p_other:.3g}, {t_text})"
+        )
     else:
         status = NOT_SIGNIFICANT
-        reason = f"{what} is not significantly {claim} {threshold:g} over {n} {unit}s ({evidence})"
+        reason = (
+            f"{what} is not significantly {claim} {threshold:g} over {n} {unit}s "
+            f"(sign-flip p = {p:.3g}, {t_text})"
+        )
     return Verdict(
         status, test, reason, statistic=float(x.mean()), p_value=p, interval=iv,
         statistic_name=f"mean over {unit}s", per_unit=tuple(per_unit), units=n,

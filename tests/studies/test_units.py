@@ -141,7 +141,9 @@ def test_unit_verdict_statuses_and_texts():
     )  # fmt: skip
     down = units.unit_verdict(up, 0.0, claim="below", what="the gain")
     assert down.status == "does not hold" and down.p_value == 1.0
-    assert down.reason.startswith("the gain lies above 0 over 5 seeds (sign-flip p = 1,")
+    assert down.reason.startswith(
+        "the gain lies above 0 over 5 seeds (opposite one-sided sign-flip p = 0.0312, 95% t"
+    )
     # below the threshold 0.02: holds for "below", does not hold for "above"
     assert units.unit_verdict(up, 0.02, claim="below", what="d").status == "holds"
     against = units.unit_verdict(up, 0.02, claim="above", what="d")
@@ -201,6 +203,15 @@ def test_paired_unit_verdict_tests_seed_means_and_reports_per_seed_bootstraps():
     assert (
         v.per_unit[1].method == "paired percentile bootstrap (4000 replicates) over 100 test images"
     )
+    # continuous per-image values: each seed's interval depends on its own bootstrap seed
+    rng = np.random.default_rng(0)
+    a, b = [rng.random(50) for _ in range(5)], [rng.random(50) for _ in range(5)]
+    per = units.paired_unit_verdict(a, b, 0.0, claim="above", what="d", seed=3).per_unit
+    assert per == tuple(
+        stats.paired_bootstrap([x], [y], seed=3 + s) for s, (x, y) in enumerate(zip(a, b))
+    )
+    assert per[1] != stats.paired_bootstrap([a[1]], [b[1]], seed=3)
+    assert per[2] != stats.paired_bootstrap([a[2]], [b[2]], seed=1)
     two = units.paired_unit_verdict(base[:2], cut[:2], 0.05, claim="below", what="the drop")
     assert two.status == "not enough units"
     with pytest.raises(ValueError, match="one array per seed"):
