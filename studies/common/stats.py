@@ -145,6 +145,9 @@ class Interval:
         Confidence level, e.g. 0.95.
     method
         How the interval was made, e.g. ``"paired percentile bootstrap over 360 test images"``.
+
+    A bound or estimate of ``None`` is NaN: strict JSON writes NaN (e.g. the bounds of a t
+    interval over one seed) as ``null``, and an interval read back is the same interval.
     """
 
     estimate: float
@@ -152,6 +155,11 @@ class Interval:
     high: float
     level: float
     method: str
+
+    def __post_init__(self) -> None:
+        for name in ("estimate", "low", "high"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, float("nan"))
 
     def format(self, fmt: str = ".2f", scale: float = 1.0, unit: str = "") -> str:
         """E.g. ``0.31 points, 95% interval [-0.28, 0.83]``.

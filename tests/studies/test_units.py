@@ -457,3 +457,19 @@ def test_verdicts_read_back_from_json_dicts():
     listed = {**v.as_dict(), "per_unit": [x for x in v.as_dict()["per_unit"]]}
     assert stats.Verdict(**listed) == v
     assert "5 units" in verdict_text(v) and verdict_text(v).startswith("holds (exact one-sided")
+
+
+def test_one_seed_intervals_survive_strict_json():
+    """NaN bounds (a t interval over one seed) are written as null and read back as NaN."""
+    from studies.common.runner import to_json
+
+    v = units.unit_verdict([0.02], 0.0, claim="above", what="d")
+    assert math.isnan(v.interval.low) and math.isnan(v.interval.high)
+    stored = to_json(v.as_dict())
+    assert stored["interval"]["low"] is None and stored["interval"]["estimate"] == 0.02
+    back = stats.Verdict(**stored)
+    assert math.isnan(back.interval.low) and math.isnan(back.interval.high)
+    assert back.interval.estimate == 0.02 and back.status == "not enough units"
+    assert "95% interval [nan, nan] points" in verdict_text(back)
+    nan = stats.Interval(None, 0.1, None, 0.9, "m")
+    assert math.isnan(nan.estimate) and nan.low == 0.1 and math.isnan(nan.high)
