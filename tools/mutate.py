@@ -298,7 +298,9 @@ TESTS: dict[str, list[str]] = {
     "studies/verdicts/approx_error.py": ["tests/studies/test_verdicts_approx_error.py"],
     "studies/common/stats.py": [
         "tests/studies/test_stats.py", "tests/studies/test_stats_values.py",
+        "tests/studies/test_units.py",
     ],  # fmt: skip
+    "studies/common/units.py": ["tests/studies/test_units.py"],
 
     # spectra: dense kernels, compressed kernels through their networks, and their plots
     "tensornet/formats/cuts.py": ["tests/test_spectra_compressed.py"],

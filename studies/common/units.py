@@ -331,14 +331,10 @@ def equivalence_verdict(
     if low_ok and high_ok:
         status, verb = HOLDS, "lies"
     elif outside:
-        status, verb = DOES_NOT_HOLD, "lies outside"
+        status, verb = DOES_NOT_HOLD, "lies entirely outside"
     else:
         status, verb = NOT_SIGNIFICANT, "is not entirely"
     reason = f"the {level} interval of {what} {verb} {band} (the equivalence margin)"
-    if status == DOES_NOT_HOLD:
-        reason = (
-            f"the {level} interval of {what} lies entirely outside {band} (the equivalence margin)"
-        )
     return Verdict(status, f"{test}, equivalence margin ±{margin:g}", reason, interval=interval)
 
 

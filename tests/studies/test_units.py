@@ -235,6 +235,9 @@ def iv(low, high, level=0.9):
         (-0.09, -0.06, "both", "does not hold"),  # entirely below -margin
         (-0.05, 0.03, "both", "not significant"),  # touching the margin is not inside
         (0.05, 0.09, "both", "not significant"),  # touching it is not outside either
+        (-0.02, 0.05, "both", "not significant"),
+        (-0.09, -0.05, "both", "not significant"),
+        (-0.02, 0.05, "upper", "not significant"),
         (-0.9, 0.03, "upper", "holds"),  # "no better": only the upper bound matters
         (0.06, 0.09, "upper", "does not hold"),
         (-0.09, -0.06, "upper", "holds"),
@@ -473,3 +476,104 @@ def test_one_seed_intervals_survive_strict_json():
     assert "95% interval [nan, nan] points" in verdict_text(back)
     nan = stats.Interval(None, 0.1, None, 0.9, "m")
     assert math.isnan(nan.estimate) and nan.low == 0.1 and math.isnan(nan.high)
+
+
+# -- boundaries and texts, pinned -----------------------------------------------------------------
+def test_side_needs_the_whole_interval_strictly_on_one_side():
+    assert units._side(iv(0.0, 1.0), 0.0) is None and units._side(iv(-1.0, 0.0), 0.0) is None
+    assert units._side(iv(0.01, 1.0), 0.0) == "above"
+    assert units._side(iv(-1.0, -0.01), 0.0) == "below"
+
+
+def test_inputs_are_converted_to_float():
+    """Fractions (or other numbers numpy keeps as objects) are read as floats."""
+    from fractions import Fraction
+
+    thirds = [Fraction(1, 3), Fraction(2, 3), Fraction(1, 1)]
+    assert units.t_interval(thirds).estimate == pytest.approx(2 / 3)
+    assert units.sign_flip_p(thirds, "greater") == 1 / 8
+    v = units.kendall_units_verdict([(thirds + [Fraction(4, 3)], [1, 2, 3, 4])] * 2)
+    assert v.statistic == pytest.approx(1.0)
+    w = units.kendall_units_verdict([([1, 2, 3, 4], thirds + [Fraction(4, 3)])] * 2)
+    assert w.statistic == pytest.approx(1.0)
+
+
+def test_error_messages_name_the_function_or_quantity():
+    with pytest.raises(ValueError, match=r"^stouffer: need a non-empty"):
+        units.stouffer([])
+    with pytest.raises(ValueError, match=r"^t_interval: need a non-empty"):
+        units.t_interval([])
+    with pytest.raises(ValueError, match=r"^the d: need a non-empty"):
+        units.unit_equivalence_verdict([], 0.05, what="the d")
+    with pytest.raises(ValueError, match=r"^reference and other need one array per seed, and"):
+        units.paired_unit_verdict([np.ones(2)], [], 0.0, claim="above", what="d")
+    with pytest.raises(ValueError, match=r"chance is known for digits, mnist5k, mnist, fashion"):
+        units.chance_level("svhn")
+
+
+def test_significance_is_strictly_below_alpha():
+    # six units, one zero: p = 2/64 = 1/32 exactly; the t interval lies above 0
+    x = [1.0, 1.0, 1.0, 1.0, 1.0, 0.0]
+    assert units.sign_flip_p(x, "greater") == 1 / 32 and units.min_units(1 / 32) == 6
+    assert units.unit_verdict(x, 0.0, claim="above", what="d", alpha=1 / 32).status == (
+        "not significant"
+    )
+    neg = [-v for v in x]
+    assert units.unit_verdict(neg, 0.0, claim="above", what="d", alpha=1 / 32).status == (
+        "not significant"
+    )
+    assert units.unit_verdict(x, 0.0, claim="above", what="d", alpha=0.04).status == "holds"
+    # Kendall: two seeds, p = stouffer(1/24, 1/6) exactly at alpha
+    seeds = [([0, 1, 2, 3], [1, 2, 3, 4]), ([0, 1, 2, 3], [1, 3, 2, 4])]
+    p = units.kendall_units_verdict(seeds).p_value
+    assert units.kendall_units_verdict(seeds, alpha=p).status == "not significant"
+    down = [(x, [-v for v in y]) for x, y in seeds]
+    assert units.kendall_units_verdict(down, alpha=p).status == "not significant"
+    assert units.kendall_units_verdict(down, alpha=p * 1.001).status == "does not hold"
+    # one seed of four points: its best p is 1/24; at alpha = 1/24 it cannot decide
+    four = ([0, 1, 2, 3], [1, 2, 3, 4])
+    assert units.kendall_units_verdict([four], alpha=1 / 24).status == "not enough units"
+
+
+def test_not_enough_units_verdicts_carry_their_fields():
+    three = units.kendall_units_verdict([([0, 1, 2], [1, 2, 3])], unit="run")
+    assert three.test == (
+        "one-sided Kendall tau-b test within each run, combined across runs by Stouffer's z "
+        "(equal weights)"
+    )
+    assert three.statistic_name == "mean tau over runs" and three.interval is None
+    assert three.p_value is None and three.per_unit == ()
+
+
+def test_arguments_are_passed_through():
+    rng = np.random.default_rng(4)
+    a, b = [rng.random(40) for _ in range(6)], [rng.random(40) for _ in range(6)]
+    default = units.paired_unit_verdict(a, b, 0.0, claim="above", what="d")
+    assert default == units.paired_unit_verdict(a, b, 0.0, claim="above", what="d", seed=0)
+    # alpha reaches the test: 6 units are enough at 0.05, not at 0.01
+    big = [x + 1 for x in a]
+    assert units.paired_unit_verdict(big, b, 0.0, claim="above", what="d").status == "holds"
+    strict = units.paired_unit_verdict(big, b, 0.0, claim="above", what="d", alpha=0.01)
+    assert strict.status == "not enough units" and strict.interval.level == pytest.approx(0.99)
+    # the unit name reaches the t interval's method
+    v = units.unit_verdict([0.1] * 5, 0.0, claim="above", what="d", unit="run")
+    assert v.interval.method == "t interval over 5 runs (4 degrees of freedom)"
+    e = units.unit_equivalence_verdict([0.01] * 5, 0.05, what="d", unit="run")
+    assert e.interval.method == "t interval over 5 runs (4 degrees of freedom)"
+    # side reaches the equivalence test: far below -margin is "no better" (upper) but not
+    # equivalent (both)
+    low = [-0.2, -0.21, -0.19, -0.2, -0.2]
+    assert units.unit_equivalence_verdict(low, 0.05, what="d", side="upper").status == "holds"
+    assert units.unit_equivalence_verdict(low, 0.05, what="d").status == "does not hold"
+
+
+def test_sign_flip_slack_is_absolute_below_one():
+    """Sums within 1e-9 (or 1e-9 of the total size above 1) count as equal."""
+    assert units.sign_flip_p([7.5e-10], "greater") == 0.5  # -7.5e-10 is 1.5e-9 away: not equal
+    assert units.sign_flip_p([4e-10], "greater") == 1.0  # 8e-10 apart: equal
+
+
+def test_a_zero_margin_withholds_only_models_at_or_below_chance():
+    v = stats.Verdict("holds", "t", "r")
+    assert units.withhold_near_chance(v, {"a": 0.1}, 0.1, margin=0.0).status == "no verdict"
+    assert units.withhold_near_chance(v, {"a": 0.11}, 0.1, margin=0.0) is v
