@@ -322,9 +322,8 @@ def equivalence_verdict(
         raise ValueError(f"side must be 'both', 'upper' or 'lower', got {side!r}")
     low_ok = side == "upper" or interval.low > -margin
     high_ok = side == "lower" or interval.high < margin
-    outside = (side != "lower" and interval.low > margin) or (
-        side != "upper" and interval.high < -margin
-    )
+    # entirely outside the band (on a side whose bound is not checked, that is "holds" first)
+    outside = interval.low > margin or interval.high < -margin
     band = {"both": f"within ±{margin:g}", "upper": f"below +{margin:g}",
             "lower": f"above -{margin:g}"}[side]  # fmt: skip
     level = f"{100 * interval.level:.0f}%"
