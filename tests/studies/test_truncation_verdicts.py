@@ -217,6 +217,8 @@ def test_verdicts_near_chance_are_withheld():
     assert found["verdicts"]["2"]["reason"].startswith(
         "compared models within 5 points of chance (10%): base 15.0% (the test alone: holds"
     )
+    assert "(10%): base 15.0%, safe 10.0% (the test alone" in found["verdicts"]["1"]["reason"]
+    assert "(10%): base 15.0%, re-trained 15.0% (the" in found["verdicts"]["3"]["reason"]
     cifar = truncation.findings(results, truncation.Config(quick=True, dataset="cifar100"))
     assert statuses(cifar) == ["does not hold", "holds", "holds"]  # chance 1 %: none is near
 
