@@ -106,12 +106,13 @@ def test_compare_seeds_are_the_units():
     assert one["verdict"]["reason"].startswith("1 seed(s): ")
     default = hybrid.compare([seed_result(0)], [("hybrid", "tt")], RATIOS, "after")
     assert default["verdict"]["test"].startswith("exact one-sided sign-flip test over seeds")
-    assert (
-        "the accuracy difference"
-        in hybrid.compare([seed_result(s) for s in range(5)], [("hybrid", "tt")], RATIOS, "after")[
-            "verdict"
-        ]["reason"]
-    )
+    five = [seed_result(s, shift=s) for s in range(5)]
+    reason = hybrid.compare(five, [("hybrid", "tt")], RATIOS, "after")["verdict"]["reason"]
+    assert reason.startswith("the accuracy difference lies above 0 over 5 seeds")
+    # the per-seed bootstraps are seeded: 0 unless told otherwise
+    default = hybrid.compare(five, [("hybrid", "tt")], RATIOS, "before")
+    assert default == hybrid.compare(five, [("hybrid", "tt")], RATIOS, "before", seed=0)
+    assert default != hybrid.compare(five, [("hybrid", "tt")], RATIOS, "before", seed=1)
     same = hybrid.compare([seed_result(0)], [("ht", "ht")], RATIOS, "after")
     assert (same["wins"], same["losses"]) == (0, 0) and same["differences"] == [0.0, 0.0]
 
