@@ -370,3 +370,14 @@ def test_findings_skip_the_paper_subset_without_its_fractions():
     assert ae.findings(results, Config(pseudo_runs=3, boot=100, seed=4, quick=True))[
         "evidence"
     ] == units.evidence_note(True)
+
+
+def test_kendall_status_needs_p_strictly_below_alpha():
+    assert ae._kendall_status(0.3, 0.05, 0.9) == (
+        "not significant", "mean tau-a 0.30, combined one-sided p 0.05 >= 0.05"
+    )  # fmt: skip
+    assert ae._kendall_status(-0.3, 0.9, 0.05)[0] == "not significant"
+    assert ae._kendall_status(-0.3, 0.9, 0.0499) == (
+        "does not hold", "rel. weight error correlates negatively (combined p 0.0499)"
+    )  # fmt: skip
+    assert ae._kendall_status(0.3, 0.0499, 0.9)[0] == "holds"
