@@ -217,12 +217,14 @@ def kernel_errors(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 def _both(parts: Sequence[stats.Verdict]) -> stats.Verdict:
     """Holds when every part holds, does not hold when any part does not; otherwise "no
     verdict", "not enough units" or "not significant" (:func:`~studies.common.stats.all_hold`).
+    The reason lists the parts with the combined status first.
     """
-    reason = "; ".join(p.reason for p in parts)
+    status = stats.all_hold([p.status for p in parts])
+    # the parts that decide the status lead the reason (e.g. which models are near chance)
+    ordered = sorted(parts, key=lambda p: p.status != status)
+    reason = "; ".join(p.reason for p in ordered)
     test = parts[0].test + " (each comparison separately)"
-    return stats.Verdict(
-        stats.all_hold([p.status for p in parts]), test, reason, units=parts[0].units
-    )
+    return stats.Verdict(status, test, reason, units=parts[0].units)
 
 
 def seed_numbers(result: Mapping[str, Any], cfg: Config) -> dict[str, Any]:

@@ -164,8 +164,10 @@ def verdict(status, test="t", reason="r"):
 )
 def test_both_needs_every_part(statuses, combined):
     parts = [verdict(s, test=f"test {i}", reason=f"part {i}") for i, s in enumerate(statuses)]
+    # the deciding part's reason first
+    reason = "part 1; part 0" if statuses[1] == combined != statuses[0] else "part 0; part 1"
     assert hybrid._both(parts) == stats.Verdict(
-        combined, "test 0 (each comparison separately)", "part 0; part 1"
+        combined, "test 0 (each comparison separately)", reason
     )
     parts = [stats.Verdict(s, "t", "r", units=3 + i) for i, s in enumerate(statuses)]
     assert hybrid._both(parts).units == 3
