@@ -132,7 +132,6 @@ class Config:
         return runner.seed_list(self.seed, self.seeds)
 
 
-
 # -- levels chosen on validation (tolerated, nontrivial: studies.verdicts.truncation) ----------
 def combined_plan(
     choice: Mapping[tuple[str, str], dict], layers: Sequence[str], cuts: Sequence[tuple[str, ...]]
@@ -363,7 +362,6 @@ class SeedRun:
         }
 
 
-
 # -- report -------------------------------------------------------------------------------------
 def _s(summary: Mapping[str, Any], key: str, fmt: str = ".4f", scale: float = 1.0, unit: str = ""):
     return stats.Spread(**summary[key]).format(fmt, scale, unit)
@@ -590,21 +588,40 @@ def build_parser() -> cli.OneLineParser:
     p.add_argument("--model", default="vanilla_cnn", choices=MODEL_NAMES)
     cli.add_run_arguments(p, DATASET_NAMES, default_out="runs/truncation-DATASET-MODEL")
     add = p.add_argument
-    add("--cuts", type=parse_cuts, default=ALL_CUTS,
-        help="'all' or e.g. 'out;in;out,in' (default: all 7)")
-    add("--chis", type=cli.int_list, default=None,
-        help="comma-separated chi values (default: powers of two up to full rank)")
+    add(
+        "--cuts",
+        type=parse_cuts,
+        default=ALL_CUTS,
+        help="'all' or e.g. 'out;in;out,in' (default: all 7)",
+    )
+    add(
+        "--chis",
+        type=cli.int_list,
+        default=None,
+        help="comma-separated chi values (default: powers of two up to full rank)",
+    )
     add("--epochs", type=cli.positive_int, default=15)
     add("--lr", type=cli.positive_float, default=1e-3)
     add("--batch-size", type=cli.positive_int, default=64)
     add("--retrain-epochs", type=cli.positive_int, default=5)
     add("--retrain-lr", type=cli.positive_float, default=1e-3)
-    add("--tolerance", type=cli.fraction, default=0.01,
-        help="validation accuracy drop counted as 'little' (fraction, default 0.01 = 1 point)")
-    add("--aggressive-drop", type=cli.fraction, default=0.05,
-        help="per-cut validation accuracy drop of the aggressive level (default 0.05)")
-    add("--quick", action="store_true",
-        help="CI-sized run: 3 epochs, 3 cuts, chi in 1..64 by powers of two, 1 re-train epoch")
+    add(
+        "--tolerance",
+        type=cli.fraction,
+        default=0.01,
+        help="validation accuracy drop counted as 'little' (fraction, default 0.01 = 1 point)",
+    )
+    add(
+        "--aggressive-drop",
+        type=cli.fraction,
+        default=0.05,
+        help="per-cut validation accuracy drop of the aggressive level (default 0.05)",
+    )
+    add(
+        "--quick",
+        action="store_true",
+        help="CI-sized run: 3 epochs, 3 cuts, chi in 1..64 by powers of two, 1 re-train epoch",
+    )
     return p  # fmt: skip
 
 

@@ -64,6 +64,8 @@ def all_hold(statuses: Sequence[str]) -> str:
     if DOES_NOT_HOLD in statuses:
         return DOES_NOT_HOLD
     return HOLDS if all(s == HOLDS for s in statuses) else NOT_SIGNIFICANT
+
+
 STATUSES = (HOLDS, NOT_SIGNIFICANT, DOES_NOT_HOLD)
 ALPHA = 0.05
 
@@ -272,9 +274,8 @@ def paired_bootstrap(
     low, high = np.quantile(replicates, [tail, 1 - tail])
     sizes = sorted({d.size for d in diffs})
     items = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
-    method = (
-        f"paired percentile bootstrap ({n_boot} replicates) over {items} test images"
-        + (f" and {n_seeds} seeds" if n_seeds > 1 else "")
+    method = f"paired percentile bootstrap ({n_boot} replicates) over {items} test images" + (
+        f" and {n_seeds} seeds" if n_seeds > 1 else ""
     )
     estimate = float(np.mean([d.mean() for d in diffs]))
     return Interval(estimate, float(low), float(high), level, method)

@@ -265,9 +265,12 @@ def test_findings_intervals_verdicts_and_summary():
         what="the safe plan's accuracy drop",
     ).as_dict()  # fmt: skip
     depth = [0, 1, 2, 3, 4] * 2
-    assert v2 == stats.kendall_verdict(
-        depth, RISING * 2, what="the removable norm with layer depth"
-    ).as_dict()
+    assert (
+        v2
+        == stats.kendall_verdict(
+            depth, RISING * 2, what="the removable norm with layer depth"
+        ).as_dict()
+    )
     assert v3["status"] == "holds" and v3["test"] == test
     assert v3["reason"] == (
         "the 95% interval of the aggressive drop lies above 0.01, and "
