@@ -66,10 +66,12 @@ from studies.verdicts.alds import (  # noqa: F401  (the verdict code, re-exporte
 )
 from tensornet.analysis import ResultStore
 from tensornet.io import atomic_write_text, save_figure
+from tensornet.nn.alloc_candidates import AUTO_FORMATS
 
 PROG = "python -m studies alds"
 BUDGETS: tuple[float, ...] = (0.6, 0.4, 0.25, 0.15)
 QUICK_BUDGETS: tuple[float, ...] = (0.5, 0.25)
+QUICK_AUTO_FORMATS: tuple[str, ...] = ("svd", "grouped", "tucker2")  # the fast candidates
 # Per-dataset defaults: mnist5k (28x28, 3,000 training images) is shrunk to stay near 10 min.
 DEFAULTS = {
     "digits": {"width": 16, "epochs": 15, "retrain_epochs": 3},
@@ -112,6 +114,7 @@ class Config:
     random_starts: int = 4
     limit: int | None = None
     methods: tuple[str, ...] = ALL_METHODS
+    auto_formats: tuple[str, ...] = AUTO_FORMATS
     recalibrate_bn: bool = True
     calibration_batches: int = 8
     device: str = "cpu"
@@ -140,6 +143,7 @@ class Config:
             "retrain_lr": self.retrain_lr,
             "iterations": self.iterations,
             "random_starts": self.random_starts,
+            "auto_formats": list(self.auto_formats),
             "recalibrate_bn": self.recalibrate_bn,
             "calibration_batches": self.calibration_batches,
         }
@@ -556,6 +560,20 @@ def method_list(text: str) -> tuple[str, ...]:
     return tuple(m for m in ALL_METHODS if m in names)
 
 
+def format_list(text: str) -> tuple[str, ...]:
+    """Comma-separated distinct formats of ``auto`` (:data:`AUTO_FORMATS`).
+
+    >>> format_list("svd,tucker2")
+    ('svd', 'tucker2')
+    """
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    if not names or any(n not in AUTO_FORMATS for n in names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: distinct formats of {', '.join(AUTO_FORMATS)} expected"
+        )
+    return names
+
+
 def build_parser() -> cli.OneLineParser:
     """The argument parser; every value is checked here (one line and exit 2 when bad)."""
     p = cli.OneLineParser(prog=PROG, description=__doc__.split("\n")[0])
@@ -599,6 +617,13 @@ def build_parser() -> cli.OneLineParser:
         type=method_list,
         default=ALL_METHODS,
         help=f"allocation methods, comma-separated (default {','.join(ALL_METHODS)})",
+    )
+    add(
+        "--auto-formats",
+        type=format_list,
+        default=None,
+        help=f"formats auto may choose (default all: {','.join(AUTO_FORMATS)}; --quick: "
+        f"{','.join(QUICK_AUTO_FORMATS)})",
     )
     add(
         "--no-recalibrate-bn",
@@ -649,6 +674,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         random_starts=a.random_starts,
         limit=a.limit,
         methods=a.methods,
+        auto_formats=a.auto_formats or (QUICK_AUTO_FORMATS if a.quick else AUTO_FORMATS),
         recalibrate_bn=a.recalibrate_bn,
         calibration_batches=a.calibration_batches,
         device=a.device,

@@ -78,7 +78,7 @@ class CellContext:
     """What every cell of one seed needs (picklable: sent once to each Dask worker).
 
     ``cfg`` needs ``device``, ``batch_size``, ``calibration_batches``, ``recalibrate_bn``,
-    ``iterations``, ``random_starts``, ``retrain_epochs`` and ``retrain_lr``.
+    ``auto_formats``, ``iterations``, ``random_starts``, ``retrain_epochs`` and ``retrain_lr``.
     """
 
     def __init__(self, cfg: Any, seed: int, model: torch.nn.Module, data: DatasetSplits):
@@ -124,7 +124,9 @@ class CellContext:
         if first is not None:
             kw: dict[str, Any] = {"reuse": first}
         else:
-            kw = {"data": self.calibration()} if method == "auto-data" else {}
+            kw = {"formats": cfg.auto_formats}
+            if method == "auto-data":
+                kw["data"] = self.calibration()
         alloc = tnn.allocate(
             self.model, budget, "auto", example_input=example, progress=False, **kw
         )

@@ -38,7 +38,7 @@ def cells(out):
 def test_budgets_met_and_params_follow_the_formula(quick_run):
     cfg, out, _ = quick_run
     rows = cells(out)
-    assert cfg.methods == alds.ALL_METHODS
+    assert cfg.methods == alds.ALL_METHODS and cfg.auto_formats == alds.QUICK_AUTO_FORMATS
     assert {(r["method"], r["budget"]) for r in rows} == {
         (m, b) for m in alds.ALL_METHODS for b in (1.0, *cfg.budgets)
     }
@@ -179,6 +179,7 @@ def test_rerun_resumes_without_recomputing(quick_run, data, capsys):
         (["--methods", "alds,magic"], "--methods"),
         (["--methods", "alds,alds"], "distinct methods"),
         (["--calibration-batches", "0"], "--calibration-batches"),
+        (["--auto-formats", "svd,peps"], "--auto-formats"),
     ],
 )
 def test_bad_arguments_one_line_exit_2(argv, fragment, capsys, tmp_path):
@@ -243,17 +244,16 @@ def _context(cfg, data, width=4):
 def test_auto_cells_reuse_the_candidates_and_choose_as_a_fresh_allocation(data):
     import tensornet.nn as tnn
 
-    ctx = _context(alds.Config(), data)
+    ctx = _context(alds.Config(auto_formats=("svd", "tucker2")), data)
     first = ctx.allocate("auto", 0.5)
     second = ctx.allocate("auto", 0.3)
     assert ctx.frontiers == {"auto": first}
-    fresh = tnn.allocate(ctx.model, 0.3, "auto", example_input=ctx.example, progress=False)
+    kw = {"example_input": ctx.example, "progress": False, "formats": ("svd", "tucker2")}
+    fresh = tnn.allocate(ctx.model, 0.3, "auto", **kw)
     assert second.layers == fresh.layers and second.total_params == fresh.total_params
     with_data = ctx.allocate("auto-data", 0.5)
     assert ctx.frontiers["auto-data"] is with_data
-    scored = tnn.allocate(
-        ctx.model, 0.5, "auto", example_input=ctx.example, data=ctx.calibration(), progress=False
-    )
+    scored = tnn.allocate(ctx.model, 0.5, "auto", data=ctx.calibration(), **kw)
     assert with_data.layers == scored.layers
     assert with_data.frontiers != first.frontiers  # output errors, not weight errors
 
@@ -286,13 +286,18 @@ def test_calibration_batches_and_recalibrated_scores(data):
 def test_methods_subset_runs_only_those_cells_and_findings(tmp_path, data):
     cfg = alds.parse_args(
         ["--quick", "--limit", "300", "--out", str(tmp_path), "--methods", "auto,alds",
-         "--budgets", "0.5", "--retrain-epochs", "0", "--no-recalibrate-bn"]
+         "--budgets", "0.5", "--retrain-epochs", "0", "--no-recalibrate-bn", "--epochs", "1",
+         "--auto-formats", "svd,tucker2"]
     )  # fmt: skip
     assert cfg.methods == ("alds", "auto") and not cfg.recalibrate_bn
+    assert cfg.auto_formats == ("svd", "tucker2")
     alds.Study(cfg, load_data=lambda seed: data).run()
     found = json.loads((tmp_path / "findings.json").read_text())
     assert found["methods"] == ["alds", "auto"]
     assert sorted(found["auto"]) == ["auto"] and found["comparisons"]["before"] == {}
     assert found["recalibration"] == []
-    assert all(r["before_raw"] is None for r in cells(tmp_path))
+    rows = cells(tmp_path)
+    assert all(r["before_raw"] is None for r in rows)
+    used = {lay["format"] for r in rows if r["method"] == "auto" for lay in r["layers"]}
+    assert used <= {"svd", "tucker2", "dense"} and used != {"dense"}
     assert "no recalibration, `--no-recalibrate-bn`" in (tmp_path / "report.md").read_text()
