@@ -10,17 +10,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from studies.common import stats
-from studies.common.report import md_table, verdict_text
+from studies.common.report import md_table
 
 __all__ = ["auto_section", "recalibration_section"]
 
 _LABELS = {"auto-data": "`auto` with data", "auto": "`auto` (weights only)"}
-
-
-def _verdict(c: Mapping[str, Any]) -> str:
-    v = c["verdict"]
-    iv = stats.Interval(**v["interval"]) if v["interval"] else None
-    return verdict_text(stats.Verdict(**{**v, "interval": iv})).strip("*")
 
 
 def auto_section(found: Mapping[str, Any]) -> list[str]:
@@ -52,7 +46,7 @@ def auto_section(found: Mapping[str, Any]) -> list[str]:
                 iv = stats.Interval(**c["advantage"]).format(scale=100, unit=" points")
                 rows.append(
                     [label, budget, iv, f"{c['wins']}/{c['ties']}/{c['losses']}",
-                     f"{c['wilcoxon_p']:.3g}", _verdict(c)]
+                     f"{c['wilcoxon_p']:.3g}", c["verdict"]["status"]]
                 )  # fmt: skip
         verdicts = ", ".join(
             f"{label}: **{phases[p]['verdict']}**"
