@@ -31,6 +31,7 @@ it. Modules, each using only those listed before it when loaded:
   (their plans: :mod:`.plans_nd`, :mod:`.geometry_nd`); :mod:`.kinds`: the layer kinds
   (per torch layer type its compressed class and conversions).
 - :mod:`.batchnorm`: :func:`recalibrate_bn`; :mod:`.defaults`: :func:`default_format`.
+- :mod:`.fold`: :func:`fold_batchnorm` (eval-mode BatchNorm folded into the layer before it).
 - :mod:`.select`: :func:`select_layers` with what compression supports.
 - :mod:`.measure`: the dense side (shapes, FLOPs, times, true kernel errors).
 - :mod:`.report`: :class:`CompressionReport`, :class:`LayerReport`.
@@ -74,6 +75,7 @@ from .cost import calibrate, costs_for
 from .covariance import InputCovariance, fit_sequentially, input_covariances
 from .defaults import default_format
 from .export import conv_sequence, to_standard
+from .fold import batchnorm_pairs, fold_batchnorm
 from .geometry import ConvGeometry
 from .kinds import LayerKind, kind_of, register_kind
 from .layers import PlanInfo, TNConv2d, TNLayer, TNLinear, kernel_options
@@ -113,6 +115,7 @@ __all__ = [
     "TNLinear",
     "allocate",
     "batchnorm_layers",
+    "batchnorm_pairs",
     "calibrate",
     "compress",
     "compress_layer_whitened",
@@ -123,6 +126,7 @@ __all__ = [
     "dense_seconds",
     "describe",
     "end_layers",
+    "fold_batchnorm",
     "fit_sequentially",
     "input_covariances",
     "kernel_errors",
