@@ -350,6 +350,7 @@ class TNConv2d(TNLayer):
     """
 
     kind = "conv"
+    channels_last_plans = True  # a channels-last input keeps its layout (:mod:`.layout`)
 
     def __init__(
         self,
