@@ -1,10 +1,12 @@
 """Whole-model speed with what a shipping user turns on: BatchNorm folding and channels-last.
 
-For each case (model, fraction) and format, eight variants run interleaved (each round runs
-every variant once, in turn; medians and minima over rounds): dense and compressed, each
+For each case (model, fraction) and format, nine variants run interleaved (each round runs
+every variant once, in a new random order; medians and minima over rounds): dense and compressed, each
 plain (NCHW), with eval BatchNorm folded (``tnn.fold_batchnorm``: torch's conv-BN fusion for
 dense layers, the out-leg factor scaled for compressed ones), channels-last
-(``model.to(memory_format=torch.channels_last)`` and a channels-last input) and both. Ratios
+(``model.to(memory_format=torch.channels_last)`` and a channels-last input) and both, and the
+compressed model with both and every layer's ``plan="measure"`` (times its likely plans once
+per input shape, keeps the fastest, instead of the cost model's pick). Ratios
 are dense (plain) time over each variant's, and each compressed variant against the dense
 variant with the same options (the fair ratio). ``macs`` is the whole model's multiply-add
 ratio (dense / compressed, every conv and linear counted). Batch 32, 32x32 inputs, eval, no
@@ -16,6 +18,7 @@ grad.
 
 import argparse
 import copy
+import random
 import statistics
 import sys
 import time
@@ -60,7 +63,7 @@ def model_flops(model: nn.Module, x: torch.Tensor) -> int:
 
 
 def variants(dense, small, x):
-    """name -> (model, input) for the eight variants."""
+    """name -> (model, input) for the nine variants."""
     xc = x.contiguous(memory_format=CL)
     out = {}
     for tag, model in (("dense", dense), ("tn", small)):
@@ -69,6 +72,11 @@ def variants(dense, small, x):
         out[f"{tag}+fold"] = (folded, x)
         out[f"{tag}+cl"] = (copy.deepcopy(model).to(memory_format=CL), xc)
         out[f"{tag}+cl+fold"] = (copy.deepcopy(folded).to(memory_format=CL), xc)
+    measured = copy.deepcopy(out["tn+cl+fold"][0])
+    for m in measured.modules():
+        if isinstance(m, TNLayer):
+            m.plan = "measure"  # each layer times its likely plans once, keeps the fastest
+    out["tn+cl+fold+measure"] = (measured, xc)
     with torch.no_grad():
         ref = small(x)
         for name, (m, inp) in out.items():
@@ -83,8 +91,12 @@ def timed(runs, rounds, clock=time.perf_counter):
         for m, inp in runs.values():  # warm up: plans chosen, oneDNN primitives made
             m(inp)
             m(inp)
+        order = list(runs)
+        shuffle = random.Random(0).shuffle
         for _ in range(rounds):
-            for name, (m, inp) in runs.items():
+            shuffle(order)  # no variant always runs first (after another's cache traffic)
+            for name in order:
+                m, inp = runs[name]
                 start = clock()
                 m(inp)
                 times[name].append(clock() - start)
@@ -120,10 +132,10 @@ def main(argv=None) -> None:
             low = {k: min(v) for k, v in times.items()}
             print(f"{case} {fmt}: params {extra['params_ratio']:.3f}, MAC reduction {macs:.2f}x")
             for name in times:
-                twin = name.replace("tn", "dense")
+                twin = name.replace("tn", "dense").replace("+measure", "")
                 vs_dense = med["dense"] / med[name], low["dense"] / low[name]
                 print(
-                    f"  {name:<14} median {1e3 * med[name]:7.2f} ms  min {1e3 * low[name]:7.2f} ms"
+                    f"  {name:<18} median {1e3 * med[name]:7.2f} ms  min {1e3 * low[name]:7.2f} ms"
                     f"  vs dense {vs_dense[0]:5.2f}x (min {vs_dense[1]:5.2f}x)"
                     f"  vs {twin} {med[twin] / med[name]:5.2f}x",
                     flush=True,
