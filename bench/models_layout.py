@@ -1,16 +1,17 @@
 """Whole-model speed with what a shipping user turns on: BatchNorm folding and channels-last.
 
 For each case (model, fraction) and format, nine variants run interleaved (each round runs
-every variant once, in a new random order; medians and minima over rounds): dense and compressed, each
-plain (NCHW), with eval BatchNorm folded (``tnn.fold_batchnorm``: torch's conv-BN fusion for
-dense layers, the out-leg factor scaled for compressed ones), channels-last
+every variant once, in a new random order; medians and minima over rounds): dense and
+compressed, each plain (NCHW), with eval BatchNorm folded (``tnn.fold_batchnorm``: torch's
+conv-BN fusion for dense layers, the out-leg factor scaled for compressed ones), channels-last
 (``model.to(memory_format=torch.channels_last)`` and a channels-last input) and both, and the
 compressed model with both and every layer's ``plan="measure"`` (times its likely plans once
-per input shape, keeps the fastest, instead of the cost model's pick). Ratios
-are dense (plain) time over each variant's, and each compressed variant against the dense
-variant with the same options (the fair ratio). ``macs`` is the whole model's multiply-add
-ratio (dense / compressed, every conv and linear counted). Batch 32, 32x32 inputs, eval, no
-grad.
+per input shape, keeps the fastest, instead of the cost model's pick). Ratios are dense
+(plain) time over each variant's, and each compressed variant against the dense variant with
+the same options (the fair ratio). The MAC reduction is the whole model's (dense /
+compressed, every conv and linear counted). Batch 32, 32x32 inputs, eval, no grad. On a
+shared machine, ``--clock cpu`` (one thread) and glibc's ``MALLOC_MMAP_THRESHOLD_`` set high
+(fresh 2 MB activations otherwise page-fault on every forward) steady the figures.
 
     python bench/models_layout.py --cases resnet20-25 resnet20-10 resnet18-25 \
         --formats tucker2 tt --rounds 30 --threads 1
