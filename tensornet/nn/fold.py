@@ -64,7 +64,7 @@ def batchnorm_pairs(model: nn.Module) -> list[tuple[str, str]]:
     for node in graph.nodes:
         if node.op != "call_module" or not isinstance(model.get_submodule(node.target), BATCHNORMS):
             continue
-        src = node.args[0] if node.args else None
+        src = node.args[0]  # a BatchNorm call has its input
         if (
             isinstance(src, fx.Node)
             and src.op == "call_module"

@@ -117,6 +117,7 @@ def test_compressed_conv_values_and_bias(bias):
     assert isinstance(folded[1], nn.Identity)
     assert folded[0].bias is not None and folded[0].bias.shape == (6,)
     assert folded[0].ranks == (3, 2)
+    assert net[0].decomposition_error is not None and folded[0].decomposition_error is None
     with torch.no_grad():
         assert torch.allclose(folded(x), ref, rtol=0, atol=1e-12)
     # the original is untouched (a copy was folded)
@@ -137,6 +138,22 @@ def test_affine_free_batchnorm_folds():
     x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
     with torch.no_grad():
         assert torch.allclose(fold_batchnorm(net)(x), net(x), rtol=0, atol=1e-12)
+
+
+def test_a_float64_batchnorm_folds_into_a_float32_layer_in_its_dtype():
+    torch.manual_seed(5)
+    layer = TNConv2d(3, 4, 3, format="tucker2", ranks=(2, 2), bias=False)
+    bn = nn.BatchNorm2d(4).double()
+    _randomize_bn(nn.Sequential(bn), seed=6)
+    net = nn.Sequential(layer, bn).eval()
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        ref = bn(layer(x).double())
+        folded = fold_batchnorm(net)
+        out = folded(x)
+    assert folded[0].bias.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in folded[0].factors.values())
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
 
 
 def test_inplace_returns_the_model_itself():
@@ -174,18 +191,20 @@ def test_conv1d_linear_and_transposed_layers_fold():
 
 def test_dense_layers_use_torch_fusion():
     net = nn.Sequential(
-        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ConvTranspose2d(4, 2, 2), nn.BatchNorm2d(2)
+        nn.Conv2d(3, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.ConvTranspose2d(4, 2, 2),
+        nn.BatchNorm2d(2),
+        nn.Flatten(),
+        nn.Linear(2 * 5 * 5, 3),
+        nn.BatchNorm1d(3),
     ).double()
     _randomize_bn(net)
     net.eval()
     x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
     folded = fold_batchnorm(net)
-    assert [type(m).__name__ for m in folded] == [
-        "Conv2d",
-        "Identity",
-        "ConvTranspose2d",
-        "Identity",
-    ]
+    kinds = ["Conv2d", "Identity", "ConvTranspose2d", "Identity", "Flatten", "Linear", "Identity"]
+    assert [type(m).__name__ for m in folded] == kinds
     with torch.no_grad():
         assert torch.allclose(folded(x), net(x), rtol=0, atol=1e-10)
 
@@ -246,7 +265,9 @@ def test_untraceable_model_asks_for_pairs():
                 return self.bn(self.conv(x))
             return x
 
-    with pytest.raises(TypeError, match=r"cannot be traced by torch\.fx.*pairs="):
+    with pytest.raises(
+        TypeError, match=r"Branchy cannot be traced by torch\.fx \(TraceError: .*pairs="
+    ):
         batchnorm_pairs(Branchy())
     net = Branchy().eval()
     folded = fold_batchnorm(net, pairs=[("conv", "bn")])

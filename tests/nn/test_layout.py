@@ -112,6 +112,7 @@ def test_a_plan_that_cannot_stay_channels_last_copies_in_and_out():
     assert isinstance(new.steps[0], LayoutStep)
     assert new.steps[1:] == patches.steps
     assert new.steps[0].kind == "copy" and new.steps[0].flops == 0
+    assert new.steps[0].label == "to channels-first"
     assert new.steps[0].elements == 2 * (2 * 6 * 5 * 5 + 2 * 8 * 5 * 5)
     tensors = {f.name: torch.randn(f.shape, dtype=F64) for f in s.factors}
     x = torch.randn(2, 6, 5, 5, dtype=F64)
@@ -129,6 +130,11 @@ def test_folded_legs_and_permutes_are_not_rewritten():
     assert channels_last_plan_step(conv) is None  # 6 images: folded legs (batch 2)
     plain = ConvStep("conv", 0, 0, "c", w, (2, 2, 5, 5), ConvGeometry((3, 3)))
     assert channels_last_plan_step(plain).channels_last
+    grouped = MatmulStep("matmul", 7, 9, "mm", w, (2, 1, 3, 2, 25))
+    pw = channels_last_plan_step(grouped)
+    assert isinstance(pw, PointwiseStep)
+    assert (pw.groups, pw.batch, pw.weight, pw.images) == (3, 2, w, 6)
+    assert (pw.kind, pw.flops, pw.elements, pw.label) == ("matmul", 7, 9, "mm")
 
 
 def channels_last_plan_step(step):
