@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tensornet.formats import get_format
-from tensornet.nn import TNConv2d, TNConv3d, TNLinear, fold_batchnorm
+from tensornet.nn import TNConv2d, TNConv3d, TNConvTranspose2d, TNLinear, fold_batchnorm
 from tensornet.nn.functional import ConvGeometry, conv_candidates
 from tensornet.nn.layers import conv_plan_names
 from tensornet.nn.layout import CHANNELS_LAST, CONTIGUOUS, channels_last_plan, input_layout
@@ -173,29 +173,28 @@ def test_gradients_flow_through_a_channels_last_plan():
     torch.testing.assert_close(layer.bias.grad, ref.bias.grad, rtol=1e-4, atol=1e-5)
 
 
-def test_measure_times_channels_last_candidates(monkeypatch):
+def test_measure_times_channels_last_candidates_on_a_channels_last_input(monkeypatch):
     from tensornet.nn import cost
 
-    seen = []
+    outputs = []
 
     def fake(fn, device, repeat=5):
-        seen.append(fn)
-        return 1.0
+        outputs.append(fn())
+        return float(len(outputs))  # the first timed plan wins
 
     layer = TNConv2d(6, 4, 3, padding=1, format="tucker2", ranks=(2, 3), plan="measure")
+    inputs = []
+    real = layer._plan_tensors
     monkeypatch.setattr(cost, "measure", fake)
-    captured = []
-    real = layer._measured
-
-    def spy(plans, shape, device, dtype, layout):
-        captured.append((layout, [p.memory_format for p in plans]))
-        return real(plans, shape, device, dtype, layout)
-
-    monkeypatch.setattr(layer, "_measured", spy)
-    out = layer(torch.randn(2, 6, 5, 5).contiguous(memory_format=CL))
+    monkeypatch.setattr(layer, "_plan_tensors", lambda x: inputs.append(x) or real(x))
+    x = torch.randn(2, 6, 5, 5).contiguous(memory_format=CL)
+    out = layer(x)
     assert out.is_contiguous(memory_format=CL)
-    assert captured[0][0] == CHANNELS_LAST and set(captured[0][1]) == {CL}
-    assert seen
+    assert len(outputs) >= 2 and all(o.is_contiguous(memory_format=CL) for o in outputs)
+    assert [input_layout(t) for t in inputs] == [CHANNELS_LAST]
+    assert inputs[0].shape == x.shape
+    chosen = next(iter(layer._plans.values()))
+    assert chosen.memory_format == CL and chosen.cost["measured"] == 1.0
 
 
 def test_only_2d_convs_take_channels_last_plans():
@@ -204,6 +203,9 @@ def test_only_2d_convs_take_channels_last_plans():
     conv3 = TNConv3d(2, 3, 3, format="tucker2", ranks=(2, 2))
     assert not conv3.channels_last_plans
     assert TNConv2d.channels_last_plans
+    up = TNConvTranspose2d(4, 3, 2, stride=2, format="cp", ranks=2)
+    y = up(torch.randn(2, 4, 3, 3).contiguous(memory_format=CL))
+    assert y.is_contiguous() and [k[-1] for k in up._plans] == [CONTIGUOUS]
 
 
 def test_a_whole_model_channels_last_and_folded_matches_the_original():
