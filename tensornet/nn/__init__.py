@@ -26,6 +26,7 @@ it. Modules, each using only those listed before it when loaded:
 - :mod:`.grouped_plans`: the forward families of grouped and depthwise convs (``groups > 1``).
 - :mod:`.cost`: the cost model that prices plans per device type; :func:`calibrate`.
 - :mod:`.planning`: a layer's plan chosen per input shape under its policy and remembered.
+- :mod:`.layout`: channels-last plans (a 2-d conv keeps a channels-last input's layout).
 - :mod:`.layers`: :class:`TNLayer`, :class:`TNConv2d`, :class:`TNLinear`; :mod:`.convnd`:
   :class:`TNConv1d`, :class:`TNConv3d`; :mod:`.conv_transpose`: :class:`TNConvTranspose2d`
   (their plans: :mod:`.plans_nd`, :mod:`.geometry_nd`); :mod:`.kinds`: the layer kinds
