@@ -233,3 +233,19 @@ def test_a_whole_model_channels_last_and_folded_matches_the_original():
     assert out.is_contiguous(memory_format=CL)
     assert (out - ref).abs().max() <= 1e-10 * ref.abs().max()
     assert F.relu(out).shape == (2, 6, 5, 5)
+
+
+@pytest.mark.parametrize("fmt", ["tucker2", "cp"])
+def test_gradcheck_on_a_channels_last_float64_input(fmt):
+    torch.manual_seed(4)
+    ranks = (2, 2) if fmt == "tucker2" else 2
+    layer = TNConv2d(3, 4, 3, padding=1, format=fmt, ranks=ranks, dtype=F64)
+    x = torch.randn(2, 3, 4, 4, dtype=F64).contiguous(memory_format=CL).requires_grad_()
+    assert layer(x).is_contiguous(memory_format=CL)
+    assert torch.autograd.gradcheck(layer, (x,))
+    # the factors' gradients are those of the channels-first forward
+    ref = copy.deepcopy(layer)
+    layer(x).sum().backward()
+    ref(x.detach().contiguous()).sum().backward()
+    for name, p in layer.factors.items():
+        torch.testing.assert_close(p.grad, ref.factors[name].grad, rtol=1e-10, atol=1e-12)
