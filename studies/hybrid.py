@@ -261,7 +261,6 @@ class SeedRun:
         atomic_write_text(self.dir / "layers.csv", rows_to_csv(layers, LAYER_COLUMNS))
 
 
-
 # -- figure and report ----------------------------------------------------------------------------
 def accuracy_figure(
     found: Mapping[str, Any], cfg: Config, path: Path

@@ -143,9 +143,7 @@ def load_digits(seed: int = 0, limit: int | None = None) -> DatasetSplits:
     return _build("digits", 10, _three_way(x, y, seed), limit)
 
 
-def _three_way(
-    x: np.ndarray, y: np.ndarray, seed: int
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _three_way(x: np.ndarray, y: np.ndarray, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """A seeded 60/20/20 train / val / test split, stratified by label."""
     x_rest, x_test, y_rest, y_test = _split(x, y, 0.2, seed)
     x_train, x_val, y_train, y_val = _split(x_rest, y_rest, 0.25, seed)
@@ -289,9 +287,7 @@ def _field(batch: dict, key: bytes, path: Path) -> Any:
     raise DataError(f"{path}: no {key.decode()!r} entry; not a CIFAR python batch")
 
 
-def _cifar_batch(
-    path: Path, label_key: bytes, num_classes: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _cifar_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     batch = _unpickle(path)
     data, labels = _field(batch, b"data", path), _field(batch, label_key, path)
     try:
