@@ -36,7 +36,9 @@ def auto_section(found: Mapping[str, Any]) -> list[str]:
         "budget and phase: the 95 % paired-bootstrap interval (seeds, then test images) of "
         "its test-accuracy advantage over ALDS; *holds* when it lies above 0, *does not hold* "
         "when below 0, *not significant* otherwise; the one-sided Wilcoxon p over the seeds' "
-        "cells beside. The finding holds in a phase when it holds at every budget.",
+        "cells beside. The finding holds in a phase when it holds at every budget. Beside it, "
+        "the test over seeds alone (one value per seed, its mean advantage; an exact sign-flip "
+        "test, which needs at least 5 seeds to decide, and the 95 % t interval over seeds).",
         "",
     ]
     for method, phases in found["auto"].items():
@@ -44,9 +46,11 @@ def auto_section(found: Mapping[str, Any]) -> list[str]:
         for phase, label in (("before", "compress-only"), ("after", "re-trained")):
             for budget, c in phases[phase]["budgets"].items():
                 iv = stats.Interval(**c["advantage"]).format(scale=100, unit=" points")
+                seeds = stats.Interval(**c["over_seeds"]["interval"]).format(scale=100)
                 rows.append(
                     [label, budget, iv, f"{c['wins']}/{c['ties']}/{c['losses']}",
-                     f"{c['wilcoxon_p']:.3g}", c["verdict"]["status"]]
+                     f"{c['wilcoxon_p']:.3g}", c["verdict"]["status"], seeds,
+                     c["over_seeds"]["status"]]
                 )  # fmt: skip
         verdicts = ", ".join(
             f"{label}: **{phases[p]['verdict']}**"
@@ -56,7 +60,16 @@ def auto_section(found: Mapping[str, Any]) -> list[str]:
             f"**{_LABELS.get(method, method)} vs ALDS.** {verdicts}.",
             "",
             md_table(
-                ["phase", "budget", "advantage", "seeds won/tied/lost", "Wilcoxon p", "verdict"],
+                [
+                    "phase",
+                    "budget",
+                    "advantage",
+                    "seeds won/tied/lost",
+                    "Wilcoxon p",
+                    "verdict",
+                    "over seeds: t interval",
+                    "test over seeds",
+                ],  # fmt: skip
                 rows,
             ),
             "",

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import stats as sps
 
-from studies.common import stats
+from studies.common import stats, units
 from studies.common.levels import cheapest_within
 from studies.common.training import unpack_correct
 
@@ -85,7 +85,9 @@ def compare(
     Primary: paired percentile bootstrap of ``mean(correct_ref - correct_other)`` over test
     images (per image averaged over the budgets; seeds resampled too when there are several);
     the claim holds when the whole 95 % interval lies above 0. Secondary: one-sided Wilcoxon
-    signed-rank test of the per-cell accuracy differences over budgets x seeds. ``budgets``:
+    signed-rank test of the per-cell accuracy differences over budgets x seeds, and
+    ``over_seeds``: the test over seeds (:func:`studies.common.units.paired_unit_verdict`, "not
+    enough units" below 5 seeds, its t interval reported). ``budgets``:
     the budgets compared (default every budget < 1 of the run).
     """
     mine, oth, diffs = [], [], []
@@ -108,6 +110,10 @@ def compare(
         test="paired bootstrap of the test-accuracy advantage over budgets x seeds x images",
         what=f"{NAMES.get(ref, ref)}'s accuracy advantage over {NAMES.get(other, other)}",
     )
+    over_seeds = units.paired_unit_verdict(
+        mine, oth, 0.0, claim="above", seed=seed,
+        what=f"{NAMES.get(ref, ref)}'s accuracy advantage over {NAMES.get(other, other)}",
+    )  # fmt: skip
     nonzero = [d for d in diffs if d != 0]
     wilcoxon_p = (
         float(sps.wilcoxon(nonzero, alternative="greater").pvalue) if nonzero else float("nan")
@@ -115,6 +121,7 @@ def compare(
     return {
         "verdict": verdict.as_dict(),
         "advantage": asdict(iv),
+        "over_seeds": over_seeds.as_dict(),
         "cell_differences": diffs,
         "wins": sum(d > 0 for d in diffs),
         "ties": sum(d == 0 for d in diffs),

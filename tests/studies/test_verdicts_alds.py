@@ -256,7 +256,7 @@ def test_findings_quote_the_configured_drop():
     assert loose["paper_number"]["before"][0]["alds"]["budget"] == 0.25
 
 
-# -- the automatic allocations against ALDS, budget by budget ---------------------------------------
+# -- the automatic allocations against ALDS, budget by budget ----------------------------------
 def with_auto(results, wrong):
     """Add auto-data and auto rows: ``wrong[(method, budget)] = (before, after)``, images from
     100 on (ALDS's wrong images start at 0, so the two never share a wrong image)."""
@@ -294,6 +294,10 @@ def test_auto_findings_compare_each_budget_separately():
     # the per-budget comparison is compare() restricted to that budget, seeded per cell
     again = alds.compare(results, "alds", "before", CFG.seed + 200 + 1, "auto", [0.25])
     assert again == before["0.25"]
+    seeds = before["0.25"]["over_seeds"]  # 2 seeds: too few for the test over seeds
+    assert seeds["status"] == "not enough units" and seeds["units"] == 2
+    assert seeds["statistic"] == pytest.approx(-40 / N)
+    assert [u["estimate"] for u in seeds["per_unit"]] == pytest.approx([-40 / N, -40 / N])
     assert "auto with data's accuracy advantage over ALDS" in (
         found["auto-data"]["after"]["budgets"]["0.5"]["verdict"]["reason"]
     )
