@@ -37,7 +37,8 @@ import tensornet as tn
 from models import MODEL_NAMES, build_model
 from studies.common import cli, runner, stats
 from studies.common.checkpoints import check_checkpoint, checkpoint_path, train_or_load
-from studies.common.data import BUNDLED, DATASET_NAMES, DatasetSplits
+from studies.common.data import BUNDLED, DATASET_NAMES, DatasetSplits, val_size_key
+from studies.common.progress import Progress
 from studies.common.report import configuration, md_table, rows_to_csv, verdict_text
 from studies.common.study import StudyDriver
 from studies.common.training import SplitAccuracy, correct, evaluate, pack_correct, train
@@ -89,6 +90,7 @@ class Config:
     retrain_epochs: int = 5
     retrain_lr: float = 1e-3
     limit: int | None = None
+    val_size: int | float | None = None  # validation split of a file dataset
     device: str = "cpu"
     out: str = "runs/truncation"
     quick: bool = False
@@ -105,6 +107,7 @@ class Config:
             "batch_size": self.batch_size,
             "seed": seed,
             "limit": self.limit,
+            **val_size_key(self.val_size),
         }
 
     def sweep(self, seed: int) -> dict[str, Any]:
@@ -163,6 +166,19 @@ def cut_ranks(model: torch.nn.Module, plan: Mapping[str, Sequence]) -> dict[str,
             ranks.append(int((s > cutoff * s[0]).sum()))
         out[layer] = ranks
     return out
+
+
+def sweep_line(row: Mapping[str, Any]) -> str:
+    """One finished sweep cell as a line of the log.
+
+    >>> sweep_line({"layer": "conv1", "cut": "out|in,kh,kw", "chi": 4, "rel_error": 0.25,
+    ...             "val_accuracy": 0.9, "test_accuracy": 0.875})
+    '  conv1 out|in,kh,kw chi 4: error 0.250, val 0.9000, test 0.8750'
+    """
+    return (
+        f"  {row['layer']} {row['cut']} chi {row['chi']}: error {row['rel_error']:.3f}, "
+        f"val {row['val_accuracy']:.4f}, test {row['test_accuracy']:.4f}"
+    )
 
 
 # -- one seed -----------------------------------------------------------------------------------
@@ -272,16 +288,18 @@ class SeedRun:
         base: Mapping[str, float],
     ) -> list[dict]:
         cfg, data = self.cfg, self.data
-        rows = truncation_sweep(
-            model,
-            SplitAccuracy(data.val, data.test, device=cfg.device),
-            layers=list(layers),
-            cuts=cfg.cuts,
-            chis=cfg.chis,
-            results=self.dir / "sweep.jsonl",
-            config=cfg.sweep(self.seed),
-            executor=executor,
-        )
+        with Progress(0, "cell", log=self.log) as progress:
+            rows = truncation_sweep(
+                model,
+                SplitAccuracy(data.val, data.test, device=cfg.device),
+                layers=list(layers),
+                cuts=cfg.cuts,
+                chis=cfg.chis,
+                results=self.dir / "sweep.jsonl",
+                config=cfg.sweep(self.seed),
+                executor=executor,
+                progress=progress.callback(sweep_line),
+            )
         atomic_write_text(self.dir / "sweep.csv", rows_to_csv(rows, SWEEP_COLUMNS))
         for split in ("test", "val"):
             suffix = "" if split == "test" else "_val"
@@ -588,7 +606,9 @@ def build_parser() -> cli.OneLineParser:
     """The argument parser; every value is checked here (one line and exit 2 when bad)."""
     p = cli.OneLineParser(prog=PROG, description=__doc__.split("\n")[0])
     p.add_argument("--model", default="vanilla_cnn", choices=MODEL_NAMES)
-    cli.add_run_arguments(p, DATASET_NAMES, default_out="runs/truncation-DATASET-MODEL")
+    cli.add_run_arguments(
+        p, DATASET_NAMES, default_out="runs/truncation-DATASET-MODEL", val_size=True
+    )
     add = p.add_argument
     add("--cuts", type=parse_cuts, default=ALL_CUTS,
         help="'all' or e.g. 'out;in;out,in' (default: all 7)")
@@ -631,6 +651,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         retrain_epochs=a.retrain_epochs,
         retrain_lr=a.retrain_lr,
         limit=a.limit,
+        val_size=a.val_size,
         device=a.device,
         out=out,
         quick=a.quick,
