@@ -24,6 +24,12 @@ Cells are appended to ``cells.jsonl`` as they finish (resumable; ``--workers``/`
 run them on Dask as the truncation sweep does). ``OUT/report.md`` and ``OUT/findings.json``
 hold the verdicts. No level is chosen in this study (fractions and fine-tuning epochs are fixed
 by the protocol), so the test split is read only for the performance error.
+
+Files: with ``--data-dir`` (CIFAR / MNIST files) the validation split is ``--val-size`` of the
+training images, a count or a fraction (default 0.1), and part of the training key; the bundled
+datasets are split 60/20/20. Progress: on a terminal a tqdm bar with the time left for training
+and for the cells; otherwise one line per training epoch and per finished cell, each ending
+``[cell 3/12, 0:42 elapsed, ~2:06 left]``.
 """
 
 from __future__ import annotations
