@@ -300,6 +300,14 @@ TESTS: dict[str, list[str]] = {
         "tests/studies/test_stats.py", "tests/studies/test_stats_values.py",
     ],  # fmt: skip
 
+    # studies: shared machinery (progress, the validation split, argument checks, training)
+    "studies/common/progress.py": ["tests/studies/test_progress.py"],
+    "studies/common/data.py": ["tests/studies/test_val_size.py", "tests/studies/test_data.py"],
+    "studies/common/cli.py": ["tests/studies/test_val_size.py", "tests/studies/test_runner.py"],
+    "studies/common/training.py": [
+        "tests/studies/test_progress.py", "tests/studies/test_training.py",
+    ],  # fmt: skip
+
     # spectra: dense kernels, compressed kernels through their networks, and their plots
     "tensornet/formats/cuts.py": ["tests/test_spectra_compressed.py"],
     "tensornet/spectra.py": [

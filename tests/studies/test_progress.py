@@ -7,7 +7,6 @@ from models import build_model
 from studies.common.data import load_digits
 from studies.common.progress import Progress, duration, eta, on_terminal, print_line
 from studies.common.training import epoch_line, train
-from tensornet.analysis import truncation_sweep
 
 
 def ticking(*times):
@@ -160,27 +159,31 @@ def test_epoch_line_values():
     )
 
 
-# -- the library's sweep reports each computed cell ---------------------------------------------
+def test_cell_lines_of_the_studies():
+    from studies.approx_error import cell_line
+    from studies.truncation import sweep_line
 
-
-def test_truncation_sweep_calls_a_progress_callable(tmp_path):
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 2))
-    calls = []
-    path = tmp_path / "sweep.jsonl"
-
-    def sweep():
-        return truncation_sweep(
-            model,
-            lambda m: 0.5,
-            cuts=[("out",)],
-            chis=[1, 3],
-            results=path,
-            progress=lambda row, done, total: calls.append((row["chi"], done, total)),
-        )
-
-    rows = sweep()
-    assert [r["chi"] for r in rows] == [1, 3]  # conv2d 3x2x2x2 across "out": rank 3
-    assert calls == [(1, 1, 2), (3, 2, 2)]
-    calls.clear()
-    assert sweep() == rows and calls == []  # reused cells are not reported
+    row = {
+        "layer": "features.3",
+        "method": "cp",
+        "fraction": 0.5,
+        "repeat": 2,
+        "weight_rel": 0.12345,
+        "test_before": 0.25,
+        "test_after": 0.875,
+        "seconds": 61.25,
+    }
+    assert cell_line(row) == (
+        "  features.3 cp 0.5 #2: weight error 0.123, test 0.2500 -> 0.8750 (61.2 s)"
+    )
+    row = {
+        "layer": "conv2",
+        "cut": "out,kh|in,kw",
+        "chi": 16,
+        "rel_error": 0.0625,
+        "val_accuracy": 0.5,
+        "test_accuracy": 0.75,
+    }
+    assert sweep_line(row) == (
+        "  conv2 out,kh|in,kw chi 16: error 0.062, val 0.5000, test 0.7500"
+    )  # fmt: skip
