@@ -182,7 +182,7 @@ class Progress:
             return
         if self.bar is not None:
             if postfix:
-                self.bar.set_postfix(postfix, refresh=False)
+                self.bar.set_postfix(postfix)
             self.bar.update(1)
             if line and self.echo:
                 with self.bar.external_write_mode():

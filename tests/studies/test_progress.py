@@ -105,9 +105,29 @@ def test_callback_resizes_the_bar(capsys):
         assert (progress.bar.n, progress.bar.total) == (1, 7)
 
 
-def test_defaults_print_to_stdout_and_detect_stderr(capsys, monkeypatch):
+class Stdout:
+    """A stdout that records what is written and each flush."""
+
+    def __init__(self):
+        self.events = []
+
+    def write(self, text):
+        self.events.append(text)
+
+    def flush(self):
+        self.events.append("<flush>")
+
+
+def test_defaults_print_to_stdout_at_once_and_detect_stderr(capsys, monkeypatch):
     print_line("hello")
     assert capsys.readouterr().out == "hello\n"
+    stdout = Stdout()
+    monkeypatch.setattr("sys.stdout", stdout)
+    print_line("now")
+    assert stdout.events == ["now", "\n", "<flush>"]
+    monkeypatch.undo()
+    Progress(1, terminal=False, clock=ticking(0.0, 1.0)).step("x")  # unit "cell" by default
+    assert capsys.readouterr().out == "x  [cell 1/1, 0:01 elapsed, ~0:00 left]\n"
     monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
     assert on_terminal() is True
     with Progress(1, "cell") as progress:
