@@ -275,16 +275,12 @@ def check_val_size(val_size: object) -> None:
     ...
     ValueError: --val-size must be a count >= 1 or a fraction between 0 and 1, got 1.0
     """
-    if isinstance(val_size, bool) or not isinstance(val_size, numbers.Real):
-        ok = False
-    elif isinstance(val_size, numbers.Integral):
-        ok = val_size >= 1
-    else:
-        ok = 0 < val_size < 1
-    if not ok:
-        raise ValueError(
-            f"--val-size must be a count >= 1 or a fraction between 0 and 1, got {val_size!r}"
-        )
+    if isinstance(val_size, numbers.Real) and not isinstance(val_size, bool):
+        if isinstance(val_size, numbers.Integral) and val_size >= 1 or 0 < val_size < 1:
+            return
+    raise ValueError(
+        f"--val-size must be a count >= 1 or a fraction between 0 and 1, got {val_size!r}"
+    )
 
 
 def val_size_key(val_size: int | float | None) -> dict[str, int | float]:

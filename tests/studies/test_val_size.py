@@ -62,6 +62,7 @@ def sizes(data):
         (0.29, 40, 12),
         (0.001, 20, 1),  # at least one image
         (500, 3000, 500),
+        (1, 30, 1),
         (2999, 3000, 2999),
         (np.int64(7), 30, 7),
         (np.float32(0.5), 30, 15),
@@ -93,6 +94,11 @@ def test_what_is_neither_a_count_nor_a_fraction_is_refused(bad):
     with pytest.raises(ValueError) as err:
         val_count(bad, 100)
     assert str(err.value) == message
+
+
+def test_errors_name_the_dataset():
+    with pytest.raises(DataError, match=r"^dataset: --val-size 5 takes 5 of the 5 training"):
+        val_count(5, 5)
 
 
 def test_val_size_key():
@@ -136,6 +142,34 @@ def test_a_3000_image_file_set_now_works(mnist3k):
     assert counts.tolist() == [30] * 10  # stratified
     with pytest.raises(DataError, match=r"--val-size 5000 takes 5000 of the 3000 training"):
         get_dataset("mnist", mnist3k, val_size=5000)  # the old fixed size
+
+
+def test_seed_and_limit_reach_every_loader(tmp_path):
+    from studies.common.data import load_digits, load_mnist5k
+
+    write_mnist(tmp_path, 40)
+    for data, same in [
+        (get_dataset("digits", seed=3, limit=50), load_digits(seed=3, limit=50)),
+        (get_dataset("digits"), load_digits(seed=0)),
+        (get_dataset("mnist5k", seed=2, limit=40), load_mnist5k(seed=2, limit=40)),
+        (get_dataset("mnist", tmp_path, seed=5, limit=3), None),
+    ]:
+        if same is not None:
+            assert sizes(data) == sizes(same)
+            for a, b in zip(data.train.tensors, same.train.tensors):
+                assert torch.equal(a, b)
+    assert sizes(data) == (3, 3, 3)
+    labels = [get_dataset("mnist", tmp_path, seed=s).val.tensors[1].tolist() for s in (0, 0, 1)]
+    assert labels[0] == labels[1] != labels[2]
+
+
+def test_unknown_dataset_is_named():
+    with pytest.raises(ValueError) as err:
+        get_dataset("svhn")
+    assert str(err.value) == (
+        "unknown dataset 'svhn'; choose from digits, mnist5k, cifar10, cifar100, mnist, "
+        "fashion_mnist"
+    )
 
 
 def test_get_dataset_refuses_val_size_for_the_bundled_datasets():
