@@ -303,7 +303,10 @@ TESTS: dict[str, list[str]] = {
     # studies: shared machinery (progress, the validation split, argument checks, training)
     "studies/common/progress.py": ["tests/studies/test_progress.py"],
     "studies/common/data.py": ["tests/studies/test_val_size.py", "tests/studies/test_data.py"],
-    "studies/common/cli.py": ["tests/studies/test_val_size.py", "tests/studies/test_runner.py"],
+    "studies/common/cli.py": [
+        "tests/studies/test_run_arguments.py", "tests/studies/test_val_size.py",
+        "tests/studies/test_runner.py",
+    ],  # fmt: skip
     "studies/common/training.py": [
         "tests/studies/test_progress.py", "tests/studies/test_training.py",
     ],  # fmt: skip

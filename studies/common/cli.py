@@ -155,19 +155,18 @@ def count_or_fraction(text: str) -> int | float:
     argparse.ArgumentTypeError: must be a count of images (an integer >= 1) or a fraction \
 between 0 and 1, got '1.0'
     """
-    try:
-        value: int | float = int(text)
-    except ValueError:
+    for kind in (int, float):
         try:
-            value = float(text)
+            value = kind(text)
         except ValueError:
-            value = 0
-    if not (isinstance(value, int) and value >= 1 or isinstance(value, float) and 0 < value < 1):
-        raise argparse.ArgumentTypeError(
-            f"must be a count of images (an integer >= 1) or a fraction between 0 and 1, "
-            f"got {text!r}"
-        )
-    return value
+            continue  # not an integer: perhaps a fraction
+        fits = value >= 1 if kind is int else 0 < value < 1
+        if fits:
+            return value
+        break  # an integer < 1 or a number outside (0, 1)
+    raise argparse.ArgumentTypeError(
+        f"must be a count of images (an integer >= 1) or a fraction between 0 and 1, got {text!r}"
+    )
 
 
 def int_list(text: str) -> tuple[int, ...]:
