@@ -150,6 +150,10 @@ def test_an_epoch_of_one_image(digits):
     row = train(model, one, epochs=1, lr=0.0, optimizer="sgd", progress=False)[0]
     assert row["train_loss"] == pytest.approx(loss, rel=1e-6)
     assert row["train_accuracy"] == float(logits.argmax(dim=1)[0] == y[0])
+    hit = torch.utils.data.TensorDataset(x, logits.argmax(dim=1))  # labelled as predicted
+    row = train(model, dataclasses.replace(one, train=hit), epochs=1, lr=0.0, optimizer="sgd",
+                progress=False)[0]  # fmt: skip
+    assert row["train_accuracy"] == 1.0
 
 
 def test_the_defaults_are_the_documented_values(digits):
