@@ -310,6 +310,7 @@ TESTS: dict[str, list[str]] = {
     "studies/common/training.py": [
         "tests/studies/test_progress.py", "tests/studies/test_training.py",
     ],  # fmt: skip
+    "studies/common/study.py": ["tests/studies/test_val_size.py", "tests/studies/test_data.py"],
 
     # spectra: dense kernels, compressed kernels through their networks, and their plots
     "tensornet/formats/cuts.py": ["tests/test_spectra_compressed.py"],

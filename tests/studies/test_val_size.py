@@ -254,3 +254,22 @@ def test_alds_does_not_take_val_size_until_its_config_carries_it(tmp_path, capsy
     argv = ["--out", str(tmp_path / "o"), "--val-size", "0.2"]
     assert alds.main(argv) == 2
     assert "unrecognized arguments: --val-size" in capsys.readouterr().err
+
+
+def test_the_driver_loads_each_seed_with_the_limit_and_the_split(mnist3k, tmp_path):
+    from types import SimpleNamespace
+
+    from studies.common.study import StudyDriver
+
+    common = {"out": str(tmp_path), "seed": 0, "seeds": 1, "dataset": "mnist"}
+    cfg = SimpleNamespace(**common, data_dir=str(mnist3k), limit=100, val_size=0.2)
+    got = StudyDriver(cfg)._default_load(1)
+    want = get_dataset("mnist", mnist3k, seed=1, limit=100, val_size=0.2)
+    assert sizes(got) == (100, 100, 10)
+    for split in ("train", "val", "test"):
+        for a, b in zip(getattr(got, split).tensors, getattr(want, split).tensors):
+            assert torch.equal(a, b)
+    other = StudyDriver(cfg)._default_load(2)
+    assert not torch.equal(other.val.tensors[1], got.val.tensors[1])
+    old = SimpleNamespace(**common, data_dir=str(mnist3k), limit=None)  # no val_size: default
+    assert sizes(StudyDriver(old)._default_load(0)) == (2700, 300, 10)
