@@ -120,7 +120,7 @@ class Progress:
         if self.mode == "bar":
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, desc=unit + "s", unit=unit, dynamic_ncols=True)
+            self.bar = tqdm(total=total, desc=unit + "s", unit=unit)
 
     def __enter__(self) -> Progress:
         return self
