@@ -55,6 +55,7 @@ from studies.alds_report import auto_section, recalibration_section
 from studies.common import cli, runner, stats
 from studies.common.checkpoints import check_checkpoint, checkpoint_path, train_or_load
 from studies.common.data import BUNDLED, DATASET_NAMES, DatasetSplits
+from studies.common.progress import Progress
 from studies.common.report import configuration, md_table, rows_to_csv, verdict_text
 from studies.common.study import StudyDriver
 from studies.verdicts.alds import (  # noqa: F401  (the verdict code, re-exported)
@@ -222,13 +223,14 @@ class SeedRun:
         store = ResultStore(self.dir / "cells.jsonl", cfg.cells(self.seed))
         wanted = [(m, b) for b in cfg.levels() for m in cfg.methods]
         todo = [c for c in wanted if cell_key(*c) not in store.done]
-        for row in map_cells(ctx, todo, executor):
-            store.add(row)
-            self.log(
-                f"  {row['method']:<7} budget {row['budget']:<5g} params {row['params']:,} "
-                f"test {row['before']['test_accuracy']:.4f} -> "
-                f"{row['after']['test_accuracy']:.4f} ({row['seconds']:.1f} s)"
-            )
+        with Progress(len(todo), "cell", log=self.log) as progress:
+            for row in map_cells(ctx, todo, executor):
+                store.add(row)
+                progress.step(
+                    f"  {row['method']:<7} budget {row['budget']:<5g} params {row['params']:,} "
+                    f"test {row['before']['test_accuracy']:.4f} -> "
+                    f"{row['after']['test_accuracy']:.4f} ({row['seconds']:.1f} s)"
+                )
         by_key = {r["key"]: r for r in store.rows if "key" in r}
         rows = [by_key[cell_key(*c)] for c in wanted]
         self.log(f"[2/2] cells: {len(todo)} computed, {len(wanted) - len(todo)} reused")

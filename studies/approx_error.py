@@ -24,6 +24,12 @@ Cells are appended to ``cells.jsonl`` as they finish (resumable; ``--workers``/`
 run them on Dask as the truncation sweep does). ``OUT/report.md`` and ``OUT/findings.json``
 hold the verdicts. No level is chosen in this study (fractions and fine-tuning epochs are fixed
 by the protocol), so the test split is read only for the performance error.
+
+Files: with ``--data-dir`` (CIFAR / MNIST files) the validation split is ``--val-size`` of the
+training images, a count or a fraction (default 0.1), and part of the training key; the bundled
+datasets are split 60/20/20. Progress: on a terminal a tqdm bar with the time left for training
+and for the cells; otherwise one line per training epoch and per finished cell, each ending
+``[cell 3/12, 0:42 elapsed, ~2:06 left]``.
 """
 
 from __future__ import annotations
@@ -42,7 +48,8 @@ import torch
 from models import MODEL_NAMES, build_model
 from studies.common import cli, runner, stats
 from studies.common.checkpoints import check_checkpoint, checkpoint_path, train_or_load
-from studies.common.data import BUNDLED, DATASET_NAMES, DatasetSplits
+from studies.common.data import BUNDLED, DATASET_NAMES, DatasetSplits, val_size_key
+from studies.common.progress import Progress
 from studies.common.report import configuration, md_table, rows_to_csv
 from studies.common.study import StudyDriver
 from studies.common.training import evaluate, train
@@ -108,6 +115,7 @@ class Config:
     pseudo_runs: int = 5
     boot: int = N_BOOT
     limit: int | None = None
+    val_size: int | float | None = None  # validation split of a file dataset
     device: str = "cpu"
     out: str = "runs/approx-error"
     quick: bool = False
@@ -119,6 +127,7 @@ class Config:
         return {
             "model": self.model, "dataset": self.dataset, "epochs": self.epochs, "lr": self.lr,
             "batch_size": self.batch_size, "seed": seed, "limit": self.limit,
+            **val_size_key(self.val_size),
         }  # fmt: skip
 
     def cells(self, seed: int) -> dict[str, Any]:
@@ -269,6 +278,20 @@ def run_cell(ctx: CellContext, cell: Cell) -> dict[str, Any]:
     return row
 
 
+def cell_line(row: Mapping[str, Any]) -> str:
+    """One finished cell as a line of the log.
+
+    >>> cell_line({"layer": "conv2", "method": "tucker2", "fraction": 0.25, "repeat": 0,
+    ...            "weight_rel": 0.4, "test_before": 0.5, "test_after": 0.9, "seconds": 1.0})
+    '  conv2 tucker2 0.25 #0: weight error 0.400, test 0.5000 -> 0.9000 (1.0 s)'
+    """
+    return (
+        f"  {row['layer']} {row['method']} {row['fraction']:g} #{row['repeat']}: weight error "
+        f"{row['weight_rel']:.3f}, test {row['test_before']:.4f} -> {row['test_after']:.4f} "
+        f"({row['seconds']:.1f} s)"
+    )
+
+
 def run_cells(ctx: CellContext, cells: Sequence[Cell], executor: Any) -> Iterable[dict[str, Any]]:
     """Cells in this process, on a ``concurrent.futures`` executor, or on a Dask client.
 
@@ -335,11 +358,11 @@ class SeedRun:
         todo = [c for c in plan if c.key not in store.done]
         rows = {r["key"]: r for r in store.rows if "key" in r}
         ctx = CellContext(cfg, self.seed, model, data)
-        for i, row in enumerate(run_cells(ctx, todo, executor), start=1):
-            store.add(row)
-            rows[row["key"]] = row
-            if i % 10 == 0 or i == len(todo):
-                self.log(f"  {i}/{len(todo)} cells")
+        with Progress(len(todo), "cell", log=self.log) as progress:
+            for row in run_cells(ctx, todo, executor):
+                store.add(row)
+                rows[row["key"]] = row
+                progress.step(cell_line(row))
         table = [rows[c.key] for c in plan]
         csv_rows = [{**r, "ranks": "x".join(map(str, r["ranks"]))} for r in table]
         atomic_write_text(self.dir / "cells.csv", rows_to_csv(csv_rows, CELL_COLUMNS))
@@ -546,7 +569,9 @@ def build_parser() -> cli.OneLineParser:
         choices=MODEL_NAMES,
         help="default: vanilla_cnn on digits, garipov otherwise",
     )
-    cli.add_run_arguments(p, DATASET_NAMES, default_out="runs/approx-error-DATASET-MODEL")
+    cli.add_run_arguments(
+        p, DATASET_NAMES, default_out="runs/approx-error-DATASET-MODEL", val_size=True
+    )
     add("--methods", type=_methods, default=METHODS, help="comma-separated, of cp,tucker2,tt")
     add(
         "--fractions",
@@ -588,7 +613,8 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         finetune_epochs=finetune,
         finetune_lr=a.finetune_lr or 1e-4,
         feature_images=a.feature_images, pseudo_runs=a.pseudo_runs, limit=a.limit,
-        device=a.device, out=out, quick=a.quick, workers=a.workers, scheduler=a.scheduler,
+        val_size=a.val_size, device=a.device, out=out, quick=a.quick, workers=a.workers,
+        scheduler=a.scheduler,
     )  # fmt: skip
     if a.quick:
         cfg = replace(

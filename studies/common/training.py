@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
-from tqdm.auto import tqdm
 
 from .data import DatasetSplits
+from .progress import Progress, print_line
 
 
 def _batches(
@@ -140,6 +139,44 @@ def _optimizer(
     raise ValueError(f"optimizer must be 'adam' or 'sgd', got {name!r}")
 
 
+def _epoch(
+    model: nn.Module,
+    dataset: Dataset,
+    opt: torch.optim.Optimizer,
+    batch_size: int,
+    generator: torch.Generator,
+    device: torch.device,
+) -> tuple[float, float]:
+    """One pass of cross-entropy training over ``dataset``: mean loss and accuracy."""
+    model.train()
+    loss_fn = nn.CrossEntropyLoss()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for x, y in _batches(dataset, batch_size, generator):
+        x, y = x.to(device), y.to(device)
+        opt.zero_grad(set_to_none=True)
+        logits = model(x)
+        loss = loss_fn(logits, y)
+        loss.backward()
+        opt.step()
+        loss_sum += loss.item() * len(y)
+        correct += int((logits.argmax(dim=1) == y).sum())
+        seen += len(y)
+    return loss_sum / max(seen, 1), correct / max(seen, 1)
+
+
+def epoch_line(row: dict[str, float]) -> str:
+    """One training epoch as a line of the log.
+
+    >>> epoch_line({"epoch": 2, "train_loss": 0.5, "train_accuracy": 0.75, "val_accuracy": 0.7,
+    ...             "seconds": 3.25})
+    'train: loss 0.5000, train accuracy 0.7500, val accuracy 0.7000 (3.2 s)'
+    """
+    return (
+        f"train: loss {row['train_loss']:.4f}, train accuracy {row['train_accuracy']:.4f}, "
+        f"val accuracy {row['val_accuracy']:.4f} ({row['seconds']:.1f} s)"
+    )
+
+
 def train(
     model: nn.Module,
     data: DatasetSplits,
@@ -152,6 +189,7 @@ def train(
     device: str | torch.device = "cpu",
     seed: int = 0,
     progress: bool | None = None,
+    log: Callable[[str], None] = print_line,
 ) -> list[dict[str, float]]:
     """Train ``model`` in place with cross-entropy on ``data.train``, validating each epoch.
 
@@ -171,7 +209,11 @@ def train(
         Seeds the shuffling and any randomness inside the model (e.g. dropout), without touching
         the global RNG state: two runs from the same initial weights are identical on CPU.
     progress
-        Show a tqdm progress bar; ``None`` shows it only when stdout is a terminal.
+        ``True``: a tqdm bar (time left, loss, validation accuracy); ``False``: silent;
+        ``None``: the bar on a terminal, otherwise one line per epoch with the time left
+        (see :class:`studies.common.progress.Progress`).
+    log
+        Where the per-epoch lines go (default: stdout).
 
     Returns
     -------
@@ -179,41 +221,30 @@ def train(
         Per epoch: ``epoch`` (from 1), ``train_loss`` (mean over samples), ``train_accuracy``,
         ``val_accuracy`` and ``seconds``.
     """
-    if progress is None:
-        progress = sys.stdout.isatty()
     device = torch.device(device)
     model.to(device)
     was_training = model.training
     opt = _optimizer(model, optimizer, lr, momentum, weight_decay)
-    loss_fn = nn.CrossEntropyLoss()
     generator = torch.Generator().manual_seed(seed)
     history: list[dict[str, float]] = []
     fork_devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seed)
-        bar = tqdm(range(1, epochs + 1), desc="train", unit="epoch", disable=not progress)
-        for epoch in bar:
-            start = time.perf_counter()
-            model.train()
-            loss_sum, correct, seen = 0.0, 0, 0
-            for x, y in _batches(data.train, batch_size, generator):
-                x, y = x.to(device), y.to(device)
-                opt.zero_grad(set_to_none=True)
-                logits = model(x)
-                loss = loss_fn(logits, y)
-                loss.backward()
-                opt.step()
-                loss_sum += loss.item() * len(y)
-                correct += int((logits.argmax(dim=1) == y).sum())
-                seen += len(y)
-            row = {
-                "epoch": epoch,
-                "train_loss": loss_sum / max(seen, 1),
-                "train_accuracy": correct / max(seen, 1),
-                "val_accuracy": evaluate(model, data.val, device=device),
-                "seconds": time.perf_counter() - start,
-            }
-            history.append(row)
-            bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{row['val_accuracy']:.4f}")
+        with Progress(epochs, "epoch", show=progress, log=log, echo=False) as bar:
+            for epoch in range(1, epochs + 1):
+                start = time.perf_counter()
+                loss, accuracy = _epoch(model, data.train, opt, batch_size, generator, device)
+                row = {
+                    "epoch": epoch,
+                    "train_loss": loss,
+                    "train_accuracy": accuracy,
+                    "val_accuracy": evaluate(model, data.val, device=device),
+                    "seconds": time.perf_counter() - start,
+                }
+                history.append(row)
+                bar.step(
+                    epoch_line(row),
+                    {"loss": f"{row['train_loss']:.4f}", "val": f"{row['val_accuracy']:.4f}"},
+                )
     model.train(was_training)
     return history

@@ -1,5 +1,8 @@
 """Training, evaluation and checkpoints on a small digits subset with a narrow vanilla CNN."""
 
+import dataclasses
+import time
+
 import pytest
 import torch
 
@@ -97,10 +100,72 @@ def test_train_or_load_reuses_the_checkpoint(tmp_path, digits, monkeypatch):
 
     monkeypatch.setattr(checkpoints, "train", no_training)
     again, meta2, reused2 = train_or_load(
-        small_model, config, digits, tmp_path, {**kwargs, "progress": True, "device": "cpu"}
-    )
+        small_model, config, digits, tmp_path,
+        {**kwargs, "progress": True, "device": "cpu", "log": print},
+    )  # fmt: skip
     assert reused2 and meta2 == meta
     x = digits.test.tensors[0][:16]
     assert torch.equal(model(x), again(x))
     with pytest.raises(AssertionError, match="train"):  # other settings, other checkpoint
         train_or_load(small_model, config, digits, tmp_path, {**kwargs, "epochs": 2})
+
+
+# -- the values of an epoch ------------------------------------------------------------------------
+
+
+def linear_model(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+
+
+def test_epoch_loss_and_accuracy_are_means_over_the_training_images(digits):
+    """With lr 0 the weights stay put: the epoch's numbers are the model's on the whole set."""
+    model = linear_model()
+    x, y = digits.train.tensors
+    with torch.no_grad():
+        logits = model(x)
+    loss = float(torch.nn.functional.cross_entropy(logits, y))
+    accuracy = float((logits.argmax(dim=1) == y).double().mean())
+    start = time.perf_counter()
+    history = train(model, digits, epochs=2, lr=0.0, batch_size=48, optimizer="sgd",
+                    progress=False)  # fmt: skip
+    wall = time.perf_counter() - start
+    for row in history:  # 400 images in batches of 48: the last batch is smaller
+        assert row["train_loss"] == pytest.approx(loss, rel=1e-5)
+        assert row["train_accuracy"] == pytest.approx(accuracy, abs=1e-12)
+        assert row["val_accuracy"] == evaluate(model, digits.val)
+        assert 0 < row["seconds"] <= wall
+    assert 0.05 < accuracy < 0.5  # an untrained model: the numbers are not trivial
+
+
+def test_an_epoch_of_one_image(digits):
+    one = dataclasses.replace(
+        digits, train=torch.utils.data.TensorDataset(*(t[:1] for t in digits.train.tensors))
+    )
+    model = linear_model()
+    x, y = one.train.tensors
+    with torch.no_grad():
+        logits = model(x)
+    loss = float(torch.nn.functional.cross_entropy(logits, y))
+    row = train(model, one, epochs=1, lr=0.0, optimizer="sgd", progress=False)[0]
+    assert row["train_loss"] == pytest.approx(loss, rel=1e-6)
+    assert row["train_accuracy"] == float(logits.argmax(dim=1)[0] == y[0])
+    hit = torch.utils.data.TensorDataset(x, logits.argmax(dim=1))  # labelled as predicted
+    row = train(model, dataclasses.replace(one, train=hit), epochs=1, lr=0.0, optimizer="sgd",
+                progress=False)[0]  # fmt: skip
+    assert row["train_accuracy"] == 1.0
+
+
+def test_the_defaults_are_the_documented_values(digits):
+    states = []
+    for kwargs in (
+        {},
+        {"lr": 1e-3, "batch_size": 64, "optimizer": "adam", "weight_decay": 0.0, "seed": 0},
+        {"optimizer": "sgd"},
+        {"optimizer": "sgd", "momentum": 0.9, "lr": 1e-3},
+    ):
+        model = linear_model()
+        train(model, digits, epochs=1, progress=False, **kwargs)
+        states.append(model.state_dict())
+    for a, b in ((0, 1), (2, 3)):
+        assert all(torch.equal(states[a][k], states[b][k]) for k in states[a])
