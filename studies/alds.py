@@ -9,9 +9,12 @@ Per seed (``OUT/seed-S/``; the seed sets the data split, the initial weights and
 2. For every kept-parameter fraction in ``--budgets`` (plus 1.0, the uncompressed reference)
    and every allocation method of :func:`tensornet.nn.allocate` (``alds``: channel-grouped low
    rank with per-layer rank ``j`` and group count ``k``; ``uniform``: one rank ratio, plain SVD;
-   ``energy``: one energy threshold, plain SVD, the threshold solved to meet the budget), a
-   *cell*: allocate, compress (first and last layer stay dense), validation and test accuracy,
-   then re-train for ``--retrain-epochs`` at ``--retrain-lr`` (the tail of the schedule: the
+   ``energy``: one energy threshold, plain SVD, the threshold solved to meet the budget;
+   ``auto``: any format and ranks per layer, and ``auto-data``: the same scored by output errors
+   on calibration batches; ``--methods`` picks some), a *cell*: allocate, compress (first and
+   last layer stay dense), recalibrate BatchNorm on ``--calibration-batches`` training batches
+   (``--no-recalibrate-bn`` turns it off), validation and test accuracy, then re-train for
+   ``--retrain-epochs`` at ``--retrain-lr`` (the tail of the schedule: the
    base model is trained at a constant ``--lr``; re-training continues at a tenth of it by
    default) and keep the epoch with the best validation accuracy.
 3. Cells are appended to ``cells.jsonl`` as they finish (resumable) and run in this process or on
@@ -23,7 +26,8 @@ compression whose **validation** drop is at most ``--max-drop``, reported on tes
 finding "at equal parameter budget ALDS loses less accuracy than uniform rank and than energy
 SVD" as holds / not significant / does not hold, by a paired bootstrap of per-image test
 correctness over budgets x seeds x images (and a one-sided Wilcoxon signed-rank test over the
-budget x seed cells), separately before and after re-training.
+budget x seed cells), separately before and after re-training; and, per budget, whether
+``auto`` (with and without data) keeps at least ALDS's accuracy.
 
 Files: with ``--data-dir`` (CIFAR / MNIST files) the validation split is ``--val-size`` of the
 training images, a count or a fraction (default 0.1), and part of the training key; the bundled
@@ -35,9 +39,7 @@ and for the cells; otherwise one line per training epoch and per finished cell, 
 from __future__ import annotations
 
 import argparse
-import copy
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -45,15 +47,23 @@ from typing import Any
 import numpy as np
 import torch
 
-import tensornet.nn as tnn
 from models.resnet import BasicBlock, ResNet
+from studies.alds_cells import (  # noqa: F401  (re-exported: the cell code)
+    ALL_METHODS,
+    AUTO_METHODS,
+    CellContext,
+    cell_key,
+    grouped_formula,
+    map_cells,
+    run_cell,
+)
+from studies.alds_report import auto_section, recalibration_section
 from studies.common import cli, runner, stats
 from studies.common.checkpoints import check_checkpoint, checkpoint_path, train_or_load
 from studies.common.data import BUNDLED, DATASET_NAMES, DatasetSplits, val_size_key
 from studies.common.progress import Progress
 from studies.common.report import configuration, md_table, rows_to_csv, verdict_text
 from studies.common.study import StudyDriver
-from studies.common.training import correct, evaluate, pack_correct, train
 from studies.verdicts.alds import (  # noqa: F401  (the verdict code, re-exported)
     METHODS,
     combine,
@@ -61,13 +71,14 @@ from studies.verdicts.alds import (  # noqa: F401  (the verdict code, re-exporte
     findings,
     paper_number,
 )
-from tensornet import runs
 from tensornet.analysis import ResultStore
 from tensornet.io import atomic_write_text, save_figure
+from tensornet.nn.alloc_candidates import AUTO_FORMATS
 
 PROG = "python -m studies alds"
 BUDGETS: tuple[float, ...] = (0.6, 0.4, 0.25, 0.15)
 QUICK_BUDGETS: tuple[float, ...] = (0.5, 0.25)
+QUICK_AUTO_FORMATS: tuple[str, ...] = ("svd", "grouped", "tucker2")  # the fast candidates
 # Per-dataset defaults: mnist5k (28x28, 3,000 training images) is shrunk to stay near 10 min.
 DEFAULTS = {
     "digits": {"width": 16, "epochs": 15, "retrain_epochs": 3},
@@ -109,6 +120,10 @@ class Config:
     iterations: int = 4
     random_starts: int = 4
     limit: int | None = None
+    methods: tuple[str, ...] = ALL_METHODS
+    auto_formats: tuple[str, ...] = AUTO_FORMATS
+    recalibrate_bn: bool = True
+    calibration_batches: int = 8
     val_size: int | float | None = None  # validation split of a file dataset
     device: str = "cpu"
     out: str = "runs/alds"
@@ -137,6 +152,9 @@ class Config:
             "retrain_lr": self.retrain_lr,
             "iterations": self.iterations,
             "random_starts": self.random_starts,
+            "auto_formats": list(self.auto_formats),
+            "recalibrate_bn": self.recalibrate_bn,
+            "calibration_batches": self.calibration_batches,
         }
 
     def levels(self) -> list[float]:
@@ -157,138 +175,6 @@ def build_resnet(width: int, in_channels: int, num_classes: int) -> ResNet:
     """
     widths = (width, 2 * width, 4 * width)
     return ResNet(BasicBlock, (3, 3, 3), widths, in_channels, num_classes, shortcut="pad")
-
-
-def cell_key(method: str, budget: float) -> str:
-    """The identity of one cell in ``cells.jsonl``: ``method<TAB>budget``.
-
-    >>> cell_key("alds", 0.25)
-    'alds\\t0.25'
-    """
-    return f"{method}\t{budget:g}"
-
-
-def grouped_formula(layer: Mapping[str, Any]) -> int:
-    """Parameters of a saved layer choice: ``j (k f + c k1 k2)``, or the dense count.
-
-    >>> grouped_formula({"format": "grouped", "j": 2, "k": 4, "shape": [16, 8, 3, 3],
-    ...                  "dense_params": 1152})
-    272
-    """
-    if layer["format"] == "dense":
-        return int(layer["dense_params"])
-    f, c = layer["shape"][0], layer["shape"][1]
-    rest = int(np.prod(layer["shape"][2:])) if len(layer["shape"]) > 2 else 1
-    return int(layer["j"]) * (int(layer["k"]) * f + c * rest)
-
-
-# -- one cell -----------------------------------------------------------------------------------
-class CellContext:
-    """What every cell needs (picklable: sent once to each Dask worker)."""
-
-    def __init__(self, cfg: Config, seed: int, model: torch.nn.Module, data: DatasetSplits):
-        self.cfg, self.seed, self.model, self.data = cfg, seed, model, data
-        self.example = data.train.tensors[0][:1]
-
-    def scores(self, model: torch.nn.Module) -> dict[str, Any]:
-        """Validation and test accuracy, and per-image test correctness."""
-        hits = correct(model, self.data.test, device=self.cfg.device)
-        return {
-            "val_accuracy": evaluate(model, self.data.val, device=self.cfg.device),
-            "test_accuracy": float(hits.mean()),
-            "test_correct": pack_correct(hits),
-        }
-
-
-def run_cell(ctx: CellContext, cell: tuple[str, float]) -> dict[str, Any]:
-    """Allocate, compress, score, re-train and score one (method, budget) cell."""
-    cfg, model = ctx.cfg, ctx.model
-    method, budget = cell
-    started = time.perf_counter()
-    example = ctx.example.to(cfg.device)
-    alloc = tnn.allocate(
-        model,
-        budget,
-        method,
-        example_input=example,
-        error="proxy",  # the paper's algorithm (true errors are recorded beside it)
-        iterations=cfg.iterations,
-        seeds=cfg.random_starts,
-        seed=ctx.seed,
-        progress=False,
-    )
-    layers = []
-    for name, choice in alloc.layers.items():
-        shape = list(model.get_submodule(name).weight.shape)
-        layers.append(
-            {
-                "name": name,
-                "format": choice.format,
-                "j": choice.ranks[0] if choice.ranks else 0,
-                "k": choice.groups,
-                "params": choice.params,
-                "dense_params": choice.dense_params,
-                "shape": shape,
-                "error": choice.error,
-                "spectral_error": choice.spectral_error,
-                "frobenius_error": choice.frobenius_error,
-            }
-        )
-    compressed_any = any(c.format != "dense" for c in alloc.layers.values())
-    plan_flops = None
-    if compressed_any:
-        small, rep = tnn.compress(
-            model, allocation=alloc, example_input=example, measure_time=False
-        )
-        plan_flops = [rep.flops_before, rep.flops_after]
-    else:
-        small = copy.deepcopy(model)
-    small.eval()
-    before = ctx.scores(small)
-    history = []
-    if compressed_any and cfg.retrain_epochs > 0:
-        for epoch in range(1, cfg.retrain_epochs + 1):
-            train(
-                small,
-                ctx.data,
-                epochs=1,
-                lr=cfg.retrain_lr,
-                batch_size=cfg.batch_size,
-                seed=ctx.seed + 1000 + epoch,
-                device=cfg.device,
-                progress=False,
-            )
-            small.eval()
-            history.append({"epoch": epoch, **ctx.scores(small)})
-        after = max(history, key=lambda h: (h["val_accuracy"], -h["epoch"]))
-    else:  # nothing compressed: nothing to re-train, "after" is the model itself
-        after = {"epoch": 0, **before}
-    params = sum(p.numel() for p in small.parameters())
-    return {
-        "key": cell_key(method, budget),
-        "method": method,
-        "budget": budget,
-        "target_params": alloc.budget,
-        "params": params,
-        "allocated_params": alloc.total_params,
-        "model_params": alloc.model_params,
-        "flops": alloc.total_flops,
-        "model_flops": alloc.model_flops,
-        "plan_flops": plan_flops,
-        "max_error": alloc.max_error,
-        "layers": layers,
-        "before": before,
-        "after": after,
-        "retrain": [{k: h[k] for k in ("epoch", "val_accuracy", "test_accuracy")} for h in history],
-        "seconds": time.perf_counter() - started,
-    }
-
-
-def map_cells(
-    ctx: CellContext, cells: Sequence[tuple[str, float]], executor: Any
-) -> Iterable[dict[str, Any]]:
-    """Run cells here (in order) or on a Dask client (as they finish) or a futures executor."""
-    return runs.map_cells(run_cell, cells, executor=executor, shared=(ctx,))
 
 
 # -- one seed -----------------------------------------------------------------------------------
@@ -343,7 +229,7 @@ class SeedRun:
             f"{base['val_accuracy']:.4f}, test {base['test_accuracy']:.4f} ({how})"
         )
         store = ResultStore(self.dir / "cells.jsonl", cfg.cells(self.seed))
-        wanted = [(m, b) for b in cfg.levels() for m in METHODS]
+        wanted = [(m, b) for b in cfg.levels() for m in cfg.methods]
         todo = [c for c in wanted if cell_key(*c) not in store.done]
         with Progress(len(todo), "cell", log=self.log) as progress:
             for row in map_cells(ctx, todo, executor):
@@ -357,7 +243,7 @@ class SeedRun:
         rows = [by_key[cell_key(*c)] for c in wanted]
         self.log(f"[2/2] cells: {len(todo)} computed, {len(wanted) - len(todo)} reused")
         atomic_write_text(self.dir / "cells.csv", rows_to_csv(flat_rows(rows), CELL_COLUMNS))
-        plot_allocations(rows, cfg.levels(), self.dir / "allocations.png")
+        plot_allocations(rows, cfg.levels(), self.dir / "allocations.png", cfg.methods)
         return {
             "seed": self.seed,
             "base": base,
@@ -395,8 +281,14 @@ def flat_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def plot_allocations(rows: Sequence[Mapping[str, Any]], levels: Sequence[float], path: Path):
-    """Per budget: rank ``j`` per layer for each method (0: left dense) and ALDS's ``k``."""
+def plot_allocations(
+    rows: Sequence[Mapping[str, Any]],
+    levels: Sequence[float],
+    path: Path,
+    methods: Sequence[str] = METHODS,
+) -> None:
+    """Per budget: rank ``j`` (auto: the first rank) per layer for each method (0: left
+    dense) and ALDS's ``k``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -406,14 +298,15 @@ def plot_allocations(rows: Sequence[Mapping[str, Any]], levels: Sequence[float],
     fig, axes = plt.subplots(len(budgets), 2, figsize=(13, 2.6 * len(budgets) + 0.6), squeeze=False)
     for ax_j, ax_k, budget in zip(axes[:, 0], axes[:, 1], budgets):
         cells = {r["method"]: r for r in rows if r["budget"] == budget}
-        names = [lay["name"] for lay in cells[METHODS[0]]["layers"]]
+        names = [lay["name"] for lay in cells[methods[0]]["layers"]]
         x = np.arange(len(names))
-        width = 0.8 / len(METHODS)
-        for i, method in enumerate(METHODS):
+        width = 0.8 / len(methods)
+        for i, method in enumerate(methods):
             js = [lay["j"] for lay in cells[method]["layers"]]
-            ax_j.bar(x + (i - 1) * width, js, width, label=method)
+            ax_j.bar(x + (i - (len(methods) - 1) / 2) * width, js, width, label=method)
         ax_j.set_ylabel(f"rank j\n(budget {budget:g})")
-        ks = [lay["k"] if lay["format"] != "dense" else 0 for lay in cells["alds"]["layers"]]
+        alds = cells["alds"]["layers"] if "alds" in cells else []
+        ks = [lay["k"] if lay["format"] != "dense" else 0 for lay in alds]
         ax_k.bar(x, ks, 0.6, color="tab:blue")
         ax_k.set_ylabel("ALDS groups k")
         for ax in (ax_j, ax_k):
@@ -425,7 +318,6 @@ def plot_allocations(rows: Sequence[Mapping[str, Any]], levels: Sequence[float],
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
     plt.close(fig)
-
 
 
 # -- report -------------------------------------------------------------------------------------
@@ -473,10 +365,8 @@ def report(
         f"- Test accuracy of the trained model: **{base}** (validation "
         f"{stats.spread(found['base_val']).format('.4f')}); {sizes[0]} train / {sizes[1]} val / "
         f"{sizes[2]} test images per seed. Chance level (1 / classes): "
-        f"{1 / first['num_classes']:.4f}; a compressed model at or near it has collapsed (most "
-        "likely its activations no longer match the batch-norm statistics it was trained with; "
-        "the study does not recalibrate them).",
-        "",
+        f"{1 / first['num_classes']:.4f}.",
+        *recalibration_section(cfg, found),
         "## Finding: at equal parameter budget, ALDS loses less accuracy than uniform rank and "
         "than energy-threshold SVD",
         "",
@@ -499,6 +389,7 @@ def report(
             iv = stats.Interval(**c["advantage"]).format(scale=100, unit=" points")
             lines.append(f"- vs {other}: advantage {iv}. **{_verdict_line(c)}.")
         lines.append("")
+    lines += auto_section(found)
     lines += [
         f"## Paper-style number: largest compression with a drop <= {100 * cfg.max_drop:g} points",
         "",
@@ -509,7 +400,7 @@ def report(
     ]
     rows = []
     for phase in ("before", "after"):
-        for method in METHODS:
+        for method in found["methods"]:
             picks = [p[method] for p in found["paper_number"][phase] if method in p]
             rows.append(
                 [
@@ -664,6 +555,35 @@ def budget_list(text: str) -> tuple[float, ...]:
     return tuple(sorted(values, reverse=True))
 
 
+def method_list(text: str) -> tuple[str, ...]:
+    """Comma-separated distinct methods of :data:`ALL_METHODS`, in the table's order.
+
+    >>> method_list("auto-data,alds")
+    ('alds', 'auto-data')
+    """
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    unknown = [n for n in names if n not in ALL_METHODS]
+    if not names or unknown or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: distinct methods of {', '.join(ALL_METHODS)} expected"
+        )
+    return tuple(m for m in ALL_METHODS if m in names)
+
+
+def format_list(text: str) -> tuple[str, ...]:
+    """Comma-separated distinct formats of ``auto`` (:data:`AUTO_FORMATS`).
+
+    >>> format_list("svd,tucker2")
+    ('svd', 'tucker2')
+    """
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    if not names or any(n not in AUTO_FORMATS for n in names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: distinct formats of {', '.join(AUTO_FORMATS)} expected"
+        )
+    return names
+
+
 def build_parser() -> cli.OneLineParser:
     """The argument parser; every value is checked here (one line and exit 2 when bad)."""
     p = cli.OneLineParser(prog=PROG, description=__doc__.split("\n")[0])
@@ -702,6 +622,31 @@ def build_parser() -> cli.OneLineParser:
         default=0.005,
         help="accuracy drop of the paper-style number (fraction, default 0.005 = 0.5 points)",
     )
+    add(
+        "--methods",
+        type=method_list,
+        default=ALL_METHODS,
+        help=f"allocation methods, comma-separated (default {','.join(ALL_METHODS)})",
+    )
+    add(
+        "--auto-formats",
+        type=format_list,
+        default=None,
+        help=f"formats auto may choose (default all: {','.join(AUTO_FORMATS)}; --quick: "
+        f"{','.join(QUICK_AUTO_FORMATS)})",
+    )
+    add(
+        "--no-recalibrate-bn",
+        dest="recalibrate_bn",
+        action="store_false",
+        help="score compressed models with the trained model's BatchNorm statistics",
+    )
+    add(
+        "--calibration-batches",
+        type=cli.positive_int,
+        default=8,
+        help="training batches for BatchNorm recalibration and auto-data (default 8)",
+    )
     add("--iterations", type=cli.positive_int, default=4, help="ALDS alternations per start")
     add("--random-starts", type=cli.nonnegative_int, default=4, help="ALDS random starts")
     add(
@@ -738,6 +683,10 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         iterations=a.iterations,
         random_starts=a.random_starts,
         limit=a.limit,
+        methods=a.methods,
+        auto_formats=a.auto_formats or (QUICK_AUTO_FORMATS if a.quick else AUTO_FORMATS),
+        recalibrate_bn=a.recalibrate_bn,
+        calibration_batches=a.calibration_batches,
         val_size=a.val_size,
         device=a.device,
         out=out,

@@ -56,6 +56,7 @@ from studies.common.training import evaluate, train
 from studies.verdicts.approx_error import (  # noqa: F401  (the verdict code, re-exported)
     FEATURE_MEASURES,
     GROUPINGS,
+    MARGIN,
     MEASURES,
     N_BOOT,
     PAPER_FRACTIONS,
@@ -418,6 +419,7 @@ def report(cfg: Config, results: Sequence[Mapping], found: Mapping, seconds: flo
         f"performance error (1 - test accuracy) over {cfg.pseudo_runs} pseudo-runs (one repeat "
         "sampled per configuration), mean ± std.",
         "",
+        *([f"**{found['evidence']}**", ""] if found.get("evidence") else []),
         f"**{found['note']}**"
         + (
             " With one repeat per configuration the pseudo-runs coincide."
@@ -432,24 +434,30 @@ def report(cfg: Config, results: Sequence[Mapping], found: Mapping, seconds: flo
         "## Finding: relative weight error correlates best with performance error; feature "
         "errors are no better",
         "",
-        "Verdict per set of levels and performance error: *holds* when the one-sided Kendall "
-        "test of rel. weight error vs performance error has p < 0.05 (the largest p over the "
-        "pseudo-runs) and no feature error's 95% bootstrap interval of tau(feature) - tau(rel. "
-        "weight) lies above 0; *does not hold* when a feature error is significantly better or "
-        "the correlation is significantly negative; *not significant* otherwise.",
+        "Verdict per set of levels and performance error, the seeds being the independent "
+        "units: *holds* when the one-sided Kendall test of rel. weight error vs performance "
+        "error has p < 0.05 (per seed the largest p over its pseudo-runs, combined across seeds "
+        "by Stouffer's z) and, for every feature error, the 90% t interval over seeds of "
+        "tau(feature) - tau(rel. weight) lies below the equivalence margin "
+        f'+{MARGIN:g} (a TOST at 5%: "no better"); *does not hold* when a '
+        "feature error's interval lies above the margin or the correlation is significantly "
+        "negative; *not enough units* with fewer than 5 seeds (the margin test cannot decide); "
+        "*not significant* otherwise. Each seed's bootstrap interval over its configurations is "
+        "given beside.",
         "",
     ]
     for key, entry in v.items():
         subset, perf = key.split("/")
         label = "all levels" if subset == "all" else "paper's levels (50/75/90 % compression)"
         diffs = "; ".join(
-            f"{m.replace('_', ' ')} - rel. weight: {stats.Interval(**iv).format('.2f')}"
-            for m, iv in entry["differences"].items()
+            f"{m.replace('_', ' ')} - rel. weight: "
+            + ", ".join(stats.Interval(**iv).format(".2f") for iv in x["per_unit"])
+            for m, x in entry["no_better"].items()
         )
         lines.append(
             f"- **{label}, {perf} fine-tuning: {entry['status']}** (tau-a of rel. weight error "
             f"{entry['statistic']:.2f}, one-sided p = {entry['p_value']:.3g}). {entry['reason']}. "
-            f"Differences of pooled tau-a: {diffs}."
+            f"Differences of tau-a, per seed (bootstrap over its configurations): {diffs}."
         )
     lines += ["", "## tau beside the paper's (all choices, 50/75/90 % compression)", ""]
     if "paper" in found["tables"]:

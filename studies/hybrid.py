@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from models import build_model
-from studies.common import cli, runner, stats
+from studies.common import cli, runner, stats, units
 from studies.common.checkpoints import check_checkpoint, checkpoint_path, train_or_load
 from studies.common.data import BUNDLED, DATASET_NAMES, DatasetSplits, val_size_key
 from studies.common.progress import Progress
@@ -271,7 +271,6 @@ class SeedRun:
         atomic_write_text(self.dir / "layers.csv", rows_to_csv(layers, LAYER_COLUMNS))
 
 
-
 # -- figure and report ----------------------------------------------------------------------------
 def accuracy_figure(
     found: Mapping[str, Any], cfg: Config, path: Path
@@ -305,24 +304,20 @@ def accuracy_figure(
 
 
 def _verdict_line(found: Mapping[str, Any], key: str) -> str:
-    v = found["verdicts"][key]
-    interval = stats.Interval(**v["interval"]) if v["interval"] else None
-    verdict = stats.Verdict(**{**v, "interval": interval})
-    return f"{verdict_text(verdict)}"
+    return verdict_text(stats.Verdict(**found["verdicts"][key]))
 
 
 def _comparison_text(comp: Mapping[str, Any]) -> str:
     iv = stats.Interval(**comp["interval"])
-    w = comp["wilcoxon"]
-    wil = (
-        f"one-sided Wilcoxon signed-rank p = {w['p_value']:.3g}"
-        if w["p_value"] is not None
-        else "Wilcoxon undefined (all differences zero)"
+    v = comp["verdict"]
+    per_seed = "; ".join(
+        stats.Interval(**x).format(scale=100, unit=" points") for x in comp["per_seed_intervals"]
     )
     n = len(comp["differences"])
     return (
-        f"difference {iv.format(scale=100, unit=' points')} ({iv.method}); "
-        f"{comp['wins']} of {n} units better, {comp['losses']} worse; {wil}"
+        f"difference {iv.format(scale=100, unit=' points')} ({iv.method}; one-sided sign-flip "
+        f"p = {v['p_value']:.3g}); per seed, bootstrap over its test images: {per_seed}; "
+        f"{comp['wins']} of {n} (ratio, seed) cells better, {comp['losses']} worse"
     )
 
 
@@ -352,6 +347,7 @@ def report(
         "The only level chosen is the fine-tuning epoch, chosen on the validation split; every "
         "accuracy below is a test-split accuracy.",
         "",
+        *([f"**{found['evidence']}**", ""] if found.get("evidence") else []),
         f"**{found['note']}**",
         "",
         "## Model and compressed layers",
@@ -373,9 +369,14 @@ def report(
         "",
         "## Findings",
         "",
-        "Each verdict: *holds* when the whole 95% bootstrap interval of the accuracy difference "
-        "lies above 0, *does not hold* when it lies below 0, *not significant* otherwise. Units "
-        "are (comparison, ratio, seed); both cells of a unit are scored on the same test images. "
+        "Each verdict is a test over the seeds (the independent units; a seed's value is its "
+        "mean accuracy difference over the ratios): *holds* when the exact one-sided sign-flip "
+        "test gives p < 0.05 and the whole 95% t interval over seeds lies above 0, *does not "
+        "hold* when both say below 0, *not significant* otherwise; *not enough units* with "
+        "fewer than 5 seeds (the sign-flip test cannot reach p < 0.05); *no verdict* when a "
+        f"compared cell is within {100 * units.CHANCE_MARGIN:g} points of chance. Both cells of "
+        "a comparison are scored on the same test images; each seed's bootstrap over its test "
+        "images is given beside. "
         "Headline: after fine-tuning (the factors trained, as tensorized networks are); before "
         "fine-tuning (the decomposed trained weights as they are) below it.",
         "",

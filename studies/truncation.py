@@ -41,7 +41,7 @@ import torch
 
 import tensornet as tn
 from models import MODEL_NAMES, build_model
-from studies.common import cli, runner, stats
+from studies.common import cli, runner, stats, units
 from studies.common.checkpoints import check_checkpoint, checkpoint_path, train_or_load
 from studies.common.data import BUNDLED, DATASET_NAMES, DatasetSplits, val_size_key
 from studies.common.progress import Progress
@@ -139,7 +139,6 @@ class Config:
     def seed_list(self) -> list[int]:
         """The seeds of this run."""
         return runner.seed_list(self.seed, self.seeds)
-
 
 
 # -- levels chosen on validation (tolerated, nontrivial: studies.verdicts.truncation) ----------
@@ -387,20 +386,26 @@ class SeedRun:
         }
 
 
-
 # -- report -------------------------------------------------------------------------------------
 def _s(summary: Mapping[str, Any], key: str, fmt: str = ".4f", scale: float = 1.0, unit: str = ""):
     return stats.Spread(**summary[key]).format(fmt, scale, unit)
 
 
-def _iv(intervals: Mapping[str, Any], key: str) -> str:
-    return stats.Interval(**intervals[key]).format(scale=100, unit=" points")
+def _iv(found: Mapping[str, Any], key: str) -> str:
+    """The t interval over seeds (where there are two or more) and each seed's own bootstrap."""
+    per_seed = "; ".join(
+        stats.Interval(**iv).format(scale=100, unit=" points")
+        for iv in found["per_seed_intervals"][key]
+    )
+    over = stats.Interval(**found["intervals"][key])
+    if len(found["per_seed_intervals"][key]) < 2:
+        return f"one seed, bootstrap over its test images: {per_seed}"
+    return f"{over.format(scale=100, unit=' points')} ({over.method}; per seed: {per_seed})"
 
 
 def _verdict(found: Mapping[str, Any], number: str) -> str:
     v = found["verdicts"][number]
-    interval = stats.Interval(**v["interval"]) if v["interval"] else None
-    verdict = stats.Verdict(**{**v, "interval": interval})
+    verdict = stats.Verdict(**v)
     return f"{verdict_text(verdict)}.** Why: {verdict.reason}."
 
 
@@ -416,7 +421,7 @@ def report(
     pct = {"fmt": ".1f", "scale": 100.0, "unit": "%"}
     n = len(results)
     sizes = first["sizes"]
-    iv = found["intervals"]
+    evidence = [f"**{found['evidence']}**", ""] if found.get("evidence") else []
     lines = [
         f"# Truncation along cuts: {cfg.model} on {cfg.dataset}",
         "",
@@ -427,6 +432,7 @@ def report(
         "on the validation split; accuracies below are test-split accuracies of those choices. "
         "*Norm lost* is `1 - ||K'|| / ||K||` for a truncated kernel `K'`.",
         "",
+        *evidence,
         f"**{found['note']}**",
         "",
         "## Model",
@@ -436,16 +442,20 @@ def report(
         "",
         "## Findings",
         "",
-        "Each verdict: *holds* when the named test supports the finding at 95% (p < 0.05 or the "
-        "whole 95% interval on the finding's side), *does not hold* when it supports the "
-        "opposite, *not significant* otherwise.",
+        "Each verdict is a test over the seeds (the independent units): *holds* when the named "
+        "test supports the finding at 95% (p < 0.05 and, for differences, the whole 95% t "
+        "interval over seeds on the finding's side), *does not hold* when it supports the "
+        "opposite, *not significant* otherwise; *not enough units* when there are fewer seeds "
+        "than the test can decide on (the exact sign-flip test needs 5 at p < 0.05); *no "
+        f"verdict* when a compared model is within {100 * units.CHANCE_MARGIN:g} points of "
+        "chance. Bootstrap intervals over test images are given per seed, beside the test.",
         "",
         f"**1. Kernels can be truncated along cuts, losing much norm but little accuracy: "
         f"{_verdict(found, '1')} Truncating every layer along {len(cfg.combined_cuts)} cuts "
         f"at once, each at the smallest chi whose validation accuracy stays within {tol} (the "
         f"safe plan), removes {_s(s, 'safe_norm_lost', **pct)} of the kernel norm on average "
         f"and loses {_s(s, 'safe_drop', **pts)} of test accuracy (test accuracy "
-        f"{_s(s, 'safe_test_accuracy')}; {stats.Interval(**iv['safe_drop']).method}). The "
+        f"{_s(s, 'safe_test_accuracy')}; {_iv(found, 'safe_drop')}). The "
         "finding needs at least "
         f"{100 * MUCH_NORM:.0f}% of the norm removed and the drop's interval below {tol}. "
         f"One cut at a time: in {_s(s, 'pairs_much_norm', '.3g')} of "
@@ -459,8 +469,9 @@ def report(
             f"`{layer}` {stats.Spread(**v).format(**pct)}"
             for layer, v in zip(layers, s["removable_norm"])
         )
-        + f". The test is Kendall tau-b between layer depth and removable norm over {n} seed(s) "
-        f"x {len(layers)} layers, one-sided (deeper = more).",
+        + f". The test is Kendall tau-b between layer depth and removable norm within each seed "
+        f"({len(layers)} layers), one-sided (deeper = more), combined over {n} seed(s) by "
+        "Stouffer's z (points of different seeds are never compared).",
         "",
         f"**3. Re-training recovers from aggressive truncation: {_verdict(found, '3')} "
         f"Truncating every layer along {len(cfg.combined_cuts)} cuts at the level where each cut "
@@ -473,9 +484,9 @@ def report(
         f"validation accuracy) the loss is {_s(s, 'retrained_drop', **pts)} (test accuracy "
         f"{_s(s, 'retrained_test_accuracy')}), regaining {_s(s, 'regained', **pct)} of the "
         "accuracy lost. The finding needs the interval of the aggressive loss above the "
-        f"tolerance (here {_iv(iv, 'aggressive_drop')}) "
+        f"tolerance (here {_iv(found, 'aggressive_drop')}) "
         "and that of the re-trained loss below it (here "
-        f"{_iv(iv, 'retrained_drop')}).",
+        f"{_iv(found, 'retrained_drop')}).",
         "",
     ]
     lines += _tables(cfg, results, found)
@@ -616,21 +627,40 @@ def build_parser() -> cli.OneLineParser:
         p, DATASET_NAMES, default_out="runs/truncation-DATASET-MODEL", val_size=True
     )
     add = p.add_argument
-    add("--cuts", type=parse_cuts, default=ALL_CUTS,
-        help="'all' or e.g. 'out;in;out,in' (default: all 7)")
-    add("--chis", type=cli.int_list, default=None,
-        help="comma-separated chi values (default: powers of two up to full rank)")
+    add(
+        "--cuts",
+        type=parse_cuts,
+        default=ALL_CUTS,
+        help="'all' or e.g. 'out;in;out,in' (default: all 7)",
+    )
+    add(
+        "--chis",
+        type=cli.int_list,
+        default=None,
+        help="comma-separated chi values (default: powers of two up to full rank)",
+    )
     add("--epochs", type=cli.positive_int, default=15)
     add("--lr", type=cli.positive_float, default=1e-3)
     add("--batch-size", type=cli.positive_int, default=64)
     add("--retrain-epochs", type=cli.positive_int, default=5)
     add("--retrain-lr", type=cli.positive_float, default=1e-3)
-    add("--tolerance", type=cli.fraction, default=0.01,
-        help="validation accuracy drop counted as 'little' (fraction, default 0.01 = 1 point)")
-    add("--aggressive-drop", type=cli.fraction, default=0.05,
-        help="per-cut validation accuracy drop of the aggressive level (default 0.05)")
-    add("--quick", action="store_true",
-        help="CI-sized run: 3 epochs, 3 cuts, chi in 1..64 by powers of two, 1 re-train epoch")
+    add(
+        "--tolerance",
+        type=cli.fraction,
+        default=0.01,
+        help="validation accuracy drop counted as 'little' (fraction, default 0.01 = 1 point)",
+    )
+    add(
+        "--aggressive-drop",
+        type=cli.fraction,
+        default=0.05,
+        help="per-cut validation accuracy drop of the aggressive level (default 0.05)",
+    )
+    add(
+        "--quick",
+        action="store_true",
+        help="CI-sized run: 3 epochs, 3 cuts, chi in 1..64 by powers of two, 1 re-train epoch",
+    )
     return p  # fmt: skip
 
 

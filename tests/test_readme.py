@@ -105,6 +105,22 @@ def check_ship(ns):
     torch.testing.assert_close(program.module()(x), small(x), rtol=1e-4, atol=1e-4)
 
 
+def _same_row(shown: str, printed: str) -> bool:
+    """``printed`` starts as ``shown`` does, numbers within 0.002: the README's ResNet-20 is
+    trained here, and its last digit moves with the thread count of the machine."""
+    want, got = shown.split(), printed.split()[: len(shown.split())]
+    if len(got) != len(want):
+        return False
+    for w, g in zip(want, got):
+        try:
+            if abs(float(w) - float(g)) > 0.002:
+                return False
+        except ValueError:
+            if w != g:
+                return False
+    return True
+
+
 def check_compressed_spectra(ns, tmp_path, printed):
     """Spectra of the compressed ResNet-20: every layer, the Tucker-2 bond's values exact, the
     command line on the saved file with the same layers and values."""
@@ -133,7 +149,7 @@ def check_compressed_spectra(ns, tmp_path, printed):
     out_lines = printed_cli.getvalue().splitlines()
     for line in shown:  # the README's excerpt is what the command prints, cut at "  ..."
         if line != "...":
-            assert any(o.startswith(line.removesuffix("  ...")) for o in out_lines), line
+            assert any(_same_row(line.removesuffix("  ..."), o) for o in out_lines), line
     with open(tmp_path / "cli" / "spectra.csv") as f:
         rows = list(csv.DictReader(f))
     assert {r["layer"] for r in rows} == set(table.layers)

@@ -143,14 +143,20 @@ TESTS: dict[str, list[str]] = {
     "tensornet/nn/cost.py": ["tests/nn/test_cost.py", "tests/nn/test_cost_values.py"],
     "tensornet/nn/functional.py": ["tests/nn/test_functional.py", "tests/nn/test_plans.py"],
     "tensornet/nn/staging.py": ["tests/nn/test_staging.py", "tests/nn/test_functional.py"],
-    "tensornet/nn/plans.py": ["tests/nn/test_plans.py", "tests/nn/test_functional.py"],
+    "tensornet/nn/plans.py": [
+        "tests/nn/test_plans.py", "tests/nn/test_functional.py", "tests/nn/test_layout.py",
+    ],  # fmt: skip
+    "tensornet/nn/layout.py": ["tests/nn/test_layout.py"],
+    "tensornet/nn/fold.py": ["tests/nn/test_fold.py"],
     "tensornet/nn/geometry.py": [
         "tests/nn/test_plans.py", "tests/nn/test_layers_inputs.py",
         "tests/nn/test_grouped.py::test_the_geometry_takes_a_positive_int_of_groups",
     ],  # fmt: skip
     # planning's traced path (_traced_plan) is reached only by tests/nn/test_compile.py, which
     # cannot run under mutmut: Dynamo does not trace its trampoline (ContextVar.get)
-    "tensornet/nn/planning.py": ["tests/nn/test_planning.py", "tests/nn/test_layers_inputs.py"],
+    "tensornet/nn/planning.py": [
+        "tests/nn/test_planning.py", "tests/nn/test_layers_inputs.py", "tests/nn/test_layout.py",
+    ],  # fmt: skip
     "tensornet/nn/layers.py": [
         "tests/nn/test_layers_values.py", "tests/nn/test_layers_inputs.py",
         "tests/nn/test_layers.py",
@@ -298,7 +304,9 @@ TESTS: dict[str, list[str]] = {
     "studies/verdicts/approx_error.py": ["tests/studies/test_verdicts_approx_error.py"],
     "studies/common/stats.py": [
         "tests/studies/test_stats.py", "tests/studies/test_stats_values.py",
+        "tests/studies/test_units.py",
     ],  # fmt: skip
+    "studies/common/units.py": ["tests/studies/test_units.py"],
 
     # studies: shared machinery (progress, the validation split, argument checks, training)
     "studies/common/progress.py": ["tests/studies/test_progress.py"],

@@ -15,7 +15,7 @@ import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .stats import Verdict
+from .stats import NO_VERDICT, Verdict
 
 __all__ = ["configuration", "md_cell", "md_table", "rows_to_csv", "verdict_text"]
 
@@ -76,6 +76,8 @@ def verdict_text(verdict: Verdict, scale: float = 100.0, unit: str = " points") 
     >>> verdict_text(Verdict("not significant", "one-sided Kendall tau-b test", "few points",
     ...                      statistic=0.33, p_value=0.375, statistic_name="tau"))
     'not significant (one-sided Kendall tau-b test: tau = 0.33, p = 0.375)'
+
+    A withheld verdict ("no verdict") leads with its reason (which models are near chance).
     """
     evidence = []
     if verdict.statistic is not None:
@@ -88,7 +90,12 @@ def verdict_text(verdict: Verdict, scale: float = 100.0, unit: str = " points") 
             f"estimate {iv.estimate * scale:.2f}{unit}, {100 * iv.level:.0f}% interval "
             f"[{iv.low * scale:.2f}, {iv.high * scale:.2f}]{unit}"
         )
-    return f"{verdict.status} ({verdict.test}: {', '.join(evidence) or verdict.reason})"
+    if verdict.units is not None:
+        evidence.append(f"{verdict.units} units")
+    status = verdict.status
+    if status == NO_VERDICT:
+        status = f"{status}: {verdict.reason}"
+    return f"{status} ({verdict.test}: {', '.join(evidence) or verdict.reason})"
 
 
 def configuration(cfg: Any) -> list[str]:

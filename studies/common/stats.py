@@ -1,16 +1,18 @@
 """Verdicts a reviewer can check: every finding holds, is not significant, or does not hold.
 
 A finding *holds* when a named test supports it at the stated level, *does not hold* when the
-same test supports the opposite, and is *not significant* otherwise. Two kinds of evidence are
-provided:
+same test supports the opposite, and is *not significant* otherwise. Two more statuses say why
+no such verdict is given: *not enough units* (fewer independent units, e.g. seeds, than the test
+can decide on at its level) and *no verdict* (the compared models are near chance). The kinds
+of evidence provided here:
 
 - :func:`kendall_verdict`: a monotone trend (one-sided Kendall tau-b test, its p-value);
 - :func:`threshold_verdict` on a :func:`paired_bootstrap` interval: whether a paired difference
   (e.g. accuracy lost by a truncation, per test image) lies below or above a threshold.
 
-With several seeds the bootstrap resamples seeds and then images within each seed, so its
-interval covers training variation as well as test-set sampling; with one seed it covers the
-test-set sampling only, and reports say so (:func:`seeds_note`).
+Tests over independent units (seeds), the near-chance rule, equivalence margins and per-seed
+Kendall tests combined across seeds are in :mod:`studies.common.units`; there the image-level
+bootstrap is used only inside one unit (one seed's test images).
 
 Examples
 --------
@@ -38,6 +40,8 @@ __all__ = [
     "all_hold",
     "DOES_NOT_HOLD",
     "HOLDS",
+    "NO_VERDICT",
+    "NOT_ENOUGH_UNITS",
     "NOT_SIGNIFICANT",
     "STATUSES",
     "Interval",
@@ -53,18 +57,28 @@ __all__ = [
 HOLDS = "holds"
 NOT_SIGNIFICANT = "not significant"
 DOES_NOT_HOLD = "does not hold"
+NOT_ENOUGH_UNITS = "not enough units"
+NO_VERDICT = "no verdict"
+STATUSES = (HOLDS, NOT_SIGNIFICANT, DOES_NOT_HOLD, NOT_ENOUGH_UNITS, NO_VERDICT)
 
 
 def all_hold(statuses: Sequence[str]) -> str:
     """A finding made of parts: holds when every part holds, does not hold when any part does not.
 
+    Otherwise the first of "no verdict", "not enough units" and "not significant" among the
+    parts: a finding with a part that could not be tested never holds.
+
     >>> all_hold([HOLDS, NOT_SIGNIFICANT])
     'not significant'
+    >>> all_hold([HOLDS, NOT_ENOUGH_UNITS, NOT_SIGNIFICANT])
+    'not enough units'
     """
-    if DOES_NOT_HOLD in statuses:
-        return DOES_NOT_HOLD
+    for status in (DOES_NOT_HOLD, NO_VERDICT, NOT_ENOUGH_UNITS):
+        if status in statuses:
+            return status
     return HOLDS if all(s == HOLDS for s in statuses) else NOT_SIGNIFICANT
-STATUSES = (HOLDS, NOT_SIGNIFICANT, DOES_NOT_HOLD)
+
+
 ALPHA = 0.05
 
 
@@ -131,6 +145,9 @@ class Interval:
         Confidence level, e.g. 0.95.
     method
         How the interval was made, e.g. ``"paired percentile bootstrap over 360 test images"``.
+
+    A bound or estimate of ``None`` is NaN: strict JSON writes NaN (e.g. the bounds of a t
+    interval over one seed) as ``null``, and an interval read back is the same interval.
     """
 
     estimate: float
@@ -138,6 +155,11 @@ class Interval:
     high: float
     level: float
     method: str
+
+    def __post_init__(self) -> None:
+        for name in ("estimate", "low", "high"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, float("nan"))
 
     def format(self, fmt: str = ".2f", scale: float = 1.0, unit: str = "") -> str:
         """E.g. ``0.31 points, 95% interval [-0.28, 0.83]``.
@@ -160,7 +182,8 @@ class Verdict:
     Attributes
     ----------
     status
-        ``"holds"``, ``"not significant"`` or ``"does not hold"``.
+        One of :data:`STATUSES`: ``"holds"``, ``"not significant"``, ``"does not hold"``,
+        ``"not enough units"`` or ``"no verdict"``.
     test
         The test, named, e.g. ``"one-sided Kendall tau-b test (depth vs removable norm)"``.
     statistic, p_value
@@ -171,6 +194,13 @@ class Verdict:
         The confidence interval, where the test is an interval.
     reason
         One sentence on why this status.
+    per_unit
+        Intervals inside each unit (e.g. a bootstrap over one seed's test images), reported
+        beside a test over units.
+    units
+        The number of independent units the test used, where it is a test over units.
+
+    Intervals may be given as their :meth:`as_dict` dicts (a verdict read back from JSON).
     """
 
     status: str
@@ -180,10 +210,16 @@ class Verdict:
     p_value: float | None = None
     interval: Interval | None = None
     statistic_name: str = "statistic"
+    per_unit: tuple[Interval, ...] = ()
+    units: int | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+        if isinstance(self.interval, dict):
+            object.__setattr__(self, "interval", Interval(**self.interval))
+        per_unit = tuple(Interval(**iv) if isinstance(iv, dict) else iv for iv in self.per_unit)
+        object.__setattr__(self, "per_unit", per_unit)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields (the interval as a nested dict)."""
@@ -193,17 +229,19 @@ class Verdict:
 def seeds_note(n_seeds: int) -> str:
     """What the statistics cover, given the number of seeds.
 
-    >>> seeds_note(1)[:39]
-    'One seed: the intervals cover test-set '
+    >>> seeds_note(1)[:38]
+    'One seed: verdicts over seeds say "not'
     """
     if n_seeds == 1:
         return (
-            "One seed: the intervals cover test-set sampling only, not training variation "
-            "(rerun with --seeds N to include it); no spread across seeds is reported."
+            'One seed: verdicts over seeds say "not enough units"; the intervals cover '
+            "test-set sampling only, not training variation (rerun with --seeds N to include "
+            "it); no spread across seeds is reported."
         )
     return (
-        f"{n_seeds} seeds: numbers are mean ± standard deviation over seeds; intervals "
-        "resample seeds and then test images within each seed."
+        f"{n_seeds} seeds: numbers are mean ± standard deviation over seeds; verdicts test "
+        "the per-seed values over the seeds (the seeds are the independent units); bootstrap "
+        "intervals resample test images within one seed only."
     )
 
 
@@ -272,9 +310,8 @@ def paired_bootstrap(
     low, high = np.quantile(replicates, [tail, 1 - tail])
     sizes = sorted({d.size for d in diffs})
     items = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
-    method = (
-        f"paired percentile bootstrap ({n_boot} replicates) over {items} test images"
-        + (f" and {n_seeds} seeds" if n_seeds > 1 else "")
+    method = f"paired percentile bootstrap ({n_boot} replicates) over {items} test images" + (
+        f" and {n_seeds} seeds" if n_seeds > 1 else ""
     )
     estimate = float(np.mean([d.mean() for d in diffs]))
     return Interval(estimate, float(low), float(high), level, method)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import stats as sps
 
-from studies.common import stats
+from studies.common import stats, units
 from studies.common.levels import cheapest_within
 from studies.common.training import unpack_correct
 
@@ -23,6 +23,20 @@ if TYPE_CHECKING:
     from studies.alds import Config
 
 METHODS: tuple[str, ...] = ("alds", "uniform", "energy")  # ALDS first, then the baselines
+#: The automatic allocations compared with ALDS, budget by budget.
+AUTO: tuple[str, ...] = ("auto-data", "auto")
+NAMES = {"alds": "ALDS", "auto-data": "auto with data"}
+ORDER: tuple[str, ...] = METHODS + ("auto", "auto-data")  # the table's order of methods
+
+
+def methods_in(results: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The methods every seed's rows hold, in table order (a run may name a subset).
+
+    >>> methods_in([{"rows": [{"method": "auto"}, {"method": "alds"}]}])
+    ['alds', 'auto']
+    """
+    held = set.intersection(*({r["method"] for r in res["rows"]} for res in results))
+    return [m for m in ORDER if m in held]
 
 
 # -- findings -----------------------------------------------------------------------------------
@@ -59,35 +73,47 @@ def paper_number(
 
 
 def compare(
-    results: Sequence[Mapping[str, Any]], other: str, phase: str, seed: int
+    results: Sequence[Mapping[str, Any]],
+    other: str,
+    phase: str,
+    seed: int,
+    ref: str = "alds",
+    budgets: Sequence[float] | None = None,
 ) -> dict[str, Any]:
-    """ALDS against ``other`` at equal budgets (< 1), ``phase`` ``"before"``/``"after"``.
+    """``ref`` against ``other`` at equal budgets (< 1), ``phase`` ``"before"``/``"after"``.
 
-    Primary: paired percentile bootstrap of ``mean(correct_alds - correct_other)`` over test
+    Primary: paired percentile bootstrap of ``mean(correct_ref - correct_other)`` over test
     images (per image averaged over the budgets; seeds resampled too when there are several);
     the claim holds when the whole 95 % interval lies above 0. Secondary: one-sided Wilcoxon
-    signed-rank test of the per-cell accuracy differences over budgets x seeds.
+    signed-rank test of the per-cell accuracy differences over budgets x seeds, and
+    ``over_seeds``: the test over seeds (:func:`studies.common.units.paired_unit_verdict`, "not
+    enough units" below 5 seeds, its t interval reported). ``budgets``:
+    the budgets compared (default every budget < 1 of the run).
     """
-    ref, oth, diffs = [], [], []
+    mine, oth, diffs = [], [], []
     for res in results:
         cells = {(r["method"], r["budget"]): r for r in res["rows"]}
-        budgets = sorted({b for (_, b) in cells if b < 1}, reverse=True)
-        a = np.mean([unpack_correct(cells["alds", b][phase]["test_correct"]) for b in budgets], 0)
-        o = np.mean([unpack_correct(cells[other, b][phase]["test_correct"]) for b in budgets], 0)
-        ref.append(a)
+        chosen = budgets or sorted({b for (_, b) in cells if b < 1}, reverse=True)
+        a = np.mean([unpack_correct(cells[ref, b][phase]["test_correct"]) for b in chosen], 0)
+        o = np.mean([unpack_correct(cells[other, b][phase]["test_correct"]) for b in chosen], 0)
+        mine.append(a)
         oth.append(o)
         diffs += [
-            cells["alds", b][phase]["test_accuracy"] - cells[other, b][phase]["test_accuracy"]
-            for b in budgets
+            cells[ref, b][phase]["test_accuracy"] - cells[other, b][phase]["test_accuracy"]
+            for b in chosen
         ]
-    iv = stats.paired_bootstrap(ref, oth, seed=seed)
+    iv = stats.paired_bootstrap(mine, oth, seed=seed)
     verdict = stats.threshold_verdict(
         iv,
         0.0,
         claim="above",
         test="paired bootstrap of the test-accuracy advantage over budgets x seeds x images",
-        what=f"ALDS's accuracy advantage over {other}",
+        what=f"{NAMES.get(ref, ref)}'s accuracy advantage over {NAMES.get(other, other)}",
     )
+    over_seeds = units.paired_unit_verdict(
+        mine, oth, 0.0, claim="above", seed=seed,
+        what=f"{NAMES.get(ref, ref)}'s accuracy advantage over {NAMES.get(other, other)}",
+    )  # fmt: skip
     nonzero = [d for d in diffs if d != 0]
     wilcoxon_p = (
         float(sps.wilcoxon(nonzero, alternative="greater").pvalue) if nonzero else float("nan")
@@ -95,6 +121,7 @@ def compare(
     return {
         "verdict": verdict.as_dict(),
         "advantage": asdict(iv),
+        "over_seeds": over_seeds.as_dict(),
         "cell_differences": diffs,
         "wins": sum(d > 0 for d in diffs),
         "ties": sum(d == 0 for d in diffs),
@@ -112,11 +139,74 @@ def combine(verdicts: Sequence[Mapping[str, Any]]) -> str:
     return stats.all_hold([v["status"] for v in verdicts])
 
 
+def auto_findings(
+    results: Sequence[Mapping[str, Any]], cfg: Config, present: Sequence[str]
+) -> dict[str, Any]:
+    """Per automatic method (with ALDS in the run): at every budget, its advantage over ALDS.
+
+    Per phase and budget :func:`compare` (``ref`` the automatic method, ``other`` ALDS; a paired
+    bootstrap over seeds and images); the finding "at least ALDS's accuracy at every budget"
+    holds in a phase when it holds at every budget (:func:`combine`).
+    """
+    out: dict[str, Any] = {}
+    if "alds" not in present:
+        return out
+    budgets = sorted((b for b in cfg.levels() if b < 1), reverse=True)
+    for a, method in enumerate(m for m in AUTO if m in present):
+        per_phase = {}
+        for i, phase in enumerate(("before", "after")):
+            per_budget = {
+                f"{b:g}": compare(
+                    results, "alds", phase, cfg.seed + 100 * (a + 1) + 10 * i + j, method, [b]
+                )
+                for j, b in enumerate(budgets)
+            }
+            verdict = combine([c["verdict"] for c in per_budget.values()])
+            per_phase[phase] = {"budgets": per_budget, "verdict": verdict}
+        out[method] = per_phase
+    return out
+
+
+def recalibration_effect(
+    results: Sequence[Mapping[str, Any]], present: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Per method and budget: test accuracy before re-training without and with BatchNorm
+    recalibration (cells that hold both), as spreads over seeds.
+
+    >>> row = {"method": "alds", "budget": 0.5, "before": {"test_accuracy": 0.9},
+    ...        "before_raw": {"test_accuracy": 0.2}}
+    >>> out = recalibration_effect([{"rows": [row]}], ["alds"])
+    >>> out[0]["without"]["mean"], out[0]["with"]["mean"]
+    (0.2, 0.9)
+    """
+    out = []
+    for method in present:
+        for budget in sorted({r["budget"] for r in results[0]["rows"]}, reverse=True):
+            cells = [
+                r
+                for res in results
+                for r in res["rows"]
+                if r["method"] == method and r["budget"] == budget and r.get("before_raw")
+            ]
+            if len(cells) == len(results):
+                out.append(
+                    {
+                        "method": method,
+                        "budget": budget,
+                        "without": asdict(
+                            stats.spread([c["before_raw"]["test_accuracy"] for c in cells])
+                        ),
+                        "with": asdict(stats.spread([c["before"]["test_accuracy"] for c in cells])),
+                    }
+                )
+    return out
+
+
 def findings(results: Sequence[Mapping[str, Any]], cfg: Config) -> dict[str, Any]:
     """Tables, paper-style numbers and verdicts over all seeds (recomputable from cells.jsonl)."""
-    table = []
+    table, present = [], methods_in(results)
     for budget in cfg.levels():
-        for method in METHODS:
+        for method in present:
             cells = [
                 next(r for r in res["rows"] if r["method"] == method and r["budget"] == budget)
                 for res in results
@@ -162,9 +252,13 @@ def findings(results: Sequence[Mapping[str, Any]], cfg: Config) -> dict[str, Any
         comparisons[phase] = {
             other: compare(results, other, phase, cfg.seed + 10 * i + j)
             for j, other in enumerate(METHODS[1:])
+            if "alds" in present and other in present
         }
         verdicts[phase] = combine([c["verdict"] for c in comparisons[phase].values()])
     return {
+        "methods": present,
+        "auto": auto_findings(results, cfg, present),
+        "recalibration": recalibration_effect(results, present),
         "seeds": [res["seed"] for res in results],
         "note": stats.seeds_note(len(results)),
         "base": [res["base"]["test_accuracy"] for res in results],

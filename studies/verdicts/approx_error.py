@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import stats as sps
 
-from studies.common import stats
+from studies.common import stats, units
 
 if TYPE_CHECKING:
     from studies.approx_error import Config
@@ -29,6 +29,7 @@ FEATURE_MEASURES = ("feature_abs", "feature_rel", "feature_scaled")
 GROUPINGS = {"all": None, "layers": ("method", "fraction"), "methods": ("layer", "fraction")}
 PERF = ("before", "after")
 N_BOOT = 2000
+MARGIN = 0.05  # "no better": tau(feature) - tau(rel. weight) below +0.05 (tau-a units)
 
 
 # -- Kendall tau-a ------------------------------------------------------------------------------
@@ -143,55 +144,104 @@ def tau_difference(
 
 
 def verdict(
-    per_seed: Sequence[Sequence[Sequence[Mapping]]], cfg: Config, perf: str, offset: int
+    per_seed: Sequence[Sequence[Sequence[Mapping]]],
+    cfg: Config,
+    perf: str,
+    offset: int,
+    margin: float = MARGIN,
 ) -> dict[str, Any]:
     """The main finding for one performance error: rel. weight tau > 0, features no better.
 
-    The p-value is the largest over the pseudo-runs (and seeds) of scipy's one-sided Kendall
-    test (tau-b; equal to tau-a without ties): a valid, conservative p-value.
+    Two parts, tested with the seeds as the independent units:
+
+    - rel. weight error correlates positively: per seed, the largest p over its pseudo-runs of
+      scipy's one-sided Kendall test (tau-b; equal to tau-a without ties; a valid, conservative
+      p-value), combined across seeds by Stouffer's z;
+    - feature errors are no better: per feature measure, each seed's ``tau(feature) - tau(rel.
+      weight)`` (its bootstrap over configurations, within the seed, reported beside), and a
+      TOST-style test over seeds that the difference stays below ``+margin``
+      (:func:`studies.common.units.unit_equivalence_verdict`, "not enough units" below 5 seeds).
+
+    The finding holds when every part holds (:func:`studies.common.stats.all_hold`).
     """
-    samples = [s for configs in per_seed for s in pseudo_runs(configs, cfg.pseudo_runs, cfg.seed)]
-    x = [[r["weight_rel"] for r in s] for s in samples]
-    y = [[r[f"perf_{perf}"] for r in s] for s in samples]
-    taus = [tau_a(a, b) for a, b in zip(x, y)]
-    p_up = max(float(sps.kendalltau(a, b, alternative="greater").pvalue) for a, b in zip(x, y))
-    p_down = max(float(sps.kendalltau(a, b, alternative="less").pvalue) for a, b in zip(x, y))
-    diffs = {
-        m: tau_difference(
-            per_seed, m, "weight_rel", perf, cfg.seed + offset + i, cfg.boot, cfg.pseudo_runs
-        )
-        for i, m in enumerate(FEATURE_MEASURES)
-    }
-    better = [m for m, iv in diffs.items() if iv.low > 0]
+    taus, p_up, p_down = _kendall_over_seeds(per_seed, cfg, perf)
     tau = float(np.mean(taus))
-    rel_iv = diffs["feature_rel"]
+    no_better = {}
+    for i, m in enumerate(FEATURE_MEASURES):
+        within = [
+            tau_difference(
+                [c],
+                m,
+                "weight_rel",
+                perf,
+                cfg.seed + offset + i + 100 * s,
+                cfg.boot,
+                cfg.pseudo_runs,
+            )
+            for s, c in enumerate(per_seed)
+        ]
+        no_better[m] = units.unit_equivalence_verdict(
+            [iv.estimate for iv in within], margin, what=f"tau({m}) - tau(rel. weight)",
+            side="upper", per_unit=within,
+        )  # fmt: skip
+    kendall = _kendall_status(tau, p_up, p_down)
+    status = stats.all_hold([kendall[0], *(v.status for v in no_better.values())])
+    parts = [kendall[1], *(v.reason for v in no_better.values() if v.status != stats.HOLDS)]
+    if all(v.status == stats.HOLDS for v in no_better.values()):
+        parts.append(f"no feature error is better by {margin:g} or more")
     test = (
-        "one-sided Kendall test of rel. weight error vs performance error (largest p over "
-        "pseudo-runs) and paired bootstrap of tau(feature) - tau(rel. weight)"
+        "one-sided Kendall test of rel. weight error vs performance error within each seed "
+        "(largest p over its pseudo-runs), combined across seeds by Stouffer's z; TOST over "
+        f"seeds of tau(feature) - tau(rel. weight) < +{margin:g} (equivalence margin)"
     )
-    if p_up < stats.ALPHA and not better:
-        status = stats.HOLDS
-        reason = (
-            f"rel. weight error correlates positively (mean tau-a {tau:.2f}, p <= {p_up:.3g}) and "
-            "no feature error's interval of tau(feature) - tau(rel. weight) lies above 0"
-        )
-    elif better or p_down < stats.ALPHA:
-        status = stats.DOES_NOT_HOLD
-        reason = (
-            f"{', '.join(better)} correlate(s) significantly better than rel. weight error"
-            if better
-            else f"rel. weight error correlates negatively (p <= {p_down:.3g})"
-        )
-    else:
-        status = stats.NOT_SIGNIFICANT
-        reason = f"mean tau-a {tau:.2f}, largest one-sided p {p_up:.3g} >= {stats.ALPHA}"
-    v = stats.Verdict(status, test, reason, tau, p_up, rel_iv, "tau-a")
+    v = stats.Verdict(
+        status, test, "; ".join(parts), tau, p_up, no_better["feature_rel"].interval, "tau-a"
+    )
     return {
         **v.as_dict(),
+        "units": len(per_seed),
         "taus": taus,
         "p_less": p_down,
-        "differences": {m: asdict(iv) for m, iv in diffs.items()},
+        "margin": margin,
+        "differences": {m: asdict(x.interval) for m, x in no_better.items()},
+        "no_better": {m: x.as_dict() for m, x in no_better.items()},
     }
+
+
+def _kendall_over_seeds(
+    per_seed: Sequence[Sequence[Sequence[Mapping]]], cfg: Config, perf: str
+) -> tuple[list[float], float, float]:
+    """tau-a of every pseudo-run, and the one-sided p-values (up, down) combined over seeds.
+
+    Per seed, the largest p over its pseudo-runs; across seeds, Stouffer's z.
+    """
+    taus, ups, downs = [], [], []
+    for configs in per_seed:
+        samples = pseudo_runs(configs, cfg.pseudo_runs, cfg.seed)
+        x = [[r["weight_rel"] for r in s] for s in samples]
+        y = [[r[f"perf_{perf}"] for r in s] for s in samples]
+        taus += [tau_a(a, b) for a, b in zip(x, y)]
+        ups.append(
+            max(float(sps.kendalltau(a, b, alternative="greater").pvalue) for a, b in zip(x, y))
+        )
+        downs.append(
+            max(float(sps.kendalltau(a, b, alternative="less").pvalue) for a, b in zip(x, y))
+        )
+    return taus, units.stouffer(ups), units.stouffer(downs)
+
+
+def _kendall_status(tau: float, p_up: float, p_down: float) -> tuple[str, str]:
+    """Status and reason of "rel. weight error correlates positively"."""
+    if p_up < stats.ALPHA:
+        return stats.HOLDS, (
+            f"rel. weight error correlates positively (mean tau-a {tau:.2f}, combined p {p_up:.3g})"
+        )
+    if p_down < stats.ALPHA:
+        return stats.DOES_NOT_HOLD, (
+            f"rel. weight error correlates negatively (combined p {p_down:.3g})"
+        )
+    reason = f"mean tau-a {tau:.2f}, combined one-sided p {p_up:.3g} >= {stats.ALPHA}"
+    return stats.NOT_SIGNIFICANT, reason
 
 
 def findings(results: Sequence[Mapping[str, Any]], cfg: Config) -> dict[str, Any]:
@@ -206,4 +256,5 @@ def findings(results: Sequence[Mapping[str, Any]], cfg: Config) -> dict[str, Any
         for k, perf in enumerate(PERF):
             out["verdicts"][f"{subset}/{perf}"] = verdict(per_seed, cfg, perf, 10 * k + 1)
     out["note"] = stats.seeds_note(len(results))
+    out["evidence"] = units.evidence_note(cfg.quick)
     return out

@@ -3,20 +3,20 @@
 Everything here is recomputed from the seeds' cells (``cells.jsonl``): one row per
 (configuration, ratio) with, ``"before"`` and ``"after"`` fine-tuning, the validation and test
 accuracy and the per-image test correctness, and per compressed layer its storage and
-relative weight error. ``cfg`` is the study's ``Config`` (``ratios``, ``match_tol`` and
-``seed`` are read).
+relative weight error. ``cfg`` is the study's ``Config`` (``ratios``, ``match_tol``,
+``seed``, ``dataset`` and ``quick`` are read).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import stats as sps
 
-from studies.common import stats
+from studies.common import stats, units
 from studies.common.training import unpack_correct
 from studies.hybrid_cells import CONFIGS, DENSE, LABELS
 
@@ -55,53 +55,64 @@ def compare(
     ratios: Sequence[float],
     stage: str,
     seed: int = 0,
+    what: str = "the accuracy difference",
 ) -> dict[str, Any]:
-    """Paired comparison of test accuracy ``a - b`` over every (pair, ratio, seed) unit.
+    """Paired comparison of test accuracy ``a - b``, tested over the seeds.
 
-    A paired percentile bootstrap resamples the units, then the test images inside each
-    (images are paired: both cells of a unit are scored on the same images); a one-sided
-    Wilcoxon signed-rank test over the units' accuracy differences is given beside it.
+    The seeds are the independent units (the (pair, ratio) cells of one seed share its trained
+    model and test images): each seed's value is its mean difference over the cells, and the
+    verdict is :func:`studies.common.units.paired_unit_verdict` over the seeds (exact sign-flip
+    test with a t interval over seeds; per seed, a paired bootstrap over its test images of the
+    cells' mean correctness, seeded ``seed + s``). The per-cell differences, wins and losses are
+    descriptive.
     """
     refs, others, diffs = [], [], []
     for r in results:
+        ref, other = [], []
         for a, b in pairs:
             for ratio in ratios:
                 ra, rb = _cell(r, a, ratio), _cell(r, b, ratio)
-                refs.append(unpack_correct(ra[stage]["test_correct"]))
-                others.append(unpack_correct(rb[stage]["test_correct"]))
+                ref.append(unpack_correct(ra[stage]["test_correct"]))
+                other.append(unpack_correct(rb[stage]["test_correct"]))
                 diffs.append(ra[stage]["test_accuracy"] - rb[stage]["test_accuracy"])
-    iv = stats.paired_bootstrap(refs, others, seed=seed)
-    n_images = sorted({len(x) for x in refs})
-    iv = replace(
-        iv,
-        method=(
-            f"paired percentile bootstrap (4000 replicates) over {len(refs)} units "
-            f"({len(pairs)} pair(s) x {len(ratios)} ratios x {len(results)} seed(s)), then "
-            f"{n_images[0]} test images per unit"
-        ),
-    )
-    nonzero = [d for d in diffs if d != 0]
-    if nonzero:
-        w = sps.wilcoxon(diffs, alternative="greater")
-        wilcoxon = {"statistic": float(w.statistic), "p_value": float(w.pvalue)}
-    else:
-        wilcoxon = {"statistic": None, "p_value": None}
+        refs.append(np.mean(ref, axis=0))
+        others.append(np.mean(other, axis=0))
+    verdict = units.paired_unit_verdict(refs, others, 0.0, claim="above", what=what, seed=seed)
     return {
         "pairs": [list(p) for p in pairs],
         "stage": stage,
-        "interval": asdict(iv),
+        "interval": asdict(verdict.interval),
+        "per_seed": [iv.estimate for iv in verdict.per_unit],
+        "per_seed_intervals": [asdict(iv) for iv in verdict.per_unit],
         "differences": diffs,
         "wins": int(sum(d > 0 for d in diffs)),
         "losses": int(sum(d < 0 for d in diffs)),
-        "wilcoxon": wilcoxon,
+        "verdict": verdict.as_dict(),
     }
 
 
-def _verdict_of(comparison: Mapping[str, Any], what: str) -> stats.Verdict:
-    iv = stats.Interval(**comparison["interval"])
-    return stats.threshold_verdict(
-        iv, 0.0, claim="above", test="paired bootstrap of the test accuracy difference", what=what
-    )
+def _verdict_of(
+    results: Sequence[Mapping[str, Any]],
+    comparison: Mapping[str, Any],
+    ratios: Sequence[float],
+    chance: float,
+) -> stats.Verdict:
+    """The comparison's verdict, withheld when a compared cell is near chance.
+
+    A cell (configuration, ratio) is near chance when its test accuracy at the comparison's
+    stage, averaged over the seeds, is within :data:`~studies.common.units.CHANCE_MARGIN` of it.
+    """
+    stage = comparison["stage"]
+    configs = dict.fromkeys(c for pair in comparison["pairs"] for c in pair)
+    accuracies = {
+        f"{LABELS[c]} at {ratio:g}x": float(
+            np.mean([_cell(r, c, ratio)[stage]["test_accuracy"] for r in results])
+        )
+        for c in configs
+        for ratio in ratios
+    }
+    verdict = stats.Verdict(**comparison["verdict"])
+    return units.withhold_near_chance(verdict, accuracies, chance)
 
 
 def findings(results: Sequence[Mapping[str, Any]], cfg: Config) -> dict[str, Any]:
@@ -110,23 +121,25 @@ def findings(results: Sequence[Mapping[str, Any]], cfg: Config) -> dict[str, Any
     Every number is recomputable from the seeds' ``cells.jsonl``.
     """
     ratios = list(cfg.ratios)
+    chance = units.chance_level(cfg.dataset)
     comparisons: dict[str, Any] = {}
     verdicts: dict[str, Any] = {}
     for stage in STAGES:
         for number, (_, pairs) in FINDINGS.items():
-            offset = 10 * int(number) + STAGES.index(stage)
+            seed = cfg.seed + 10 * int(number) + STAGES.index(stage)
             if number == "1":  # two separate comparisons, both must hold
                 parts = []
                 for a, b in pairs:
-                    comp = compare(results, [(a, b)], ratios, stage, seed=cfg.seed + offset)
+                    what = f"hybrid - {LABELS[b]}"
+                    comp = compare(results, [(a, b)], ratios, stage, seed, what)
                     comparisons[f"1{b}_{stage}"] = comp
-                    parts.append(_verdict_of(comp, f"hybrid - {LABELS[b]}"))
+                    parts.append(_verdict_of(results, comp, ratios, chance))
                 verdicts[f"1_{stage}"] = _both(parts).as_dict()
             else:
-                comp = compare(results, pairs, ratios, stage, seed=cfg.seed + offset)
-                comparisons[f"{number}_{stage}"] = comp
                 what = "HT-FC - TT-FC" if number == "2" else "TT-conv - HT-conv"
-                verdicts[f"{number}_{stage}"] = _verdict_of(comp, what).as_dict()
+                comp = compare(results, pairs, ratios, stage, seed, what)
+                comparisons[f"{number}_{stage}"] = comp
+                verdicts[f"{number}_{stage}"] = _verdict_of(results, comp, ratios, chance).as_dict()
     per_seed = [seed_numbers(r, cfg) for r in results]
     summary = {
         "base_test_accuracy": asdict(stats.spread([n["base_test_accuracy"] for n in per_seed])),
@@ -146,6 +159,7 @@ def findings(results: Sequence[Mapping[str, Any]], cfg: Config) -> dict[str, Any
         "kernel_error": kernel_errors(results),
         "seeds": [r["seed"] for r in results],
         "note": stats.seeds_note(len(results)),
+        "evidence": units.evidence_note(cfg.quick),
         "per_seed": per_seed,
         "summary": summary,
         "comparisons": comparisons,
@@ -201,10 +215,16 @@ def kernel_errors(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def _both(parts: Sequence[stats.Verdict]) -> stats.Verdict:
-    """Holds when every part holds, does not hold when any part does not, else not significant."""
-    reason = "; ".join(p.reason for p in parts)
+    """Holds when every part holds, does not hold when any part does not; otherwise "no
+    verdict", "not enough units" or "not significant" (:func:`~studies.common.stats.all_hold`).
+    The reason lists the parts with the combined status first.
+    """
+    status = stats.all_hold([p.status for p in parts])
+    # the parts that decide the status lead the reason (e.g. which models are near chance)
+    ordered = sorted(parts, key=lambda p: p.status != status)
+    reason = "; ".join(p.reason for p in ordered)
     test = parts[0].test + " (each comparison separately)"
-    return stats.Verdict(stats.all_hold([p.status for p in parts]), test, reason)
+    return stats.Verdict(status, test, reason, units=parts[0].units)
 
 
 def seed_numbers(result: Mapping[str, Any], cfg: Config) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from studies.common import stats
+from studies.common import stats, units
 from studies.common.levels import cheapest_within
 from studies.common.training import unpack_correct
 
@@ -99,60 +99,39 @@ def seed_numbers(result: Mapping[str, Any], cfg: Config) -> dict[str, Any]:
 def findings(results: Sequence[Mapping[str, Any]], cfg: Config) -> dict[str, Any]:
     """The three findings over all seeds: numbers per seed, their spread, verdicts.
 
-    Every verdict is recomputable from the seeds' ``sweep.csv`` and ``combined.json``.
+    The seeds are the independent units: findings 1 and 3 are exact sign-flip tests over the
+    seeds' test accuracy drops (with a t interval over seeds; each seed's bootstrap over its
+    own test images is reported beside), finding 2 a Kendall test within each seed combined by
+    Stouffer's z (:mod:`studies.common.units`). A verdict is withheld ("no verdict") when a
+    compared model is within :data:`~studies.common.units.CHANCE_MARGIN` of chance. Every
+    verdict is recomputable from the seeds' ``sweep.csv`` and ``combined.json``.
     """
     per_seed = [seed_numbers(r, cfg) for r in results]
-    tol = cfg.tolerance
     base = [unpack_correct(r["combined"]["base"]["test_correct"]) for r in results]
-
-    def correctness(level: str) -> list[np.ndarray]:
-        out = []
-        for r in results:
-            if level == "retrained":
-                agg = r["combined"]["aggressive"]
-                entry = agg["retrain"][agg["retrain_epoch"] - 1]
-            else:
-                entry = r["combined"][level]
-            out.append(unpack_correct(entry["test_correct"]))
-        return out
-
-    def boot(level: str, offset: int) -> stats.Interval:
-        return stats.paired_bootstrap(base, correctness(level), seed=cfg.seed + offset)
-
-    test_name = "paired bootstrap of the test accuracy drop"
-    # 1. much norm (>= 10 % of the kernel norm on average) but little accuracy (< tolerance)
-    safe_iv = boot("safe", 1)
-    norm_lost = stats.spread([n["safe_norm_lost"] for n in per_seed]).mean
-    f1 = stats.threshold_verdict(
-        safe_iv, tol, claim="below", test=test_name, what="the safe plan's accuracy drop"
-    )
-    if norm_lost < MUCH_NORM:
-        f1 = stats.Verdict(
-            stats.DOES_NOT_HOLD,
-            test_name,
-            f"the safe plan removes only {100 * norm_lost:.1f}% of the kernel norm "
-            f"(< {100 * MUCH_NORM:.0f}%)",
-            interval=safe_iv,
+    drops = {
+        key: units.paired_unit_verdict(
+            base, _correctness(results, level), cfg.tolerance, claim=claim, what=what,
+            seed=cfg.seed + offset,
         )
-    # 2. deeper layers are more truncatable
-    depth = [i for n in per_seed for i in range(len(n["removable_norm"]))]
-    removable = [v for n in per_seed for v in n["removable_norm"]]
-    f2 = stats.kendall_verdict(depth, removable, what="the removable norm with layer depth")
-    # 3. re-training recovers from aggressive truncation
-    before_iv, after_iv = boot("aggressive", 2), boot("retrained", 3)
-    after = stats.threshold_verdict(
-        after_iv, tol, claim="below", test=test_name, what="the re-trained drop"
+        for key, (level, claim, what, offset) in DROPS.items()
+    }  # fmt: skip
+    chance = units.chance_level(cfg.dataset)
+
+    def mean(key: str) -> float:
+        return stats.spread([n[key] for n in per_seed]).mean
+
+    f1 = _finding_1(drops["safe_drop"], mean("safe_norm_lost"))
+    f1 = units.withhold_near_chance(
+        f1, {"base": mean("base_test_accuracy"), "safe": mean("safe_test_accuracy")}, chance
     )
-    before = stats.threshold_verdict(
-        before_iv, tol, claim="above", test=test_name, what="the aggressive drop"
+    f2 = units.kendall_units_verdict(
+        [(range(len(n["removable_norm"])), n["removable_norm"]) for n in per_seed],
+        what="the removable norm with layer depth",
     )
-    if after.status == stats.DOES_NOT_HOLD:
-        f3 = after
-    elif after.status == stats.HOLDS and before.status == stats.HOLDS:
-        f3 = replace(after, reason=f"{before.reason}, and {after.reason}")
-    else:
-        weak = before if before.status != stats.HOLDS else after
-        f3 = replace(after, status=stats.NOT_SIGNIFICANT, reason=weak.reason)
+    f2 = units.withhold_near_chance(f2, {"base": mean("base_test_accuracy")}, chance)
+    f3 = _finding_3(drops["aggressive_drop"], drops["retrained_drop"])
+    compared = {"base": mean("base_test_accuracy"), "re-trained": mean("retrained_test_accuracy")}
+    f3 = units.withhold_near_chance(f3, compared, chance)
     keys = [k for k in per_seed[0] if k not in ("seed", "removable_norm")]
     summary = {k: asdict(stats.spread([n[k] for n in per_seed])) for k in keys}
     summary["removable_norm"] = [
@@ -162,12 +141,56 @@ def findings(results: Sequence[Mapping[str, Any]], cfg: Config) -> dict[str, Any
     return {
         "seeds": [n["seed"] for n in per_seed],
         "note": stats.seeds_note(len(per_seed)),
+        "evidence": units.evidence_note(cfg.quick),
         "per_seed": per_seed,
         "summary": summary,
-        "intervals": {
-            "safe_drop": asdict(safe_iv),
-            "aggressive_drop": asdict(before_iv),
-            "retrained_drop": asdict(after_iv),
-        },
+        "intervals": {k: asdict(v.interval) for k, v in drops.items()},
+        "per_seed_intervals": {k: [asdict(iv) for iv in v.per_unit] for k, v in drops.items()},
         "verdicts": {"1": f1.as_dict(), "2": f2.as_dict(), "3": f3.as_dict()},
     }
+
+
+# (level of the combined record, the claim about its drop, what it is, bootstrap seed offset)
+DROPS = {
+    "safe_drop": ("safe", "below", "the safe plan's accuracy drop", 1),
+    "aggressive_drop": ("aggressive", "above", "the aggressive drop", 2),
+    "retrained_drop": ("retrained", "below", "the re-trained drop", 3),
+}
+
+
+def _correctness(results: Sequence[Mapping[str, Any]], level: str) -> list[np.ndarray]:
+    """Per seed, the per-image test correctness of a level (``"retrained"``: the kept epoch)."""
+    out = []
+    for r in results:
+        if level == "retrained":
+            agg = r["combined"]["aggressive"]
+            entry = agg["retrain"][agg["retrain_epoch"] - 1]
+        else:
+            entry = r["combined"][level]
+        out.append(unpack_correct(entry["test_correct"]))
+    return out
+
+
+def _finding_1(safe: stats.Verdict, norm_lost: float) -> stats.Verdict:
+    """Much norm (>= 10 % of the kernel norm on average) but a drop below the tolerance."""
+    if norm_lost < MUCH_NORM:
+        reason = (
+            f"the safe plan removes only {100 * norm_lost:.1f}% of the kernel norm "
+            f"(< {100 * MUCH_NORM:.0f}%)"
+        )
+        return replace(safe, status=stats.DOES_NOT_HOLD, reason=reason)
+    return safe
+
+
+def _finding_3(before: stats.Verdict, after: stats.Verdict) -> stats.Verdict:
+    """Re-training recovers: the aggressive drop above the tolerance, the re-trained one below.
+
+    The re-trained part decides when it does not hold or cannot be tested (not enough units);
+    both parts holding is needed for "holds"; otherwise not significant, naming the weak part.
+    """
+    if after.status in (stats.DOES_NOT_HOLD, stats.NOT_ENOUGH_UNITS):
+        return after
+    if after.status == stats.HOLDS and before.status == stats.HOLDS:
+        return replace(after, reason=f"{before.reason}, and {after.reason}")
+    weak = before if before.status != stats.HOLDS else after
+    return replace(after, status=stats.NOT_SIGNIFICANT, reason=weak.reason)

@@ -26,11 +26,13 @@ it. Modules, each using only those listed before it when loaded:
 - :mod:`.grouped_plans`: the forward families of grouped and depthwise convs (``groups > 1``).
 - :mod:`.cost`: the cost model that prices plans per device type; :func:`calibrate`.
 - :mod:`.planning`: a layer's plan chosen per input shape under its policy and remembered.
+- :mod:`.layout`: channels-last plans (a 2-d conv keeps a channels-last input's layout).
 - :mod:`.layers`: :class:`TNLayer`, :class:`TNConv2d`, :class:`TNLinear`; :mod:`.convnd`:
   :class:`TNConv1d`, :class:`TNConv3d`; :mod:`.conv_transpose`: :class:`TNConvTranspose2d`
   (their plans: :mod:`.plans_nd`, :mod:`.geometry_nd`); :mod:`.kinds`: the layer kinds
   (per torch layer type its compressed class and conversions).
 - :mod:`.batchnorm`: :func:`recalibrate_bn`; :mod:`.defaults`: :func:`default_format`.
+- :mod:`.fold`: :func:`fold_batchnorm` (eval-mode BatchNorm folded into the layer before it).
 - :mod:`.select`: :func:`select_layers` with what compression supports.
 - :mod:`.measure`: the dense side (shapes, FLOPs, times, true kernel errors).
 - :mod:`.report`: :class:`CompressionReport`, :class:`LayerReport`.
@@ -74,6 +76,7 @@ from .cost import calibrate, costs_for
 from .covariance import InputCovariance, fit_sequentially, input_covariances
 from .defaults import default_format
 from .export import conv_sequence, to_standard
+from .fold import batchnorm_pairs, fold_batchnorm
 from .geometry import ConvGeometry
 from .kinds import LayerKind, kind_of, register_kind
 from .layers import PlanInfo, TNConv2d, TNLayer, TNLinear, kernel_options
@@ -113,6 +116,7 @@ __all__ = [
     "TNLinear",
     "allocate",
     "batchnorm_layers",
+    "batchnorm_pairs",
     "calibrate",
     "compress",
     "compress_layer_whitened",
@@ -123,6 +127,7 @@ __all__ = [
     "dense_seconds",
     "describe",
     "end_layers",
+    "fold_batchnorm",
     "fit_sequentially",
     "input_covariances",
     "kernel_errors",

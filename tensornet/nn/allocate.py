@@ -58,7 +58,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -80,6 +80,7 @@ from .alloc_candidates import Candidate
 from .alloc_data import output_errors
 from .alloc_layer import GroupedLayer, Pricer, layer_seconds
 from .alloc_search import SEARCHES, progress
+from .allocation import Allocation, LayerChoice
 from .covariance import input_covariances
 from .measure import dense_flops, layer_inputs
 from .select import Selector, select_layers
@@ -90,149 +91,6 @@ METHODS = ("uniform", "energy", "alds", "auto")
 MEASURES = ("params", "flops", "time")
 ERRORS = ("true", "proxy")
 _UNITS = {"params": "parameters", "flops": "FLOPs", "time": "seconds"}
-
-
-@dataclass(frozen=True)
-class LayerChoice:
-    """The format and ranks chosen for one layer, with its cost and errors.
-
-    ``error`` is the error the allocation minimised (``spectral_error`` for ``error="true"``,
-    the ALDS proxy for ``"proxy"``; for ``auto`` the relative Frobenius error of the kernel, or
-    what its ``errors`` function returned); ``spectral_error`` and ``frobenius_error`` are the
-    true relative errors of the chosen approximation (0 for a dense choice). ``flops``,
-    ``seconds`` and ``plan`` describe the forward plan the layer runs for the allocation's
-    example input (``None`` without one). ``format_options`` (``auto``) are the format's
-    options as ``(name, value)`` pairs, e.g. TT's ``order``; :attr:`options` gives them as a
-    dict, as ``compress`` passes them.
-    """
-
-    name: str
-    format: str  # "grouped" or "dense"; auto: any format of its candidates
-    ranks: tuple[int, ...]
-    groups: int
-    params: int
-    flops: int | None
-    error: float
-    dense_params: int
-    spectral_error: float = 0.0
-    frobenius_error: float = 0.0
-    seconds: float | None = None
-    plan: str | None = None
-    dense_flops: int | None = None
-    dense_seconds: float | None = None
-    format_options: tuple[tuple[str, Any], ...] = ()
-
-    @property
-    def options(self) -> dict[str, Any]:
-        """The options that, with shape, legs and ranks, rebuild the structure."""
-        if self.format_options:
-            return dict(self.format_options)
-        return {"channel_groups": self.groups} if self.format == "grouped" else {}
-
-    @property
-    def label(self) -> str:
-        """The format with its options: ``"tt[in,kh,kw,out]"``, ``"grouped[k=4]"``, ``"svd"``."""
-        if self.format == "grouped":
-            return f"grouped[k={self.groups}]"
-        order = self.options.get("order")
-        return f"{self.format}[{','.join(order)}]" if order else self.format
-
-
-@dataclass
-class Allocation:
-    """Per-layer choices of a global allocation, and the totals it reaches.
-
-    ``budget`` is absolute, in the allocation's measure (parameters, FLOPs or seconds).
-    ``auto`` also fills ``objective`` (``"sum"`` or ``"max"``), ``score`` (the objective's
-    value: ``sum w e^2`` or the largest error), ``bound`` (a lower bound of the optimum; see
-    :attr:`gap`) and ``frontiers``: per layer the candidates it chose from
-    (:class:`~tensornet.nn.alloc_candidates.Candidate`, cheapest first, ``cost`` in the
-    measure), drawn by :func:`tensornet.plot_alloc.allocation_frontiers`.
-    """
-
-    method: str
-    measure: str
-    budget: float
-    layers: dict[str, LayerChoice]
-    total_params: int
-    total_flops: int | None
-    model_params: int
-    model_flops: int | None
-    history: list[float] = field(default_factory=list)
-    error: str = "true"
-    total_seconds: float | None = None
-    model_seconds: float | None = None
-    objective: str | None = None
-    frontiers: dict[str, tuple[Candidate, ...]] = field(default_factory=dict)
-    score: float | None = None
-    bound: float | None = None
-
-    @property
-    def gap(self) -> float | None:
-        """``auto``: the objective's value less a lower bound of its optimum (0: optimal)."""
-        if self.score is None or self.bound is None:
-            return None
-        return max(self.score - self.bound, 0.0)
-
-    @property
-    def max_error(self) -> float:
-        """The largest layer error in the allocation's objective (see :class:`LayerChoice`)."""
-        return max(c.error for c in self.layers.values())
-
-    @property
-    def max_spectral_error(self) -> float:
-        """The largest true relative spectral error of a layer."""
-        return max(c.spectral_error for c in self.layers.values())
-
-    @property
-    def max_frobenius_error(self) -> float:
-        """The largest true relative Frobenius error of a layer."""
-        return max(c.frobenius_error for c in self.layers.values())
-
-    @property
-    def total(self) -> float:
-        """The allocation's total in its measure (parameters, FLOPs or seconds)."""
-        if self.measure == "params":
-            return self.total_params
-        if self.measure == "flops":
-            return int(self.total_flops or 0)
-        return float(self.total_seconds or 0.0)
-
-    def __str__(self) -> str:
-        timed = self.total_flops is not None
-        auto = self.method == "auto"
-        head = (
-            f"{'layer':<24} "
-            + (f"{'format':<20} {'ranks':<14}" if auto else f"{'k':>3} {'j':>5}")
-            + f" {'params':>10}"
-        )
-        if timed:
-            head += f" {'MFLOP':>9} {'ms':>8} {'plan':<12}"
-        lines = [head + f" {'spectral':>8} {'frob':>8}"]
-        for c in self.layers.values():
-            j = c.ranks[0] if c.ranks else "-"
-            ranks = ",".join(map(str, c.ranks)) or "-"
-            row = (
-                f"{c.name:<24} "
-                + (f"{c.label[:20]:<20} {ranks[:14]:<14}" if auto else f"{c.groups:>3} {j:>5}")
-                + f" {c.params:>10,}"
-            )
-            if timed:
-                plan = (c.plan or "-")[:12]
-                row += f" {c.flops / 1e6:>9.2f} {c.seconds * 1e3:>8.3f} {plan:<12}"
-            lines.append(row + f" {c.spectral_error:>8.4f} {c.frobenius_error:>8.4f}")
-        if self.measure == "time":
-            total, budget = f"{self.total * 1e3:.3f} ms", f"{self.budget * 1e3:.3f} ms"
-        else:
-            total, budget = f"{self.total:,}", f"{self.budget:,.0f}"
-        how = f"objective={self.objective}" if auto else f"error={self.error}"
-        lines.append(
-            f"{self.method} ({self.measure}, {how}): total {total} of budget "
-            f"{budget}; max error {self.max_error:.4f} (true spectral "
-            f"{self.max_spectral_error:.4f}, Frobenius {self.max_frobenius_error:.4f})"
-            + (f"; objective {self.score:.4g}, gap {self.gap:.3g}" if auto else "")
-        )
-        return "\n".join(lines)
 
 
 def allocate(
@@ -255,6 +113,7 @@ def allocate(
     weights: Mapping[str, float] | None = None,
     errors: ErrorFn | None = None,
     data: Any = None,
+    reuse: Allocation | None = None,
 ) -> Allocation:
     """Choose per-layer ranks (and ALDS group counts) so the model meets ``budget``.
 
@@ -321,6 +180,11 @@ def allocate(
         candidate is scored by the relative error of its layer's output on them, for the kernel
         ``compress(model, allocation=..., data=data)`` builds (svd and Tucker-2 whitened by the
         inputs; :mod:`tensornet.nn.alloc_data`). Apply the result with that same ``data``.
+    reuse : Allocation, optional
+        ``auto``: an earlier ``auto`` allocation of this same model, layers and measure. Its
+        frontiers are reused and only the global choice is made again (at this ``budget``,
+        ``objective`` and ``weights``), so several budgets pay for the candidates once. The
+        reused allocation fixes ``formats``, ``errors`` and ``data``: they are refused here.
 
     Examples
     --------
@@ -339,22 +203,26 @@ def allocate(
     (True, ['1', '2'])
     >>> {c.format for c in auto.layers.values()} <= {"svd", "tucker2", "dense"}
     True
+    >>> allocate(net, 0.3, "auto", reuse=auto).total_params <= 0.3 * auto.model_params
+    True
     """
     settings = _settings(
         method, measure, error, budget, iterations, seeds, seed, max_groups, progress
     )  # fmt: skip
-    auto = _auto_settings(method, formats, objective, weights, errors, data)
+    auto = _auto_settings(method, formats, objective, weights, errors, data, reuse)
     if measure != "params" and example_input is None:
         raise ValueError(f"allocate: measure={measure!r} needs example_input (an input batch)")
     names = select_layers(model, layers, skip)
     if auto is not None:
         _check_weights(auto.weights, names)
+    if reuse is not None:
+        _check_reuse(reuse, names, settings.measure)
     if data is not None:  # scored by output errors on data (auto only: checked above)
         covariances = input_covariances(model, data, names, skip_large=True)
         auto = auto._replace(errors=output_errors(covariances))
     shapes, totals = _survey(model, names, example_input)
     if auto is not None:
-        return _auto(model, names, shapes, totals, settings, auto)
+        return _auto(model, names, shapes, totals, settings, auto, reuse)
     specs = _spectra(model, names, shapes, settings)
     least = sum(s.cost(1, 1) for s in specs)
     absolute, room = _room(sum(s.dense_cost() for s in specs), least, settings, totals)
@@ -577,13 +445,26 @@ class _Auto(NamedTuple):
 
 
 def _auto_settings(
-    method: str, formats: Any, objective: Any, weights: Any, errors: Any, data: Any = None
+    method: str,
+    formats: Any,
+    objective: Any,
+    weights: Any,
+    errors: Any,
+    data: Any = None,
+    reuse: Any = None,
 ) -> _Auto | None:
     """``auto``'s arguments checked (None for the other methods, which take none of them)."""
     given = {"formats": formats, "objective": objective, "weights": weights, "errors": errors}
-    given["data"] = data
+    given.update(data=data, reuse=reuse)
     if errors is not None and data is not None:
         raise ValueError("allocate: give errors or data, not both (data sets the errors)")
+    if reuse is not None:
+        fixed = [k for k in ("formats", "errors", "data") if given[k] is not None]
+        if fixed:
+            raise ValueError(
+                f"allocate: {', '.join(fixed)} cannot be given with reuse (the reused "
+                "allocation's candidates fixed them)"
+            )
     if method != "auto":
         named = [k for k, v in given.items() if v is not None]
         if named:
@@ -613,6 +494,21 @@ def _check_weights(weights: Mapping[str, Any] | None, names: list[str]) -> None:
             raise ValueError(f"allocate: weights[{name!r}] must be a finite number > 0, got {w!r}")
 
 
+def _check_reuse(reuse: Any, names: list[str], measure: str) -> None:
+    """``reuse`` must be an ``auto`` allocation of these layers in this measure."""
+    if not isinstance(reuse, Allocation) or reuse.method != "auto":
+        raise TypeError(f"allocate: reuse must be an Allocation of method 'auto', got {reuse!r}")
+    if reuse.measure != measure:
+        raise ValueError(
+            f"allocate: reuse was allocated with measure={reuse.measure!r}, not {measure!r}"
+        )
+    if sorted(reuse.frontiers) != sorted(names) or sorted(reuse.dense) != sorted(names):
+        raise ValueError(
+            f"allocate: reuse holds the frontiers of layers {sorted(reuse.frontiers)}, not of "
+            f"the chosen layers {sorted(names)}"
+        )
+
+
 def _auto(
     model: nn.Module,
     names: list[str],
@@ -620,15 +516,21 @@ def _auto(
     totals: _Totals,
     settings: _Settings,
     auto: _Auto,
+    reuse: Allocation | None = None,
 ) -> Allocation:
-    """Every layer's frontier, one point of each within the budget, and the allocation."""
-    frontiers = [
-        layer_frontier(
-            n, model.get_submodule(n), shapes.get(n), settings.measure, auto.formats,
-            settings.max_groups, auto.errors,
-        )
-        for n in progress(names, settings.search["show"], "allocate: candidates")
-    ]  # fmt: skip
+    """Every layer's frontier (or ``reuse``'s), one point of each within the budget."""
+    if reuse is not None:
+        frontiers = [
+            LayerFrontier(n, reuse.dense[n], reuse.frontiers[n], shapes.get(n)) for n in names
+        ]
+    else:
+        frontiers = [
+            layer_frontier(
+                n, model.get_submodule(n), shapes.get(n), settings.measure, auto.formats,
+                settings.max_groups, auto.errors,
+            )
+            for n in progress(names, settings.search["show"], "allocate: candidates")
+        ]  # fmt: skip
     dense = sum(f.dense.cost for f in frontiers)
     absolute, room = _room(dense, sum(f.frontier[0].cost for f in frontiers), settings, totals)
     chosen = choose(frontiers, room, auto.objective, auto.weights)
@@ -639,7 +541,7 @@ def _auto(
     return _assemble(
         choices, settings, absolute, [chosen.objective], totals, objective=auto.objective,
         frontiers={f.name: f.frontier for f in frontiers}, score=chosen.objective,
-        bound=chosen.bound,
+        bound=chosen.bound, dense={f.name: f.dense for f in frontiers},
     )  # fmt: skip
 
 

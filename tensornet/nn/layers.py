@@ -336,6 +336,13 @@ class TNConv2d(TNLayer):
         for a channel-tensorized kernel in tt, tr, tucker, cp, ht or ttmatrix: see
         :meth:`from_conv`).
 
+    Notes
+    -----
+    Like ``nn.Conv2d``, a channels-last input gives a channels-last output: the plans then run
+    their ``1 x 1`` steps as oneDNN ``1 x 1`` convs and keep every intermediate channels-last
+    (:mod:`tensornet.nn.layout`). With ``model.to(memory_format=torch.channels_last)`` and
+    :func:`~tensornet.nn.fold_batchnorm`, this is the fast way to run a compressed CNN on a CPU.
+
     Examples
     --------
     >>> import torch
@@ -350,6 +357,7 @@ class TNConv2d(TNLayer):
     """
 
     kind = "conv"
+    channels_last_plans = True  # a channels-last input keeps its layout (:mod:`.layout`)
 
     def __init__(
         self,

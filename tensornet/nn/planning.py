@@ -20,6 +20,7 @@ import torch
 
 from . import cost
 from .functional import candidates
+from .layout import CHANNELS_LAST, CONTIGUOUS, channels_last_plan, input_layout
 from .plans import ForwardPlan
 
 __all__ = ["PLAN_CACHE_SIZE", "PlanInfo", "PlannedLayer", "flat_names"]
@@ -72,6 +73,8 @@ class PlannedLayer:
     kind: str
     #: How many input shapes (with dtype, device and policy) the layer remembers plans for.
     plan_cache_size: int = PLAN_CACHE_SIZE
+    #: Whether a channels-last input gets channels-last plans (:mod:`.layout`; 2-d convs).
+    channels_last_plans: bool = False
 
     def _candidates(self, shape: tuple[int, ...], device_type: str) -> list[ForwardPlan]:
         geometry = getattr(self, "geometry", None)
@@ -85,20 +88,28 @@ class PlannedLayer:
         """The input shape the plans are made for (a linear layer flattens leading dims)."""
         return tuple(x.shape)
 
+    def _layout(self, x: torch.Tensor) -> str:
+        """The input's layout as the plans see it (always contiguous for most layers)."""
+        return input_layout(x) if self.channels_last_plans else CONTIGUOUS
+
     def _plan_for(self, x: torch.Tensor) -> ForwardPlan:
         if torch.compiler.is_compiling():
             return self._traced_plan(x)
-        return self._cached_plan(self._plan_shape(x), x.dtype, x.device)
+        return self._cached_plan(self._plan_shape(x), x.dtype, x.device, self._layout(x))
 
     def _cached_plan(
-        self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+        self,
+        shape: tuple[int, ...],
+        dtype: torch.dtype,
+        device: torch.device,
+        layout: str = CONTIGUOUS,
     ) -> ForwardPlan:
         """The cached plan for this input (an LRU cache of :attr:`plan_cache_size` entries)."""
-        key = (shape, dtype, device.type, self.plan)
+        key = (shape, dtype, device.type, self.plan, layout)
         plans: OrderedDict = self._plans
         plan = plans.get(key)
         if plan is None:
-            plan = self._choose(shape, device, dtype)
+            plan = self._choose(shape, device, dtype, layout)
             plans[key] = plan
             while len(plans) > self.plan_cache_size:
                 plans.popitem(last=False)
@@ -121,31 +132,43 @@ class PlannedLayer:
         # ``optimization_hint`` specialise the size instead.
         example_size = getattr(symbolic_shapes, "optimization_hint", int)
         shape = tuple(example_size(n) for n in self._plan_shape(x))
-        return getattr(self, _prepare_plan(self, shape, x.dtype, x.device, self.plan))
+        layout = self._layout(x)
+        return getattr(self, _prepare_plan(self, shape, x.dtype, x.device, self.plan, layout))
 
-    def _choose(self, shape: tuple[int, ...], device: torch.device, dtype: torch.dtype):
-        """The plan for this input under the layer's ``plan`` policy."""
-        return self._select(self._candidates(shape, device.type), shape, device, dtype)
+    def _choose(
+        self,
+        shape: tuple[int, ...],
+        device: torch.device,
+        dtype: torch.dtype,
+        layout: str = CONTIGUOUS,
+    ) -> ForwardPlan:
+        """The plan for this input (in ``layout``) under the layer's ``plan`` policy."""
+        plans = self._candidates(shape, device.type)
+        if layout == CHANNELS_LAST:
+            plans = [channels_last_plan(p, shape) for p in plans]
+        return self._select(plans, shape, device, dtype, layout)
 
-    def _select(self, plans, shape, device, dtype) -> ForwardPlan:
+    def _select(self, plans, shape, device, dtype, layout=CONTIGUOUS) -> ForwardPlan:
         """Price ``plans`` (each ``plan.cost``) and pick one by the ``plan`` policy."""
         itemsize = torch.empty((), dtype=dtype).element_size()
         best = cost.choose(plans, device.type, itemsize)
         if self.plan == "auto":
             return best
         if self.plan == "measure":
-            return self._measured(plans, shape, device, dtype)
+            return self._measured(plans, shape, device, dtype, layout)
         named = [p for p in plans if self.plan in (p.name, p.family)]
         if not named:
             families = sorted({p.family for p in plans})
             raise ValueError(f"plan={self.plan!r} is not a candidate here; candidates: {families}")
         return min(named, key=lambda p: p.cost["seconds"])
 
-    def _measured(self, plans, shape, device, dtype) -> ForwardPlan:
+    def _measured(self, plans, shape, device, dtype, layout) -> ForwardPlan:
         """Time the candidates whose estimate is within 4x of the best; keep the fastest."""
         best = min(p.cost["seconds"] for p in plans)
         shortlist = [p for p in plans if p.cost["seconds"] <= 4 * best]
         x = torch.randn(shape, device=device, dtype=dtype)
+        if layout == CHANNELS_LAST:
+            x = x.contiguous(memory_format=torch.channels_last)
         tensors = {k: v.detach() for k, v in self._plan_tensors(x).items()}
         with torch.no_grad():
             for p in shortlist:
@@ -194,6 +217,7 @@ def _prepare_plan(
     dtype: torch.dtype,
     device: torch.device,
     policy: str,
+    layout: str = CONTIGUOUS,
 ) -> str:
     """Put ``layer``'s plan for ``shape`` in an attribute of its own; return the attribute name.
 
@@ -202,10 +226,10 @@ def _prepare_plan(
     the cache from before the plan was made. ``policy`` is ``layer.plan`` as the traced code
     read it (so Dynamo guards on it).
     """
-    key = (shape, dtype, device.type, policy)
+    key = (shape, dtype, device.type, policy, layout)
     names = layer.__dict__.setdefault("_traced_names", {})
     name = names.setdefault(key, f"_traced_plan{len(names)}")
-    object.__setattr__(layer, name, layer._cached_plan(shape, dtype, device))
+    object.__setattr__(layer, name, layer._cached_plan(shape, dtype, device, layout))
     return name
 
 

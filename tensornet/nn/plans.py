@@ -25,9 +25,11 @@ __all__ = [
     "ConvStep",
     "EinsumStep",
     "ForwardPlan",
+    "LayoutStep",
     "LinearStep",
     "MatmulStep",
     "PermuteStep",
+    "PointwiseStep",
     "Step",
     "UnfoldStep",
     "WeightExpr",
@@ -136,6 +138,45 @@ class MatmulStep(Step):
             y = torch.matmul(w, h)
         # in place: matmul's backward needs its inputs only; no second output-sized allocation
         return y if bias is None else y.add_(bias.reshape(w.shape[0], w.shape[1], 1))
+
+
+@dataclass
+class PointwiseStep(Step):
+    """A :class:`MatmulStep` without folded legs as a (grouped) ``1 x 1`` conv of a 4-d activation.
+
+    Same values; used by channels-last plans (:mod:`.layout`), where the activation stays
+    ``(b, G ci, H, W)`` in channels-last memory and oneDNN runs the ``1 x 1`` conv as one
+    matrix product over all pixels (no per-image products, no layout copies). Priced as the
+    matmul it replaces (``images``: batch times groups).
+    """
+
+    weight: WeightExpr = None  # type: ignore[assignment]
+    batch: int = 0
+    groups: int = 1
+
+    @property
+    def images(self) -> int:
+        """Batch times groups: the products the matmul it replaces broadcasts over."""
+        return self.batch * self.groups
+
+    def __call__(self, h, tensors, bias=None):
+        """Apply the step to the 4-d activation ``h`` (plus ``bias`` per output channel)."""
+        w = self.weight(tensors)
+        h = h.contiguous(memory_format=channels_last_format(h))  # a no-op if it is already
+        return F.conv2d(h, w.reshape(-1, w.shape[2], 1, 1), bias, groups=self.groups)
+
+
+@dataclass
+class LayoutStep(Step):
+    """``h`` made contiguous (channels-first), for a plan that cannot stay channels-last.
+
+    Such a plan runs it first on a channels-last input; ``elements`` also counts the copy back
+    to channels-last at the end.
+    """
+
+    def __call__(self, h, tensors):
+        """Apply the step to the activation ``h``."""
+        return h.contiguous()
 
 
 class LinearStep(Step):
@@ -270,7 +311,7 @@ def _fuses_bias(last: Step, output_shape: tuple[int, ...]) -> bool:
         return last.view[0] == output_shape[0]
     if isinstance(last, MatmulStep):
         return last.view[1] == 1 and not last.channels_last
-    return False
+    return isinstance(last, PointwiseStep)
 
 
 @dataclass
@@ -279,7 +320,8 @@ class ForwardPlan:
 
     ``family`` is the registered candidate family that built it (set by
     :func:`~tensornet.nn.functional.conv_candidates`); ``cost`` holds the estimate of
-    :func:`~tensornet.nn.cost.choose`; ``peak_elements`` the largest intermediate.
+    :func:`~tensornet.nn.cost.choose`; ``peak_elements`` the largest intermediate;
+    ``memory_format`` that of the output (channels-last plans: :mod:`.layout`).
     """
 
     name: str
@@ -288,6 +330,7 @@ class ForwardPlan:
     peak_elements: int = 0
     cost: dict = field(default_factory=dict)
     family: str = ""
+    memory_format: torch.memory_format = torch.contiguous_format
 
     def __post_init__(self) -> None:
         self.run_shape = _any_batch(self.output_shape)
@@ -309,8 +352,8 @@ class ForwardPlan:
             h = step(h, tensors)
         fused = bias is not None and self.fuses_bias
         h = self.steps[-1](h, tensors, bias) if fused else self.steps[-1](h, tensors)
-        # a channels-last step may leave its layout: the layer's output is always contiguous
-        y = h.reshape(self.run_shape).contiguous()
+        # a channels-last step may leave its layout: the output is in the plan's memory format
+        y = h.reshape(self.run_shape).contiguous(memory_format=self.memory_format)
         if bias is None or fused:
             return y
         return y + bias.to(y.dtype).reshape(-1, *([1] * (y.ndim - 2)))

@@ -291,3 +291,55 @@ def test_prices_are_the_cost_models_choice_on_the_layers_device():
         best = cost.choose(measure.candidates(conv, s, shape, "cpu"), "cpu", 4)
         assert (priced.plan, priced.flops) == (best.name, best.flops)
         assert priced.seconds == best.cost["seconds"]
+
+
+# -- several budgets from one set of candidates ------------------------------------------------
+def _four_convs() -> nn.Sequential:
+    torch.manual_seed(3)
+    return nn.Sequential(
+        nn.Conv2d(4, 32, 3, padding=1), nn.Conv2d(32, 32, 3, padding=1),
+        nn.Conv2d(32, 32, 3, padding=1), nn.Conv2d(32, 8, 1),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("measure", ["params", "flops"])
+def test_reuse_chooses_as_a_fresh_allocation_at_each_budget(measure):
+    net, x = _four_convs(), torch.randn(2, 4, 32, 32)
+    kw = {"skip": (), "example_input": x, "formats": ("svd", "tucker2", "cp")}
+    first = allocate(net, 0.8, "auto", measure, **kw)
+    assert sorted(first.dense) == sorted(first.layers)
+    assert all(first.dense[n].format == "dense" for n in first.dense)
+    for budget, objective in ((0.6, "sum"), (0.5, "max"), (0.8, "sum")):
+        fresh = allocate(net, budget, "auto", measure, objective=objective, **kw)
+        again = allocate(
+            net, budget, "auto", measure, skip=(), example_input=x, objective=objective,
+            reuse=first,
+        )  # fmt: skip
+        assert again.budget == fresh.budget and again.objective == objective
+        assert again.layers == fresh.layers
+        assert (again.total_params, again.total_flops) == (fresh.total_params, fresh.total_flops)
+        assert again.frontiers == fresh.frontiers and again.dense == fresh.dense
+        assert again.score == fresh.score and again.bound == fresh.bound
+
+
+def test_reuse_is_checked_before_any_work():
+    net, x = _four_convs(), torch.randn(2, 4, 8, 8)
+    auto = allocate(net, 0.5, "auto", skip=(), formats=("svd",))
+    alds = allocate(net, 0.5, "alds", skip=())
+    with pytest.raises(TypeError, match="reuse must be an Allocation of method 'auto'"):
+        allocate(net, 0.4, "auto", skip=(), reuse=alds)
+    with pytest.raises(TypeError, match="reuse must be an Allocation"):
+        allocate(net, 0.4, "auto", skip=(), reuse=auto.frontiers)
+    with pytest.raises(ValueError, match="measure='params', not 'flops'"):
+        allocate(net, 0.4, "auto", "flops", skip=(), example_input=x, reuse=auto)
+    with pytest.raises(ValueError, match=r"layers \['0', '1', '2', '3'\], not of the chosen"):
+        allocate(net, 0.4, "auto", reuse=auto)  # skips first and last
+    for key, value in (("formats", ("svd",)), ("data", x), ("errors", lambda *a: [])):
+        with pytest.raises(ValueError, match=f"{key} cannot be given with reuse"):
+            allocate(net, 0.4, "auto", skip=(), reuse=auto, **{key: value})
+    with pytest.raises(ValueError, match="reuse apply to method='auto' only"):
+        allocate(net, 0.4, "alds", skip=(), reuse=auto)
+    partial = allocate(net, 0.4, "auto", skip=(), reuse=auto)
+    object.__setattr__(partial, "dense", {"0": auto.dense["0"]})
+    with pytest.raises(ValueError, match="holds the frontiers"):
+        allocate(net, 0.4, "auto", skip=(), reuse=partial)

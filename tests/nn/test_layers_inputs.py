@@ -376,7 +376,7 @@ def test_plan_is_checked_when_set_later():
     assert layer.plan == "auto"
     layer.plan = "patches"
     torch.testing.assert_close(layer(x), y)
-    assert [k[-1] for k in layer._plans] == ["auto", "patches"]
+    assert [k[3] for k in layer._plans] == ["auto", "patches"]
     assert layer._plans[next(reversed(layer._plans))].name == "patches"
 
 
@@ -407,9 +407,9 @@ def test_plan_cache_is_lru_and_a_hit_does_not_replan(monkeypatch):
     calls = []
     real = layer._choose
 
-    def counting(shape, device, dtype):
+    def counting(shape, device, dtype, *layout):
         calls.append(shape[0])
-        return real(shape, device, dtype)
+        return real(shape, device, dtype, *layout)
 
     monkeypatch.setattr(layer, "_choose", counting)
     for n in (1, 2, 3):

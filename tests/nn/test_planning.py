@@ -125,8 +125,8 @@ def test_the_cache_is_keyed_by_shape_dtype_and_policy_and_cleared_by_moves():
     layer(x)
     layer(x[:1])
     assert list(layer._plans) == [
-        ((2, 6, 5, 5), F64, "cpu", "auto"),
-        ((1, 6, 5, 5), F64, "cpu", "auto"),
+        ((2, 6, 5, 5), F64, "cpu", "auto", "contiguous"),
+        ((1, 6, 5, 5), F64, "cpu", "auto", "contiguous"),
     ]
     layer(x)  # a hit moves to the end
     assert list(layer._plans)[-1][0] == (2, 6, 5, 5)
@@ -136,7 +136,7 @@ def test_the_cache_is_keyed_by_shape_dtype_and_policy_and_cleared_by_moves():
     layer.float()
     assert len(layer._plans) == 0
     layer(x.float())
-    assert list(layer._plans) == [((2, 6, 5, 5), torch.float32, "cpu", "auto")]
+    assert list(layer._plans) == [((2, 6, 5, 5), torch.float32, "cpu", "auto", "contiguous")]
 
 
 def test_linear_plans_flatten_the_leading_dims():
@@ -156,4 +156,17 @@ def test_the_traced_plan_is_the_cached_plan_in_an_attribute_of_its_own():
     assert first == again and first != other
     assert {first, other} == {"_traced_plan1", "_traced_plan2"}
     assert getattr(layer, first) is layer._cached_plan((1, 6, 5, 5), F64, cpu)
-    assert layer._traced_names[((1, 6, 5, 5), F64, "cpu", "dense")] == other
+    assert layer._traced_names[((1, 6, 5, 5), F64, "cpu", "dense", "contiguous")] == other
+    last = _prepare_plan(layer, (1, 6, 5, 5), F64, cpu, "auto", "channels_last")
+    assert last not in (first, other)
+    assert getattr(layer, last).memory_format == torch.channels_last
+    assert getattr(layer, first).memory_format == torch.contiguous_format
+
+
+def test_a_cached_plan_is_priced_in_the_input_dtype():
+    layer = cp_layer()
+    layer(torch.randn(2, 6, 5, 5, dtype=F64))
+    plan = next(iter(layer._plans.values()))
+    table = cost.costs_for("cpu")
+    assert plan.cost["seconds"] == pytest.approx(cost.estimate(plan, 8, table), rel=1e-12)
+    assert cost.estimate(plan, 8, table) != pytest.approx(cost.estimate(plan, 4, table))

@@ -38,18 +38,22 @@ def cells(out):
 def test_budgets_met_and_params_follow_the_formula(quick_run):
     cfg, out, _ = quick_run
     rows = cells(out)
+    assert cfg.methods == alds.ALL_METHODS and cfg.auto_formats == alds.QUICK_AUTO_FORMATS
     assert {(r["method"], r["budget"]) for r in rows} == {
-        (m, b) for m in alds.METHODS for b in (1.0, *cfg.budgets)
+        (m, b) for m in alds.ALL_METHODS for b in (1.0, *cfg.budgets)
     }
     for r in rows:
         target = r["budget"] * r["model_params"]
         assert abs(r["params"] / target - 1) <= 0.01, (r["method"], r["budget"])
         assert r["params"] <= target + 1e-9
-        # the saved ranks and groups give the measured parameter count: j (k f + c k1 k2)
         layers = r["layers"]
         fixed = r["model_params"] - sum(lay["dense_params"] for lay in layers)
-        assert fixed + sum(alds.grouped_formula(lay) for lay in layers) == r["params"]
+        assert fixed + sum(lay["params"] for lay in layers) == r["params"]
         assert r["params"] == r["allocated_params"]
+        if r["method"] in alds.AUTO_METHODS:
+            continue
+        # the saved ranks and groups give the measured parameter count: j (k f + c k1 k2)
+        assert fixed + sum(alds.grouped_formula(lay) for lay in layers) == r["params"]
         if r["method"] != "alds":
             assert all(lay["k"] == 1 for lay in layers)
         # FLOPs are those of the plans the compressed layers run (compress's report agrees);
@@ -157,7 +161,7 @@ def test_rerun_resumes_without_recomputing(quick_run, data, capsys):
     capsys.readouterr()
     alds.Study(cfg, load_data=lambda seed: data).run()
     printed = capsys.readouterr().out
-    assert "cells: 0 computed, 9 reused" in printed
+    assert "cells: 0 computed, 15 reused" in printed
     assert "reused checkpoint" in printed
     assert (path.stat().st_mtime_ns, path.read_bytes()) == before
     assert (out / "seed-0" / "allocations.png").stat().st_size > 1000
@@ -172,6 +176,10 @@ def test_rerun_resumes_without_recomputing(quick_run, data, capsys):
         (["--max-drop", "2"], "--max-drop"),
         (["--data-dir", "somewhere"], "--data-dir"),
         (["--dataset", "cifar10"], "needs --data-dir"),
+        (["--methods", "alds,magic"], "--methods"),
+        (["--methods", "alds,alds"], "distinct methods"),
+        (["--calibration-batches", "0"], "--calibration-batches"),
+        (["--auto-formats", "svd,peps"], "--auto-formats"),
     ],
 )
 def test_bad_arguments_one_line_exit_2(argv, fragment, capsys, tmp_path):
@@ -180,3 +188,116 @@ def test_bad_arguments_one_line_exit_2(argv, fragment, capsys, tmp_path):
     assert code == 2, err
     assert err.count("\n") == 1 and "Traceback" not in err and fragment in err, err
     assert not (tmp_path / "never").exists()
+
+
+# -- auto methods and BatchNorm recalibration ----------------------------------------------------
+def test_the_auto_finding_is_recomputed_from_the_saved_cells(quick_run):
+    cfg, out, report = quick_run
+    found = json.loads((out / "findings.json").read_text())
+    rows = cells(out)
+    assert sorted(found["auto"]) == ["auto", "auto-data"]
+    for a, method in enumerate(("auto-data", "auto")):
+        for i, phase in enumerate(("before", "after")):
+            statuses = []
+            for j, budget in enumerate(sorted(cfg.budgets, reverse=True)):
+                pick = {r["method"]: r for r in rows if r["budget"] == budget}
+                mine = unpack_correct(pick[method][phase]["test_correct"])
+                theirs = unpack_correct(pick["alds"][phase]["test_correct"])
+                iv = stats.paired_bootstrap(
+                    [mine], [theirs], seed=cfg.seed + 100 * (a + 1) + 10 * i + j
+                )
+                saved = found["auto"][method][phase]["budgets"][f"{budget:g}"]
+                assert saved["advantage"]["estimate"] == pytest.approx(mine.mean() - theirs.mean())
+                assert (saved["advantage"]["low"], saved["advantage"]["high"]) == pytest.approx(
+                    (iv.low, iv.high)
+                )
+                statuses.append(saved["verdict"]["status"])
+            assert found["auto"][method][phase]["verdict"] == stats.all_hold(statuses)
+    text = report.read_text()
+    assert "## Finding: `auto` keeps at least ALDS's test accuracy at every budget" in text
+    assert "**`auto` with data vs ALDS.** compress-only: **" in text
+
+
+def test_compressed_cells_are_scored_after_recalibration_and_without_it(quick_run):
+    cfg, out, report = quick_run
+    assert cfg.recalibrate_bn and cfg.calibration_batches == 8
+    found = json.loads((out / "findings.json").read_text())
+    rows = cells(out)
+    for r in rows:
+        compressed = any(lay["format"] != "dense" for lay in r["layers"])
+        assert (r["before_raw"] is not None) == compressed, (r["method"], r["budget"])
+    effect = {(e["method"], e["budget"]): e for e in found["recalibration"]}
+    for r in rows:
+        if r["before_raw"] is not None:
+            e = effect[r["method"], r["budget"]]
+            assert e["without"]["mean"] == r["before_raw"]["test_accuracy"]
+            assert e["with"]["mean"] == r["before"]["test_accuracy"]
+    assert "Its effect on the compress-only test accuracy" in report.read_text()
+
+
+def _context(cfg, data, width=4):
+    torch.manual_seed(0)
+    model = alds.build_resnet(width, data.in_channels, data.num_classes).eval()
+    return alds.CellContext(cfg, 0, model, data)
+
+
+def test_auto_cells_reuse_the_candidates_and_choose_as_a_fresh_allocation(data):
+    import tensornet.nn as tnn
+
+    ctx = _context(alds.Config(auto_formats=("svd", "tucker2")), data)
+    first = ctx.allocate("auto", 0.5)
+    second = ctx.allocate("auto", 0.3)
+    assert ctx.frontiers == {"auto": first}
+    kw = {"example_input": ctx.example, "progress": False, "formats": ("svd", "tucker2")}
+    fresh = tnn.allocate(ctx.model, 0.3, "auto", **kw)
+    assert second.layers == fresh.layers and second.total_params == fresh.total_params
+    with_data = ctx.allocate("auto-data", 0.5)
+    assert ctx.frontiers["auto-data"] is with_data
+    scored = tnn.allocate(ctx.model, 0.5, "auto", data=ctx.calibration(), **kw)
+    assert with_data.layers == scored.layers
+    assert with_data.frontiers != first.frontiers  # output errors, not weight errors
+
+
+def test_calibration_batches_and_recalibrated_scores(data):
+    import tensornet.nn as tnn
+
+    cfg = alds.Config(batch_size=16, calibration_batches=3)
+    ctx = _context(cfg, data)
+    batches = ctx.calibration()
+    assert [len(b) for b in batches] == [16, 16, 16]
+    x = data.train.tensors[0]
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(torch.cat(batches), x[order[:48]])
+    assert all(torch.equal(a, b) for a, b in zip(batches, ctx.calibration()))
+    model = ctx.model
+    reference = __import__("copy").deepcopy(model)
+    tnn.recalibrate_bn(reference, batches, progress=False)
+    reference.eval()
+    assert ctx.recalibrated_scores(model) == ctx.scores(reference)
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    ref_bn = next(m for m in reference.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert torch.equal(bn.running_mean, ref_bn.running_mean)
+    off = _context(alds.Config(recalibrate_bn=False), data)
+    kept = off.model.state_dict()
+    assert off.recalibrated_scores(off.model) == off.scores(off.model)
+    assert all(torch.equal(kept[k], v) for k, v in off.model.state_dict().items())
+
+
+def test_methods_subset_runs_only_those_cells_and_findings(tmp_path, data):
+    cfg = alds.parse_args(
+        ["--quick", "--limit", "300", "--out", str(tmp_path), "--methods", "auto,alds",
+         "--budgets", "0.5", "--retrain-epochs", "0", "--no-recalibrate-bn", "--epochs", "1",
+         "--auto-formats", "svd,tucker2"]
+    )  # fmt: skip
+    assert cfg.methods == ("alds", "auto") and not cfg.recalibrate_bn
+    assert cfg.auto_formats == ("svd", "tucker2")
+    alds.Study(cfg, load_data=lambda seed: data).run()
+    found = json.loads((tmp_path / "findings.json").read_text())
+    assert found["methods"] == ["alds", "auto"]
+    assert sorted(found["auto"]) == ["auto"] and found["comparisons"]["before"] == {}
+    assert found["recalibration"] == []
+    rows = cells(tmp_path)
+    assert all(r["before_raw"] is None for r in rows)
+    used = {lay["format"] for r in rows if r["method"] == "auto" for lay in r["layers"]}
+    assert used <= {"svd", "tucker2", "dense"} and used != {"dense"}
+    assert "no recalibration, `--no-recalibrate-bn`" in (tmp_path / "report.md").read_text()

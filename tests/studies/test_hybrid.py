@@ -13,6 +13,8 @@ from studies import hybrid
 from studies.common import stats
 from studies.common.checkpoints import read_metadata
 from studies.common.data import get_dataset
+from studies.common.report import verdict_text
+from studies.common.runner import to_json
 from studies.common.training import unpack_correct
 from studies.hybrid_cells import (
     CONFIGS,
@@ -166,7 +168,8 @@ def test_quick_run_numbers(quick_run):
     text = report.read_text()
     assert "equal in 24 of 24 compressed layers" in text
     assert "8 of 8 compressed cells within 2%" in text
-    assert "One seed: the intervals cover test-set sampling only" in text
+    assert "the intervals cover test-set sampling only" in text
+    assert text.index("**CI size, not evidence") < text.index("## Model")  # a --quick run
     assert (out / "accuracy_vs_ratio.png").stat().st_size > 1000
 
 
@@ -175,8 +178,11 @@ def test_verdicts_recomputed_from_the_saved_tables(quick_run):
     _, rows = read_jsonl(out / "seed-0" / "cells.jsonl")
     found = json.loads((out / "findings.json").read_text())
     saved = [{**results[0], "rows": rows}]
-    again = json.loads(json.dumps(hybrid.findings(saved, cfg)))
+    again = to_json(hybrid.findings(saved, cfg))  # NaN (one seed's t bounds) as null
     assert again["verdicts"] == found["verdicts"]
+    for v in found["verdicts"].values():  # and read back from JSON, the same verdicts
+        assert to_json(stats.Verdict(**v).as_dict()) == v
+        assert verdict_text(stats.Verdict(**v)).startswith(v["status"])
     assert again["kernel_error"] == found["kernel_error"]
     assert found["kernel_error"]["conv"]["units"] == 2 * len(cfg.ratios)
     assert found["kernel_error"]["fc"]["units"] == len(cfg.ratios)
@@ -185,7 +191,7 @@ def test_verdicts_recomputed_from_the_saved_tables(quick_run):
         assert f"**{number}. " in text
         status = found["verdicts"][f"{number}_after"]["status"]
         assert status in stats.STATUSES
-        assert f": {status} (" in text.split(f"**{number}. ")[1].split("\n")[0]
+        assert f": {status}" in text.split(f"**{number}. ")[1].split("\n")[0]
 
     # the estimates, by hand from the accuracies: mean over (pair, ratio) units of a - b
     def by_hand(pairs, stage):
@@ -201,12 +207,16 @@ def test_verdicts_recomputed_from_the_saved_tables(quick_run):
         ):
             iv = found["comparisons"][key]["interval"]
             assert iv["estimate"] == pytest.approx(by_hand(pairs, stage))
-            assert iv["low"] <= iv["estimate"] <= iv["high"]
-            status = stats.threshold_verdict(
-                stats.Interval(**iv), 0.0, claim="above", test="t"
-            ).status
+            assert found["comparisons"][key]["per_seed"] == pytest.approx([iv["estimate"]])
+            # one seed: not enough units, unless a compared cell is near chance (no verdict)
+            near = any(
+                r[stage]["test_accuracy"] <= 0.15
+                for r in rows
+                if r["config"] in {c for p in pairs for c in p}
+            )
             if not key.startswith("1"):
-                assert found["verdicts"][key]["status"] == status
+                expected = "no verdict" if near else "not enough units"
+                assert found["verdicts"][key]["status"] == expected
 
 
 def test_rerun_resumes_without_recomputing(quick_run, data, capsys):

@@ -193,12 +193,14 @@ def test_spread_values():
 
 def test_seeds_note_texts():
     assert stats.seeds_note(1) == (
-        "One seed: the intervals cover test-set sampling only, not training variation "
-        "(rerun with --seeds N to include it); no spread across seeds is reported."
+        'One seed: verdicts over seeds say "not enough units"; the intervals cover test-set '
+        "sampling only, not training variation (rerun with --seeds N to include it); no spread "
+        "across seeds is reported."
     )
     assert stats.seeds_note(2) == (
-        "2 seeds: numbers are mean ± standard deviation over seeds; intervals resample seeds "
-        "and then test images within each seed."
+        "2 seeds: numbers are mean ± standard deviation over seeds; verdicts test the per-seed "
+        "values over the seeds (the seeds are the independent units); bootstrap intervals "
+        "resample test images within one seed only."
     )
 
 
@@ -232,9 +234,11 @@ def test_verdict_as_dict_nests_the_interval():
         "status": "holds", "test": "t", "reason": "why", "statistic": None, "p_value": None,
         "interval": {"estimate": 0.01, "low": 0.0, "high": 0.02, "level": 0.95,
                      "method": "bootstrap"},
-        "statistic_name": "statistic",
+        "statistic_name": "statistic", "per_unit": (), "units": None,
     }  # fmt: skip
     assert stats.Verdict(**{**v.as_dict(), "interval": iv}) == v
+    assert stats.Verdict(**v.as_dict()) == v  # the interval's dict is read back as an Interval
+    assert stats.Verdict("holds", "t", "why").interval is None
 
 
 # -- all_hold -------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from studies import truncation
-from studies.common import stats
+from studies.common import stats, units
 from studies.common.training import pack_correct
 
 N = 1000  # test images
@@ -80,10 +80,14 @@ def statuses(found):
     return [found["verdicts"][k]["status"] for k in "123"]
 
 
+def five(**kw):
+    """Five seeds with the same tables: the fewest for which the sign-flip test can decide."""
+    return [seed_result(seed=s, **kw) for s in range(5)]
+
+
 def test_all_three_findings_hold_when_the_tables_say_so():
     found = truncation.findings(
-        [seed_result(safe_kept=0.6, safe_wrong=0, agg_wrong=200, retrained_wrong=0,
-                     lost_at_choice=RISING)],
+        five(safe_kept=0.6, safe_wrong=0, agg_wrong=200, retrained_wrong=0, lost_at_choice=RISING),
         CFG,
     )  # fmt: skip
     assert statuses(found) == ["holds", "holds", "holds"]
@@ -94,16 +98,31 @@ def test_all_three_findings_hold_when_the_tables_say_so():
     assert numbers["aggressive_drop"] == pytest.approx(0.2)
     assert numbers["retrained_drop"] == 0 and numbers["regained"] == pytest.approx(1.0)
     assert numbers["pairs"] == 5 and numbers["pairs_much_norm"] == 5
-    # Kendall tau of a strictly rising sequence of 5: tau = 1, p = 1/5! (exact test)
+    # Kendall tau of a strictly rising sequence of 5: tau = 1, p = 1/5! (exact test) per seed,
+    # combined over the five seeds by Stouffer's z
     assert found["verdicts"]["2"]["statistic"] == pytest.approx(1.0)
-    assert found["verdicts"]["2"]["p_value"] == pytest.approx(1 / 120)
+    assert found["verdicts"]["2"]["p_value"] == pytest.approx(units.stouffer([1 / 120] * 5))
+    assert found["verdicts"]["2"]["units"] == 5
+
+
+def test_one_seed_is_not_enough_units_for_the_drops():
+    found = truncation.findings(
+        [seed_result(safe_kept=0.6, safe_wrong=0, agg_wrong=200, retrained_wrong=0,
+                     lost_at_choice=RISING)],
+        CFG,
+    )  # fmt: skip
+    assert statuses(found) == ["not enough units", "holds", "not enough units"]
+    assert found["verdicts"]["2"]["p_value"] == pytest.approx(1 / 120)  # one seed: its own p
+    assert found["verdicts"]["3"]["reason"].startswith(
+        "1 seed(s): an exact one-sided sign-flip test needs at least 5 to reach p < 0.05"
+    )
 
 
 def test_finding_1_needs_much_norm_lost_not_kept():
     # the safe plan costs no accuracy but removes only 5% of the norm (keeps 95%): not "much"
     found = truncation.findings(
-        [seed_result(safe_kept=0.95, safe_wrong=0, agg_wrong=200, retrained_wrong=0,
-                     lost_at_choice=RISING)],
+        five(safe_kept=0.95, safe_wrong=0, agg_wrong=200, retrained_wrong=0,
+             lost_at_choice=RISING),
         CFG,
     )  # fmt: skip
     assert found["per_seed"][0]["safe_norm_lost"] == pytest.approx(0.05)
@@ -113,8 +132,8 @@ def test_finding_1_needs_much_norm_lost_not_kept():
 
 def test_finding_1_does_not_hold_when_the_safe_plan_loses_accuracy():
     found = truncation.findings(
-        [seed_result(safe_kept=0.5, safe_wrong=60, agg_wrong=200, retrained_wrong=0,
-                     lost_at_choice=RISING)],
+        five(safe_kept=0.5, safe_wrong=60, agg_wrong=200, retrained_wrong=0,
+             lost_at_choice=RISING),
         CFG,
     )  # fmt: skip
     iv = found["intervals"]["safe_drop"]
@@ -141,8 +160,8 @@ def test_finding_3_compares_the_retrained_drop_with_the_tolerance():
     # re-training leaves a 3-point drop: above the 1-point tolerance (though below the 5-point
     # aggressive threshold), so re-training did not recover
     found = truncation.findings(
-        [seed_result(safe_kept=0.6, safe_wrong=0, agg_wrong=200, retrained_wrong=30,
-                     lost_at_choice=RISING)],
+        five(safe_kept=0.6, safe_wrong=0, agg_wrong=200, retrained_wrong=30,
+             lost_at_choice=RISING),
         CFG,
     )  # fmt: skip
     iv = found["intervals"]["retrained_drop"]
@@ -154,23 +173,54 @@ def test_finding_3_compares_the_retrained_drop_with_the_tolerance():
 
 def test_finding_3_is_not_significant_when_the_aggressive_plan_costs_nothing():
     found = truncation.findings(
-        [seed_result(safe_kept=0.6, safe_wrong=0, agg_wrong=0, retrained_wrong=0,
-                     lost_at_choice=RISING)],
+        five(safe_kept=0.6, safe_wrong=0, agg_wrong=0, retrained_wrong=0, lost_at_choice=RISING),
         CFG,
     )  # fmt: skip
     assert statuses(found)[2] == "not significant"
 
 
-def test_verdicts_pool_the_seeds():
+def test_verdicts_test_over_seeds():
     results = [
         seed_result(safe_kept=0.6, safe_wrong=0, agg_wrong=200, retrained_wrong=0,
                     lost_at_choice=RISING, seed=s)
         for s in range(3)
     ]  # fmt: skip
     found = truncation.findings(results, CFG)
-    assert found["seeds"] == [0, 1, 2] and statuses(found) == ["holds", "holds", "holds"]
-    # finding 2 pools (depth, removable norm) over seeds: 15 points, ties within each depth
-    assert found["verdicts"]["2"]["p_value"] < 1e-3
+    # three seeds: the sign-flip test cannot reach 0.05 (1/8); the Kendall test within each
+    # seed can, combined (points of different seeds are not pooled)
+    assert found["seeds"] == [0, 1, 2]
+    assert statuses(found) == ["not enough units", "holds", "not enough units"]
+    assert found["verdicts"]["2"]["p_value"] == pytest.approx(units.stouffer([1 / 120] * 3))
+
+
+def test_verdicts_near_chance_are_withheld():
+    results = five(safe_kept=0.6, safe_wrong=900, agg_wrong=900, retrained_wrong=0,
+                   lost_at_choice=RISING)  # fmt: skip
+    found = truncation.findings(results, CFG)
+    # the safe plan at 10 % (chance on digits): no verdict; finding 3 compares the base and
+    # the re-trained models (both far from chance), the aggressive one is only its premise
+    assert statuses(found) == ["no verdict", "holds", "holds"]
+    assert found["verdicts"]["1"]["reason"].startswith(
+        "compared models within 5 points of chance (10%): safe 10.0% (the test alone: does not hold"
+    )
+    for r in results:
+        r["combined"]["aggressive"]["retrain"][1]["test_accuracy"] = 0.15
+        r["combined"]["base"]["test_accuracy"] = 0.151
+    found = truncation.findings(results, CFG)
+    assert statuses(found) == ["no verdict", "holds", "no verdict"]
+    assert "re-trained 15.0%" in found["verdicts"]["3"]["reason"]
+    assert "base" not in found["verdicts"]["3"]["reason"]
+    for r in results:
+        r["combined"]["base"]["test_accuracy"] = 0.15
+    found = truncation.findings(results, CFG)
+    assert statuses(found) == ["no verdict"] * 3
+    assert found["verdicts"]["2"]["reason"].startswith(
+        "compared models within 5 points of chance (10%): base 15.0% (the test alone: holds"
+    )
+    assert "(10%): base 15.0%, safe 10.0% (the test alone" in found["verdicts"]["1"]["reason"]
+    assert "(10%): base 15.0%, re-trained 15.0% (the" in found["verdicts"]["3"]["reason"]
+    cifar = truncation.findings(results, truncation.Config(quick=True, dataset="cifar100"))
+    assert statuses(cifar) == ["does not hold", "holds", "holds"]  # chance 1 %: none is near
 
 
 # -- the pieces, number by number ---------------------------------------------------------------
@@ -239,39 +289,49 @@ def test_seed_numbers_edge_cases():
 
 def test_findings_intervals_verdicts_and_summary():
     results = [
-        seed_result(safe_kept=0.6, safe_wrong=4, agg_wrong=200, retrained_wrong=3,
+        seed_result(safe_kept=0.6, safe_wrong=40 + s, agg_wrong=200, retrained_wrong=30,
                     lost_at_choice=RISING, seed=s)
         for s in range(2)
     ]  # fmt: skip
-    # seed 1 has 997 test images: replicate means are (nearly) continuous, so each interval
-    # depends on its own bootstrap seed
+    # seed 1 has 997 test images
     combined = results[1]["combined"]
     for entry in (*(combined[k] for k in combined), *combined["aggressive"]["retrain"]):
         entry["test_correct"] = entry["test_correct"][:997]
     cfg = truncation.Config(quick=True, seed=5)
     found = truncation.findings(results, cfg)
     base = [np.ones(N), np.ones(997)]
-    levels = {"safe_drop": (4, 1), "aggressive_drop": (200, 2), "retrained_drop": (3, 3)}
+    levels = {"safe_drop": ((40, 41), 1), "aggressive_drop": ((200, 200), 2),
+              "retrained_drop": ((30, 30), 3)}  # fmt: skip
     for key, (wrong, offset) in levels.items():
-        other = [np.arange(N) >= wrong, np.arange(997) >= wrong]
-        iv = stats.paired_bootstrap(base, other, seed=5 + offset)
-        assert found["intervals"][key] == asdict(iv)
-        assert iv != stats.paired_bootstrap(base, other, seed=5 + offset + 1)
+        other = [np.arange(N) >= wrong[0], np.arange(997) >= wrong[1]]
+        drops = [w / n for w, n in zip(wrong, (N, 997))]
+        assert found["intervals"][key] == pytest.approx(asdict(units.t_interval(drops, 0.95)))
+        per = [stats.paired_bootstrap([b], [o], seed=5 + offset + s)
+               for s, (b, o) in enumerate(zip(base, other))]  # fmt: skip
+        assert found["per_seed_intervals"][key] == [asdict(iv) for iv in per]
+    safe = found["intervals"]["safe_drop"]
+    assert safe["estimate"] == pytest.approx((0.04 + 41 / 997) / 2) and safe["low"] < 0.04
     assert found["note"] == stats.seeds_note(2) and found["seeds"] == [0, 1]
-    test = "paired bootstrap of the test accuracy drop"
+    assert found["evidence"] == units.evidence_note(True)
+    assert truncation.findings(results, truncation.Config(seed=5))["evidence"] is None
     v1, v2, v3 = (found["verdicts"][k] for k in "123")
-    assert v1 == stats.threshold_verdict(
-        stats.Interval(**found["intervals"]["safe_drop"]), 0.01, claim="below", test=test,
-        what="the safe plan's accuracy drop",
-    ).as_dict()  # fmt: skip
-    depth = [0, 1, 2, 3, 4] * 2
-    assert v2 == stats.kendall_verdict(
-        depth, RISING * 2, what="the removable norm with layer depth"
-    ).as_dict()
-    assert v3["status"] == "holds" and v3["test"] == test
-    assert v3["reason"] == (
-        "the 95% interval of the aggressive drop lies above 0.01, and "
-        "the 95% interval of the re-trained drop lies below 0.01"
+    other = [np.arange(N) >= 40, np.arange(997) >= 41]
+    assert (
+        v1
+        == units.paired_unit_verdict(
+            base, other, 0.01, claim="below", what="the safe plan's accuracy drop", seed=6
+        ).as_dict()
+    )
+    assert v1["status"] == "not enough units" and v1["units"] == 2
+    assert (
+        v2
+        == units.kendall_units_verdict(
+            [(range(5), RISING)] * 2, what="the removable norm with layer depth"
+        ).as_dict()
+    )
+    assert v3["status"] == "not enough units"
+    assert v3["test"] == (
+        "exact one-sided sign-flip test over seeds, with the 95% t interval over seeds"
     )
     assert v3["interval"] == found["intervals"]["retrained_drop"]
     per_seed = found["per_seed"]
@@ -285,22 +345,24 @@ def test_findings_intervals_verdicts_and_summary():
 
 
 def test_finding_1_reason_when_too_little_norm_is_removed():
-    found = truncation.findings(
-        [seed_result(safe_kept=0.95, safe_wrong=0, agg_wrong=200, retrained_wrong=0,
-                     lost_at_choice=RISING)],
-        CFG,
+    results = five(safe_kept=0.95, safe_wrong=0, agg_wrong=200, retrained_wrong=0,
+                   lost_at_choice=RISING)  # fmt: skip
+    found = truncation.findings(results, CFG)
+    test = units.paired_unit_verdict(
+        [np.ones(N)] * 5, [np.ones(N)] * 5, 0.01, claim="below",
+        what="the safe plan's accuracy drop", seed=CFG.seed + 1,
     )  # fmt: skip
+    assert test.status == "holds"
     assert found["verdicts"]["1"] == {
-        "status": "does not hold", "test": "paired bootstrap of the test accuracy drop",
+        **test.as_dict(), "status": "does not hold",
         "reason": "the safe plan removes only 5.0% of the kernel norm (< 10%)",
-        "statistic": None, "p_value": None, "interval": found["intervals"]["safe_drop"],
-        "statistic_name": "statistic",
     }  # fmt: skip
     # exactly 10 % removed on average (half of one layer of five) is "much"
-    exact = seed_result(safe_kept=1.0, safe_wrong=0, agg_wrong=200, retrained_wrong=0,
-                        lost_at_choice=RISING)  # fmt: skip
-    exact["combined"]["safe"]["layers"]["conv0"]["norm_kept"] = 0.5
-    at = truncation.findings([exact], CFG)
+    exact = five(safe_kept=1.0, safe_wrong=0, agg_wrong=200, retrained_wrong=0,
+                 lost_at_choice=RISING)  # fmt: skip
+    for r in exact:
+        r["combined"]["safe"]["layers"]["conv0"]["norm_kept"] = 0.5
+    at = truncation.findings(exact, CFG)
     assert at["per_seed"][0]["safe_norm_lost"] == 0.1
     assert at["verdicts"]["1"]["status"] == "holds"
 
@@ -308,18 +370,32 @@ def test_finding_1_reason_when_too_little_norm_is_removed():
 def test_finding_3_not_significant_names_the_weak_part():
     # aggressive drop 0: its interval is not above the tolerance; re-trained drop 0 holds
     weak_before = truncation.findings(
-        [seed_result(safe_kept=0.6, safe_wrong=0, agg_wrong=0, retrained_wrong=0,
-                     lost_at_choice=RISING)],
+        five(safe_kept=0.6, safe_wrong=0, agg_wrong=0, retrained_wrong=0, lost_at_choice=RISING),
         CFG,
     )["verdicts"]["3"]  # fmt: skip
     assert weak_before["status"] == "not significant"
-    assert weak_before["reason"] == "the 95% interval of the aggressive drop lies below 0.01"
-    # aggressive drop 20 points (holds) but re-trained drop ~1 point: straddles the tolerance
+    assert weak_before["reason"] == (
+        "the aggressive drop lies below 0.01 over 5 seeds (opposite one-sided sign-flip p = "
+        "0.0312, 95% t interval [0.0000, 0.0000])"
+    )
+    # aggressive drop 20 points (holds) but re-trained drop exactly 1 point: on the tolerance
     weak_after = truncation.findings(
-        [seed_result(safe_kept=0.6, safe_wrong=0, agg_wrong=200, retrained_wrong=10,
-                     lost_at_choice=RISING)],
+        five(safe_kept=0.6, safe_wrong=0, agg_wrong=200, retrained_wrong=10,
+             lost_at_choice=RISING),
         CFG,
     )["verdicts"]["3"]  # fmt: skip
     assert weak_after["status"] == "not significant"
-    assert weak_after["reason"] == "the 95% interval of the re-trained drop contains 0.01"
+    assert weak_after["reason"] == (
+        "the re-trained drop is not significantly below 0.01 over 5 seeds (sign-flip p = 1, "
+        "95% t interval [0.0100, 0.0100])"
+    )
     assert weak_after["interval"]["estimate"] == pytest.approx(0.01)
+    both = truncation.findings(
+        five(safe_kept=0.6, safe_wrong=0, agg_wrong=200, retrained_wrong=0, lost_at_choice=RISING),
+        CFG,
+    )["verdicts"]["3"]  # fmt: skip
+    assert both["reason"] == (
+        "the aggressive drop lies above 0.01 over 5 seeds (sign-flip p = 0.0312, 95% t interval "
+        "[0.2000, 0.2000]), and the re-trained drop lies below 0.01 over 5 seeds (sign-flip "
+        "p = 0.0312, 95% t interval [0.0000, 0.0000])"
+    )

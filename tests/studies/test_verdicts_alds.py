@@ -254,3 +254,73 @@ def test_findings_quote_the_configured_drop():
     loose = alds.findings(results, Config(budgets=(0.5, 0.25), max_drop=0.02, seed=3))
     assert tight["alds"]["budget"] == 1.0 and tight["seed"] == 0
     assert loose["paper_number"]["before"][0]["alds"]["budget"] == 0.25
+
+
+# -- the automatic allocations against ALDS, budget by budget ----------------------------------
+def with_auto(results, wrong):
+    """Add auto-data and auto rows: ``wrong[(method, budget)] = (before, after)``, images from
+    100 on (ALDS's wrong images start at 0, so the two never share a wrong image)."""
+    for res in results:
+        for method in ("auto", "auto-data"):
+            res["rows"].append(cell(method, 1.0, phase(N), phase(N)))
+            for budget in CFG.budgets:
+                b, a = wrong[method, budget]
+                res["rows"].append(cell(method, budget, phase(b, 100), phase(a, 100)))
+    return results
+
+
+def test_auto_findings_compare_each_budget_separately():
+    wrong = {}
+    for budget in CFG.budgets:
+        wrong["auto", budget] = (20, 20)  # ties ALDS everywhere except 0.25 before
+        wrong["auto-data", budget] = (0, 0)  # right everywhere: beats ALDS where ALDS errs
+    wrong["auto", 0.25] = (40, 20)
+    results = with_auto(two_seeds(), wrong)  # ALDS: 0 wrong before, 20 after
+    found = alds.auto_findings(results, CFG, alds.methods_in(results))
+    assert list(found) == ["auto-data", "auto"]
+    for phase_name, alds_wrong in (("before", 0), ("after", 20)):
+        data = found["auto-data"][phase_name]
+        assert list(data["budgets"]) == ["0.5", "0.25"]
+        for c in data["budgets"].values():
+            assert c["advantage"]["estimate"] == pytest.approx(alds_wrong / N)
+            assert c["cell_differences"] == pytest.approx([alds_wrong / N] * 2)  # 2 seeds
+        status = "holds" if alds_wrong else "not significant"
+        assert data["verdict"] == status
+    before = found["auto"]["before"]["budgets"]
+    assert before["0.5"]["advantage"]["estimate"] == pytest.approx(-20 / N)
+    assert before["0.25"]["advantage"]["estimate"] == pytest.approx(-40 / N)
+    assert before["0.25"]["verdict"]["status"] == "does not hold"
+    assert found["auto"]["before"]["verdict"] == "does not hold"
+    # the per-budget comparison is compare() restricted to that budget, seeded per cell
+    again = alds.compare(results, "alds", "before", CFG.seed + 200 + 1, "auto", [0.25])
+    assert again == before["0.25"]
+    seeds = before["0.25"]["over_seeds"]  # 2 seeds: too few for the test over seeds
+    assert seeds["status"] == "not enough units" and seeds["units"] == 2
+    assert seeds["statistic"] == pytest.approx(-40 / N)
+    assert [u["estimate"] for u in seeds["per_unit"]] == pytest.approx([-40 / N, -40 / N])
+    assert "auto with data's accuracy advantage over ALDS" in (
+        found["auto-data"]["after"]["budgets"]["0.5"]["verdict"]["reason"]
+    )
+    assert alds.auto_findings(results, CFG, ["auto", "auto-data"]) == {}  # no ALDS: nothing
+
+
+def test_findings_hold_the_methods_run_and_the_recalibration_effect():
+    results = with_auto(two_seeds(), {(m, b): (0, 0) for m in ("auto", "auto-data")
+                                      for b in CFG.budgets})  # fmt: skip
+    for res, raw in zip(results, (0.1, 0.3)):
+        for r in res["rows"]:
+            r["before_raw"] = {"test_accuracy": raw} if r["budget"] < 1 else None
+    found = alds.findings(results, CFG)
+    assert found["methods"] == ["alds", "uniform", "energy", "auto", "auto-data"]
+    assert {(t["method"], t["budget"]) for t in found["table"]} == {
+        (m, b) for m in found["methods"] for b in (1.0, *CFG.budgets)
+    }
+    effect = found["recalibration"]
+    assert [(e["method"], e["budget"]) for e in effect] == [
+        (m, b) for m in found["methods"] for b in (0.5, 0.25)
+    ]
+    assert all(e["without"]["mean"] == pytest.approx(0.2) for e in effect)
+    assert effect[0]["with"]["mean"] == pytest.approx(1.0)  # ALDS right everywhere before
+    dropped = [dict(res, rows=[r for r in res["rows"] if r["method"] != "auto"])
+               for res in results]  # fmt: skip
+    assert alds.methods_in([results[0], dropped[1]]) == ["alds", "uniform", "energy", "auto-data"]

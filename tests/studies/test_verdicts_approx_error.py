@@ -8,13 +8,14 @@ verdicts are derived here independently (by hand, with numpy or scipy) and compa
 import json
 import math
 import warnings
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 from scipy import stats as sps
 
 from studies.approx_error import Config
-from studies.common import stats
+from studies.common import stats, units
 from studies.verdicts import approx_error as ae
 
 CFG = Config(pseudo_runs=3, boot=100, seed=4)
@@ -223,57 +224,92 @@ def test_tau_difference_matches_the_bootstrap_by_hand():
 
 
 # -- verdict and findings -----------------------------------------------------------------------
+def stouffer_by_hand(p):
+    return sps.norm.sf(sum(sps.norm.isf(x) for x in p) / math.sqrt(len(p)))
+
+
 def check_verdict(found, per_seed, cfg, perf, offset):
-    samples = [s for c in per_seed for s in ae.pseudo_runs(c, cfg.pseudo_runs, cfg.seed)]
-    x = [[r["weight_rel"] for r in s] for s in samples]
-    y = [[r[f"perf_{perf}"] for r in s] for s in samples]
-    taus = [ae.tau_a(a, b) for a, b in zip(x, y)]
-    p_up = max(sps.kendalltau(a, b, alternative="greater").pvalue for a, b in zip(x, y))
-    p_down = max(sps.kendalltau(a, b, alternative="less").pvalue for a, b in zip(x, y))
+    taus, ups, downs = [], [], []
+    for c in per_seed:  # per seed: its pseudo-runs' taus and the largest p of each side
+        samples = ae.pseudo_runs(c, cfg.pseudo_runs, cfg.seed)
+        x = [[r["weight_rel"] for r in s] for s in samples]
+        y = [[r[f"perf_{perf}"] for r in s] for s in samples]
+        taus += [ae.tau_a(a, b) for a, b in zip(x, y)]
+        ups.append(max(sps.kendalltau(a, b, alternative="greater").pvalue for a, b in zip(x, y)))
+        downs.append(max(sps.kendalltau(a, b, alternative="less").pvalue for a, b in zip(x, y)))
+    p_up, p_down = stouffer_by_hand(ups), stouffer_by_hand(downs)
     assert found["taus"] == pytest.approx(taus)
     assert found["statistic"] == pytest.approx(np.mean(taus))
     assert found["p_value"] == pytest.approx(p_up) and found["p_less"] == pytest.approx(p_down)
-    assert found["statistic_name"] == "tau-a"
+    assert found["statistic_name"] == "tau-a" and found["units"] == len(per_seed)
     assert found["test"] == (
-        "one-sided Kendall test of rel. weight error vs performance error (largest p over "
-        "pseudo-runs) and paired bootstrap of tau(feature) - tau(rel. weight)"
+        "one-sided Kendall test of rel. weight error vs performance error within each seed "
+        "(largest p over its pseudo-runs), combined across seeds by Stouffer's z; TOST over "
+        "seeds of tau(feature) - tau(rel. weight) < +0.05 (equivalence margin)"
     )
-    assert list(found["differences"]) == list(ae.FEATURE_MEASURES)
+    assert list(found["differences"]) == list(ae.FEATURE_MEASURES) and found["margin"] == 0.05
     for i, m in enumerate(ae.FEATURE_MEASURES):
-        iv = ae.tau_difference(
-            per_seed, m, "weight_rel", perf, cfg.seed + offset + i, cfg.boot, cfg.pseudo_runs
+        within = [
+            ae.tau_difference(
+                [c], m, "weight_rel", perf, cfg.seed + offset + i + 100 * s, cfg.boot,
+                cfg.pseudo_runs,
+            )
+            for s, c in enumerate(per_seed)
+        ]  # fmt: skip
+        assert [stats.Interval(**x) for x in found["no_better"][m]["per_unit"]] == within
+        t90 = units.t_interval([iv.estimate for iv in within], 0.9)
+        assert found["differences"][m] == pytest.approx(asdict(t90), nan_ok=True)
+        assert found["no_better"][m]["interval"] == found["differences"][m]
+        assert found["no_better"][m]["test"] == (
+            "TOST over seeds (t interval), equivalence margin ±0.05"
         )
-        assert found["differences"][m] == {
-            "estimate": iv.estimate, "low": iv.low, "high": iv.high, "level": 0.95,
-            "method": iv.method,
-        }  # fmt: skip
     assert found["interval"] == found["differences"]["feature_rel"]
     return p_up, p_down
 
 
+def five(**kw):
+    return [ae.configurations(rows(seed=s, **kw)) for s in range(5)]
+
+
 def test_verdict_holds_when_weight_error_correlates_and_no_feature_does_better():
-    per_seed = [ae.configurations(rows(feature=noise))]
+    per_seed = five(feature=noise)
     found = ae.verdict(per_seed, CFG, "before", 1)
     p_up, _ = check_verdict(found, per_seed, CFG, "before", 1)
     assert found["status"] == "holds"
     assert found["reason"] == (
-        f"rel. weight error correlates positively (mean tau-a 1.00, p <= {p_up:.3g}) and "
-        "no feature error's interval of tau(feature) - tau(rel. weight) lies above 0"
+        f"rel. weight error correlates positively (mean tau-a 1.00, combined p {p_up:.3g}); "
+        "no feature error is better by 0.05 or more"
     )
+    assert all(x["status"] == "holds" for x in found["no_better"].values())
+    # the margin is an argument: a margin the differences' intervals do not clear
+    wide = ae.verdict(per_seed, CFG, "before", 1, margin=0.01)
+    assert wide["margin"] == 0.01 and "< +0.01 (equivalence margin)" in wide["test"]
+
+
+def test_verdict_with_fewer_than_five_seeds_is_not_enough_units():
+    per_seed = [ae.configurations(rows(feature=noise))]
+    found = ae.verdict(per_seed, CFG, "before", 1)
+    p_up, _ = check_verdict(found, per_seed, CFG, "before", 1)
+    assert found["status"] == "not enough units"
+    assert found["reason"].startswith(
+        f"rel. weight error correlates positively (mean tau-a 1.00, combined p {p_up:.3g}); "
+        "1 seed(s): each one-sided test needs at least 5"
+    )
+    assert found["p_value"] == pytest.approx(p_up)  # one seed: its own largest p
+    four = ae.verdict(five(feature=noise)[:4], CFG, "before", 1)
+    assert four["status"] == "not enough units"
 
 
 def test_verdict_does_not_hold_when_a_feature_error_correlates_better():
-    per_seed = [
-        ae.configurations(rows(weight=lambda p, k: p + noise(p, k) / 4, feature=lambda p, k: p))
-    ]
+    per_seed = five(weight=lambda p, k: p + noise(p, k) / 4, feature=lambda p, k: p)
     found = ae.verdict(per_seed, CFG, "before", 11)
     check_verdict(found, per_seed, CFG, "before", 11)
     assert found["status"] == "does not hold"
-    assert found["reason"] == (
-        "feature_abs, feature_rel, feature_scaled correlate(s) significantly better than rel. "
-        "weight error"
+    assert all(x["status"] == "does not hold" for x in found["no_better"].values())
+    assert (
+        "tau(feature_abs) - tau(rel. weight) lies entirely outside below +0.05" in (found["reason"])
     )
-    assert all(d["low"] > 0 for d in found["differences"].values())
+    assert all(d["low"] > 0.05 for d in found["differences"].values())
 
 
 def test_verdict_does_not_hold_when_weight_error_correlates_negatively():
@@ -281,18 +317,29 @@ def test_verdict_does_not_hold_when_weight_error_correlates_negatively():
     found = ae.verdict(per_seed, CFG, "before", 1)
     _, p_down = check_verdict(found, per_seed, CFG, "before", 1)
     assert found["status"] == "does not hold"
-    assert found["reason"] == f"rel. weight error correlates negatively (p <= {p_down:.3g})"
+    assert found["reason"].startswith(
+        f"rel. weight error correlates negatively (combined p {p_down:.3g}); 1 seed(s)"
+    )
 
 
 def test_verdict_not_significant_without_a_correlation():
-    per_seed = [ae.configurations(rows(weight=noise, feature=noise))]
+    per_seed = five(weight=noise, feature=noise)
     found = ae.verdict(per_seed, CFG, "after", 1)
     p_up, p_down = check_verdict(found, per_seed, CFG, "after", 1)
     assert p_up >= 0.05 and p_down >= 0.05
     assert found["status"] == "not significant"
     assert found["reason"] == (
-        f"mean tau-a {found['statistic']:.2f}, largest one-sided p {p_up:.3g} >= 0.05"
+        f"mean tau-a {found['statistic']:.2f}, combined one-sided p {p_up:.3g} >= 0.05; "
+        "no feature error is better by 0.05 or more"
     )
+
+
+def test_kendall_p_values_combine_across_seeds():
+    """Two seeds whose pseudo-runs disagree: per seed the largest p, then Stouffer's z."""
+    per_seed = [ae.configurations(rows(weight=noise)), ae.configurations(rows(seed=1))]
+    found = ae.verdict(per_seed, CFG, "before", 1)
+    p_up, p_down = check_verdict(found, per_seed, CFG, "before", 1)
+    assert 0 < p_up < 0.05 and p_down > 0.5  # one seed without a trend, one with a perfect one
 
 
 def test_findings_cover_both_subsets_and_both_performance_errors():
@@ -319,3 +366,18 @@ def test_findings_skip_the_paper_subset_without_its_fractions():
     assert list(found["tables"]) == ["all"]
     assert list(found["verdicts"]) == ["all/before", "all/after"]
     assert found["note"] == stats.seeds_note(1) and found["seeds"] == [3]
+    assert found["evidence"] is None
+    assert ae.findings(results, Config(pseudo_runs=3, boot=100, seed=4, quick=True))[
+        "evidence"
+    ] == units.evidence_note(True)
+
+
+def test_kendall_status_needs_p_strictly_below_alpha():
+    assert ae._kendall_status(0.3, 0.05, 0.9) == (
+        "not significant", "mean tau-a 0.30, combined one-sided p 0.05 >= 0.05"
+    )  # fmt: skip
+    assert ae._kendall_status(-0.3, 0.9, 0.05)[0] == "not significant"
+    assert ae._kendall_status(-0.3, 0.9, 0.0499) == (
+        "does not hold", "rel. weight error correlates negatively (combined p 0.0499)"
+    )  # fmt: skip
+    assert ae._kendall_status(0.3, 0.0499, 0.9)[0] == "holds"

@@ -6,13 +6,15 @@ layers' storage and weight errors); intervals, Wilcoxon tests and verdicts are d
 independently (by hand, with numpy or scipy) and compared.
 """
 
+import copy
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 from scipy import stats as sps
 
-from studies.common import stats
+from studies.common import stats, units
 from studies.common.training import pack_correct
 from studies.hybrid import Config
 from studies.verdicts import hybrid
@@ -71,59 +73,76 @@ def test_cell_finds_the_row_by_configuration_and_ratio():
         hybrid._cell(result, "cp", 5)
 
 
-def test_compare_pools_pairs_ratios_and_seeds():
-    results = [seed_result(0), seed_result(1, shift=5)]
+def test_compare_tests_the_seeds_mean_differences():
+    results = [seed_result(s, shift=s) for s in range(5)]
     pairs = [("hybrid", "tt"), ("ht", "reverse")]
-    out = hybrid.compare(results, pairs, RATIOS, "after", seed=9)
-    # units: seed x pair x ratio, in that order
-    refs = [correct_of(w + s) for s in (0, 5) for w in (0, 0, 10, 10)]
-    others = [correct_of(w + s) for s in (0, 5) for w in (20, 20, 10, 10)]
-    expected = stats.paired_bootstrap(refs, others, seed=9)
-    assert out["interval"] == pytest.approx(
-        {"estimate": 0.1, "low": expected.low, "high": expected.high, "level": 0.95,
-         "method": out["interval"]["method"]}
-    )  # fmt: skip
-    assert out["interval"]["method"] == (
-        "paired percentile bootstrap (4000 replicates) over 8 units (2 pair(s) x 2 ratios x "
-        "2 seed(s)), then 100 test images per unit"
+    out = hybrid.compare(results, pairs, RATIOS, "after", seed=9, what="d")
+    # per seed: the mean over its (pair, ratio) cells; differences 0.2, 0.2, 0, 0 -> 0.1
+    refs = [np.mean([correct_of(w + s) for w in (0, 0, 10, 10)], axis=0) for s in range(5)]
+    others = [np.mean([correct_of(w + s) for w in (20, 20, 10, 10)], axis=0) for s in range(5)]
+    expected = units.paired_unit_verdict(refs, others, 0.0, claim="above", what="d", seed=9)
+    assert out["verdict"] == expected.as_dict() and expected.status == "holds"
+    assert out["interval"] == asdict(expected.interval)
+    assert out["interval"]["estimate"] == pytest.approx(0.1)
+    assert out["per_seed"] == pytest.approx([0.1] * 5)
+    assert out["per_seed_intervals"] == [asdict(iv) for iv in expected.per_unit]
+    assert out["per_seed_intervals"][0] == asdict(
+        stats.paired_bootstrap([refs[0]], [others[0]], seed=9)
     )
-    assert out["differences"] == pytest.approx([0.2, 0.2, 0.0, 0.0] * 2)
-    assert (out["wins"], out["losses"]) == (4, 0)
-    w = sps.wilcoxon([0.2, 0.2, 0.0, 0.0] * 2, alternative="greater")
-    assert out["wilcoxon"] == pytest.approx({"statistic": w.statistic, "p_value": w.pvalue})
+    assert out["differences"] == pytest.approx([0.2, 0.2, 0.0, 0.0] * 5)
+    assert (out["wins"], out["losses"]) == (10, 0)
     assert out["pairs"] == [["hybrid", "tt"], ["ht", "reverse"]] and out["stage"] == "after"
+    assert "wilcoxon" not in out  # the cells of one seed are not independent units
 
 
-def test_compare_before_fine_tuning_and_without_differences():
-    results = [seed_result(0)]
-    out = hybrid.compare(results, [("hybrid", "ht")], [20.0], "before")
-    assert out["interval"]["estimate"] == pytest.approx(-0.2)
-    assert out["differences"] == pytest.approx([-0.2]) and (out["wins"], out["losses"]) == (0, 1)
-    w = sps.wilcoxon([-0.2], alternative="greater")
-    assert out["wilcoxon"] == pytest.approx({"statistic": w.statistic, "p_value": w.pvalue})
-    assert out["interval"]["method"].endswith(
-        "over 1 units (1 pair(s) x 1 ratios x 1 seed(s)), then 100 test images per unit"
-    )
-    noisy = [seed_result(0, shift=5), seed_result(1)]  # per-unit images differ: seeds matter
-    default = hybrid.compare(noisy, [("hybrid", "tt")], RATIOS, "after")
-    assert default == hybrid.compare(noisy, [("hybrid", "tt")], RATIOS, "after", seed=0)
-    assert default != hybrid.compare(noisy, [("hybrid", "tt")], RATIOS, "after", seed=1)
-    same = hybrid.compare(results, [("ht", "ht")], RATIOS, "after")
-    assert same["wilcoxon"] == {"statistic": None, "p_value": None}
+def test_compare_seeds_are_the_units():
+    # two seeds: not enough units, however large the difference
+    two = hybrid.compare([seed_result(0), seed_result(1)], [("hybrid", "tt")], RATIOS, "after")
+    assert two["verdict"]["status"] == "not enough units" and two["verdict"]["units"] == 2
+    one = hybrid.compare([seed_result(0)], [("hybrid", "ht")], [20.0], "before")
+    assert one["interval"]["estimate"] == pytest.approx(-0.2)
+    assert one["differences"] == pytest.approx([-0.2]) and (one["wins"], one["losses"]) == (0, 1)
+    assert one["interval"]["method"] == "t interval over 1 seeds (0 degrees of freedom)"
+    assert one["verdict"]["reason"].startswith("1 seed(s): ")
+    default = hybrid.compare([seed_result(0)], [("hybrid", "tt")], RATIOS, "after")
+    assert default["verdict"]["test"].startswith("exact one-sided sign-flip test over seeds")
+    five = [seed_result(s, shift=s) for s in range(5)]
+    reason = hybrid.compare(five, [("hybrid", "tt")], RATIOS, "after")["verdict"]["reason"]
+    assert reason.startswith("the accuracy difference lies above 0 over 5 seeds")
+    # the per-seed bootstraps are seeded: 0 unless told otherwise
+    default = hybrid.compare(five, [("hybrid", "tt")], RATIOS, "before")
+    assert default == hybrid.compare(five, [("hybrid", "tt")], RATIOS, "before", seed=0)
+    assert default != hybrid.compare(five, [("hybrid", "tt")], RATIOS, "before", seed=1)
+    same = hybrid.compare([seed_result(0)], [("ht", "ht")], RATIOS, "after")
     assert (same["wins"], same["losses"]) == (0, 0) and same["differences"] == [0.0, 0.0]
 
 
-def test_verdict_of_reads_the_interval_against_zero():
-    iv = {"estimate": 0.1, "low": 0.05, "high": 0.15, "level": 0.95, "method": "m"}
-    v = hybrid._verdict_of({"interval": iv}, "hybrid - TT-only")
-    assert v == stats.Verdict(
-        "holds", "paired bootstrap of the test accuracy difference",
-        "the 95% interval of hybrid - TT-only lies above 0", interval=stats.Interval(**iv),
-    )  # fmt: skip
-    low = {**iv, "low": -0.01}
-    assert hybrid._verdict_of({"interval": low}, "x").status == "not significant"
-    neg = {**iv, "low": -0.2, "high": -0.1}
-    assert hybrid._verdict_of({"interval": neg}, "x").status == "does not hold"
+def test_verdict_of_withholds_near_chance_cells():
+    results = [seed_result(s) for s in range(5)]
+    comp = hybrid.compare(results, [("hybrid", "tt")], RATIOS, "after", what="x")
+    v = hybrid._verdict_of(results, comp, RATIOS, 0.1)
+    assert v == stats.Verdict(**comp["verdict"]) and v.status == "holds"
+    # TT-only at ratio 20 in every seed at 14 % accuracy (86 of 100 wrong): near 10 % chance
+    for r in results:
+        r["rows"][4]["after"] = stage(86)
+    comp = hybrid.compare(results, [("hybrid", "tt")], RATIOS, "after", what="x")
+    v = hybrid._verdict_of(results, comp, RATIOS, 0.1)
+    assert v.status == "no verdict"
+    assert v.reason.startswith(
+        "compared models within 5 points of chance (10%): TT-only at 20x 14.0% (the test alone: "
+    )
+    assert hybrid._verdict_of(results, comp, RATIOS, 0.01).status == "holds"
+    assert hybrid._verdict_of(results, comp, [5.0], 0.1).status == "holds"  # that ratio only
+    # the mean over seeds decides: one seed at 14 %, the others at 80 %
+    for r in results[1:]:
+        r["rows"][4]["after"] = stage(20)
+    comp = hybrid.compare(results, [("hybrid", "tt")], RATIOS, "after", what="x")
+    assert hybrid._verdict_of(results, comp, RATIOS, 0.1).status == "holds"
+    for r in results:
+        r["rows"][1]["before"] = stage(88)  # hybrid at 5x before fine-tuning
+    before = hybrid.compare(results, [("hybrid", "tt")], RATIOS, "before", what="x")
+    reason = hybrid._verdict_of(results, before, RATIOS, 0.1).reason
+    assert f"{hybrid.LABELS['hybrid']} at 5x 12.0% (the test alone: does not hold" in reason
 
 
 def verdict(status, test="t", reason="r"):
@@ -139,13 +158,19 @@ def verdict(status, test="t", reason="r"):
         (["holds", "does not hold"], "does not hold"),
         (["does not hold", "not significant"], "does not hold"),
         (["not significant", "not significant"], "not significant"),
+        (["holds", "not enough units"], "not enough units"),
+        (["no verdict", "holds"], "no verdict"),
     ],
 )
 def test_both_needs_every_part(statuses, combined):
     parts = [verdict(s, test=f"test {i}", reason=f"part {i}") for i, s in enumerate(statuses)]
+    # the deciding part's reason first
+    reason = "part 1; part 0" if statuses[1] == combined != statuses[0] else "part 0; part 1"
     assert hybrid._both(parts) == stats.Verdict(
-        combined, "test 0 (each comparison separately)", "part 0; part 1"
+        combined, "test 0 (each comparison separately)", reason
     )
+    parts = [stats.Verdict(s, "t", "r", units=3 + i) for i, s in enumerate(statuses)]
+    assert hybrid._both(parts).units == 3
 
 
 def test_kernel_errors_pair_tt_and_ht_per_layer_kind():
@@ -207,18 +232,21 @@ def test_findings_comparisons_verdicts_and_summaries():
     results = [seed_result(0, gaps=gaps), seed_result(1, shift=5)]
     results[1]["rows"][2]["global_fill"] = True
     results[1]["rows"][3]["layers"][1]["structure_params"] = 99  # one layer's formula is off
-    found = hybrid.findings(results, CFG)
+    five = [*results, *(seed_result(s, shift=s) for s in range(2, 5))]
+    cfg = Config(ratios=RATIOS, match_tol=0.02, seed=2, quick=True)
+    found = hybrid.findings(five, cfg)
     # every comparison with its own bootstrap seed: cfg.seed + 10 * number + stage index
     expected = {}
+    names = {"2": "HT-FC - TT-FC", "3": "TT-conv - HT-conv"}
     for k, st in enumerate(("after", "before")):
         for b in ("tt", "ht"):
             expected[f"1{b}_{st}"] = hybrid.compare(
-                results, [("hybrid", b)], RATIOS, st, 2 + 10 + k
+                five, [("hybrid", b)], RATIOS, st, 2 + 10 + k, f"hybrid - {hybrid.LABELS[b]}"
             )
         for number in ("2", "3"):
             pairs = hybrid.FINDINGS[number][1]
             expected[f"{number}_{st}"] = hybrid.compare(
-                results, pairs, RATIOS, st, 2 + 10 * int(number) + k
+                five, pairs, RATIOS, st, 2 + 10 * int(number) + k, names[number]
             )
     assert json.dumps(found["comparisons"], sort_keys=True) == json.dumps(expected, sort_keys=True)
     v = found["verdicts"]
@@ -227,16 +255,44 @@ def test_findings_comparisons_verdicts_and_summaries():
         "1_before": "does not hold", "2_before": "does not hold", "3_before": "does not hold",
     }  # fmt: skip
     assert v["1_after"]["test"] == (
-        "paired bootstrap of the test accuracy difference (each comparison separately)"
+        "exact one-sided sign-flip test over seeds, with the 95% t interval over seeds "
+        "(each comparison separately)"
     )
     assert v["1_after"]["reason"] == (
-        "the 95% interval of hybrid - TT-only lies above 0; "
-        "the 95% interval of hybrid - HT-only lies above 0"
+        "hybrid - TT-only lies above 0 over 5 seeds (sign-flip p = 0.0312, 95% t interval "
+        "[0.2000, 0.2000]); hybrid - HT-only lies above 0 over 5 seeds (sign-flip p = 0.0312, "
+        "95% t interval [0.1000, 0.1000])"
     )
-    assert v["2_after"]["reason"] == "the 95% interval of HT-FC - TT-FC lies above 0"
-    assert v["3_before"]["reason"] == "the 95% interval of TT-conv - HT-conv lies below 0"
-    assert v["3_after"]["interval"] == found["comparisons"]["3_after"]["interval"]
+    assert v["1_after"]["units"] == 5
+    assert v["2_after"]["reason"].startswith("HT-FC - TT-FC lies above 0 over 5 seeds")
+    assert v["3_before"]["reason"] == (
+        "TT-conv - HT-conv lies below 0 over 5 seeds (opposite one-sided sign-flip p = 0.0312, "
+        "95% t interval [-0.1500, -0.1500])"
+    )
+    assert v["3_after"] == found["comparisons"]["3_after"]["verdict"]
+    assert found["evidence"] == units.evidence_note(True)
+    # two seeds: nothing can be decided
+    two = hybrid.findings(results, CFG)
+    assert {x["status"] for x in two["verdicts"].values()} == {"not enough units"}
+    assert two["evidence"] is None
+    # before fine-tuning, the hybrid near chance: those verdicts are withheld
+    five = copy.deepcopy(five)
+    for r in five:
+        for row in r["rows"][1:3]:
+            row["before"] = stage(88)
+    near = hybrid.findings(five, cfg)["verdicts"]
+    assert [near[f"{n}_before"]["status"] for n in "123"] == ["no verdict"] * 3
+    assert [near[f"{n}_after"]["status"] for n in "123"] == [
+        "holds", "holds", "not significant"
+    ]  # fmt: skip
+    assert (
+        hybrid.findings(five, Config(ratios=RATIOS, dataset="cifar100"))["verdicts"]["1_before"][
+            "status"
+        ]
+        == "does not hold"
+    )
     # summaries over seeds
+    found = two
     assert found["seeds"] == [0, 1] and found["note"] == stats.seeds_note(2)
     assert found["per_seed"] == [hybrid.seed_numbers(r, CFG) for r in results]
     summary = found["summary"]
