@@ -22,7 +22,7 @@ from studies.common.data import (
     val_size_key,
 )
 
-STUDIES = {"approx_error": approx_error, "hybrid": hybrid, "truncation": truncation}
+STUDIES = {"alds": alds, "approx_error": approx_error, "hybrid": hybrid, "truncation": truncation}
 
 
 def write_idx(path, array):
@@ -246,14 +246,6 @@ def test_a_split_that_does_not_fit_stops_the_study_before_any_work(mnist3k, tmp_
         "as 0.1\n"
     )
     assert not out.exists()
-
-
-def test_alds_does_not_take_val_size_until_its_config_carries_it(tmp_path, capsys):
-    """The lead's alds Config change adds it (see the branch's patch); until then it is refused
-    rather than silently ignored."""
-    argv = ["--out", str(tmp_path / "o"), "--val-size", "0.2"]
-    assert alds.main(argv) == 2
-    assert "unrecognized arguments: --val-size" in capsys.readouterr().err
 
 
 def test_the_driver_loads_each_seed_with_the_limit_and_the_split(mnist3k, tmp_path):
