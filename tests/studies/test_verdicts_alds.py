@@ -209,7 +209,8 @@ def test_combine_needs_both_comparisons(statuses, combined):
 def test_findings_tables_paper_numbers_comparisons_and_verdicts():
     results = two_seeds()
     found = alds.findings(results, CFG)
-    assert found["seeds"] == [0, 1] and found["note"] == stats.seeds_note(2)
+    assert found["seeds"] == [0, 1] and found["note"] == alds.seeds_note(2)
+    assert "two-stage paired bootstrap" in found["note"]
     assert found["base"] == [1.0, 1.0 - 1 / N] and found["base_val"] == [0.99, 0.98]
     # the table: budget-major (1.0, 0.5, 0.25), the methods in order
     assert [(t["budget"], t["method"]) for t in found["table"]] == [
