@@ -31,7 +31,7 @@ import torch
 
 import tensornet.nn as tnn
 from studies.common.data import DatasetSplits
-from studies.common.training import correct, evaluate, pack_correct, train
+from studies.common.training import split_scores, train
 from tensornet import runs
 
 __all__ = [
@@ -96,12 +96,7 @@ class CellContext:
 
     def scores(self, model: torch.nn.Module) -> dict[str, Any]:
         """Validation and test accuracy, and per-image test correctness."""
-        hits = correct(model, self.data.test, device=self.cfg.device)
-        return {
-            "val_accuracy": evaluate(model, self.data.val, device=self.cfg.device),
-            "test_accuracy": float(hits.mean()),
-            "test_correct": pack_correct(hits),
-        }
+        return split_scores(model, self.data, self.cfg.device)
 
     def recalibrated_scores(self, model: torch.nn.Module) -> dict[str, Any]:
         """:meth:`scores` after recomputing the BatchNorm statistics (when configured)."""

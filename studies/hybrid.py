@@ -50,7 +50,7 @@ from studies.common.data import BUNDLED, DATASET_NAMES, DatasetSplits, val_size_
 from studies.common.progress import Progress
 from studies.common.report import configuration, md_table, rows_to_csv, verdict_text
 from studies.common.study import StudyDriver
-from studies.common.training import correct, evaluate, pack_correct
+from studies.common.training import split_scores
 from studies.hybrid_cells import (
     CONFIGS,
     DENSE,
@@ -209,12 +209,7 @@ class SeedRun:
             train_kwargs=self.train_kwargs(),
         )
         model.to(cfg.device).eval()
-        hits = correct(model, data.test, device=cfg.device)
-        base = {
-            "val_accuracy": evaluate(model, data.val, device=cfg.device),
-            "test_accuracy": float(hits.mean()),
-            "test_correct": pack_correct(hits),
-        }
+        base = split_scores(model, data, cfg.device)
         how = "reused checkpoint" if reused else f"trained {cfg.epochs} epochs"
         self.log(
             f"[1/3] {MODEL} {tuple(cfg.widths)}/{cfg.hidden} on {cfg.dataset}: val "

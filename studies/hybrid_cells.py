@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from studies.common.data import DatasetSplits
-from studies.common.training import correct, evaluate, pack_correct, train
+from studies.common.training import split_scores, train
 from tensornet import runs
 from tensornet.formats import Structure, get_format
 from tensornet.formats.ht import DimensionTree
@@ -439,15 +439,6 @@ def compressed(
     return out, layers
 
 
-def _scores(model: nn.Module, data: DatasetSplits, device: str) -> dict[str, Any]:
-    hits = correct(model, data.test, device=device)
-    return {
-        "val_accuracy": evaluate(model, data.val, device=device),
-        "test_accuracy": float(hits.mean()),
-        "test_correct": pack_correct(hits),
-    }
-
-
 def run_cell(
     model: nn.Module,
     data: DatasetSplits,
@@ -462,7 +453,7 @@ def run_cell(
         torch.manual_seed(tune.seed)
         trial, layers = compressed(model, cell, specs)
     trial.to(tune.device).eval()
-    before = _scores(trial, data, tune.device)
+    before = split_scores(trial, data, tune.device)
     history = []
     for epoch in range(1, tune.epochs + 1):
         train(
@@ -475,7 +466,7 @@ def run_cell(
             device=tune.device,
             progress=False,
         )
-        history.append({"epoch": epoch, **_scores(trial, data, tune.device)})
+        history.append({"epoch": epoch, **split_scores(trial, data, tune.device)})
     best = max(history, key=lambda h: (h["val_accuracy"], -h["epoch"]))
     total = sum(layer["params"] for layer in layers)
     return {

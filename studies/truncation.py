@@ -47,7 +47,12 @@ from studies.common.data import BUNDLED, DATASET_NAMES, DatasetSplits, val_size_
 from studies.common.progress import Progress
 from studies.common.report import configuration, md_table, rows_to_csv, verdict_text
 from studies.common.study import StudyDriver
-from studies.common.training import SplitAccuracy, correct, evaluate, pack_correct, train
+from studies.common.training import (
+    SplitAccuracy,
+    evaluate,
+    split_scores,
+    train,
+)
 from studies.verdicts.truncation import (  # noqa: F401  (the verdict code, re-exported)
     MUCH_NORM,
     findings,
@@ -328,12 +333,7 @@ class SeedRun:
 
     def scores(self, model: torch.nn.Module) -> dict[str, Any]:
         """Validation and test accuracy, and per-image test correctness."""
-        hits = correct(model, self.data.test, device=self.cfg.device)
-        return {
-            "val_accuracy": evaluate(model, self.data.val, device=self.cfg.device),
-            "test_accuracy": float(hits.mean()),
-            "test_correct": pack_correct(hits),
-        }
+        return split_scores(model, self.data, self.cfg.device)
 
     def combined(
         self, model: torch.nn.Module, rows: Sequence[dict], layers: Sequence[str], base_val: float

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -91,6 +92,22 @@ def pack_correct(mask: np.ndarray) -> str:
 def unpack_correct(text: str) -> np.ndarray:
     """The inverse of :func:`pack_correct`: float64 0/1 per example."""
     return np.frombuffer(text.encode("ascii"), dtype=np.uint8).astype(np.float64) - ord("0")
+
+
+def split_scores(
+    model: nn.Module, data: DatasetSplits, device: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """Validation and test accuracy of ``model``, and its per-image test correctness.
+
+    ``test_correct`` is :func:`pack_correct`'s string, so two models' scores can be paired per
+    test image.
+    """
+    hits = correct(model, data.test, device=device)
+    return {
+        "val_accuracy": evaluate(model, data.val, device=device),
+        "test_accuracy": float(hits.mean()),
+        "test_correct": pack_correct(hits),
+    }
 
 
 class SplitAccuracy:

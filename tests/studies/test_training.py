@@ -3,6 +3,7 @@
 import dataclasses
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -169,3 +170,18 @@ def test_the_defaults_are_the_documented_values(digits):
         states.append(model.state_dict())
     for a, b in ((0, 1), (2, 3)):
         assert all(torch.equal(states[a][k], states[b][k]) for k in states[a])
+
+
+def test_split_scores_are_the_splits_accuracies_and_the_packed_test_correctness():
+    from studies.common.data import get_dataset
+    from studies.common.training import correct, evaluate, split_scores, unpack_correct
+
+    data = get_dataset("digits", seed=0, limit=200)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    got = split_scores(model, data)
+    hits = correct(model, data.test)
+    assert got["val_accuracy"] == evaluate(model, data.val)
+    assert got["test_accuracy"] == float(hits.mean()) == evaluate(model, data.test)
+    assert np.array_equal(unpack_correct(got["test_correct"]), hits.astype(float))
+    assert got["val_accuracy"] != got["test_accuracy"]  # each split its own
