@@ -59,6 +59,7 @@ from studies.alds_cells import (  # noqa: F401  (re-exported: the cell code)
 )
 from studies.alds_report import auto_section, recalibration_section
 from studies.common import cli, runner, stats
+from studies.common.calibration import CALIBRATION_BATCHES, add_calibration_arguments
 from studies.common.checkpoints import check_checkpoint, checkpoint_path, train_or_load
 from studies.common.data import BUNDLED, DATASET_NAMES, DatasetSplits, val_size_key
 from studies.common.progress import Progress
@@ -123,7 +124,7 @@ class Config:
     methods: tuple[str, ...] = ALL_METHODS
     auto_formats: tuple[str, ...] = AUTO_FORMATS
     recalibrate_bn: bool = True
-    calibration_batches: int = 8
+    calibration_batches: int = CALIBRATION_BATCHES
     val_size: int | float | None = None  # validation split of a file dataset
     device: str = "cpu"
     out: str = "runs/alds"
@@ -635,18 +636,7 @@ def build_parser() -> cli.OneLineParser:
         help=f"formats auto may choose (default all: {','.join(AUTO_FORMATS)}; --quick: "
         f"{','.join(QUICK_AUTO_FORMATS)})",
     )
-    add(
-        "--no-recalibrate-bn",
-        dest="recalibrate_bn",
-        action="store_false",
-        help="score compressed models with the trained model's BatchNorm statistics",
-    )
-    add(
-        "--calibration-batches",
-        type=cli.positive_int,
-        default=8,
-        help="training batches for BatchNorm recalibration and auto-data (default 8)",
-    )
+    add_calibration_arguments(p)  # also the batches auto-data fits to
     add("--iterations", type=cli.positive_int, default=4, help="ALDS alternations per start")
     add("--random-starts", type=cli.nonnegative_int, default=4, help="ALDS random starts")
     add(

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 import tensornet.nn as tnn
+from studies.common.calibration import calibration_batches, recalibrated
 from studies.common.data import DatasetSplits
 from studies.common.training import split_scores, train
 from tensornet import runs
@@ -88,11 +89,10 @@ class CellContext:
 
     def calibration(self) -> list[torch.Tensor]:
         """``calibration_batches`` training batches (inputs only), the same for every cell."""
-        x = self.data.train.tensors[0]
-        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))
-        size = self.cfg.batch_size
-        picked = order[: size * self.cfg.calibration_batches]
-        return [x[picked[i : i + size]].to(self.cfg.device) for i in range(0, len(picked), size)]
+        cfg = self.cfg
+        return calibration_batches(
+            self.data.train, self.seed, cfg.batch_size, cfg.calibration_batches, cfg.device
+        )
 
     def scores(self, model: torch.nn.Module) -> dict[str, Any]:
         """Validation and test accuracy, and per-image test correctness."""
@@ -100,10 +100,8 @@ class CellContext:
 
     def recalibrated_scores(self, model: torch.nn.Module) -> dict[str, Any]:
         """:meth:`scores` after recomputing the BatchNorm statistics (when configured)."""
-        if self.cfg.recalibrate_bn and tnn.batchnorm_layers(model):
-            tnn.recalibrate_bn(model, self.calibration(), progress=False)
-        model.eval()
-        return self.scores(model)
+        batches = self.calibration() if self.cfg.recalibrate_bn else None
+        return self.scores(recalibrated(model, batches))
 
     def allocate(self, method: str, budget: float) -> tnn.Allocation:
         """The allocation of ``method`` at ``budget`` (auto: candidates reused across budgets)."""

@@ -45,8 +45,15 @@ from typing import Any
 import numpy as np
 import torch
 
+import tensornet.nn as tnn
 from models import MODEL_NAMES, build_model
 from studies.common import cli, runner, stats
+from studies.common.calibration import (
+    CALIBRATION_BATCHES,
+    add_calibration_arguments,
+    calibration_batches,
+    recalibrated,
+)
 from studies.common.checkpoints import check_checkpoint, checkpoint_path, train_or_load
 from studies.common.data import BUNDLED, DATASET_NAMES, DatasetSplits, val_size_key
 from studies.common.progress import Progress
@@ -112,6 +119,8 @@ class Config:
     finetune_lr: float = 1e-4
     momentum: float = 0.9
     feature_images: int = 1000
+    recalibrate_bn: bool = True
+    calibration_batches: int = CALIBRATION_BATCHES
     pseudo_runs: int = 5
     boot: int = N_BOOT
     limit: int | None = None
@@ -138,6 +147,8 @@ class Config:
             "finetune_lr": self.finetune_lr,
             "momentum": self.momentum,
             "feature_images": self.feature_images,
+            "recalibrate_bn": self.recalibrate_bn,
+            "calibration_batches": self.calibration_batches,
         }
 
 
@@ -187,6 +198,16 @@ class CellContext:
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_inputs": {}}
+
+    def calibration(self) -> list[torch.Tensor] | None:
+        """The BatchNorm recalibration batches (``None`` when the model is scored as it is:
+        ``recalibrate_bn`` off, or no BatchNorm layer)."""
+        cfg = self.cfg
+        if not cfg.recalibrate_bn or not tnn.batchnorm_layers(self.model):
+            return None
+        return calibration_batches(
+            self.data.train, self.seed, cfg.batch_size, cfg.calibration_batches, cfg.device
+        )
 
     def inputs(self, layer: str) -> list[torch.Tensor]:
         """The input batches of ``layer`` for the first ``feature_images`` training images."""
@@ -262,6 +283,10 @@ def run_cell(ctx: CellContext, cell: Cell) -> dict[str, Any]:
     }  # fmt: skip
     model = copy.deepcopy(ctx.model)
     replace_module(model, cell.layer, layer)
+    batches = ctx.calibration()
+    if batches is not None:  # the score with the dense model's statistics, kept beside
+        row["test_before_raw"] = evaluate(model, data.test, device=cfg.device)
+    recalibrated(model, batches)
     row["val_before"] = evaluate(model, data.val, device=cfg.device)
     row["test_before"] = evaluate(model, data.test, device=cfg.device)
     if cfg.finetune_epochs:
@@ -270,6 +295,7 @@ def run_cell(ctx: CellContext, cell: Cell) -> dict[str, Any]:
             batch_size=cfg.batch_size, optimizer="sgd", momentum=cfg.momentum,
             device=cfg.device, seed=1000 * ctx.seed + cell.repeat + 1, progress=False,
         )  # fmt: skip
+    recalibrated(model, batches)
     row["val_after"] = evaluate(model, data.val, device=cfg.device)
     row["test_after"] = evaluate(model, data.test, device=cfg.device)
     row["perf_before"] = 1.0 - row["test_before"]
@@ -429,7 +455,17 @@ def report(cfg: Config, results: Sequence[Mapping], found: Mapping, seconds: flo
         "",
         f"Base model: test accuracy **{first['base_test']:.4f}** (validation "
         f"{first['base_val']:.4f}); {first['sizes'][0]} train / {first['sizes'][1]} val / "
-        f"{first['sizes'][2]} test images.",
+        f"{first['sizes'][2]} test images. "
+        + (
+            f"Each decomposed model is scored after recomputing its BatchNorm statistics on "
+            f"{cfg.calibration_batches} training batches (`tensornet.nn.recalibrate_bn`; no "
+            "labels, no weight change), before and after fine-tuning; `test_before_raw` in "
+            "`cells.jsonl` is the score without (a model without BatchNorm has nothing to "
+            "recalibrate)."
+            if cfg.recalibrate_bn
+            else "Decomposed models keep the trained model's BatchNorm statistics "
+            "(`--no-recalibrate-bn`)."
+        ),
         "",
         "## Finding: relative weight error correlates best with performance error; feature "
         "errors are no better",
@@ -593,6 +629,7 @@ def build_parser() -> cli.OneLineParser:
         "every CP layer diverge on digits)",
     )
     add("--feature-images", type=cli.positive_int, default=1000)
+    add_calibration_arguments(p)
     add("--quick", action="store_true", help="CI size: 3 epochs, levels 0.1,0.5, 2 repeats")
     return p  # fmt: skip
 
@@ -613,6 +650,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         finetune_epochs=finetune,
         finetune_lr=a.finetune_lr or 1e-4,
         feature_images=a.feature_images, pseudo_runs=a.pseudo_runs, limit=a.limit,
+        recalibrate_bn=a.recalibrate_bn, calibration_batches=a.calibration_batches,
         val_size=a.val_size, device=a.device, out=out, quick=a.quick, workers=a.workers,
         scheduler=a.scheduler,
     )  # fmt: skip

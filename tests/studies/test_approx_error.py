@@ -180,3 +180,41 @@ def test_bad_arguments_one_line_exit_2(argv, fragment, capsys, tmp_path):
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert fragment in err
     assert not (tmp_path / "x").exists()
+
+
+# -- BatchNorm recalibration ---------------------------------------------------------------------
+def test_cells_of_a_batchnorm_model_are_scored_after_recalibration(data):
+    import copy
+
+    import tensornet.nn as tnn
+    from models import build_model
+    from studies.common.calibration import calibration_batches
+    from studies.common.training import evaluate
+    from tensornet.weights import replace_module
+
+    torch.manual_seed(0)
+    model = build_model("garipov", 1, 10, 8).eval()
+    cfg = ae.Config(finetune_epochs=0, feature_images=32, calibration_batches=2, batch_size=16)
+    assert cfg.recalibrate_bn  # the default
+    ctx = ae.CellContext(cfg, 3, model, data)
+    layer = ae.middle_layers(model)[0]
+    row = ae.run_cell(ctx, ae.Cell(layer, "tucker2", 0.25, 0))
+    approx = copy.deepcopy(model)
+    replace_module(approx, layer, ae.decompose(model.get_submodule(layer), "tucker2", 0.25, 0))
+    assert row["test_before_raw"] == evaluate(approx, data.test)
+    batches = calibration_batches(data.train, 3, 16, 2)
+    assert [len(b) for b in batches] == [16, 16]
+    tnn.recalibrate_bn(approx, batches, progress=False)
+    assert (row["val_before"], row["test_before"]) == (
+        evaluate(approx, data.val),
+        evaluate(approx, data.test),
+    )
+    assert row["test_after"] == row["test_before"]  # no fine-tuning: recalibrated alike
+    assert row["test_before"] != row["test_before_raw"]  # the statistics made a difference
+    off = ae.run_cell(ae.CellContext(ae.Config(finetune_epochs=0, feature_images=32,
+                                               recalibrate_bn=False), 3, model, data),
+                      ae.Cell(layer, "tucker2", 0.25, 0))  # fmt: skip
+    assert "test_before_raw" not in off and off["test_before"] == row["test_before_raw"]
+    cfg = quick_cfg("x", "--no-recalibrate-bn", "--calibration-batches", "3")
+    assert (cfg.recalibrate_bn, cfg.calibration_batches) == (False, 3)
+    assert {"recalibrate_bn": False, "calibration_batches": 3}.items() <= cfg.cells(0).items()
