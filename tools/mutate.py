@@ -220,7 +220,13 @@ TESTS: dict[str, list[str]] = {
             "the_choice_of_allocate_is_optimal_over_its_frontiers",
             "auto_applied_by_compress_rebuilds_the_chosen_formats_and_errors",
             "budgets_are_met_within_one_percent_in_every_measure",
+            "reuse_chooses_as_a_fresh_allocation_at_each_budget",
+            "reuse_is_checked_before_any_work",
         )),
+    ],  # fmt: skip
+    "tensornet/nn/allocation.py": [
+        "tests/nn/test_allocate_totals.py", "tests/nn/test_allocate_auto.py",
+        "tests/nn/test_allocate_steps.py",
     ],  # fmt: skip
     # alloc_layer: the fast tests that reach it (all of test_allocate.py takes a minute a mutant)
     "tensornet/nn/alloc_layer.py": [
@@ -300,6 +306,12 @@ TESTS: dict[str, list[str]] = {
     # studies: the verdict code (findings from the run's tables) and its statistics
     "studies/verdicts/truncation.py": ["tests/studies/test_truncation_verdicts.py"],
     "studies/verdicts/alds.py": ["tests/studies/test_verdicts_alds.py"],
+    "studies/alds_report.py": ["tests/studies/test_alds_report.py"],
+    "studies/common/calibration.py": [
+        "tests/studies/test_calibration.py",
+        "tests/studies/test_approx_error.py::test_cells_of_a_batchnorm_model_are_scored_after_"
+        "recalibration",
+    ],
     "studies/verdicts/hybrid.py": ["tests/studies/test_verdicts_hybrid.py"],
     "studies/verdicts/approx_error.py": ["tests/studies/test_verdicts_approx_error.py"],
     "studies/common/stats.py": [
