@@ -74,5 +74,22 @@ def test_calibration_arguments():
     assert (a.recalibrate_bn, a.calibration_batches) == (False, 3)
     with pytest.raises(SystemExit):
         p.parse_args(["--calibration-batches", "0"])
-    text = p.format_help()
-    assert "--no-recalibrate-bn" in text and "(default 8)" in " ".join(text.split())
+    helps = {a.dest: a.help for a in p._actions}
+    assert helps["recalibrate_bn"] == (
+        "score compressed models with the trained model's BatchNorm statistics"
+    )
+    assert helps["calibration_batches"] == (
+        "training batches the BatchNorm statistics are recomputed on (default 8)"
+    )
+
+
+def test_recalibrated_shows_no_progress_bar(monkeypatch):
+    import tensornet.nn.batchnorm as batchnorm
+
+    seen = []
+    original = batchnorm._progress
+    monkeypatch.setattr(
+        batchnorm, "_progress", lambda data, limit, on: seen.append(on) or original(data, limit, on)
+    )
+    recalibrated(_bn_net(), [torch.randn(2, 1, 3, 3)])
+    assert seen == [False]
