@@ -48,6 +48,7 @@ from torch import nn
 
 from ..core.truncation import Truncation
 from ..formats import get_format
+from ..formats.steps import shared_steps
 from .frontier import pareto
 from .layers import kernel_options
 from .measure import kernel_legs
@@ -211,11 +212,12 @@ def weight_candidates(
     k = _Kernel(module)
     out = [Candidate("dense", (), (), k.dense, 0.0)]
     spatial = k.conv and math.prod(k.shape[2:]) > 1
-    for fmt in formats:
-        if fmt in ("svd", "grouped") or spatial:
-            out += family_frontiers(
-                [c for c in _BUILDERS[fmt](k, max_groups) if c.params < k.dense]
-            )
+    with shared_steps():  # the decompositions at several tolerances share their SVDs
+        for fmt in formats:
+            if fmt in ("svd", "grouped") or spatial:
+                out += family_frontiers(
+                    [c for c in _BUILDERS[fmt](k, max_groups) if c.params < k.dense]
+                )
     return out
 
 
