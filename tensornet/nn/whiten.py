@@ -79,6 +79,7 @@ __all__ = [
     "MAX_SWEEP_UNKNOWNS",
     "WHITENED_FORMATS",
     "InputCovariance",
+    "Metric",
     "compress_layer_whitened",
     "input_covariances",
     "layer_rows",
@@ -168,23 +169,82 @@ def output_error(layer_or_kernel: Any, approx: Any, covariance: Any) -> float:
     True
     """
     w = _matrix(layer_or_kernel, "output_error: layer_or_kernel")
-    w2 = _matrix(approx, "output_error: approx").to(w.device)
-    if w.shape != w2.shape:
-        raise ValueError(
-            f"output_error: approx has shape {tuple(w2.shape)}, the kernel {tuple(w.shape)}"
-        )
-    c = _cov(covariance, w.shape[1], "output_error").to(w.device)
-    pair = _pair(covariance, c)
-    if pair is None:
-        total = _energy(w, c)
-        lost = max(_energy(w - w2, c), 0.0)
-    else:  # ||X0 W^T - X W'^T||^2 = tr(W T W^T) - 2 tr(W' K W^T) + tr(W' C W'^T)
-        cross, target = pair
-        total = _energy(w, target)
-        lost = max(total - 2 * float(((w2 @ cross) * w).sum()) + _energy(w2, c), 0.0)
-    if total <= 0:
-        return 0.0 if lost == 0 else math.inf
-    return math.sqrt(lost / total)
+    return Metric(w, covariance, what="output_error").error(approx)
+
+
+class Metric:
+    """One layer's input metric: its kernel, ``C`` and what every error on it shares.
+
+    :func:`output_error` against one kernel and covariance for many approximations, and the
+    whitened decompositions of that kernel (:meth:`whitened`), compute the kernel's output
+    energy, the Cholesky root of ``C`` and the fitted kernel once (values as computed afresh).
+
+    Examples
+    --------
+    >>> import torch
+    >>> x, w = torch.randn(20, 3, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)
+    >>> metric = Metric(w, x.T @ x)
+    >>> metric.error(w * 0.9) == output_error(w, w * 0.9, x.T @ x)
+    True
+    """
+
+    def __init__(
+        self, kernel: Any, covariance: Any, ridge: float = DEFAULT_RIDGE, what: str = "Metric"
+    ) -> None:
+        self.w = _matrix(kernel, f"{what}: kernel")
+        self.covariance, self.ridge, self.what = covariance, float(ridge), what
+        self.c = _cov(covariance, self.w.shape[1], what).to(self.w.device)
+        self.pair = _pair(covariance, self.c)
+        target = self.c if self.pair is None else self.pair[1]
+        self.total = _energy(self.w, target)
+        self._roots: tuple | None = None
+        self._fit: torch.Tensor | None = None
+
+    def error(self, approx: Any) -> float:
+        """``||X0 W^T - X W'^T||_F / ||X0 W^T||_F`` (``X0 = X`` without ``cross``)."""
+        w, w2 = self.w, _matrix(approx, f"{self.what}: approx").to(self.w.device)
+        if w.shape != w2.shape:
+            raise ValueError(
+                f"{self.what}: approx has shape {tuple(w2.shape)}, the kernel {tuple(w.shape)}"
+            )
+        if self.pair is None:
+            lost = max(_energy(w - w2, self.c), 0.0)
+        else:  # ||X0 W^T - X W'^T||^2 = tr(W T W^T) - 2 tr(W' K W^T) + tr(W' C W'^T)
+            cross = self.pair[0]
+            lost = max(self.total - 2 * float(((w2 @ cross) * w).sum()) + _energy(w2, self.c), 0.0)
+        if self.total <= 0:
+            return 0.0 if lost == 0 else math.inf
+        return math.sqrt(lost / self.total)
+
+    def roots(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """:func:`_roots` of ``C`` with the ridge (computed once)."""
+        if self._roots is None:
+            self._roots = (_roots(self.c, self.ridge, self.what),)  # type: ignore[assignment]
+        return self._roots[0]  # type: ignore[index]
+
+    def fit(self) -> torch.Tensor:
+        """The kernel factored: ``W``, or ``W K^T C^{-1}`` with ``cross`` (computed once)."""
+        if self._fit is None:
+            pair, roots = self.pair, self.roots()
+            self._fit = self.w
+            if pair is not None and roots is not None:
+                self._fit = torch.cholesky_solve(pair[0] @ self.w.T, roots[0]).T
+        return self._fit
+
+    def whitened(self, plain: Format, sweeps: int, dtype: torch.dtype) -> tuple[Format, float]:
+        """:func:`_whiten` of ``plain`` without its weight error, and its output error."""
+        plain_error = self.error(plain)
+        if not _whitenable(plain) or self.roots() is None:
+            return plain, plain_error
+        roots, fit = self.roots(), self.fit()
+        base = plain.to(self.w.device, torch.float64)
+        if plain.structure.format == "svd":
+            new = _svd_whitened(base, fit, roots)
+        else:
+            new = _tucker2_whitened(base, fit, roots, sweeps)
+        new = new.to(self.w.device, dtype)
+        error = self.error(new)
+        return (plain, plain_error) if error > plain_error else (new, error)
 
 
 def whitened_spectrum(kernel: Any, covariance: InputCovariance | torch.Tensor) -> torch.Tensor:
@@ -348,20 +408,11 @@ def _whiten(
     ``W* = W K^T C^{-1}``, the least-squares fit of ``X0 W^T`` by ``X W*^T``: by Pythagoras the
     best rank-``r`` fit of ``X0 W^T`` is the best rank-``r`` ``W'`` in the metric of ``C``.
     """
-    w = kernel.detach().reshape(kernel.shape[0], -1).double()
-    c = _cov(covariance, w.shape[1], what).to(w.device)
-    roots = _roots(c, ridge, what) if _whitenable(plain) else None
-    if roots is None:
+    metric = Metric(kernel.detach(), covariance, ridge, what)
+    new, _ = metric.whitened(plain, sweeps, kernel.dtype)
+    if new is plain:
         return plain
-    pair = _pair(covariance, c)
-    fit = w if pair is None else torch.cholesky_solve(pair[0] @ w.T, roots[0]).T
-    if plain.structure.format == "svd":
-        new = _svd_whitened(plain.to(w.device, torch.float64), fit, roots)
-    else:
-        new = _tucker2_whitened(plain.to(w.device, torch.float64), fit, roots, sweeps)
-    new = new.to(kernel.device, kernel.dtype)
-    if output_error(w, new, covariance) > output_error(w, plain, covariance):
-        return plain
+    w = metric.w
     dense = new.to_dense().reshape(w.shape).double()
     norm = float(w.norm())
     error = float((w - dense).norm()) / norm if norm > 0 else 0.0
