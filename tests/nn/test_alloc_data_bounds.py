@@ -16,7 +16,7 @@ from torch import nn
 import tensornet.nn.alloc_candidates as alloc_candidates
 import tensornet.nn.alloc_data as alloc_data
 from tensornet.nn.alloc_candidates import candidate_kernel, family_frontiers, weight_candidates
-from tensornet.nn.alloc_data import output_errors
+from tensornet.nn.alloc_data import candidate_output_error, output_errors
 from tensornet.nn.covariance import InputCovariance, input_covariances
 from tensornet.nn.whiten import Metric, output_error, whitened_format
 
@@ -29,6 +29,59 @@ def _layer(seed=0, c=12, f=16):
     mix = torch.randn(c, c, dtype=F64) * torch.logspace(0, -2, c, dtype=F64)
     x = torch.einsum("nchw,cd->ndhw", torch.randn(24, c, 6, 6, dtype=F64), mix)
     return conv, input_covariances(nn.Sequential(conv), x)["0"]
+
+
+#: (label, ranks, weight error, output error) of candidates of ``_layer(0)``, as computed
+#: before the speed work (commit 0c2c64c: every kernel decomposed afresh, every error computed
+#: on its own): the first, middle and last candidate of each family.
+PINNED = [
+    ("dense", (), 0.0, 0.0),
+    ("svd", (1,), 0.946284159744084, 0.9032435077863368),
+    ("svd", (7,), 0.640334661709028, 0.44521904056482975),
+    ("svd", (13,), 0.30684261292016274, 0.15093911893922726),
+    ("grouped[k=2]", (1,), 0.9356578240449376, 0.947525988631499),
+    ("grouped[k=2]", (7,), 0.5835690519997038, 0.6170319701873673),
+    ("grouped[k=2]", (12,), 0.30178402785823005, 0.3085310439536738),
+    ("grouped[k=3]", (1,), 0.9272774082526384, 0.9450453188569958),
+    ("grouped[k=3]", (6,), 0.5991144318474745, 0.6120193897489756),
+    ("grouped[k=3]", (11,), 0.31665603608183795, 0.3305345332643943),
+    ("grouped[k=4]", (1,), 0.9152740098478334, 0.9206074541238126),
+    ("grouped[k=4]", (6,), 0.5555126940917685, 0.5682501912083548),
+    ("grouped[k=4]", (10,), 0.3205290617501408, 0.3376756893493368),
+    ("grouped[k=6]", (1,), 0.9011030566373197, 0.9139743585022688),
+    ("grouped[k=6]", (5,), 0.5679271145409583, 0.5900737983306497),
+    ("grouped[k=6]", (8,), 0.3586803913102636, 0.37713845896966863),
+    ("grouped[k=12]", (1,), 0.8635599415167202, 0.890169363898952),
+    ("grouped[k=12]", (3,), 0.6241582651892321, 0.6464912145627646),
+    ("grouped[k=12]", (5,), 0.4130520948374081, 0.4336766817030401),
+    ("tucker2", (1, 1), 0.9900526153329731, 0.9164390016329619),
+    ("tucker2", (7, 8), 0.7294488581780966, 0.44526234392537906),
+    ("tucker2", (15, 10), 0.32542889369331024, 0.06211275205940077),
+    ("tucker", (1, 1, 1, 1), 0.9972715301083707, 1.0033133725617867),
+    ("tucker", (7, 6, 3, 3), 0.7820218549691957, 0.798402893830633),
+    ("tucker", (13, 11, 3, 3), 0.3494671668984923, 0.3444131336558316),
+    ("tt[in,kh,kw,out]", (10, 17, 11), 0.5734653438714553, 0.5919924356438832),
+    ("tt[in,kh,kw,out]", (8, 10, 5), 0.8329142392810598, 0.8205498448740283),
+    ("tt[kh,kw,in,out]", (3, 8, 12), 0.45115487081753197, 0.42437220715982393),
+    ("tt[kh,kw,in,out]", (3, 7, 8), 0.6635058675104796, 0.6670222614493604),
+    ("tt[in,out,kh,kw]", (10, 8, 3), 0.39654079480611637, 0.3640942701230347),
+    ("tt[in,out,kh,kw]", (8, 6, 2), 0.7443633729034937, 0.7174113249702753),
+    ("ht", (8, 8, 12, 9, 3, 3), 0.5662426944898376, 0.5099111369754119),
+    ("tr[in,kh,kw,out]", (2, 5, 11, 13), 0.6053501034418299, 0.5805551373881914),
+    ("tr[in,kh,kw,out]", (2, 4, 6, 4), 0.8796065692633062, 0.8653261291293513),
+    ("cp", (1,), 0.9803809740685329, 0.961788566185131),
+    ("cp", (4,), 0.9256003384873559, 0.9250758894816169),
+    ("cp", (25,), 0.5208015893747723, 0.4784710368328008),
+]
+
+
+def test_errors_are_pinned_to_the_values_before_the_speed_work():
+    conv, cov = _layer(0)
+    found = {(c.label, c.ranks): c for c in weight_candidates(conv)}
+    for label, ranks, weight, output in PINNED:
+        c = found[(label, ranks)]
+        assert c.error == pytest.approx(weight, rel=0, abs=1e-10)
+        assert candidate_output_error(conv, c, cov) == pytest.approx(output, rel=0, abs=1e-10)
 
 
 def _reference(conv, c, cov):
