@@ -317,17 +317,16 @@ def _right_solve(y: torch.Tensor, lo: torch.Tensor) -> torch.Tensor:
 
 
 def _out_and_core(
-    w: torch.Tensor, lo: torch.Tensor, v: torch.Tensor, r_out: int, k: int
+    wl: torch.Tensor, lo: torch.Tensor, v: torch.Tensor, r_out: int, k: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Given the in factor ``V``, the out factor and core minimising ``||(W - W') L||``.
 
     ``W' = U G (V kron I_k)^T``; with ``L^T (V kron I_k) = Q R``, the best ``U G R^T`` is the
     rank-``r_out`` truncation of ``W L Q`` (Eckart-Young), so ``U`` are its leading left
-    singular vectors and ``G = U^T W L Q R^{-T}``.
+    singular vectors and ``G = U^T W L Q R^{-T}``. ``wl`` is ``W L``.
     """
-    m = _kron_eye(v, k)
-    q, rr = torch.linalg.qr(lo.T @ m)
-    t = w @ lo @ q
+    q, rr = torch.linalg.qr(_times_kron_eye(lo.T, v, k))
+    t = wl @ q
     u = torch.linalg.svd(t, full_matrices=True)[0][:, :r_out]
     g = torch.linalg.solve_triangular(rr, (u.T @ t).T, upper=True).T
     return u, g
@@ -363,12 +362,13 @@ def _tucker2_whitened(plain: Format, w: torch.Tensor, roots: tuple, sweeps: int)
     r_out, r_in, k = core_shape[0], core_shape[1], math.prod(core_shape[2:])
     n_in = plain.factors[1].shape[0]
     v = plain.factors[1].to(w.dtype)
-    u, g = _out_and_core(w, lo, v, r_out, k)
+    wl = w @ lo
+    u, g = _out_and_core(wl, lo, v, r_out, k)
     best = (_energy(w - _tucker2_dense(u, g, v, k), c_ridge), u, g, v)
     if n_in * r_in <= MAX_SWEEP_UNKNOWNS:
         for _ in range(sweeps):
             v = torch.linalg.qr(_in_step(w, c_ridge, u, g, (n_in, r_in, k)))[0]
-            u, g = _out_and_core(w, lo, v, r_out, k)
+            u, g = _out_and_core(wl, lo, v, r_out, k)
             lost = _energy(w - _tucker2_dense(u, g, v, k), c_ridge)
             if lost < best[0]:
                 best = (lost, u, g, v)
@@ -379,14 +379,22 @@ def _tucker2_whitened(plain: Format, w: torch.Tensor, roots: tuple, sweeps: int)
 
 
 def _tucker2_dense(u: torch.Tensor, g: torch.Tensor, v: torch.Tensor, k: int) -> torch.Tensor:
-    """``U G (V kron I_k)^T`` as an ``(out, in * k)`` matrix."""
-    return u @ g @ _kron_eye(v, k).T
+    """``U G (V kron I_k)^T`` as an ``(out, in * k)`` matrix (without forming the Kronecker).
+
+    ``(X (V kron I_k)^T)[o, j k + s] = sum_b X[o, b k + s] V[j, b]``.
+    """
+    ug = (u @ g).reshape(u.shape[0], v.shape[1], k)
+    return torch.einsum("obs,jb->ojs", ug, v).reshape(u.shape[0], -1)
 
 
-def _kron_eye(v: torch.Tensor, k: int) -> torch.Tensor:
-    """``V kron I_k``: row ``j k + s``, column ``b k + t`` hold ``V[j, b] [s == t]``."""
-    eye = torch.eye(k, dtype=v.dtype, device=v.device)
-    return (v[:, None, :, None] * eye[None, :, None, :]).reshape(v.shape[0] * k, -1)
+def _times_kron_eye(a: torch.Tensor, v: torch.Tensor, k: int) -> torch.Tensor:
+    """``A (V kron I_k)`` without forming the Kronecker.
+
+    ``V kron I_k`` holds ``V[j, b]`` at row ``j k + s``, column ``b k + s``, so the product
+    holds ``sum_j A[p, j k + t] V[j, b]`` at ``(p, b k + t)``.
+    """
+    a3 = a.reshape(a.shape[0], v.shape[0], k)
+    return torch.einsum("pjt,jb->pbt", a3, v).reshape(a.shape[0], -1)
 
 
 def _whitenable(plain: Format) -> bool:
