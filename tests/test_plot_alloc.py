@@ -106,3 +106,18 @@ def test_other_measures_name_their_unit_and_a_choice_off_the_frontier_is_not_rin
         allocation_frontiers(alloc, ["1", "9"])
     with pytest.raises(ValueError, match=r"layers \[\] are not among|layers .* not among"):
         allocation_frontiers(alloc, [])
+
+
+def test_defaults_layout_legend_place_and_what_is_refused(alloc):
+    fig = allocation_frontiers(alloc, ["0", "1", "2", "3", "0"])  # five panels, four a row
+    assert tuple(fig.get_size_inches()) == pytest.approx((3.2 * 4, 2.8 * 2))
+    assert type(fig.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"
+    legend = fig.legends[0]
+    assert legend._outside_loc == "right" and legend._loc == 1  # outside, right upper
+    one = allocation_frontiers(alloc, ["0", "1"], columns=1)  # one column: accepted
+    assert tuple(one.get_size_inches()) == pytest.approx((3.2, 2.8 * 2))
+    for bad in (object(), None):
+        with pytest.raises(
+            ValueError, match=r"^allocation_frontiers: the allocation holds no frontiers \(use"
+        ):
+            allocation_frontiers(bad)
