@@ -115,7 +115,7 @@ def _layer_errors(
     module: nn.Module, metric: Metric, candidates: Sequence[Candidate]
 ) -> list[float]:
     """Every candidate's output error; Tucker-2 ones off their frontier get their bound."""
-    tails = _tails(metric) if metric.pair is None else None
+    tails = _tails(metric) if metric.pair is None and metric.total > 0 else None
     k = math.prod(module.weight.shape[2:])
     out = [0.0] * len(candidates)
     least: dict = {}  # family -> least error of the candidates with fewer parameters
@@ -126,8 +126,8 @@ def _layer_errors(
         if params != c.params:  # a larger size: the errors so far are all of cheaper ones
             least[c.family] = error
         if tails is not None and c.format == "tucker2":
-            bound = float(tails[min(c.ranks[0], c.ranks[1] * k, len(tails) - 1)])
-            if least.get(c.family, math.inf) ** 2 < bound - _BOUND_MARGIN:
+            bound = float(tails[min(c.ranks[0], c.ranks[1] * k)])  # r_out <= out: in range
+            if least[c.family] ** 2 < bound - _BOUND_MARGIN:
                 out[i] = math.sqrt(bound)
                 continue
         out[i] = _scored(module, metric, c)
@@ -136,9 +136,11 @@ def _layer_errors(
 
 
 def _tails(metric: Metric) -> torch.Tensor:
-    """``||s[r:]||^2 / ||s||^2`` for ``r = 0 .. n``: ``s`` the singular values of ``X W^T``."""
+    """``||s[r:]||^2 / ||s||^2`` for ``r = 0 .. out``: ``s`` the singular values of ``X W^T``.
+
+    ``||s||^2`` is the metric's total (``> 0``): ``tr(W C W^T)``.
+    """
     w, c = metric.w, metric.c
     energies = torch.linalg.eigvalsh(w @ ((c + c.T) / 2) @ w.T).clamp(min=0).flip(0)
     tail = energies.flip(0).cumsum(0).flip(0)
-    total = metric.total if metric.total > 0 else 1.0
-    return torch.cat([tail, tail.new_zeros(1)]) / total
+    return torch.cat([tail, tail.new_zeros(1)]) / metric.total

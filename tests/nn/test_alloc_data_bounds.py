@@ -15,7 +15,12 @@ from torch import nn
 
 import tensornet.nn.alloc_candidates as alloc_candidates
 import tensornet.nn.alloc_data as alloc_data
-from tensornet.nn.alloc_candidates import candidate_kernel, family_frontiers, weight_candidates
+from tensornet.nn.alloc_candidates import (
+    Candidate,
+    candidate_kernel,
+    family_frontiers,
+    weight_candidates,
+)
 from tensornet.nn.alloc_data import candidate_output_error, output_errors
 from tensornet.nn.covariance import InputCovariance, input_covariances
 from tensornet.nn.whiten import Metric, output_error, whitened_format
@@ -171,3 +176,43 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_bounds_are_the_whitened_svd_tails_at_the_tucker2_kernel_rank(monkeypatch):
+    conv, cov = _layer(5, c=2, f=32)  # kh kw = 9: r_in = 1 allows rank 9 of 32
+    w = conv.weight.detach().reshape(32, -1)
+    rows = torch.linalg.cholesky(cov.matrix).T  # R^T R = C: ||R D^T|| is the output error
+    s2 = torch.linalg.svdvals(rows @ w.T) ** 2
+    ranks = [(1, 1), (4, 1), (12, 1), (32, 1), (8, 2), (32, 2)]
+    found = [Candidate("tucker2", r, (), 10 + i, 0.5) for i, r in enumerate(ranks)]  # W: rank 18
+    monkeypatch.setattr(alloc_data, "_scored", lambda module, metric, c: 0.0)  # the first: exact
+    for scale in (1.0, 1e-8):  # a total output energy below 1 too
+        scaled = InputCovariance(cov.matrix * scale, cov.rows)
+        got = output_errors({"x": scaled})("x", conv, found)
+        assert got[0] == 0.0
+        for (r_out, r_in), value in zip(ranks[1:], got[1:]):
+            m = min(r_out, 9 * r_in)
+            assert value == pytest.approx(math.sqrt(float(s2[m:].sum() / s2.sum())), rel=1e-6)
+
+
+def test_candidates_in_any_order_get_the_same_errors_and_a_wide_margin_bounds_none(monkeypatch):
+    conv, cov = _layer(1)
+    found = weight_candidates(conv, ("svd", "tucker2"))
+    fn = output_errors({"x": cov})
+    got = fn("x", conv, found)
+    backwards = fn("x", conv, found[::-1])[::-1]
+    assert backwards == got
+    monkeypatch.setattr(alloc_data, "_BOUND_MARGIN", 10.0)  # no bound is that far above
+    plain = fn("x", conv, found)
+    assert plain != got
+    assert max(abs(a - _reference(conv, c, cov)) for a, c in zip(plain, found)) < 1e-10
+
+
+def test_float32_layers_score_the_float32_kernel_compress_builds():
+    conv, cov = _layer(6)
+    conv = conv.float()
+    found = [c for c in weight_candidates(conv, ("svd", "tucker2")) if c.format != "dense"]
+    metric = Metric(conv.weight.detach(), cov)
+    for c in found[:: max(1, len(found) // 12)]:
+        want = _reference(conv, c, cov)
+        assert alloc_data._scored(conv, metric, c) == pytest.approx(want, rel=0, abs=1e-12)
