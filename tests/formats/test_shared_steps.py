@@ -120,3 +120,14 @@ def test_decompositions_at_every_tolerance_are_bitwise_the_same_in_a_block(fmt, 
     for a, b in zip(again, got):
         plain = f.from_dense(w, ranks=b.ranks, legs=legs, **options)
         assert torch.equal(a.to_dense(), plain.to_dense())
+
+
+def test_shared_svd_without_a_truncation_keeps_everything():
+    m = torch.randn(6, 9, generator=torch.Generator().manual_seed(4), dtype=F64)
+    want = truncated_svd(m)
+    with shared_steps():
+        first = shared_svd(m, None)
+        again = shared_svd(m.clone(), None)
+    for got in (first, again):
+        assert got[0].shape == (6, 6) and got[2].shape == (6, 9)
+        assert all(torch.equal(a, b) for a, b in zip(got, want))
