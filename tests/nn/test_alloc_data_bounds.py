@@ -216,3 +216,21 @@ def test_float32_layers_score_the_float32_kernel_compress_builds():
     for c in found[:: max(1, len(found) // 12)]:
         want = _reference(conv, c, cov)
         assert alloc_data._scored(conv, metric, c) == pytest.approx(want, rel=0, abs=1e-12)
+
+
+def test_metric_messages_name_their_caller_and_small_scales_are_no_special_case():
+    conv, cov = _layer(7)
+    w = conv.weight.detach()
+    with pytest.raises(ValueError, match=r"^output_error: covariance has shape \(3, 3\)"):
+        output_error(w, w, torch.eye(3, dtype=F64))
+    with pytest.raises(ValueError, match=r"^Metric: covariance has shape \(3, 3\)"):
+        Metric(w, torch.eye(3, dtype=F64))
+    with pytest.raises(ValueError, match=r"^Metric: kernel must have at least 2 dimensions"):
+        Metric(torch.ones(3, dtype=F64), cov)
+    approx = w * 0.9
+    tiny = InputCovariance(cov.matrix * 1e-12, cov.rows)  # an output energy far below 1
+    assert Metric(w, tiny).error(approx) == pytest.approx(Metric(w, cov).error(approx), rel=1e-9)
+    small = w * 1e-3  # a kernel of norm below 1 still reports its weight error
+    fmt = whitened_format(small, "tucker2", cov, ranks=(3, 2))
+    direct = float((fmt.to_dense() - small).norm() / small.norm())
+    assert fmt.error == pytest.approx(direct, rel=1e-9) and fmt.error > 0
