@@ -80,7 +80,7 @@ TESTS: dict[str, list[str]] = {
     ],
     "tensornet/formats/steps.py": [
         "tests/formats/test_base.py", "tests/formats/test_base_gradients.py",
-        "tests/formats/test_common.py",
+        "tests/formats/test_common.py", "tests/formats/test_shared_steps.py",
     ],
     "tensornet/formats/structure.py": [
         "tests/formats/test_structure.py", "tests/formats/test_common.py",
@@ -245,11 +245,14 @@ TESTS: dict[str, list[str]] = {
     "tensornet/nn/frontier.py": ["tests/nn/test_frontier.py"],
     "tensornet/nn/alloc_candidates.py": [
         "tests/nn/test_alloc_candidates.py",
+        "tests/nn/test_alloc_data_bounds.py::test_weight_candidates_are_the_same_without_shared_steps",
         *(f"tests/nn/test_allocate_auto.py::test_{t}" for t in (
             "family_frontiers_and_thinning", "auto_picks_the_format_a_kernel_is_exactly_in",
         )),
     ],  # fmt: skip
-    "tensornet/nn/alloc_data.py": ["tests/nn/test_alloc_data.py"],
+    "tensornet/nn/alloc_data.py": [
+        "tests/nn/test_alloc_data.py", "tests/nn/test_alloc_data_bounds.py",
+    ],
     "tensornet/nn/alloc_auto.py": [
         *(f"tests/nn/test_allocate_auto.py::test_{t}" for t in (
             "family_frontiers_and_thinning", "auto_arguments_are_checked",
@@ -279,7 +282,10 @@ TESTS: dict[str, list[str]] = {
 
     # nn: data-aware errors and factors (input covariances, whitened decompositions)
     "tensornet/nn/covariance.py": ["tests/nn/test_covariance.py", "tests/nn/test_whiten.py"],
-    "tensornet/nn/whiten.py": ["tests/nn/test_whiten.py", "tests/nn/test_covariance.py"],
+    "tensornet/nn/whiten.py": [
+        "tests/nn/test_whiten.py", "tests/nn/test_covariance.py",
+        "tests/nn/test_alloc_data_bounds.py",
+    ],
 
     # nn: the layer kinds and the 1-d, 3-d and transposed convs
     "tensornet/nn/kinds.py": ["tests/nn/test_kinds.py"],

@@ -9,11 +9,14 @@ exact route (:func:`left_svd`), and the tensor products around them.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
 
 import torch
 
-from ..core.linalg import leading_frame, qr
+from ..core.linalg import leading_frame, qr, truncated_svd
 from ..core.network import TensorNetwork
 from ..core.split import fresh_names
 from ..core.truncation import Truncation
@@ -26,6 +29,8 @@ __all__ = [
     "left_vectors",
     "mode_product",
     "relative_error",
+    "shared_steps",
+    "shared_svd",
     "step_truncation",
     "tail_norm",
     "unfold",
@@ -107,12 +112,104 @@ def left_svd(m: torch.Tensor, step: Truncation | None) -> tuple[torch.Tensor, to
     """
     rows, cols = m.shape
     rank = None if step is None else step.rank
-    if rows <= cols and _gram_is_enough(m, step):
+    gram = rows <= cols and _gram_is_enough(m, step)
+    found = _remembered(("frame", gram), m, lambda x: _left_frame(x, None, gram))
+    if found is None:
+        return _left_frame(m, rank, gram)
+    u, s = found
+    k = s.shape[-1] if rank is None else int(rank(s))
+    return u[:, :k].clone(), s.clone()
+
+
+def shared_svd(
+    m: torch.Tensor, trunc: Truncation | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`~tensornet.core.linalg.truncated_svd` of ``m``, shared within :func:`shared_steps`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> m = torch.randn(5, 7, dtype=torch.float64)
+    >>> with shared_steps():
+    ...     u, s, vh, full = shared_svd(m, Truncation(max_rank=2))
+    ...     again = shared_svd(m.clone(), Truncation(max_rank=3))  # the same values: reused
+    >>> u.shape, again[0].shape, torch.equal(again[0][:, :2], u), torch.equal(full, again[3])
+    (torch.Size([5, 2]), torch.Size([5, 3]), True, True)
+    """
+    found = _remembered(("svd",), m, truncated_svd)
+    if found is None:
+        return truncated_svd(m, trunc)
+    u, _, vh, s = found
+    k = s.shape[-1] if trunc is None else trunc.rank(s)
+    return u[:, :k].clone(), s[:k].clone(), vh[:k].clone(), s.clone()
+
+
+def _remembered(kind: tuple, m: torch.Tensor, compute: Callable[[torch.Tensor], tuple]) -> Any:
+    """``compute(m)`` as first computed within :func:`shared_steps` (None where not shared)."""
+    shared = _SHARED.get()
+    if shared is None or m.device.type != "cpu" or m.dtype not in _SHARED_DTYPES:
+        return None
+    if m.requires_grad and torch.is_grad_enabled():
+        return None
+    seen = shared.setdefault((kind, tuple(m.shape), m.dtype, float(m.detach().sum())), [])
+    found = next((result for known, result in seen if torch.equal(known, m)), None)
+    if found is None:
+        found = compute(m.detach())
+        seen.append((m.detach().clone(), found))
+    return found
+
+
+def _left_frame(
+    m: torch.Tensor, rank: Callable[[torch.Tensor], int] | None, gram: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`left_svd`'s route: the Gram frame, or the SVD (of ``R^T`` for wide matrices)."""
+    if gram:
         return leading_frame(m, rank, method="gram")
+    rows, cols = m.shape
     if 2 * rows <= cols and not (m.requires_grad and torch.is_grad_enabled()):
         _, r = qr(m.mT)  # the same frame and spectrum from the small square R^T
         m = r.mT
     return leading_frame(m, rank, method="svd")
+
+
+#: The dtypes whose decompositions :func:`shared_steps` shares (half ones are computed in float32).
+_SHARED_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
+#: The decompositions :func:`left_svd` has made within :func:`shared_steps` (None: outside).
+_SHARED: ContextVar[dict | None] = ContextVar("shared_steps", default=None)
+
+
+@contextmanager
+def shared_steps() -> Iterator[None]:
+    """Within it, :func:`left_svd` (and :func:`shared_svd`) decompose a matrix only once.
+
+    For decompositions repeated on one tensor at several tolerances or ranks (TT-SVD at each
+    tolerance shares its first step and every step after the same ranks; HOSVD, HT-SVD and
+    CP's start at any ranks share their unfoldings): a matrix with the same values, shape,
+    dtype and route (Gram or SVD) gets the frame and spectrum computed the first time, cut to
+    this call's rank, so the results are bitwise those computed afresh (a matrix is found by
+    its sum, then compared value by value). CPU tensors without a gradient only (the others
+    are decomposed as outside); the store lives until the outermost such block ends (nested
+    blocks share it).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tensornet.core.truncation import Truncation
+    >>> m = torch.randn(4, 9, dtype=torch.float64)
+    >>> with shared_steps():
+    ...     u2, s = left_svd(m, Truncation(max_rank=2))
+    ...     u3, _ = left_svd(m.clone(), Truncation(max_rank=3))  # the same values: reused
+    >>> torch.equal(u2, u3[:, :2]), torch.equal(u3, left_svd(m, Truncation(max_rank=3))[0])
+    (True, True)
+    """
+    if _SHARED.get() is not None:  # nested: the outer block's store
+        yield
+        return
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
 
 
 def _gram_is_enough(m: torch.Tensor, step: Truncation | None) -> bool:

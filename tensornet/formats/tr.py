@@ -20,12 +20,11 @@ from typing import Any
 
 import torch
 
-from ..core.linalg import truncated_svd
 from ..core.node import as_tensor
 from ..core.split import fresh_names
 from ..core.truncation import Truncation, as_truncation
 from .base import Dense, Format, Layout, Request, check_order, check_ranks
-from .steps import error_limit, relative_error, step_truncation, tail_norm
+from .steps import error_limit, relative_error, shared_svd, step_truncation, tail_norm
 from .structure import Structure, chain_factors, register_format
 from .tt import tt_svd
 
@@ -239,7 +238,7 @@ def tr_svd(
         step = step_truncation(keep, None)
     else:
         step = step_truncation(None if cap is None else cap * cap, step_limit)
-    u, s, vh, s_full = truncated_svd(first, step)
+    u, s, vh, s_full = shared_svd(first, step)
     if ranks is None:
         keep = s.shape[0]
         while cap is not None and _balanced_pair(keep)[1] > cap:  # e.g. 3 = 1 x 3 for cap 2

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..formats.steps import shared_steps
 from . import cost
 from .alloc_candidates import (
     AUTO_FORMATS,
@@ -199,9 +200,10 @@ def layer_frontier(
     >>> all(a.cost < b.cost and a.error > b.error for a, b in zip(f.frontier, f.frontier[1:]))
     True
     """
-    found = weight_candidates(module, formats, max_groups)
-    if errors is not None:
-        found = family_frontiers(_rescored(name, module, found, errors))
+    with shared_steps():  # the candidates' decompositions (and the errors') share their SVDs
+        found = weight_candidates(module, formats, max_groups)
+        if errors is not None:
+            found = family_frontiers(_rescored(name, module, found, errors))
     if measure != "params":
         prices = _Prices(module, shape)
         found = [prices(c) for c in thinned(found)]

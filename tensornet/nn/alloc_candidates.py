@@ -29,6 +29,12 @@ exactly). Errors come exactly from spectra where that is cheap:
   and :data:`MAX_CP_WORK` (ALS is slow on large kernels at large ranks), each compared with
   ``W``.
 
+A layer's decompositions run within :func:`~tensornet.formats.steps.shared_steps`: an SVD
+(or Gram frame) of a matrix met before is reused, bitwise, so TT-SVD at every tolerance does its
+first step once (and every step after the same ranks), HT-SVD its unfoldings, TR its first
+SVD, and CP's starts share their mode frames (a 256 x 256 x 3 x 3 kernel: tt, ht and tr in
+2.98 s of CPU instead of 5.43 s, one thread).
+
 Candidates with no fewer parameters than the dense kernel are left out (dense is a candidate).
 Errors up to :data:`EXACT` (float32 rounding) count as 0, so that among exact candidates the
 cheapest wins, and on a tie the format listed first in :data:`AUTO_FORMATS`.
@@ -48,6 +54,7 @@ from torch import nn
 
 from ..core.truncation import Truncation
 from ..formats import get_format
+from ..formats.steps import shared_steps
 from .frontier import pareto
 from .layers import kernel_options
 from .measure import kernel_legs
@@ -211,11 +218,12 @@ def weight_candidates(
     k = _Kernel(module)
     out = [Candidate("dense", (), (), k.dense, 0.0)]
     spatial = k.conv and math.prod(k.shape[2:]) > 1
-    for fmt in formats:
-        if fmt in ("svd", "grouped") or spatial:
-            out += family_frontiers(
-                [c for c in _BUILDERS[fmt](k, max_groups) if c.params < k.dense]
-            )
+    with shared_steps():  # the decompositions at several tolerances share their SVDs
+        for fmt in formats:
+            if fmt in ("svd", "grouped") or spatial:
+                out += family_frontiers(
+                    [c for c in _BUILDERS[fmt](k, max_groups) if c.params < k.dense]
+                )
     return out
 
 

@@ -79,6 +79,7 @@ __all__ = [
     "MAX_SWEEP_UNKNOWNS",
     "WHITENED_FORMATS",
     "InputCovariance",
+    "Metric",
     "compress_layer_whitened",
     "input_covariances",
     "layer_rows",
@@ -168,23 +169,82 @@ def output_error(layer_or_kernel: Any, approx: Any, covariance: Any) -> float:
     True
     """
     w = _matrix(layer_or_kernel, "output_error: layer_or_kernel")
-    w2 = _matrix(approx, "output_error: approx").to(w.device)
-    if w.shape != w2.shape:
-        raise ValueError(
-            f"output_error: approx has shape {tuple(w2.shape)}, the kernel {tuple(w.shape)}"
-        )
-    c = _cov(covariance, w.shape[1], "output_error").to(w.device)
-    pair = _pair(covariance, c)
-    if pair is None:
-        total = _energy(w, c)
-        lost = max(_energy(w - w2, c), 0.0)
-    else:  # ||X0 W^T - X W'^T||^2 = tr(W T W^T) - 2 tr(W' K W^T) + tr(W' C W'^T)
-        cross, target = pair
-        total = _energy(w, target)
-        lost = max(total - 2 * float(((w2 @ cross) * w).sum()) + _energy(w2, c), 0.0)
-    if total <= 0:
-        return 0.0 if lost == 0 else math.inf
-    return math.sqrt(lost / total)
+    return Metric(w, covariance, what="output_error").error(approx)
+
+
+class Metric:
+    """One layer's input metric: its kernel, ``C`` and what every error on it shares.
+
+    :func:`output_error` against one kernel and covariance for many approximations, and the
+    whitened decompositions of that kernel (:meth:`whitened`), compute the kernel's output
+    energy, the Cholesky root of ``C`` and the fitted kernel once (values as computed afresh).
+
+    Examples
+    --------
+    >>> import torch
+    >>> x, w = torch.randn(20, 3, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)
+    >>> metric = Metric(w, x.T @ x)
+    >>> metric.error(w * 0.9) == output_error(w, w * 0.9, x.T @ x)
+    True
+    """
+
+    def __init__(
+        self, kernel: Any, covariance: Any, ridge: float = DEFAULT_RIDGE, what: str = "Metric"
+    ) -> None:
+        self.w = _matrix(kernel, f"{what}: kernel")
+        self.covariance, self.ridge, self.what = covariance, float(ridge), what
+        self.c = _cov(covariance, self.w.shape[1], what).to(self.w.device)
+        self.pair = _pair(covariance, self.c)
+        target = self.c if self.pair is None else self.pair[1]
+        self.total = _energy(self.w, target)
+        self._roots: tuple | None = None
+        self._fit: torch.Tensor | None = None
+
+    def error(self, approx: Any) -> float:
+        """``||X0 W^T - X W'^T||_F / ||X0 W^T||_F`` (``X0 = X`` without ``cross``)."""
+        w, w2 = self.w, _matrix(approx, f"{self.what}: approx").to(self.w.device)
+        if w.shape != w2.shape:
+            raise ValueError(
+                f"{self.what}: approx has shape {tuple(w2.shape)}, the kernel {tuple(w.shape)}"
+            )
+        if self.pair is None:
+            lost = max(_energy(w - w2, self.c), 0.0)
+        else:  # ||X0 W^T - X W'^T||^2 = tr(W T W^T) - 2 tr(W' K W^T) + tr(W' C W'^T)
+            cross = self.pair[0]
+            lost = max(self.total - 2 * float(((w2 @ cross) * w).sum()) + _energy(w2, self.c), 0.0)
+        if self.total <= 0:
+            return 0.0 if lost == 0 else math.inf
+        return math.sqrt(lost / self.total)
+
+    def roots(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """:func:`_roots` of ``C`` with the ridge (computed once)."""
+        if self._roots is None:
+            self._roots = (_roots(self.c, self.ridge, self.what),)  # type: ignore[assignment]
+        return self._roots[0]  # type: ignore[index]
+
+    def fit(self) -> torch.Tensor:
+        """The kernel factored: ``W``, or ``W K^T C^{-1}`` with ``cross`` (computed once)."""
+        if self._fit is None:
+            pair, roots = self.pair, self.roots()
+            self._fit = self.w
+            if pair is not None and roots is not None:
+                self._fit = torch.cholesky_solve(pair[0] @ self.w.T, roots[0]).T
+        return self._fit
+
+    def whitened(self, plain: Format, sweeps: int, dtype: torch.dtype) -> tuple[Format, float]:
+        """:func:`_whiten` of ``plain`` without its weight error, and its output error."""
+        plain_error = self.error(plain)
+        if not _whitenable(plain) or self.roots() is None:
+            return plain, plain_error
+        roots, fit = self.roots(), self.fit()
+        base = plain.to(self.w.device, torch.float64)
+        if plain.structure.format == "svd":
+            new = _svd_whitened(base, fit, roots)
+        else:
+            new = _tucker2_whitened(base, fit, roots, sweeps)
+        new = new.to(self.w.device, dtype)
+        error = self.error(new)
+        return (plain, plain_error) if error > plain_error else (new, error)
 
 
 def whitened_spectrum(kernel: Any, covariance: InputCovariance | torch.Tensor) -> torch.Tensor:
@@ -257,17 +317,16 @@ def _right_solve(y: torch.Tensor, lo: torch.Tensor) -> torch.Tensor:
 
 
 def _out_and_core(
-    w: torch.Tensor, lo: torch.Tensor, v: torch.Tensor, r_out: int, k: int
+    wl: torch.Tensor, lo: torch.Tensor, v: torch.Tensor, r_out: int, k: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Given the in factor ``V``, the out factor and core minimising ``||(W - W') L||``.
 
     ``W' = U G (V kron I_k)^T``; with ``L^T (V kron I_k) = Q R``, the best ``U G R^T`` is the
     rank-``r_out`` truncation of ``W L Q`` (Eckart-Young), so ``U`` are its leading left
-    singular vectors and ``G = U^T W L Q R^{-T}``.
+    singular vectors and ``G = U^T W L Q R^{-T}``. ``wl`` is ``W L``.
     """
-    m = _kron_eye(v, k)
-    q, rr = torch.linalg.qr(lo.T @ m)
-    t = w @ lo @ q
+    q, rr = torch.linalg.qr(_times_kron_eye(lo.T, v, k))
+    t = wl @ q
     u = torch.linalg.svd(t, full_matrices=True)[0][:, :r_out]
     g = torch.linalg.solve_triangular(rr, (u.T @ t).T, upper=True).T
     return u, g
@@ -303,12 +362,13 @@ def _tucker2_whitened(plain: Format, w: torch.Tensor, roots: tuple, sweeps: int)
     r_out, r_in, k = core_shape[0], core_shape[1], math.prod(core_shape[2:])
     n_in = plain.factors[1].shape[0]
     v = plain.factors[1].to(w.dtype)
-    u, g = _out_and_core(w, lo, v, r_out, k)
+    wl = w @ lo
+    u, g = _out_and_core(wl, lo, v, r_out, k)
     best = (_energy(w - _tucker2_dense(u, g, v, k), c_ridge), u, g, v)
     if n_in * r_in <= MAX_SWEEP_UNKNOWNS:
         for _ in range(sweeps):
             v = torch.linalg.qr(_in_step(w, c_ridge, u, g, (n_in, r_in, k)))[0]
-            u, g = _out_and_core(w, lo, v, r_out, k)
+            u, g = _out_and_core(wl, lo, v, r_out, k)
             lost = _energy(w - _tucker2_dense(u, g, v, k), c_ridge)
             if lost < best[0]:
                 best = (lost, u, g, v)
@@ -319,14 +379,22 @@ def _tucker2_whitened(plain: Format, w: torch.Tensor, roots: tuple, sweeps: int)
 
 
 def _tucker2_dense(u: torch.Tensor, g: torch.Tensor, v: torch.Tensor, k: int) -> torch.Tensor:
-    """``U G (V kron I_k)^T`` as an ``(out, in * k)`` matrix."""
-    return u @ g @ _kron_eye(v, k).T
+    """``U G (V kron I_k)^T`` as an ``(out, in * k)`` matrix (without forming the Kronecker).
+
+    ``(X (V kron I_k)^T)[o, j k + s] = sum_b X[o, b k + s] V[j, b]``.
+    """
+    ug = (u @ g).reshape(u.shape[0], v.shape[1], k)
+    return torch.einsum("obs,jb->ojs", ug, v).reshape(u.shape[0], -1)
 
 
-def _kron_eye(v: torch.Tensor, k: int) -> torch.Tensor:
-    """``V kron I_k``: row ``j k + s``, column ``b k + t`` hold ``V[j, b] [s == t]``."""
-    eye = torch.eye(k, dtype=v.dtype, device=v.device)
-    return (v[:, None, :, None] * eye[None, :, None, :]).reshape(v.shape[0] * k, -1)
+def _times_kron_eye(a: torch.Tensor, v: torch.Tensor, k: int) -> torch.Tensor:
+    """``A (V kron I_k)`` without forming the Kronecker.
+
+    ``V kron I_k`` holds ``V[j, b]`` at row ``j k + s``, column ``b k + s``, so the product
+    holds ``sum_j A[p, j k + t] V[j, b]`` at ``(p, b k + t)``.
+    """
+    a3 = a.reshape(a.shape[0], v.shape[0], k)
+    return torch.einsum("pjt,jb->pbt", a3, v).reshape(a.shape[0], -1)
 
 
 def _whitenable(plain: Format) -> bool:
@@ -348,20 +416,11 @@ def _whiten(
     ``W* = W K^T C^{-1}``, the least-squares fit of ``X0 W^T`` by ``X W*^T``: by Pythagoras the
     best rank-``r`` fit of ``X0 W^T`` is the best rank-``r`` ``W'`` in the metric of ``C``.
     """
-    w = kernel.detach().reshape(kernel.shape[0], -1).double()
-    c = _cov(covariance, w.shape[1], what).to(w.device)
-    roots = _roots(c, ridge, what) if _whitenable(plain) else None
-    if roots is None:
+    metric = Metric(kernel.detach(), covariance, ridge, what)
+    new, _ = metric.whitened(plain, sweeps, kernel.dtype)
+    if new is plain:
         return plain
-    pair = _pair(covariance, c)
-    fit = w if pair is None else torch.cholesky_solve(pair[0] @ w.T, roots[0]).T
-    if plain.structure.format == "svd":
-        new = _svd_whitened(plain.to(w.device, torch.float64), fit, roots)
-    else:
-        new = _tucker2_whitened(plain.to(w.device, torch.float64), fit, roots, sweeps)
-    new = new.to(kernel.device, kernel.dtype)
-    if output_error(w, new, covariance) > output_error(w, plain, covariance):
-        return plain
+    w = metric.w
     dense = new.to_dense().reshape(w.shape).double()
     norm = float(w.norm())
     error = float((w - dense).norm()) / norm if norm > 0 else 0.0

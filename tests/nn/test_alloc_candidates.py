@@ -102,3 +102,19 @@ def test_exactly_low_rank_kernels_get_their_rank_on_the_grid_and_zero_error():
     many = nn.Linear(64, 64)
     ranks = [c.ranks[0] for c in weight_candidates(many, ("svd",))[1:]]
     assert ranks == [r for r in rank_levels(64) if r * 128 < 64 * 64]
+
+
+def test_the_dense_candidate_the_size_cut_the_group_cap_and_small_spatial_kernels():
+    from tensornet.nn.alloc_candidates import Candidate, weight_candidates
+
+    torch.manual_seed(0)
+    square = nn.Linear(4, 4, bias=False)  # svd rank 2: 2 * (4 + 4) = 16, the dense size
+    found = weight_candidates(square)
+    assert found[0] == Candidate("dense", (), (), 16, 0.0)
+    assert all(c.params < 16 for c in found[1:]) and found[1:]
+    wide = nn.Linear(130, 4)  # group counts dividing 130: 2, 5, 10, 13, 26 up to 64, then 65
+    groups = {dict(c.options)["channel_groups"] for c in weight_candidates(wide, ("grouped",))[1:]}
+    assert max(groups) == 26
+    for size in ((2, 1), (3, 1)):  # spatial kernels of 2 and 3 taps: the spatial formats too
+        formats = {c.format for c in weight_candidates(nn.Conv2d(4, 6, size), ("svd", "tucker2"))}
+        assert formats == {"dense", "svd", "tucker2"}

@@ -203,7 +203,8 @@ def test_tucker2_core_is_the_least_squares_optimum_given_the_in_factor():
 
 def test_tucker2_sweeps_only_lower_the_error_and_factors_stay_orthonormal():
     x = correlated(100, 36, seed=5)
-    w = torch.randn(8, 4, 3, 3, dtype=F64)
+    # seeded: how much the sweeps gain depends on the kernel (1e-4 to 0.1 over seeds 0-5)
+    w = torch.randn(8, 4, 3, 3, dtype=F64, generator=torch.Generator().manual_seed(1))
     c = x.T @ x
     errors = [
         output_error(w, whitened_format(w, "tucker2", c, ranks=(3, 2), sweeps=n), c)
