@@ -16,7 +16,7 @@ from scipy import stats as sps
 
 from studies.alds import Config
 from studies.common import stats
-from studies.common.training import pack_correct
+from studies.common.training import pack_correct, unpack_correct
 from studies.verdicts import alds
 
 N = 200  # test images per seed
@@ -295,14 +295,62 @@ def test_auto_findings_compare_each_budget_separately():
     # the per-budget comparison is compare() restricted to that budget, seeded per cell
     again = alds.compare(results, "alds", "before", CFG.seed + 200 + 1, "auto", [0.25])
     assert again == before["0.25"]
+    for j, budget in enumerate((0.5, 0.25)):  # "after" seeds differ from "before" ones
+        again = alds.compare(results, "alds", "after", CFG.seed + 200 + 10 + j, "auto", [budget])
+        saved = found["auto"]["after"]["budgets"][f"{budget:g}"]
+        assert json.dumps(saved, sort_keys=True) == json.dumps(again, sort_keys=True)  # NaN p
     seeds = before["0.25"]["over_seeds"]  # 2 seeds: too few for the test over seeds
     assert seeds["status"] == "not enough units" and seeds["units"] == 2
     assert seeds["statistic"] == pytest.approx(-40 / N)
     assert [u["estimate"] for u in seeds["per_unit"]] == pytest.approx([-40 / N, -40 / N])
-    assert "auto with data's accuracy advantage over ALDS" in (
-        found["auto-data"]["after"]["budgets"]["0.5"]["verdict"]["reason"]
+    alone = [stats.paired_bootstrap(
+        [unpack_correct(r["before"]["test_correct"]) for r in res["rows"]
+         if r["method"] == "auto" and r["budget"] == 0.25],
+        [unpack_correct(r["before"]["test_correct"]) for r in res["rows"]
+         if r["method"] == "alds" and r["budget"] == 0.25], seed=CFG.seed + 201 + s)
+        for s, res in enumerate(results)]  # fmt: skip
+    assert [(u["low"], u["high"]) for u in seeds["per_unit"]] == [(a.low, a.high) for a in alone]
+    assert (
+        "auto with data's accuracy advantage over ALDS"
+        in (found["auto-data"]["after"]["budgets"]["0.5"]["verdict"]["reason"])
     )
     assert alds.auto_findings(results, CFG, ["auto", "auto-data"]) == {}  # no ALDS: nothing
+    whole = alds.findings(results, CFG)["auto"]
+    assert json.dumps(whole, sort_keys=True) == json.dumps(found, sort_keys=True)  # NaN p
+
+
+def test_the_test_over_seeds_names_the_methods_and_tests_against_zero():
+    wrong = {(m, b): (0, 0) for m in ("auto", "auto-data") for b in CFG.budgets}
+    results = []
+    for seed in range(5):  # ALDS wrong on 1..5 images before re-training, auto-data on none
+        rows = {}
+        for budget in CFG.budgets:
+            rows["alds", budget] = (seed + 1, 0)
+            rows["uniform", budget] = rows["energy", budget] = (0, 0)
+        results.append(seed_result(seed, rows))
+    results = with_auto(results, wrong)
+    out = alds.compare(results, "alds", "before", 4, "auto-data", [0.5])
+    seeds = out["over_seeds"]
+    assert seeds["units"] == 5 and seeds["status"] == "holds"
+    assert seeds["statistic"] == pytest.approx(3 / N)  # mean of 1..5 images over N
+    assert seeds["p_value"] == pytest.approx(1 / 32)  # all 5 signs positive
+    assert seeds["reason"].startswith(
+        "auto with data's accuracy advantage over ALDS lies above 0 over 5 seeds"
+    )
+    other = alds.compare(results, "uniform", "before", 4)
+    assert other["over_seeds"]["reason"].startswith(
+        "ALDS's accuracy advantage over uniform lies below 0 over 5 seeds"
+    )
+
+
+def test_the_seeds_note_says_what_the_verdicts_are():
+    assert alds.seeds_note(3) == (
+        "3 seed(s): numbers are mean ± standard deviation over seeds; each verdict is a "
+        "two-stage paired bootstrap (seeds resampled, then test images within each), so its "
+        "interval covers training variation only as far as the seeds sampled do; the test over "
+        "seeds alone (exact sign-flip, at least 5 seeds to decide) is reported beside the "
+        "automatic allocations' verdicts."
+    )
 
 
 def test_findings_hold_the_methods_run_and_the_recalibration_effect():
@@ -310,7 +358,8 @@ def test_findings_hold_the_methods_run_and_the_recalibration_effect():
                                       for b in CFG.budgets})  # fmt: skip
     for res, raw in zip(results, (0.1, 0.3)):
         for r in res["rows"]:
-            r["before_raw"] = {"test_accuracy": raw} if r["budget"] < 1 else None
+            shift = 0.0 if r["budget"] == 0.5 else 0.4  # the 0.25 cells: 0.5 and 0.7
+            r["before_raw"] = {"test_accuracy": raw + shift} if r["budget"] < 1 else None
     found = alds.findings(results, CFG)
     assert found["methods"] == ["alds", "uniform", "energy", "auto", "auto-data"]
     assert {(t["method"], t["budget"]) for t in found["table"]} == {
@@ -320,8 +369,12 @@ def test_findings_hold_the_methods_run_and_the_recalibration_effect():
     assert [(e["method"], e["budget"]) for e in effect] == [
         (m, b) for m in found["methods"] for b in (0.5, 0.25)
     ]
-    assert all(e["without"]["mean"] == pytest.approx(0.2) for e in effect)
+    assert [e["without"]["mean"] for e in effect] == pytest.approx([0.2, 0.6] * 5)
     assert effect[0]["with"]["mean"] == pytest.approx(1.0)  # ALDS right everywhere before
     dropped = [dict(res, rows=[r for r in res["rows"] if r["method"] != "auto"])
                for res in results]  # fmt: skip
     assert alds.methods_in([results[0], dropped[1]]) == ["alds", "uniform", "energy", "auto-data"]
+    no_alds = [dict(res, rows=[r for r in res["rows"] if r["method"] != "alds"])
+               for res in results]  # fmt: skip
+    found = alds.findings(no_alds, CFG)
+    assert found["comparisons"] == {"before": {}, "after": {}} and found["auto"] == {}
