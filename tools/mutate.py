@@ -222,6 +222,8 @@ TESTS: dict[str, list[str]] = {
             "budgets_are_met_within_one_percent_in_every_measure",
             "reuse_chooses_as_a_fresh_allocation_at_each_budget",
             "reuse_is_checked_before_any_work",
+            "auto_messages_history_progress_and_choice_fields",
+            "auto_picks_the_format_a_kernel_is_exactly_in",
         )),
     ],  # fmt: skip
     "tensornet/nn/allocation.py": [

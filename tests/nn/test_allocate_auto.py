@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import math
 
 import pytest
@@ -343,3 +344,34 @@ def test_reuse_is_checked_before_any_work():
     object.__setattr__(partial, "dense", {"0": auto.dense["0"]})
     with pytest.raises(ValueError, match="holds the frontiers"):
         allocate(net, 0.4, "auto", skip=(), reuse=partial)
+
+
+def test_auto_messages_history_progress_and_choice_fields(capsys):
+    net, x = _four_convs(), torch.randn(2, 4, 32, 32)
+    first = allocate(net, 0.5, "auto", skip=(), formats=("svd",))
+    fixed = "allocate: formats, data cannot be given with reuse (the reused allocation's " \
+        "candidates fixed them)"  # fmt: skip
+    with pytest.raises(ValueError, match=f"^{re.escape(fixed)}$"):
+        allocate(net, 0.4, "auto", skip=(), reuse=first, formats=("svd",), data=x)
+    both = "allocate: give errors or data, not both (data sets the errors)"
+    with pytest.raises(ValueError, match=f"^{re.escape(both)}$"):
+        allocate(net, 0.4, "auto", skip=(), errors=lambda *a: [], data=x)
+    only = "allocate: objective, weights apply to method='auto' only"
+    with pytest.raises(ValueError, match=f"^{re.escape(only)}$"):
+        allocate(net, 0.4, "alds", skip=(), objective="sum", weights={"1": 1.0})
+    with pytest.raises(ValueError, match="objective must be one of"):
+        allocate(net, 0.4, "auto", skip=(), objective="median")
+    assert first.history == [first.score]
+    capsys.readouterr()
+    allocate(net, 0.5, "auto", skip=(), formats=("svd",), progress=True)
+    assert "allocate: candidates" in capsys.readouterr().err
+    grouped = allocate(net, 0.3, "auto", "flops", skip=(), formats=("grouped",), example_input=x)
+    for name, c in grouped.layers.items():
+        picked = next(f for f in grouped.frontiers[name] if f.format == c.format
+                      and f.ranks == c.ranks and f.options == c.format_options)  # fmt: skip
+        assert c.groups == dict(picked.options).get("channel_groups", 1)
+        assert c.plan == picked.plan and c.format_options == picked.options
+    assert any(c.format == "grouped" and c.groups > 1 for c in grouped.layers.values())
+    assert any(c.format == "dense" and c.groups == 1 for c in grouped.layers.values()) or all(
+        c.format == "grouped" for c in grouped.layers.values()
+    )
