@@ -16,6 +16,16 @@ from tensornet.nn import (
 )
 
 
+def _assert_folds_exactly(net: nn.Module, shape: tuple[int, ...]) -> None:
+    """In float64 with random BatchNorm statistics, the folded model computes the same."""
+    net = net.double()
+    _randomize_bn(net)
+    net.eval()
+    x = torch.randn(*shape, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(fold_batchnorm(net)(x), net(x), rtol=0, atol=1e-10)
+
+
 def _randomize_bn(model: nn.Module, seed: int = 0) -> None:
     """Non-trivial running statistics and affine parameters in every BatchNorm."""
     g = torch.Generator().manual_seed(seed)
@@ -181,12 +191,7 @@ def test_conv1d_linear_and_transposed_layers_fold():
     up = nn.Sequential(
         TNConvTranspose2d(3, 4, 2, stride=2, format="cp", ranks=3), nn.BatchNorm2d(4)
     )
-    up = up.double()
-    _randomize_bn(up)
-    up.eval()
-    x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
-    with torch.no_grad():
-        assert torch.allclose(fold_batchnorm(up)(x), up(x), rtol=0, atol=1e-10)
+    _assert_folds_exactly(up, (2, 3, 4, 4))
 
 
 def test_dense_layers_use_torch_fusion():
@@ -245,12 +250,7 @@ def test_grouped_compressed_conv_folds():
     torch.manual_seed(4)
     conv = nn.Conv2d(4, 6, 3, groups=2, padding=1).double()
     net = nn.Sequential(TNConv2d.from_conv(conv, "tucker2", ranks=(3, 2)), nn.BatchNorm2d(6))
-    net = net.double()
-    _randomize_bn(net)
-    net.eval()
-    x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
-    with torch.no_grad():
-        assert torch.allclose(fold_batchnorm(net)(x), net(x), rtol=0, atol=1e-10)
+    _assert_folds_exactly(net, (2, 4, 5, 5))
 
 
 def test_untraceable_model_asks_for_pairs():
