@@ -51,10 +51,10 @@ MUTANTS: dict[str, tuple[str, str, str, list[str], str]] = {
     ),
     "study_f3_threshold": (
         "studies/verdicts/truncation.py",
-        'after_iv, tol, claim="below"',
-        'after_iv, cfg.aggressive_drop, claim="below"',
+        '"retrained_drop": ("retrained", "below", "the re-trained drop", 3),',
+        '"retrained_drop": ("aggressive", "below", "the re-trained drop", 3),',
         ["tests/studies/test_truncation_verdicts.py", "tests/studies/test_truncation_study.py"],
-        "finding 3 compares the re-trained drop with the aggressive threshold",
+        "finding 3 tests the aggressive model's drop where the re-trained one belongs",
     ),
     "cache_evicts_newest": (
         "tensornet/core/contract.py",
