@@ -364,7 +364,10 @@ def test_auto_messages_history_progress_and_choice_fields(capsys):
     assert first.history == [first.score]
     capsys.readouterr()
     allocate(net, 0.5, "auto", skip=(), formats=("svd",), progress=True)
-    assert "allocate: candidates" in capsys.readouterr().err
+    assert re.search(r"(?<![A-Za-z])allocate: candidates:", capsys.readouterr().err)
+    sum_only = "allocate: weights apply to objective='sum' only"
+    with pytest.raises(ValueError, match=f"^{re.escape(sum_only)}$"):
+        allocate(net, 0.4, "auto", skip=(), objective="max", weights={"1": 1.0})
     grouped = allocate(net, 0.3, "auto", "flops", skip=(), formats=("grouped",), example_input=x)
     for name, c in grouped.layers.items():
         picked = next(f for f in grouped.frontiers[name] if f.format == c.format

@@ -337,6 +337,9 @@ def test_the_test_over_seeds_names_the_methods_and_tests_against_zero():
     assert seeds["reason"].startswith(
         "auto with data's accuracy advantage over ALDS lies above 0 over 5 seeds"
     )
+    plain = alds.compare(results, "alds", "before", 4, "auto", [0.5])  # a name of its own
+    assert plain["over_seeds"]["reason"].startswith("auto's accuracy advantage over ALDS")
+    assert plain["verdict"]["reason"].startswith("the 95% interval of auto's accuracy advant")
     other = alds.compare(results, "uniform", "before", 4)
     assert other["over_seeds"]["reason"].startswith(
         "ALDS's accuracy advantage over uniform lies below 0 over 5 seeds"
@@ -378,3 +381,13 @@ def test_findings_hold_the_methods_run_and_the_recalibration_effect():
                for res in results]  # fmt: skip
     found = alds.findings(no_alds, CFG)
     assert found["comparisons"] == {"before": {}, "after": {}} and found["auto"] == {}
+
+
+def test_the_test_over_seeds_bootstraps_each_seed_with_the_comparisons_seed(monkeypatch):
+    seen = []
+    original = alds.units.paired_unit_verdict
+    monkeypatch.setattr(
+        alds.units, "paired_unit_verdict", lambda *a, **k: seen.append(k) or original(*a, **k)
+    )
+    alds.compare(two_seeds(), "uniform", "before", seed=17)
+    assert [(k["seed"], k["claim"]) for k in seen] == [(17, "above")]
