@@ -315,6 +315,14 @@ TESTS: dict[str, list[str]] = {
     "studies/verdicts/truncation.py": ["tests/studies/test_truncation_verdicts.py"],
     "studies/verdicts/alds.py": ["tests/studies/test_verdicts_alds.py"],
     "studies/alds_report.py": ["tests/studies/test_alds_report.py"],
+    # alds_cells: the cell and context tests (the end-to-end quick run costs a minute a mutant)
+    "studies/alds_cells.py": [
+        *(f"tests/studies/test_alds.py::test_{t}" for t in (
+            "run_cell_records_the_allocation_the_scores_and_the_retraining",
+            "auto_cells_reuse_the_candidates_and_choose_as_a_fresh_allocation",
+            "calibration_batches_and_recalibrated_scores",
+        )),
+    ],  # fmt: skip
     "studies/common/calibration.py": [
         "tests/studies/test_calibration.py",
         "tests/studies/test_approx_error.py::test_cells_of_a_batchnorm_model_are_scored_after_"

@@ -301,3 +301,49 @@ def test_methods_subset_runs_only_those_cells_and_findings(tmp_path, data):
     used = {lay["format"] for r in rows if r["method"] == "auto" for lay in r["layers"]}
     assert used <= {"svd", "tucker2", "dense"} and used != {"dense"}
     assert "no recalibration, `--no-recalibrate-bn`" in (tmp_path / "report.md").read_text()
+
+
+def test_run_cell_records_the_allocation_the_scores_and_the_retraining(data):
+    import copy
+
+    import tensornet.nn as tnn
+    from studies.common.calibration import recalibrated
+    from studies.common.training import split_scores
+
+    cfg = alds.Config(auto_formats=("svd",), retrain_epochs=2, calibration_batches=2,
+                      batch_size=16, iterations=1, random_starts=0)  # fmt: skip
+    ctx = _context(cfg, data, width=2)
+    for method in ("alds", "auto-data"):
+        row = alds.run_cell(ctx, (method, 0.5))
+        alloc = ctx.allocate(method, 0.5)  # auto-data: the same choice again, from its frontiers
+        assert (row["key"], row["method"], row["budget"]) == (f"{method}\t0.5", method, 0.5)
+        assert row["target_params"] == alloc.budget and row["model_params"] == alloc.model_params
+        assert row["params"] == row["allocated_params"] == alloc.total_params
+        assert (row["flops"], row["model_flops"]) == (alloc.total_flops, alloc.model_flops)
+        expected_error = alloc.max_error if method == "alds" else alloc.max_spectral_error
+        assert row["max_error"] == expected_error
+        assert [lay["name"] for lay in row["layers"]] == list(alloc.layers)
+        for lay, c in zip(row["layers"], alloc.layers.values()):
+            assert (lay["format"], lay["label"], lay["ranks"], lay["k"], lay["params"]) == (
+                c.format, c.label, list(c.ranks), c.groups, c.params)  # fmt: skip
+            assert lay["j"] == (c.ranks[0] if c.ranks else 0)
+            assert (lay["error"], lay["spectral_error"], lay["frobenius_error"]) == (
+                c.error, c.spectral_error, c.frobenius_error)  # fmt: skip
+            assert lay["dense_params"] == c.dense_params
+            assert lay["shape"] == list(ctx.model.get_submodule(c.name).weight.shape)
+        batches = ctx.calibration() if method == "auto-data" else None
+        small, rep = tnn.compress(ctx.model, allocation=alloc, example_input=ctx.example,
+                                  measure_time=False, data=batches)  # fmt: skip
+        assert row["plan_flops"] == [rep.flops_before, rep.flops_after]
+        assert row["before_raw"] == split_scores(small.eval(), data)
+        assert row["before"] == split_scores(recalibrated(copy.deepcopy(small),
+                                                          ctx.calibration()), data)  # fmt: skip
+        assert [h["epoch"] for h in row["retrain"]] == [1, 2]
+        best = max(row["retrain"], key=lambda h: (h["val_accuracy"], -h["epoch"]))
+        assert row["after"]["epoch"] == best["epoch"]
+        assert row["after"]["test_accuracy"] == best["test_accuracy"]
+        assert row["seconds"] > 0
+    dense = alds.run_cell(ctx, ("alds", 1.0))  # nothing compressed: the model itself
+    assert dense["before_raw"] is None and dense["retrain"] == [] and dense["plan_flops"] is None
+    assert dense["before"] == split_scores(ctx.model, data)
+    assert dense["after"] == {"epoch": 0, **dense["before"]}
