@@ -229,6 +229,7 @@ TESTS: dict[str, list[str]] = {
     "tensornet/nn/allocation.py": [
         "tests/nn/test_allocate_totals.py", "tests/nn/test_allocate_auto.py",
         "tests/nn/test_allocate_steps.py",
+        "tests/nn/test_allocate.py::test_allocation_prints_true_errors_and_running_plans",
     ],  # fmt: skip
     # alloc_layer: the fast tests that reach it (all of test_allocate.py takes a minute a mutant)
     "tensornet/nn/alloc_layer.py": [

@@ -378,3 +378,25 @@ def test_auto_messages_history_progress_and_choice_fields(capsys):
     assert any(c.format == "dense" and c.groups == 1 for c in grouped.layers.values()) or all(
         c.format == "grouped" for c in grouped.layers.values()
     )
+
+
+def test_auto_allocation_prints_formats_ranks_and_its_objective():
+    net, x = _four_convs(), torch.randn(2, 4, 32, 32)
+    alloc = allocate(net, 0.5, "auto", skip=(), formats=("svd", "tt"))
+    lines = str(alloc).splitlines()
+    assert lines[0].split() == ["layer", "format", "ranks", "params", "spectral", "frob"]
+    for line, c in zip(lines[1:], alloc.layers.values()):
+        assert line.split() == [c.name, c.label[:20], ",".join(map(str, c.ranks)) or "-",
+                                f"{c.params:,}", f"{c.spectral_error:.4f}",
+                                f"{c.frobenius_error:.4f}"]  # fmt: skip
+    assert lines[-1] == (
+        f"auto (params, objective=sum): total {alloc.total_params:,} of budget "
+        f"{alloc.budget:,.0f}; max error {alloc.max_error:.4f} (true spectral "
+        f"{alloc.max_spectral_error:.4f}, Frobenius {alloc.max_frobenius_error:.4f}); "
+        f"objective {alloc.score:.4g}, gap {alloc.gap:.3g}"
+    )
+    timed = allocate(net, 0.7, "auto", "time", skip=(), formats=("svd",), example_input=x)
+    last = str(timed).splitlines()[-1]
+    assert f"total {timed.total * 1e3:.3f} ms of budget {timed.budget * 1e3:.3f} ms" in last
+    assert timed.total == timed.total_seconds and alloc.total == alloc.total_params
+    assert str(timed).splitlines()[0].split()[4:7] == ["MFLOP", "ms", "plan"]
