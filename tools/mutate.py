@@ -322,6 +322,9 @@ TESTS: dict[str, list[str]] = {
             "run_cell_records_the_allocation_the_scores_and_the_retraining",
             "auto_cells_reuse_the_candidates_and_choose_as_a_fresh_allocation",
             "calibration_batches_and_recalibrated_scores",
+            "cells_pass_the_studys_settings_to_allocate_compress_and_train",
+            "cells_without_recalibration_or_retraining",
+            "grouped_formula_and_map_cells",
         )),
     ],  # fmt: skip
     "studies/common/calibration.py": [

@@ -347,3 +347,79 @@ def test_run_cell_records_the_allocation_the_scores_and_the_retraining(data):
     assert dense["before_raw"] is None and dense["retrain"] == [] and dense["plan_flops"] is None
     assert dense["before"] == split_scores(ctx.model, data)
     assert dense["after"] == {"epoch": 0, **dense["before"]}
+
+
+def test_cells_pass_the_studys_settings_to_allocate_compress_and_train(data, monkeypatch):
+    from studies import alds_cells
+
+    calls = {"allocate": [], "compress": [], "train": []}
+    for name, module in (("allocate", alds_cells.tnn), ("compress", alds_cells.tnn),
+                         ("train", alds_cells)):  # fmt: skip
+        original = getattr(module, name)
+
+        def spy(*args, _name=name, _original=original, **kwargs):
+            calls[_name].append((args, kwargs))
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, spy)
+    cfg = alds.Config(auto_formats=("svd",), retrain_epochs=1, calibration_batches=2,
+                      batch_size=16, iterations=2, random_starts=3, retrain_lr=3e-4)  # fmt: skip
+    ctx = _context(cfg, data, width=2)
+    ctx.seed = 5
+    assert ctx.example.shape[0] == 1  # FLOPs are per image
+    row = alds.run_cell(ctx, ("alds", 0.5))
+    (args, kw), = calls["allocate"]  # fmt: skip
+    assert args == (ctx.model, 0.5, "alds") and kw["example_input"] is not None
+    assert {k: kw[k] for k in ("error", "iterations", "seeds", "seed", "progress")} == {
+        "error": "proxy",
+        "iterations": 2,
+        "seeds": 3,
+        "seed": 5,
+        "progress": False,
+    }
+    (args, kw), = calls["compress"]  # fmt: skip
+    assert kw["data"] is None and kw["measure_time"] is False
+    (args, kw), = calls["train"]  # fmt: skip
+    assert {k: kw[k] for k in ("epochs", "lr", "batch_size", "seed", "device", "progress")} == {
+        "epochs": 1,
+        "lr": 3e-4,
+        "batch_size": 16,
+        "seed": 1006,
+        "device": "cpu",
+        "progress": False,
+    }
+    assert 0 < row["seconds"] < 60
+    for c in calls.values():
+        c.clear()
+    for budget in (0.6, 0.5):
+        alds.run_cell(ctx, ("auto-data", budget))
+    first, second = calls["allocate"]
+    assert first[0] == (ctx.model, 0.6, "auto") and second[0] == (ctx.model, 0.5, "auto")
+    assert first[1]["formats"] == ("svd",) and first[1]["progress"] is False
+    assert [torch.equal(a, b) for a, b in zip(first[1]["data"], ctx.calibration())] == [True] * 2
+    assert second[1]["reuse"] is ctx.frontiers["auto-data"] and "data" not in second[1]
+    assert second[1]["progress"] is False
+    assert all(len(kw["data"]) == 2 for _, kw in calls["compress"])
+
+
+def test_cells_without_recalibration_or_retraining(data):
+    cfg = alds.Config(auto_formats=("svd",), retrain_epochs=0, recalibrate_bn=False,
+                      batch_size=16, iterations=1, random_starts=0)  # fmt: skip
+    ctx = _context(cfg, data, width=2)
+    row = alds.run_cell(ctx, ("alds", 0.5))
+    assert row["before_raw"] is None and row["retrain"] == []
+    assert row["after"] == {"epoch": 0, **row["before"]}
+    once = alds.run_cell(_context(alds.Config(**{**cfg.__dict__, "retrain_epochs": 1}), data,
+                                  width=2), ("alds", 0.5))  # fmt: skip
+    assert [h["epoch"] for h in once["retrain"]] == [1] and once["after"]["epoch"] == 1
+
+
+def test_grouped_formula_and_map_cells(data):
+    conv = {"format": "grouped", "j": 3, "k": 2, "shape": [8, 4, 3, 5], "dense_params": 480}
+    assert alds.grouped_formula(conv) == 3 * (2 * 8 + 4 * 15)
+    linear = {"format": "grouped", "j": 2, "k": 1, "shape": [10, 6], "dense_params": 60}
+    assert alds.grouped_formula(linear) == 2 * (10 + 6)
+    assert alds.grouped_formula({**conv, "format": "dense"}) == 480
+    ctx = _context(alds.Config(), data, width=2)
+    rows = list(alds.map_cells(ctx, [("alds", 1.0), ("uniform", 1.0)], None))
+    assert [r["key"] for r in rows] == ["alds\t1", "uniform\t1"]
