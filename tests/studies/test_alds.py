@@ -409,6 +409,12 @@ def test_cells_without_recalibration_or_retraining(data):
     row = alds.run_cell(ctx, ("alds", 0.5))
     assert row["before_raw"] is None and row["retrain"] == []
     assert row["after"] == {"epoch": 0, **row["before"]}
+    import tensornet.nn as tnn
+    from studies.common.training import split_scores
+
+    small, _ = tnn.compress(ctx.model, allocation=ctx.allocate("alds", 0.5),
+                            example_input=ctx.example, measure_time=False)  # fmt: skip
+    assert row["before"] == split_scores(small.eval(), data)  # the statistics as trained
     once = alds.run_cell(_context(alds.Config(**{**cfg.__dict__, "retrain_epochs": 1}), data,
                                   width=2), ("alds", 0.5))  # fmt: skip
     assert [h["epoch"] for h in once["retrain"]] == [1] and once["after"]["epoch"] == 1
