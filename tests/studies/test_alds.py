@@ -84,7 +84,8 @@ def test_verdicts_recomputed_from_the_saved_table(quick_run):
     rows = cells(out)
     text = report.read_text()
     budgets = sorted(cfg.budgets, reverse=True)
-    for i, (phase, label) in enumerate((("before", "One-shot"), ("after", "After re-training"))):
+    labels = (("before", "Compress-only"), ("after", "After re-training"))
+    for i, (phase, label) in enumerate(labels):
         statuses = []
         for j, other in enumerate(alds.METHODS[1:]):
 
@@ -429,3 +430,22 @@ def test_grouped_formula_and_map_cells(data):
     ctx = _context(alds.Config(), data, width=2)
     rows = list(alds.map_cells(ctx, [("alds", 1.0), ("uniform", 1.0)], None))
     assert [r["key"] for r in rows] == ["alds\t1", "uniform\t1"]
+
+
+def test_the_report_says_when_no_compressed_budget_qualified(quick_run):
+    _, out, report = quick_run
+    found = json.loads((out / "findings.json").read_text())
+    text = report.read_text()
+    none = [
+        f"{m} ({label})"
+        for phase, label in (("before", "compress-only"), ("after", "one-shot"))
+        for m in found["methods"]
+        if all(p[m]["budget"] == 1.0 for p in found["paper_number"][phase])
+    ]
+    sentence = "No compressed budget qualified in any seed for: "
+    if none:
+        assert f"{sentence}{', '.join(none)}; their row is the uncompressed model" in text
+    else:
+        assert sentence not in text
+    assert "**Compress-only (r = 0, before re-training):" in text
+    assert "**After re-training (one-shot, r = e):" in text
