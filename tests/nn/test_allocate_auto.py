@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
 
@@ -16,6 +15,8 @@ from tensornet.nn import alloc_auto, alloc_candidates
 from tensornet.nn.alloc_auto import LayerFrontier, choose, layer_frontier, thinned
 from tensornet.nn.alloc_candidates import Candidate, family_frontiers, weight_candidates
 from tensornet.nn.allocate import allocate
+
+from .test_frontier import _brute
 
 F = C = 16  # the hand-built kernels: 16 x 16 x 3 x 3 (2304 parameters dense)
 
@@ -95,19 +96,6 @@ def test_auto_applied_by_compress_rebuilds_the_chosen_formats_and_errors():
 
 
 # -- the global choice is optimal over the frontiers (brute force) --------------------------
-def _brute(costs, errors, budget, weights=None):
-    """(least largest error, least weighted sum of squares) over every combination."""
-    weights = weights or [1.0] * len(costs)
-    best_max = best_sum = math.inf
-    for picks in itertools.product(*[range(len(c)) for c in costs]):
-        if sum(c[i] for c, i in zip(costs, picks)) > budget:
-            continue
-        best_max = min(best_max, max(e[i] for e, i in zip(errors, picks)))
-        value = sum(w * e[i] ** 2 for w, e, i in zip(weights, errors, picks))
-        best_sum = min(best_sum, value)
-    return best_max, best_sum
-
-
 def test_the_choice_of_allocate_is_optimal_over_its_frontiers():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 6, 3), nn.Conv2d(6, 6, 3), nn.Conv2d(6, 8, 3))

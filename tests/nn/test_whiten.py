@@ -27,6 +27,8 @@ from tensornet.nn.whiten import (
     whitened_spectrum,
 )
 
+from .test_covariance import small_net
+
 F64 = torch.float64
 CONV_LEGS = ("out", "in", "kh", "kw")
 
@@ -49,19 +51,6 @@ OUTPUT_CONVS = [
 def direct_error(rows, w, approx):
     w, approx = w.reshape(w.shape[0], -1), approx.reshape(w.shape[0], -1)
     return float((rows @ (w - approx).T).norm() / (rows @ w.T).norm())
-
-
-def small_net():
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1, padding_mode="reflect"),  # 0
-        nn.BatchNorm2d(6),  # 1
-        nn.ReLU(),  # 2
-        nn.Dropout(0.5),  # 3
-        nn.Conv2d(6, 5, 3, stride=2, dilation=2),  # 4
-        nn.Flatten(),  # 5
-        nn.Linear(5 * 3 * 3, 7),  # 6
-    ).double()
 
 
 # -- output errors ----------------------------------------------------------------------------
