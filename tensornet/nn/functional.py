@@ -20,6 +20,7 @@ built it), so forcing a new family needs nothing else.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -41,6 +42,7 @@ __all__ = [
     "families",
     "linear_candidates",
     "max_elements",
+    "patches_plan",
     "plan_names",
     "register_forward",
     "spatial_legs",
@@ -287,14 +289,29 @@ def _patches(structure, geometry, input_shape, device_type):
     spatial = spatial_legs(structure)
     if spatial is None:
         return []
+    return [patches_plan(structure, spatial, geometry, input_shape)]
+
+
+def patches_plan(
+    structure: Structure,
+    spatial: tuple[str, str],
+    geometry: ConvGeometry,
+    input_shape: tuple[int, ...],
+) -> ForwardPlan:
+    """Unfold the input, then one planned einsum of the patches and ``structure``'s factors.
+
+    The unfold is one ungrouped conv's; ``spatial`` names the structure's kh and kw legs.
+    Shared by the plain convs' and the grouped convs' (block structure) patches families.
+    """
     batch, channels, rows, cols = input_shape
     kh, kw = geometry.kernel
     out_hw = geometry.output_size(rows, cols)
     positions = out_hw[0] * out_hw[1]
     in_modes, out_modes = structure.modes[1], structure.modes[0]
     unfold_elements = batch * channels * (rows * cols + kh * kw * positions)
+    unfold_geo = dataclasses.replace(geometry, groups=1)
     unfold = UnfoldStep(
-        "unfold", 0, unfold_elements, f"unfold {kh}x{kw}", geometry, (batch, channels, rows, cols)
+        "unfold", 0, unfold_elements, f"unfold {kh}x{kw}", unfold_geo, (batch, channels, rows, cols)
     )
     patch_shape = (batch, *(structure.dim(m) for m in in_modes), kh, kw, positions)
     inputs = [(_B, *in_modes, *spatial, _L)] + [f.legs for f in structure.factors]
@@ -307,7 +324,7 @@ def _patches(structure, geometry, input_shape, device_type):
     ein = EinsumStep("einsum", plan.flops, elements, label, names, program, patch_shape)
     peak = max(batch * channels * kh * kw * positions, plan.largest_intermediate)
     out_shape = (batch, structure.shape[0], *out_hw)
-    return [ForwardPlan("patches", [unfold, ein], out_shape, peak_elements=peak)]
+    return ForwardPlan("patches", [unfold, ein], out_shape, peak_elements=peak)
 
 
 # -- the linear families -----------------------------------------------------------------------

@@ -51,11 +51,10 @@ import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 
-from ..core.einsum import plan_einsum
 from ..formats.structure import Factor, Structure
-from .functional import max_elements, register_forward, spatial_legs
+from .functional import max_elements, patches_plan, register_forward, spatial_legs
 from .geometry import ConvGeometry
-from .plans import ConvStep, EinsumStep, ForwardPlan, Step, UnfoldStep, WeightExpr
+from .plans import ConvStep, EinsumStep, ForwardPlan, WeightExpr
 from .staging import Placements, build_staged
 
 __all__ = ["GROUP", "GROUPED_KIND", "block_structure", "grouped_kind"]
@@ -243,25 +242,4 @@ def _patches(structure, geometry, input_shape, device_type) -> list[ForwardPlan]
     if found is None:
         return []
     spatial, block, views = found
-    batch, channels, rows, cols = input_shape
-    kh, kw = geometry.kernel
-    out_hw = geometry.output_size(rows, cols)
-    positions = out_hw[0] * out_hw[1]
-    unfold_elements = batch * channels * (rows * cols + kh * kw * positions)
-    unfold_geo = dataclasses.replace(geometry, groups=1)
-    steps: list[Step] = [
-        UnfoldStep("unfold", 0, unfold_elements, f"unfold {kh}x{kw}", unfold_geo, input_shape)
-    ]
-    in_modes, out_modes = block.modes[1], block.modes[0]
-    patch_shape = (batch, *(block.dim(m) for m in in_modes), kh, kw, positions)
-    inputs = [(_B, *in_modes, *spatial, _L)] + [f.legs for f in block.factors]
-    shapes = [patch_shape] + [f.shape for f in block.factors]
-    limit = max_elements(block, geometry, input_shape)
-    plan, program = plan_einsum(inputs, shapes, (_B, *out_modes, _L), memory_limit=limit)
-    names = tuple(f.name for f in block.factors)
-    elements = batch * (channels * kh * kw + block.shape[0]) * positions
-    label = "einsum(patches, factors)"
-    steps.append(EinsumStep("einsum", plan.flops, elements, label, names, program, patch_shape))
-    peak = max(batch * channels * kh * kw * positions, plan.largest_intermediate)
-    out_shape = (batch, block.shape[0], *out_hw)
-    return [_with_views(ForwardPlan("patches", steps, out_shape, peak_elements=peak), views)]
+    return [_with_views(patches_plan(block, spatial, geometry, input_shape), views)]
