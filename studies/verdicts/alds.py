@@ -154,6 +154,31 @@ def seeds_note(n_seeds: int) -> str:
     )
 
 
+def withheld_near_chance(
+    comparison: dict[str, Any],
+    results: Sequence[Mapping[str, Any]],
+    methods: Sequence[str],
+    phase: str,
+    budgets: Sequence[float],
+    chance: float,
+) -> dict[str, Any]:
+    """``comparison`` with its verdict withheld ("no verdict") when a compared cell (a method
+    at a budget, mean test accuracy over seeds) lies within 5 points of ``chance``."""
+    accuracies = {
+        f"{NAMES.get(m, m)} at {b:g}": float(np.mean([
+            next(r for r in res["rows"] if r["method"] == m and r["budget"] == b)[phase][
+                "test_accuracy"]
+            for res in results
+        ]))
+        for m in methods
+        for b in budgets
+    }  # fmt: skip
+    v = comparison["verdict"]
+    iv = stats.Interval(**v["interval"]) if v["interval"] else None
+    verdict = units.withhold_near_chance(stats.Verdict(**{**v, "interval": iv}), accuracies, chance)
+    return {**comparison, "verdict": verdict.as_dict()}
+
+
 def auto_findings(
     results: Sequence[Mapping[str, Any]], cfg: Config, present: Sequence[str]
 ) -> dict[str, Any]:
@@ -167,15 +192,19 @@ def auto_findings(
     if "alds" not in present:
         return out
     budgets = sorted((b for b in cfg.levels() if b < 1), reverse=True)
+    chance = units.chance_level(cfg.dataset)
     for a, method in enumerate(m for m in AUTO if m in present):
         per_phase = {}
         for i, phase in enumerate(("before", "after")):
             per_budget = {
-                f"{b:g}": compare(
-                    results, "alds", phase, cfg.seed + 100 * (a + 1) + 10 * i + j, method, [b]
+                f"{b:g}": withheld_near_chance(
+                    compare(
+                        results, "alds", phase, cfg.seed + 100 * (a + 1) + 10 * i + j, method, [b]
+                    ),
+                    results, (method, "alds"), phase, [b], chance,
                 )
                 for j, b in enumerate(budgets)
-            }
+            }  # fmt: skip
             verdict = combine([c["verdict"] for c in per_budget.values()])
             per_phase[phase] = {"budgets": per_budget, "verdict": verdict}
         out[method] = per_phase
@@ -264,11 +293,15 @@ def findings(results: Sequence[Mapping[str, Any]], cfg: Config) -> dict[str, Any
     comparisons: dict[str, dict[str, Any]] = {}
     verdicts = {}
     for i, phase in enumerate(("before", "after")):
+        budgets = sorted((b for b in cfg.levels() if b < 1), reverse=True)
         comparisons[phase] = {
-            other: compare(results, other, phase, cfg.seed + 10 * i + j)
+            other: withheld_near_chance(
+                compare(results, other, phase, cfg.seed + 10 * i + j),
+                results, ("alds", other), phase, budgets, units.chance_level(cfg.dataset),
+            )
             for j, other in enumerate(METHODS[1:])
             if "alds" in present and other in present
-        }
+        }  # fmt: skip
         verdicts[phase] = combine([c["verdict"] for c in comparisons[phase].values()])
     return {
         "methods": present,

@@ -391,3 +391,29 @@ def test_the_test_over_seeds_bootstraps_each_seed_with_the_comparisons_seed(monk
     )
     alds.compare(two_seeds(), "uniform", "before", seed=17)
     assert [(k["seed"], k["claim"]) for k in seen] == [(17, "above")]
+
+
+def test_verdicts_are_withheld_when_a_compared_model_is_near_chance():
+    results = []
+    for seed in range(2):
+        wrong = {}
+        for budget in CFG.budgets:
+            wrong["alds", budget] = (0, 0)
+            wrong["uniform", budget] = (175, 0)  # 12.5 % before re-training: near chance
+            wrong["energy", budget] = (20, 0)
+        results.append(seed_result(seed, wrong))
+    results = with_auto(results, {("auto", b): (0, 0) for b in CFG.budgets}
+                        | {("auto-data", b): (0, 0) for b in CFG.budgets})  # fmt: skip
+    found = alds.findings(results, CFG)
+    before = found["comparisons"]["before"]
+    assert before["uniform"]["verdict"]["status"] == "no verdict"
+    assert "uniform at 0.5 12.5%" in before["uniform"]["verdict"]["reason"]
+    assert before["energy"]["verdict"]["status"] == "holds"  # 90 %: far from chance
+    assert found["verdicts"]["before"] == "no verdict"
+    assert found["comparisons"]["after"]["uniform"]["verdict"]["status"] != "no verdict"
+    near = alds.withheld_near_chance(
+        {"verdict": {"status": "holds", "test": "t", "reason": "r", "interval": None}},
+        results, ("auto", "alds"), "before", [0.25], chance=0.96,
+    )  # fmt: skip
+    assert near["verdict"]["status"] == "no verdict"
+    assert "auto at 0.25 100.0%, ALDS at 0.25 100.0%" in near["verdict"]["reason"]
