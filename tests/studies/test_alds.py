@@ -438,6 +438,10 @@ def test_grouped_formula_and_map_cells(data):
     ctx = _context(alds.Config(), data, width=2)
     rows = list(alds.map_cells(ctx, [("alds", 1.0), ("uniform", 1.0)], None))
     assert [r["key"] for r in rows] == ["alds\t1", "uniform\t1"]
+    direct = alds.run_cell(ctx, ("uniform", 1.0))
+    assert {k: v for k, v in rows[1].items() if k != "seconds"} == {
+        k: v for k, v in direct.items() if k != "seconds"
+    }  # each cell is run_cell's row
 
 
 def test_the_report_says_when_no_compressed_budget_qualified(quick_run):
